@@ -1,0 +1,1 @@
+//! One block volume on one node.

@@ -1,0 +1,2 @@
+//! The `tandem` daemon and CLI.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Placeholder module; see the iSCSI issue.
