@@ -1,1 +1,2 @@
+//! Engine benchmark (written next).
 fn main() {}

@@ -1,0 +1,772 @@
+//! The volume engine: the synchronous core every other part of the crate builds on.
+//!
+//! Writes append a record to the log and update the in-memory index; flushes share one
+//! `fdatasync` of the log (group commit); reads lay the index over the extent. A background
+//! flusher (see [`crate::flusher`]) copies logged blocks into the extent and advances the
+//! checkpoint, freeing log space.
+//!
+//! Lock order (outer first): `caw`, `flush_lock`, `log`, `reclaim`, `index`, `sb`, `sync`, `role`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::index::{Index, Loc};
+use crate::record::{record_len, Header, Kind, ALIGN, HEADER_LEN};
+use crate::recovery;
+use crate::role::{access_state, AccessState, Role, RoleState};
+use crate::stats::Stats;
+use crate::storage::{BlockFile, Storage};
+use crate::superblock::Superblock;
+
+/// File names inside a volume's storage.
+pub const SUPERBLOCK_FILE: &str = "superblock";
+/// The circular write-ahead log.
+pub const WAL_FILE: &str = "wal";
+/// The volume's data (sparse).
+pub const EXTENT_FILE: &str = "extent";
+/// Largest data payload of one log record.
+pub const MAX_RECORD_DATA: u64 = 1 << 20;
+
+/// Parameters of a new volume.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    /// Logical block size: 512 or 4096.
+    pub block_size: u32,
+    /// Capacity in bytes (a multiple of the block size).
+    pub capacity_bytes: u64,
+    /// Size of the write-ahead log in bytes (a multiple of 512).
+    pub wal_bytes: u64,
+    /// Initial role.
+    pub role: Role,
+    /// Initial epoch.
+    pub epoch: u64,
+}
+
+impl Default for CreateOptions {
+    fn default() -> Self {
+        CreateOptions {
+            block_size: 512,
+            capacity_bytes: 1 << 30,
+            wal_bytes: 128 << 20,
+            role: Role::Primary,
+            epoch: 1,
+        }
+    }
+}
+
+/// Run-time behaviour of an opened volume.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// Run the flusher in a background thread. Tests that want determinism turn it off; writers
+    /// then run the flusher themselves when the log is full.
+    pub background_flusher: bool,
+    /// The flusher runs at least this often while the log holds records.
+    pub flush_interval: Duration,
+    /// How long a writer waits for log space before giving up with [`Error::LogFull`].
+    pub log_full_timeout: Duration,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            background_flusher: true,
+            flush_interval: Duration::from_millis(200),
+            log_full_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Position of the log: appended up to `head`, checkpointed up to `tail`.
+#[derive(Debug)]
+pub(crate) struct LogState {
+    pub(crate) next_lsn: u64,
+    pub(crate) head: u64,
+    pub(crate) tail: u64,
+    pub(crate) tail_lsn: u64,
+    pub(crate) generation: u64,
+}
+
+#[derive(Debug)]
+struct SyncState {
+    syncing: bool,
+}
+
+/// Flusher thread control.
+#[derive(Debug, Default)]
+pub(crate) struct FlusherCtl {
+    pub(crate) requested: bool,
+    pub(crate) shutdown: bool,
+}
+
+/// The volume engine.
+pub struct Engine {
+    pub(crate) meta: Arc<dyn BlockFile>,
+    pub(crate) wal: Arc<dyn BlockFile>,
+    pub(crate) extent: Arc<dyn BlockFile>,
+    meta_path: std::path::PathBuf,
+    uuid: [u8; 16],
+    block_size: u32,
+    pub(crate) wal_size: u64,
+    max_record_blocks: u64,
+    capacity: AtomicU64,
+    pub(crate) log: Mutex<LogState>,
+    pub(crate) space_cv: Condvar,
+    pub(crate) reclaim: RwLock<()>,
+    pub(crate) index: RwLock<Index>,
+    pub(crate) sb: Mutex<Superblock>,
+    sync: Mutex<SyncState>,
+    sync_cv: Condvar,
+    durable_lsn: AtomicU64,
+    pub(crate) flush_lock: Mutex<()>,
+    caw: RwLock<()>,
+    role: Mutex<RoleState>,
+    access_tx: tokio::sync::watch::Sender<AccessState>,
+    failed: AtomicBool,
+    closed: AtomicBool,
+    pub(crate) opts: OpenOptions,
+    pub(crate) ctl: Mutex<FlusherCtl>,
+    pub(crate) ctl_cv: Condvar,
+    pub(crate) stats: Stats,
+    pub(crate) thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Locks a mutex, ignoring poisoning (a panicking holder cannot leave these states torn: each
+/// critical section completes its updates before any call that could fail).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn max_record_blocks(wal_bytes: u64, block_size: u32) -> u64 {
+    let bs = u64::from(block_size);
+    let fit = (wal_bytes / 4).saturating_sub(ALIGN) / bs;
+    fit.min(MAX_RECORD_DATA / bs)
+}
+
+/// Creates a new volume in `storage`. Fails with [`Error::Exists`] if one is there.
+pub fn create(storage: &dyn Storage, opts: &CreateOptions) -> Result<[u8; 16]> {
+    let bs = opts.block_size;
+    if bs != 512 && bs != 4096 {
+        return Err(Error::InvalidGeometry(format!(
+            "block size {bs} (must be 512 or 4096)"
+        )));
+    }
+    if opts.capacity_bytes == 0 || !opts.capacity_bytes.is_multiple_of(u64::from(bs)) {
+        return Err(Error::InvalidGeometry(format!(
+            "capacity {} is not a positive multiple of {bs}",
+            opts.capacity_bytes
+        )));
+    }
+    if !opts.wal_bytes.is_multiple_of(ALIGN) || max_record_blocks(opts.wal_bytes, bs) == 0 {
+        return Err(Error::TooSmall(format!(
+            "write-ahead log of {} bytes cannot hold records of {bs}-byte blocks",
+            opts.wal_bytes
+        )));
+    }
+    if storage.exists(SUPERBLOCK_FILE) {
+        return Err(Error::Exists(format!(
+            "a volume exists at {}",
+            storage.describe(SUPERBLOCK_FILE).display()
+        )));
+    }
+    let extent = storage.create(EXTENT_FILE)?;
+    extent.set_len(opts.capacity_bytes)?;
+    extent.sync_data()?;
+    let wal = storage.create(WAL_FILE)?;
+    // Real zeros, not a sparse file: overwriting allocated blocks lets fdatasync skip metadata.
+    let zeros = vec![0u8; (1 << 20).min(opts.wal_bytes as usize)];
+    let mut off = 0;
+    while off < opts.wal_bytes {
+        let n = (opts.wal_bytes - off).min(zeros.len() as u64) as usize;
+        wal.write_at(&zeros[..n], off)?;
+        off += n as u64;
+    }
+    wal.sync_data()?;
+    let uuid = *uuid::Uuid::new_v4().as_bytes();
+    let meta = storage.create(SUPERBLOCK_FILE)?;
+    let mut sb = Superblock {
+        seq: 0,
+        uuid,
+        block_size: bs,
+        capacity_blocks: opts.capacity_bytes / u64::from(bs),
+        wal_size: opts.wal_bytes,
+        generation: 1,
+        checkpoint_lsn: 1,
+        checkpoint_virt: 0,
+        epoch: opts.epoch,
+        role: opts.role,
+    };
+    sb.store(meta.as_ref())?;
+    sb.store(meta.as_ref())?;
+    storage.sync_dir()?;
+    Ok(uuid)
+}
+
+impl Engine {
+    /// Opens a volume, recovering from its log. Everything recovered is checkpointed into the
+    /// extent before the volume serves, and the log generation advances so that records left
+    /// behind a torn tail can never be replayed later.
+    pub fn open(storage: &dyn Storage, opts: OpenOptions) -> Result<Arc<Engine>> {
+        if !storage.exists(SUPERBLOCK_FILE) {
+            return Err(Error::Exists(format!(
+                "no volume at {}",
+                storage.describe(SUPERBLOCK_FILE).display()
+            )));
+        }
+        let meta = storage.open(SUPERBLOCK_FILE)?;
+        let meta_path = storage.describe(SUPERBLOCK_FILE);
+        let sb = Superblock::load(meta.as_ref(), &meta_path)?;
+        let wal = storage.open(WAL_FILE)?;
+        let extent = storage.open(EXTENT_FILE)?;
+        let corrupt = |reason: String| Error::CorruptSuperblock {
+            path: meta_path.clone(),
+            reason,
+        };
+        if sb.block_size != 512 && sb.block_size != 4096 {
+            return Err(corrupt(format!("block size {}", sb.block_size)));
+        }
+        let mrb = max_record_blocks(sb.wal_size, sb.block_size);
+        if !sb.wal_size.is_multiple_of(ALIGN) || mrb == 0 || wal.size()? < sb.wal_size {
+            return Err(corrupt(format!(
+                "log size {} does not match the log file",
+                sb.wal_size
+            )));
+        }
+        let scan = recovery::scan(wal.as_ref(), &sb, mrb * u64::from(sb.block_size))?;
+        tracing::info!(
+            records = scan.records,
+            next_lsn = scan.next_lsn,
+            "recovered write-ahead log"
+        );
+        let role = RoleState {
+            role: sb.role,
+            epoch: sb.epoch,
+            lease_until: None,
+            transitioning: false,
+        };
+        let (access_tx, _) = tokio::sync::watch::channel(access_state(&role, Instant::now()));
+        let engine = Arc::new(Engine {
+            meta,
+            wal,
+            extent,
+            meta_path,
+            uuid: sb.uuid,
+            block_size: sb.block_size,
+            wal_size: sb.wal_size,
+            max_record_blocks: mrb,
+            capacity: AtomicU64::new(sb.capacity_blocks),
+            log: Mutex::new(LogState {
+                next_lsn: scan.next_lsn,
+                head: scan.head_virt,
+                tail: sb.checkpoint_virt,
+                tail_lsn: sb.checkpoint_lsn,
+                generation: sb.generation,
+            }),
+            space_cv: Condvar::new(),
+            reclaim: RwLock::new(()),
+            index: RwLock::new(scan.index),
+            durable_lsn: AtomicU64::new(sb.checkpoint_lsn),
+            sb: Mutex::new(sb),
+            sync: Mutex::new(SyncState { syncing: false }),
+            sync_cv: Condvar::new(),
+            flush_lock: Mutex::new(()),
+            caw: RwLock::new(()),
+            role: Mutex::new(role),
+            access_tx,
+            failed: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            opts,
+            ctl: Mutex::new(FlusherCtl::default()),
+            ctl_cv: Condvar::new(),
+            stats: Stats::default(),
+            thread: Mutex::new(None),
+        });
+        engine.flush_once()?;
+        engine.new_generation()?;
+        if engine.opts.background_flusher {
+            crate::flusher::start(&engine);
+        }
+        Ok(engine)
+    }
+
+    /// Starts a new log generation at the current head (the log is empty after the open-time
+    /// checkpoint), so stale records of earlier runs fail the generation check.
+    fn new_generation(&self) -> Result<()> {
+        let _f = lock(&self.flush_lock);
+        let mut log = lock(&self.log);
+        let mut sb = lock(&self.sb);
+        sb.generation += 1;
+        sb.checkpoint_lsn = log.next_lsn;
+        sb.checkpoint_virt = log.head;
+        sb.store(self.meta.as_ref()).map_err(|e| self.fail(e))?;
+        log.generation = sb.generation;
+        log.tail = log.head;
+        log.tail_lsn = log.next_lsn;
+        Ok(())
+    }
+
+    /// The volume's UUID: the identity both protocols report.
+    pub fn uuid(&self) -> [u8; 16] {
+        self.uuid
+    }
+
+    /// Logical block size in bytes.
+    pub fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
+    /// Capacity in logical blocks.
+    pub fn capacity_blocks(&self) -> u64 {
+        self.capacity.load(Ordering::Acquire)
+    }
+
+    /// Largest number of blocks one log record carries (larger writes become several records).
+    pub fn max_record_blocks(&self) -> u64 {
+        self.max_record_blocks
+    }
+
+    /// Where the superblock lives (for messages).
+    pub fn location(&self) -> &std::path::Path {
+        &self.meta_path
+    }
+
+    /// Marks the engine failed after an I/O error and passes the error on.
+    pub(crate) fn fail(&self, e: impl Into<Error>) -> Error {
+        let e = e.into();
+        if !self.failed.swap(true, Ordering::SeqCst) {
+            tracing::error!(error = %e, "volume failed; it must be reopened");
+        }
+        self.space_cv.notify_all();
+        self.sync_cv.notify_all();
+        e
+    }
+
+    pub(crate) fn check_alive(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        if self.failed.load(Ordering::Acquire) {
+            return Err(Error::Failed);
+        }
+        Ok(())
+    }
+
+    fn check_range(&self, lba: u64, blocks: u64) -> Result<()> {
+        let capacity = self.capacity_blocks();
+        if lba.checked_add(blocks).is_none_or(|end| end > capacity) {
+            return Err(Error::OutOfRange {
+                lba,
+                blocks,
+                capacity,
+            });
+        }
+        Ok(())
+    }
+
+    fn blocks_of(&self, len: usize) -> Result<u64> {
+        let bs = self.block_size as usize;
+        if !len.is_multiple_of(bs) {
+            return Err(Error::Misaligned {
+                len,
+                block_size: self.block_size,
+            });
+        }
+        Ok((len / bs) as u64)
+    }
+
+    /// Refuses host I/O unless the role, epoch and lease make this path optimized.
+    pub fn gate(&self) -> Result<()> {
+        match self.access_state() {
+            AccessState::Optimized => Ok(()),
+            other => Err(Error::NotServing(other)),
+        }
+    }
+
+    // ----- roles -------------------------------------------------------------------------
+
+    /// The access state hosts should see now.
+    pub fn access_state(&self) -> AccessState {
+        access_state(&lock(&self.role), Instant::now())
+    }
+
+    /// Role, epoch, lease and transition flag.
+    pub fn role_state(&self) -> RoleState {
+        *lock(&self.role)
+    }
+
+    /// A receiver that sees every change of the access state.
+    pub fn watch_access(&self) -> tokio::sync::watch::Receiver<AccessState> {
+        self.access_tx.subscribe()
+    }
+
+    /// Recomputes the access state and tells watchers if it changed.
+    pub(crate) fn publish_access(&self) {
+        let now = self.access_state();
+        self.access_tx.send_if_modified(|cur| {
+            let changed = *cur != now;
+            *cur = now;
+            changed
+        });
+    }
+
+    /// Changes the role under `epoch`, which must not be older than the current one. The new
+    /// role and epoch are durable in the superblock before they take effect; meanwhile hosts see
+    /// the volume as transitioning.
+    pub fn set_role(&self, role: Role, epoch: u64) -> Result<()> {
+        self.check_alive()?;
+        {
+            let mut st = lock(&self.role);
+            if epoch < st.epoch {
+                return Err(Error::StaleEpoch {
+                    current: st.epoch,
+                    presented: epoch,
+                });
+            }
+            st.transitioning = true;
+        }
+        self.publish_access();
+        let persisted = {
+            let mut sb = lock(&self.sb);
+            sb.role = role;
+            sb.epoch = epoch;
+            sb.store(self.meta.as_ref())
+        };
+        {
+            let mut st = lock(&self.role);
+            st.transitioning = false;
+            if persisted.is_ok() {
+                st.role = role;
+                st.epoch = epoch;
+            }
+        }
+        self.publish_access();
+        persisted.map_err(|e| self.fail(e))
+    }
+
+    /// Grants (or with `None` removes) a lease: a primary serves only until it ends.
+    pub fn set_lease(&self, until: Option<Instant>) {
+        lock(&self.role).lease_until = until;
+        self.publish_access();
+        self.ctl_cv.notify_all();
+    }
+
+    /// Refuses a request carrying an epoch older than the volume's (fencing of an old primary).
+    pub fn check_epoch(&self, presented: u64) -> Result<()> {
+        let current = lock(&self.role).epoch;
+        if presented < current {
+            return Err(Error::StaleEpoch { current, presented });
+        }
+        Ok(())
+    }
+
+    // ----- writes ------------------------------------------------------------------------
+
+    /// Writes whole blocks at `lba`. With `fua` the data is durable when this returns.
+    pub fn write(&self, lba: u64, data: &[u8], fua: bool) -> Result<()> {
+        let _c = self.caw.read().unwrap_or_else(|e| e.into_inner());
+        self.write_locked(lba, data, fua)
+    }
+
+    fn write_locked(&self, lba: u64, data: &[u8], fua: bool) -> Result<()> {
+        self.check_alive()?;
+        self.gate()?;
+        let blocks = self.blocks_of(data.len())?;
+        self.check_range(lba, blocks)?;
+        let chunk = (self.max_record_blocks * u64::from(self.block_size)) as usize;
+        let mut cur = lba;
+        for part in data.chunks(chunk.max(1)) {
+            let n = part.len() as u64 / u64::from(self.block_size);
+            self.append(Kind::Write, cur, n, part)?;
+            cur += n;
+        }
+        self.stats.add_write(data.len() as u64);
+        if fua {
+            self.sync_wal()?;
+        }
+        Ok(())
+    }
+
+    /// Deallocates blocks: they read as zeros and their extent space is released.
+    pub fn trim(&self, lba: u64, blocks: u64) -> Result<()> {
+        self.zero_range(Kind::Trim, lba, blocks)
+    }
+
+    /// Writes zeros over blocks, stored thin (the same as a trim on disk).
+    pub fn write_zeroes(&self, lba: u64, blocks: u64, fua: bool) -> Result<()> {
+        self.zero_range(Kind::Zero, lba, blocks)?;
+        if fua {
+            self.sync_wal()?;
+        }
+        Ok(())
+    }
+
+    fn zero_range(&self, kind: Kind, lba: u64, blocks: u64) -> Result<()> {
+        let _c = self.caw.read().unwrap_or_else(|e| e.into_inner());
+        self.check_alive()?;
+        self.gate()?;
+        self.check_range(lba, blocks)?;
+        let mut cur = lba;
+        let end = lba + blocks;
+        while cur < end {
+            let n = (end - cur).min(u64::from(u32::MAX));
+            self.append(kind, cur, n, &[])?;
+            cur += n;
+        }
+        self.stats.add_trim(blocks);
+        Ok(())
+    }
+
+    /// Compares `compare` with the blocks at `lba` and, only if equal, writes `write` there, with
+    /// no other write to the volume in between (SCSI COMPARE AND WRITE, NVMe fused compare).
+    pub fn compare_and_write(
+        &self,
+        lba: u64,
+        compare: &[u8],
+        write: &[u8],
+        fua: bool,
+    ) -> Result<()> {
+        let _c = self.caw.write().unwrap_or_else(|e| e.into_inner());
+        if compare.len() != write.len() {
+            return Err(Error::Invalid(
+                "compare and write buffers differ in length".into(),
+            ));
+        }
+        let mut cur = vec![0u8; compare.len()];
+        self.read_into(lba, &mut cur)?;
+        if let Some(i) = cur.iter().zip(compare).position(|(a, b)| a != b) {
+            return Err(Error::Miscompare { offset: i as u64 });
+        }
+        self.write_locked(lba, write, fua)
+    }
+
+    /// Appends one record and indexes it.
+    fn append(&self, kind: Kind, lba: u64, blocks: u64, data: &[u8]) -> Result<()> {
+        let data_crc = crc32c::crc32c(data);
+        let rlen = record_len(data.len());
+        let mut buf = vec![0u8; rlen as usize];
+        let w = self.wal_size;
+        let epoch = lock(&self.role).epoch;
+        let mut log = lock(&self.log);
+        let mut waited_since: Option<Instant> = None;
+        let wrap = loop {
+            self.check_alive()?;
+            let phys = log.head % w;
+            let wrap = if phys + rlen > w { w - phys } else { 0 };
+            if log.head + wrap + rlen - log.tail <= w {
+                break wrap;
+            }
+            let since = *waited_since.get_or_insert_with(|| {
+                self.stats.log_full_wait_started();
+                Instant::now()
+            });
+            if since.elapsed() >= self.opts.log_full_timeout {
+                self.stats.log_full_wait_ended(since.elapsed());
+                return Err(Error::LogFull {
+                    waited: since.elapsed(),
+                });
+            }
+            log = if self.opts.background_flusher {
+                self.request_flush();
+                self.space_cv
+                    .wait_timeout(log, Duration::from_millis(50))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            } else {
+                drop(log);
+                self.flush_once()?;
+                lock(&self.log)
+            };
+        };
+        if let Some(since) = waited_since {
+            self.stats.log_full_wait_ended(since.elapsed());
+        }
+        let synced_lsn = self.durable_lsn.load(Ordering::Acquire);
+        if wrap > 0 {
+            let hdr = Header {
+                lsn: log.next_lsn,
+                generation: log.generation,
+                epoch,
+                synced_lsn,
+                lba: 0,
+                blocks: 0,
+                data_len: 0,
+                kind: Kind::Wrap,
+            };
+            let mut wbuf = [0u8; ALIGN as usize];
+            hdr.encode_record(&[], crc32c::crc32c(&[]), &mut wbuf);
+            self.wal
+                .write_at(&wbuf, log.head % w)
+                .map_err(|e| self.fail(e))?;
+            log.next_lsn += 1;
+            log.head += wrap;
+        }
+        let lsn = log.next_lsn;
+        let hdr = Header {
+            lsn,
+            generation: log.generation,
+            epoch,
+            synced_lsn,
+            lba,
+            blocks: blocks as u32,
+            data_len: data.len() as u32,
+            kind,
+        };
+        hdr.encode_record(data, data_crc, &mut buf);
+        self.wal
+            .write_at(&buf, log.head % w)
+            .map_err(|e| self.fail(e))?;
+        let loc = match kind {
+            Kind::Write => Loc::Log {
+                virt: log.head + HEADER_LEN as u64,
+                lsn,
+            },
+            _ => Loc::Zero { lsn },
+        };
+        self.index
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(lba, blocks, loc);
+        log.next_lsn += 1;
+        log.head += rlen;
+        self.stats.set_log_used(log.head - log.tail);
+        Ok(())
+    }
+
+    /// Makes every write acknowledged so far durable. Concurrent callers share one fdatasync.
+    pub fn flush(&self) -> Result<()> {
+        self.check_alive()?;
+        self.stats.add_flush();
+        self.sync_wal()
+    }
+
+    /// Group commit: wait for an in-progress sync that covers us, or become the leader.
+    pub(crate) fn sync_wal(&self) -> Result<()> {
+        let target = lock(&self.log).next_lsn;
+        let mut s = lock(&self.sync);
+        loop {
+            self.check_alive()?;
+            if self.durable_lsn.load(Ordering::Acquire) >= target {
+                return Ok(());
+            }
+            if s.syncing {
+                s = self.sync_cv.wait(s).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            s.syncing = true;
+            drop(s);
+            let upto = lock(&self.log).next_lsn;
+            let r = self.wal.sync_data();
+            self.stats.add_log_sync();
+            s = lock(&self.sync);
+            s.syncing = false;
+            match r {
+                Ok(()) => {
+                    self.durable_lsn.fetch_max(upto, Ordering::AcqRel);
+                    self.sync_cv.notify_all();
+                }
+                Err(e) => {
+                    drop(s);
+                    return Err(self.fail(e));
+                }
+            }
+        }
+    }
+
+    // ----- reads -------------------------------------------------------------------------
+
+    /// Reads `blocks` blocks at `lba`.
+    pub fn read(&self, lba: u64, blocks: u64) -> Result<Vec<u8>> {
+        let len = blocks
+            .checked_mul(u64::from(self.block_size))
+            .filter(|l| *l <= 1 << 31)
+            .ok_or(Error::OutOfRange {
+                lba,
+                blocks,
+                capacity: self.capacity_blocks(),
+            })?;
+        self.check_range(lba, blocks)?;
+        let mut buf = vec![0u8; len as usize];
+        self.read_into(lba, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Reads whole blocks at `lba` into `buf`: the newest data, never-written and trimmed blocks
+    /// as zeros.
+    pub fn read_into(&self, lba: u64, buf: &mut [u8]) -> Result<()> {
+        self.check_alive()?;
+        self.gate()?;
+        let blocks = self.blocks_of(buf.len())?;
+        self.check_range(lba, blocks)?;
+        let bs = u64::from(self.block_size);
+        let _r = self.reclaim.read().unwrap_or_else(|e| e.into_inner());
+        let pieces = self
+            .index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .lookup(lba, blocks);
+        for (start, len, loc) in pieces {
+            let from = ((start - lba) * bs) as usize;
+            let to = from + (len * bs) as usize;
+            let out = &mut buf[from..to];
+            match loc {
+                None => self.extent.read_at(out, start * bs)?,
+                Some(Loc::Zero { .. }) => out.fill(0),
+                Some(Loc::Log { virt, .. }) => self.wal.read_at(out, virt % self.wal_size)?,
+            }
+        }
+        self.stats.add_read(buf.len() as u64);
+        Ok(())
+    }
+
+    // ----- resize and shutdown -----------------------------------------------------------
+
+    /// Grows the volume online to `blocks` blocks. Shrinking is refused.
+    pub fn grow(&self, blocks: u64) -> Result<()> {
+        self.check_alive()?;
+        let mut sb = lock(&self.sb);
+        if blocks < sb.capacity_blocks {
+            return Err(Error::Invalid(format!(
+                "cannot shrink from {} to {blocks} blocks",
+                sb.capacity_blocks
+            )));
+        }
+        let bytes = blocks
+            .checked_mul(u64::from(self.block_size))
+            .ok_or_else(|| Error::InvalidGeometry(format!("{blocks} blocks is too large")))?;
+        self.extent.set_len(bytes).map_err(|e| self.fail(e))?;
+        self.extent.sync_data().map_err(|e| self.fail(e))?;
+        sb.capacity_blocks = blocks;
+        sb.store(self.meta.as_ref()).map_err(|e| self.fail(e))?;
+        self.capacity.store(blocks, Ordering::Release);
+        Ok(())
+    }
+
+    /// Flushes everything into the extent, stops the flusher and refuses further requests.
+    pub fn close(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        crate::flusher::stop(self);
+        let r = if self.failed.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            self.flush_once().map(|_| ())
+        };
+        self.closed.store(true, Ordering::Release);
+        self.space_cv.notify_all();
+        r
+    }
+
+    /// Counters for metrics and tests.
+    pub fn stats(&self) -> crate::stats::StatsSnapshot {
+        let idx = self.index.read().unwrap_or_else(|e| e.into_inner());
+        self.stats.snapshot(idx.blocks(), self.wal_size)
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}

@@ -1,0 +1,101 @@
+//! The typed errors of the volume engine.
+//!
+//! Every failure a front end may have to translate (into SCSI sense or NVMe status) is a distinct
+//! variant, so the translation is a `match` and never a string comparison.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::role::AccessState;
+
+/// Why a volume operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request reaches past the end of the volume.
+    #[error("LBA range {lba}+{blocks} is beyond the capacity of {capacity} blocks")]
+    OutOfRange {
+        /// First block of the request.
+        lba: u64,
+        /// Number of blocks requested.
+        blocks: u64,
+        /// The volume's capacity in blocks.
+        capacity: u64,
+    },
+    /// A buffer length is not a whole number of logical blocks.
+    #[error("length {len} is not a multiple of the {block_size}-byte logical block")]
+    Misaligned {
+        /// The offending length in bytes.
+        len: usize,
+        /// The volume's logical block size.
+        block_size: u32,
+    },
+    /// Creation parameters that cannot make a usable volume.
+    #[error("invalid volume geometry: {0}")]
+    InvalidGeometry(String),
+    /// The volume is too small for its own write-ahead log or metadata.
+    #[error("volume too small: {0}")]
+    TooSmall(String),
+    /// Neither superblock slot holds a valid superblock.
+    #[error("corrupt superblock in {path}: {reason}")]
+    CorruptSuperblock {
+        /// The superblock file.
+        path: PathBuf,
+        /// What was wrong with each slot.
+        reason: String,
+    },
+    /// A record in the middle of the log is damaged while later records prove it was durable:
+    /// opening would silently lose acknowledged data, so the volume refuses to open.
+    #[error("corrupt write-ahead log record at LSN {lsn} (log offset {offset}): {reason}")]
+    CorruptLog {
+        /// The sequence number the damaged record should carry.
+        lsn: u64,
+        /// Byte offset of the record inside the log file.
+        offset: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The volume exists already (on create) or does not exist (on open).
+    #[error("{0}")]
+    Exists(String),
+    /// The volume's role, epoch or lease do not allow I/O here; front ends answer with the
+    /// retryable ALUA / ANA code for this access state.
+    #[error("volume not serving I/O on this node: access state {0:?}")]
+    NotServing(AccessState),
+    /// A request carries an epoch older than the volume's: it comes from a fenced-off primary.
+    #[error("stale epoch {presented}: the volume is at epoch {current}")]
+    StaleEpoch {
+        /// The epoch the volume has persisted.
+        current: u64,
+        /// The epoch the request carried.
+        presented: u64,
+    },
+    /// A role transition that is not allowed (for example shrinking, or an unknown role).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// COMPARE AND WRITE / NVMe Compare found different data.
+    #[error("miscompare at byte offset {offset}")]
+    Miscompare {
+        /// Byte offset of the first differing byte within the compared range.
+        offset: u64,
+    },
+    /// The log stayed full for longer than the configured wait: the flusher cannot keep up or
+    /// cannot write the extent.
+    #[error("write-ahead log full for {waited:?}")]
+    LogFull {
+        /// How long the writer waited for space.
+        waited: std::time::Duration,
+    },
+    /// An earlier I/O error left the volume in an unknown state; it refuses everything until it is
+    /// reopened (and recovered from its log), because retrying a failed fdatasync can lie.
+    #[error("volume failed after an earlier I/O error; reopen it to recover")]
+    Failed,
+    /// The volume has been closed.
+    #[error("volume closed")]
+    Closed,
+    /// An I/O error from the underlying files.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Result alias for the engine.
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,135 @@
+//! Crash recovery: finding the end of the log from the log itself.
+//!
+//! The scan starts at the checkpoint the superblock names and follows records while each one has
+//! the right magic, generation, the next LSN in sequence and a valid CRC. The first record that
+//! fails ends the log. Whether that end is a torn tail (writes that were never acknowledged as
+//! durable: discard and open) or damage in the middle (refuse to open) is decided by the later
+//! records: if any valid record of this generation with a higher LSN states that the failed LSN
+//! was already durable when it was written, acknowledged data would be lost.
+
+use crate::error::{Error, Result};
+use crate::index::{Index, Loc};
+use crate::record::{record_len, Header, Kind, ALIGN, HEADER_LEN};
+use crate::storage::BlockFile;
+use crate::superblock::Superblock;
+
+/// What the scan found.
+#[derive(Debug)]
+pub struct Scan {
+    /// Blocks whose newest version is in the log.
+    pub index: Index,
+    /// LSN the next record gets.
+    pub next_lsn: u64,
+    /// Virtual offset where the next record goes.
+    pub head_virt: u64,
+    /// Records replayed.
+    pub records: u64,
+}
+
+/// Replays the log from the superblock's checkpoint.
+pub fn scan(wal: &dyn BlockFile, sb: &Superblock, max_data: u64) -> Result<Scan> {
+    let w = sb.wal_size;
+    let bs = u64::from(sb.block_size);
+    let mut index = Index::new(sb.block_size);
+    let mut pos = sb.checkpoint_virt;
+    let mut expect = sb.checkpoint_lsn;
+    let mut records = 0;
+    let mut hdr_buf = [0u8; HEADER_LEN];
+    let mut data = Vec::new();
+    let end_reason = loop {
+        if pos - sb.checkpoint_virt >= w {
+            break "log full lap".to_string();
+        }
+        let phys = pos % w;
+        wal.read_at(&mut hdr_buf, phys)?;
+        let Some((hdr, crc)) = Header::parse(&hdr_buf, max_data) else {
+            break "no valid header".to_string();
+        };
+        if hdr.generation != sb.generation || hdr.lsn != expect {
+            break format!("generation {} lsn {}", hdr.generation, hdr.lsn);
+        }
+        let rlen = record_len(hdr.data_len as usize);
+        if phys + rlen > w {
+            break "record crosses the end of the log".to_string();
+        }
+        data.resize(hdr.data_len as usize, 0);
+        wal.read_at(&mut data, phys + HEADER_LEN as u64)?;
+        if !hdr.check(crc, &data) {
+            break "checksum mismatch".to_string();
+        }
+        let in_range = hdr
+            .lba
+            .checked_add(u64::from(hdr.blocks))
+            .is_some_and(|e| e <= sb.capacity_blocks);
+        let lsn = hdr.lsn;
+        match hdr.kind {
+            Kind::Wrap => {
+                pos = (pos / w + 1) * w;
+                expect += 1;
+                records += 1;
+                continue;
+            }
+            Kind::Write => {
+                if !in_range || u64::from(hdr.data_len) != u64::from(hdr.blocks) * bs {
+                    break "write record with bad geometry".to_string();
+                }
+                let virt = pos + HEADER_LEN as u64;
+                index.insert(hdr.lba, u64::from(hdr.blocks), Loc::Log { virt, lsn });
+            }
+            Kind::Trim | Kind::Zero => {
+                if !in_range || hdr.data_len != 0 {
+                    break "trim record with bad geometry".to_string();
+                }
+                index.insert(hdr.lba, u64::from(hdr.blocks), Loc::Zero { lsn });
+            }
+        }
+        pos += rlen;
+        expect += 1;
+        records += 1;
+    };
+    check_no_durable_records_after(wal, sb, expect, pos, max_data, &end_reason)?;
+    Ok(Scan {
+        index,
+        next_lsn: expect,
+        head_virt: pos,
+        records,
+    })
+}
+
+/// Fails with [`Error::CorruptLog`] when a valid later record proves `lsn` had been durable.
+fn check_no_durable_records_after(
+    wal: &dyn BlockFile,
+    sb: &Superblock,
+    lsn: u64,
+    end_virt: u64,
+    max_data: u64,
+    reason: &str,
+) -> Result<()> {
+    let w = sb.wal_size;
+    let mut log = vec![0u8; w as usize];
+    wal.read_at(&mut log, 0)?;
+    let mut off = 0u64;
+    while off + HEADER_LEN as u64 <= w {
+        let o = off as usize;
+        if let Some((hdr, crc)) = Header::parse(&log[o..o + HEADER_LEN], max_data) {
+            let data_end = o + HEADER_LEN + hdr.data_len as usize;
+            if hdr.generation == sb.generation
+                && hdr.lsn > lsn
+                && hdr.synced_lsn > lsn
+                && data_end <= log.len()
+                && hdr.check(crc, &log[o + HEADER_LEN..data_end])
+            {
+                return Err(Error::CorruptLog {
+                    lsn,
+                    offset: end_virt % w,
+                    reason: format!(
+                        "{reason}; record LSN {} at offset {off} shows LSN {lsn} was durable",
+                        hdr.lsn
+                    ),
+                });
+            }
+        }
+        off += ALIGN;
+    }
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! The files under a volume, behind a trait.
+//!
+//! The engine never calls the operating system directly: it sees a [`Storage`] that opens named
+//! [`BlockFile`]s. Production uses [`DirStorage`] (real files, `fdatasync`, hole punching); the
+//! model tests use [`crate::sim::SimStorage`], which can lose or tear every write not yet synced.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// One file of a volume, addressed by byte offset.
+pub trait BlockFile: Send + Sync + 'static {
+    /// Fills `buf` from `offset`; bytes past the end of the file read as zeros.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `offset`, extending the file if needed. Not durable until
+    /// [`BlockFile::sync_data`] returns.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Makes every completed write durable (fdatasync).
+    fn sync_data(&self) -> io::Result<()>;
+    /// Current length in bytes.
+    fn size(&self) -> io::Result<u64>;
+    /// Sets the length (sparse when growing).
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Deallocates a byte range, which then reads as zeros; the length is kept.
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()>;
+}
+
+/// Where a volume's files live.
+pub trait Storage: Send + Sync + 'static {
+    /// Opens an existing file.
+    fn open(&self, name: &str) -> io::Result<Arc<dyn BlockFile>>;
+    /// Creates a new, empty file, replacing any left over from an interrupted create.
+    fn create(&self, name: &str) -> io::Result<Arc<dyn BlockFile>>;
+    /// Whether a file exists.
+    fn exists(&self, name: &str) -> bool;
+    /// Makes the creation of files durable (fsync of the directory).
+    fn sync_dir(&self) -> io::Result<()>;
+    /// A human-readable location for error messages.
+    fn describe(&self, name: &str) -> PathBuf;
+}
+
+/// Real files in one directory.
+#[derive(Debug, Clone)]
+pub struct DirStorage {
+    dir: PathBuf,
+}
+
+impl DirStorage {
+    /// Storage rooted at `dir` (created on demand by [`Storage::create`]).
+    pub fn new(dir: impl AsRef<Path>) -> Self {
+        DirStorage {
+            dir: dir.as_ref().to_path_buf(),
+        }
+    }
+}
+
+impl Storage for DirStorage {
+    fn open(&self, name: &str) -> io::Result<Arc<dyn BlockFile>> {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.dir.join(name))?;
+        Ok(Arc::new(RealFile(f)))
+    }
+
+    fn create(&self, name: &str) -> io::Result<Arc<dyn BlockFile>> {
+        std::fs::create_dir_all(&self.dir)?;
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(self.dir.join(name))?;
+        Ok(Arc::new(RealFile(f)))
+    }
+
+    fn exists(&self, name: &str) -> bool {
+        self.dir.join(name).exists()
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        File::open(&self.dir)?.sync_all()
+    }
+
+    fn describe(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// A real file.
+struct RealFile(File);
+
+impl BlockFile for RealFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.0.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => {
+                    buf[done..].fill(0);
+                    return Ok(());
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let (Ok(off), Ok(l)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "range too large",
+            ));
+        };
+        // SAFETY: fallocate only reads its integer arguments; the descriptor is owned by self.
+        let rc = unsafe {
+            libc::fallocate(
+                self.0.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                off,
+                l,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EOPNOTSUPP) {
+            // A file system without hole punching: write zeros instead (still reads as zeros).
+            let zeros = vec![0u8; 1 << 20];
+            let mut done = 0u64;
+            while done < len {
+                let n = (len - done).min(zeros.len() as u64) as usize;
+                self.0.write_all_at(&zeros[..n], offset + done)?;
+                done += n as u64;
+            }
+            return Ok(());
+        }
+        Err(err)
+    }
+}
