@@ -132,6 +132,16 @@ pub struct Engine {
     pub(crate) thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("location", &self.meta_path)
+            .field("block_size", &self.block_size)
+            .field("capacity_blocks", &self.capacity_blocks())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Locks a mutex, ignoring poisoning (a panicking holder cannot leave these states torn: each
 /// critical section completes its updates before any call that could fail).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -20,6 +20,7 @@ pub mod sim;
 pub mod stats;
 pub mod storage;
 pub mod superblock;
+pub mod testkit;
 pub mod volume;
 
 pub use engine::{create, CreateOptions, Engine, OpenOptions};

@@ -108,6 +108,9 @@ impl Header {
         if h.len() < HEADER_LEN || u32::from_le_bytes(h[0..4].try_into().ok()?) != MAGIC {
             return None;
         }
+        if h[57..HEADER_LEN].iter().any(|&b| b != 0) {
+            return None;
+        }
         let u64at =
             |o: usize| -> Option<u64> { Some(u64::from_le_bytes(h[o..o + 8].try_into().ok()?)) };
         let u32at =

@@ -7,14 +7,12 @@
 //! - every block reads as a value that was written to it, or zeros — never garbage, never a torn
 //!   mix of two writes inside one logical block.
 
-mod common;
-
 use std::sync::Arc;
 
 use blockstore::engine::{create, CreateOptions, Engine, OpenOptions};
 use blockstore::sim::{SimRng, SimStorage};
+use blockstore::testkit::{identify, write_data};
 use blockstore::{Error, Role};
-use common::{identify, write_data};
 use proptest::prelude::*;
 
 const BS: usize = 512;

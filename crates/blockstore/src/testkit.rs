@@ -1,5 +1,6 @@
-//! Helpers shared by the blockstore integration tests: self-identifying block contents.
-#![allow(dead_code)]
+//! Self-identifying block contents, shared by the crash tests, the crash-loop child process and
+//! the benchmarks: every block names the write that produced it, so a reader can tell exactly which
+//! write it sees and detect garbage or a torn mix of two writes inside one block.
 
 /// Fills `buf` (one block) with the pattern of write `id` at `lba`: the id and LBA in the first
 /// 16 bytes, then a stream derived from both. A block can be traced back to the write that
