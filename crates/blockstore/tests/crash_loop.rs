@@ -25,7 +25,9 @@ fn apply_journal(text: &str, cand: &mut [Vec<u64>]) {
         let f: Vec<&str> = line.split_whitespace().collect();
         match f.as_slice() {
             [k @ ("W" | "Z"), id, lba, n] => {
-                let (Ok(id), Ok(lba), Ok(n)) = (id.parse::<u64>(), lba.parse::<u64>(), n.parse::<u64>()) else {
+                let (Ok(id), Ok(lba), Ok(n)) =
+                    (id.parse::<u64>(), lba.parse::<u64>(), n.parse::<u64>())
+                else {
                     break; // a line cut by the kill
                 };
                 let value = if *k == "W" { id } else { 0 };
@@ -89,16 +91,23 @@ fn sigkill_under_load_never_loses_an_acknowledged_flush() {
         std::thread::sleep(Duration::from_millis(30 + rng.below(220)));
         child.kill().expect("SIGKILL the child");
         let status = child.wait().unwrap();
-        assert!(status.code().is_none(), "child exited by itself ({status}): it failed");
+        assert!(
+            status.code().is_none(),
+            "child exited by itself ({status}): it failed"
+        );
         for t in 0..2 {
-            let text = std::fs::read_to_string(format!("{}.{t}", journal.display())).unwrap_or_default();
+            let text =
+                std::fs::read_to_string(format!("{}.{t}", journal.display())).unwrap_or_default();
             acked_flushes += text.lines().filter(|l| *l == "F").count();
             writes_seen += text.lines().filter(|l| l.starts_with('W')).count();
             apply_journal(&text, &mut cand);
         }
         let engine = Engine::open(
             &DirStorage::new(&vol),
-            OpenOptions { background_flusher: false, ..OpenOptions::default() },
+            OpenOptions {
+                background_flusher: false,
+                ..OpenOptions::default()
+            },
         )
         .unwrap_or_else(|e| panic!("iteration {it}: recovery failed: {e}"));
         let data = engine.read(0, BLOCKS).unwrap();
@@ -117,5 +126,8 @@ fn sigkill_under_load_never_loses_an_acknowledged_flush() {
     println!(
         "crash loop: {iterations} SIGKILLs, {writes_seen} writes, {acked_flushes} acknowledged flushes verified"
     );
-    assert!(acked_flushes > iterations as usize, "the child made too little progress to test anything");
+    assert!(
+        acked_flushes > iterations as usize,
+        "the child made too little progress to test anything"
+    );
 }

@@ -66,7 +66,10 @@ fn writer(engine: &Engine, journal: &str, t: u64, seed: u64) {
         }
         let fua = choice == 1;
         let _ = writeln!(j, "W {id} {lba} {blocks}");
-        if engine.write(lba, &write_data(id, lba, blocks, bs), fua).is_err() {
+        if engine
+            .write(lba, &write_data(id, lba, blocks, bs), fua)
+            .is_err()
+        {
             std::process::exit(1);
         }
         if fua {
