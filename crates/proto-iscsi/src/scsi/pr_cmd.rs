@@ -65,7 +65,7 @@ fn transport_id(name: &str) -> Vec<u8> {
     let format: u8 = if name.contains(",i,0x") { 0x40 } else { 0x00 };
     let mut body = name.as_bytes().to_vec();
     body.push(0);
-    while body.len() % 4 != 0 {
+    while body.len() & 3 != 0 {
         body.push(0);
     }
     let mut out = vec![format | PROTOCOL_ISCSI, 0];

@@ -240,7 +240,7 @@ pub(crate) fn data_out(
     };
     match kind {
         TaskKind::WriteData { lba, fua } => {
-            if data.is_empty() || data.len() % bs != 0 {
+            if data.is_empty() || data.len().checked_rem(bs) != Some(0) {
                 return Err(Sense::internal());
             }
             io(BlockOp::Write { lba, data, fua }, TaskKind::Write)
