@@ -74,7 +74,7 @@ impl LuConfig {
         v.to_be_bytes()
     }
 
-    /// `vendor` followed by `text`, space padded or cut to `len` bytes (INQUIRY ASCII fields).
+    /// `text` as printable ASCII, space padded or cut to `len` bytes (INQUIRY ASCII fields).
     pub(crate) fn padded(text: &str, len: usize) -> Vec<u8> {
         let mut v: Vec<u8> = text
             .bytes()
@@ -86,7 +86,8 @@ impl LuConfig {
     }
 }
 
-/// Placeholder IEEE company id used when the operator configures none.
+/// Placeholder IEEE company id used when the operator configures none; deployments should set
+/// their own OUI/CID so NAA designators are globally unique.
 pub const DEFAULT_COMPANY_ID: u32 = 0x00_0000;
 
 #[cfg(test)]

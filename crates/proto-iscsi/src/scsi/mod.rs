@@ -9,6 +9,7 @@ pub mod alua;
 pub mod capacity;
 pub mod cdb;
 pub mod config;
+pub mod fuzz;
 pub mod inquiry;
 pub mod luns;
 pub mod mode;
