@@ -1,0 +1,399 @@
+//! The logical unit: per-LU state (capacity, ALUA groups, unit attentions per I_T nexus,
+//! reservations) and the command pipeline UA -> ALUA -> reservation check -> command.
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::Bytes;
+
+use super::alua::{self, AccessState, PortGroup};
+use super::cdb::{self, Cdb};
+use super::config::LuConfig;
+use super::opcodes::{self, pr_class};
+use super::pr::{PortId, PrDecodeError, PrState};
+use super::pr_cmd::{self, PrOutError};
+use super::sense::{
+    Asc, Sense, SenseKey, ASC_ASYMMETRIC_ACCESS_STATE_CHANGED, ASC_CAPACITY_DATA_CHANGED,
+    ASC_NO_ADDITIONAL_SENSE, ASC_POWER_ON_RESET,
+};
+use super::task::{BlockOp, BlockResult, Completion, Nexus, PendingTask, Step, TaskKind};
+use super::{capacity, inquiry, luns, mode, rw};
+
+/// Most unit attentions queued per I_T nexus; older distinct conditions are kept first.
+const MAX_PENDING_UA: usize = 8;
+
+/// What the LU remembers about one I_T nexus.
+#[derive(Debug, Clone)]
+struct NexusState {
+    port: PortId,
+    unit_attentions: VecDeque<Asc>,
+}
+
+/// One emulated SCSI block device backed by a volume the caller owns.
+#[derive(Debug, Clone)]
+pub struct LogicalUnit {
+    cfg: LuConfig,
+    capacity: u64,
+    groups: Vec<PortGroup>,
+    luns: Vec<u16>,
+    nexuses: HashMap<u64, NexusState>,
+    reserve6: Option<u64>,
+    pr: PrState,
+}
+
+impl LogicalUnit {
+    /// A logical unit of `capacity` blocks with one active/optimized port group (id 1, port 1)
+    /// and a LUN inventory of just LUN 0.
+    pub fn new(cfg: LuConfig, capacity: u64) -> Self {
+        LogicalUnit {
+            cfg,
+            capacity,
+            groups: vec![PortGroup {
+                id: 1,
+                state: AccessState::Optimized,
+                preferred: false,
+                relative_ports: vec![1],
+            }],
+            luns: vec![0],
+            nexuses: HashMap::new(),
+            reserve6: None,
+            pr: PrState::default(),
+        }
+    }
+
+    /// The static configuration.
+    pub fn config(&self) -> &LuConfig {
+        &self.cfg
+    }
+
+    /// Current capacity in blocks.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Changes the capacity after a volume resize; every nexus gets UA CAPACITY DATA HAS CHANGED.
+    pub fn set_capacity(&mut self, blocks: u64) {
+        if blocks != self.capacity {
+            self.capacity = blocks;
+            self.raise_all(ASC_CAPACITY_DATA_CHANGED);
+        }
+    }
+
+    /// Replaces the target port groups reported by REPORT TARGET PORT GROUPS.
+    pub fn set_port_groups(&mut self, groups: Vec<PortGroup>) {
+        self.groups = groups;
+        self.raise_all(ASC_ASYMMETRIC_ACCESS_STATE_CHANGED);
+    }
+
+    /// The configured port groups.
+    pub fn port_groups(&self) -> &[PortGroup] {
+        &self.groups
+    }
+
+    /// Sets the access state of group `id`; raises ASYMMETRIC ACCESS STATE CHANGED once per
+    /// nexus when it changed. Returns false when no such group exists.
+    pub fn set_access_state(&mut self, id: u16, state: AccessState) -> bool {
+        let Some(g) = self.groups.iter_mut().find(|g| g.id == id) else {
+            return false;
+        };
+        if g.state != state {
+            g.state = state;
+            self.raise_all(ASC_ASYMMETRIC_ACCESS_STATE_CHANGED);
+        }
+        true
+    }
+
+    /// Access state seen through port group `tpg`; ports of unknown groups count as optimized.
+    pub fn access_state(&self, tpg: u16) -> AccessState {
+        self.groups
+            .iter()
+            .find(|g| g.id == tpg)
+            .map_or(AccessState::Optimized, |g| g.state)
+    }
+
+    /// Sets the LUN inventory that REPORT LUNS returns.
+    pub fn set_luns(&mut self, luns: Vec<u16>) {
+        self.luns = luns;
+    }
+
+    /// The persistent reservation state (to persist or inspect).
+    pub fn pr_state(&self) -> &PrState {
+        &self.pr
+    }
+
+    /// Restores persisted reservation state, e.g. when the volume is opened on this gateway.
+    pub fn load_pr_state(&mut self, bytes: &[u8]) -> Result<(), PrDecodeError> {
+        self.pr = PrState::from_bytes(bytes)?;
+        Ok(())
+    }
+
+    /// The I_T nexus is gone: forget its unit attentions and release its RESERVE(6).
+    pub fn nexus_lost(&mut self, id: u64) {
+        self.nexuses.remove(&id);
+        if self.reserve6 == Some(id) {
+            self.reserve6 = None;
+        }
+    }
+
+    /// LOGICAL UNIT RESET: releases RESERVE(6) and raises a reset UA on every nexus.
+    pub fn reset(&mut self) {
+        self.reserve6 = None;
+        for n in self.nexuses.values_mut() {
+            n.unit_attentions.clear();
+            n.unit_attentions.push_back(ASC_POWER_ON_RESET);
+        }
+    }
+
+    fn raise_all(&mut self, asc: Asc) {
+        for n in self.nexuses.values_mut() {
+            push_ua(&mut n.unit_attentions, asc);
+        }
+    }
+
+    fn raise_for_port(&mut self, port: &PortId, asc: Asc) {
+        for n in self.nexuses.values_mut().filter(|n| &n.port == port) {
+            push_ua(&mut n.unit_attentions, asc);
+        }
+    }
+
+    /// Starts a command received on `nexus`. `data_out_len` is the initiator's expected
+    /// data-out length (0 for commands without data-out).
+    pub fn start(&mut self, nexus: &Nexus, cdb: &[u8], data_out_len: u32) -> Step {
+        match self.start_inner(nexus, cdb, data_out_len) {
+            Ok(step) => step,
+            Err(Fail::Check(s)) => Step::Done(Completion::check(s)),
+            Err(Fail::Conflict) => Step::Done(Completion::conflict()),
+        }
+    }
+
+    fn start_inner(&mut self, nexus: &Nexus, raw: &[u8], data_out_len: u32) -> Result<Step, Fail> {
+        let state = self.nexuses.entry(nexus.id).or_insert_with(|| NexusState {
+            port: port_of(nexus),
+            unit_attentions: VecDeque::from([ASC_POWER_ON_RESET]),
+        });
+        state.port = port_of(nexus);
+        let opcode = raw.first().copied().unwrap_or(0xFF);
+        if !matches!(opcode, cdb::INQUIRY | cdb::REPORT_LUNS | cdb::REQUEST_SENSE) {
+            if let Some(asc) = state.unit_attentions.pop_front() {
+                return Err(Fail::Check(Sense::unit_attention(asc)));
+            }
+        }
+        let c = Cdb::parse(raw)?;
+        let access = self.access_state(nexus.target_port_group);
+        if !alua::allowed_in_state(access, &c) {
+            return Err(Fail::Check(access.not_ready().unwrap_or(Sense::internal())));
+        }
+        self.check_reservations(nexus, &c)?;
+        let id = nexus.id;
+        let done = |d: Vec<u8>| Ok(Step::Done(Completion::good_data(d, usize::MAX)));
+        match c.opcode() {
+            cdb::TEST_UNIT_READY | cdb::START_STOP_UNIT | cdb::PREVENT_ALLOW => {
+                Ok(Step::Done(Completion::good()))
+            }
+            cdb::REQUEST_SENSE => done(self.request_sense(&c, nexus)?),
+            cdb::INQUIRY => done(inquiry::inquiry(&c, &self.cfg, nexus)?),
+            cdb::MODE_SENSE_6 => done(mode::mode_sense(&c, false, &self.cfg, self.capacity)?),
+            cdb::MODE_SENSE_10 => done(mode::mode_sense(&c, true, &self.cfg, self.capacity)?),
+            op @ (cdb::MODE_SELECT_6 | cdb::MODE_SELECT_10) => {
+                let ten = op == cdb::MODE_SELECT_10;
+                let len = mode::mode_select_len(&c, ten)?.min(data_out_len);
+                if len == 0 {
+                    return Ok(Step::Done(Completion::good()));
+                }
+                Ok(need(len, id, TaskKind::ModeSelectData { ten }))
+            }
+            cdb::RESERVE_6 => {
+                if c.u8(1) & 0x1F != 0 {
+                    return Err(Sense::invalid_cdb(1, None).into());
+                }
+                if !self.pr.registrations.is_empty() || self.pr.reservation.is_some() {
+                    return Err(Fail::Conflict);
+                }
+                self.reserve6 = Some(id);
+                Ok(Step::Done(Completion::good()))
+            }
+            cdb::RELEASE_6 => {
+                if self.reserve6 == Some(id) {
+                    self.reserve6 = None;
+                }
+                Ok(Step::Done(Completion::good()))
+            }
+            cdb::READ_CAPACITY_10 => {
+                done(capacity::read_capacity_10(&c, &self.cfg, self.capacity)?)
+            }
+            cdb::SERVICE_ACTION_IN_16 => match c.service_action() {
+                cdb::SAI_READ_CAPACITY_16 => {
+                    done(capacity::read_capacity_16(&c, &self.cfg, self.capacity)?)
+                }
+                cdb::SAI_GET_LBA_STATUS => Ok(rw::start(&c, &self.cfg, self.capacity, id, 0)?),
+                _ => Err(Sense::invalid_cdb(1, Some(4)).into()),
+            },
+            cdb::REPORT_LUNS => done(luns::report_luns(&c, &self.luns)?),
+            cdb::MAINTENANCE_IN => match c.service_action() {
+                cdb::MI_REPORT_TARGET_PGS => done(alua::report_target_port_groups(
+                    &c,
+                    &self.groups,
+                    self.cfg.implicit_transition_secs,
+                )?),
+                cdb::MI_REPORT_SUPPORTED_OPCODES => done(opcodes::report_supported_opcodes(&c)?),
+                _ => Err(Sense::invalid_cdb(1, Some(4)).into()),
+            },
+            cdb::PR_IN => done(pr_cmd::pr_in(&c, &self.pr)?),
+            cdb::PR_OUT => {
+                let len = pr_cmd::pr_out_len(&c)?;
+                if data_out_len < len {
+                    return Err(Sense::param_list_length().into());
+                }
+                let kind = TaskKind::PrOutData {
+                    sa: c.service_action(),
+                    scope_type: c.u8(2),
+                };
+                Ok(need(len, id, kind))
+            }
+            _ if rw::is_media_command(&c) => {
+                Ok(rw::start(&c, &self.cfg, self.capacity, id, data_out_len)?)
+            }
+            _ => Err(Sense::invalid_opcode().into()),
+        }
+    }
+
+    fn check_reservations(&self, nexus: &Nexus, c: &Cdb<'_>) -> Result<(), Fail> {
+        if let Some(holder) = self.reserve6 {
+            let exempt = matches!(
+                c.opcode(),
+                cdb::INQUIRY | cdb::REPORT_LUNS | cdb::REQUEST_SENSE | cdb::RELEASE_6
+            ) || (c.opcode() == cdb::MAINTENANCE_IN
+                && matches!(
+                    c.service_action(),
+                    cdb::MI_REPORT_TARGET_PGS | cdb::MI_REPORT_SUPPORTED_OPCODES
+                ));
+            if holder != nexus.id && !exempt {
+                return Err(Fail::Conflict);
+            }
+        }
+        if self.pr.conflicts(&port_of(nexus), pr_class(c)) {
+            return Err(Fail::Conflict);
+        }
+        Ok(())
+    }
+
+    fn request_sense(&mut self, c: &Cdb<'_>, nexus: &Nexus) -> Result<Vec<u8>, Sense> {
+        if c.bit(1, 0) {
+            return Err(Sense::invalid_cdb(1, Some(0))); // descriptor format not supported
+        }
+        let alloc = usize::from(c.u8(4));
+        let pending = self
+            .nexuses
+            .get_mut(&nexus.id)
+            .and_then(|n| n.unit_attentions.pop_front());
+        let sense = match pending {
+            Some(asc) => Sense::unit_attention(asc),
+            None => self
+                .access_state(nexus.target_port_group)
+                .not_ready()
+                .unwrap_or(Sense::new(SenseKey::NoSense, ASC_NO_ADDITIONAL_SENSE)),
+        };
+        let mut d = sense.to_fixed().to_vec();
+        d.truncate(alloc);
+        Ok(d)
+    }
+
+    /// Continues a command after the caller gathered its data-out buffer.
+    pub fn data_out(&mut self, nexus: &Nexus, task: PendingTask, data: Bytes) -> Step {
+        let id = task.nexus;
+        let result = match task.kind {
+            TaskKind::ModeSelectData { ten } => mode::mode_select(&data, ten, &self.cfg)
+                .map(|_| Step::Done(Completion::good()))
+                .map_err(Fail::Check),
+            TaskKind::PrOutData { sa, scope_type } => self.pr_out(nexus, sa, scope_type, &data),
+            kind => rw::data_out(kind, id, data, &self.cfg, self.capacity).map_err(Fail::Check),
+        };
+        match result {
+            Ok(s) => s,
+            Err(Fail::Check(s)) => Step::Done(Completion::check(s)),
+            Err(Fail::Conflict) => Step::Done(Completion::conflict()),
+        }
+    }
+
+    fn pr_out(&mut self, nexus: &Nexus, sa: u8, st: u8, data: &[u8]) -> Result<Step, Fail> {
+        let me = port_of(nexus);
+        let fx = match pr_cmd::pr_out(&mut self.pr, &me, sa, st, data) {
+            Ok(fx) => fx,
+            Err(PrOutError::Conflict) => return Err(Fail::Conflict),
+            Err(PrOutError::Check(s)) => return Err(Fail::Check(s)),
+        };
+        for (port, asc) in &fx.unit_attentions {
+            self.raise_for_port(port, *asc);
+        }
+        let mut aborts: Vec<u64> = self
+            .nexuses
+            .iter()
+            .filter(|(nid, n)| **nid != nexus.id && fx.abort.contains(&n.port))
+            .map(|(nid, _)| *nid)
+            .collect();
+        aborts.sort_unstable();
+        if fx.changed {
+            return Ok(Step::Io {
+                op: BlockOp::PersistReservations {
+                    bytes: Bytes::from(self.pr.to_bytes()),
+                },
+                task: PendingTask {
+                    nexus: nexus.id,
+                    kind: TaskKind::PrPersist { aborts },
+                },
+            });
+        }
+        Ok(Step::Done(Completion {
+            abort_nexuses: aborts,
+            ..Completion::good()
+        }))
+    }
+
+    /// Completes a command after the caller performed its [`BlockOp`].
+    pub fn io_done(&mut self, task: PendingTask, result: BlockResult) -> Completion {
+        match task.kind {
+            TaskKind::PrPersist { aborts } => match result {
+                BlockResult::Ok => Completion {
+                    abort_nexuses: aborts,
+                    ..Completion::good()
+                },
+                r => Completion::check(rw::result_sense(&r, true)),
+            },
+            kind => rw::io_done(kind, result, self.capacity),
+        }
+    }
+}
+
+/// Internal failure of a command: CHECK CONDITION or RESERVATION CONFLICT.
+#[derive(Debug)]
+enum Fail {
+    Check(Sense),
+    Conflict,
+}
+
+impl From<Sense> for Fail {
+    fn from(s: Sense) -> Self {
+        Fail::Check(s)
+    }
+}
+
+fn need(len: u32, nexus: u64, kind: TaskKind) -> Step {
+    Step::NeedDataOut {
+        len,
+        task: PendingTask { nexus, kind },
+    }
+}
+
+fn port_of(n: &Nexus) -> PortId {
+    PortId {
+        initiator_port: n.initiator_port.clone(),
+        relative_port: n.relative_port,
+    }
+}
+
+/// Queues a UA unless an equivalent one (or a reset, which supersedes all) is already queued.
+fn push_ua(q: &mut VecDeque<Asc>, asc: Asc) {
+    if q.contains(&asc) || q.contains(&ASC_POWER_ON_RESET) || q.len() >= MAX_PENDING_UA {
+        return;
+    }
+    q.push_back(asc);
+}
