@@ -225,10 +225,7 @@ pub fn parse_text(data: &[u8]) -> Result<Vec<KeyValue>, TextError> {
 /// Encodes pairs as `key=value\0...`. Keys may repeat here on purpose: a SendTargets answer lists
 /// `TargetName`/`TargetAddress` once per target.
 pub fn encode_text(pairs: &[KeyValue]) -> Vec<u8> {
-    let len = pairs
-        .iter()
-        .map(|p| p.key.len() + p.value.len() + 2)
-        .sum();
+    let len = pairs.iter().map(|p| p.key.len() + p.value.len() + 2).sum();
     let mut out = Vec::with_capacity(len);
     for p in pairs {
         out.extend_from_slice(p.key.as_bytes());
