@@ -350,7 +350,7 @@ pub fn base64_decode(input: &str) -> Result<Vec<u8>, ValueError> {
     let bytes = input.as_bytes();
     let pad = bytes.iter().rev().take_while(|&&b| b == b'=').count();
     let body = bytes.get(..bytes.len() - pad).unwrap_or_default();
-    if pad > 2 || (pad > 0 && bytes.len() % 4 != 0) || body.len() % 4 == 1 {
+    if pad > 2 || (pad > 0 && bytes.len() & 3 != 0) || body.len() % 4 == 1 {
         return Err(ValueError::InvalidBinary);
     }
     let mut out = Vec::with_capacity(body.len() / 4 * 3 + 2);

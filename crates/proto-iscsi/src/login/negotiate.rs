@@ -108,7 +108,7 @@ impl Negotiator {
     pub fn negotiate(&mut self, pairs: &[KeyValue]) -> Result<Vec<KeyValue>, NegotiationError> {
         for p in pairs {
             let answers_offer = self.offered.iter().any(|(k, _)| k.name() == p.key);
-            if !answers_offer && self.seen.iter().any(|s| *s == p.key) {
+            if !answers_offer && self.seen.contains(&p.key) {
                 return Err(NegotiationError::Duplicate(p.key.clone()));
             }
         }
