@@ -287,7 +287,7 @@ impl LoginConnection {
         if req.transit && !((req.nsg == 1 || req.nsg == 3) && req.nsg > req.csg) {
             return Err(LoginError::Protocol("invalid NSG"));
         }
-        if self.phase == Phase::Start {
+        if self.requests == 1 {
             if req.tsih != 0 {
                 return Err(if ctx.session_exists(req.isid, req.tsih) {
                     LoginError::TooManyConnections

@@ -527,6 +527,10 @@ fn continuation_pdus_are_reassembled() {
     let s = conn.step(&r, &mut c);
     assert_eq!(s.outcome, LoginOutcome::Continue);
     assert!(s.response.data.is_empty() && !s.response.transit);
+    let mut other_isid = req(true, 0, 1, b);
+    other_isid.isid[5] = 9;
+    let mut probe = conn.clone();
+    failed(&probe.step(&other_isid, &mut ctx()), 0x0200);
     let s = conn.step(&req(true, 0, 1, b), &mut c);
     assert!(s.response.transit);
     assert_eq!(get(&s, "AuthMethod").as_deref(), Some("None"));
