@@ -1,2 +1,108 @@
-//! The `tandem` daemon and CLI.
-fn main() {}
+//! `tandem`: the Tandem storage gateway daemon and its command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use gateway::config::Config;
+
+/// Tandem exports replicated block volumes over iSCSI and NVMe/TCP.
+#[derive(Debug, Parser)]
+#[command(name = "tandem", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the configured volumes (with no config: one 1 GiB volume in ./tandem-data).
+    Serve(ServeArgs),
+    /// Print the example configuration file.
+    ExampleConfig,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Configuration file (TOML). Without it, the built-in default is used.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Override the data directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Override the iSCSI portals' listen addresses (repeat for several portals).
+    #[arg(long = "iscsi-listen")]
+    iscsi_listen: Vec<std::net::SocketAddr>,
+    /// Override the address advertised to hosts in SendTargets (applies to every portal).
+    #[arg(long)]
+    iscsi_advertise: Option<std::net::IpAddr>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::ExampleConfig => {
+            print!("{}", gateway::config::EXAMPLE);
+            ExitCode::SUCCESS
+        }
+        Command::Serve(args) => {
+            let mut cfg = match &args.config {
+                Some(p) => match Config::load(p) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("tandem: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+                None => Config::default(),
+            };
+            if let Some(d) = args.data_dir {
+                cfg.data_dir = d;
+            }
+            if !args.iscsi_listen.is_empty() {
+                let template = cfg.iscsi.portals.first().cloned();
+                cfg.iscsi.portals = args
+                    .iscsi_listen
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| gateway::config::PortalConfig {
+                        listen: *a,
+                        advertise: None,
+                        tpgt: template.as_ref().map_or(1, |t| t.tpgt) + i as u16,
+                    })
+                    .collect();
+            }
+            if let Some(ip) = args.iscsi_advertise {
+                for p in &mut cfg.iscsi.portals {
+                    p.advertise = Some(std::net::SocketAddr::new(ip, p.listen.port()));
+                }
+            }
+            if let Err(e) = cfg.validate() {
+                eprintln!("tandem: {e}");
+                return ExitCode::from(2);
+            }
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("tandem: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(gateway::serve::run(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tandem: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

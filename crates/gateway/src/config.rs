@@ -1,0 +1,366 @@
+//! The daemon's configuration: volumes, iSCSI targets and portals, NVMe/TCP subsystems.
+//!
+//! Read from TOML (see docs/configuration.md). Every field has a default, so `tandem serve` with
+//! no file at all serves one 1 GiB volume on loopback.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid configuration {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What serde said.
+        source: Box<toml::de::Error>,
+    },
+    /// The values contradict each other.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory under which volumes without an explicit path live.
+    pub data_dir: PathBuf,
+    /// The volumes this node serves.
+    #[serde(rename = "volume")]
+    pub volumes: Vec<VolumeConfig>,
+    /// The iSCSI front end.
+    pub iscsi: IscsiConfig,
+}
+
+/// One volume.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeConfig {
+    /// Name used by targets, the CLI and metrics.
+    pub name: String,
+    /// Directory of the volume (default: `<data_dir>/<name>`).
+    pub path: Option<PathBuf>,
+    /// Size when the volume is created, e.g. "1GiB" or a number of bytes.
+    #[serde(default = "default_size")]
+    pub size: Size,
+    /// Logical block size when created: 512 or 4096.
+    #[serde(default = "default_block_size")]
+    pub block_size: u32,
+    /// Write-ahead log size when created.
+    #[serde(default = "default_wal_size")]
+    pub wal_size: Size,
+}
+
+/// A byte count written as a number or with a binary unit suffix (KiB, MiB, GiB, TiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Size(n)),
+            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl std::str::FromStr for Size {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num.parse().map_err(|_| format!("bad size {s:?}"))?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" | "K" => 1 << 10,
+            "MiB" | "M" => 1 << 20,
+            "GiB" | "G" => 1 << 30,
+            "TiB" | "T" => 1 << 40,
+            u => return Err(format!("unknown size unit {u:?} in {s:?} (use KiB, MiB, GiB, TiB)")),
+        };
+        n.checked_mul(mult)
+            .map(Size)
+            .ok_or_else(|| format!("size {s:?} is too large"))
+    }
+}
+
+fn default_size() -> Size {
+    Size(1 << 30)
+}
+fn default_block_size() -> u32 {
+    512
+}
+fn default_wal_size() -> Size {
+    Size(128 << 20)
+}
+
+/// The iSCSI front end.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IscsiConfig {
+    /// Serve iSCSI at all.
+    pub enabled: bool,
+    /// Listening portals.
+    #[serde(rename = "portal")]
+    pub portals: Vec<PortalConfig>,
+    /// Targets and their LUNs.
+    #[serde(rename = "target")]
+    pub targets: Vec<TargetConfig>,
+    /// CHAP for discovery sessions (none when absent).
+    pub discovery_chap: Option<ChapConfig>,
+}
+
+/// One listening address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortalConfig {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// Address given to hosts in SendTargets (default: the listen address). Set it when hosts
+    /// reach this node through another address (NAT, a VM's user network).
+    pub advertise: Option<SocketAddr>,
+    /// Target portal group tag of this portal.
+    #[serde(default = "default_tpgt")]
+    pub tpgt: u16,
+}
+
+fn default_tpgt() -> u16 {
+    1
+}
+
+/// One iSCSI target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// The target's IQN.
+    pub iqn: String,
+    /// LUN number to volume name.
+    #[serde(rename = "lun")]
+    pub luns: Vec<LunConfig>,
+    /// CHAP for this target (none when absent).
+    pub chap: Option<ChapConfig>,
+}
+
+/// One LUN of a target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LunConfig {
+    /// LUN number.
+    pub id: u16,
+    /// Name of the volume it exports.
+    pub volume: String,
+}
+
+/// CHAP credentials. Secrets belong in the config file, never in the repository.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChapConfig {
+    /// The user name the initiator presents.
+    pub username: String,
+    /// The secret it proves knowledge of (12 to 16 characters recommended by RFC 7143).
+    pub secret: String,
+    /// For mutual CHAP: the target's own name and secret.
+    pub target_username: Option<String>,
+    /// For mutual CHAP: the target's own secret.
+    pub target_secret: Option<String>,
+    /// Allow MD5 (off for hosts in FIPS mode, which refuse it anyway).
+    #[serde(default = "yes")]
+    pub allow_md5: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The IQN of the default target.
+pub const DEFAULT_IQN: &str = "iqn.2026-11.io.tandem:default";
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("tandem-data"),
+            volumes: vec![VolumeConfig {
+                name: "default".into(),
+                path: None,
+                size: default_size(),
+                block_size: default_block_size(),
+                wal_size: default_wal_size(),
+            }],
+            iscsi: IscsiConfig::default(),
+        }
+    }
+}
+
+impl Default for IscsiConfig {
+    fn default() -> Self {
+        IscsiConfig {
+            enabled: true,
+            portals: vec![PortalConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 3260)),
+                advertise: None,
+                tpgt: 1,
+            }],
+            targets: vec![TargetConfig {
+                iqn: DEFAULT_IQN.into(),
+                luns: vec![LunConfig {
+                    id: 0,
+                    volume: "default".into(),
+                }],
+                chap: None,
+            }],
+            discovery_chap: None,
+        }
+    }
+}
+
+impl Config {
+    /// Loads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates TOML text (`origin` names it in errors).
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            source: Box::new(source),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks cross-references and ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let mut names = std::collections::HashSet::new();
+        for v in &self.volumes {
+            if v.name.is_empty() || v.name.contains('/') {
+                return bad(format!("volume name {:?} must be non-empty without '/'", v.name));
+            }
+            if !names.insert(v.name.as_str()) {
+                return bad(format!("volume {:?} is defined twice", v.name));
+            }
+            if v.block_size != 512 && v.block_size != 4096 {
+                return bad(format!("volume {:?}: block_size must be 512 or 4096", v.name));
+            }
+        }
+        let mut iqns = std::collections::HashSet::new();
+        for t in &self.iscsi.targets {
+            if !t.iqn.starts_with("iqn.") && !t.iqn.starts_with("eui.") && !t.iqn.starts_with("naa.") {
+                return bad(format!("target name {:?} is not an iqn./eui./naa. name", t.iqn));
+            }
+            if !iqns.insert(t.iqn.as_str()) {
+                return bad(format!("target {:?} is defined twice", t.iqn));
+            }
+            let mut ids = std::collections::HashSet::new();
+            for l in &t.luns {
+                if !names.contains(l.volume.as_str()) {
+                    return bad(format!("target {:?} LUN {} names unknown volume {:?}", t.iqn, l.id, l.volume));
+                }
+                if !ids.insert(l.id) {
+                    return bad(format!("target {:?} has LUN {} twice", t.iqn, l.id));
+                }
+            }
+        }
+        if self.iscsi.enabled && self.iscsi.portals.is_empty() {
+            return bad("iSCSI is enabled but has no portal".into());
+        }
+        Ok(())
+    }
+
+    /// The directory of a volume.
+    pub fn volume_dir(&self, v: &VolumeConfig) -> PathBuf {
+        v.path.clone().unwrap_or_else(|| self.data_dir.join(&v.name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_serves_one_volume_on_loopback() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.volumes[0].size, Size(1 << 30));
+        assert_eq!(c.iscsi.portals[0].listen.to_string(), "127.0.0.1:3260");
+        assert_eq!(c.volume_dir(&c.volumes[0]), PathBuf::from("tandem-data/default"));
+    }
+
+    #[test]
+    fn sizes_parse_with_units_and_errors_are_clear() {
+        assert_eq!("64MiB".parse::<Size>(), Ok(Size(64 << 20)));
+        assert_eq!("4096".parse::<Size>(), Ok(Size(4096)));
+        assert!("3 parsecs".parse::<Size>().unwrap_err().contains("unit"));
+        assert!("99999999999TiB".parse::<Size>().unwrap_err().contains("too large"));
+    }
+
+    #[test]
+    fn a_full_file_parses_and_bad_references_are_refused() {
+        let text = r#"
+            data_dir = "/var/lib/tandem"
+            [[volume]]
+            name = "db"
+            size = "10GiB"
+            block_size = 4096
+            [iscsi]
+            [[iscsi.portal]]
+            listen = "0.0.0.0:3260"
+            advertise = "192.0.2.10:3260"
+            tpgt = 2
+            [[iscsi.target]]
+            iqn = "iqn.2026-11.io.tandem:db"
+            [[iscsi.target.lun]]
+            id = 0
+            volume = "db"
+        "#;
+        let c = Config::parse(text, Path::new("t.toml")).unwrap();
+        assert_eq!(c.volumes[0].size, Size(10 << 30));
+        assert_eq!(c.iscsi.portals[0].tpgt, 2);
+        let bad = text.replace("volume = \"db\"\n", "volume = \"nope\"\n");
+        let e = Config::parse(&bad, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(e.contains("unknown volume"), "{e}");
+        let e = Config::parse("bogus = 1", Path::new("t.toml")).unwrap_err().to_string();
+        assert!(e.contains("t.toml"), "{e}");
+    }
+}
+
+/// The commented example configuration (also in docs/configuration.md).
+pub const EXAMPLE: &str = include_str!("example.toml");
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn the_example_parses_and_matches_the_docs() {
+        let c = Config::parse(EXAMPLE, Path::new("example.toml")).unwrap();
+        assert_eq!(c.volumes.len(), 1);
+        let docs = include_str!("../../../docs/configuration.md");
+        assert!(docs.contains(EXAMPLE), "docs/configuration.md must embed example.toml");
+    }
+}

@@ -1,0 +1,8 @@
+//! The Tandem gateway: the only crate that does I/O. It reads the configuration, opens the
+//! volumes, runs the iSCSI and NVMe/TCP front ends over tokio sockets, and drives the sans-IO
+//! protocol state machines of `proto-iscsi` and `proto-nvmeof` against `blockstore` volumes.
+
+pub mod config;
+pub mod frontends;
+pub mod serve;
+pub mod volumes;
