@@ -25,8 +25,10 @@ apt_install libiscsi-bin qemu-block-extra qemu-utils qemu-system-x86 kmod cpio b
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 cargo build --workspace --bins
 export TANDEM_BIN="${TANDEM_BIN:-$PWD/target/debug/tandem}"
-cargo test --workspace -- --nocapture 2>&1 | tee target/test-output.log | grep -Ev '^test .* \.\.\. ok$'
+set +e
+cargo test --workspace -- --nocapture 2>&1 | tee target/test-output.log
 status=${PIPESTATUS[0]}
+set -e
 passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' target/test-output.log | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' target/test-output.log | awk '{s+=$1} END {print s+0}')
 echo "${passed} passed, ${failed} failed"
