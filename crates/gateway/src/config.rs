@@ -96,7 +96,11 @@ impl std::str::FromStr for Size {
             "MiB" | "M" => 1 << 20,
             "GiB" | "G" => 1 << 30,
             "TiB" | "T" => 1 << 40,
-            u => return Err(format!("unknown size unit {u:?} in {s:?} (use KiB, MiB, GiB, TiB)")),
+            u => {
+                return Err(format!(
+                    "unknown size unit {u:?} in {s:?} (use KiB, MiB, GiB, TiB)"
+                ))
+            }
         };
         n.checked_mul(mult)
             .map(Size)
@@ -259,19 +263,31 @@ impl Config {
         let mut names = std::collections::HashSet::new();
         for v in &self.volumes {
             if v.name.is_empty() || v.name.contains('/') {
-                return bad(format!("volume name {:?} must be non-empty without '/'", v.name));
+                return bad(format!(
+                    "volume name {:?} must be non-empty without '/'",
+                    v.name
+                ));
             }
             if !names.insert(v.name.as_str()) {
                 return bad(format!("volume {:?} is defined twice", v.name));
             }
             if v.block_size != 512 && v.block_size != 4096 {
-                return bad(format!("volume {:?}: block_size must be 512 or 4096", v.name));
+                return bad(format!(
+                    "volume {:?}: block_size must be 512 or 4096",
+                    v.name
+                ));
             }
         }
         let mut iqns = std::collections::HashSet::new();
         for t in &self.iscsi.targets {
-            if !t.iqn.starts_with("iqn.") && !t.iqn.starts_with("eui.") && !t.iqn.starts_with("naa.") {
-                return bad(format!("target name {:?} is not an iqn./eui./naa. name", t.iqn));
+            if !t.iqn.starts_with("iqn.")
+                && !t.iqn.starts_with("eui.")
+                && !t.iqn.starts_with("naa.")
+            {
+                return bad(format!(
+                    "target name {:?} is not an iqn./eui./naa. name",
+                    t.iqn
+                ));
             }
             if !iqns.insert(t.iqn.as_str()) {
                 return bad(format!("target {:?} is defined twice", t.iqn));
@@ -279,7 +295,10 @@ impl Config {
             let mut ids = std::collections::HashSet::new();
             for l in &t.luns {
                 if !names.contains(l.volume.as_str()) {
-                    return bad(format!("target {:?} LUN {} names unknown volume {:?}", t.iqn, l.id, l.volume));
+                    return bad(format!(
+                        "target {:?} LUN {} names unknown volume {:?}",
+                        t.iqn, l.id, l.volume
+                    ));
                 }
                 if !ids.insert(l.id) {
                     return bad(format!("target {:?} has LUN {} twice", t.iqn, l.id));
@@ -294,7 +313,9 @@ impl Config {
 
     /// The directory of a volume.
     pub fn volume_dir(&self, v: &VolumeConfig) -> PathBuf {
-        v.path.clone().unwrap_or_else(|| self.data_dir.join(&v.name))
+        v.path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(&v.name))
     }
 }
 
@@ -308,7 +329,10 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.volumes[0].size, Size(1 << 30));
         assert_eq!(c.iscsi.portals[0].listen.to_string(), "127.0.0.1:3260");
-        assert_eq!(c.volume_dir(&c.volumes[0]), PathBuf::from("tandem-data/default"));
+        assert_eq!(
+            c.volume_dir(&c.volumes[0]),
+            PathBuf::from("tandem-data/default")
+        );
     }
 
     #[test]
@@ -316,7 +340,10 @@ mod tests {
         assert_eq!("64MiB".parse::<Size>(), Ok(Size(64 << 20)));
         assert_eq!("4096".parse::<Size>(), Ok(Size(4096)));
         assert!("3 parsecs".parse::<Size>().unwrap_err().contains("unit"));
-        assert!("99999999999TiB".parse::<Size>().unwrap_err().contains("too large"));
+        assert!("99999999999TiB"
+            .parse::<Size>()
+            .unwrap_err()
+            .contains("too large"));
     }
 
     #[test]
@@ -342,9 +369,13 @@ mod tests {
         assert_eq!(c.volumes[0].size, Size(10 << 30));
         assert_eq!(c.iscsi.portals[0].tpgt, 2);
         let bad = text.replace("volume = \"db\"\n", "volume = \"nope\"\n");
-        let e = Config::parse(&bad, Path::new("t.toml")).unwrap_err().to_string();
+        let e = Config::parse(&bad, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown volume"), "{e}");
-        let e = Config::parse("bogus = 1", Path::new("t.toml")).unwrap_err().to_string();
+        let e = Config::parse("bogus = 1", Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("t.toml"), "{e}");
     }
 }
@@ -361,6 +392,9 @@ mod example_tests {
         let c = Config::parse(EXAMPLE, Path::new("example.toml")).unwrap();
         assert_eq!(c.volumes.len(), 1);
         let docs = include_str!("../../../docs/configuration.md");
-        assert!(docs.contains(EXAMPLE), "docs/configuration.md must embed example.toml");
+        assert!(
+            docs.contains(EXAMPLE),
+            "docs/configuration.md must embed example.toml"
+        );
     }
 }

@@ -20,7 +20,11 @@ impl Frontends {
 }
 
 /// Starts every enabled front end.
-pub async fn start(_cfg: &Config, _vols: &Volumes, _shutdown: Shutdown) -> Result<Frontends, String> {
+pub async fn start(
+    _cfg: &Config,
+    _vols: &Volumes,
+    _shutdown: Shutdown,
+) -> Result<Frontends, String> {
     Ok(Frontends::default())
 }
 

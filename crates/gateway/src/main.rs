@@ -89,7 +89,10 @@ fn main() -> ExitCode {
                 eprintln!("tandem: {e}");
                 return ExitCode::from(2);
             }
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("tandem: cannot start the runtime: {e}");
