@@ -163,10 +163,8 @@ mod tests {
     }
 
     #[test]
-    fn cpio_tool_lists_the_archive_when_available() {
-        if !crate::host::have_command("cpio") {
-            return;
-        }
+    fn cpio_tool_lists_the_archive() {
+        crate::host::ensure_host_tools().unwrap();
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir(dir.path().join("etc")).unwrap();
         fs::write(dir.path().join("etc/a"), b"abc").unwrap();

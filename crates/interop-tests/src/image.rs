@@ -121,7 +121,12 @@ fn input_hash(kernel_package: &str) -> String {
         h.update(part.as_bytes());
         h.update([0]);
     }
-    for list in [TOOL_PACKAGES, EXTRA_LIBRARY_PACKAGES, BOOT_MODULES, EXTRA_MODULES] {
+    for list in [
+        TOOL_PACKAGES,
+        EXTRA_LIBRARY_PACKAGES,
+        BOOT_MODULES,
+        EXTRA_MODULES,
+    ] {
         h.update(list.join(",").as_bytes());
         h.update([0]);
     }
@@ -153,13 +158,20 @@ fn build(cache: &Path, work: &Path, out: &Path, kernel_package: &str) -> Result<
 
     // Userspace tools, whole packages minus documentation.
     let tools: Vec<String> = TOOL_PACKAGES.iter().map(|s| s.to_string()).collect();
-    let extra: Vec<String> = EXTRA_LIBRARY_PACKAGES.iter().map(|s| s.to_string()).collect();
+    let extra: Vec<String> = EXTRA_LIBRARY_PACKAGES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     pool.fetch(tools.iter().chain(&extra).cloned().collect())?;
     for t in &tools {
         copy_tree(&pool.dir.join(t), &root)?;
     }
     // The dynamic loader at the path executables name as their interpreter.
-    libs::copy_entry(&pool.dir.join("libc6"), Path::new("lib64/ld-linux-x86-64.so.2"), &root)?;
+    libs::copy_entry(
+        &pool.dir.join("libc6"),
+        Path::new("lib64/ld-linux-x86-64.so.2"),
+        &root,
+    )?;
     busybox_links(&root)?;
 
     // Shared libraries: copy what NEEDED entries name, fetching library dependencies as required.
@@ -195,12 +207,11 @@ fn build(cache: &Path, work: &Path, out: &Path, kernel_package: &str) -> Result<
             continue;
         }
         rounds += 1;
-        let candidates: Vec<String> = packages::library_dependencies(
-            &in_use.iter().cloned().collect::<Vec<_>>(),
-        )?
-        .into_iter()
-        .filter(|p| !pool.fetched.contains(p))
-        .collect();
+        let candidates: Vec<String> =
+            packages::library_dependencies(&in_use.iter().cloned().collect::<Vec<_>>())?
+                .into_iter()
+                .filter(|p| !pool.fetched.contains(p))
+                .collect();
         if candidates.is_empty() || rounds > MAX_LIBRARY_ROUNDS {
             let (so, file) = &missing[0];
             return Err(libs::missing(so, file.strip_prefix(&root).unwrap_or(file)));
@@ -239,7 +250,10 @@ struct Pool {
 impl Pool {
     /// Downloads (or takes from the cache) and extracts the packages not fetched yet.
     fn fetch(&mut self, names: Vec<String>) -> Result<()> {
-        let names: Vec<String> = names.into_iter().filter(|n| !self.fetched.contains(n)).collect();
+        let names: Vec<String> = names
+            .into_iter()
+            .filter(|n| !self.fetched.contains(n))
+            .collect();
         for (name, deb) in names.iter().zip(packages::fetch(&self.debs, &names)?) {
             let dest = self.dir.join(name);
             packages::extract(&deb, &dest)?;

@@ -121,14 +121,20 @@ pub fn install_modules(
     let dest_dir = image_root.join("lib/modules").join(release);
     fs::create_dir_all(&dest_dir).map_err(io_err("creating the modules directory"))?;
     for m in modules {
-        let out = run(Command::new("modprobe")
-            .arg("-d")
-            .arg(kernel_root)
-            .args(["-S", release, "--show-depends", m]))?;
+        let out = run(Command::new("modprobe").arg("-d").arg(kernel_root).args([
+            "-S",
+            release,
+            "--show-depends",
+            m,
+        ]))?;
         for path in out.lines().filter_map(|l| l.strip_prefix("insmod ")) {
             let path = PathBuf::from(path.trim());
             let rel = path.strip_prefix(&src_dir).map_err(|_| {
-                HarnessError::Image(format!("module {} outside {}", path.display(), src_dir.display()))
+                HarnessError::Image(format!(
+                    "module {} outside {}",
+                    path.display(),
+                    src_dir.display()
+                ))
             })?;
             let dest = dest_dir.join(rel);
             fs::create_dir_all(dest.parent().unwrap_or(&dest_dir))
@@ -136,7 +142,11 @@ pub fn install_modules(
             fs::copy(&path, &dest).map_err(io_err(format!("copying {}", path.display())))?;
         }
     }
-    for f in ["modules.order", "modules.builtin", "modules.builtin.modinfo"] {
+    for f in [
+        "modules.order",
+        "modules.builtin",
+        "modules.builtin.modinfo",
+    ] {
         if src_dir.join(f).exists() {
             fs::copy(src_dir.join(f), dest_dir.join(f)).map_err(io_err(format!("copying {f}")))?;
         }

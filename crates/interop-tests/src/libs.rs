@@ -12,7 +12,8 @@ use std::process::{Command, Stdio};
 
 use crate::error::{io_err, HarnessError, Result};
 
-/// Directories (relative to a package or image root) where the dynamic loader finds libraries.
+/// Directories (relative to a package or image root) where the dynamic loader finds libraries;
+/// the first two, the multiarch ones, are searched with their subdirectories by [`LibraryIndex`].
 pub const LIBRARY_DIRS: &[&str] = &[
     "lib/x86_64-linux-gnu",
     "usr/lib/x86_64-linux-gnu",
@@ -103,19 +104,41 @@ pub struct LibraryIndex {
 
 impl LibraryIndex {
     /// Indexes the library directories of an extracted package; earlier entries win on duplicates.
+    ///
+    /// The multiarch directories are indexed with their subdirectories too, for libraries found
+    /// through a RUNPATH (e.g. `librados2` needs `ceph/libceph-common.so.2`).
     pub fn add_package(&mut self, package: &str, root: &Path) -> Result<()> {
+        let mut found = Vec::new();
         for dir in LIBRARY_DIRS {
             let Ok(entries) = fs::read_dir(root.join(dir)) else {
                 continue;
             };
             for e in entries {
                 let e = e.map_err(io_err("indexing libraries"))?;
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name.contains(".so") {
-                    self.entries.entry(name).or_insert_with(|| {
-                        (package.to_string(), root.to_path_buf(), Path::new(dir).join(e.file_name()))
-                    });
+                found.push(Path::new(dir).join(e.file_name()));
+            }
+        }
+        for dir in &LIBRARY_DIRS[..2] {
+            let base = root.join(dir);
+            let mut nested = Vec::new();
+            walk(&base, &mut |p, _| {
+                if let Ok(rel) = p.strip_prefix(root) {
+                    if rel.parent() != Some(Path::new(dir)) {
+                        nested.push(rel.to_path_buf());
+                    }
                 }
+            })?;
+            nested.sort();
+            found.extend(nested);
+        }
+        for rel in found {
+            let Some(name) = rel.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+                continue;
+            };
+            if name.contains(".so") {
+                self.entries
+                    .entry(name)
+                    .or_insert_with(|| (package.to_string(), root.to_path_buf(), rel));
             }
         }
         Ok(())

@@ -9,7 +9,9 @@ use crate::error::{io_err, Result};
 /// then closed). Parallel tests each get their own port; a guest reaches it at `10.0.2.2:<port>`.
 pub fn free_tcp_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(io_err("binding 127.0.0.1:0"))?;
-    Ok(l.local_addr().map_err(io_err("reading the local address"))?.port())
+    Ok(l.local_addr()
+        .map_err(io_err("reading the local address"))?
+        .port())
 }
 
 /// Whether something accepts TCP connections on `addr` right now.

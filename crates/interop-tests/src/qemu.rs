@@ -119,22 +119,29 @@ impl GuestBuilder {
         append.extend(self.kernel_args.iter().cloned());
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args(["-accel", "tcg", "-cpu", "max", "-nographic", "-no-reboot"])
-            .args(["-smp", &self.cpus.to_string(), "-m", &self.memory_mib.to_string()])
+            .args([
+                "-smp",
+                &self.cpus.to_string(),
+                "-m",
+                &self.memory_mib.to_string(),
+            ])
             .arg("-kernel")
             .arg(&image.kernel)
             .arg("-initrd")
             .arg(&initrd)
             .args(["-append", &append.join(" ")])
-            .args(["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"])
+            .args([
+                "-netdev",
+                "user,id=n0",
+                "-device",
+                "virtio-net-pci,netdev=n0,romfile=",
+            ])
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let started = Instant::now();
-        let mut qemu = QemuChild(
-            cmd.spawn()
-                .map_err(io_err("starting qemu-system-x86_64"))?,
-        );
+        let mut qemu = QemuChild(cmd.spawn().map_err(io_err("starting qemu-system-x86_64"))?);
         let lines = console_lines(&mut qemu.0);
         let outcome = self.watch(&mut qemu, &lines, started, &nonce);
         drop(qemu);
@@ -159,14 +166,25 @@ impl GuestBuilder {
             let path = format!("{dir}/{}", name.trim_start_matches('/'));
             // Parent directories first: the kernel does not create them.
             let mut parent = String::new();
-            for part in path.split('/').collect::<Vec<_>>().split_last().map_or(&[][..], |p| p.1) {
-                parent = if parent.is_empty() { part.to_string() } else { format!("{parent}/{part}") };
+            for part in path
+                .split('/')
+                .collect::<Vec<_>>()
+                .split_last()
+                .map_or(&[][..], |p| p.1)
+            {
+                parent = if parent.is_empty() {
+                    part.to_string()
+                } else {
+                    format!("{parent}/{part}")
+                };
                 if !made_dirs.contains(&parent) {
-                    w.dir(&parent, 0o755).map_err(io_err("writing the test archive"))?;
+                    w.dir(&parent, 0o755)
+                        .map_err(io_err("writing the test archive"))?;
                     made_dirs.push(parent.clone());
                 }
             }
-            w.file(&path, *mode, data).map_err(io_err("writing the test archive"))?;
+            w.file(&path, *mode, data)
+                .map_err(io_err("writing the test archive"))?;
         }
         let small = w.finish().map_err(io_err("writing the test archive"))?;
         // The small archive goes first: the kernel unpacks both, and nothing is lost whatever
@@ -221,7 +239,10 @@ impl GuestBuilder {
         let status = status.unwrap_or_else(|| match qemu.0.try_wait() {
             Ok(Some(st)) => GuestStatus::QemuExited(st.to_string()),
             _ => {
-                println!("[{}] time limit {:?} passed: killing QEMU", self.name, self.timeout);
+                println!(
+                    "[{}] time limit {:?} passed: killing QEMU",
+                    self.name, self.timeout
+                );
                 GuestStatus::TimedOut
             }
         });
@@ -245,8 +266,14 @@ fn marker_rest<'a>(line: &'a str, marker: &str, nonce: &str) -> Option<&'a str> 
 fn console_lines(child: &mut Child) -> Receiver<String> {
     let (tx, rx) = mpsc::channel();
     let streams: Vec<Box<dyn Read + Send>> = [
-        child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-        child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
     ]
     .into_iter()
     .flatten()

@@ -20,7 +20,11 @@ pub const TANDEM_BIN_ENV: &str = "TANDEM_BIN";
 pub fn tandem_bin() -> PathBuf {
     std::env::var_os(TANDEM_BIN_ENV)
         .map(PathBuf::from)
-        .unwrap_or_else(|| profile_dir().unwrap_or_else(|| "target/debug".into()).join("tandem"))
+        .unwrap_or_else(|| {
+            profile_dir()
+                .unwrap_or_else(|| "target/debug".into())
+                .join("tandem")
+        })
 }
 
 /// A running server process owned by a test.
@@ -164,7 +168,10 @@ mod tests {
         .expect("must fail");
         let text = err.to_string();
         assert!(matches!(err, HarnessError::MissingBinary { .. }), "{text}");
-        assert!(text.contains("/nonexistent/tandem") && text.contains(TANDEM_BIN_ENV), "{text}");
+        assert!(
+            text.contains("/nonexistent/tandem") && text.contains(TANDEM_BIN_ENV),
+            "{text}"
+        );
     }
 
     #[test]
@@ -204,6 +211,9 @@ mod tests {
         assert!(p.dir().join("started").exists(), "{{dir}} substituted");
         let addr = p.addr();
         drop(p);
-        assert!(!crate::ports::wait_for_port(addr, Duration::from_millis(300)));
+        assert!(!crate::ports::wait_for_port(
+            addr,
+            Duration::from_millis(300)
+        ));
     }
 }

@@ -38,7 +38,10 @@ ip -4 addr show eth0 | grep -q 10.0.2.15/24
         .expect("guest run");
     out.assert_success();
     assert!(out.console.contains("nvme version"), "nvme output missing");
-    println!("boot to script: {:?}, whole run: {:?}", out.boot_to_script, out.elapsed);
+    println!(
+        "boot to script: {:?}, whole run: {:?}",
+        out.boot_to_script, out.elapsed
+    );
 }
 
 #[test]
