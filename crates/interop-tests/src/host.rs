@@ -108,3 +108,19 @@ fn describe(cmd: &Command) -> String {
     }
     s
 }
+
+/// Makes the kernel send SIGKILL to the spawned process when the spawning thread exits, so a test
+/// process that dies without running destructors (SIGKILL, abort) leaves no QEMU or server behind.
+pub(crate) fn kill_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and only calls prctl(2), which is
+    // async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

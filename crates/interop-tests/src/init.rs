@@ -23,6 +23,8 @@ pub fn init_script() -> String {
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu
 export HOME=/root
+# Where the host's 127.0.0.1 is reachable (QEMU user-mode networking).
+export TANDEM_HOST=10.0.2.2
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev

@@ -34,6 +34,7 @@ impl Guest {
             memory_mib: 1024,
             cpus: 2,
             name: "guest".into(),
+            qemu_args: Vec::new(),
         }
     }
 }
@@ -49,6 +50,7 @@ pub struct GuestBuilder {
     memory_mib: u32,
     cpus: u32,
     name: String,
+    qemu_args: Vec<String>,
 }
 
 impl GuestBuilder {
@@ -98,6 +100,16 @@ impl GuestBuilder {
         self
     }
 
+    /// Extra QEMU arguments (e.g. a second `-netdev`/`-device` pair for multipath tests).
+    pub fn qemu_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.qemu_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
     /// Prefix of the console lines in the test log, to tell several guests apart.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -140,6 +152,7 @@ impl GuestBuilder {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        crate::host::kill_with_parent(&mut cmd);
         let started = Instant::now();
         let mut qemu = QemuChild(cmd.spawn().map_err(io_err("starting qemu-system-x86_64"))?);
         let lines = console_lines(&mut qemu.0);

@@ -30,7 +30,8 @@ pub fn tandem_bin() -> PathBuf {
 /// A running server process owned by a test.
 ///
 /// The process runs in its own temporary directory (also its working directory), its output goes
-/// to the test log with a `[tandem]` prefix, and it is killed when this value is dropped.
+/// to the test log with a `[tandem]` prefix, and it is killed when this value is dropped. (Unlike
+/// QEMU it is not tied to the starting thread's life, so one process may be shared by tests.)
 pub struct TandemProcess {
     child: Child,
     dir: tempfile::TempDir,

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 
-use interop_tests::{free_tcp_port, Guest, GuestImage, GuestStatus, HOST_FROM_GUEST};
+use interop_tests::{free_tcp_port, Guest, GuestImage, GuestStatus};
 
 #[test]
 fn guest_boots_with_initiator_tools_and_modules() {
@@ -17,8 +17,12 @@ fn guest_boots_with_initiator_tools_and_modules() {
     );
     let out = Guest::builder()
         .name("tools")
+        .kernel_args(["tandem.case=tools"])
+        .file("data/hello.txt", "file for the guest\n", 0o644)
         .script(
             r#"set -e
+grep -q 'tandem.case=tools' /proc/cmdline
+[ "$(cat /tandem/data/hello.txt)" = "file for the guest" ]
 for m in iscsi_tcp nvme_tcp dm_multipath; do
     grep -q "^$m " /proc/modules || { echo "module $m not loaded"; exit 1; }
 done
@@ -75,10 +79,9 @@ fn guest_reaches_a_host_listener() {
     });
     let out = Guest::builder()
         .name("net")
-        .env("HOST", HOST_FROM_GUEST)
         .env("PORT", port.to_string())
         .script(
-            r#"reply=$(echo hello-from-guest | nc -w 5 "$HOST" "$PORT")
+            r#"reply=$(echo hello-from-guest | nc -w 5 "$TANDEM_HOST" "$PORT")
 echo "got: $reply"
 [ "$reply" = hello-from-host ]
 "#,
