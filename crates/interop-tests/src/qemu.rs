@@ -158,6 +158,10 @@ impl GuestBuilder {
         let lines = console_lines(&mut qemu.0);
         let outcome = self.watch(&mut qemu, &lines, started, &nonce);
         drop(qemu);
+        println!(
+            "[{}] {:?}: script started after {:?}, run took {:?}",
+            self.name, outcome.status, outcome.boot_to_script, outcome.elapsed
+        );
         Ok(outcome)
     }
 
