@@ -1,0 +1,164 @@
+//! Debian packages for the guest: resolving the kernel, fetching `.deb` files into the cache with
+//! `apt-get download` (nothing is installed on the host) and extracting them with `dpkg-deb -x`.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::error::{io_err, HarnessError, Result};
+use crate::host::{run, run_in, APT_LOCK_WAIT};
+
+/// The meta package whose dependency names the kernel image package of the configured suite.
+pub const KERNEL_META_PACKAGE: &str = "linux-image-amd64";
+
+/// Userspace packages whose whole contents (minus documentation) go into the guest: the
+/// initiators and tools the interop tests drive, and busybox as init, shell and coreutils.
+pub const TOOL_PACKAGES: &[&str] = &[
+    "busybox-static",
+    "nvme-cli",
+    "open-iscsi",
+    "multipath-tools",
+    "sg3-utils",
+    "e2fsprogs",
+    "fio",
+];
+
+/// Library packages fetched up front. Other libraries are found by following the `lib*`
+/// dependencies of fetched packages; `libc6` is listed because it also provides the dynamic loader.
+pub const EXTRA_LIBRARY_PACKAGES: &[&str] = &["libc6"];
+
+static APT_UPDATED: AtomicBool = AtomicBool::new(false);
+
+/// Runs `apt-get update` at most once per process; used when apt metadata is missing or stale.
+fn apt_update() -> Result<()> {
+    if !APT_UPDATED.swap(true, Ordering::SeqCst) {
+        eprintln!("interop-tests: running apt-get update");
+        run(Command::new("apt-get").args(APT_LOCK_WAIT).arg("update"))?;
+    }
+    Ok(())
+}
+
+/// Runs an apt command; on failure refreshes the package lists once and retries.
+fn with_apt_retry<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    f().or_else(|first| {
+        if APT_UPDATED.load(Ordering::SeqCst) {
+            return Err(first);
+        }
+        apt_update()?;
+        f()
+    })
+}
+
+/// The kernel image package `linux-image-amd64` depends on in the configured apt sources
+/// (e.g. `linux-image-6.1.0-56-amd64` on bookworm).
+pub fn kernel_package() -> Result<String> {
+    with_apt_retry(|| {
+        let out = run(Command::new("apt-cache").args(["depends", KERNEL_META_PACKAGE]))?;
+        depends_of(&out)
+            .into_iter()
+            .find(|p| p.starts_with("linux-image-"))
+            .ok_or_else(|| {
+                HarnessError::Image(format!(
+                    "`apt-cache depends {KERNEL_META_PACKAGE}` names no linux-image package:\n{out}"
+                ))
+            })
+    })
+}
+
+/// The (pre-)dependencies listed in `apt-cache depends` output, virtual packages (`<name>`) left out.
+pub fn depends_of(apt_cache_output: &str) -> Vec<String> {
+    apt_cache_output
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim().trim_start_matches('|');
+            l.strip_prefix("Depends:")
+                .or_else(|| l.strip_prefix("PreDepends:"))
+        })
+        .map(str::trim)
+        .filter(|p| !p.starts_with('<') && !p.is_empty())
+        .map(|p| p.split(':').next().unwrap_or(p).to_string())
+        .collect()
+}
+
+/// The library dependencies (names containing `lib`, e.g. `libaio1`, `zlib1g`) of `packages`: the
+/// candidates for providing a shared library a file of those packages needs.
+pub fn library_dependencies(packages: &[String]) -> Result<BTreeSet<String>> {
+    if packages.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let out = with_apt_retry(|| run(Command::new("apt-cache").arg("depends").args(packages)))?;
+    Ok(depends_of(&out)
+        .into_iter()
+        .filter(|p| p.contains("lib"))
+        .collect())
+}
+
+/// The cached `.deb` of `package` in `debs`, if one was downloaded before.
+fn cached_deb(debs: &Path, package: &str) -> Result<Option<PathBuf>> {
+    let prefix = format!("{package}_");
+    let mut found = None;
+    for e in fs::read_dir(debs).map_err(io_err(format!("listing {}", debs.display())))? {
+        let e = e.map_err(io_err("reading the deb cache"))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&prefix) && name.ends_with(".deb") {
+            found = Some(e.path());
+        }
+    }
+    Ok(found)
+}
+
+/// Returns the `.deb` file of each package, downloading the missing ones into `debs` with
+/// `apt-get download` (into a private directory first, so concurrent builds never see partial files).
+pub fn fetch(debs: &Path, packages: &[String]) -> Result<Vec<PathBuf>> {
+    fs::create_dir_all(debs).map_err(io_err(format!("creating {}", debs.display())))?;
+    let mut missing = Vec::new();
+    for p in packages {
+        if cached_deb(debs, p)?.is_none() {
+            missing.push(p.clone());
+        }
+    }
+    if !missing.is_empty() {
+        eprintln!("interop-tests: apt-get download {}", missing.join(" "));
+        let tmp = tempfile::tempdir_in(debs).map_err(io_err("creating a download directory"))?;
+        with_apt_retry(|| {
+            run_in(
+                tmp.path(),
+                Command::new("apt-get").arg("download").args(&missing),
+            )
+        })?;
+        for e in fs::read_dir(tmp.path()).map_err(io_err("listing downloads"))? {
+            let e = e.map_err(io_err("listing downloads"))?;
+            fs::rename(e.path(), debs.join(e.file_name()))
+                .map_err(io_err("moving a download into the cache"))?;
+        }
+    }
+    packages
+        .iter()
+        .map(|p| {
+            cached_deb(debs, p)?.ok_or_else(|| {
+                HarnessError::Image(format!("apt-get download left no .deb for {p}"))
+            })
+        })
+        .collect()
+}
+
+/// Extracts a `.deb` into `dest` with `dpkg-deb -x` (files only; maintainer scripts do not run).
+pub fn extract(deb: &Path, dest: &Path) -> Result<()> {
+    fs::create_dir_all(dest).map_err(io_err(format!("creating {}", dest.display())))?;
+    run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(dest)).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_apt_cache_depends_output() {
+        // Layout of `apt-cache depends` (apt 2.6): alternatives marked with `|`, virtual packages in <>.
+        let out = "open-iscsi\n  Depends: udev\n |Depends: debconf\n  Depends: <debconf-2.0>\n  \
+                   PreDepends: libc6\n  Depends: libisns0\n  Recommends: finalrd\n";
+        assert_eq!(depends_of(out), ["udev", "debconf", "libc6", "libisns0"]);
+    }
+}

@@ -1,0 +1,220 @@
+//! Running the `tandem` binary for a test: on a private data directory, ready once its port
+//! accepts connections, killed when the test drops it.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::{io_err, HarnessError, Result};
+use crate::paths::profile_dir;
+use crate::ports::accepts;
+
+/// Environment variable naming the binary to start instead of the workspace's built `tandem`.
+pub const TANDEM_BIN_ENV: &str = "TANDEM_BIN";
+
+/// The binary [`TandemProcess`] starts by default: `$TANDEM_BIN`, else `tandem` next to the test
+/// binaries in the cargo target directory (built by `cargo build -p gateway`).
+pub fn tandem_bin() -> PathBuf {
+    std::env::var_os(TANDEM_BIN_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            profile_dir()
+                .unwrap_or_else(|| "target/debug".into())
+                .join("tandem")
+        })
+}
+
+/// A running server process owned by a test.
+///
+/// The process runs in its own temporary directory (also its working directory), its output goes
+/// to the test log with a `[tandem]` prefix, and it is killed when this value is dropped. (Unlike
+/// QEMU it is not tied to the starting thread's life, so one process may be shared by tests.)
+pub struct TandemProcess {
+    child: Child,
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+}
+
+impl TandemProcess {
+    /// Starts [`tandem_bin`] with `args` and waits until `127.0.0.1:port` accepts connections.
+    pub fn start<I, S>(args: I, port: u16, timeout: Duration) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        Self::start_binary(&tandem_bin(), args, port, timeout)
+    }
+
+    /// Starts `bin` with `args` (`{dir}` in an argument is replaced by the data directory) and
+    /// waits until `127.0.0.1:port` accepts connections; fails if the process exits first.
+    pub fn start_binary<I, S>(bin: &Path, args: I, port: u16, timeout: Duration) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        if !bin.is_file() {
+            return Err(HarnessError::MissingBinary {
+                path: bin.to_path_buf(),
+                hint: format!("build it with `cargo build -p gateway` or set {TANDEM_BIN_ENV}"),
+            });
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("tandem-test-")
+            .tempdir()
+            .map_err(io_err("creating the data directory"))?;
+        let dir_str = dir.path().to_string_lossy().into_owned();
+        let args: Vec<OsString> = args
+            .into_iter()
+            .map(|a| {
+                let a: OsString = a.into();
+                match a.to_str() {
+                    Some(s) if s.contains("{dir}") => s.replace("{dir}", &dir_str).into(),
+                    _ => a,
+                }
+            })
+            .collect();
+        let mut child = Command::new(bin)
+            .args(&args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(io_err(format!("starting {}", bin.display())))?;
+        forward(child.stdout.take(), "tandem");
+        forward(child.stderr.take(), "tandem");
+        let mut proc = TandemProcess {
+            child,
+            dir,
+            addr: ([127, 0, 0, 1], port).into(),
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                return Err(HarnessError::Process(format!(
+                    "{} exited ({status}) before accepting on {}",
+                    bin.display(),
+                    proc.addr
+                )));
+            }
+            if accepts(proc.addr) {
+                return Ok(proc);
+            }
+            if Instant::now() >= deadline {
+                return Err(HarnessError::Process(format!(
+                    "{} did not accept on {} within {timeout:?}",
+                    bin.display(),
+                    proc.addr
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The process's private data directory (its working directory).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The address it was waited on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The OS process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for TandemProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Copies a child's output stream into the test log, line by line, with a prefix.
+fn forward(stream: Option<impl Read + Send + 'static>, prefix: &'static str) {
+    if let Some(s) = stream {
+        std::thread::spawn(move || {
+            for line in BufReader::new(s).lines().map_while(|l| l.ok()) {
+                println!("[{prefix}] {line}");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binary_is_a_clear_error() {
+        let err = TandemProcess::start_binary(
+            Path::new("/nonexistent/tandem"),
+            ["serve"],
+            1,
+            Duration::from_secs(1),
+        )
+        .err()
+        .expect("must fail");
+        let text = err.to_string();
+        assert!(matches!(err, HarnessError::MissingBinary { .. }), "{text}");
+        assert!(
+            text.contains("/nonexistent/tandem") && text.contains(TANDEM_BIN_ENV),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn early_exit_is_reported() {
+        let port = crate::ports::free_tcp_port().unwrap();
+        let err = TandemProcess::start_binary(
+            Path::new("/bin/sh"),
+            ["-c", "exit 4"],
+            port,
+            Duration::from_secs(10),
+        )
+        .err()
+        .expect("must fail");
+        assert!(err.to_string().contains("exited"), "{err}");
+    }
+
+    #[test]
+    fn waits_for_the_port_and_kills_on_drop() {
+        let port = crate::ports::free_tcp_port().unwrap();
+        // A stand-in server: python is not guaranteed, but perl ships with Debian's base system.
+        if !crate::host::have_command("perl") {
+            return;
+        }
+        let script = format!(
+            "use IO::Socket::INET; open(F, '>', '{{dir}}/started'); close F; \
+             my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1:{port}', Listen => 5, ReuseAddr => 1) \
+             or die; while (my $c = $s->accept) {{ close $c }}"
+        );
+        let mut p = TandemProcess::start_binary(
+            Path::new("/usr/bin/perl"),
+            ["-e".to_string(), script],
+            port,
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        assert!(p.is_running());
+        assert!(p.dir().join("started").exists(), "{{dir}} substituted");
+        let addr = p.addr();
+        drop(p);
+        assert!(!crate::ports::wait_for_port(
+            addr,
+            Duration::from_millis(300)
+        ));
+    }
+}
