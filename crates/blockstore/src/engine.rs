@@ -102,6 +102,7 @@ pub(crate) struct FlusherCtl {
 
 /// The volume engine.
 pub struct Engine {
+    storage: Arc<dyn Storage>,
     pub(crate) meta: Arc<dyn BlockFile>,
     pub(crate) wal: Arc<dyn BlockFile>,
     pub(crate) extent: Arc<dyn BlockFile>,
@@ -217,7 +218,14 @@ impl Engine {
     /// Opens a volume, recovering from its log. Everything recovered is checkpointed into the
     /// extent before the volume serves, and the log generation advances so that records left
     /// behind a torn tail can never be replayed later.
-    pub fn open(storage: &dyn Storage, opts: OpenOptions) -> Result<Arc<Engine>> {
+    pub fn open<S: Storage + Clone>(storage: &S, opts: OpenOptions) -> Result<Arc<Engine>> {
+        Self::open_shared(Arc::new(storage.clone()), opts)
+    }
+
+    /// [`Engine::open`] for storage the engine may keep a handle to.
+    pub fn open_shared(storage: Arc<dyn Storage>, opts: OpenOptions) -> Result<Arc<Engine>> {
+        let storage_handle = storage.clone();
+        let storage = storage.as_ref();
         if !storage.exists(SUPERBLOCK_FILE) {
             return Err(Error::Exists(format!(
                 "no volume at {}",
@@ -257,6 +265,7 @@ impl Engine {
         };
         let (access_tx, _) = tokio::sync::watch::channel(access_state(&role, Instant::now()));
         let engine = Arc::new(Engine {
+            storage: storage_handle,
             meta,
             wal,
             extent,
@@ -766,6 +775,51 @@ impl Engine {
         self.closed.store(true, Ordering::Release);
         self.space_cv.notify_all();
         r
+    }
+
+    /// Stores a small named piece of volume metadata (for example the persistent-reservation
+    /// state) atomically and durably beside the volume's files.
+    pub fn save_metadata(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.check_alive()?;
+        if !name.starts_with("meta-") {
+            return Err(Error::Invalid(format!(
+                "metadata name {name:?} must start with meta-"
+            )));
+        }
+        self.storage.replace(name, bytes)?;
+        Ok(())
+    }
+
+    /// Reads what [`Engine::save_metadata`] stored, if anything.
+    pub fn load_metadata(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.storage.read_all(name)?)
+    }
+
+    /// Provisioning status at `lba`: whether the block is mapped (holds data) or deallocated
+    /// (reads as zeros without storage behind it), and for how many blocks (at most `max`) that
+    /// status continues.
+    pub fn lba_status(&self, lba: u64, max: u64) -> Result<(bool, u64)> {
+        self.check_alive()?;
+        self.check_range(lba, 1)?;
+        let max = max.min(self.capacity_blocks() - lba).max(1);
+        let bs = u64::from(self.block_size);
+        let _r = self.reclaim.read().unwrap_or_else(|e| e.into_inner());
+        let pieces = self
+            .index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .lookup(lba, max);
+        let Some(&(_, len, loc)) = pieces.first() else {
+            return Ok((false, max));
+        };
+        match loc {
+            Some(Loc::Log { .. }) => Ok((true, len)),
+            Some(Loc::Zero { .. }) => Ok((false, len)),
+            None => {
+                let (mapped, bytes) = self.extent.allocation(lba * bs, len * bs)?;
+                Ok((mapped, (bytes / bs).max(1)))
+            }
+        }
     }
 
     /// Counters for metrics and tests.

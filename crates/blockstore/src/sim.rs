@@ -308,4 +308,26 @@ impl Storage for SimStorage {
     fn describe(&self, name: &str) -> PathBuf {
         PathBuf::from(format!("sim:{name}"))
     }
+
+    fn replace(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.take_op()?;
+        let mut files = self.shared.files.lock().unwrap_or_else(|e| e.into_inner());
+        files.insert(
+            name.to_string(),
+            FileState {
+                durable: bytes.to_vec(),
+                current: bytes.to_vec(),
+                pending: Vec::new(),
+            },
+        );
+        Ok(())
+    }
+
+    fn read_all(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
+        if self.is_dead() {
+            return Err(dead_error());
+        }
+        let files = self.shared.files.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(files.get(name).map(|f| f.current.clone()))
+    }
 }

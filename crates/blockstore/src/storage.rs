@@ -26,6 +26,12 @@ pub trait BlockFile: Send + Sync + 'static {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Deallocates a byte range, which then reads as zeros; the length is kept.
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// Whether `offset` lies in allocated data, and how far from `offset` that status lasts
+    /// (at most `max` bytes). Storage that cannot tell reports everything allocated.
+    fn allocation(&self, offset: u64, max: u64) -> io::Result<(bool, u64)> {
+        let _ = offset;
+        Ok((true, max))
+    }
 }
 
 /// Where a volume's files live.
@@ -40,6 +46,11 @@ pub trait Storage: Send + Sync + 'static {
     fn sync_dir(&self) -> io::Result<()>;
     /// A human-readable location for error messages.
     fn describe(&self, name: &str) -> PathBuf;
+    /// Replaces a small file atomically and durably (all of the old or all of the new content
+    /// survives a crash). Used for metadata such as persistent reservations.
+    fn replace(&self, name: &str, bytes: &[u8]) -> io::Result<()>;
+    /// Reads a whole small file; `None` if it does not exist.
+    fn read_all(&self, name: &str) -> io::Result<Option<Vec<u8>>>;
 }
 
 /// Real files in one directory.
@@ -87,6 +98,24 @@ impl Storage for DirStorage {
 
     fn describe(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+
+    fn replace(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        use std::io::Write;
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, self.dir.join(name))?;
+        self.sync_dir()
+    }
+
+    fn read_all(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
+        match std::fs::read(self.dir.join(name)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -161,5 +190,36 @@ impl BlockFile for RealFile {
             return Ok(());
         }
         Err(err)
+    }
+
+    fn allocation(&self, offset: u64, max: u64) -> io::Result<(bool, u64)> {
+        let fd = self.0.as_raw_fd();
+        let seek = |whence: libc::c_int| -> io::Result<Option<u64>> {
+            let Ok(off) = i64::try_from(offset) else {
+                return Ok(None);
+            };
+            // SAFETY: lseek only reads its integer arguments; the descriptor is owned by self.
+            let r = unsafe { libc::lseek(fd, off, whence) };
+            if r >= 0 {
+                return Ok(Some(r as u64));
+            }
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        };
+        match seek(libc::SEEK_DATA) {
+            // No data at or after offset: a hole to the end.
+            Ok(None) => Ok((false, max)),
+            Ok(Some(data)) if data > offset => Ok((false, (data - offset).min(max))),
+            Ok(Some(_)) => {
+                let hole = seek(libc::SEEK_HOLE)?.unwrap_or(offset + max);
+                Ok((true, hole.saturating_sub(offset).clamp(1, max)))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok((true, max)),
+            Err(e) => Err(e),
+        }
     }
 }

@@ -48,7 +48,7 @@ impl Volume {
 
     /// Opens (and recovers) a volume on any storage.
     pub async fn open_storage(storage: Arc<dyn Storage>, opts: OpenOptions) -> Result<Volume> {
-        let engine = blocking(move || Engine::open(storage.as_ref(), opts)).await?;
+        let engine = blocking(move || Engine::open_shared(storage, opts)).await?;
         Ok(Volume { engine })
     }
 
@@ -102,6 +102,24 @@ impl Volume {
     ) -> Result<()> {
         let e = self.engine.clone();
         blocking(move || e.compare_and_write(lba, &compare, &write, fua)).await
+    }
+
+    /// Provisioning status at `lba` (see [`Engine::lba_status`]).
+    pub async fn lba_status(&self, lba: u64, max: u64) -> Result<(bool, u64)> {
+        let e = self.engine.clone();
+        blocking(move || e.lba_status(lba, max)).await
+    }
+
+    /// Stores named volume metadata atomically (see [`Engine::save_metadata`]).
+    pub async fn save_metadata(&self, name: &'static str, bytes: Vec<u8>) -> Result<()> {
+        let e = self.engine.clone();
+        blocking(move || e.save_metadata(name, &bytes)).await
+    }
+
+    /// Reads named volume metadata.
+    pub async fn load_metadata(&self, name: &'static str) -> Result<Option<Vec<u8>>> {
+        let e = self.engine.clone();
+        blocking(move || e.load_metadata(name)).await
     }
 
     /// Grows the volume online.

@@ -401,5 +401,40 @@ fn an_io_error_fails_the_volume_until_it_is_reopened() {
     assert!(matches!(e.flush(), Err(Error::Failed)));
     let disk: Arc<dyn Storage> = Arc::new(disk.crash(&mut SimRng::new(5)));
     drop(e);
-    Engine::open(disk.as_ref(), quiet()).unwrap();
+    Engine::open_shared(disk, quiet()).unwrap();
+}
+
+#[test]
+fn lba_status_reports_mapped_and_deallocated_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = DirStorage::new(dir.path());
+    create(
+        &storage,
+        &CreateOptions {
+            block_size: 4096,
+            capacity_bytes: 8 << 20,
+            wal_bytes: 8 << 20,
+            ..CreateOptions::default()
+        },
+    )
+    .unwrap();
+    let e = Engine::open(&storage, quiet()).unwrap();
+    assert_eq!(e.lba_status(0, 2048).unwrap(), (false, 2048));
+    e.write(256, &write_data(1, 256, 256, 4096), false).unwrap();
+    // Still in the log.
+    assert_eq!(e.lba_status(256, 1000).unwrap(), (true, 256));
+    e.flush_once().unwrap();
+    // Now in the extent: the file system's allocation answers.
+    assert_eq!(e.lba_status(0, 2048).unwrap(), (false, 256));
+    assert_eq!(e.lba_status(256, 2048).unwrap(), (true, 256));
+    assert_eq!(e.lba_status(512, 2048).unwrap(), (false, 1536));
+    e.trim(256, 128).unwrap();
+    assert_eq!(e.lba_status(256, 2048).unwrap(), (false, 128));
+    e.save_metadata("meta-reservations", b"abc").unwrap();
+    assert_eq!(
+        e.load_metadata("meta-reservations").unwrap().as_deref(),
+        Some(&b"abc"[..])
+    );
+    assert_eq!(e.load_metadata("meta-none").unwrap(), None);
+    assert!(e.save_metadata("wal", b"x").is_err());
 }
