@@ -238,7 +238,7 @@ impl RawBhs {
     }
 
     /// Serialises the BHS to its 48 wire bytes.
-    pub fn to_bytes(&self) -> [u8; BHS_LEN] {
+    pub fn to_bytes(self) -> [u8; BHS_LEN] {
         let mut out = [0u8; BHS_LEN];
         let b0 = (self.opcode & OPCODE_MASK) | if self.immediate { IMMEDIATE_BIT } else { 0 };
         let dsl = self.data_segment_len.to_be_bytes();
