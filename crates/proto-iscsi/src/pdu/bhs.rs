@@ -1,7 +1,7 @@
 //! The 48-byte Basic Header Segment (RFC 7143 section 11.2.1): opcodes, the raw field layout
 //! shared by every PDU, and the small value types (LUN, ISID) that sit in it.
 //!
-//! Every PDU kind reads and writes its fields through [`RawBhs`], so byte offsets live in one
+//! Every PDU kind reads and writes its fields through `RawBhs`, so byte offsets live in one
 //! place and the per-PDU modules only map named fields onto words.
 
 use nom::number::complete::{be_u24, be_u32, be_u64, be_u8};
