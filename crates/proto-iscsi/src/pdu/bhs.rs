@@ -26,6 +26,20 @@ pub(crate) const OPCODE_MASK: u8 = 0x3F;
 /// Byte-1 bit `F` (Final) used by most PDUs.
 pub(crate) const FINAL_BIT: u8 = 0x80;
 
+/// True when any bit of `mask` is set in a flags byte.
+pub(crate) fn bit(flags: u8, mask: u8) -> bool {
+    flags & mask != 0
+}
+
+/// `mask` when `cond` holds, else 0: builds a flags byte from booleans.
+pub(crate) fn set(cond: bool, mask: u8) -> u8 {
+    if cond {
+        mask
+    } else {
+        0
+    }
+}
+
 /// Rounds a segment length up to the 4-byte boundary every iSCSI segment is padded to.
 pub(crate) const fn pad4(len: usize) -> usize {
     (len + 3) & !3

@@ -117,6 +117,14 @@ impl DecodeError {
     }
 }
 
+/// The error for a reserved value in a defined field.
+pub(crate) fn reserved(field: &'static str, value: u8) -> DecodeError {
+    DecodeError::ReservedValue {
+        field,
+        value: u32::from(value),
+    }
+}
+
 /// The extent and header of a PDU that decoded badly but can be skipped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {
@@ -156,6 +164,10 @@ impl FrameError {
 
     /// What the session must do: reject and continue only if the bad PDU can be skipped and
     /// the error is rejectable; otherwise close the connection.
+    ///
+    /// This is the full-feature-phase answer. During login RFC 7143 has no Reject: the login
+    /// state machine should answer a rejectable error with a Login Response carrying an
+    /// initiator-error status (class 2) and then close.
     pub fn disposition(&self) -> Disposition {
         match (&self.skipped, self.error.disposition()) {
             (Some(_), d @ Disposition::Reject(_)) => d,

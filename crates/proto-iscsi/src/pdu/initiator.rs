@@ -1,20 +1,18 @@
-//! PDUs an initiator sends and a target receives (RFC 7143 sections 11.3, 11.5, 11.7, 11.10,
-//! 11.12, 11.14, 11.16, 11.18), each as a struct of its defined fields, with the mapping to
-//! and from the raw BHS words. Reserved fields are ignored on receipt and sent as zero.
+//! Full-feature PDUs an initiator sends and a target receives (RFC 7143 sections 11.3, 11.5,
+//! 11.7, 11.14, 11.16, 11.18), each as a struct of its defined fields, with the mapping to and
+//! from the raw BHS words. Reserved fields are ignored on receipt and sent as zero. Login and
+//! Text requests live in `login_text`.
 
 use bytes::Bytes;
 
-use super::bhs::{Lun, RawBhs, FINAL_BIT, W20, W24, W28, W32, W36, W40, W44};
-use super::error::DecodeError;
-use super::fields::{LogoutReason, SnackType, Stage, TaskAttribute, TmfFunction};
+use super::bhs::{bit, set, Lun, RawBhs, FINAL_BIT, W20, W24, W28, W32, W36, W40, W44};
+use super::error::{reserved, DecodeError};
+use super::fields::{LogoutReason, SnackType, TaskAttribute, TmfFunction};
 
 /// Flag bits of a SCSI Command (byte 1).
 const CMD_READ: u8 = 0x40;
 const CMD_WRITE: u8 = 0x20;
 const CMD_ATTR_MASK: u8 = 0x07;
-/// Transit and Continue bits of Login and Text PDUs (byte 1).
-pub(crate) const TRANSIT_BIT: u8 = 0x80;
-pub(crate) const CONTINUE_BIT: u8 = 0x40;
 
 /// NOP-Out (opcode 0x00): an initiator ping, or the answer to a target's NOP-In.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -90,60 +88,6 @@ pub struct TaskMgmtRequest {
     pub exp_data_sn: u32,
 }
 
-/// Login Request (opcode 0x03; the `I` bit is always set on the wire).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct LoginRequest {
-    /// `T` bit: the initiator wants to move to `nsg`.
-    pub transit: bool,
-    /// `C` bit: the text is continued in the next PDU.
-    pub continue_: bool,
-    /// Current stage.
-    pub csg: Stage,
-    /// Next stage (meaningful only with `transit`).
-    pub nsg: Stage,
-    /// Version-max.
-    pub version_max: u8,
-    /// Version-min.
-    pub version_min: u8,
-    /// Initiator Session ID.
-    pub isid: [u8; 6],
-    /// Target Session Identifying Handle (0 for a new session).
-    pub tsih: u16,
-    /// Initiator Task Tag.
-    pub itt: u32,
-    /// Connection ID.
-    pub cid: u16,
-    /// CmdSN.
-    pub cmd_sn: u32,
-    /// ExpStatSN.
-    pub exp_stat_sn: u32,
-    /// Login text (key=value pairs).
-    pub data: Bytes,
-}
-
-/// Text Request (opcode 0x04): text negotiation and SendTargets discovery.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct TextRequest {
-    /// `I` bit: immediate delivery.
-    pub immediate: bool,
-    /// `F` bit: last PDU of the request.
-    pub final_: bool,
-    /// `C` bit: the text is continued in the next PDU.
-    pub continue_: bool,
-    /// LUN or reserved.
-    pub lun: Lun,
-    /// Initiator Task Tag.
-    pub itt: u32,
-    /// Target Transfer Tag (0xffffffff to start a new exchange).
-    pub ttt: u32,
-    /// CmdSN.
-    pub cmd_sn: u32,
-    /// ExpStatSN.
-    pub exp_stat_sn: u32,
-    /// Text (key=value pairs).
-    pub data: Bytes,
-}
-
 /// SCSI Data-Out (opcode 0x05): write data, solicited by an R2T or unsolicited.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DataOut {
@@ -199,47 +143,6 @@ pub struct SnackRequest {
     pub beg_run: u32,
     /// RunLength.
     pub run_length: u32,
-}
-
-fn reserved(field: &'static str, value: u8) -> DecodeError {
-    DecodeError::ReservedValue {
-        field,
-        value: u32::from(value),
-    }
-}
-
-/// Decodes CSG and NSG from Login/Text flags, refusing the reserved stage value 2.
-pub(crate) fn stages(flags: u8) -> Result<(Stage, Stage), DecodeError> {
-    let csg_raw = (flags >> 2) & 0x03;
-    let nsg_raw = flags & 0x03;
-    let csg = Stage::from_u8(csg_raw).ok_or_else(|| reserved("CSG", csg_raw))?;
-    let nsg = Stage::from_u8(nsg_raw).ok_or_else(|| reserved("NSG", nsg_raw))?;
-    Ok((csg, nsg))
-}
-
-/// Builds the flags byte of a Login Request or Response.
-pub(crate) fn login_flags(transit: bool, continue_: bool, csg: Stage, nsg: Stage) -> u8 {
-    (if transit { TRANSIT_BIT } else { 0 })
-        | (if continue_ { CONTINUE_BIT } else { 0 })
-        | (csg.as_u8() << 2)
-        | nsg.as_u8()
-}
-
-/// Splits the 8 bytes at offset 8 of a login PDU into ISID and TSIH.
-pub(crate) fn isid_tsih(bytes: [u8; 8]) -> ([u8; 6], u16) {
-    let [a, b, c, d, e, f, g, h] = bytes;
-    ([a, b, c, d, e, f], u16::from_be_bytes([g, h]))
-}
-
-/// Joins ISID and TSIH into the 8 bytes at offset 8 of a login PDU.
-pub(crate) fn join_isid_tsih(isid: [u8; 6], tsih: u16) -> [u8; 8] {
-    let [a, b, c, d, e, f] = isid;
-    let [g, h] = tsih.to_be_bytes();
-    [a, b, c, d, e, f, g, h]
-}
-
-fn bit(flags: u8, mask: u8) -> bool {
-    flags & mask != 0
 }
 
 impl NopOut {
@@ -305,9 +208,9 @@ impl ScsiCommand {
         };
         RawBhs {
             immediate: self.immediate,
-            flags: (if self.final_ { FINAL_BIT } else { 0 })
-                | (if self.read { CMD_READ } else { 0 })
-                | (if self.write { CMD_WRITE } else { 0 })
+            flags: set(self.final_, FINAL_BIT)
+                | set(self.read, CMD_READ)
+                | set(self.write, CMD_WRITE)
                 | self.attr.as_u8(),
             lun: self.lun.0,
             itt: self.itt,
@@ -374,77 +277,6 @@ impl TaskMgmtRequest {
     }
 }
 
-impl LoginRequest {
-    pub(crate) fn from_raw(raw: &RawBhs, data: Bytes) -> Result<Self, DecodeError> {
-        let (csg, nsg) = stages(raw.flags)?;
-        let (isid, tsih) = isid_tsih(raw.lun);
-        Ok(Self {
-            transit: bit(raw.flags, TRANSIT_BIT),
-            continue_: bit(raw.flags, CONTINUE_BIT),
-            csg,
-            nsg,
-            version_max: raw.b2,
-            version_min: raw.b3,
-            isid,
-            tsih,
-            itt: raw.itt,
-            cid: (raw.words[W20] >> 16) as u16,
-            cmd_sn: raw.words[W24],
-            exp_stat_sn: raw.words[W28],
-            data,
-        })
-    }
-
-    pub(crate) fn to_raw(&self) -> RawBhs {
-        RawBhs {
-            immediate: true,
-            flags: login_flags(self.transit, self.continue_, self.csg, self.nsg),
-            b2: self.version_max,
-            b3: self.version_min,
-            lun: join_isid_tsih(self.isid, self.tsih),
-            itt: self.itt,
-            words: [
-                u32::from(self.cid) << 16,
-                self.cmd_sn,
-                self.exp_stat_sn,
-                0,
-                0,
-                0,
-                0,
-            ],
-            ..RawBhs::default()
-        }
-    }
-}
-
-impl TextRequest {
-    pub(crate) fn from_raw(raw: &RawBhs, data: Bytes) -> Self {
-        Self {
-            immediate: raw.immediate,
-            final_: bit(raw.flags, FINAL_BIT),
-            continue_: bit(raw.flags, CONTINUE_BIT),
-            lun: Lun(raw.lun),
-            itt: raw.itt,
-            ttt: raw.words[W20],
-            cmd_sn: raw.words[W24],
-            exp_stat_sn: raw.words[W28],
-            data,
-        }
-    }
-
-    pub(crate) fn to_raw(&self) -> RawBhs {
-        RawBhs {
-            immediate: self.immediate,
-            flags: (if self.final_ { FINAL_BIT } else { 0 })
-                | (if self.continue_ { CONTINUE_BIT } else { 0 }),
-            lun: self.lun.0,
-            itt: self.itt,
-            words: [self.ttt, self.cmd_sn, self.exp_stat_sn, 0, 0, 0, 0],
-            ..RawBhs::default()
-        }
-    }
-}
-
 impl DataOut {
     pub(crate) fn from_raw(raw: &RawBhs, data: Bytes) -> Self {
         Self {
@@ -461,7 +293,7 @@ impl DataOut {
 
     pub(crate) fn to_raw(&self) -> RawBhs {
         RawBhs {
-            flags: if self.final_ { FINAL_BIT } else { 0 },
+            flags: set(self.final_, FINAL_BIT),
             lun: self.lun.0,
             itt: self.itt,
             words: [

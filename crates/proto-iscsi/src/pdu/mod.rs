@@ -1,7 +1,6 @@
 //! Sans-IO iSCSI PDU codec for a target (RFC 7143 section 11).
 //!
-//! * [`Pdu`] is every PDU kind as a typed struct ([`initiator`]-side requests and
-//!   [`target`]-side responses).
+//! * [`Pdu`] is every PDU kind as a typed struct, all re-exported here.
 //! * [`PduDecoder`] frames a byte stream that arrives in arbitrary pieces: it reports how many
 //!   more bytes it needs, or yields one PDU and the bytes consumed, or a [`FrameError`] whose
 //!   [`FrameError::disposition`] tells the session to reject-and-continue or to close.
@@ -18,9 +17,10 @@ pub mod digest;
 mod encode;
 pub mod error;
 pub mod fields;
-pub mod initiator;
+mod initiator;
+mod login_text;
 pub mod reject;
-pub mod target;
+mod target;
 
 #[cfg(test)]
 mod tests;
@@ -35,14 +35,11 @@ pub use fields::{
     AsyncEvent, LogoutReason, LogoutResponseCode, ServiceResponse, SnackType, Stage, TaskAttribute,
     TmfFunction, TmfResponse,
 };
-pub use initiator::{
-    DataOut, LoginRequest, LogoutRequest, NopOut, ScsiCommand, SnackRequest, TaskMgmtRequest,
-    TextRequest,
-};
-pub use reject::{build_reject, reject_for, RejectReason, StatusSeq};
+pub use initiator::{DataOut, LogoutRequest, NopOut, ScsiCommand, SnackRequest, TaskMgmtRequest};
+pub use login_text::{LoginRequest, LoginResponse, TextRequest, TextResponse};
+pub use reject::{build_reject, reject_for, Reject, RejectReason, StatusSeq};
 pub use target::{
-    AsyncMessage, DataIn, LoginResponse, LogoutResponse, NopIn, R2t, Reject, ScsiResponse,
-    TaskMgmtResponse, TextResponse,
+    AsyncMessage, DataIn, LogoutResponse, NopIn, R2t, ScsiResponse, TaskMgmtResponse,
 };
 
 use bhs::RawBhs;
@@ -124,6 +121,31 @@ impl Pdu {
             Pdu::AsyncMessage(_) => Opcode::AsyncMessage,
             Pdu::Reject(_) => Opcode::Reject,
         }
+    }
+
+    /// The Initiator Task Tag, for PDU kinds that carry one (not Asynchronous Message or
+    /// Reject, whose ITT field is fixed at 0xffffffff); lets the session route a PDU to its
+    /// task without matching on every kind.
+    pub fn itt(&self) -> Option<u32> {
+        Some(match self {
+            Pdu::NopOut(p) => p.itt,
+            Pdu::ScsiCommand(p) => p.itt,
+            Pdu::TaskMgmtRequest(p) => p.itt,
+            Pdu::LoginRequest(p) => p.itt,
+            Pdu::TextRequest(p) => p.itt,
+            Pdu::DataOut(p) => p.itt,
+            Pdu::LogoutRequest(p) => p.itt,
+            Pdu::SnackRequest(p) => p.itt,
+            Pdu::NopIn(p) => p.itt,
+            Pdu::ScsiResponse(p) => p.itt,
+            Pdu::TaskMgmtResponse(p) => p.itt,
+            Pdu::LoginResponse(p) => p.itt,
+            Pdu::TextResponse(p) => p.itt,
+            Pdu::DataIn(p) => p.itt,
+            Pdu::LogoutResponse(p) => p.itt,
+            Pdu::R2t(p) => p.itt,
+            Pdu::AsyncMessage(_) | Pdu::Reject(_) => return None,
+        })
     }
 
     /// The data segment (empty for PDU kinds without one).

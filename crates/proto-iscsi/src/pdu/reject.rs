@@ -4,8 +4,8 @@
 use bytes::Bytes;
 
 use super::bhs::BHS_LEN;
+use super::bhs::{RawBhs, FINAL_BIT, RESERVED_TAG, W24, W28, W32, W36};
 use super::error::{Disposition, FrameError};
-use super::target::Reject;
 
 /// Reason code of a Reject PDU (RFC 7143 section 11.17.1; IANA "iSCSI Reject Reason Codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -118,6 +118,54 @@ pub fn reject_for(error: &FrameError, seq: StatusSeq) -> Option<Reject> {
             Some(build_reject(reason, &skipped.header, seq))
         }
         _ => None,
+    }
+}
+
+/// Reject (opcode 0x3f): the target refuses a PDU, returning its header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    /// Why.
+    pub reason: RejectReason,
+    /// StatSN.
+    pub stat_sn: u32,
+    /// ExpCmdSN.
+    pub exp_cmd_sn: u32,
+    /// MaxCmdSN.
+    pub max_cmd_sn: u32,
+    /// DataSN/R2TSN (only for rejected SNACKs), else reserved.
+    pub data_sn_or_r2t_sn: u32,
+    /// The complete header of the rejected PDU (the data segment).
+    pub header: Bytes,
+}
+
+impl Reject {
+    pub(crate) fn from_raw(raw: &RawBhs, header: Bytes) -> Self {
+        Self {
+            reason: RejectReason::from_u8(raw.b2),
+            stat_sn: raw.words[W24],
+            exp_cmd_sn: raw.words[W28],
+            max_cmd_sn: raw.words[W32],
+            data_sn_or_r2t_sn: raw.words[W36],
+            header,
+        }
+    }
+
+    pub(crate) fn to_raw(&self) -> RawBhs {
+        RawBhs {
+            flags: FINAL_BIT,
+            b2: self.reason.as_u8(),
+            itt: RESERVED_TAG,
+            words: [
+                0,
+                self.stat_sn,
+                self.exp_cmd_sn,
+                self.max_cmd_sn,
+                self.data_sn_or_r2t_sn,
+                0,
+                0,
+            ],
+            ..RawBhs::default()
+        }
     }
 }
 

@@ -1,14 +1,14 @@
-//! PDUs a target sends (RFC 7143 sections 11.4, 11.6, 11.7, 11.8, 11.9, 11.11, 11.13, 11.15,
-//! 11.17, 11.19), each as a struct of its defined fields, with the mapping to and from the raw
-//! BHS words. Reserved fields are sent as zero and ignored on receipt.
+//! Full-feature PDUs a target sends (RFC 7143 sections 11.4, 11.6, 11.7, 11.8, 11.9, 11.15,
+//! 11.19), each as a struct of its defined fields, with the mapping to and from the raw BHS
+//! words. Reserved fields are sent as zero and ignored on receipt. Login/Text responses live
+//! in `login_text`, Reject in `reject`.
 
 use bytes::Bytes;
 
-use super::bhs::{Lun, RawBhs, FINAL_BIT, RESERVED_TAG, W20, W24, W28, W32, W36, W40, W44};
-use super::error::DecodeError;
-use super::fields::{AsyncEvent, LogoutResponseCode, ServiceResponse, Stage, TmfResponse};
-use super::initiator::{isid_tsih, join_isid_tsih, login_flags, stages, CONTINUE_BIT, TRANSIT_BIT};
-use super::reject::RejectReason;
+use super::bhs::{
+    bit, set, Lun, RawBhs, FINAL_BIT, RESERVED_TAG, W20, W24, W28, W32, W36, W40, W44,
+};
+use super::fields::{AsyncEvent, LogoutResponseCode, ServiceResponse, TmfResponse};
 
 /// Residual flag bits of SCSI Response and Data-In (byte 1).
 const BIDI_OVERFLOW: u8 = 0x10;
@@ -86,64 +86,6 @@ pub struct TaskMgmtResponse {
     pub exp_cmd_sn: u32,
     /// MaxCmdSN.
     pub max_cmd_sn: u32,
-}
-
-/// Login Response (opcode 0x23).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct LoginResponse {
-    /// `T` bit: the target agrees to move to `nsg`.
-    pub transit: bool,
-    /// `C` bit: the text is continued in the next PDU.
-    pub continue_: bool,
-    /// Current stage.
-    pub csg: Stage,
-    /// Next stage.
-    pub nsg: Stage,
-    /// Version-max.
-    pub version_max: u8,
-    /// Version-active.
-    pub version_active: u8,
-    /// Initiator Session ID (echoed).
-    pub isid: [u8; 6],
-    /// Target Session Identifying Handle.
-    pub tsih: u16,
-    /// Initiator Task Tag (echoed).
-    pub itt: u32,
-    /// StatSN.
-    pub stat_sn: u32,
-    /// ExpCmdSN.
-    pub exp_cmd_sn: u32,
-    /// MaxCmdSN.
-    pub max_cmd_sn: u32,
-    /// Status-Class (see [`super::fields::login_status`]).
-    pub status_class: u8,
-    /// Status-Detail.
-    pub status_detail: u8,
-    /// Login text (key=value pairs).
-    pub data: Bytes,
-}
-
-/// Text Response (opcode 0x24).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct TextResponse {
-    /// `F` bit: last PDU of the response.
-    pub final_: bool,
-    /// `C` bit: the text is continued in the next PDU.
-    pub continue_: bool,
-    /// LUN or reserved.
-    pub lun: Lun,
-    /// Initiator Task Tag (echoed).
-    pub itt: u32,
-    /// Target Transfer Tag: 0xffffffff when final, else a tag for continuation.
-    pub ttt: u32,
-    /// StatSN.
-    pub stat_sn: u32,
-    /// ExpCmdSN.
-    pub exp_cmd_sn: u32,
-    /// MaxCmdSN.
-    pub max_cmd_sn: u32,
-    /// Text (key=value pairs).
-    pub data: Bytes,
 }
 
 /// SCSI Data-In (opcode 0x25): read data, optionally carrying the command's status.
@@ -246,35 +188,6 @@ pub struct LogoutResponse {
     pub time2wait: u16,
     /// Time2Retain.
     pub time2retain: u16,
-}
-
-/// Reject (opcode 0x3f): the target refuses a PDU, returning its header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reject {
-    /// Why.
-    pub reason: RejectReason,
-    /// StatSN.
-    pub stat_sn: u32,
-    /// ExpCmdSN.
-    pub exp_cmd_sn: u32,
-    /// MaxCmdSN.
-    pub max_cmd_sn: u32,
-    /// DataSN/R2TSN (only for rejected SNACKs), else reserved.
-    pub data_sn_or_r2t_sn: u32,
-    /// The complete header of the rejected PDU (the data segment).
-    pub header: Bytes,
-}
-
-fn bit(flags: u8, mask: u8) -> bool {
-    flags & mask != 0
-}
-
-fn set(cond: bool, mask: u8) -> u8 {
-    if cond {
-        mask
-    } else {
-        0
-    }
 }
 
 impl NopIn {
@@ -390,85 +303,6 @@ impl TaskMgmtResponse {
             b2: self.response.as_u8(),
             itt: self.itt,
             words: [0, self.stat_sn, self.exp_cmd_sn, self.max_cmd_sn, 0, 0, 0],
-            ..RawBhs::default()
-        }
-    }
-}
-
-impl LoginResponse {
-    pub(crate) fn from_raw(raw: &RawBhs, data: Bytes) -> Result<Self, DecodeError> {
-        let (csg, nsg) = stages(raw.flags)?;
-        let (isid, tsih) = isid_tsih(raw.lun);
-        let [status_class, status_detail, _, _] = raw.words[W36].to_be_bytes();
-        Ok(Self {
-            transit: bit(raw.flags, TRANSIT_BIT),
-            continue_: bit(raw.flags, CONTINUE_BIT),
-            csg,
-            nsg,
-            version_max: raw.b2,
-            version_active: raw.b3,
-            isid,
-            tsih,
-            itt: raw.itt,
-            stat_sn: raw.words[W24],
-            exp_cmd_sn: raw.words[W28],
-            max_cmd_sn: raw.words[W32],
-            status_class,
-            status_detail,
-            data,
-        })
-    }
-
-    pub(crate) fn to_raw(&self) -> RawBhs {
-        RawBhs {
-            flags: login_flags(self.transit, self.continue_, self.csg, self.nsg),
-            b2: self.version_max,
-            b3: self.version_active,
-            lun: join_isid_tsih(self.isid, self.tsih),
-            itt: self.itt,
-            words: [
-                0,
-                self.stat_sn,
-                self.exp_cmd_sn,
-                self.max_cmd_sn,
-                u32::from_be_bytes([self.status_class, self.status_detail, 0, 0]),
-                0,
-                0,
-            ],
-            ..RawBhs::default()
-        }
-    }
-}
-
-impl TextResponse {
-    pub(crate) fn from_raw(raw: &RawBhs, data: Bytes) -> Self {
-        Self {
-            final_: bit(raw.flags, FINAL_BIT),
-            continue_: bit(raw.flags, CONTINUE_BIT),
-            lun: Lun(raw.lun),
-            itt: raw.itt,
-            ttt: raw.words[W20],
-            stat_sn: raw.words[W24],
-            exp_cmd_sn: raw.words[W28],
-            max_cmd_sn: raw.words[W32],
-            data,
-        }
-    }
-
-    pub(crate) fn to_raw(&self) -> RawBhs {
-        RawBhs {
-            flags: set(self.final_, FINAL_BIT) | set(self.continue_, CONTINUE_BIT),
-            lun: self.lun.0,
-            itt: self.itt,
-            words: [
-                self.ttt,
-                self.stat_sn,
-                self.exp_cmd_sn,
-                self.max_cmd_sn,
-                0,
-                0,
-                0,
-            ],
             ..RawBhs::default()
         }
     }
@@ -617,37 +451,6 @@ impl LogoutResponse {
                 self.max_cmd_sn,
                 0,
                 (u32::from(self.time2wait) << 16) | u32::from(self.time2retain),
-                0,
-            ],
-            ..RawBhs::default()
-        }
-    }
-}
-
-impl Reject {
-    pub(crate) fn from_raw(raw: &RawBhs, header: Bytes) -> Self {
-        Self {
-            reason: RejectReason::from_u8(raw.b2),
-            stat_sn: raw.words[W24],
-            exp_cmd_sn: raw.words[W28],
-            max_cmd_sn: raw.words[W32],
-            data_sn_or_r2t_sn: raw.words[W36],
-            header,
-        }
-    }
-
-    pub(crate) fn to_raw(&self) -> RawBhs {
-        RawBhs {
-            flags: FINAL_BIT,
-            b2: self.reason.as_u8(),
-            itt: RESERVED_TAG,
-            words: [
-                0,
-                self.stat_sn,
-                self.exp_cmd_sn,
-                self.max_cmd_sn,
-                self.data_sn_or_r2t_sn,
-                0,
                 0,
             ],
             ..RawBhs::default()

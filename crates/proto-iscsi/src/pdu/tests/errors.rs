@@ -261,3 +261,14 @@ fn short_cdb_is_zero_padded() {
     };
     assert_eq!(back.cdb.as_ref(), &[0u8; 16]);
 }
+
+#[test]
+fn itt_accessor() {
+    assert_eq!(nop(b"").itt(), Some(1));
+    let reject = Pdu::Reject(build_reject(
+        RejectReason::ProtocolError,
+        &[],
+        StatusSeq::default(),
+    ));
+    assert_eq!(reject.itt(), None);
+}
