@@ -1,1 +1,0 @@
-//! Placeholder module; see the iSCSI issue.
