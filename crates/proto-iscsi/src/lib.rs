@@ -8,4 +8,5 @@ pub mod chap;
 pub mod login;
 pub mod pdu;
 pub mod scsi;
+pub mod session;
 pub mod text;

@@ -1,0 +1,353 @@
+//! One iSCSI connection of a target, from the first Login PDU to logout: a sans-IO state
+//! machine in the manner of quinn-proto.
+//!
+//! The caller feeds received bytes with [`Connection::receive`], drains bytes to send with
+//! [`Connection::take_output`] and events with [`Connection::poll_event`], hands fully
+//! collected SCSI commands to the logical unit and reports each one back with
+//! [`Connection::complete`], and calls [`Connection::on_timer`] now and then with the current
+//! time (NOP-In pings). No sockets, clocks or threads here.
+//!
+//! Sessions have one connection (MaxConnections=1) and ErrorRecoveryLevel 0.
+
+mod ffp;
+mod respond;
+pub mod seq;
+#[cfg(test)]
+mod tests;
+pub mod write;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::login::{
+    DiscoveredTarget, LoginConnection, LoginContext, LoginSuccess, SessionParams, TargetConfig,
+};
+use crate::pdu::{Digests, Lun, PduDecoder, TmfFunction};
+use write::WriteTask;
+
+/// Limits and behaviour of connections.
+#[derive(Debug, Clone)]
+pub struct ConnectionConfig {
+    /// What the target negotiates.
+    pub target: TargetConfig,
+    /// Portal group tag of the portal this connection arrived on.
+    pub portal_group_tag: u16,
+    /// Commands the initiator may have queued (MaxCmdSN - ExpCmdSN + 1).
+    pub cmd_window: u32,
+    /// Largest ExpectedDataTransferLength accepted; larger writes are drained and failed.
+    pub max_command_bytes: u32,
+    /// Write data the connection may buffer at once (R2Ts wait while it is used up).
+    pub write_budget: usize,
+    /// Idle time before the target pings with NOP-In.
+    pub nop_interval: Duration,
+    /// Time the initiator has to answer a ping before the connection is dropped.
+    pub nop_timeout: Duration,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        let target = TargetConfig {
+            initial_r2t: false,
+            max_burst_length: 1 << 20,
+            first_burst_length: 256 << 10,
+            max_outstanding_r2t: 8,
+            ..TargetConfig::default()
+        };
+        ConnectionConfig {
+            target,
+            portal_group_tag: 1,
+            cmd_window: 128,
+            max_command_bytes: 16 << 20,
+            write_budget: 64 << 20,
+            nop_interval: Duration::from_secs(10),
+            nop_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the connection needs from its environment beyond login.
+pub trait SessionContext: LoginContext {
+    /// Targets (with their portals) that SendTargets may report.
+    fn send_targets(&self) -> Vec<DiscoveredTarget>;
+}
+
+/// A SCSI command whose data-out has been collected: ready for the logical unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// Initiator task tag: hand it back to [`Connection::complete`].
+    pub itt: u32,
+    /// The LUN field as sent.
+    pub lun: Lun,
+    /// The CDB.
+    pub cdb: Bytes,
+    /// The data-out buffer (empty for reads), `expected_len` bytes unless the write was
+    /// larger than the configured limit (then empty and `data_dropped` is set).
+    pub data_out: Bytes,
+    /// ExpectedDataTransferLength.
+    pub expected_len: u32,
+    /// R bit.
+    pub read: bool,
+    /// W bit.
+    pub write: bool,
+    /// The write exceeded `max_command_bytes` and its data was discarded.
+    pub data_dropped: bool,
+}
+
+/// Why the connection ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The initiator logged out.
+    Logout,
+    /// Login failed (the response has been queued).
+    LoginFailed(String),
+    /// The peer broke the protocol in a way that cannot be answered with a Reject.
+    Protocol(String),
+    /// The initiator did not answer a NOP-In ping in time.
+    PingTimeout,
+    /// TARGET COLD RESET.
+    ColdReset,
+}
+
+/// Something the caller must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Login completed: full feature phase with these parameters.
+    LoggedIn(Box<LoginSuccess>),
+    /// Execute this command and report with [`Connection::complete`].
+    Command(Command),
+    /// These tasks were aborted: their completions will be ignored; the caller may cancel them.
+    Aborted(Vec<u32>),
+    /// A task management function the logical unit (or the whole target) must apply.
+    Reset {
+        /// LOGICAL UNIT RESET, TARGET WARM RESET, TARGET COLD RESET or CLEAR TASK SET.
+        function: TmfFunction,
+        /// The LUN field of the request.
+        lun: Lun,
+    },
+    /// Flush the output, then close the socket.
+    Close(CloseReason),
+}
+
+#[derive(Debug)]
+enum Phase {
+    Login(Box<LoginConnection>),
+    FullFeature(Box<SessionParams>),
+    Closed,
+}
+
+/// A multi-PDU Text response being sent in pieces.
+#[derive(Debug)]
+struct PendingText {
+    itt: u32,
+    ttt: u32,
+    rest: Bytes,
+}
+
+/// One iSCSI connection.
+#[derive(Debug)]
+pub struct Connection {
+    cfg: ConnectionConfig,
+    phase: Phase,
+    decoder: PduDecoder,
+    inbuf: BytesMut,
+    out: BytesMut,
+    out_digests: Digests,
+    events: VecDeque<Event>,
+    stat_sn: u32,
+    exp_cmd_sn: u32,
+    /// Non-immediate commands received ahead of ExpCmdSN, by CmdSN.
+    held: std::collections::BTreeMap<u32, crate::pdu::Pdu>,
+    writes: HashMap<u32, WriteTask>,
+    /// Writes whose solicited part waits for budget, in arrival order.
+    r2t_queue: VecDeque<u32>,
+    /// Commands handed to the caller and not completed yet, with the bytes they hold.
+    executing: HashMap<u32, (Lun, u32, usize)>,
+    aborted: HashSet<u32>,
+    budget_used: usize,
+    next_ttt: u32,
+    pending_text: Option<PendingText>,
+    last_rx: Option<Instant>,
+    ping: Option<(u32, Instant)>,
+    logout_sent: bool,
+}
+
+impl Connection {
+    /// A new connection in the login phase.
+    pub fn new(cfg: ConnectionConfig) -> Self {
+        let login = LoginConnection::new(cfg.target.clone(), cfg.portal_group_tag);
+        Connection {
+            cfg,
+            phase: Phase::Login(Box::new(login)),
+            decoder: PduDecoder::new(),
+            inbuf: BytesMut::new(),
+            out: BytesMut::new(),
+            out_digests: Digests::NONE,
+            events: VecDeque::new(),
+            stat_sn: 0,
+            exp_cmd_sn: 0,
+            held: Default::default(),
+            writes: HashMap::new(),
+            r2t_queue: VecDeque::new(),
+            executing: HashMap::new(),
+            aborted: HashSet::new(),
+            budget_used: 0,
+            next_ttt: 1,
+            pending_text: None,
+            last_rx: None,
+            ping: None,
+            logout_sent: false,
+        }
+    }
+
+    /// Feeds received bytes; PDUs are processed as they become complete.
+    pub fn receive(&mut self, data: &[u8], now: Instant, ctx: &mut dyn SessionContext) {
+        if matches!(self.phase, Phase::Closed) {
+            return;
+        }
+        self.last_rx = Some(now);
+        self.inbuf.extend_from_slice(data);
+        loop {
+            if matches!(self.phase, Phase::Closed) {
+                return;
+            }
+            match self.decoder.decode_from(&mut self.inbuf) {
+                Ok(None) => return,
+                Ok(Some(pdu)) => self.handle(pdu, ctx),
+                Err(e) => match crate::pdu::reject_for(&e, self.seq_values()) {
+                    Some(reject) if matches!(self.phase, Phase::FullFeature(_)) => {
+                        self.send(crate::pdu::Pdu::Reject(reject));
+                    }
+                    _ => self.close(CloseReason::Protocol(e.to_string())),
+                },
+            }
+        }
+    }
+
+    /// Bytes to send, in order. Drain after every call that may produce output.
+    pub fn take_output(&mut self) -> BytesMut {
+        self.out.split()
+    }
+
+    /// Whether output is waiting.
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Whether the connection has ended (after a Close event).
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed)
+    }
+
+    /// The negotiated parameters, once in full feature phase.
+    pub fn params(&self) -> Option<&SessionParams> {
+        match &self.phase {
+            Phase::FullFeature(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Commands handed out and not completed.
+    pub fn executing(&self) -> usize {
+        self.executing.len()
+    }
+
+    /// Pings the initiator when idle and closes when a ping goes unanswered.
+    pub fn on_timer(&mut self, now: Instant) {
+        if !matches!(self.phase, Phase::FullFeature(_)) {
+            return;
+        }
+        if let Some((_, sent)) = self.ping {
+            if now.duration_since(sent) >= self.cfg.nop_timeout {
+                self.close(CloseReason::PingTimeout);
+            }
+            return;
+        }
+        let idle = self
+            .last_rx
+            .map_or(Duration::ZERO, |t| now.duration_since(t));
+        if idle >= self.cfg.nop_interval {
+            let ttt = self.alloc_ttt();
+            self.ping = Some((ttt, now));
+            let nop = crate::pdu::NopIn {
+                lun: Lun::default(),
+                itt: crate::pdu::RESERVED_TAG,
+                ttt,
+                stat_sn: self.stat_sn,
+                exp_cmd_sn: self.exp_cmd_sn,
+                max_cmd_sn: self.max_cmd_sn(),
+                data: Bytes::new(),
+            };
+            self.send(crate::pdu::Pdu::NopIn(nop));
+        }
+    }
+
+    fn close(&mut self, reason: CloseReason) {
+        if !matches!(self.phase, Phase::Closed) {
+            self.phase = Phase::Closed;
+            self.events.push_back(Event::Close(reason));
+        }
+    }
+
+    fn alloc_ttt(&mut self) -> u32 {
+        let t = self.next_ttt;
+        self.next_ttt = self.next_ttt.wrapping_add(1);
+        if self.next_ttt == crate::pdu::RESERVED_TAG || self.next_ttt == 0 {
+            self.next_ttt = 1;
+        }
+        t
+    }
+
+    /// A fixed window: a target must never advertise a MaxCmdSN below one it sent before
+    /// (commands already sent under it would be dropped), so back-pressure on a slow volume
+    /// comes from the caller not reading the socket, not from shrinking the window.
+    fn max_cmd_sn(&self) -> u32 {
+        self.exp_cmd_sn
+            .wrapping_add(self.cfg.cmd_window.max(1))
+            .wrapping_sub(1)
+    }
+
+    fn seq_values(&self) -> crate::pdu::StatusSeq {
+        crate::pdu::StatusSeq {
+            stat_sn: self.stat_sn,
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn(),
+        }
+    }
+
+    /// Takes a StatSN for a status-carrying PDU.
+    fn next_stat_sn(&mut self) -> u32 {
+        let s = self.stat_sn;
+        self.stat_sn = self.stat_sn.wrapping_add(1);
+        s
+    }
+
+    fn send(&mut self, pdu: crate::pdu::Pdu) {
+        if let Err(e) = pdu.encode(self.out_digests, &mut self.out) {
+            // Only oversized data segments fail to encode; responses are sized by us.
+            self.close(CloseReason::Protocol(format!(
+                "cannot encode response: {e}"
+            )));
+        }
+    }
+
+    fn enter_full_feature(&mut self, success: &LoginSuccess, exp_cmd_sn: u32) {
+        let p = &success.params;
+        let digests = Digests {
+            header: p.header_digest == crate::login::Digest::Crc32c,
+            data: p.data_digest == crate::login::Digest::Crc32c,
+        };
+        self.decoder.set_digests(digests);
+        self.out_digests = digests;
+        self.decoder
+            .set_max_recv_data_segment_length(p.target_max_recv_data_segment_length);
+        self.exp_cmd_sn = exp_cmd_sn;
+        self.phase = Phase::FullFeature(Box::new(p.clone()));
+    }
+}
