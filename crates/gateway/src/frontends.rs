@@ -7,29 +7,32 @@ use crate::volumes::Volumes;
 /// The running front ends.
 #[derive(Debug, Default)]
 pub struct Frontends {
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The iSCSI front end, when enabled.
+    pub iscsi: Option<crate::iscsi::IscsiFrontend>,
 }
 
 impl Frontends {
     /// Waits for every front end to finish its in-flight work after shutdown was signalled.
     pub async fn join(self) {
-        for t in self.tasks {
-            let _ = t.await;
+        if let Some(i) = self.iscsi {
+            for t in i.tasks {
+                let _ = t.await;
+            }
         }
     }
 }
 
 /// Starts every enabled front end.
-pub async fn start(
-    _cfg: &Config,
-    _vols: &Volumes,
-    _shutdown: Shutdown,
-) -> Result<Frontends, String> {
-    Ok(Frontends::default())
+pub async fn start(cfg: &Config, vols: &Volumes, shutdown: Shutdown) -> Result<Frontends, String> {
+    let mut f = Frontends::default();
+    if cfg.iscsi.enabled {
+        f.iscsi = Some(crate::iscsi::start(cfg, vols, shutdown).await?);
+    }
+    Ok(f)
 }
 
 /// Prints how hosts attach the served volumes.
-pub fn print_attach_help(cfg: &Config, vols: &Volumes) {
+pub fn print_attach_help(cfg: &Config, vols: &Volumes, fronts: &Frontends) {
     for (name, v) in vols {
         println!(
             "volume {name}: {} blocks of {} bytes, uuid {}",
@@ -38,5 +41,21 @@ pub fn print_attach_help(cfg: &Config, vols: &Volumes) {
             uuid::Uuid::from_bytes(v.volume.uuid())
         );
     }
-    let _ = cfg;
+    if let Some(i) = &fronts.iscsi {
+        for (p, bound) in cfg.iscsi.portals.iter().zip(&i.bound) {
+            let addr = p.advertise.unwrap_or(*bound);
+            println!(
+                "iSCSI portal {bound} (advertised as {addr}, tpgt {})",
+                p.tpgt
+            );
+        }
+        if let (Some(p), Some(bound)) = (cfg.iscsi.portals.first(), i.bound.first()) {
+            let addr = p.advertise.unwrap_or(*bound);
+            println!("attach with open-iscsi:");
+            println!("  iscsiadm -m discovery -t sendtargets -p {addr}");
+            for t in &cfg.iscsi.targets {
+                println!("  iscsiadm -m node -T {} -p {addr} --login", t.iqn);
+            }
+        }
+    }
 }

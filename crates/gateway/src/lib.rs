@@ -4,5 +4,7 @@
 
 pub mod config;
 pub mod frontends;
+pub mod iscsi;
+pub mod lu;
 pub mod serve;
 pub mod volumes;

@@ -8,7 +8,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let vols = volumes::open_all(&cfg).await?;
     let shutdown = tokio_util_shutdown();
     let fronts = crate::frontends::start(&cfg, &vols, shutdown.clone()).await?;
-    crate::frontends::print_attach_help(&cfg, &vols);
+    crate::frontends::print_attach_help(&cfg, &vols, &fronts);
     wait_for_signal().await;
     tracing::info!("shutting down: finishing in-flight commands");
     let _ = shutdown.send(true);

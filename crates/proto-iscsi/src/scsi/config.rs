@@ -51,7 +51,7 @@ impl LuConfig {
             revision: "0001".to_string(),
             max_transfer_blocks: (8 << 20) / block_size.max(1),
             optimal_transfer_blocks: (1 << 20) / block_size.max(1),
-            max_unmap_blocks: (1 << 30) / block_size.max(1),
+            max_unmap_blocks: (256 << 20) / block_size.max(1),
             max_unmap_descriptors: 256,
             unmap_granularity: (4096 / block_size.max(1)).max(1),
             max_write_same_blocks: (8 << 20) / block_size.max(1),

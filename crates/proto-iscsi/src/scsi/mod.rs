@@ -5,6 +5,7 @@
 //! data-out, or needs one [`BlockOp`] performed on the volume by the caller. Suspended commands
 //! are plain [`PendingTask`] values, so any number can be in flight.
 
+pub mod absent;
 pub mod alua;
 pub mod capacity;
 pub mod cdb;
@@ -27,6 +28,7 @@ mod tests;
 #[cfg(test)]
 mod testvol;
 
+pub use absent::absent_lun;
 pub use alua::{AccessState, PortGroup};
 pub use config::LuConfig;
 pub use pr::{PrDecodeError, PrState, PrType};

@@ -52,6 +52,20 @@ fn task(nexus: u64, kind: TaskKind) -> PendingTask {
     PendingTask { nexus, kind }
 }
 
+/// Bytes a WRITE(6/10/12/16) CDB transfers from the initiator, for residual counts; `None` for
+/// other commands.
+pub fn write_transfer_bytes(cdb: &[u8], block_size: u32) -> Option<u64> {
+    use cdb::*;
+    let c = Cdb::parse(cdb).ok()?;
+    match c.opcode() {
+        WRITE_6 | WRITE_10 | WRITE_12 | WRITE_16 => {
+            let (_, blocks, _) = rw_fields(&c);
+            Some(u64::from(blocks) * u64::from(block_size))
+        }
+        _ => None,
+    }
+}
+
 /// Starts a media-access command.
 pub(crate) fn start(
     c: &Cdb<'_>,
@@ -92,6 +106,13 @@ pub(crate) fn start(
                 });
             }
             let fua = !six && c.bit(1, 3);
+            // An iSCSI ExpectedDataTransferLength shorter than the CDB's transfer length
+            // writes only the whole blocks that arrive (the transport reports the rest as
+            // residual overflow), as Linux LIO and the libiscsi conformance suite expect.
+            let blocks = blocks.min(data_out_len / bs.max(1));
+            if blocks == 0 {
+                return Ok(Step::Done(Completion::good()));
+            }
             let len = need_data(u64::from(blocks) * u64::from(bs))?;
             Ok(Step::NeedDataOut {
                 len,
@@ -191,6 +212,11 @@ pub(crate) fn start(
             }
             check_range(lba, u64::from(blocks), capacity)?;
             if blocks == 0 {
+                // Zero blocks transfer nothing; data-out sent anyway means the initiator meant
+                // a length the one-byte field cannot hold (256 wraps to 0).
+                if data_out_len != 0 {
+                    return Err(Sense::invalid_cdb(13, None));
+                }
                 return Ok(Step::Done(Completion::good()));
             }
             let len = need_data(2 * u64::from(blocks) * u64::from(bs))?;

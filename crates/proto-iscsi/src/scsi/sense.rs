@@ -74,6 +74,8 @@ pub const ASC_ASYMMETRIC_ACCESS_STATE_CHANGED: Asc = Asc(0x2A, 0x06);
 pub const ASC_CAPACITY_DATA_CHANGED: Asc = Asc(0x2A, 0x09);
 /// 39/00: saving parameters not supported.
 pub const ASC_SAVING_PARAMS_NOT_SUPPORTED: Asc = Asc(0x39, 0x00);
+/// 4B/00: the transport lost or reordered data of the command.
+pub const ASC_DATA_PHASE_ERROR: Asc = Asc(0x4B, 0x00);
 /// 44/00: internal target failure.
 pub const ASC_INTERNAL_TARGET_FAILURE: Asc = Asc(0x44, 0x00);
 /// 55/04: insufficient registration resources.

@@ -248,13 +248,31 @@ impl Connection {
             }
             return;
         };
-        match task.data_out(d.ttt, d.buffer_offset, &d.data, d.final_) {
+        match task.data_out(d.ttt, d.data_sn, d.buffer_offset, &d.data, d.final_) {
             Ok(()) => {
                 let itt = d.itt;
                 self.progress_write(itt);
             }
             Err(DataOutError::OutOfBounds) | Err(DataOutError::UnknownTtt) => {
                 self.reject(RejectReason::ProtocolError, &Pdu::DataOut(d));
+            }
+            Err(DataOutError::BadDataSn) => {
+                // A lost or reordered Data-Out cannot be recovered at ErrorRecoveryLevel 0:
+                // the command fails (its remaining Data-Out is swallowed), the session goes on.
+                let itt = d.itt;
+                if let Some(t) = self.writes.remove(&itt) {
+                    self.budget_used = self.budget_used.saturating_sub(t.charged as usize);
+                    self.r2t_queue.retain(|&i| i != itt);
+                    self.aborted.insert(itt);
+                    self.executing.insert(itt, (t.cmd.lun, t.edtl, 0));
+                    let failed = crate::scsi::Completion::check(crate::scsi::Sense::new(
+                        crate::scsi::SenseKey::AbortedCommand,
+                        crate::scsi::sense::ASC_DATA_PHASE_ERROR,
+                    ));
+                    self.complete(itt, &failed, 0);
+                    self.aborted.insert(itt);
+                    self.pump_r2t_queue();
+                }
             }
         }
     }

@@ -209,6 +209,7 @@ fn write_collects_immediate_unsolicited_and_solicited_data() {
         final_: true,
         itt: 7,
         ttt: r.ttt,
+        data_sn: 0,
         buffer_offset: 8192,
         data: Bytes::copy_from_slice(&data[8192..16384]),
         ..DataOut::default()

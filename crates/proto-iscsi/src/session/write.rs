@@ -19,6 +19,8 @@ pub struct Burst {
     pub len: u32,
     /// Bytes received so far.
     pub received: u32,
+    /// DataSN the next Data-Out of this burst must carry.
+    pub next_data_sn: u32,
 }
 
 /// Why a Data-Out PDU was refused.
@@ -28,6 +30,9 @@ pub enum DataOutError {
     OutOfBounds,
     /// The TTT names no outstanding R2T of this task.
     UnknownTtt,
+    /// DataSN out of sequence (a lost or reordered PDU: at ErrorRecoveryLevel 0 the
+    /// connection must be dropped).
+    BadDataSn,
 }
 
 /// A write command waiting for its data.
@@ -57,6 +62,8 @@ pub struct WriteTask {
     pub discarding: bool,
     /// Whether budget was charged for the solicited part.
     pub charged: u32,
+    /// DataSN the next unsolicited Data-Out must carry.
+    pub unsolicited_data_sn: u32,
 }
 
 impl WriteTask {
@@ -83,6 +90,7 @@ impl WriteTask {
             received: imm_len,
             discarding,
             charged: 0,
+            unsolicited_data_sn: 0,
         }
     }
 
@@ -106,6 +114,7 @@ impl WriteTask {
     pub fn data_out(
         &mut self,
         ttt: u32,
+        data_sn: u32,
         offset: u32,
         data: &[u8],
         final_: bool,
@@ -116,6 +125,10 @@ impl WriteTask {
             if self.unsolicited_done || end > self.unsolicited_len || end > self.edtl {
                 return Err(DataOutError::OutOfBounds);
             }
+            if data_sn != self.unsolicited_data_sn {
+                return Err(DataOutError::BadDataSn);
+            }
+            self.unsolicited_data_sn = self.unsolicited_data_sn.wrapping_add(1);
             self.place(offset, data);
             self.unsolicited_received += len;
             self.received += len;
@@ -131,6 +144,10 @@ impl WriteTask {
         if offset < b.offset || end > b.offset + b.len {
             return Err(DataOutError::OutOfBounds);
         }
+        if data_sn != b.next_data_sn {
+            return Err(DataOutError::BadDataSn);
+        }
+        self.bursts[i].next_data_sn = data_sn.wrapping_add(1);
         self.place(offset, data);
         self.received += len;
         self.bursts[i].received += len;
@@ -160,6 +177,7 @@ impl WriteTask {
             offset: self.next_offset,
             len,
             received: 0,
+            next_data_sn: 0,
         };
         self.next_r2t_sn = self.next_r2t_sn.wrapping_add(1);
         self.next_offset += len;
@@ -192,7 +210,7 @@ mod tests {
             None,
             "no R2T before the unsolicited burst ends"
         );
-        t.data_out(RESERVED_TAG, 1000, &[2; 3000], true).unwrap();
+        t.data_out(RESERVED_TAG, 0, 1000, &[2; 3000], true).unwrap();
         assert!(t.unsolicited_done);
         let b1 = t.next_burst(5, 4096).unwrap();
         assert_eq!((b1.offset, b1.len, b1.r2t_sn), (4000, 4096, 0));
@@ -200,15 +218,20 @@ mod tests {
         assert_eq!((b2.offset, b2.len, b2.r2t_sn), (8096, 1904, 1));
         assert_eq!(t.next_burst(7, 4096), None);
         assert_eq!(
-            t.data_out(9, 4000, &[3; 10], false),
+            t.data_out(9, 0, 4000, &[3; 10], false),
             Err(DataOutError::UnknownTtt)
         );
         assert_eq!(
-            t.data_out(5, 3990, &[3; 10], false),
+            t.data_out(5, 0, 3990, &[3; 10], false),
             Err(DataOutError::OutOfBounds)
         );
-        t.data_out(6, 8096, &[4; 1904], true).unwrap();
-        t.data_out(5, 4000, &[3; 4096], true).unwrap();
+        assert_eq!(
+            t.data_out(5, 1, 4000, &[3; 10], false),
+            Err(DataOutError::BadDataSn)
+        );
+        t.data_out(6, 0, 8096, &[4; 1904], true).unwrap();
+        t.data_out(5, 0, 4000, &[3; 2048], false).unwrap();
+        t.data_out(5, 1, 6048, &[3; 2048], true).unwrap();
         assert!(t.complete());
         assert_eq!(t.buf.len(), 10_000);
         assert_eq!(&t.buf[..1000], &[1; 1000][..]);
@@ -221,12 +244,16 @@ mod tests {
     fn unsolicited_data_beyond_the_first_burst_is_refused() {
         let mut t = WriteTask::new(cmd(8192, &[]), 4096, false);
         assert_eq!(
-            t.data_out(RESERVED_TAG, 4000, &[0; 200], false),
+            t.data_out(RESERVED_TAG, 0, 4000, &[0; 200], false),
             Err(DataOutError::OutOfBounds)
         );
         assert_eq!(
-            t.data_out(RESERVED_TAG, u32::MAX, &[0; 2], false),
+            t.data_out(RESERVED_TAG, 0, u32::MAX, &[0; 2], false),
             Err(DataOutError::OutOfBounds)
+        );
+        assert_eq!(
+            t.data_out(RESERVED_TAG, 3, 0, &[0; 2], false),
+            Err(DataOutError::BadDataSn)
         );
     }
 }

@@ -1,0 +1,263 @@
+//! The iSCSI front end: portals (listeners), targets and their LUNs, and one task per
+//! connection driving the sans-IO `proto_iscsi::session::Connection`.
+
+mod conn;
+mod context;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use proto_iscsi::chap::{ChapAlgorithm, ChapConfig, ChapUser};
+use proto_iscsi::login::{DiscoveredTarget, TargetAuth};
+use proto_iscsi::session::ConnectionConfig;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::config::{self, Config};
+use crate::lu::LuHandle;
+use crate::serve::Shutdown;
+use crate::volumes::Volumes;
+
+/// A configured target.
+#[derive(Debug)]
+pub struct Target {
+    /// Its IQN.
+    pub iqn: String,
+    /// How initiators authenticate.
+    pub auth: TargetAuth,
+    /// LUN number to logical unit.
+    pub luns: BTreeMap<u16, Arc<LuHandle>>,
+}
+
+/// A session as the operator sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionInfo {
+    /// Initiator IQN.
+    pub initiator: String,
+    /// Target IQN.
+    pub target: String,
+    /// Peer address.
+    pub peer: String,
+    /// When the login completed (seconds since the epoch).
+    pub since_unix: u64,
+    /// Commands completed.
+    pub commands: u64,
+}
+
+/// State shared by all iSCSI connections.
+#[derive(Debug)]
+pub struct IscsiShared {
+    /// Targets by IQN.
+    pub targets: HashMap<String, Target>,
+    /// Authentication for discovery sessions.
+    pub discovery_auth: TargetAuth,
+    /// What SendTargets reports.
+    pub send_targets: Vec<DiscoveredTarget>,
+    /// Base negotiation settings.
+    pub conn_cfg: ConnectionConfig,
+    tsih: AtomicU16,
+    nexus: AtomicU64,
+    /// Live sessions by nexus id.
+    pub sessions: Mutex<BTreeMap<u64, SessionInfo>>,
+}
+
+fn chap(c: &config::ChapConfig) -> TargetAuth {
+    let allowed = ChapAlgorithm::DEFAULT_ALLOWED
+        .iter()
+        .copied()
+        .filter(|a| c.allow_md5 || *a != ChapAlgorithm::Md5)
+        .collect();
+    TargetAuth::Chap(ChapConfig {
+        initiator_users: vec![ChapUser {
+            name: c.username.clone(),
+            secret: c.secret.clone().into_bytes(),
+        }],
+        target_user: match (&c.target_username, &c.target_secret) {
+            (Some(n), Some(s)) => Some(ChapUser {
+                name: n.clone(),
+                secret: s.clone().into_bytes(),
+            }),
+            _ => None,
+        },
+        allowed,
+    })
+}
+
+/// `address:port` as SendTargets writes it (IPv6 in brackets).
+fn portal_address(a: SocketAddr, tpgt: u16) -> String {
+    format!("{a},{tpgt}")
+}
+
+/// Running iSCSI listeners.
+#[derive(Debug)]
+pub struct IscsiFrontend {
+    /// Shared state (for the operator view).
+    pub shared: Arc<IscsiShared>,
+    /// Listener tasks.
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Bound addresses, in portal order.
+    pub bound: Vec<SocketAddr>,
+}
+
+/// Builds targets and LUs and starts one listener per portal.
+pub async fn start(
+    cfg: &Config,
+    vols: &Volumes,
+    shutdown: Shutdown,
+) -> Result<IscsiFrontend, String> {
+    let ic = &cfg.iscsi;
+    let relative_ports: Vec<u16> = (1..=ic.portals.len() as u16).collect();
+    let mut lus: HashMap<String, Arc<LuHandle>> = HashMap::new();
+    let mut targets = HashMap::new();
+    for t in &ic.targets {
+        let mut luns = BTreeMap::new();
+        let lun_ids: Vec<u16> = t.luns.iter().map(|l| l.id).collect();
+        for l in &t.luns {
+            let lu = match lus.get(&l.volume) {
+                Some(lu) => lu.clone(),
+                None => {
+                    let v = vols.get(&l.volume).ok_or_else(|| {
+                        format!("LUN {} of {}: no volume {:?}", l.id, t.iqn, l.volume)
+                    })?;
+                    let lu =
+                        LuHandle::new(v.clone(), relative_ports.clone(), lun_ids.clone()).await?;
+                    lus.insert(l.volume.clone(), lu.clone());
+                    lu
+                }
+            };
+            luns.insert(l.id, lu);
+        }
+        let auth = t.chap.as_ref().map_or(TargetAuth::None, chap);
+        targets.insert(
+            t.iqn.clone(),
+            Target {
+                iqn: t.iqn.clone(),
+                auth,
+                luns,
+            },
+        );
+    }
+    let mut listeners = Vec::new();
+    let mut bound = Vec::new();
+    for p in &ic.portals {
+        let l = bind(p.listen).map_err(|e| format!("iSCSI portal {}: {e}", p.listen))?;
+        let addr = l.local_addr().map_err(|e| e.to_string())?;
+        bound.push(addr);
+        listeners.push((l, p.tpgt));
+    }
+    let send_targets = ic
+        .targets
+        .iter()
+        .map(|t| DiscoveredTarget {
+            name: t.iqn.clone(),
+            addresses: ic
+                .portals
+                .iter()
+                .zip(&bound)
+                .map(|(p, b)| portal_address(p.advertise.unwrap_or(*b), p.tpgt))
+                .collect(),
+        })
+        .collect();
+    let shared = Arc::new(IscsiShared {
+        targets,
+        discovery_auth: ic.discovery_chap.as_ref().map_or(TargetAuth::None, chap),
+        send_targets,
+        conn_cfg: ConnectionConfig::default(),
+        tsih: AtomicU16::new(1),
+        nexus: AtomicU64::new(1),
+        sessions: Mutex::new(BTreeMap::new()),
+    });
+    let mut tasks = Vec::new();
+    for (i, (listener, tpgt)) in listeners.into_iter().enumerate() {
+        let shared = shared.clone();
+        let rx = shutdown.subscribe();
+        let port = conn::Portal {
+            tpgt,
+            relative_port: i as u16 + 1,
+        };
+        tasks.push(tokio::spawn(accept_loop(listener, shared, port, rx)));
+    }
+    Ok(IscsiFrontend {
+        shared,
+        tasks,
+        bound,
+    })
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(128)?;
+    TcpListener::from_std(s.into())
+}
+
+/// Prepares an accepted socket: no Nagle delay (iSCSI is request/response), keepalive so a
+/// vanished host is noticed even when no NOP exchange is running.
+fn tune(stream: &tokio::net::TcpStream) {
+    let s = socket2::SockRef::from(stream);
+    let _ = s.set_nodelay(true);
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10));
+    let _ = s.set_tcp_keepalive(&ka);
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<IscsiShared>,
+    portal: conn::Portal,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    tune(&stream);
+                    let shared = shared.clone();
+                    let rx = shutdown.clone();
+                    conns.spawn(async move {
+                        conn::serve(stream, peer, shared, portal, rx).await;
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(listener);
+    while conns.join_next().await.is_some() {}
+}
+
+impl IscsiShared {
+    pub(crate) fn next_tsih(&self) -> u16 {
+        loop {
+            let t = self.tsih.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if t != 0 {
+                return t;
+            }
+        }
+    }
+
+    pub(crate) fn next_nexus(&self) -> u64 {
+        self.nexus
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Seconds since the epoch, for the operator view.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,233 @@
+//! The SCSI logical unit of each volume, shared by every iSCSI session that reaches it, and
+//! the execution of its block operations on the volume.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use blockstore::{AccessState as VolState, Error as VolError};
+use bytes::Bytes;
+use proto_iscsi::scsi::{
+    AccessState, BlockOp, BlockResult, Completion, LbaExtent, LogicalUnit, LuConfig, Nexus,
+    PortGroup, Provisioning, Step,
+};
+
+use crate::volumes::ServedVolume;
+
+/// Name of the volume metadata holding the SCSI persistent-reservation state.
+pub const PR_METADATA: &str = "meta-scsi-pr";
+/// The ALUA target port group of this node: every portal of the node is in it, since they all
+/// share the volume's one role on this node.
+pub const NODE_PORT_GROUP: u16 = 1;
+
+/// One volume's logical unit.
+#[derive(Debug)]
+pub struct LuHandle {
+    /// The volume.
+    pub volume: Arc<ServedVolume>,
+    lu: Mutex<LogicalUnit>,
+}
+
+/// The ALUA state hosts see for a volume access state (the role table of docs/architecture.md).
+pub fn alua_state(s: VolState) -> AccessState {
+    match s {
+        VolState::Optimized => AccessState::Optimized,
+        VolState::Standby => AccessState::Standby,
+        VolState::Transitioning => AccessState::Transitioning,
+        VolState::Unavailable => AccessState::Unavailable,
+    }
+}
+
+impl LuHandle {
+    /// Builds the logical unit of a volume, restoring its persistent reservations, and starts
+    /// following the volume's access state.
+    pub async fn new(
+        volume: Arc<ServedVolume>,
+        relative_ports: Vec<u16>,
+        luns: Vec<u16>,
+    ) -> Result<Arc<LuHandle>, String> {
+        let v = &volume.volume;
+        let mut lu = LogicalUnit::new(LuConfig::new(v.block_size(), v.uuid()), v.capacity_blocks());
+        lu.set_port_groups(vec![PortGroup {
+            id: NODE_PORT_GROUP,
+            state: alua_state(v.access_state()),
+            preferred: true,
+            relative_ports,
+        }]);
+        lu.set_luns(luns);
+        if let Some(bytes) = v
+            .load_metadata(PR_METADATA)
+            .await
+            .map_err(|e| format!("volume {}: reading reservations: {e}", volume.name))?
+        {
+            lu.load_pr_state(&bytes).map_err(|e| {
+                format!(
+                    "volume {}: stored reservations unreadable: {e}",
+                    volume.name
+                )
+            })?;
+        }
+        let handle = Arc::new(LuHandle {
+            volume,
+            lu: Mutex::new(lu),
+        });
+        let mut rx = handle.volume.volume.watch_access();
+        let weak = Arc::downgrade(&handle);
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let state = *rx.borrow_and_update();
+                let Some(h) = weak.upgrade() else { return };
+                h.lock()
+                    .set_access_state(NODE_PORT_GROUP, alua_state(state));
+                tracing::info!(volume = %h.volume.name, ?state, "access state changed");
+            }
+        });
+        Ok(handle)
+    }
+
+    /// The unit's state (held only for the duration of one step, never across an await).
+    pub fn lock(&self) -> MutexGuard<'_, LogicalUnit> {
+        self.lu.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs one SCSI command to completion. Returns the completion and how many data-out bytes
+    /// the command consumed.
+    pub async fn execute(
+        &self,
+        nexus: &Nexus,
+        cdb: &[u8],
+        data_out: Bytes,
+        expected_out: u32,
+    ) -> (Completion, u32) {
+        let (c, used) = self.execute_steps(nexus, cdb, data_out, expected_out).await;
+        // The residual of a write is measured against the CDB's transfer length, even when
+        // only part of it was sent (and written).
+        let bs = self.volume.volume.block_size();
+        let used = proto_iscsi::scsi::rw::write_transfer_bytes(cdb, bs)
+            .map_or(used, |b| b.min(u64::from(u32::MAX)) as u32);
+        (c, used)
+    }
+
+    async fn execute_steps(
+        &self,
+        nexus: &Nexus,
+        cdb: &[u8],
+        data_out: Bytes,
+        expected_out: u32,
+    ) -> (Completion, u32) {
+        let mut used = 0u32;
+        let mut step = self.lock().start(nexus, cdb, expected_out);
+        loop {
+            match step {
+                Step::Done(c) => return (c, used),
+                Step::NeedDataOut { len, task } => {
+                    used = len;
+                    let data = data_out.slice(..(len as usize).min(data_out.len()));
+                    step = self.lock().data_out(nexus, task, data);
+                }
+                Step::Io { op, task } => {
+                    let result = self.run(op).await;
+                    return (self.lock().io_done(task, result), used);
+                }
+            }
+        }
+    }
+
+    /// Carries out one block operation on the volume.
+    async fn run(&self, op: BlockOp) -> BlockResult {
+        let v = &self.volume.volume;
+        let r = match op {
+            BlockOp::Read { lba, blocks } => {
+                return match v.read(lba, u64::from(blocks)).await {
+                    Ok(d) => BlockResult::Data(Bytes::from(d)),
+                    Err(e) => block_error(e, false),
+                }
+            }
+            BlockOp::Write { lba, data, fua } => v.write(lba, data.to_vec(), fua).await,
+            BlockOp::Flush => v.flush().await,
+            BlockOp::Unmap { ranges } => {
+                for (lba, blocks) in ranges {
+                    if let Err(e) = v.trim(lba, u64::from(blocks)).await {
+                        return block_error(e, true);
+                    }
+                }
+                Ok(())
+            }
+            BlockOp::WriteZeroes { lba, blocks, unmap } => {
+                if unmap {
+                    v.trim(lba, u64::from(blocks)).await
+                } else {
+                    v.write_zeroes(lba, u64::from(blocks), false).await
+                }
+            }
+            BlockOp::CompareAndWrite {
+                lba,
+                compare,
+                write,
+                ..
+            } => {
+                match v
+                    .compare_and_write(lba, compare.to_vec(), write.to_vec(), false)
+                    .await
+                {
+                    Err(VolError::Miscompare { offset }) => {
+                        return BlockResult::Miscompare {
+                            offset: offset as u32,
+                        }
+                    }
+                    other => other,
+                }
+            }
+            BlockOp::GetLbaStatus { lba } => {
+                let mut extents = Vec::new();
+                let mut cur = lba;
+                let cap = v.capacity_blocks();
+                while cur < cap && extents.len() < 64 {
+                    match v.lba_status(cur, u64::from(u32::MAX)).await {
+                        Ok((mapped, n)) => {
+                            let n = n.clamp(1, u64::from(u32::MAX));
+                            extents.push(LbaExtent {
+                                lba: cur,
+                                blocks: n as u32,
+                                status: if mapped {
+                                    Provisioning::Mapped
+                                } else {
+                                    Provisioning::Deallocated
+                                },
+                            });
+                            cur += n;
+                        }
+                        Err(e) => return block_error(e, false),
+                    }
+                }
+                return BlockResult::LbaStatus(extents);
+            }
+            BlockOp::PersistReservations { bytes } => {
+                v.save_metadata(PR_METADATA, bytes.to_vec()).await
+            }
+        };
+        match r {
+            Ok(()) => BlockResult::Ok,
+            Err(e) => block_error(e, true),
+        }
+    }
+}
+
+/// The one place volume errors become SCSI block results (and so sense data).
+fn block_error(e: VolError, write: bool) -> BlockResult {
+    match e {
+        VolError::NotServing(s) => BlockResult::AccessState(alua_state(s)),
+        // Closing for shutdown: the path is about to go away, the host should retry elsewhere.
+        VolError::Closed => BlockResult::AccessState(AccessState::Transitioning),
+        VolError::OutOfRange { .. } => BlockResult::OutOfRange,
+        VolError::Miscompare { offset } => BlockResult::Miscompare {
+            offset: offset as u32,
+        },
+        VolError::Io(_) | VolError::Failed | VolError::LogFull { .. } => {
+            tracing::error!(error = %e, write, "volume I/O failed");
+            BlockResult::MediumError
+        }
+        other => {
+            tracing::error!(error = %other, "volume request failed");
+            BlockResult::Internal
+        }
+    }
+}
