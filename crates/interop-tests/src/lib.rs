@@ -30,6 +30,7 @@ pub mod error;
 pub mod host;
 pub mod image;
 pub mod init;
+pub mod iscsi;
 pub mod kernel;
 pub mod libs;
 pub mod packages;
