@@ -309,6 +309,7 @@ impl Connection {
         }
         self.qid = c.qid;
         self.sqsize = c.sqsize;
+        self.sqhd = 1; // the Connect itself consumed entry 0
         self.sqflow_disabled = c.cattr & CATTR_DISABLE_SQFLOW != 0;
         self.commands.insert(
             cid,
