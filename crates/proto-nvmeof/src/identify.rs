@@ -271,3 +271,95 @@ pub fn identify_io(
         _ => Err(Status::INVALID_FIELD.dnr()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn le16(b: &[u8], o: usize) -> u16 {
+        u16::from_le_bytes([b[o], b[o + 1]])
+    }
+    fn le32(b: &[u8], o: usize) -> u32 {
+        u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+    }
+
+    #[test]
+    fn io_controller_fields_at_nvme_id_ctrl_offsets() {
+        let cfg = TargetConfig::default();
+        let s = Subsystem::new("nqn.2024-01.io.tandem:a", "SER1");
+        let b = identify_controller(&cfg, 0x21, ControllerKind::Io(&s));
+        assert_eq!(b.len(), 4096);
+        assert_eq!(&b[4..8], b"SER1");
+        assert_eq!(b[23], b' ', "SN space padded");
+        assert_eq!(b[76] & 0b1010, 0b1010, "CMIC multi-controller and ANA");
+        assert_eq!(b[77], cfg.mdts);
+        assert_eq!(le16(&b, 78), 0x21);
+        assert_eq!(le32(&b, 80), 0x0001_0400);
+        assert_eq!(le32(&b, 92) & ((1 << 11) | (1 << 8)), (1 << 11) | (1 << 8));
+        assert_eq!(le32(&b, 96) & (1 << 6), 0, "no traffic based keep alive");
+        assert_eq!(b[111], 1);
+        assert_eq!(b[259], 3);
+        assert_eq!(b[261] & 0b110, 0b110);
+        assert_ne!(le16(&b, 320), 0, "KAS");
+        assert_ne!(b[342], 0, "ANATT");
+        assert_eq!(b[343] & 0x1F, 0x1F, "ANACAP");
+        assert_eq!(le32(&b, 344), cfg.anagrpmax);
+        assert_eq!(le32(&b, 348), cfg.anagrpmax);
+        assert_eq!((b[512], b[513]), (0x66, 0x44));
+        assert_eq!(le16(&b, 514), cfg.max_queue_entries);
+        let nn = le32(&b, 516);
+        assert_eq!(
+            le16(&b, 520),
+            0x2D,
+            "ONCS compare, DSM, write zeroes, reservations"
+        );
+        assert_eq!(b[525] & 1, 1, "VWC present");
+        assert_eq!(le32(&b, 536) & 0x3, 1, "SGLS supported");
+        assert_ne!(le32(&b, 536) & (1 << 20), 0, "SGL offsets");
+        let mnan = le32(&b, 540);
+        assert!(mnan != 0 && mnan <= nn);
+        assert_eq!(&b[768..768 + 23], b"nqn.2024-01.io.tandem:a");
+        assert!(le32(&b, 1792) >= 4);
+        assert!(le32(&b, 1796) >= 1);
+        assert_eq!(le16(&b, 1798), 0);
+        // the host disables ANA when the log it would read exceeds MDTS
+        let ana_log_size = 16 + 32 * u64::from(le32(&b, 348)) + 4 * u64::from(mnan);
+        assert!(ana_log_size <= u64::from(cfg.max_transfer()));
+    }
+
+    #[test]
+    fn namespace_fields_at_nvme_id_ns_offsets() {
+        let mut s = Subsystem::new("nqn.x", "s");
+        s.namespaces.push(Namespace {
+            nsid: 3,
+            volume_uuid: [5; 16],
+            block_size: 4096,
+            blocks: 1000,
+            ana_group: 2,
+        });
+        let b = identify_namespace(&s.namespaces[0], &s);
+        assert_eq!(u64::from_le_bytes(b[0..8].try_into().unwrap()), 1000);
+        assert_eq!(b[25], 0);
+        assert_eq!(b[30], 1);
+        assert_eq!(b[33] & 0x7, 1, "deallocated blocks read as zeros");
+        assert_eq!(le32(&b, 92), 2);
+        assert_eq!(b[130], 12, "LBADS for 4096");
+        let ids = crate::ident::namespace_ids(&[5; 16], 0);
+        assert_eq!(&b[104..120], &ids.nguid);
+        assert_eq!(&b[120..128], &ids.eui64);
+        assert_eq!(
+            identify_io(&TargetConfig::default(), 1, &s, 0x05, 3, 1),
+            Err(Status::INVALID_FIELD.dnr()),
+            "CNS 05h for an unknown command set"
+        );
+        assert!(identify_io(&TargetConfig::default(), 1, &s, 0x06, 0, 0).is_ok());
+    }
+
+    #[test]
+    fn discovery_controller_type() {
+        let b = identify_controller(&TargetConfig::default(), 1, ControllerKind::Discovery);
+        assert_eq!(b[111], 2);
+        assert_eq!(&b[768..768 + DISCOVERY_NQN.len()], DISCOVERY_NQN.as_bytes());
+        assert_ne!(le16(&b, 320), 0);
+    }
+}

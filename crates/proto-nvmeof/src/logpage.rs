@@ -84,7 +84,7 @@ impl LogRequest {
     /// length. Offsets must be dword aligned and inside the page; the length must not exceed
     /// `max_len` (the controller's MDTS), so hostile NUMD values never drive allocation.
     pub fn window(&self, page: &[u8], max_len: u32) -> Result<Vec<u8>, Status> {
-        if self.offset % 4 != 0 || self.offset > page.len() as u64 || self.len > u64::from(max_len)
+        if self.offset & 3 != 0 || self.offset > page.len() as u64 || self.len > u64::from(max_len)
         {
             return Err(Status::INVALID_FIELD.dnr());
         }

@@ -286,6 +286,15 @@ impl Host {
         self.read_cmd(t, sqe, 4096)
     }
 
+    /// An admin command without data (Set Features, Keep Alive, ...).
+    pub fn admin_nodata(&mut self, t: &mut Target, opcode: u8, cdw10: u32, cdw11: u32) -> Cqe {
+        let cid = self.cid();
+        let mut sqe = Sqe::new(opcode, cid);
+        sqe.set_cdw(10, cdw10);
+        sqe.set_cdw(11, cdw11);
+        single_cqe(&self.command(t, sqe, &[]))
+    }
+
     pub fn advance(&mut self, d: Duration) {
         self.now += d;
     }
