@@ -1,0 +1,141 @@
+//! Admin command dispatch of a [`Controller`]: Identify, Get Log Page, Get/Set Features,
+//! Asynchronous Event Request, Keep Alive and Abort, for I/O and discovery controllers.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::controller::{Controller, Kind, CSTS_RDY};
+use crate::cqe::Response;
+use crate::features::{fid, FeatureEffect};
+use crate::identify::{self, cns, identify_controller, ControllerKind, AERL};
+use crate::logpage::{self, lid, LogRequest, ANA_LSP_RGO};
+use crate::sqe::Sqe;
+use crate::status::Status;
+
+/// Admin opcodes.
+pub(crate) mod opcode {
+    pub const GET_LOG_PAGE: u8 = 0x02;
+    pub const IDENTIFY: u8 = 0x06;
+    pub const ABORT: u8 = 0x08;
+    pub const SET_FEATURES: u8 = 0x09;
+    pub const GET_FEATURES: u8 = 0x0A;
+    pub const ASYNC_EVENT: u8 = 0x0C;
+    pub const KEEP_ALIVE: u8 = 0x18;
+}
+
+impl Controller {
+    /// Executes one admin command received at `now` with its host-to-controller `data`.
+    /// Returns the responses to send: usually one, none while an AER is held, and more
+    /// when an AER completes immediately with a pending event.
+    pub fn handle(&mut self, now: Instant, sqe: &Sqe, data: &Bytes) -> Vec<Response> {
+        let _ = data;
+        self.touch(now);
+        let cid = sqe.cid();
+        if self.csts & CSTS_RDY == 0 {
+            return vec![Response::status(cid, Status::COMMAND_SEQUENCE_ERROR.dnr())];
+        }
+        let result = match sqe.opcode() {
+            opcode::IDENTIFY => self.identify(sqe),
+            opcode::GET_LOG_PAGE => self.get_log_page(sqe),
+            opcode::SET_FEATURES => self.set_features(sqe),
+            opcode::GET_FEATURES => self.get_features(sqe),
+            opcode::KEEP_ALIVE => Ok(Response::status(cid, Status::SUCCESS)),
+            opcode::ABORT if !self.is_discovery() => Ok(Response::dw0(cid, 1)),
+            opcode::ASYNC_EVENT => {
+                if self.aers.len() > usize::from(AERL) {
+                    Err(Status::ASYNC_LIMIT)
+                } else {
+                    self.aers.push_back(cid);
+                    return self.deliver();
+                }
+            }
+            _ => Err(Status::INVALID_OPCODE.dnr()),
+        };
+        vec![result.unwrap_or_else(|s| Response::status(cid, s))]
+    }
+
+    fn identify(&self, sqe: &Sqe) -> Result<Response, Status> {
+        let cns_value = sqe.cdw(10) as u8;
+        let csi = (sqe.cdw(11) >> 24) as u8;
+        let data = match &self.kind {
+            Kind::Io(s) => {
+                identify::identify_io(&self.cfg, self.cntlid, s, cns_value, sqe.nsid(), csi)?
+            }
+            Kind::Discovery(_) if cns_value == cns::CONTROLLER => {
+                identify_controller(&self.cfg, self.cntlid, ControllerKind::Discovery)
+            }
+            Kind::Discovery(_) => return Err(Status::INVALID_FIELD.dnr()),
+        };
+        Ok(Response::data(sqe.cid(), data))
+    }
+
+    fn get_log_page(&mut self, sqe: &Sqe) -> Result<Response, Status> {
+        let req = LogRequest::parse(sqe);
+        let max = self.cfg.max_transfer();
+        let page = match (&self.kind, req.lid) {
+            (Kind::Discovery(d), lid::DISCOVERY) => d.page_for(&self.hostnqn),
+            (Kind::Discovery(_), _) => return Err(Status::INVALID_FIELD.dnr()),
+            (Kind::Io(_), lid::SUPPORTED) => logpage::supported_logs(),
+            (Kind::Io(_), lid::ERROR) => logpage::error_log(),
+            (Kind::Io(_), lid::SMART) => logpage::smart_log(),
+            (Kind::Io(s), lid::FW_SLOT) => logpage::fw_slot_log(&s.firmware),
+            (Kind::Io(_), lid::CHANGED_NS) => {
+                let list: Vec<u32> = self.changed_ns.iter().copied().collect();
+                logpage::changed_ns_log(&list)
+            }
+            (Kind::Io(_), lid::CMD_EFFECTS) if req.csi == identify::CSI_NVM => {
+                logpage::cmd_effects_log()
+            }
+            (Kind::Io(s), lid::ANA) if s.ana_enabled => {
+                logpage::ana_log(s, req.lsp & ANA_LSP_RGO != 0)
+            }
+            _ => return Err(Status::INVALID_FIELD.dnr()),
+        };
+        let out = req.window(&page, max)?;
+        if !req.rae {
+            self.unmask_log(req.lid);
+            if req.lid == lid::CHANGED_NS {
+                self.changed_ns.clear();
+            }
+        }
+        Ok(Response::data(sqe.cid(), out))
+    }
+
+    fn io_queues(&self) -> u16 {
+        self.cfg.max_io_queues
+    }
+
+    fn feature_allowed(&self, f: u8) -> bool {
+        !self.is_discovery() || matches!(f, fid::KATO | fid::ASYNC_EVENT)
+    }
+
+    fn set_features(&mut self, sqe: &Sqe) -> Result<Response, Status> {
+        let cdw10 = sqe.cdw(10);
+        let f = cdw10 as u8;
+        if !self.feature_allowed(f) {
+            return Err(Status::INVALID_FIELD.dnr());
+        }
+        let supported = self.supported_aens();
+        let io_queues = self.io_queues();
+        let (dw0, effect) =
+            self.features
+                .set(f, sqe.cdw(11), cdw10 >> 31 != 0, supported, io_queues)?;
+        if let FeatureEffect::Kato(ms) = effect {
+            self.set_kato(ms);
+        }
+        Ok(Response::dw0(sqe.cid(), dw0))
+    }
+
+    fn get_features(&self, sqe: &Sqe) -> Result<Response, Status> {
+        let cdw10 = sqe.cdw(10);
+        let f = cdw10 as u8;
+        if !self.feature_allowed(f) {
+            return Err(Status::INVALID_FIELD.dnr());
+        }
+        let dw0 = self
+            .features
+            .get(f, sqe.cdw(11), ((cdw10 >> 8) & 7) as u8, self.io_queues())?;
+        Ok(Response::dw0(sqe.cid(), dw0))
+    }
+}

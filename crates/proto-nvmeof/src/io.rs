@@ -1,0 +1,339 @@
+//! NVM command set I/O commands (Read, Write, Flush, Compare, Write Zeroes, Dataset
+//! Management, reservations) turned into [`IoOp`]s for the caller, and the caller's
+//! [`IoResult`] turned back into a completion.
+//!
+//! Checks happen in the order a host can act on: namespace, ANA state of this path (a
+//! retryable path error so multipath fails over), then field and range validation.
+
+use bytes::Bytes;
+
+use crate::cqe::Response;
+use crate::reservation::{self, Requester, ReservationOutcome, ReservationRequest};
+use crate::sqe::Sqe;
+use crate::status::Status;
+use crate::subsystem::{AnaState, Namespace, Subsystem, TargetConfig};
+
+/// NVM command set opcodes handled here.
+pub mod opcode {
+    /// Flush.
+    pub const FLUSH: u8 = 0x00;
+    /// Write.
+    pub const WRITE: u8 = 0x01;
+    /// Read.
+    pub const READ: u8 = 0x02;
+    /// Compare.
+    pub const COMPARE: u8 = 0x05;
+    /// Write Zeroes.
+    pub const WRITE_ZEROES: u8 = 0x08;
+    /// Dataset Management.
+    pub const DSM: u8 = 0x09;
+}
+
+/// Identifies an in-flight command between [`crate::Event::Io`] and
+/// [`crate::Connection::io_done`]: the command identifier (unique per queue while in flight).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IoTag(pub u16);
+
+/// One operation on the volume backing a namespace. LBAs and counts are in the namespace's
+/// logical blocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IoOp {
+    /// Read `blocks` blocks at `lba`; answer [`IoResult::Data`].
+    Read {
+        /// First block.
+        lba: u64,
+        /// Number of blocks (non-zero).
+        blocks: u32,
+    },
+    /// Write `data` (whole blocks) at `lba`.
+    Write {
+        /// First block.
+        lba: u64,
+        /// Block data.
+        data: Bytes,
+        /// Force unit access: durable before completion.
+        fua: bool,
+    },
+    /// Make completed writes durable.
+    Flush,
+    /// Zero a range; `deallocate` allows unmapping it instead (reads return zeros).
+    WriteZeroes {
+        /// First block.
+        lba: u64,
+        /// Number of blocks.
+        blocks: u32,
+        /// The host set DEAC.
+        deallocate: bool,
+        /// Force unit access.
+        fua: bool,
+    },
+    /// Deallocate (trim) ranges of (lba, blocks).
+    Deallocate {
+        /// Validated, in range, non-empty ranges.
+        ranges: Vec<(u64, u32)>,
+    },
+    /// Apply a reservation request to the volume's shared reservation state.
+    Reservation(ReservationRequest),
+}
+
+/// The caller's answer to an [`IoOp`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IoResult {
+    /// Success.
+    Ok,
+    /// Read data.
+    Data(Bytes),
+    /// Outcome of a reservation request.
+    Reservation(ReservationOutcome),
+    /// The command conflicts with a reservation held by another host.
+    ReservationConflict,
+    /// The range lies outside the volume (it shrank concurrently).
+    OutOfRange,
+    /// This node cannot serve the volume right now (it learned so while running the op).
+    Ana(AnaState),
+    /// The volume failed to read or write.
+    MediumError,
+    /// Any other failure inside the gateway.
+    Internal,
+}
+
+/// What a suspended I/O command does with its result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Pending {
+    Read { len: usize },
+    Compare { expected: Bytes },
+    Write,
+    Reservation { report: Option<(u64, bool)> },
+    Other,
+}
+
+/// First step of an I/O command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Start {
+    Done(Response),
+    Issue(IoOp, Pending),
+}
+
+struct Rw {
+    lba: u64,
+    blocks: u32,
+    fua: bool,
+}
+
+fn rw_fields(sqe: &Sqe) -> Rw {
+    let cdw12 = sqe.cdw(12);
+    Rw {
+        lba: (u64::from(sqe.cdw(11)) << 32) | u64::from(sqe.cdw(10)),
+        blocks: (cdw12 & 0xFFFF) + 1,
+        fua: cdw12 & (1 << 30) != 0,
+    }
+}
+
+fn check_range(ns: &Namespace, lba: u64, blocks: u32) -> Result<(), Status> {
+    match lba.checked_add(u64::from(blocks)) {
+        Some(end) if end <= ns.blocks => Ok(()),
+        _ => Err(Status::LBA_OUT_OF_RANGE.dnr()),
+    }
+}
+
+/// Validates a read/write-like command and its transfer length; returns the byte length.
+fn rw_len(ns: &Namespace, rw: &Rw, sqe: &Sqe, cfg: &TargetConfig) -> Result<usize, Status> {
+    if (sqe.cdw(12) >> 26) & 0xF != 0 {
+        return Err(Status::INVALID_FIELD.dnr()); // protection information not supported
+    }
+    let len = u64::from(rw.blocks) * u64::from(ns.block_size);
+    if len > u64::from(cfg.max_transfer()) {
+        return Err(Status::INVALID_FIELD.dnr());
+    }
+    if u64::from(sqe.sgl().length) != len {
+        return Err(Status::SGL_INVALID_DATA.dnr());
+    }
+    check_range(ns, rw.lba, rw.blocks)?;
+    Ok(len as usize)
+}
+
+/// Starts I/O command `sqe` with its host-to-controller `data`.
+pub(crate) fn start(
+    sqe: &Sqe,
+    data: Bytes,
+    subsys: &Subsystem,
+    requester: Requester,
+    cfg: &TargetConfig,
+) -> Start {
+    match start_inner(sqe, data, subsys, requester, cfg) {
+        Ok(s) => s,
+        Err(status) => Start::Done(Response::status(sqe.cid(), status)),
+    }
+}
+
+fn start_inner(
+    sqe: &Sqe,
+    data: Bytes,
+    subsys: &Subsystem,
+    requester: Requester,
+    cfg: &TargetConfig,
+) -> Result<Start, Status> {
+    let cid = sqe.cid();
+    let ns = subsys
+        .namespace(sqe.nsid())
+        .ok_or(Status::INVALID_NS.dnr())?;
+    if let Some(status) = subsys.ana_state(ns.ana_group).io_status() {
+        return Err(status);
+    }
+    Ok(match sqe.opcode() {
+        opcode::READ => {
+            let rw = rw_fields(sqe);
+            let len = rw_len(ns, &rw, sqe, cfg)?;
+            Start::Issue(
+                IoOp::Read {
+                    lba: rw.lba,
+                    blocks: rw.blocks,
+                },
+                Pending::Read { len },
+            )
+        }
+        opcode::WRITE => {
+            let rw = rw_fields(sqe);
+            let len = rw_len(ns, &rw, sqe, cfg)?;
+            if data.len() != len {
+                return Err(Status::SGL_INVALID_DATA.dnr());
+            }
+            Start::Issue(
+                IoOp::Write {
+                    lba: rw.lba,
+                    data,
+                    fua: rw.fua,
+                },
+                Pending::Write,
+            )
+        }
+        opcode::COMPARE => {
+            let rw = rw_fields(sqe);
+            let len = rw_len(ns, &rw, sqe, cfg)?;
+            if data.len() != len {
+                return Err(Status::SGL_INVALID_DATA.dnr());
+            }
+            Start::Issue(
+                IoOp::Read {
+                    lba: rw.lba,
+                    blocks: rw.blocks,
+                },
+                Pending::Compare { expected: data },
+            )
+        }
+        opcode::FLUSH => Start::Issue(IoOp::Flush, Pending::Other),
+        opcode::WRITE_ZEROES => {
+            let rw = rw_fields(sqe);
+            check_range(ns, rw.lba, rw.blocks)?;
+            Start::Issue(
+                IoOp::WriteZeroes {
+                    lba: rw.lba,
+                    blocks: rw.blocks,
+                    deallocate: sqe.cdw(12) & (1 << 25) != 0,
+                    fua: rw.fua,
+                },
+                Pending::Write,
+            )
+        }
+        opcode::DSM => {
+            let nr = (sqe.cdw(10) & 0xFF) as usize + 1;
+            if data.len() != nr * 16 {
+                return Err(Status::SGL_INVALID_DATA.dnr());
+            }
+            if sqe.cdw(11) & (1 << 2) == 0 {
+                return Ok(Start::Done(Response::status(cid, Status::SUCCESS)));
+            }
+            let mut ranges = Vec::with_capacity(nr);
+            for r in data.chunks_exact(16) {
+                let blocks = u32::from_le_bytes([r[4], r[5], r[6], r[7]]);
+                let mut l = [0u8; 8];
+                l.copy_from_slice(&r[8..16]);
+                let lba = u64::from_le_bytes(l);
+                if blocks == 0 {
+                    continue;
+                }
+                check_range(ns, lba, blocks)?;
+                ranges.push((lba, blocks));
+            }
+            if ranges.is_empty() {
+                return Ok(Start::Done(Response::status(cid, Status::SUCCESS)));
+            }
+            Start::Issue(IoOp::Deallocate { ranges }, Pending::Write)
+        }
+        reservation::opcode::REPORT => {
+            let (len, extended) = reservation::report_params(sqe);
+            if !extended {
+                return Err(Status::HOST_ID_INCONSISTENT.dnr());
+            }
+            if len > u64::from(cfg.max_transfer()) {
+                return Err(Status::INVALID_FIELD.dnr());
+            }
+            let req = reservation::decode(sqe, &data, requester)?;
+            Start::Issue(
+                IoOp::Reservation(req),
+                Pending::Reservation {
+                    report: Some((len, extended)),
+                },
+            )
+        }
+        reservation::opcode::REGISTER
+        | reservation::opcode::ACQUIRE
+        | reservation::opcode::RELEASE => {
+            let req = reservation::decode(sqe, &data, requester)?;
+            Start::Issue(
+                IoOp::Reservation(req),
+                Pending::Reservation { report: None },
+            )
+        }
+        _ => return Err(Status::INVALID_OPCODE.dnr()),
+    })
+}
+
+/// Turns the caller's result into the command's response.
+pub(crate) fn finish(cid: u16, pending: Pending, result: IoResult, ana_enabled: bool) -> Response {
+    let status = |s| Response::status(cid, s);
+    match (pending, result) {
+        (Pending::Read { len }, IoResult::Data(d)) if d.len() == len => Response {
+            cid,
+            data: d,
+            ..Response::default()
+        },
+        (Pending::Compare { expected }, IoResult::Data(d)) if d.len() == expected.len() => {
+            if d == expected {
+                status(Status::SUCCESS)
+            } else {
+                status(Status::COMPARE_FAILED.dnr())
+            }
+        }
+        (Pending::Read { .. } | Pending::Compare { .. }, IoResult::Data(_)) => {
+            status(Status::INTERNAL)
+        }
+        (Pending::Reservation { report }, IoResult::Reservation(outcome)) => match outcome {
+            ReservationOutcome::Done if report.is_none() => status(Status::SUCCESS),
+            ReservationOutcome::Conflict => status(Status::RESERVATION_CONFLICT.dnr()),
+            ReservationOutcome::Invalid => status(Status::INVALID_FIELD.dnr()),
+            ReservationOutcome::Report(r) => match report {
+                Some((len, extended)) => {
+                    let mut d = reservation::encode_report(&r, extended);
+                    d.resize(len as usize, 0);
+                    Response::data(cid, d)
+                }
+                None => status(Status::INTERNAL),
+            },
+            ReservationOutcome::Done => status(Status::INTERNAL),
+        },
+        (Pending::Read { .. } | Pending::Compare { .. }, IoResult::MediumError) => {
+            status(Status::READ_ERROR)
+        }
+        (_, IoResult::MediumError) => status(Status::WRITE_FAULT),
+        (Pending::Write | Pending::Other, IoResult::Ok) => status(Status::SUCCESS),
+        (_, IoResult::ReservationConflict) => status(Status::RESERVATION_CONFLICT.dnr()),
+        (_, IoResult::OutOfRange) => status(Status::LBA_OUT_OF_RANGE.dnr()),
+        (_, IoResult::Ana(state)) => match state.io_status() {
+            Some(s) if ana_enabled => status(s),
+            _ if ana_enabled => status(Status::ANA_TRANSITION),
+            _ => status(Status::NS_NOT_READY),
+        },
+        _ => status(Status::INTERNAL),
+    }
+}
