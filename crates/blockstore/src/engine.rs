@@ -559,6 +559,114 @@ impl Engine {
         self.write_locked(lba, write, fua)
     }
 
+    /// Writes several requests with as few log writes as possible: records that fit the log
+    /// contiguously are written with one `pwrite` under one hold of the log lock. Each request
+    /// gets its own result; with `fua` set on any request the log is synced once for all.
+    pub fn write_many(&self, reqs: &[(u64, &[u8], bool)]) -> Vec<Result<()>> {
+        let _c = self.caw.read().unwrap_or_else(|e| e.into_inner());
+        let mut results: Vec<Option<Result<()>>> = reqs.iter().map(|_| None).collect();
+        let mut batch = Vec::new();
+        for (i, &(lba, data, _)) in reqs.iter().enumerate() {
+            let check = self
+                .check_alive()
+                .and_then(|_| self.gate())
+                .and_then(|_| self.blocks_of(data.len()))
+                .and_then(|b| self.check_range(lba, b).map(|_| b));
+            match check {
+                Ok(b) if b > 0 && b <= self.max_record_blocks => batch.push((i, lba, b, data)),
+                Ok(_) => results[i] = Some(self.write_locked(lba, data, false)),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(e) = self.append_batch(&batch) {
+                // The batch did not fit in one go: fall back to one append each.
+                let _ = e;
+                for &(i, lba, _, data) in &batch {
+                    results[i] = Some(self.write_locked(lba, data, false));
+                }
+            } else {
+                for &(i, _, _, data) in &batch {
+                    self.stats.add_write(data.len() as u64);
+                    results[i] = Some(Ok(()));
+                }
+            }
+        }
+        let want_sync = reqs
+            .iter()
+            .zip(&results)
+            .any(|((_, _, fua), r)| *fua && matches!(r, Some(Ok(()))));
+        if want_sync {
+            if let Err(e) = self.sync_wal() {
+                let msg = e.to_string();
+                for ((_, _, fua), r) in reqs.iter().zip(results.iter_mut()) {
+                    if *fua && matches!(r, Some(Ok(()))) {
+                        *r = Some(Err(Error::Io(std::io::Error::other(msg.clone()))));
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(Error::Failed)))
+            .collect()
+    }
+
+    /// Appends records back to back with one write. Fails (writing nothing) if they do not fit
+    /// the log contiguously right now.
+    fn append_batch(&self, batch: &[(usize, u64, u64, &[u8])]) -> Result<()> {
+        let lens: Vec<u64> = batch.iter().map(|b| record_len(b.3.len())).collect();
+        let total: u64 = lens.iter().sum();
+        let crcs: Vec<u32> = batch.iter().map(|b| crc32c::crc32c(b.3)).collect();
+        let w = self.wal_size;
+        let epoch = lock(&self.role).epoch;
+        let mut buf = vec![0u8; total as usize];
+        let mut log = lock(&self.log);
+        let phys = log.head % w;
+        if phys + total > w || log.head + total - log.tail > w {
+            return Err(Error::Invalid(
+                "batch does not fit the log contiguously".into(),
+            ));
+        }
+        let synced_lsn = self.durable_lsn.load(Ordering::Acquire);
+        let mut off = 0usize;
+        for (k, &(_, lba, blocks, data)) in batch.iter().enumerate() {
+            let hdr = Header {
+                lsn: log.next_lsn + k as u64,
+                generation: log.generation,
+                epoch,
+                synced_lsn,
+                lba,
+                blocks: blocks as u32,
+                data_len: data.len() as u32,
+                kind: Kind::Write,
+            };
+            let len = lens[k] as usize;
+            hdr.encode_record(data, crcs[k], &mut buf[off..off + len]);
+            off += len;
+        }
+        self.wal.write_at(&buf, phys).map_err(|e| self.fail(e))?;
+        let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+        let mut virt = log.head;
+        for (k, &(_, lba, blocks, _)) in batch.iter().enumerate() {
+            let lsn = log.next_lsn + k as u64;
+            index.insert(
+                lba,
+                blocks,
+                Loc::Log {
+                    virt: virt + HEADER_LEN as u64,
+                    lsn,
+                },
+            );
+            virt += lens[k];
+        }
+        drop(index);
+        log.next_lsn += batch.len() as u64;
+        log.head += total;
+        self.stats.set_log_used(log.head - log.tail);
+        Ok(())
+    }
+
     /// Appends one record and indexes it.
     fn append(&self, kind: Kind, lba: u64, blocks: u64, data: &[u8]) -> Result<()> {
         let data_crc = crc32c::crc32c(data);
@@ -736,6 +844,48 @@ impl Engine {
         }
         self.stats.add_read(buf.len() as u64);
         Ok(())
+    }
+
+    /// [`Engine::read_into`] for callers on async threads: succeeds only if every piece is in
+    /// memory (page cache), and returns `None` when the read would have to wait for the disk.
+    pub fn try_read_nowait(&self, lba: u64, buf: &mut [u8]) -> Option<Result<()>> {
+        if let Err(e) = self.check_alive().and_then(|_| self.gate()) {
+            return Some(Err(e));
+        }
+        let blocks = match self.blocks_of(buf.len()) {
+            Ok(b) => b,
+            Err(e) => return Some(Err(e)),
+        };
+        if let Err(e) = self.check_range(lba, blocks) {
+            return Some(Err(e));
+        }
+        let bs = u64::from(self.block_size);
+        let _r = self.reclaim.read().unwrap_or_else(|e| e.into_inner());
+        let pieces = self
+            .index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .lookup(lba, blocks);
+        for (start, len, loc) in pieces {
+            let from = ((start - lba) * bs) as usize;
+            let to = from + (len * bs) as usize;
+            let out = &mut buf[from..to];
+            let r = match loc {
+                None => self.extent.read_at_nowait(out, start * bs),
+                Some(Loc::Zero { .. }) => {
+                    out.fill(0);
+                    Ok(true)
+                }
+                Some(Loc::Log { virt, .. }) => self.wal.read_at_nowait(out, virt % self.wal_size),
+            };
+            match r {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => return Some(Err(e.into())),
+            }
+        }
+        self.stats.add_read(buf.len() as u64);
+        Some(Ok(()))
     }
 
     // ----- resize and shutdown -----------------------------------------------------------

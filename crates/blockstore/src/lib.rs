@@ -11,6 +11,7 @@
 
 pub mod engine;
 pub mod error;
+pub mod executor;
 pub mod flusher;
 pub mod index;
 pub mod record;

@@ -26,6 +26,13 @@ pub trait BlockFile: Send + Sync + 'static {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Deallocates a byte range, which then reads as zeros; the length is kept.
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// Fills `buf` from `offset` only if that needs no waiting for the disk (the data is in the
+    /// page cache): `Ok(true)` when done, `Ok(false)` when the read would block and must be
+    /// retried with [`BlockFile::read_at`] off the async threads.
+    fn read_at_nowait(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        let _ = (buf, offset);
+        Ok(false)
+    }
     /// Whether `offset` lies in allocated data, and how far from `offset` that status lasts
     /// (at most `max` bytes). Storage that cannot tell reports everything allocated.
     fn allocation(&self, offset: u64, max: u64) -> io::Result<(bool, u64)> {
@@ -141,6 +148,37 @@ impl BlockFile for RealFile {
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.0.write_all_at(buf, offset)
+    }
+
+    fn read_at_nowait(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let Ok(off) = i64::try_from(offset + done as u64) else {
+                return Ok(false);
+            };
+            let rest = &mut buf[done..];
+            let iov = libc::iovec {
+                iov_base: rest.as_mut_ptr().cast(),
+                iov_len: rest.len(),
+            };
+            // SAFETY: the iovec points into `rest`, which stays borrowed mutably for the call;
+            // preadv2 writes at most iov_len bytes there.
+            let n = unsafe { libc::preadv2(self.0.as_raw_fd(), &iov, 1, off, libc::RWF_NOWAIT) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                return match e.raw_os_error() {
+                    Some(libc::EAGAIN) | Some(libc::EOPNOTSUPP) => Ok(false),
+                    Some(libc::EINTR) => continue,
+                    _ => Err(e),
+                };
+            }
+            if n == 0 {
+                rest.fill(0);
+                return Ok(true);
+            }
+            done += n as usize;
+        }
+        Ok(true)
     }
 
     fn sync_data(&self) -> io::Result<()> {

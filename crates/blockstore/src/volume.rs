@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use crate::engine::{create, CreateOptions, Engine, OpenOptions};
 use crate::error::{Error, Result};
+use crate::executor::Executor;
 use crate::role::{AccessState, Role, RoleState};
 use crate::stats::StatsSnapshot;
 use crate::storage::{DirStorage, Storage};
@@ -17,7 +18,37 @@ use crate::storage::{DirStorage, Storage};
 #[derive(Clone)]
 pub struct Volume {
     engine: Arc<Engine>,
+    exec: Arc<ExecutorHandle>,
+    writes: Arc<WriteQueue>,
 }
+
+/// One write waiting for the batch appender.
+struct PendingWrite {
+    lba: u64,
+    data: Box<dyn AsRef<[u8]> + Send>,
+    fua: bool,
+    done: tokio::sync::oneshot::Sender<Result<()>>,
+}
+
+/// Writes from all connections queue here; one I/O job at a time drains whatever has queued
+/// and appends it with one log write ([`Engine::write_many`]), so a deep queue of small writes
+/// costs one thread hand-off and one `pwrite` per batch rather than per write.
+#[derive(Default)]
+struct WriteQueue {
+    state: std::sync::Mutex<(Vec<PendingWrite>, bool)>,
+}
+
+/// Stops the volume's I/O threads when the last handle goes.
+struct ExecutorHandle(Executor);
+
+impl Drop for ExecutorHandle {
+    fn drop(&mut self) {
+        self.0.shutdown();
+    }
+}
+
+/// I/O threads per volume: enough that a few fdatasyncs in progress do not stall reads.
+const IO_THREADS: usize = 6;
 
 impl std::fmt::Debug for Volume {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -49,12 +80,52 @@ impl Volume {
     /// Opens (and recovers) a volume on any storage.
     pub async fn open_storage(storage: Arc<dyn Storage>, opts: OpenOptions) -> Result<Volume> {
         let engine = blocking(move || Engine::open_shared(storage, opts)).await?;
-        Ok(Volume { engine })
+        Ok(Self::from_engine(engine))
     }
 
     /// Wraps an engine opened synchronously.
     pub fn from_engine(engine: Arc<Engine>) -> Volume {
-        Volume { engine }
+        Volume {
+            engine,
+            exec: Arc::new(ExecutorHandle(Executor::new("volume", IO_THREADS))),
+            writes: Arc::new(WriteQueue::default()),
+        }
+    }
+
+    /// Drains the write queue until it is empty (runs on an I/O thread).
+    fn drain_writes(engine: &Engine, queue: &WriteQueue) {
+        loop {
+            let batch = {
+                let mut st = queue.state.lock().unwrap_or_else(|e| e.into_inner());
+                if st.0.is_empty() {
+                    st.1 = false;
+                    return;
+                }
+                std::mem::take(&mut st.0)
+            };
+            let reqs: Vec<(u64, &[u8], bool)> = batch
+                .iter()
+                .map(|p| (p.lba, (*p.data).as_ref(), p.fua))
+                .collect();
+            let results = engine.write_many(&reqs);
+            drop(reqs);
+            for (p, r) in batch.into_iter().zip(results) {
+                let _ = p.done.send(r);
+            }
+        }
+    }
+
+    /// Runs blocking engine work on the volume's I/O threads.
+    async fn io<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Engine) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let e = self.engine.clone();
+        self.exec
+            .0
+            .run(move || f(&e))
+            .await
+            .unwrap_or(Err(Error::Closed))
     }
 
     /// The synchronous engine underneath.
@@ -64,32 +135,62 @@ impl Volume {
 
     /// Reads `blocks` blocks at `lba`.
     pub async fn read(&self, lba: u64, blocks: u64) -> Result<Vec<u8>> {
-        let e = self.engine.clone();
-        blocking(move || e.read(lba, blocks)).await
+        // Data in the page cache is copied right here; only reads that would wait for the disk
+        // go to an I/O thread.
+        let len = blocks.saturating_mul(u64::from(self.engine.block_size()));
+        if len <= 1 << 20 {
+            let mut buf = vec![0u8; len as usize];
+            if let Some(r) = self.engine.try_read_nowait(lba, &mut buf) {
+                return r.map(|()| buf);
+            }
+        }
+        self.io(move |e| e.read(lba, blocks)).await
     }
 
     /// Writes whole blocks at `lba`; with `fua`, durable on return.
-    pub async fn write(&self, lba: u64, data: Vec<u8>, fua: bool) -> Result<()> {
-        let e = self.engine.clone();
-        blocking(move || e.write(lba, &data, fua)).await
+    pub async fn write(
+        &self,
+        lba: u64,
+        data: impl AsRef<[u8]> + Send + 'static,
+        fua: bool,
+    ) -> Result<()> {
+        let data: Box<dyn AsRef<[u8]> + Send> = Box::new(data);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut st = self.writes.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.0.push(PendingWrite {
+                lba,
+                data,
+                fua,
+                done: tx,
+            });
+            !std::mem::replace(&mut st.1, true)
+        };
+        if start {
+            let (e, q) = (self.engine.clone(), self.writes.clone());
+            if !self.exec.0.execute(move || Self::drain_writes(&e, &q)) {
+                // Shut down: fail everything queued (their senders are dropped here).
+                let mut st = self.writes.state.lock().unwrap_or_else(|e| e.into_inner());
+                st.0.clear();
+                st.1 = false;
+            }
+        }
+        rx.await.unwrap_or(Err(Error::Closed))
     }
 
     /// Makes every acknowledged write durable.
     pub async fn flush(&self) -> Result<()> {
-        let e = self.engine.clone();
-        blocking(move || e.flush()).await
+        self.io(move |e| e.flush()).await
     }
 
     /// Deallocates blocks.
     pub async fn trim(&self, lba: u64, blocks: u64) -> Result<()> {
-        let e = self.engine.clone();
-        blocking(move || e.trim(lba, blocks)).await
+        self.io(move |e| e.trim(lba, blocks)).await
     }
 
     /// Writes zeros (thin).
     pub async fn write_zeroes(&self, lba: u64, blocks: u64, fua: bool) -> Result<()> {
-        let e = self.engine.clone();
-        blocking(move || e.write_zeroes(lba, blocks, fua)).await
+        self.io(move |e| e.write_zeroes(lba, blocks, fua)).await
     }
 
     /// Atomic compare-and-write.
@@ -100,38 +201,33 @@ impl Volume {
         write: Vec<u8>,
         fua: bool,
     ) -> Result<()> {
-        let e = self.engine.clone();
-        blocking(move || e.compare_and_write(lba, &compare, &write, fua)).await
+        self.io(move |e| e.compare_and_write(lba, &compare, &write, fua))
+            .await
     }
 
     /// Provisioning status at `lba` (see [`Engine::lba_status`]).
     pub async fn lba_status(&self, lba: u64, max: u64) -> Result<(bool, u64)> {
-        let e = self.engine.clone();
-        blocking(move || e.lba_status(lba, max)).await
+        self.io(move |e| e.lba_status(lba, max)).await
     }
 
     /// Stores named volume metadata atomically (see [`Engine::save_metadata`]).
     pub async fn save_metadata(&self, name: &'static str, bytes: Vec<u8>) -> Result<()> {
-        let e = self.engine.clone();
-        blocking(move || e.save_metadata(name, &bytes)).await
+        self.io(move |e| e.save_metadata(name, &bytes)).await
     }
 
     /// Reads named volume metadata.
     pub async fn load_metadata(&self, name: &'static str) -> Result<Option<Vec<u8>>> {
-        let e = self.engine.clone();
-        blocking(move || e.load_metadata(name)).await
+        self.io(move |e| e.load_metadata(name)).await
     }
 
     /// Grows the volume online.
     pub async fn grow(&self, blocks: u64) -> Result<()> {
-        let e = self.engine.clone();
-        blocking(move || e.grow(blocks)).await
+        self.io(move |e| e.grow(blocks)).await
     }
 
     /// Changes role under an epoch (persisted before it takes effect).
     pub async fn set_role(&self, role: Role, epoch: u64) -> Result<()> {
-        let e = self.engine.clone();
-        blocking(move || e.set_role(role, epoch)).await
+        self.io(move |e| e.set_role(role, epoch)).await
     }
 
     /// Grants or removes the lease.
@@ -141,8 +237,7 @@ impl Volume {
 
     /// Flushes into the extent and closes.
     pub async fn close(&self) -> Result<()> {
-        let e = self.engine.clone();
-        blocking(move || e.close()).await
+        self.io(move |e| e.close()).await
     }
 
     /// Capacity in blocks.

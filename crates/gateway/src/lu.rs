@@ -141,7 +141,7 @@ impl LuHandle {
                     Err(e) => block_error(e, false),
                 }
             }
-            BlockOp::Write { lba, data, fua } => v.write(lba, data.to_vec(), fua).await,
+            BlockOp::Write { lba, data, fua } => v.write(lba, data, fua).await,
             BlockOp::Flush => v.flush().await,
             BlockOp::Unmap { ranges } => {
                 for (lba, blocks) in ranges {

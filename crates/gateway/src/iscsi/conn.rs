@@ -5,12 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use proto_iscsi::pdu::TmfFunction;
 use proto_iscsi::scsi::{absent_lun, Completion, Nexus};
 use proto_iscsi::session::{CloseReason, Command, Connection, Event};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
 use super::context::Ctx;
 use super::{IscsiShared, SessionInfo, Target};
@@ -46,8 +46,9 @@ pub async fn serve(
     let mut ctx = Ctx {
         shared: shared.clone(),
     };
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u32, Completion, u32)>();
-    let mut in_flight = 0usize;
+    // Commands run as futures polled by this task: no task spawn and no cross-thread wake-up
+    // per command (reads served from the page cache complete on their first poll).
+    let mut running: FuturesUnordered<CommandFuture> = FuturesUnordered::new();
     let mut logged: Option<Logged> = None;
     let mut buf = vec![0u8; 256 * 1024];
     let mut timer = tokio::time::interval(Duration::from_secs(1));
@@ -56,16 +57,20 @@ pub async fn serve(
     let mut completed = 0u64;
     loop {
         tokio::select! {
-            r = stream.read(&mut buf), if !draining && close_reason.is_none() && in_flight < MAX_IN_FLIGHT => {
+            r = stream.read(&mut buf), if !draining && close_reason.is_none() && running.len() < MAX_IN_FLIGHT => {
                 match r {
                     Ok(0) | Err(_) => break,
                     Ok(n) => conn.receive(&buf[..n], Instant::now(), &mut ctx),
                 }
             }
-            Some((itt, c, used)) = done_rx.recv() => {
-                in_flight -= 1;
+            Some((itt, c, used)) = running.next(), if !running.is_empty() => {
                 completed += 1;
                 conn.complete(itt, &c, used);
+                // Collect every other command that is already done before writing.
+                while let Some(Some((itt, c, used))) = futures_util::FutureExt::now_or_never(running.next()) {
+                    completed += 1;
+                    conn.complete(itt, &c, used);
+                }
             }
             _ = timer.tick() => conn.on_timer(Instant::now()),
             r = shutdown.changed(), if !draining => {
@@ -107,8 +112,7 @@ pub async fn serve(
                 Event::Command(cmd) => {
                     let Some(l) = &logged else { continue };
                     let target = l.target.as_ref().and_then(|t| shared.targets.get(t));
-                    in_flight += 1;
-                    spawn_command(cmd, target, l.nexus.clone(), done_tx.clone(), &shared);
+                    running.push(command_future(cmd, target, l.nexus.clone()));
                 }
                 Event::Aborted(_) => {}
                 Event::Reset { function, lun } => {
@@ -142,10 +146,7 @@ pub async fn serve(
                 break;
             }
         }
-        if close_reason.is_some() && in_flight == 0 {
-            break;
-        }
-        if draining && in_flight == 0 {
+        if (close_reason.is_some() || draining) && running.is_empty() {
             break;
         }
     }
@@ -166,18 +167,15 @@ pub async fn serve(
     let _ = stream.shutdown().await;
 }
 
-fn spawn_command(
-    cmd: Command,
-    target: Option<&Target>,
-    nexus: Nexus,
-    done: mpsc::UnboundedSender<(u32, Completion, u32)>,
-    _shared: &Arc<IscsiShared>,
-) {
+type CommandFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (u32, Completion, u32)> + Send>>;
+
+fn command_future(cmd: Command, target: Option<&Target>, nexus: Nexus) -> CommandFuture {
     let lu = target.and_then(|t| cmd.lun.index().and_then(|i| t.luns.get(&i)).cloned());
     let lun_ids: Vec<u16> = target
         .map(|t| t.luns.keys().copied().collect())
         .unwrap_or_default();
-    tokio::spawn(async move {
+    Box::pin(async move {
         let (c, used) = match lu {
             Some(lu) => {
                 let expected_out = if cmd.write { cmd.expected_len } else { 0 };
@@ -186,6 +184,6 @@ fn spawn_command(
             }
             None => (absent_lun(&cmd.cdb, &lun_ids), 0),
         };
-        let _ = done.send((cmd.itt, c, used));
-    });
+        (cmd.itt, c, used)
+    })
 }

@@ -222,6 +222,20 @@ impl Connection {
             });
             return;
         }
+        if c.data.len() as u32 == edtl && edtl <= self.cfg.max_command_bytes {
+            // Everything came as immediate data: hand it on without copying.
+            self.deliver(Command {
+                itt: c.itt,
+                lun: c.lun,
+                cdb: c.cdb,
+                data_out: c.data,
+                expected_len: edtl,
+                read: c.read,
+                write: true,
+                data_dropped: false,
+            });
+            return;
+        }
         let unsolicited = if initial_r2t {
             0
         } else {
