@@ -14,11 +14,24 @@ use crate::rendezvous::GUEST_FUNCTIONS;
 ///
 /// Needs `PORT` (the portal's port) and `IQN` in the environment. `discover` checks that
 /// SendTargets sends the guest to an address it can reach; `login` waits for the SCSI disk and
-/// sets `DEV` (`/dev/sdX`) and `SD` (`sdX`); `logout` waits until the disk is gone.
+/// sets `DEV` (`/dev/sdX`) and `SD` (`sdX`); `logout` waits until the disk is gone; `check WHAT
+/// COMMAND...` fails the script with WHAT unless COMMAND succeeds; `has` and `disk_is` are
+/// predicates for it.
 pub const GUEST_LIBRARY: &str = r#"
 PORTAL="$TANDEM_HOST:$PORT"
 fail() { echo "FAIL: $*"; exit 1; }
 check() { _d=$1; shift; if "$@"; then echo "ok: $_d"; else fail "$_d"; fi; }
+# has TEXT PATTERN: TEXT contains a line matching the basic regular expression PATTERN.
+has() { printf '%s\n' "$1" | grep -q -- "$2"; }
+# disk_is OFFSET LENGTH FILE: LENGTH bytes of the disk at byte OFFSET, read with direct I/O, equal
+# the first LENGTH bytes of FILE (OFFSET and LENGTH multiples of 4 KiB).
+disk_is() {
+    _bs=4096
+    [ $(( $1 % 1048576 )) -eq 0 ] && [ $(( $2 % 1048576 )) -eq 0 ] && _bs=1048576
+    head -c "$2" "$3" > /tmp/expect
+    dd if="$DEV" bs=$_bs skip=$(( $1 / _bs )) count=$(( $2 / _bs )) iflag=direct 2>/dev/null \
+        | cmp -s - /tmp/expect
+}
 discover() {
     _out=$(iscsiadm -m discovery -t sendtargets -p "$PORTAL") || fail "SendTargets discovery"
     echo "$_out"

@@ -18,7 +18,8 @@ use crate::error::{io_err, Result};
 
 /// Shell functions for guest scripts (source them, with `RV_PORT` set to [`Rendezvous::port`]):
 /// `rv_send MESSAGE` tells the host something; `rv_wait STATE [SECONDS]` polls until the host's
-/// state is `STATE` (default limit 120 s) and fails the script otherwise.
+/// state is `STATE` (default limit 120 s) and fails the script otherwise, or at once when the
+/// host's state is `abort` ([`Rendezvous::abort`]).
 pub const GUEST_FUNCTIONS: &str = r#"
 rv_send() {
     for _rv_try in 1 2 3 4 5; do
@@ -39,6 +40,10 @@ rv_wait() {
         if [ "$_rv_state" = "$1" ]; then
             echo "rendezvous: host is $1"
             return 0
+        fi
+        if [ "$_rv_state" = abort ]; then
+            echo "rendezvous: the host gave up"
+            exit 1
         fi
         if [ $(( $(date +%s) - _rv_start )) -ge "$_rv_limit" ]; then
             echo "rendezvous: host state '$_rv_state', not '$1' after ${_rv_limit}s"
@@ -106,6 +111,11 @@ impl Rendezvous {
         let (m, _) = &*self.shared;
         m.lock().unwrap_or_else(|e| e.into_inner()).state = state.to_string();
         println!("[rendezvous] host state: {state}");
+    }
+
+    /// Makes every guest waiting in `rv_wait` give up: for a host side that failed.
+    pub fn abort(&self) {
+        self.set_state("abort");
     }
 
     /// Waits until a guest has sent `message` (at any time since the start), up to `timeout`.
