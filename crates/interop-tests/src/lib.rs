@@ -31,12 +31,14 @@ pub mod host;
 pub mod image;
 pub mod init;
 pub mod iscsi;
+pub mod iscsi_guest;
 pub mod kernel;
 pub mod libs;
 pub mod packages;
 pub mod paths;
 pub mod ports;
 pub mod qemu;
+pub mod rendezvous;
 pub mod tandem;
 
 pub use error::{HarnessError, Result};
@@ -44,6 +46,7 @@ pub use host::ensure_host_tools;
 pub use image::GuestImage;
 pub use ports::{free_tcp_port, wait_for_port};
 pub use qemu::{Guest, GuestBuilder, GuestOutcome, GuestStatus};
+pub use rendezvous::Rendezvous;
 pub use tandem::{tandem_bin, TandemProcess};
 
 /// The address at which a guest reaches the host's 127.0.0.1 (QEMU user-mode networking).

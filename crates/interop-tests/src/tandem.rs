@@ -36,6 +36,8 @@ pub struct TandemProcess {
     child: Child,
     dir: tempfile::TempDir,
     addr: SocketAddr,
+    bin: PathBuf,
+    args: Vec<OsString>,
 }
 
 impl TandemProcess {
@@ -76,38 +78,52 @@ impl TandemProcess {
                 }
             })
             .collect();
-        let mut child = Command::new(bin)
-            .args(&args)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(io_err(format!("starting {}", bin.display())))?;
-        forward(child.stdout.take(), "tandem");
-        forward(child.stderr.take(), "tandem");
+        let child = spawn(bin, &args, dir.path())?;
         let mut proc = TandemProcess {
             child,
             dir,
             addr: ([127, 0, 0, 1], port).into(),
+            bin: bin.to_path_buf(),
+            args,
         };
+        proc.wait_ready(timeout)?;
+        Ok(proc)
+    }
+
+    /// Starts the same binary again with the same arguments, in the same data directory, and
+    /// waits until the same port accepts connections: a restart of the server on its persistent
+    /// state, as an operator (or a crash and a supervisor) would do it.
+    ///
+    /// A process still running is killed (SIGKILL) first; stop it with [`Self::signal_and_wait`]
+    /// beforehand to choose how it stops.
+    pub fn restart(&mut self, timeout: Duration) -> Result<()> {
+        if self.is_running() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        self.child = spawn(&self.bin, &self.args, self.dir.path())?;
+        self.wait_ready(timeout)
+    }
+
+    /// Waits until the port accepts connections; fails if the process exits first.
+    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Ok(Some(status)) = proc.child.try_wait() {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(HarnessError::Process(format!(
                     "{} exited ({status}) before accepting on {}",
-                    bin.display(),
-                    proc.addr
+                    self.bin.display(),
+                    self.addr
                 )));
             }
-            if accepts(proc.addr) {
-                return Ok(proc);
+            if accepts(self.addr) {
+                return Ok(());
             }
             if Instant::now() >= deadline {
                 return Err(HarnessError::Process(format!(
                     "{} did not accept on {} within {timeout:?}",
-                    bin.display(),
-                    proc.addr
+                    self.bin.display(),
+                    self.addr
                 )));
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -165,6 +181,21 @@ impl Drop for TandemProcess {
     }
 }
 
+/// Spawns `bin` in `dir` with its output forwarded to the test log.
+fn spawn(bin: &Path, args: &[OsString], dir: &Path) -> Result<Child> {
+    let mut child = Command::new(bin)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(io_err(format!("starting {}", bin.display())))?;
+    forward(child.stdout.take(), "tandem");
+    forward(child.stderr.take(), "tandem");
+    Ok(child)
+}
+
 /// Copies a child's output stream into the test log, line by line, with a prefix.
 fn forward(stream: Option<impl Read + Send + 'static>, prefix: &'static str) {
     if let Some(s) = stream {
@@ -220,7 +251,7 @@ mod tests {
             return;
         }
         let script = format!(
-            "use IO::Socket::INET; open(F, '>', '{{dir}}/started'); close F; \
+            "use IO::Socket::INET; open(F, '>>', '{{dir}}/started'); print F \"started\\n\"; close F; \
              my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1:{port}', Listen => 5, ReuseAddr => 1) \
              or die; while (my $c = $s->accept) {{ close $c }}"
         );
@@ -234,6 +265,20 @@ mod tests {
         assert!(p.is_running());
         assert!(p.dir().join("started").exists(), "{{dir}} substituted");
         let addr = p.addr();
+        // A restart runs in the same directory and listens on the same port again.
+        assert!(p
+            .signal_and_wait(libc::SIGKILL, Duration::from_secs(5))
+            .is_some());
+        assert!(
+            !crate::ports::accepts(addr),
+            "the killed server still accepts"
+        );
+        p.restart(Duration::from_secs(20)).unwrap();
+        assert!(p.is_running() && crate::ports::accepts(addr));
+        assert_eq!(
+            std::fs::read_to_string(p.dir().join("started")).unwrap(),
+            "started\nstarted\n"
+        );
         drop(p);
         assert!(!crate::ports::wait_for_port(
             addr,
