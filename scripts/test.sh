@@ -26,10 +26,11 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 cargo build --workspace --bins
 export TANDEM_BIN="${TANDEM_BIN:-$PWD/target/debug/tandem}"
 set +e
-cargo test --workspace -- --nocapture 2>&1 | tee target/test-output.log
+cargo test --workspace --no-fail-fast -- --nocapture 2>&1 | tee target/test-output.log
 status=${PIPESTATUS[0]}
 set -e
-passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' target/test-output.log | awk '{s+=$4} END {print s+0}')
-failed=$(grep -Eo '[0-9]+ failed' target/test-output.log | awk '{s+=$1} END {print s+0}')
+# Totals over every test binary, from cargo's own "test result:" lines only.
+passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' target/test-output.log | awk '{p+=$4; f+=$6} END {print p+0}')
+failed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' target/test-output.log | awk '{p+=$4; f+=$6} END {print f+0}')
 echo "${passed} passed, ${failed} failed"
 exit "$status"

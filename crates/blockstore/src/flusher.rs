@@ -32,24 +32,7 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner())
             .below(target_lsn);
         let bs = u64::from(self.block_size());
-        let mut buf = Vec::new();
-        for e in &entries {
-            match e.loc {
-                Loc::Zero { .. } => self
-                    .extent
-                    .punch_hole(e.start * bs, e.len * bs)
-                    .map_err(|err| self.fail(err))?,
-                Loc::Log { virt, .. } => {
-                    buf.resize((e.len * bs) as usize, 0);
-                    self.wal
-                        .read_at(&mut buf, virt % self.wal_size)
-                        .map_err(|err| self.fail(err))?;
-                    self.extent
-                        .write_at(&buf, e.start * bs)
-                        .map_err(|err| self.fail(err))?;
-                }
-            }
-        }
+        self.copy_to_extent(&entries, bs)?;
         self.extent.sync_data().map_err(|e| self.fail(e))?;
         {
             let mut sb = lock(&self.sb);
@@ -71,6 +54,68 @@ impl Engine {
         self.space_cv.notify_all();
         self.stats.add_flusher_run(entries.len() as u64);
         Ok(true)
+    }
+
+    /// Writes the newest logged version of each entry into the extent. Entries are in block
+    /// order; neighbouring ones are gathered into one buffer (up to 1 MiB) and written with one
+    /// call, and neighbouring trims become one hole punch.
+    fn copy_to_extent(&self, entries: &[crate::index::Entry], bs: u64) -> Result<()> {
+        const RUN_BYTES: u64 = 1 << 20;
+        let mut run: Vec<u8> = Vec::with_capacity(RUN_BYTES as usize);
+        let mut run_start = 0u64;
+        let mut hole: Option<(u64, u64)> = None;
+        let flush_run = |run: &mut Vec<u8>, start: u64| -> Result<()> {
+            if !run.is_empty() {
+                self.extent
+                    .write_at(run, start * bs)
+                    .map_err(|e| self.fail(e))?;
+                run.clear();
+            }
+            Ok(())
+        };
+        let flush_hole = |hole: &mut Option<(u64, u64)>| -> Result<()> {
+            if let Some((start, len)) = hole.take() {
+                self.extent
+                    .punch_hole(start * bs, len * bs)
+                    .map_err(|e| self.fail(e))?;
+            }
+            Ok(())
+        };
+        for e in entries {
+            match e.loc {
+                Loc::Zero { .. } => {
+                    flush_run(&mut run, run_start)?;
+                    hole = match hole {
+                        Some((s, l)) if s + l == e.start => Some((s, l + e.len)),
+                        other => {
+                            let mut h = other;
+                            flush_hole(&mut h)?;
+                            Some((e.start, e.len))
+                        }
+                    };
+                }
+                Loc::Log { virt, .. } => {
+                    flush_hole(&mut hole)?;
+                    let run_blocks = run.len() as u64 / bs;
+                    let len = (e.len * bs) as usize;
+                    if run.is_empty()
+                        || run_start + run_blocks != e.start
+                        || run.len() as u64 + e.len * bs > RUN_BYTES
+                    {
+                        flush_run(&mut run, run_start)?;
+                        run_start = e.start;
+                    }
+                    let at = run.len();
+                    run.resize(at + len, 0);
+                    self.wal
+                        .read_at(&mut run[at..], virt % self.wal_size)
+                        .map_err(|err| self.fail(err))?;
+                }
+            }
+        }
+        flush_run(&mut run, run_start)?;
+        flush_hole(&mut hole)?;
+        Ok(())
     }
 
     /// Asks the background flusher to run now.

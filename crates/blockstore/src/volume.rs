@@ -48,7 +48,7 @@ impl Drop for ExecutorHandle {
 }
 
 /// I/O threads per volume: enough that a few fdatasyncs in progress do not stall reads.
-const IO_THREADS: usize = 6;
+const IO_THREADS: usize = 4;
 
 impl std::fmt::Debug for Volume {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -11,9 +11,14 @@ use interop_tests::iscsi::{
     expected_failures, run_libiscsi_suite, IscsiTarget, TargetSetup, TEST_IQN,
 };
 
-fn quiet() {
+/// One test at a time: each starts its own daemon and the full suites load both cores; run
+/// side by side on a 2-core machine they slow each other past libiscsi's login timeouts.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn quiet() -> std::sync::MutexGuard<'static, ()> {
     // Hundreds of logins: keep the daemon's log to warnings.
     std::env::set_var("RUST_LOG", "warn");
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn assert_suite(name: &str, url: &str, url2: Option<&str>) {
@@ -48,7 +53,7 @@ fn assert_suite(name: &str, url: &str, url2: Option<&str>) {
 
 #[test]
 fn libiscsi_suite_with_multipath_second_portal() {
-    quiet();
+    let _serial = quiet();
     let t = IscsiTarget::start(&TargetSetup {
         portals: 2,
         ..TargetSetup::default()
@@ -63,7 +68,7 @@ fn libiscsi_suite_with_multipath_second_portal() {
 
 #[test]
 fn libiscsi_suite_with_header_digest_crc32c() {
-    quiet();
+    let _serial = quiet();
     let t = IscsiTarget::start(&TargetSetup::default()).unwrap();
     // libiscsi offers HeaderDigest only (its DataDigest is always None).
     assert_suite(
@@ -77,7 +82,7 @@ const CHAP: &str = "[iscsi.target.chap]\nusername = \"host1\"\nsecret = \"host1-
 
 #[test]
 fn libiscsi_suite_with_one_way_chap() {
-    quiet();
+    let _serial = quiet();
     let t = IscsiTarget::start(&TargetSetup {
         target_extra: CHAP.into(),
         ..TargetSetup::default()
@@ -92,7 +97,7 @@ fn libiscsi_suite_with_one_way_chap() {
 
 #[test]
 fn libiscsi_suite_with_mutual_chap() {
-    quiet();
+    let _serial = quiet();
     let t = IscsiTarget::start(&TargetSetup {
         target_extra: CHAP.into(),
         ..TargetSetup::default()
@@ -124,7 +129,7 @@ fn tool(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn chap_refuses_a_wrong_secret_and_a_missing_one() {
-    quiet();
+    let _serial = quiet();
     let t = IscsiTarget::start(&TargetSetup {
         target_extra: CHAP.into(),
         ..TargetSetup::default()
@@ -150,7 +155,7 @@ fn chap_refuses_a_wrong_secret_and_a_missing_one() {
 
 #[test]
 fn tools_show_identity_and_size() {
-    quiet();
+    let _serial = quiet();
     let t = IscsiTarget::start(&TargetSetup {
         size: 64 << 20,
         block_size: 4096,
@@ -231,7 +236,7 @@ fn sha256_of(path: &Path) -> String {
 
 #[test]
 fn qemu_img_round_trip_of_64_mib_random_data() {
-    quiet();
+    let _serial = quiet();
     let t = IscsiTarget::start(&TargetSetup {
         size: 64 << 20,
         ..TargetSetup::default()
@@ -295,7 +300,7 @@ fn bhs(opcode: u8, flags: u8, data_len: u32, itt: u32) -> Vec<u8> {
 
 #[test]
 fn malformed_pdus_close_the_connection_and_other_sessions_go_on() {
-    quiet();
+    let _serial = quiet();
     let t = IscsiTarget::start(&TargetSetup::default()).unwrap();
     let addr = format!("127.0.0.1:{}", t.ports[0]);
     let hostile: Vec<Vec<u8>> = vec![
@@ -322,7 +327,7 @@ fn malformed_pdus_close_the_connection_and_other_sessions_go_on() {
 
 #[test]
 fn sigterm_finishes_and_flushes() {
-    quiet();
+    let _serial = quiet();
     let mut t = IscsiTarget::start(&TargetSetup {
         size: 16 << 20,
         ..TargetSetup::default()
