@@ -827,11 +827,17 @@ impl Engine {
         self.check_range(lba, blocks)?;
         let bs = u64::from(self.block_size);
         let _r = self.reclaim.read().unwrap_or_else(|e| e.into_inner());
-        let pieces = self
-            .index
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .lookup(lba, blocks);
+        let pieces = {
+            let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+            if index.entries() == 0 {
+                // Everything is in the extent (the common case once the flusher has run).
+                drop(index);
+                self.extent.read_at(buf, lba * bs)?;
+                self.stats.add_read(buf.len() as u64);
+                return Ok(());
+            }
+            index.lookup(lba, blocks)
+        };
         for (start, len, loc) in pieces {
             let from = ((start - lba) * bs) as usize;
             let to = from + (len * bs) as usize;
@@ -861,11 +867,21 @@ impl Engine {
         }
         let bs = u64::from(self.block_size);
         let _r = self.reclaim.read().unwrap_or_else(|e| e.into_inner());
-        let pieces = self
-            .index
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .lookup(lba, blocks);
+        let pieces = {
+            let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+            if index.entries() == 0 {
+                drop(index);
+                return match self.extent.read_at_nowait(buf, lba * bs) {
+                    Ok(true) => {
+                        self.stats.add_read(buf.len() as u64);
+                        Some(Ok(()))
+                    }
+                    Ok(false) => None,
+                    Err(e) => Some(Err(e.into())),
+                };
+            }
+            index.lookup(lba, blocks)
+        };
         for (start, len, loc) in pieces {
             let from = ((start - lba) * bs) as usize;
             let to = from + (len * bs) as usize;
