@@ -37,6 +37,15 @@ struct ServeArgs {
     /// Override the address advertised to hosts in SendTargets (applies to every portal).
     #[arg(long)]
     iscsi_advertise: Option<std::net::IpAddr>,
+    /// Override the NVMe/TCP portals' listen addresses (repeat for several portals).
+    #[arg(long = "nvme-listen")]
+    nvme_listen: Vec<std::net::SocketAddr>,
+    /// Override the NVMe/TCP discovery listeners' addresses (repeatable).
+    #[arg(long = "nvme-discovery-listen")]
+    nvme_discovery_listen: Vec<std::net::SocketAddr>,
+    /// Override the address the discovery log advertises (applies to every NVMe/TCP portal).
+    #[arg(long)]
+    nvme_advertise: Option<std::net::IpAddr>,
 }
 
 fn main() -> ExitCode {
@@ -82,6 +91,24 @@ fn main() -> ExitCode {
             }
             if let Some(ip) = args.iscsi_advertise {
                 for p in &mut cfg.iscsi.portals {
+                    p.advertise = Some(std::net::SocketAddr::new(ip, p.listen.port()));
+                }
+            }
+            if !args.nvme_listen.is_empty() {
+                cfg.nvme.portals = args
+                    .nvme_listen
+                    .iter()
+                    .map(|a| gateway::nvme::config::NvmePortalConfig {
+                        listen: *a,
+                        advertise: None,
+                    })
+                    .collect();
+            }
+            if !args.nvme_discovery_listen.is_empty() {
+                cfg.nvme.discovery_listen = args.nvme_discovery_listen.clone();
+            }
+            if let Some(ip) = args.nvme_advertise {
+                for p in &mut cfg.nvme.portals {
                     p.advertise = Some(std::net::SocketAddr::new(ip, p.listen.port()));
                 }
             }
