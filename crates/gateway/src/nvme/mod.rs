@@ -209,7 +209,7 @@ pub async fn start(
         conns: Mutex::new(HashMap::new()),
         next_conn: AtomicU64::new(1),
     });
-    let mut tasks = subsys::follow_access_states(&shared, vols);
+    let mut tasks = subsys::follow_access_states(&shared, vols, &shutdown);
     for l in listeners {
         let rx = shutdown.subscribe();
         tasks.push(tokio::spawn(accept_loop(l, shared.clone(), rx)));

@@ -133,6 +133,7 @@ pub(super) fn build(
 pub(super) fn follow_access_states(
     shared: &Arc<NvmeShared>,
     vols: &Volumes,
+    shutdown: &crate::serve::Shutdown,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut by_volume: HashMap<String, Vec<(String, u32)>> = HashMap::new();
     for ((nqn, nsid), v) in &shared.namespaces {
@@ -146,8 +147,13 @@ pub(super) fn follow_access_states(
         let Some(v) = vols.get(&name) else { continue };
         let mut rx = v.volume.watch_access();
         let weak = Arc::downgrade(shared);
+        let mut stop = shutdown.subscribe();
         tasks.push(tokio::spawn(async move {
-            while rx.changed().await.is_ok() {
+            loop {
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { return },
+                    _ = stop.changed() => return,
+                }
                 let state = ana_state(*rx.borrow_and_update());
                 let Some(shared) = weak.upgrade() else { return };
                 apply(&shared, &nss, state);
