@@ -21,6 +21,15 @@ enum Command {
     Serve(ServeArgs),
     /// Print the example configuration file.
     ExampleConfig,
+    /// Measure a target with the built-in initiator.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// NVMe/TCP workload (IOPS, MB/s), optionally beside the loopback TCP ceiling.
+    Nvme(gateway::nvme::bench::NvmeBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -61,6 +70,25 @@ fn main() -> ExitCode {
         Command::ExampleConfig => {
             print!("{}", gateway::config::EXAMPLE);
             ExitCode::SUCCESS
+        }
+        Command::Bench(BenchCommand::Nvme(args)) => {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("tandem: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(gateway::nvme::bench::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tandem bench nvme: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Serve(args) => {
             let mut cfg = match &args.config {

@@ -8,6 +8,7 @@
 //! volume is pushed to every queue of the subsystems exporting it (admin queues raise the ANA
 //! change AEN, I/O queues start answering with ANA path statuses).
 
+pub mod bench;
 pub mod config;
 mod conn;
 mod exec;
