@@ -132,7 +132,7 @@ async fn round_trip(c: &Controller, lba: u64, len: usize, seed: u8) {
     let data: Bytes = (0..len)
         .map(|i| (i as u8).wrapping_mul(31) ^ seed)
         .collect();
-    c.write(0, 1, lba, data.clone(), 512, seed % 2 == 0)
+    c.write(0, 1, lba, data.clone(), 512, seed.is_multiple_of(2))
         .await
         .unwrap();
     let back = c.read(0, 1, lba, (len / 512) as u32, 512).await.unwrap();

@@ -96,7 +96,7 @@ fn pattern(lba: u64, seq: u64, len: usize) -> Bytes {
 
 /// Runs `w` on the I/O queues `queues` (spread round-robin) and reports.
 pub async fn run(queues: &[Arc<Queue>], w: &Workload) -> Result<Report> {
-    if queues.is_empty() || w.io_size == 0 || w.io_size % w.lba_size.max(1) != 0 {
+    if queues.is_empty() || w.io_size == 0 || !w.io_size.is_multiple_of(w.lba_size.max(1)) {
         return Err(Error::Unexpected("bad workload".into()));
     }
     let blocks = w.io_size / w.lba_size;

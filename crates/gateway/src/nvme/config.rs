@@ -122,7 +122,7 @@ impl NvmeConfig {
                 self.cntlid_min, self.cntlid_max
             ));
         }
-        if self.in_capsule_size > 1 << 20 || self.in_capsule_size % 16 != 0 {
+        if self.in_capsule_size > 1 << 20 || !self.in_capsule_size.is_multiple_of(16) {
             return Err("nvme: in_capsule_size must be a multiple of 16, at most 1 MiB".into());
         }
         let mut nqns = HashSet::new();

@@ -29,8 +29,10 @@ pub struct Node {
 /// The default configuration on free ports, with `portals` I/O portals, a small volume, no
 /// iSCSI, plus a subsystem exporting the same volume to HOST_A only.
 pub fn config(dir: &std::path::Path, portals: usize) -> Config {
-    let mut cfg = Config::default();
-    cfg.data_dir = dir.to_path_buf();
+    let mut cfg = Config {
+        data_dir: dir.to_path_buf(),
+        ..Config::default()
+    };
     cfg.volumes[0].size = gateway::config::Size(64 << 20);
     cfg.volumes[0].wal_size = gateway::config::Size(16 << 20);
     cfg.iscsi.enabled = false;
