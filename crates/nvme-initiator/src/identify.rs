@@ -223,7 +223,7 @@ impl AnaLog {
                 state: b.get(o + 16).copied().unwrap_or(0),
                 nsids,
             });
-            o += 32 + nn * 4;
+            o = o.saturating_add(32).saturating_add(nn.saturating_mul(4));
         }
         AnaLog {
             change_count: le64(b, 0),

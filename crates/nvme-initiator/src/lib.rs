@@ -20,3 +20,6 @@ pub use host::{Controller, HostOptions};
 pub use identify::{AnaLog, IdentifyController, IdentifyNamespace};
 pub use proto_nvmeof::pdu::Digests;
 pub use queue::{Completion, Data, Queue};
+
+#[cfg(test)]
+mod tests;
