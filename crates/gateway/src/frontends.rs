@@ -35,8 +35,12 @@ pub async fn start(cfg: &Config, vols: &Volumes, shutdown: Shutdown) -> Result<F
     if cfg.iscsi.enabled {
         f.iscsi = Some(crate::iscsi::start(cfg, vols, shutdown.clone()).await?);
     }
-    if cfg.nvme.enabled {
+    if cfg.nvme.enabled && crate::nvme::exports_anything(cfg) {
         f.nvme = Some(crate::nvme::start(cfg, vols, shutdown).await?);
+    } else if cfg.nvme.enabled {
+        tracing::info!(
+            "NVMe/TCP: no volume named \"default\" and no [[nvme.subsystem]]: not listening"
+        );
     }
     Ok(f)
 }

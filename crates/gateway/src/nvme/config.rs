@@ -240,6 +240,12 @@ mod tests {
         assert!(!c.nvme.subsystems[0].any_host);
         let bad = ok.replace("nsid = 1", "nsid = 129");
         assert!(Config::parse(&bad, Path::new("t.toml")).is_err());
+        assert!(crate::nvme::exports_anything(&c));
+        // an iSCSI-only file without a "default" volume opens no NVMe/TCP port
+        let iscsi_only = "[[volume]]\nname = \"vol\"\n[iscsi]\n[[iscsi.target]]\niqn = \"iqn.2026-11.io.tandem:v\"\n[[iscsi.target.lun]]\nid = 0\nvolume = \"vol\"\n";
+        let c = Config::parse(iscsi_only, Path::new("t.toml")).unwrap();
+        assert!(!crate::nvme::exports_anything(&c));
+        assert!(crate::nvme::exports_anything(&Config::default()));
     }
 
     #[test]

@@ -178,6 +178,19 @@ pub struct NvmeFrontend {
     pub discovery_bound: Vec<SocketAddr>,
 }
 
+/// Whether the NVMe/TCP front end has anything to export. A configuration file that keeps
+/// only the built-in default subsystem but has no volume named "default" (an iSCSI-only
+/// file written before NVMe/TCP existed) exports nothing, and then no NVMe/TCP port is
+/// opened at all rather than occupying 4420 and 8009 with an empty subsystem.
+pub fn exports_anything(cfg: &Config) -> bool {
+    cfg.nvme.subsystems.iter().any(|s| {
+        !s.any_host
+            || s.namespaces
+                .iter()
+                .any(|n| cfg.volumes.iter().any(|v| v.name == n.volume))
+    })
+}
+
 /// Builds the subsystems, binds every listener, and starts serving.
 pub async fn start(
     cfg: &Config,
