@@ -43,6 +43,8 @@ pub struct Config {
     pub volumes: Vec<VolumeConfig>,
     /// The iSCSI front end.
     pub iscsi: IscsiConfig,
+    /// The NVMe/TCP front end.
+    pub nvme: crate::nvme::config::NvmeConfig,
 }
 
 /// One volume.
@@ -211,6 +213,7 @@ impl Default for Config {
                 wal_size: default_wal_size(),
             }],
             iscsi: IscsiConfig::default(),
+            nvme: Default::default(),
         }
     }
 }
@@ -308,7 +311,7 @@ impl Config {
         if self.iscsi.enabled && self.iscsi.portals.is_empty() {
             return bad("iSCSI is enabled but has no portal".into());
         }
-        Ok(())
+        self.nvme.validate(&names).map_err(ConfigError::Invalid)
     }
 
     /// The directory of a volume.

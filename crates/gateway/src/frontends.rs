@@ -9,6 +9,8 @@ use crate::volumes::Volumes;
 pub struct Frontends {
     /// The iSCSI front end, when enabled.
     pub iscsi: Option<crate::iscsi::IscsiFrontend>,
+    /// The NVMe/TCP front end, when enabled.
+    pub nvme: Option<crate::nvme::NvmeFrontend>,
 }
 
 impl Frontends {
@@ -19,6 +21,11 @@ impl Frontends {
                 let _ = t.await;
             }
         }
+        if let Some(n) = self.nvme {
+            for t in n.tasks {
+                let _ = t.await;
+            }
+        }
     }
 }
 
@@ -26,7 +33,14 @@ impl Frontends {
 pub async fn start(cfg: &Config, vols: &Volumes, shutdown: Shutdown) -> Result<Frontends, String> {
     let mut f = Frontends::default();
     if cfg.iscsi.enabled {
-        f.iscsi = Some(crate::iscsi::start(cfg, vols, shutdown).await?);
+        f.iscsi = Some(crate::iscsi::start(cfg, vols, shutdown.clone()).await?);
+    }
+    if cfg.nvme.enabled && crate::nvme::exports_anything(cfg) {
+        f.nvme = Some(crate::nvme::start(cfg, vols, shutdown).await?);
+    } else if cfg.nvme.enabled {
+        tracing::info!(
+            "NVMe/TCP: no volume named \"default\" and no [[nvme.subsystem]]: not listening"
+        );
     }
     Ok(f)
 }
@@ -55,6 +69,29 @@ pub fn print_attach_help(cfg: &Config, vols: &Volumes, fronts: &Frontends) {
             println!("  iscsiadm -m discovery -t sendtargets -p {addr}");
             for t in &cfg.iscsi.targets {
                 println!("  iscsiadm -m node -T {} -p {addr} --login", t.iqn);
+            }
+        }
+    }
+    if let Some(n) = &fronts.nvme {
+        for (p, bound) in cfg.nvme.portals.iter().zip(&n.bound) {
+            let addr = crate::nvme::advertised(p, *bound);
+            println!("NVMe/TCP portal {bound} (advertised as {addr})");
+        }
+        for d in &n.discovery_bound {
+            println!("NVMe/TCP discovery listener {d}");
+        }
+        let disc = n.discovery_bound.first().or(n.bound.first());
+        if let (Some(d), Some(p), Some(bound)) = (disc, cfg.nvme.portals.first(), n.bound.first()) {
+            let addr = crate::nvme::advertised(p, *bound);
+            println!("attach with nvme-cli:");
+            println!("  nvme discover -t tcp -a {} -s {}", d.ip(), d.port());
+            for s in &cfg.nvme.subsystems {
+                println!(
+                    "  nvme connect -t tcp -a {} -s {} -n {}",
+                    addr.ip(),
+                    addr.port(),
+                    s.nqn
+                );
             }
         }
     }

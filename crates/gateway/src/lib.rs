@@ -6,5 +6,6 @@ pub mod config;
 pub mod frontends;
 pub mod iscsi;
 pub mod lu;
+pub mod nvme;
 pub mod serve;
 pub mod volumes;

@@ -21,6 +21,15 @@ enum Command {
     Serve(ServeArgs),
     /// Print the example configuration file.
     ExampleConfig,
+    /// Measure a target with the built-in initiator.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// NVMe/TCP workload (IOPS, MB/s), optionally beside the loopback TCP ceiling.
+    Nvme(gateway::nvme::bench::NvmeBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -37,6 +46,15 @@ struct ServeArgs {
     /// Override the address advertised to hosts in SendTargets (applies to every portal).
     #[arg(long)]
     iscsi_advertise: Option<std::net::IpAddr>,
+    /// Override the NVMe/TCP portals' listen addresses (repeat for several portals).
+    #[arg(long = "nvme-listen")]
+    nvme_listen: Vec<std::net::SocketAddr>,
+    /// Override the NVMe/TCP discovery listeners' addresses (repeatable).
+    #[arg(long = "nvme-discovery-listen")]
+    nvme_discovery_listen: Vec<std::net::SocketAddr>,
+    /// Override the address the discovery log advertises (applies to every NVMe/TCP portal).
+    #[arg(long)]
+    nvme_advertise: Option<std::net::IpAddr>,
 }
 
 fn main() -> ExitCode {
@@ -52,6 +70,25 @@ fn main() -> ExitCode {
         Command::ExampleConfig => {
             print!("{}", gateway::config::EXAMPLE);
             ExitCode::SUCCESS
+        }
+        Command::Bench(BenchCommand::Nvme(args)) => {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("tandem: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(gateway::nvme::bench::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tandem bench nvme: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Serve(args) => {
             let mut cfg = match &args.config {
@@ -82,6 +119,24 @@ fn main() -> ExitCode {
             }
             if let Some(ip) = args.iscsi_advertise {
                 for p in &mut cfg.iscsi.portals {
+                    p.advertise = Some(std::net::SocketAddr::new(ip, p.listen.port()));
+                }
+            }
+            if !args.nvme_listen.is_empty() {
+                cfg.nvme.portals = args
+                    .nvme_listen
+                    .iter()
+                    .map(|a| gateway::nvme::config::NvmePortalConfig {
+                        listen: *a,
+                        advertise: None,
+                    })
+                    .collect();
+            }
+            if !args.nvme_discovery_listen.is_empty() {
+                cfg.nvme.discovery_listen = args.nvme_discovery_listen.clone();
+            }
+            if let Some(ip) = args.nvme_advertise {
+                for p in &mut cfg.nvme.portals {
                     p.advertise = Some(std::net::SocketAddr::new(ip, p.listen.port()));
                 }
             }

@@ -43,6 +43,8 @@ pub const OAES_ANA_CHANGE: u32 = 1 << 11;
 pub const OAES_DISC_CHANGE: u32 = 1 << 31;
 /// ONCS: Compare, Dataset Management, Write Zeroes, Reservations.
 pub const ONCS: u16 = (1 << 0) | (1 << 2) | (1 << 3) | (1 << 5);
+/// ONCS bit 5: Reservations (cleared when a subsystem offers none).
+pub const ONCS_RESERVATIONS: u16 = 1 << 5;
 /// Asynchronous events outstanding at once, 0's based (Identify AERL).
 pub const AERL: u8 = 3;
 /// Abort commands outstanding at once, 0's based (Identify ACL).
@@ -146,7 +148,12 @@ pub fn identify_controller(cfg: &TargetConfig, cntlid: u16, kind: ControllerKind
             b[512] = 0x66; // SQES
             b[513] = 0x44; // CQES
             put(&mut b, 516, &cfg.max_nsid.to_le_bytes());
-            put(&mut b, 520, &ONCS.to_le_bytes());
+            let oncs = if s.reservations {
+                ONCS
+            } else {
+                ONCS & !ONCS_RESERVATIONS
+            };
+            put(&mut b, 520, &oncs.to_le_bytes());
             b[525] = 0x05; // VWC present; broadcast flush not supported
             put(&mut b, 540, &cfg.mnan.min(cfg.max_nsid).to_le_bytes());
         }
@@ -157,6 +164,15 @@ pub fn identify_controller(cfg: &TargetConfig, cntlid: u16, kind: ControllerKind
         }
     }
     b
+}
+
+/// RESCAP: everything when the subsystem offers reservations, nothing otherwise.
+fn rescap(subsys: &Subsystem) -> u8 {
+    if subsys.reservations {
+        0xFF
+    } else {
+        0
+    }
 }
 
 /// Identify Namespace (CNS 00h) of `ns`.
@@ -170,7 +186,7 @@ pub fn identify_namespace(ns: &Namespace, subsys: &Subsystem) -> Vec<u8> {
     b[25] = 0; // NLBAF: one format
     b[26] = 0; // FLBAS: format 0, no metadata
     b[30] = 1; // NMIC: shared namespace
-    b[31] = 0xFF; // RESCAP: PTPL, all six types, IEKEY
+    b[31] = rescap(subsys); // RESCAP: PTPL, all six types, IEKEY
     b[33] = 0x01 | (1 << 3); // DLFEAT: deallocated reads zeros; Write Zeroes DEAC
     if subsys.ana_enabled {
         put(&mut b, 92, &ns.ana_group.to_le_bytes());
@@ -186,7 +202,7 @@ pub fn identify_cs_independent(ns: &Namespace, subsys: &Subsystem) -> Vec<u8> {
     let mut b = vec![0u8; IDENTIFY_LEN];
     b[0] = 1; // NSFEAT thin
     b[1] = 1; // NMIC shared
-    b[2] = 0xFF; // RESCAP
+    b[2] = rescap(subsys); // RESCAP
     if subsys.ana_enabled {
         put(&mut b, 4, &ns.ana_group.to_le_bytes());
     }
@@ -353,6 +369,28 @@ mod tests {
             "CNS 05h for an unknown command set"
         );
         assert!(identify_io(&TargetConfig::default(), 1, &s, 0x06, 0, 0).is_ok());
+    }
+
+    #[test]
+    fn reservations_off_clears_oncs_and_rescap() {
+        let mut s = Subsystem::new("nqn.x", "s");
+        s.reservations = false;
+        s.namespaces.push(Namespace {
+            nsid: 1,
+            volume_uuid: [5; 16],
+            block_size: 512,
+            blocks: 8,
+            ana_group: 1,
+        });
+        let c = identify_controller(&TargetConfig::default(), 1, ControllerKind::Io(&s));
+        assert_eq!(le16(&c, 520) & (1 << 5), 0, "ONCS reservations");
+        assert_eq!(
+            le16(&c, 520) & 0xD,
+            0xD,
+            "compare, DSM, write zeroes still offered"
+        );
+        assert_eq!(identify_namespace(&s.namespaces[0], &s)[31], 0, "RESCAP");
+        assert_eq!(identify_cs_independent(&s.namespaces[0], &s)[2], 0);
     }
 
     #[test]

@@ -260,6 +260,14 @@ fn start_inner(
             }
             Start::Issue(IoOp::Deallocate { ranges }, Pending::Write)
         }
+        reservation::opcode::REPORT
+        | reservation::opcode::REGISTER
+        | reservation::opcode::ACQUIRE
+        | reservation::opcode::RELEASE
+            if !subsys.reservations =>
+        {
+            return Err(Status::INVALID_OPCODE.dnr())
+        }
         reservation::opcode::REPORT => {
             let (len, extended) = reservation::report_params(sqe);
             if !extended {
@@ -335,5 +343,45 @@ pub(crate) fn finish(cid: u16, pending: Pending, result: IoResult, ana_enabled: 
             _ => status(Status::NS_NOT_READY),
         },
         _ => status(Status::INTERNAL),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sqe::Sgl;
+
+    #[test]
+    fn reservation_opcodes_are_invalid_when_not_offered() {
+        let mut s = Subsystem::new("nqn.x", "s");
+        s.namespaces.push(Namespace {
+            nsid: 1,
+            volume_uuid: [5; 16],
+            block_size: 512,
+            blocks: 8,
+            ana_group: 1,
+        });
+        let requester = Requester {
+            host_id: [1; 16],
+            cntlid: 1,
+        };
+        let cfg = TargetConfig::default();
+        let mut sqe = Sqe::new(reservation::opcode::REGISTER, 7);
+        sqe.set_nsid(1);
+        sqe.set_sgl(Sgl {
+            addr: 0,
+            length: 16,
+            ident: crate::sqe::SGL_IN_CAPSULE,
+        });
+        let data = Bytes::from(vec![0u8; 16]);
+        assert!(matches!(
+            start(&sqe, data.clone(), &s, requester, &cfg),
+            Start::Issue(IoOp::Reservation(_), _)
+        ));
+        s.reservations = false;
+        assert_eq!(
+            start(&sqe, data, &s, requester, &cfg),
+            Start::Done(Response::status(7, Status::INVALID_OPCODE.dnr()))
+        );
     }
 }

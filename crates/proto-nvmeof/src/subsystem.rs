@@ -103,6 +103,10 @@ pub struct Subsystem {
     pub ana_groups: Vec<AnaGroup>,
     /// ANA log header CHGCNT: bumped on every ANA change.
     pub ana_change_count: u64,
+    /// Whether reservations are offered (ONCS bit 5, RESCAP, the reservation opcodes). A
+    /// gateway without a reservation store turns this off so hosts see the commands as
+    /// unsupported instead of failing at run time.
+    pub reservations: bool,
 }
 
 impl Subsystem {
@@ -123,6 +127,7 @@ impl Subsystem {
                 change_count: 1,
             }],
             ana_change_count: 1,
+            reservations: true,
         }
     }
 

@@ -1,0 +1,134 @@
+//! One NVMe/TCP connection (one queue): socket I/O around the sans-IO `Connection`, Connect
+//! admission against the shared registry, the keep-alive timer of an admin queue, and
+//! concurrent execution of I/O commands on the volumes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use proto_nvmeof::{CloseReason, Connection, Event, IoResult, IoTag};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use super::{exec, Control, NvmeShared};
+use crate::volumes::ServedVolume;
+
+/// Commands one connection may have executing at once before it stops reading the socket
+/// (the largest queue a host may ask for).
+const MAX_IN_FLIGHT: usize = 1024;
+
+/// Sleeps until `deadline`, or forever without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves one connection until the host closes it, a protocol error, the association ends
+/// (keep-alive expiry, admin queue lost) or shutdown; in-flight commands finish first.
+pub(super) async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<NvmeShared>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
+    let id = shared.register_conn(ctl_tx);
+    let mut conn = Connection::new(Arc::clone(&shared.target));
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(IoTag, IoResult)>();
+    let mut volumes: HashMap<u32, Option<Arc<ServedVolume>>> = HashMap::new();
+    let mut in_flight = 0usize;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut draining = *shutdown.borrow();
+    let mut closing: Option<String> = None;
+    loop {
+        let deadline = conn.kato_deadline();
+        tokio::select! {
+            r = stream.read(&mut buf), if !draining && closing.is_none() && in_flight < MAX_IN_FLIGHT => {
+                match r {
+                    Ok(0) => closing = Some("host closed the connection".into()),
+                    Err(e) => closing = Some(format!("read failed: {e}")),
+                    Ok(n) => conn.receive(Instant::now(), buf.get(..n).unwrap_or_default()),
+                }
+            }
+            Some((tag, result)) = done_rx.recv() => {
+                in_flight -= 1;
+                conn.io_done(tag, result);
+            }
+            Some(c) = ctl_rx.recv() => match c {
+                Control::Subsystem(s) => conn.update_subsystem(s),
+                Control::Close => {
+                    closing.get_or_insert_with(|| "association ended".into());
+                }
+            },
+            _ = until(deadline), if closing.is_none() => {
+                conn.poll_timeout(Instant::now());
+            }
+            r = shutdown.changed(), if !draining => {
+                let _ = r;
+                draining = true;
+            }
+        }
+        while let Some(ev) = conn.poll_event() {
+            match ev {
+                Event::Connect(req) => {
+                    let admission = shared.admit(id, &req);
+                    tracing::info!(
+                        %peer,
+                        subnqn = %req.connect.subnqn,
+                        hostnqn = %req.connect.hostnqn,
+                        qid = req.connect.qid,
+                        ?admission,
+                        "NVMe connect"
+                    );
+                    conn.connect_done(Instant::now(), admission);
+                }
+                Event::Io { tag, nsid, op } => {
+                    let v = volumes
+                        .entry(nsid)
+                        .or_insert_with(|| conn.subnqn().and_then(|nqn| shared.volume(nqn, nsid)))
+                        .clone();
+                    in_flight += 1;
+                    let done = done_tx.clone();
+                    tokio::spawn(async move {
+                        let r = match v {
+                            Some(v) => exec::run(&v, op).await,
+                            None => IoResult::Internal,
+                        };
+                        let _ = done.send((tag, r));
+                    });
+                }
+                Event::Close(reason) => {
+                    let why = match reason {
+                        CloseReason::KeepAliveExpired => "keep-alive timeout expired".to_string(),
+                        CloseReason::PeerTerminated => "host sent H2CTermReq".to_string(),
+                        CloseReason::Protocol(e) => format!("protocol error: {e}"),
+                    };
+                    closing.get_or_insert(why);
+                }
+            }
+        }
+        let out = conn.take_output();
+        if !out.is_empty() && stream.write_all(&out).await.is_err() {
+            closing.get_or_insert_with(|| "write failed".into());
+            if in_flight == 0 {
+                break;
+            }
+        }
+        if (closing.is_some() || draining) && in_flight == 0 {
+            break;
+        }
+    }
+    tracing::info!(
+        %peer,
+        cntlid = ?conn.cntlid(),
+        qid = ?conn.qid(),
+        reason = closing.as_deref().unwrap_or("shutdown"),
+        "NVMe connection closed"
+    );
+    shared.unregister_conn(id);
+    let _ = stream.shutdown().await;
+}

@@ -1,0 +1,298 @@
+//! The NVMe/TCP front end: I/O portals and discovery listeners, the node's shared
+//! [`Registry`] of subsystems and controllers, and one task per connection driving the
+//! sans-IO `proto_nvmeof::Connection`.
+//!
+//! Connections register in [`NvmeShared`] so that work spanning several of them reaches them
+//! all: a keep-alive expiry or a lost admin queue ends the whole association (every I/O queue
+//! of the controller closes and the CNTLID is released), and an access-state change of a
+//! volume is pushed to every queue of the subsystems exporting it (admin queues raise the ANA
+//! change AEN, I/O queues start answering with ANA path statuses).
+
+pub mod bench;
+pub mod config;
+mod conn;
+mod exec;
+mod subsys;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use proto_nvmeof::{Registry, Subsystem, TargetConfig};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::serve::Shutdown;
+use crate::volumes::{ServedVolume, Volumes};
+
+/// A message to one connection task from elsewhere in the node.
+#[derive(Debug, Clone)]
+enum Control {
+    /// A new snapshot of the subsystem the connection serves.
+    Subsystem(Arc<Subsystem>),
+    /// The association ended (keep-alive expiry or admin queue lost): close now.
+    Close,
+}
+
+/// What the node knows about one live connection.
+#[derive(Debug)]
+struct ConnEntry {
+    cntlid: Option<u16>,
+    qid: u16,
+    subnqn: Option<String>,
+    tx: mpsc::UnboundedSender<Control>,
+}
+
+/// State shared by all NVMe/TCP connections of this node.
+#[derive(Debug)]
+pub struct NvmeShared {
+    /// Subsystems, discovery information and controllers (CNTLID allocation).
+    registry: Mutex<Registry>,
+    /// Node-wide protocol limits.
+    pub target: Arc<TargetConfig>,
+    /// The volume behind each (subsystem NQN, NSID).
+    namespaces: HashMap<(String, u32), Arc<ServedVolume>>,
+    conns: Mutex<HashMap<u64, ConnEntry>>,
+    next_conn: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl NvmeShared {
+    /// The volume exporting namespace `nsid` of `subnqn`.
+    fn volume(&self, subnqn: &str, nsid: u32) -> Option<Arc<ServedVolume>> {
+        self.namespaces.get(&(subnqn.to_string(), nsid)).cloned()
+    }
+
+    /// The current snapshot of subsystem `nqn` (for the operator view and tests).
+    pub fn subsystem(&self, nqn: &str) -> Option<Arc<Subsystem>> {
+        lock(&self.registry).subsystem(nqn)
+    }
+
+    /// Number of live controllers (associations) of subsystem `nqn`.
+    pub fn controllers(&self, nqn: &str) -> usize {
+        lock(&self.registry).controllers_of(nqn).count()
+    }
+
+    fn register_conn(&self, tx: mpsc::UnboundedSender<Control>) -> u64 {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        lock(&self.conns).insert(
+            id,
+            ConnEntry {
+                cntlid: None,
+                qid: 0,
+                subnqn: None,
+                tx,
+            },
+        );
+        id
+    }
+
+    /// Admits a Connect and records which controller/queue/subsystem the connection now is,
+    /// under the registry lock so no snapshot update can slip between the two.
+    fn admit(&self, conn_id: u64, req: &proto_nvmeof::ConnectRequest) -> proto_nvmeof::Admission {
+        let mut reg = lock(&self.registry);
+        let a = reg.admit(req);
+        let (cntlid, subnqn) = match &a {
+            proto_nvmeof::Admission::Admin { cntlid, .. } => (*cntlid, req.connect.subnqn.clone()),
+            proto_nvmeof::Admission::Io { cntlid, .. } => (*cntlid, req.connect.subnqn.clone()),
+            proto_nvmeof::Admission::Refused { .. } => return a,
+        };
+        if let Some(e) = lock(&self.conns).get_mut(&conn_id) {
+            e.cntlid = Some(cntlid);
+            e.qid = req.connect.qid;
+            e.subnqn = Some(subnqn);
+        }
+        a
+    }
+
+    /// Forgets a closed connection. An admin queue takes its whole association with it.
+    fn unregister_conn(&self, conn_id: u64) {
+        let entry = lock(&self.conns).remove(&conn_id);
+        let Some(ConnEntry {
+            cntlid: Some(cntlid),
+            qid,
+            ..
+        }) = entry
+        else {
+            return;
+        };
+        if qid == 0 {
+            self.end_association(cntlid);
+        } else {
+            lock(&self.registry).release_queue(cntlid, qid);
+        }
+    }
+
+    /// Ends association `cntlid`: releases the CNTLID and closes every queue of it.
+    fn end_association(&self, cntlid: u16) {
+        let mut reg = lock(&self.registry);
+        if reg.release(cntlid).is_some() {
+            tracing::info!(cntlid, "NVMe association ended");
+        }
+        for e in lock(&self.conns).values() {
+            if e.cntlid == Some(cntlid) {
+                let _ = e.tx.send(Control::Close);
+            }
+        }
+    }
+
+    /// Changes subsystem `nqn` with `f` (which says whether it changed anything); installs
+    /// the new snapshot and pushes it to every queue serving the subsystem. All under the
+    /// registry lock, so concurrent changes never lose one another.
+    fn modify(&self, nqn: &str, f: impl FnOnce(&mut Subsystem) -> bool) {
+        let mut reg = lock(&self.registry);
+        let Some(cur) = reg.subsystem(nqn) else {
+            return;
+        };
+        let mut next = (*cur).clone();
+        if !f(&mut next) {
+            return;
+        }
+        let snapshot = Arc::new(next);
+        reg.set_subsystem(Arc::clone(&snapshot));
+        for e in lock(&self.conns).values() {
+            if e.subnqn.as_deref() == Some(nqn) {
+                let _ = e.tx.send(Control::Subsystem(Arc::clone(&snapshot)));
+            }
+        }
+    }
+}
+
+/// Running NVMe/TCP listeners.
+#[derive(Debug)]
+pub struct NvmeFrontend {
+    /// Shared state.
+    pub shared: Arc<NvmeShared>,
+    /// Listener tasks (and the access-state followers).
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Bound I/O portal addresses, in portal order.
+    pub bound: Vec<SocketAddr>,
+    /// Bound discovery listener addresses.
+    pub discovery_bound: Vec<SocketAddr>,
+}
+
+/// Whether the NVMe/TCP front end has anything to export. A configuration file that keeps
+/// only the built-in default subsystem but has no volume named "default" (an iSCSI-only
+/// file written before NVMe/TCP existed) exports nothing, and then no NVMe/TCP port is
+/// opened at all rather than occupying 4420 and 8009 with an empty subsystem.
+pub fn exports_anything(cfg: &Config) -> bool {
+    cfg.nvme.subsystems.iter().any(|s| {
+        !s.any_host
+            || s.namespaces
+                .iter()
+                .any(|n| cfg.volumes.iter().any(|v| v.name == n.volume))
+    })
+}
+
+/// Builds the subsystems, binds every listener, and starts serving.
+pub async fn start(
+    cfg: &Config,
+    vols: &Volumes,
+    shutdown: Shutdown,
+) -> Result<NvmeFrontend, String> {
+    let nc = &cfg.nvme;
+    let mut listeners = Vec::new();
+    let mut bound = Vec::new();
+    for p in &nc.portals {
+        let l = bind(p.listen).map_err(|e| format!("NVMe portal {}: {e}", p.listen))?;
+        bound.push(l.local_addr().map_err(|e| e.to_string())?);
+        listeners.push(l);
+    }
+    let mut discovery_bound = Vec::new();
+    for a in &nc.discovery_listen {
+        let l = bind(*a).map_err(|e| format!("NVMe discovery listener {a}: {e}"))?;
+        discovery_bound.push(l.local_addr().map_err(|e| e.to_string())?);
+        listeners.push(l);
+    }
+    let target = Arc::new(TargetConfig {
+        io_in_capsule: nc.in_capsule_size,
+        ..TargetConfig::default()
+    });
+    let built = subsys::build(cfg, vols, &bound, &discovery_bound)?;
+    let shared = Arc::new(NvmeShared {
+        registry: Mutex::new(built.registry),
+        target,
+        namespaces: built.namespaces,
+        conns: Mutex::new(HashMap::new()),
+        next_conn: AtomicU64::new(1),
+    });
+    let mut tasks = subsys::follow_access_states(&shared, vols, &shutdown);
+    for l in listeners {
+        let rx = shutdown.subscribe();
+        tasks.push(tokio::spawn(accept_loop(l, shared.clone(), rx)));
+    }
+    Ok(NvmeFrontend {
+        shared,
+        tasks,
+        bound,
+        discovery_bound,
+    })
+}
+
+/// The address hosts are given for a portal: `advertise` (its port 0 meaning the bound
+/// port, so `--nvme-advertise` works with ephemeral ports), else the bound address.
+pub fn advertised(p: &config::NvmePortalConfig, bound: SocketAddr) -> SocketAddr {
+    match p.advertise {
+        Some(a) if a.port() == 0 => SocketAddr::new(a.ip(), bound.port()),
+        Some(a) => a,
+        None => bound,
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(128)?;
+    TcpListener::from_std(s.into())
+}
+
+/// Prepares an accepted socket: no Nagle delay (every capsule is latency bound), and TCP
+/// keepalive so a vanished host is noticed even on a queue without keep-alive commands.
+fn tune(stream: &tokio::net::TcpStream) {
+    let s = socket2::SockRef::from(stream);
+    let _ = s.set_nodelay(true);
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10));
+    let _ = s.set_tcp_keepalive(&ka);
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<NvmeShared>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    tune(&stream);
+                    let shared = shared.clone();
+                    let rx = shutdown.clone();
+                    conns.spawn(async move {
+                        conn::serve(stream, peer, shared, rx).await;
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(listener);
+    while conns.join_next().await.is_some() {}
+}

@@ -1,0 +1,181 @@
+//! Subsystem snapshots built from the configuration and the open volumes, the discovery
+//! entries of this node's portals, and following each volume's access state into ANA.
+//!
+//! Each namespace is its own ANA group (group id = NSID): every volume has its own role on
+//! this node, so its paths change state independently of the others.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use blockstore::AccessState;
+use proto_nvmeof::discovery::SubsystemType;
+use proto_nvmeof::{
+    AddressFamily, AnaGroup, AnaState, DiscoveryEntry, Namespace, Portal, Registry, Subsystem,
+};
+
+use super::config::derived_serial;
+use super::NvmeShared;
+use crate::config::Config;
+use crate::volumes::{ServedVolume, Volumes};
+
+/// The ANA state hosts see for a volume access state (the role table of
+/// docs/architecture.md): standby and unavailable are inaccessible (0x302), a transition is
+/// "change" (0x303); both with DNR clear so the host fails over.
+pub fn ana_state(s: AccessState) -> AnaState {
+    match s {
+        AccessState::Optimized => AnaState::Optimized,
+        AccessState::Standby | AccessState::Unavailable => AnaState::Inaccessible,
+        AccessState::Transitioning => AnaState::Change,
+    }
+}
+
+/// The registry and namespace map of a freshly configured node.
+pub(super) struct Built {
+    pub registry: Registry,
+    pub namespaces: HashMap<(String, u32), Arc<ServedVolume>>,
+}
+
+fn portal(advertised: SocketAddr, portid: u16) -> Portal {
+    Portal {
+        adrfam: if advertised.is_ipv4() {
+            AddressFamily::Ipv4
+        } else {
+            AddressFamily::Ipv6
+        },
+        traddr: advertised.ip().to_string(),
+        trsvcid: advertised.port().to_string(),
+        portid,
+    }
+}
+
+/// Builds the subsystems, namespaces and discovery log of this node.
+pub(super) fn build(
+    cfg: &Config,
+    vols: &Volumes,
+    bound: &[SocketAddr],
+    discovery_bound: &[SocketAddr],
+) -> Result<Built, String> {
+    let nc = &cfg.nvme;
+    let mut registry = Registry::new(nc.cntlid_min..=nc.cntlid_max);
+    let mut namespaces = HashMap::new();
+    for sc in &nc.subsystems {
+        let serial = sc.serial.clone().unwrap_or_else(|| derived_serial(&sc.nqn));
+        let mut s = Subsystem::new(&sc.nqn, &serial);
+        s.allowed_hosts = if sc.any_host && sc.allowed_hosts.is_none() {
+            None
+        } else {
+            Some(sc.allowed_hosts.clone().unwrap_or_default())
+        };
+        // No reservation store yet: hosts see reservations as unsupported.
+        s.reservations = false;
+        s.ana_groups.clear();
+        for n in &sc.namespaces {
+            let Some(v) = vols.get(&n.volume) else {
+                if sc.any_host {
+                    tracing::info!(subsystem = %sc.nqn, volume = %n.volume, "no such volume: the default subsystem leaves it out");
+                    continue;
+                }
+                return Err(format!(
+                    "{} nsid {}: no volume {:?}",
+                    sc.nqn, n.nsid, n.volume
+                ));
+            };
+            s.namespaces.push(Namespace {
+                nsid: n.nsid,
+                volume_uuid: v.volume.uuid(),
+                block_size: v.volume.block_size(),
+                blocks: v.volume.capacity_blocks(),
+                ana_group: n.nsid,
+            });
+            s.ana_groups.push(AnaGroup {
+                id: n.nsid,
+                state: ana_state(v.volume.access_state()),
+                change_count: 1,
+            });
+            namespaces.insert((sc.nqn.clone(), n.nsid), Arc::clone(v));
+        }
+        registry.set_subsystem(Arc::new(s));
+    }
+    let mut entries = Vec::new();
+    let mut portid = 0u16;
+    for (p, b) in nc.portals.iter().zip(bound) {
+        portid += 1;
+        let addr = super::advertised(p, *b);
+        if addr.ip().is_unspecified() {
+            tracing::warn!(listen = %b, "NVMe portal on a wildcard address without `advertise`: hosts cannot use the discovery entry");
+        }
+        for sc in &nc.subsystems {
+            entries.push(DiscoveryEntry {
+                subtype: SubsystemType::Nvme,
+                subnqn: sc.nqn.clone(),
+                portal: portal(addr, portid),
+            });
+        }
+    }
+    for d in discovery_bound {
+        portid += 1;
+        entries.push(DiscoveryEntry {
+            subtype: SubsystemType::CurrentDiscovery,
+            subnqn: proto_nvmeof::DISCOVERY_NQN.into(),
+            portal: portal(*d, portid),
+        });
+    }
+    registry.set_discovery_entries(entries);
+    Ok(Built {
+        registry,
+        namespaces,
+    })
+}
+
+/// Follows every exported volume's access state: on a change, the ANA group of each of its
+/// namespaces gets the new state and the new snapshot reaches every queue (raising AENs).
+pub(super) fn follow_access_states(
+    shared: &Arc<NvmeShared>,
+    vols: &Volumes,
+    shutdown: &crate::serve::Shutdown,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut by_volume: HashMap<String, Vec<(String, u32)>> = HashMap::new();
+    for ((nqn, nsid), v) in &shared.namespaces {
+        by_volume
+            .entry(v.name.clone())
+            .or_default()
+            .push((nqn.clone(), *nsid));
+    }
+    let mut tasks = Vec::new();
+    for (name, nss) in by_volume {
+        let Some(v) = vols.get(&name) else { continue };
+        let mut rx = v.volume.watch_access();
+        let weak = Arc::downgrade(shared);
+        let mut stop = shutdown.subscribe();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { return },
+                    _ = stop.changed() => return,
+                }
+                let state = ana_state(*rx.borrow_and_update());
+                let Some(shared) = weak.upgrade() else { return };
+                apply(&shared, &nss, state);
+                tracing::info!(volume = %name, ?state, "NVMe ANA state changed");
+            }
+        }));
+    }
+    tasks
+}
+
+/// Sets the ANA state of namespaces `nss` ((NQN, NSID) pairs) and publishes the snapshots.
+pub(super) fn apply(shared: &NvmeShared, nss: &[(String, u32)], state: AnaState) {
+    let mut nqns: Vec<&String> = nss.iter().map(|(n, _)| n).collect();
+    nqns.sort();
+    nqns.dedup();
+    for nqn in nqns {
+        shared.modify(nqn, |s| {
+            let mut changed = false;
+            for (_, nsid) in nss.iter().filter(|(n, _)| n == nqn) {
+                changed |= s.set_ana_state(*nsid, state);
+            }
+            changed
+        });
+    }
+}
