@@ -17,6 +17,7 @@ pub mod mode;
 pub mod opcodes;
 pub mod pr;
 pub mod pr_cmd;
+pub mod pr_ops;
 pub mod rw;
 pub mod sense;
 pub mod task;
@@ -31,7 +32,8 @@ mod testvol;
 pub use absent::absent_lun;
 pub use alua::{AccessState, PortGroup};
 pub use config::LuConfig;
-pub use pr::{PrDecodeError, PrState, PrType};
+pub use pr::{PortId, PrDecodeError, PrState, PrType};
+pub use pr_ops::{PrAcquire, PrAcquireAction, PrFailure, PrRegister, PrRegisterAction, PrRelease};
 pub use sense::{Sense, SenseKey};
 pub use task::{
     BlockOp, BlockResult, Completion, LbaExtent, Nexus, PendingTask, Provisioning, Status, Step,

@@ -13,14 +13,20 @@ pub const ASC_INVALID_RELEASE: Asc = Asc(0x26, 0x04);
 /// SCSI protocol identifier placed in TransportIDs: iSCSI (SPC-4 table 362).
 const PROTOCOL_ISCSI: u8 = 0x05;
 
-/// PR OUT service actions we implement.
-const SA_REGISTER: u8 = 0;
-const SA_RESERVE: u8 = 1;
-const SA_RELEASE: u8 = 2;
-const SA_CLEAR: u8 = 3;
-const SA_PREEMPT: u8 = 4;
-const SA_PREEMPT_AND_ABORT: u8 = 5;
-const SA_REGISTER_AND_IGNORE: u8 = 6;
+/// PR OUT service action REGISTER.
+pub const SA_REGISTER: u8 = 0;
+/// PR OUT service action RESERVE.
+pub const SA_RESERVE: u8 = 1;
+/// PR OUT service action RELEASE.
+pub const SA_RELEASE: u8 = 2;
+/// PR OUT service action CLEAR.
+pub const SA_CLEAR: u8 = 3;
+/// PR OUT service action PREEMPT.
+pub const SA_PREEMPT: u8 = 4;
+/// PR OUT service action PREEMPT AND ABORT.
+pub const SA_PREEMPT_AND_ABORT: u8 = 5;
+/// PR OUT service action REGISTER AND IGNORE EXISTING KEY.
+pub const SA_REGISTER_AND_IGNORE: u8 = 6;
 
 /// Why a PR OUT failed.
 #[derive(Debug, Clone, PartialEq, Eq)]

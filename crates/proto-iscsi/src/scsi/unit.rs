@@ -36,8 +36,8 @@ pub struct LogicalUnit {
     groups: Vec<PortGroup>,
     luns: Vec<u16>,
     nexuses: HashMap<u64, NexusState>,
-    reserve6: Option<u64>,
-    pr: PrState,
+    pub(super) reserve6: Option<u64>,
+    pub(super) pr: PrState,
 }
 
 impl LogicalUnit {
@@ -149,7 +149,7 @@ impl LogicalUnit {
         }
     }
 
-    fn raise_for_port(&mut self, port: &PortId, asc: Asc) {
+    pub(super) fn raise_for_port(&mut self, port: &PortId, asc: Asc) {
         for n in self.nexuses.values_mut().filter(|n| &n.port == port) {
             push_ua(&mut n.unit_attentions, asc);
         }
