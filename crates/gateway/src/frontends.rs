@@ -11,6 +11,8 @@ pub struct Frontends {
     pub iscsi: Option<crate::iscsi::IscsiFrontend>,
     /// The NVMe/TCP front end, when enabled.
     pub nvme: Option<crate::nvme::NvmeFrontend>,
+    /// The logical unit of every served volume (its reservation state), by volume name.
+    pub lus: crate::lu::Lus,
 }
 
 impl Frontends {
@@ -29,14 +31,19 @@ impl Frontends {
     }
 }
 
-/// Starts every enabled front end.
+/// Starts every enabled front end, both on the one logical unit of each volume (so one
+/// reservation state per volume whatever the protocol).
 pub async fn start(cfg: &Config, vols: &Volumes, shutdown: Shutdown) -> Result<Frontends, String> {
-    let mut f = Frontends::default();
+    let lus = crate::lu::build_all(cfg, vols).await?;
+    let mut f = Frontends {
+        lus: lus.clone(),
+        ..Frontends::default()
+    };
     if cfg.iscsi.enabled {
-        f.iscsi = Some(crate::iscsi::start(cfg, vols, shutdown.clone()).await?);
+        f.iscsi = Some(crate::iscsi::start(cfg, &lus, shutdown.clone()).await?);
     }
     if cfg.nvme.enabled && crate::nvme::exports_anything(cfg) {
-        f.nvme = Some(crate::nvme::start(cfg, vols, shutdown).await?);
+        f.nvme = Some(crate::nvme::start(cfg, vols, &lus, shutdown).await?);
     } else if cfg.nvme.enabled {
         tracing::info!(
             "NVMe/TCP: no volume named \"default\" and no [[nvme.subsystem]]: not listening"

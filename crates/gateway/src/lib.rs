@@ -3,9 +3,11 @@
 //! protocol state machines of `proto-iscsi` and `proto-nvmeof` against `blockstore` volumes.
 
 pub mod config;
+pub mod counters;
 pub mod frontends;
 pub mod iscsi;
 pub mod lu;
 pub mod nvme;
+pub mod reservations;
 pub mod serve;
 pub mod volumes;

@@ -1,6 +1,7 @@
 //! The SCSI logical unit of each volume, shared by every iSCSI session that reaches it, and
 //! the execution of its block operations on the volume.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use blockstore::{AccessState as VolState, Error as VolError};
@@ -10,7 +11,31 @@ use proto_iscsi::scsi::{
     PortGroup, Provisioning, Step,
 };
 
-use crate::volumes::ServedVolume;
+use crate::config::Config;
+use crate::volumes::{ServedVolume, Volumes};
+
+/// Every served volume's logical unit by volume name: one per volume, shared by the iSCSI
+/// targets and the NVMe/TCP namespaces exporting it, so both protocols see one reservation
+/// state.
+pub type Lus = BTreeMap<String, Arc<LuHandle>>;
+
+/// Builds the logical unit of every served volume. Relative target ports are the iSCSI
+/// portals (1..=n); the LUN inventory is that of the first target exporting the volume.
+pub async fn build_all(cfg: &Config, vols: &Volumes) -> Result<Lus, String> {
+    let relative_ports: Vec<u16> = (1..=cfg.iscsi.portals.len() as u16).collect();
+    let mut out = BTreeMap::new();
+    for (name, v) in vols {
+        let luns = cfg
+            .iscsi
+            .targets
+            .iter()
+            .find(|t| t.luns.iter().any(|l| &l.volume == name))
+            .map_or(vec![0], |t| t.luns.iter().map(|l| l.id).collect());
+        let lu = LuHandle::new(Arc::clone(v), relative_ports.clone(), luns).await?;
+        out.insert(name.clone(), lu);
+    }
+    Ok(out)
+}
 
 /// Name of the volume metadata holding the SCSI persistent-reservation state.
 pub const PR_METADATA: &str = "meta-scsi-pr";
@@ -24,6 +49,8 @@ pub struct LuHandle {
     /// The volume.
     pub volume: Arc<ServedVolume>,
     lu: Mutex<LogicalUnit>,
+    /// Serialises reservation writes so the stored state is always the newest one.
+    persist: tokio::sync::Mutex<()>,
 }
 
 /// The ALUA state hosts see for a volume access state (the role table of docs/architecture.md).
@@ -68,6 +95,7 @@ impl LuHandle {
         let handle = Arc::new(LuHandle {
             volume,
             lu: Mutex::new(lu),
+            persist: tokio::sync::Mutex::new(()),
         });
         let mut rx = handle.volume.volume.watch_access();
         let weak = Arc::downgrade(&handle);
@@ -129,6 +157,16 @@ impl LuHandle {
                 }
             }
         }
+    }
+
+    /// Stores the current reservation state with the volume. Whoever changed it (a SCSI
+    /// PERSISTENT RESERVE OUT or an NVMe reservation command) calls this after the change;
+    /// writes are serialised and each stores the state as it is when its turn comes, so a
+    /// slower writer can never put back an older state.
+    pub async fn persist_reservations(&self) -> Result<(), VolError> {
+        let _turn = self.persist.lock().await;
+        let bytes = self.lock().pr_state().to_bytes();
+        self.volume.volume.save_metadata(PR_METADATA, bytes).await
     }
 
     /// Carries out one block operation on the volume.
@@ -200,9 +238,7 @@ impl LuHandle {
                 }
                 return BlockResult::LbaStatus(extents);
             }
-            BlockOp::PersistReservations { bytes } => {
-                v.save_metadata(PR_METADATA, bytes.to_vec()).await
-            }
+            BlockOp::PersistReservations { .. } => self.persist_reservations().await,
         };
         match r {
             Ok(()) => BlockResult::Ok,

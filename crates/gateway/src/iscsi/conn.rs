@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 
 use super::context::Ctx;
 use super::{IscsiShared, SessionInfo, Target};
+use crate::counters::IoCounters;
 
 /// The portal a connection arrived on.
 #[derive(Debug, Clone, Copy)]
@@ -30,6 +31,7 @@ const MAX_IN_FLIGHT: usize = 256;
 struct Logged {
     nexus: Nexus,
     target: Option<String>,
+    counters: Arc<IoCounters>,
 }
 
 /// Serves one connection until logout, error, peer close or shutdown.
@@ -90,6 +92,7 @@ pub async fn serve(
                         relative_port: portal.relative_port,
                     };
                     tracing::info!(initiator = %p.initiator_name, target = ?p.target_name, %peer, "iSCSI login");
+                    let counters = Arc::new(IoCounters::default());
                     if let Some(t) = &p.target_name {
                         if let Ok(mut sessions) = shared.sessions.lock() {
                             sessions.insert(
@@ -99,7 +102,7 @@ pub async fn serve(
                                     target: t.clone(),
                                     peer: peer.to_string(),
                                     since_unix: super::unix_now(),
-                                    commands: 0,
+                                    counters: Arc::clone(&counters),
                                 },
                             );
                         }
@@ -107,12 +110,14 @@ pub async fn serve(
                     logged = Some(Logged {
                         nexus,
                         target: p.target_name.clone(),
+                        counters,
                     });
                 }
                 Event::Command(cmd) => {
                     let Some(l) = &logged else { continue };
                     let target = l.target.as_ref().and_then(|t| shared.targets.get(t));
-                    running.push(command_future(cmd, target, l.nexus.clone()));
+                    let counters = Arc::clone(&l.counters);
+                    running.push(command_future(cmd, target, l.nexus.clone(), counters));
                 }
                 Event::Aborted(_) => {}
                 Event::Reset { function, lun } => {
@@ -170,7 +175,22 @@ pub async fn serve(
 type CommandFuture =
     std::pin::Pin<Box<dyn std::future::Future<Output = (u32, Completion, u32)> + Send>>;
 
-fn command_future(cmd: Command, target: Option<&Target>, nexus: Nexus) -> CommandFuture {
+/// Counts a completed command for the session: READ(6/10/12/16) by the data returned,
+/// anything that sent data by the bytes it consumed, the rest as other commands.
+fn count(counters: &IoCounters, cdb: &[u8], c: &Completion, used: u32) {
+    match cdb.first() {
+        Some(0x08 | 0x28 | 0xA8 | 0x88) => counters.read(c.data.len() as u64),
+        _ if used > 0 => counters.write(u64::from(used)),
+        _ => counters.other(),
+    }
+}
+
+fn command_future(
+    cmd: Command,
+    target: Option<&Target>,
+    nexus: Nexus,
+    counters: Arc<IoCounters>,
+) -> CommandFuture {
     let lu = target.and_then(|t| cmd.lun.index().and_then(|i| t.luns.get(&i)).cloned());
     let lun_ids: Vec<u16> = target
         .map(|t| t.luns.keys().copied().collect())
@@ -184,6 +204,7 @@ fn command_future(cmd: Command, target: Option<&Target>, nexus: Nexus) -> Comman
             }
             None => (absent_lun(&cmd.cdb, &lun_ids), 0),
         };
+        count(&counters, &cmd.cdb, &c, used);
         (cmd.itt, c, used)
     })
 }

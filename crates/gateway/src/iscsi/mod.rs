@@ -17,9 +17,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::config::{self, Config};
-use crate::lu::LuHandle;
+use crate::counters::IoCounters;
+use crate::lu::{LuHandle, Lus};
 use crate::serve::Shutdown;
-use crate::volumes::Volumes;
 
 /// A configured target.
 #[derive(Debug)]
@@ -33,7 +33,7 @@ pub struct Target {
 }
 
 /// A session as the operator sees it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct SessionInfo {
     /// Initiator IQN.
     pub initiator: String,
@@ -43,8 +43,8 @@ pub struct SessionInfo {
     pub peer: String,
     /// When the login completed (seconds since the epoch).
     pub since_unix: u64,
-    /// Commands completed.
-    pub commands: u64,
+    /// Commands of the session, counted as they complete.
+    pub counters: Arc<IoCounters>,
 }
 
 /// State shared by all iSCSI connections.
@@ -103,32 +103,16 @@ pub struct IscsiFrontend {
 }
 
 /// Builds targets and LUs and starts one listener per portal.
-pub async fn start(
-    cfg: &Config,
-    vols: &Volumes,
-    shutdown: Shutdown,
-) -> Result<IscsiFrontend, String> {
+pub async fn start(cfg: &Config, lus: &Lus, shutdown: Shutdown) -> Result<IscsiFrontend, String> {
     let ic = &cfg.iscsi;
-    let relative_ports: Vec<u16> = (1..=ic.portals.len() as u16).collect();
-    let mut lus: HashMap<String, Arc<LuHandle>> = HashMap::new();
     let mut targets = HashMap::new();
     for t in &ic.targets {
         let mut luns = BTreeMap::new();
-        let lun_ids: Vec<u16> = t.luns.iter().map(|l| l.id).collect();
         for l in &t.luns {
-            let lu = match lus.get(&l.volume) {
-                Some(lu) => lu.clone(),
-                None => {
-                    let v = vols.get(&l.volume).ok_or_else(|| {
-                        format!("LUN {} of {}: no volume {:?}", l.id, t.iqn, l.volume)
-                    })?;
-                    let lu =
-                        LuHandle::new(v.clone(), relative_ports.clone(), lun_ids.clone()).await?;
-                    lus.insert(l.volume.clone(), lu.clone());
-                    lu
-                }
-            };
-            luns.insert(l.id, lu);
+            let lu = lus
+                .get(&l.volume)
+                .ok_or_else(|| format!("LUN {} of {}: no volume {:?}", l.id, t.iqn, l.volume))?;
+            luns.insert(l.id, Arc::clone(lu));
         }
         let auth = t.chap.as_ref().map_or(TargetAuth::None, chap);
         targets.insert(
@@ -256,7 +240,7 @@ impl IscsiShared {
 }
 
 /// Seconds since the epoch, for the operator view.
-pub(crate) fn unix_now() -> u64 {
+pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

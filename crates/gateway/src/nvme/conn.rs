@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::{exec, Control, NvmeShared};
-use crate::volumes::ServedVolume;
+use crate::lu::LuHandle;
 
 /// Commands one connection may have executing at once before it stops reading the socket
 /// (the largest queue a host may ask for).
@@ -36,10 +36,12 @@ pub(super) async fn serve(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
-    let id = shared.register_conn(ctl_tx);
+    let (id, counters) = shared.register_conn(ctl_tx, peer);
     let mut conn = Connection::new(Arc::clone(&shared.target));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(IoTag, IoResult)>();
-    let mut volumes: HashMap<u32, Option<Arc<ServedVolume>>> = HashMap::new();
+    let mut volumes: HashMap<u32, Option<Arc<LuHandle>>> = HashMap::new();
+    // The reservation identity of the host, known once its Connect is admitted.
+    let mut who = None;
     let mut in_flight = 0usize;
     let mut buf = vec![0u8; 256 * 1024];
     let mut draining = *shutdown.borrow();
@@ -84,19 +86,25 @@ pub(super) async fn serve(
                         ?admission,
                         "NVMe connect"
                     );
+                    if !matches!(admission, proto_nvmeof::Admission::Refused { .. }) {
+                        let c = &req.connect;
+                        who = Some(crate::reservations::nvme_identity(&c.hostnqn, &c.host_id));
+                    }
                     conn.connect_done(Instant::now(), admission);
                 }
                 Event::Io { tag, nsid, op } => {
-                    let v = volumes
+                    let lu = volumes
                         .entry(nsid)
-                        .or_insert_with(|| conn.subnqn().and_then(|nqn| shared.volume(nqn, nsid)))
+                        .or_insert_with(|| conn.subnqn().and_then(|nqn| shared.lu(nqn, nsid)))
                         .clone();
                     in_flight += 1;
                     let done = done_tx.clone();
+                    let who = who.clone();
+                    let counters = Arc::clone(&counters);
                     tokio::spawn(async move {
-                        let r = match v {
-                            Some(v) => exec::run(&v, op).await,
-                            None => IoResult::Internal,
+                        let r = match (lu, who) {
+                            (Some(lu), Some(who)) => exec::run(&lu, &who, op, &counters).await,
+                            _ => IoResult::Internal,
                         };
                         let _ = done.send((tag, r));
                     });

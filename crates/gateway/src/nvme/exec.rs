@@ -3,14 +3,32 @@
 
 use blockstore::Error as VolError;
 use bytes::Bytes;
-use proto_nvmeof::{AnaState, IoOp, IoResult, ReservationOutcome};
+use proto_iscsi::scsi::PortId;
+use proto_nvmeof::{AnaState, IoOp, IoResult};
 
 use super::subsys::ana_state;
-use crate::volumes::ServedVolume;
+use crate::counters::IoCounters;
+use crate::lu::LuHandle;
+use crate::reservations;
 
-/// Carries out one operation on `v`.
-pub(super) async fn run(v: &ServedVolume, op: IoOp) -> IoResult {
-    let vol = &v.volume;
+/// Counts `op` for the host that sent it.
+fn count(counters: &IoCounters, op: &IoOp, block_size: u32) {
+    match op {
+        IoOp::Read { blocks, .. } => counters.read(u64::from(*blocks) * u64::from(block_size)),
+        IoOp::Write { data, .. } => counters.write(data.len() as u64),
+        _ => counters.other(),
+    }
+}
+
+/// Carries out one operation from NVMe host `who` on the volume behind `lu`: reservation
+/// commands act on the volume's shared reservation state, and every other command first
+/// passes the reservation check (Reservation Conflict when the state excludes the host).
+pub(super) async fn run(lu: &LuHandle, who: &PortId, op: IoOp, counters: &IoCounters) -> IoResult {
+    let vol = &lu.volume.volume;
+    count(counters, &op, vol.block_size());
+    if !reservations::allows(lu, who, &op) {
+        return IoResult::ReservationConflict;
+    }
     let r = match op {
         IoOp::Read { lba, blocks } => {
             return match vol.read(lba, u64::from(blocks)).await {
@@ -42,9 +60,7 @@ pub(super) async fn run(v: &ServedVolume, op: IoOp) -> IoResult {
             }
             Ok(())
         }
-        // Subsystems are published with reservations off, so the protocol refuses these
-        // before they get here; answer consistently if one ever does.
-        IoOp::Reservation(_) => return IoResult::Reservation(ReservationOutcome::Invalid),
+        IoOp::Reservation(req) => return reservations::apply(lu, who, req).await,
     };
     match r {
         Ok(()) => IoResult::Ok,

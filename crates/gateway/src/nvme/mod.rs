@@ -26,8 +26,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
+use crate::counters::{IoCounters, IoSnapshot};
+use crate::lu::{LuHandle, Lus};
 use crate::serve::Shutdown;
-use crate::volumes::{ServedVolume, Volumes};
+use crate::volumes::Volumes;
 
 /// A message to one connection task from elsewhere in the node.
 #[derive(Debug, Clone)]
@@ -44,7 +46,30 @@ struct ConnEntry {
     cntlid: Option<u16>,
     qid: u16,
     subnqn: Option<String>,
+    hostnqn: Option<String>,
+    peer: SocketAddr,
+    since_unix: u64,
+    counters: Arc<IoCounters>,
     tx: mpsc::UnboundedSender<Control>,
+}
+
+/// One NVMe controller (association) as the operator sees it: every queue of it together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerInfo {
+    /// Controller ID.
+    pub cntlid: u16,
+    /// Subsystem NQN.
+    pub subnqn: String,
+    /// Host NQN.
+    pub hostnqn: String,
+    /// Peer address of the admin queue (of the first queue seen when the admin queue is gone).
+    pub peer: String,
+    /// When the admin queue connected (seconds since the epoch).
+    pub since_unix: u64,
+    /// Live queues, admin queue included.
+    pub queues: usize,
+    /// I/O counters summed over the queues.
+    pub io: IoSnapshot,
 }
 
 /// State shared by all NVMe/TCP connections of this node.
@@ -54,8 +79,8 @@ pub struct NvmeShared {
     registry: Mutex<Registry>,
     /// Node-wide protocol limits.
     pub target: Arc<TargetConfig>,
-    /// The volume behind each (subsystem NQN, NSID).
-    namespaces: HashMap<(String, u32), Arc<ServedVolume>>,
+    /// The logical unit (volume and reservation state) behind each (subsystem NQN, NSID).
+    namespaces: HashMap<(String, u32), Arc<LuHandle>>,
     conns: Mutex<HashMap<u64, ConnEntry>>,
     next_conn: AtomicU64,
 }
@@ -65,9 +90,53 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl NvmeShared {
-    /// The volume exporting namespace `nsid` of `subnqn`.
-    fn volume(&self, subnqn: &str, nsid: u32) -> Option<Arc<ServedVolume>> {
+    /// The logical unit exporting namespace `nsid` of `subnqn`.
+    fn lu(&self, subnqn: &str, nsid: u32) -> Option<Arc<LuHandle>> {
         self.namespaces.get(&(subnqn.to_string(), nsid)).cloned()
+    }
+
+    /// Names of the volumes subsystem `nqn` exports.
+    pub fn volumes_of(&self, nqn: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .namespaces
+            .iter()
+            .filter(|((n, _), _)| n == nqn)
+            .map(|(_, lu)| lu.volume.name.clone())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// The live controllers of I/O subsystems (discovery controllers left out), by CNTLID.
+    pub fn controllers_info(&self) -> Vec<ControllerInfo> {
+        let conns = lock(&self.conns);
+        let mut by_cntlid: std::collections::BTreeMap<u16, ControllerInfo> = Default::default();
+        for e in conns.values() {
+            let (Some(cntlid), Some(subnqn), Some(hostnqn)) = (e.cntlid, &e.subnqn, &e.hostnqn)
+            else {
+                continue;
+            };
+            if subnqn == proto_nvmeof::DISCOVERY_NQN {
+                continue;
+            }
+            let c = by_cntlid.entry(cntlid).or_insert_with(|| ControllerInfo {
+                cntlid,
+                subnqn: subnqn.clone(),
+                hostnqn: hostnqn.clone(),
+                peer: e.peer.to_string(),
+                since_unix: e.since_unix,
+                queues: 0,
+                io: IoSnapshot::default(),
+            });
+            c.queues += 1;
+            c.io.add(&e.counters.snapshot());
+            if e.qid == 0 {
+                c.peer = e.peer.to_string();
+                c.since_unix = e.since_unix;
+            }
+        }
+        by_cntlid.into_values().collect()
     }
 
     /// The current snapshot of subsystem `nqn` (for the operator view and tests).
@@ -80,18 +149,28 @@ impl NvmeShared {
         lock(&self.registry).controllers_of(nqn).count()
     }
 
-    fn register_conn(&self, tx: mpsc::UnboundedSender<Control>) -> u64 {
+    /// Records a new connection; returns its id and the counters its commands bump.
+    fn register_conn(
+        &self,
+        tx: mpsc::UnboundedSender<Control>,
+        peer: SocketAddr,
+    ) -> (u64, Arc<IoCounters>) {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let counters = Arc::new(IoCounters::default());
         lock(&self.conns).insert(
             id,
             ConnEntry {
                 cntlid: None,
                 qid: 0,
                 subnqn: None,
+                hostnqn: None,
+                peer,
+                since_unix: crate::iscsi::unix_now(),
+                counters: Arc::clone(&counters),
                 tx,
             },
         );
-        id
+        (id, counters)
     }
 
     /// Admits a Connect and records which controller/queue/subsystem the connection now is,
@@ -108,6 +187,8 @@ impl NvmeShared {
             e.cntlid = Some(cntlid);
             e.qid = req.connect.qid;
             e.subnqn = Some(subnqn);
+            e.hostnqn = Some(req.connect.hostnqn.clone());
+            e.since_unix = crate::iscsi::unix_now();
         }
         a
     }
@@ -195,6 +276,7 @@ pub fn exports_anything(cfg: &Config) -> bool {
 pub async fn start(
     cfg: &Config,
     vols: &Volumes,
+    lus: &Lus,
     shutdown: Shutdown,
 ) -> Result<NvmeFrontend, String> {
     let nc = &cfg.nvme;
@@ -215,7 +297,7 @@ pub async fn start(
         io_in_capsule: nc.in_capsule_size,
         ..TargetConfig::default()
     });
-    let built = subsys::build(cfg, vols, &bound, &discovery_bound)?;
+    let built = subsys::build(cfg, lus, &bound, &discovery_bound)?;
     let shared = Arc::new(NvmeShared {
         registry: Mutex::new(built.registry),
         target,

@@ -17,7 +17,8 @@ use proto_nvmeof::{
 use super::config::derived_serial;
 use super::NvmeShared;
 use crate::config::Config;
-use crate::volumes::{ServedVolume, Volumes};
+use crate::lu::{LuHandle, Lus};
+use crate::volumes::Volumes;
 
 /// The ANA state hosts see for a volume access state (the role table of
 /// docs/architecture.md): standby and unavailable are inaccessible (0x302), a transition is
@@ -33,7 +34,7 @@ pub fn ana_state(s: AccessState) -> AnaState {
 /// The registry and namespace map of a freshly configured node.
 pub(super) struct Built {
     pub registry: Registry,
-    pub namespaces: HashMap<(String, u32), Arc<ServedVolume>>,
+    pub namespaces: HashMap<(String, u32), Arc<LuHandle>>,
 }
 
 fn portal(advertised: SocketAddr, portid: u16) -> Portal {
@@ -52,7 +53,7 @@ fn portal(advertised: SocketAddr, portid: u16) -> Portal {
 /// Builds the subsystems, namespaces and discovery log of this node.
 pub(super) fn build(
     cfg: &Config,
-    vols: &Volumes,
+    lus: &Lus,
     bound: &[SocketAddr],
     discovery_bound: &[SocketAddr],
 ) -> Result<Built, String> {
@@ -67,11 +68,11 @@ pub(super) fn build(
         } else {
             Some(sc.allowed_hosts.clone().unwrap_or_default())
         };
-        // No reservation store yet: hosts see reservations as unsupported.
-        s.reservations = false;
+        // Reservations act on each volume's one SCSI/NVMe reservation state.
+        s.reservations = true;
         s.ana_groups.clear();
         for n in &sc.namespaces {
-            let Some(v) = vols.get(&n.volume) else {
+            let Some(lu) = lus.get(&n.volume) else {
                 if sc.any_host {
                     tracing::info!(subsystem = %sc.nqn, volume = %n.volume, "no such volume: the default subsystem leaves it out");
                     continue;
@@ -81,6 +82,7 @@ pub(super) fn build(
                     sc.nqn, n.nsid, n.volume
                 ));
             };
+            let v = &lu.volume;
             s.namespaces.push(Namespace {
                 nsid: n.nsid,
                 volume_uuid: v.volume.uuid(),
@@ -93,7 +95,7 @@ pub(super) fn build(
                 state: ana_state(v.volume.access_state()),
                 change_count: 1,
             });
-            namespaces.insert((sc.nqn.clone(), n.nsid), Arc::clone(v));
+            namespaces.insert((sc.nqn.clone(), n.nsid), Arc::clone(lu));
         }
         registry.set_subsystem(Arc::new(s));
     }
@@ -136,9 +138,9 @@ pub(super) fn follow_access_states(
     shutdown: &crate::serve::Shutdown,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut by_volume: HashMap<String, Vec<(String, u32)>> = HashMap::new();
-    for ((nqn, nsid), v) in &shared.namespaces {
+    for ((nqn, nsid), lu) in &shared.namespaces {
         by_volume
-            .entry(v.name.clone())
+            .entry(lu.volume.name.clone())
             .or_default()
             .push((nqn.clone(), *nsid));
     }

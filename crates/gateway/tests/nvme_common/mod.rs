@@ -59,11 +59,19 @@ pub fn config(dir: &std::path::Path, portals: usize) -> Config {
 impl Node {
     /// Starts a node with `config(dir, portals)` changed by `edit`.
     pub async fn start(portals: usize, edit: impl FnOnce(&mut Config)) -> Node {
+        Node::start_in(tempfile::tempdir().unwrap(), portals, edit).await
+    }
+
+    /// Starts a node keeping its volumes in `dir` (a restart of an earlier node).
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        portals: usize,
+        edit: impl FnOnce(&mut Config),
+    ) -> Node {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let dir = tempfile::tempdir().unwrap();
         let mut cfg = config(dir.path(), portals);
         edit(&mut cfg);
         cfg.validate().unwrap();
@@ -92,11 +100,22 @@ impl Node {
     }
 
     /// Signals shutdown, waits for every connection and listener, closes the volumes.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        self.stop_keeping_data().await;
+    }
+
+    /// Stops like [`Node::stop`] and hands back the data directory for a restart.
+    pub async fn stop_keeping_data(mut self) -> tempfile::TempDir {
         let _ = self.shutdown.send(true);
         if let Some(f) = self.fronts.take() {
             f.join().await;
         }
         gateway::volumes::close_all(&self.vols).await;
+        self._dir
+    }
+
+    /// The logical unit (and reservation state) of volume `name`.
+    pub fn lu(&self, name: &str) -> std::sync::Arc<gateway::lu::LuHandle> {
+        self.fronts.as_ref().unwrap().lus[name].clone()
     }
 }
