@@ -45,6 +45,31 @@ pub struct Config {
     pub iscsi: IscsiConfig,
     /// The NVMe/TCP front end.
     pub nvme: crate::nvme::config::NvmeConfig,
+    /// The admin HTTP API (`tandem status`, Prometheus metrics).
+    pub admin: AdminConfig,
+}
+
+/// The admin HTTP API: `GET /v1/volumes` (what `tandem status` shows) and `GET /metrics`.
+/// It has no authentication, so it listens on loopback unless told otherwise.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Serve the admin API at all.
+    pub enabled: bool,
+    /// Listen address.
+    pub listen: SocketAddr,
+}
+
+/// Where the admin API listens by default (and where `tandem status` looks).
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9740";
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9740)),
+        }
+    }
 }
 
 /// One volume.
@@ -214,6 +239,7 @@ impl Default for Config {
             }],
             iscsi: IscsiConfig::default(),
             nvme: Default::default(),
+            admin: AdminConfig::default(),
         }
     }
 }

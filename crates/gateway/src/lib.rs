@@ -2,6 +2,7 @@
 //! volumes, runs the iSCSI and NVMe/TCP front ends over tokio sockets, and drives the sans-IO
 //! protocol state machines of `proto-iscsi` and `proto-nvmeof` against `blockstore` volumes.
 
+pub mod admin;
 pub mod config;
 pub mod counters;
 pub mod frontends;
@@ -10,4 +11,5 @@ pub mod lu;
 pub mod nvme;
 pub mod reservations;
 pub mod serve;
+pub mod status;
 pub mod volumes;

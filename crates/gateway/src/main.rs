@@ -24,6 +24,44 @@ enum Command {
     /// Measure a target with the built-in initiator.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Show the volumes of a running daemon and the hosts attached over each protocol.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct StatusArgs {
+    /// The daemon's admin API address (`[admin] listen`).
+    #[arg(long, default_value = gateway::config::DEFAULT_ADMIN_LISTEN)]
+    admin: std::net::SocketAddr,
+    /// Print the JSON document of `GET /v1/volumes` instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn status(args: &StatusArgs) -> ExitCode {
+    match gateway::status::fetch(args.admin) {
+        Ok(doc) if args.json => match serde_json::to_string_pretty(&doc) {
+            Ok(j) => {
+                println!("{j}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tandem status: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Ok(doc) => {
+            print!(
+                "{}",
+                gateway::status::table(&doc, gateway::iscsi::unix_now())
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tandem status: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -55,6 +93,9 @@ struct ServeArgs {
     /// Override the address the discovery log advertises (applies to every NVMe/TCP portal).
     #[arg(long)]
     nvme_advertise: Option<std::net::IpAddr>,
+    /// Override the admin API's listen address (`[admin] listen`; enables it).
+    #[arg(long)]
+    admin_listen: Option<std::net::SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -67,6 +108,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::Status(args) => status(&args),
         Command::ExampleConfig => {
             print!("{}", gateway::config::EXAMPLE);
             ExitCode::SUCCESS
@@ -139,6 +181,10 @@ fn main() -> ExitCode {
                 for p in &mut cfg.nvme.portals {
                     p.advertise = Some(std::net::SocketAddr::new(ip, p.listen.port()));
                 }
+            }
+            if let Some(a) = args.admin_listen {
+                cfg.admin.enabled = true;
+                cfg.admin.listen = a;
             }
             if let Err(e) = cfg.validate() {
                 eprintln!("tandem: {e}");

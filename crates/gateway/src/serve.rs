@@ -8,11 +8,34 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let vols = volumes::open_all(&cfg).await?;
     let shutdown = tokio_util_shutdown();
     let fronts = crate::frontends::start(&cfg, &vols, shutdown.clone()).await?;
+    // The admin API is for operators; a taken port must not stop hosts' I/O (several
+    // daemons on one machine, e.g. tests, share the default), so it is reported, not fatal.
+    let admin = if cfg.admin.enabled {
+        let view = crate::status::NodeView::new(&cfg, &fronts);
+        match crate::admin::start(cfg.admin.listen, view, &shutdown).await {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::error!(error = %e, "admin API not started (tandem status and /metrics are unavailable)");
+                None
+            }
+        }
+    } else {
+        None
+    };
     crate::frontends::print_attach_help(&cfg, &vols, &fronts);
+    if let Some(a) = &admin {
+        println!(
+            "admin API http://{}/v1/volumes (tandem status --admin {})",
+            a.bound, a.bound
+        );
+    }
     wait_for_signal().await;
     tracing::info!("shutting down: finishing in-flight commands");
     let _ = shutdown.send(true);
     fronts.join().await;
+    if let Some(a) = admin {
+        let _ = a.task.await;
+    }
     volumes::close_all(&vols).await;
     tracing::info!("volumes flushed and closed");
     Ok(())

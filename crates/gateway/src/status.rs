@@ -1,0 +1,406 @@
+//! The operator's view of a node: every volume with its identity, role, engine counters,
+//! exports, reservation and the hosts attached now over each protocol. The daemon builds it
+//! ([`NodeView::volumes`]) for `GET /v1/volumes`; `tandem status` fetches it ([`fetch`]) and
+//! prints it ([`table`]) so an operator sees, for instance, which hosts are still on iSCSI.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::counters::IoSnapshot;
+use crate::iscsi::IscsiShared;
+use crate::lu::Lus;
+use crate::nvme::NvmeShared;
+
+/// The document `GET /v1/volumes` returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumesDoc {
+    /// Every served volume, by name.
+    pub volumes: Vec<VolumeStatus>,
+}
+
+/// One volume as the operator sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumeStatus {
+    /// Configured name.
+    pub name: String,
+    /// Volume UUID (the identity both protocols report).
+    pub uuid: String,
+    /// Capacity in bytes.
+    pub size_bytes: u64,
+    /// Logical block size.
+    pub block_size: u32,
+    /// Role on this node (primary, standby, ...).
+    pub role: String,
+    /// Role epoch.
+    pub epoch: u64,
+    /// Access state hosts see (optimized, standby, transitioning, unavailable).
+    pub access_state: String,
+    /// Engine counters.
+    pub engine: EngineStats,
+    /// Where the volume is exported.
+    pub exports: Exports,
+    /// The shared SCSI/NVMe reservation state.
+    pub reservation: ReservationStatus,
+    /// Hosts attached now, per protocol.
+    pub hosts: Hosts,
+}
+
+/// The engine counters of a volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineStats {
+    /// Read requests.
+    pub reads: u64,
+    /// Write requests.
+    pub writes: u64,
+    /// Bytes read.
+    pub read_bytes: u64,
+    /// Bytes written.
+    pub write_bytes: u64,
+    /// Flush requests.
+    pub flushes: u64,
+    /// Flusher runs that copied something from the log to the extent.
+    pub flusher_runs: u64,
+    /// Bytes of write-ahead log in use.
+    pub log_used_bytes: u64,
+    /// Size of the write-ahead log.
+    pub log_size_bytes: u64,
+    /// Blocks whose newest version is only in the log.
+    pub dirty_blocks: u64,
+}
+
+/// Where a volume is exported.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exports {
+    /// `target IQN` and LUN pairs.
+    pub iscsi: Vec<IscsiExport>,
+    /// Subsystem NQN and NSID pairs.
+    pub nvme: Vec<NvmeExport>,
+}
+
+/// One iSCSI LUN of the volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IscsiExport {
+    /// Target IQN.
+    pub target: String,
+    /// LUN.
+    pub lun: u16,
+}
+
+/// One NVMe namespace of the volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NvmeExport {
+    /// Subsystem NQN.
+    pub subsystem: String,
+    /// Namespace ID.
+    pub nsid: u32,
+}
+
+/// The volume's persistent reservation, shared by both protocols.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationStatus {
+    /// PRGENERATION.
+    pub generation: u32,
+    /// Reservation type (SPC-4 / NVMe name), if reserved.
+    pub kind: Option<String>,
+    /// Holder, for types with one.
+    pub holder: Option<String>,
+    /// Registrants (SCSI initiator ports and NVMe host identities).
+    pub registrants: Vec<String>,
+}
+
+/// Attached hosts per protocol.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hosts {
+    /// iSCSI sessions to a target exporting the volume.
+    pub iscsi: Vec<HostStatus>,
+    /// NVMe controllers of a subsystem exporting the volume.
+    pub nvme: Vec<HostStatus>,
+}
+
+/// One attached host: an iSCSI session or an NVMe controller (all its queues).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostStatus {
+    /// Initiator IQN or host NQN.
+    pub host: String,
+    /// Target IQN or subsystem NQN it is attached through.
+    pub via: String,
+    /// Peer address.
+    pub address: String,
+    /// Connected since (seconds since the epoch).
+    pub since_unix: u64,
+    /// Commands of the session or controller (all its volumes together).
+    pub io: IoSnapshot,
+}
+
+/// What the daemon needs to describe itself.
+#[derive(Debug, Clone)]
+pub struct NodeView {
+    /// The configuration served.
+    pub cfg: Config,
+    /// Every volume's logical unit (and through it the volume).
+    pub lus: Lus,
+    /// The iSCSI front end's shared state, when it runs.
+    pub iscsi: Option<Arc<IscsiShared>>,
+    /// The NVMe/TCP front end's shared state, when it runs.
+    pub nvme: Option<Arc<NvmeShared>>,
+}
+
+fn lower_debug(v: impl std::fmt::Debug) -> String {
+    format!("{v:?}").to_lowercase()
+}
+
+impl NodeView {
+    /// Builds the view of a node from its running front ends.
+    pub fn new(cfg: &Config, fronts: &crate::frontends::Frontends) -> NodeView {
+        NodeView {
+            cfg: cfg.clone(),
+            lus: fronts.lus.clone(),
+            iscsi: fronts.iscsi.as_ref().map(|i| Arc::clone(&i.shared)),
+            nvme: fronts.nvme.as_ref().map(|n| Arc::clone(&n.shared)),
+        }
+    }
+
+    /// The state of every volume now.
+    pub fn volumes(&self) -> VolumesDoc {
+        let volumes = self
+            .lus
+            .iter()
+            .map(|(name, lu)| {
+                let v = &lu.volume.volume;
+                let st = v.stats();
+                let role = v.role_state();
+                VolumeStatus {
+                    name: name.clone(),
+                    uuid: uuid::Uuid::from_bytes(v.uuid()).to_string(),
+                    size_bytes: v.capacity_blocks() * u64::from(v.block_size()),
+                    block_size: v.block_size(),
+                    role: lower_debug(role.role),
+                    epoch: role.epoch,
+                    access_state: lower_debug(v.access_state()),
+                    engine: EngineStats {
+                        reads: st.reads,
+                        writes: st.writes,
+                        read_bytes: st.read_bytes,
+                        write_bytes: st.write_bytes,
+                        flushes: st.flushes,
+                        flusher_runs: st.flusher_runs,
+                        log_used_bytes: st.log_used_bytes,
+                        log_size_bytes: st.log_size_bytes,
+                        dirty_blocks: st.dirty_blocks,
+                    },
+                    exports: self.exports(name),
+                    reservation: reservation(lu.lock().pr_state()),
+                    hosts: self.hosts(name),
+                }
+            })
+            .collect();
+        VolumesDoc { volumes }
+    }
+
+    fn exports(&self, name: &str) -> Exports {
+        let mut e = Exports::default();
+        if self.iscsi.is_some() {
+            for t in &self.cfg.iscsi.targets {
+                for l in t.luns.iter().filter(|l| l.volume == name) {
+                    e.iscsi.push(IscsiExport {
+                        target: t.iqn.clone(),
+                        lun: l.id,
+                    });
+                }
+            }
+        }
+        if let Some(n) = &self.nvme {
+            for s in &self.cfg.nvme.subsystems {
+                if n.volumes_of(&s.nqn).iter().any(|v| v == name) {
+                    for ns in s.namespaces.iter().filter(|ns| ns.volume == name) {
+                        e.nvme.push(NvmeExport {
+                            subsystem: s.nqn.clone(),
+                            nsid: ns.nsid,
+                        });
+                    }
+                }
+            }
+        }
+        e
+    }
+
+    fn hosts(&self, name: &str) -> Hosts {
+        let mut h = Hosts::default();
+        if let Some(i) = &self.iscsi {
+            let sessions = i.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            for s in sessions.values() {
+                let exports = i
+                    .targets
+                    .get(&s.target)
+                    .is_some_and(|t| t.luns.values().any(|lu| lu.volume.name == name));
+                if exports {
+                    h.iscsi.push(HostStatus {
+                        host: s.initiator.clone(),
+                        via: s.target.clone(),
+                        address: s.peer.clone(),
+                        since_unix: s.since_unix,
+                        io: s.counters.snapshot(),
+                    });
+                }
+            }
+        }
+        if let Some(n) = &self.nvme {
+            for c in n.controllers_info() {
+                if n.volumes_of(&c.subnqn).iter().any(|v| v == name) {
+                    h.nvme.push(HostStatus {
+                        host: c.hostnqn,
+                        via: format!("{} (cntlid {}, {} queues)", c.subnqn, c.cntlid, c.queues),
+                        address: c.peer,
+                        since_unix: c.since_unix,
+                        io: c.io,
+                    });
+                }
+            }
+        }
+        h
+    }
+}
+
+fn reservation(st: &proto_iscsi::scsi::PrState) -> ReservationStatus {
+    ReservationStatus {
+        generation: st.generation,
+        kind: st.reservation.as_ref().map(|r| lower_debug(r.kind)),
+        holder: st
+            .reservation
+            .as_ref()
+            .and_then(|r| r.holder.as_ref())
+            .map(|p| p.initiator_port.clone()),
+        registrants: st
+            .registrations
+            .iter()
+            .map(|r| r.port.initiator_port.clone())
+            .collect(),
+    }
+}
+
+/// Why `tandem status` could not get the node's state.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// No connection or a broken one.
+    #[error("admin API at {addr}: {source}")]
+    Io {
+        /// The address tried.
+        addr: SocketAddr,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// Not an HTTP 200 with a JSON body of the expected shape.
+    #[error("admin API at {addr}: {what}")]
+    Protocol {
+        /// The address tried.
+        addr: SocketAddr,
+        /// What was wrong.
+        what: String,
+    },
+}
+
+/// GET `path` from the admin API with a plain HTTP/1.1 request; returns the body of a 200.
+pub fn get(addr: SocketAddr, path: &str) -> Result<String, FetchError> {
+    let io = |source| FetchError::Io { addr, source };
+    let proto = |what: String| FetchError::Protocol { addr, what };
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(io)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(io)?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(io)?;
+    let mut raw = Vec::new();
+    s.take(64 << 20).read_to_end(&mut raw).map_err(io)?;
+    let text = String::from_utf8(raw).map_err(|_| proto("response is not UTF-8".into()))?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| proto("no end of headers".into()))?;
+    let status = head.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) != Some("200") {
+        return Err(proto(format!("answered {status:?}")));
+    }
+    Ok(body.to_string())
+}
+
+/// Fetches `GET /v1/volumes`.
+pub fn fetch(addr: SocketAddr) -> Result<VolumesDoc, FetchError> {
+    let body = get(addr, "/v1/volumes")?;
+    serde_json::from_str(&body).map_err(|e| FetchError::Protocol {
+        addr,
+        what: format!("unexpected JSON: {e}"),
+    })
+}
+
+/// "3m12s" for a duration in seconds.
+fn ago(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{:02}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+/// The human-readable table `tandem status` prints; `now_unix` makes "connected for" exact.
+pub fn table(doc: &VolumesDoc, now_unix: u64) -> String {
+    let mut out = String::new();
+    for v in &doc.volumes {
+        out.push_str(&format!(
+            "volume {}  uuid {}  {} bytes ({}-byte blocks)  role {} epoch {}  {}\n",
+            v.name, v.uuid, v.size_bytes, v.block_size, v.role, v.epoch, v.access_state
+        ));
+        if let Some(kind) = &v.reservation.kind {
+            out.push_str(&format!(
+                "  reservation {kind} held by {}\n",
+                v.reservation.holder.as_deref().unwrap_or("all registrants")
+            ));
+        }
+        let rows: Vec<(&str, &HostStatus)> = v
+            .hosts
+            .iscsi
+            .iter()
+            .map(|h| ("iscsi", h))
+            .chain(v.hosts.nvme.iter().map(|h| ("nvme", h)))
+            .collect();
+        if rows.is_empty() {
+            out.push_str("  no hosts attached\n");
+            continue;
+        }
+        let w = rows
+            .iter()
+            .map(|(_, h)| h.host.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let a = rows
+            .iter()
+            .map(|(_, h)| h.address.len())
+            .max()
+            .unwrap_or(7)
+            .max(7);
+        out.push_str(&format!(
+            "  {:<8} {:<w$} {:<a$} {:>9} {:>10} {:>10} {:>8}\n",
+            "PROTOCOL", "HOST", "ADDRESS", "CONNECTED", "READS", "WRITES", "OTHER"
+        ));
+        for (proto, h) in rows {
+            out.push_str(&format!(
+                "  {:<8} {:<w$} {:<a$} {:>9} {:>10} {:>10} {:>8}\n",
+                proto,
+                h.host,
+                h.address,
+                ago(now_unix.saturating_sub(h.since_unix)),
+                h.io.reads,
+                h.io.writes,
+                h.io.other
+            ));
+        }
+    }
+    out
+}
