@@ -1,0 +1,258 @@
+//! The operator's view: a node serving one volume over iSCSI and NVMe/TCP, a host attached
+//! over each (a raw iSCSI login over TCP, the Rust NVMe/TCP initiator), and the admin API's
+//! `/v1/volumes`, `/metrics` and `tandem status` table listing each host under its protocol
+//! with counters that move.
+
+mod nvme_common;
+
+use bytes::{Bytes, BytesMut};
+use gateway::config::PortalConfig;
+use gateway::nvme::config::DEFAULT_NQN;
+use gateway::status::{self, HostStatus, NodeView};
+use nvme_common::{Node, HOST_B};
+use nvme_initiator::{Controller, HostOptions};
+use proto_iscsi::pdu::{
+    Digests, LoginRequest, Lun, Pdu, PduDecoder, ScsiCommand, Stage, TaskAttribute,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const INITIATOR: &str = "iqn.2026-01.io.tandem:status-test";
+
+/// A bare iSCSI session: login straight into the full feature phase, then READ(10)s.
+struct RawSession {
+    s: TcpStream,
+    rx: BytesMut,
+    cmd_sn: u32,
+    exp_stat_sn: u32,
+    itt: u32,
+}
+
+impl RawSession {
+    async fn send(&mut self, pdu: Pdu) {
+        let mut out = BytesMut::new();
+        pdu.encode(Digests::default(), &mut out).unwrap();
+        self.s.write_all(&out).await.unwrap();
+    }
+
+    async fn recv(&mut self) -> Pdu {
+        let dec = PduDecoder::new();
+        loop {
+            if let Some(p) = dec.decode_from(&mut self.rx).unwrap() {
+                return p;
+            }
+            let mut buf = [0u8; 65536];
+            let n = self.s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "target closed the connection");
+            self.rx.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    async fn login(addr: std::net::SocketAddr, target: &str) -> RawSession {
+        let s = TcpStream::connect(addr).await.unwrap();
+        let mut me = RawSession {
+            s,
+            rx: BytesMut::new(),
+            cmd_sn: 1,
+            exp_stat_sn: 0,
+            itt: 1,
+        };
+        let text = format!(
+            "InitiatorName={INITIATOR}\0TargetName={target}\0SessionType=Normal\0\
+             HeaderDigest=None\0DataDigest=None\0"
+        );
+        me.send(Pdu::LoginRequest(LoginRequest {
+            transit: true,
+            csg: Stage::OperationalNegotiation,
+            nsg: Stage::FullFeaturePhase,
+            isid: [0x40, 0, 0, 0, 0, 1],
+            itt: 0,
+            cmd_sn: 1,
+            data: Bytes::from(text),
+            ..LoginRequest::default()
+        }))
+        .await;
+        match me.recv().await {
+            Pdu::LoginResponse(r) => {
+                assert_eq!((r.status_class, r.status_detail), (0, 0), "login accepted");
+                assert!(r.transit && r.nsg == Stage::FullFeaturePhase, "{r:?}");
+                me.exp_stat_sn = r.stat_sn.wrapping_add(1);
+            }
+            other => panic!("expected a login response, got {other:?}"),
+        }
+        me
+    }
+
+    /// READ(10) of one 512-byte block at LBA 0; returns the SCSI status.
+    async fn read_block(&mut self) -> u8 {
+        let itt = self.itt;
+        self.itt += 1;
+        let cdb = [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        self.send(Pdu::ScsiCommand(ScsiCommand {
+            final_: true,
+            read: true,
+            attr: TaskAttribute::Simple,
+            lun: Lun::from_index(0),
+            itt,
+            expected_data_transfer_length: 512,
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+            cdb: Bytes::copy_from_slice(&cdb),
+            ..ScsiCommand::default()
+        }))
+        .await;
+        self.cmd_sn += 1;
+        loop {
+            match self.recv().await {
+                Pdu::DataIn(d) if d.itt == itt => {
+                    if let Some(status) = d.status {
+                        self.exp_stat_sn = d.stat_sn.wrapping_add(1);
+                        return status;
+                    }
+                }
+                Pdu::ScsiResponse(r) => {
+                    self.exp_stat_sn = r.stat_sn.wrapping_add(1);
+                    return r.status;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn the_host<'a>(list: &'a [HostStatus], name: &str) -> &'a HostStatus {
+    list.iter()
+        .find(|h| h.host == name)
+        .unwrap_or_else(|| panic!("{name} not listed in {list:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_lists_hosts_per_protocol_with_moving_counters() {
+    let node = Node::start(1, |cfg| {
+        cfg.iscsi.enabled = true;
+        cfg.iscsi.portals = vec![PortalConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            advertise: None,
+            tpgt: 1,
+        }];
+    })
+    .await;
+    let fronts = node.fronts.as_ref().unwrap();
+    let iscsi_addr = fronts.iscsi.as_ref().unwrap().bound[0];
+    let target = node.cfg.iscsi.targets[0].iqn.clone();
+    let view = NodeView::new(&node.cfg, fronts);
+    let admin = gateway::admin::start("127.0.0.1:0".parse().unwrap(), view, &node.shutdown)
+        .await
+        .unwrap();
+    let fetch = move || tokio::task::spawn_blocking(move || status::fetch(admin.bound).unwrap());
+
+    let doc = fetch().await.unwrap();
+    let v = &doc.volumes[0];
+    assert_eq!(v.name, "default");
+    assert!(v.hosts.iscsi.is_empty() && v.hosts.nvme.is_empty());
+    assert_eq!(v.exports.iscsi[0].target, target);
+    assert_eq!(v.exports.nvme[0].subsystem, DEFAULT_NQN);
+    assert_eq!(v.role, "primary");
+
+    // attach over both protocols and do some I/O
+    let mut sess = RawSession::login(iscsi_addr, &target).await;
+    for _ in 0..3 {
+        sess.read_block().await; // the first answers the power-on unit attention
+    }
+    let host = HostOptions {
+        hostnqn: HOST_B.into(),
+        ..HostOptions::default()
+    };
+    let c = Controller::connect(node.io[0], DEFAULT_NQN, &host)
+        .await
+        .unwrap();
+    let bs = c.identify_namespace(1).await.unwrap().block_size;
+    c.write(0, 1, 8, Bytes::from(vec![3u8; bs as usize]), bs, false)
+        .await
+        .unwrap();
+    c.read(0, 1, 8, 1, bs).await.unwrap();
+
+    let doc = fetch().await.unwrap();
+    let v = &doc.volumes[0];
+    let i = the_host(&v.hosts.iscsi, INITIATOR);
+    assert!(i.via == target && i.address.starts_with("127.0.0.1:"));
+    assert!(i.io.reads >= 2, "{i:?}");
+    let n = the_host(&v.hosts.nvme, HOST_B);
+    assert_eq!((n.io.reads, n.io.writes), (1, 1));
+    assert_eq!(n.io.write_bytes, u64::from(bs));
+    assert!(v.hosts.nvme.iter().all(|h| h.host != INITIATOR));
+    assert!(v.engine.writes >= 1);
+
+    // counters move
+    assert_eq!(sess.read_block().await, 0);
+    c.read(0, 1, 8, 1, bs).await.unwrap();
+    let doc2 = fetch().await.unwrap();
+    let v2 = &doc2.volumes[0];
+    assert_eq!(
+        the_host(&v2.hosts.iscsi, INITIATOR).io.reads,
+        i.io.reads + 1
+    );
+    assert_eq!(the_host(&v2.hosts.nvme, HOST_B).io.reads, 2);
+
+    // the table and the metrics show them too
+    let table = status::table(&doc2, gateway::iscsi::unix_now());
+    let line = |proto: &str, host: &str| {
+        table
+            .lines()
+            .any(|l| l.trim_start().starts_with(proto) && l.contains(host))
+    };
+    assert!(line("iscsi", INITIATOR), "{table}");
+    assert!(line("nvme", HOST_B), "{table}");
+    let metrics = tokio::task::spawn_blocking(move || status::get(admin.bound, "/metrics"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        metrics.contains(r#"tandem_volume_hosts{volume="default",protocol="iscsi"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"tandem_volume_hosts{volume="default",protocol="nvme"} 1"#));
+    assert!(metrics.contains("tandem_volume_flusher_runs_total{volume=\"default\"}"));
+
+    // and so does the `tandem status` command, as a table and as JSON
+    let admin_addr = admin.bound.to_string();
+    let run = move |json: bool| {
+        let addr = admin_addr.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"));
+            cmd.args(["status", "--admin", &addr]);
+            if json {
+                cmd.arg("--json");
+            }
+            let out = cmd.output().unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8(out.stdout).unwrap()
+        })
+    };
+    let printed = run(false).await.unwrap();
+    assert!(printed.contains("volume default"), "{printed}");
+    assert!(printed
+        .lines()
+        .any(|l| l.contains("iscsi") && l.contains(INITIATOR)));
+    assert!(printed
+        .lines()
+        .any(|l| l.contains("nvme") && l.contains(HOST_B)));
+    let json: status::VolumesDoc = serde_json::from_str(&run(true).await.unwrap()).unwrap();
+    assert_eq!(the_host(&json.volumes[0].hosts.nvme, HOST_B).host, HOST_B);
+
+    // a host that leaves disappears
+    c.shutdown().await.unwrap();
+    drop(c);
+    drop(sess);
+    let mut gone = false;
+    for _ in 0..50 {
+        let d = fetch().await.unwrap();
+        if d.volumes[0].hosts.iscsi.is_empty() && d.volumes[0].hosts.nvme.is_empty() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(gone, "hosts still listed after they left");
+    node.stop().await;
+}
