@@ -821,20 +821,46 @@ impl Engine {
     /// Reads whole blocks at `lba` into `buf`: the newest data, never-written and trimmed blocks
     /// as zeros.
     pub fn read_into(&self, lba: u64, buf: &mut [u8]) -> Result<()> {
+        self.read_pieces(lba, buf, false).map(|_| ())
+    }
+
+    /// [`Engine::read_into`] for callers on async threads: succeeds only if every piece is in
+    /// memory (page cache), and returns `None` when the read would have to wait for the disk.
+    pub fn try_read_nowait(&self, lba: u64, buf: &mut [u8]) -> Option<Result<()>> {
+        match self.read_pieces(lba, buf, true) {
+            Ok(true) => Some(Ok(())),
+            Ok(false) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// The read path of both: the index laid over the extent. With `nowait`, returns
+    /// `Ok(false)` as soon as a piece would wait for the disk.
+    fn read_pieces(&self, lba: u64, buf: &mut [u8], nowait: bool) -> Result<bool> {
         self.check_alive()?;
         self.gate()?;
         let blocks = self.blocks_of(buf.len())?;
         self.check_range(lba, blocks)?;
         let bs = u64::from(self.block_size);
+        let read = |file: &Arc<dyn BlockFile>, out: &mut [u8], off: u64| -> Result<bool> {
+            if nowait {
+                Ok(file.read_at_nowait(out, off)?)
+            } else {
+                file.read_at(out, off)?;
+                Ok(true)
+            }
+        };
         let _r = self.reclaim.read().unwrap_or_else(|e| e.into_inner());
         let pieces = {
             let index = self.index.read().unwrap_or_else(|e| e.into_inner());
             if index.entries() == 0 {
                 // Everything is in the extent (the common case once the flusher has run).
                 drop(index);
-                self.extent.read_at(buf, lba * bs)?;
-                self.stats.add_read(buf.len() as u64);
-                return Ok(());
+                let done = read(&self.extent, buf, lba * bs)?;
+                if done {
+                    self.stats.add_read(buf.len() as u64);
+                }
+                return Ok(done);
             }
             index.lookup(lba, blocks)
         };
@@ -842,66 +868,20 @@ impl Engine {
             let from = ((start - lba) * bs) as usize;
             let to = from + (len * bs) as usize;
             let out = &mut buf[from..to];
-            match loc {
-                None => self.extent.read_at(out, start * bs)?,
-                Some(Loc::Zero { .. }) => out.fill(0),
-                Some(Loc::Log { virt, .. }) => self.wal.read_at(out, virt % self.wal_size)?,
-            }
-        }
-        self.stats.add_read(buf.len() as u64);
-        Ok(())
-    }
-
-    /// [`Engine::read_into`] for callers on async threads: succeeds only if every piece is in
-    /// memory (page cache), and returns `None` when the read would have to wait for the disk.
-    pub fn try_read_nowait(&self, lba: u64, buf: &mut [u8]) -> Option<Result<()>> {
-        if let Err(e) = self.check_alive().and_then(|_| self.gate()) {
-            return Some(Err(e));
-        }
-        let blocks = match self.blocks_of(buf.len()) {
-            Ok(b) => b,
-            Err(e) => return Some(Err(e)),
-        };
-        if let Err(e) = self.check_range(lba, blocks) {
-            return Some(Err(e));
-        }
-        let bs = u64::from(self.block_size);
-        let _r = self.reclaim.read().unwrap_or_else(|e| e.into_inner());
-        let pieces = {
-            let index = self.index.read().unwrap_or_else(|e| e.into_inner());
-            if index.entries() == 0 {
-                drop(index);
-                return match self.extent.read_at_nowait(buf, lba * bs) {
-                    Ok(true) => {
-                        self.stats.add_read(buf.len() as u64);
-                        Some(Ok(()))
-                    }
-                    Ok(false) => None,
-                    Err(e) => Some(Err(e.into())),
-                };
-            }
-            index.lookup(lba, blocks)
-        };
-        for (start, len, loc) in pieces {
-            let from = ((start - lba) * bs) as usize;
-            let to = from + (len * bs) as usize;
-            let out = &mut buf[from..to];
-            let r = match loc {
-                None => self.extent.read_at_nowait(out, start * bs),
+            let done = match loc {
+                None => read(&self.extent, out, start * bs)?,
                 Some(Loc::Zero { .. }) => {
                     out.fill(0);
-                    Ok(true)
+                    true
                 }
-                Some(Loc::Log { virt, .. }) => self.wal.read_at_nowait(out, virt % self.wal_size),
+                Some(Loc::Log { virt, .. }) => read(&self.wal, out, virt % self.wal_size)?,
             };
-            match r {
-                Ok(true) => {}
-                Ok(false) => return None,
-                Err(e) => return Some(Err(e.into())),
+            if !done {
+                return Ok(false);
             }
         }
         self.stats.add_read(buf.len() as u64);
-        Some(Ok(()))
+        Ok(true)
     }
 
     // ----- resize and shutdown -----------------------------------------------------------

@@ -8,6 +8,7 @@ pub mod counters;
 pub mod frontends;
 pub mod iscsi;
 pub mod lu;
+pub mod net;
 pub mod nvme;
 pub mod reservations;
 pub mod serve;

@@ -127,7 +127,8 @@ pub async fn start(cfg: &Config, lus: &Lus, shutdown: Shutdown) -> Result<IscsiF
     let mut listeners = Vec::new();
     let mut bound = Vec::new();
     for p in &ic.portals {
-        let l = bind(p.listen).map_err(|e| format!("iSCSI portal {}: {e}", p.listen))?;
+        let l =
+            crate::net::bind(p.listen).map_err(|e| format!("iSCSI portal {}: {e}", p.listen))?;
         let addr = l.local_addr().map_err(|e| e.to_string())?;
         bound.push(addr);
         listeners.push((l, p.tpgt));
@@ -171,27 +172,6 @@ pub async fn start(cfg: &Config, lus: &Lus, shutdown: Shutdown) -> Result<IscsiF
     })
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let domain = socket2::Domain::for_address(addr);
-    let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
-    s.set_reuse_address(true)?;
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
-    s.listen(128)?;
-    TcpListener::from_std(s.into())
-}
-
-/// Prepares an accepted socket: no Nagle delay (iSCSI is request/response), keepalive so a
-/// vanished host is noticed even when no NOP exchange is running.
-fn tune(stream: &tokio::net::TcpStream) {
-    let s = socket2::SockRef::from(stream);
-    let _ = s.set_nodelay(true);
-    let ka = socket2::TcpKeepalive::new()
-        .with_time(Duration::from_secs(30))
-        .with_interval(Duration::from_secs(10));
-    let _ = s.set_tcp_keepalive(&ka);
-}
-
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<IscsiShared>,
@@ -203,7 +183,7 @@ async fn accept_loop(
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    tune(&stream);
+                    crate::net::tune(&stream);
                     let shared = shared.clone();
                     let rx = shutdown.clone();
                     conns.spawn(async move {

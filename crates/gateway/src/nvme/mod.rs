@@ -283,13 +283,13 @@ pub async fn start(
     let mut listeners = Vec::new();
     let mut bound = Vec::new();
     for p in &nc.portals {
-        let l = bind(p.listen).map_err(|e| format!("NVMe portal {}: {e}", p.listen))?;
+        let l = crate::net::bind(p.listen).map_err(|e| format!("NVMe portal {}: {e}", p.listen))?;
         bound.push(l.local_addr().map_err(|e| e.to_string())?);
         listeners.push(l);
     }
     let mut discovery_bound = Vec::new();
     for a in &nc.discovery_listen {
-        let l = bind(*a).map_err(|e| format!("NVMe discovery listener {a}: {e}"))?;
+        let l = crate::net::bind(*a).map_err(|e| format!("NVMe discovery listener {a}: {e}"))?;
         discovery_bound.push(l.local_addr().map_err(|e| e.to_string())?);
         listeners.push(l);
     }
@@ -328,27 +328,6 @@ pub fn advertised(p: &config::NvmePortalConfig, bound: SocketAddr) -> SocketAddr
     }
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let domain = socket2::Domain::for_address(addr);
-    let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
-    s.set_reuse_address(true)?;
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
-    s.listen(128)?;
-    TcpListener::from_std(s.into())
-}
-
-/// Prepares an accepted socket: no Nagle delay (every capsule is latency bound), and TCP
-/// keepalive so a vanished host is noticed even on a queue without keep-alive commands.
-fn tune(stream: &tokio::net::TcpStream) {
-    let s = socket2::SockRef::from(stream);
-    let _ = s.set_nodelay(true);
-    let ka = socket2::TcpKeepalive::new()
-        .with_time(Duration::from_secs(30))
-        .with_interval(Duration::from_secs(10));
-    let _ = s.set_tcp_keepalive(&ka);
-}
-
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<NvmeShared>,
@@ -359,7 +338,7 @@ async fn accept_loop(
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    tune(&stream);
+                    crate::net::tune(&stream);
                     let shared = shared.clone();
                     let rx = shutdown.clone();
                     conns.spawn(async move {
