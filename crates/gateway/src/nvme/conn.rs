@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 use proto_nvmeof::{CloseReason, Connection, Event, IoResult, IoTag};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -27,6 +29,8 @@ async fn until(deadline: Option<Instant>) {
     }
 }
 
+type IoFuture = std::pin::Pin<Box<dyn std::future::Future<Output = (IoTag, IoResult)> + Send>>;
+
 /// Serves one connection until the host closes it, a protocol error, the association ends
 /// (keep-alive expiry, admin queue lost) or shutdown; in-flight commands finish first.
 pub(super) async fn serve(
@@ -38,27 +42,31 @@ pub(super) async fn serve(
     let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
     let (id, counters) = shared.register_conn(ctl_tx, peer);
     let mut conn = Connection::new(Arc::clone(&shared.target));
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(IoTag, IoResult)>();
+    // I/O commands run as futures polled by this task: no task spawn and no cross-thread wake-up
+    // per command (reads from the page cache complete on their first poll).
+    let mut running: FuturesUnordered<IoFuture> = FuturesUnordered::new();
     let mut volumes: HashMap<u32, Option<Arc<LuHandle>>> = HashMap::new();
     // The reservation identity of the host, known once its Connect is admitted.
     let mut who = None;
-    let mut in_flight = 0usize;
     let mut buf = vec![0u8; 256 * 1024];
     let mut draining = *shutdown.borrow();
     let mut closing: Option<String> = None;
     loop {
         let deadline = conn.kato_deadline();
         tokio::select! {
-            r = stream.read(&mut buf), if !draining && closing.is_none() && in_flight < MAX_IN_FLIGHT => {
+            r = stream.read(&mut buf), if !draining && closing.is_none() && running.len() < MAX_IN_FLIGHT => {
                 match r {
                     Ok(0) => closing = Some("host closed the connection".into()),
                     Err(e) => closing = Some(format!("read failed: {e}")),
                     Ok(n) => conn.receive(Instant::now(), buf.get(..n).unwrap_or_default()),
                 }
             }
-            Some((tag, result)) = done_rx.recv() => {
-                in_flight -= 1;
+            Some((tag, result)) = running.next(), if !running.is_empty() => {
                 conn.io_done(tag, result);
+                // Collect every other command already done before writing.
+                while let Some(Some((tag, result))) = running.next().now_or_never() {
+                    conn.io_done(tag, result);
+                }
             }
             Some(c) = ctl_rx.recv() => match c {
                 Control::Subsystem(s) => conn.update_subsystem(s),
@@ -97,17 +105,15 @@ pub(super) async fn serve(
                         .entry(nsid)
                         .or_insert_with(|| conn.subnqn().and_then(|nqn| shared.lu(nqn, nsid)))
                         .clone();
-                    in_flight += 1;
-                    let done = done_tx.clone();
                     let who = who.clone();
                     let counters = Arc::clone(&counters);
-                    tokio::spawn(async move {
+                    running.push(Box::pin(async move {
                         let r = match (lu, who) {
                             (Some(lu), Some(who)) => exec::run(&lu, &who, op, &counters).await,
                             _ => IoResult::Internal,
                         };
-                        let _ = done.send((tag, r));
-                    });
+                        (tag, r)
+                    }));
                 }
                 Event::Close(reason) => {
                     let why = match reason {
@@ -122,11 +128,11 @@ pub(super) async fn serve(
         let out = conn.take_output();
         if !out.is_empty() && stream.write_all(&out).await.is_err() {
             closing.get_or_insert_with(|| "write failed".into());
-            if in_flight == 0 {
+            if running.is_empty() {
                 break;
             }
         }
-        if (closing.is_some() || draining) && in_flight == 0 {
+        if (closing.is_some() || draining) && running.is_empty() {
             break;
         }
     }
