@@ -127,7 +127,8 @@ pub fn identify_controller(cfg: &TargetConfig, cntlid: u16, kind: ControllerKind
     put(&mut b, 768, &nul_padded(nqn, 256));
     put(&mut b, 1792, &cfg.ioccsz().to_le_bytes());
     put(&mut b, 1796, &1u32.to_le_bytes()); // IORCSZ: 16-byte CQE
-    b[1801] = 1; // MSDBD
+    // Bytes 1800-1801 ICDOFF stay 0 (the Linux TCP host refuses anything else), 1802 FCATT.
+    b[1803] = 1; // MSDBD
     match kind {
         ControllerKind::Io(s) => {
             let mut cmic = (1 << 0) | (1 << 1); // multi-port, multi-controller
@@ -337,7 +338,10 @@ mod tests {
         assert_eq!(&b[768..768 + 23], b"nqn.2024-01.io.tandem:a");
         assert!(le32(&b, 1792) >= 4);
         assert!(le32(&b, 1796) >= 1);
-        assert_eq!(le16(&b, 1798), 0);
+        // ICDOFF (1800-1801) must be 0: Linux nvme-tcp fails the controller ("icdoff is not
+        // supported") otherwise; MSDBD is byte 1803 (struct nvme_id_ctrl).
+        assert_eq!(le16(&b, 1800), 0, "ICDOFF");
+        assert_eq!(b[1803], 1, "MSDBD");
         // the host disables ANA when the log it would read exceeds MDTS
         let ana_log_size = 16 + 32 * u64::from(le32(&b, 348)) + 4 * u64::from(mnan);
         assert!(ana_log_size <= u64::from(cfg.max_transfer()));
