@@ -88,7 +88,15 @@ impl Controller {
                 logpage::cmd_effects_log()
             }
             (Kind::Io(s), lid::ANA) if s.ana_enabled => {
-                logpage::ana_log(s, req.lsp & ANA_LSP_RGO != 0)
+                // The log's size is what a host computes from Identify Controller (header,
+                // NANAGRPID group descriptors, MNAN NSIDs): libnvme (`nvme ana-log`) reads that
+                // much in 4 KiB pieces at increasing offsets, and an offset past the bytes in
+                // use must not fail the read. The unused tail reads as zeros.
+                let mut page = logpage::ana_log(s, req.lsp & ANA_LSP_RGO != 0);
+                let groups = self.cfg.anagrpmax as usize;
+                let nsids = self.cfg.mnan.min(self.cfg.max_nsid) as usize;
+                page.resize(page.len().max(16 + 32 * groups + 4 * nsids), 0);
+                page
             }
             _ => return Err(Status::INVALID_FIELD.dnr()),
         };

@@ -127,7 +127,7 @@ pub fn identify_controller(cfg: &TargetConfig, cntlid: u16, kind: ControllerKind
     put(&mut b, 768, &nul_padded(nqn, 256));
     put(&mut b, 1792, &cfg.ioccsz().to_le_bytes());
     put(&mut b, 1796, &1u32.to_le_bytes()); // IORCSZ: 16-byte CQE
-    // Bytes 1800-1801 ICDOFF stay 0 (the Linux TCP host refuses anything else), 1802 FCATT.
+                                            // Bytes 1800-1801 ICDOFF stay 0 (the Linux TCP host refuses anything else), 1802 FCATT.
     b[1803] = 1; // MSDBD
     match kind {
         ControllerKind::Io(s) => {

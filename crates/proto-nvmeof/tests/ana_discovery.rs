@@ -47,6 +47,35 @@ fn send_aer(h: &mut Host, t: &mut Target) -> (u16, Vec<Pdu>) {
     (cid, h.command(t, Sqe::new(0x0C, cid), &[]))
 }
 
+/// libnvme's `nvme ana-log` asks for the size computed from Identify Controller (16 + 32 *
+/// NANAGRPID + 4 * MNAN bytes) in 4 KiB pieces at increasing offsets: every piece is served.
+#[test]
+fn ana_log_reads_in_pieces_up_to_the_identify_size() {
+    let mut t = Target::new(TargetConfig::default());
+    let now = Instant::now();
+    let (mut admin, _cntlid) = admin_host(&mut t, now);
+    let cfg = TargetConfig::default();
+    let size = 16 + 32 * u64::from(cfg.anagrpmax) + 4 * u64::from(cfg.mnan.min(cfg.max_nsid));
+    assert!(size > 4096, "the read must take several pieces");
+    let mut log = Vec::new();
+    let mut offset = 0;
+    while offset < size {
+        let len = (size - offset).min(4096);
+        let (piece, st) = get_log(&mut admin, &mut t, lid::ANA, offset, len, true);
+        assert!(st.is_success(), "piece at offset {offset}: {st:?}");
+        log.extend_from_slice(&piece);
+        offset += len;
+    }
+    assert_eq!(le16(&log, 8), 1); // NGRPS
+    assert_eq!(log[32], 0x01); // optimized
+    assert!(
+        log[52..].iter().all(|&b| b == 0),
+        "the unused tail reads as zeros"
+    );
+    let (_, st) = get_log(&mut admin, &mut t, lid::ANA, size + 4, 4, false);
+    assert!(!st.is_success(), "an offset past the log's size is refused");
+}
+
 #[test]
 fn ana_change_completes_held_aer_and_bumps_chgcnt() {
     let mut t = Target::new(TargetConfig::default());
