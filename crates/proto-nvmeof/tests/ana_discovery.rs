@@ -394,6 +394,44 @@ fn dsm_deallocate_and_write_zeroes_become_ops() {
             ranges: vec![(10, 4), (100, 8)]
         })
     );
+    // Linux sends one range in a 4096-byte buffer (room for 256): the rest is ignored.
+    let cid = io.cid();
+    let mut sqe = Sqe::new(0x09, cid);
+    sqe.set_nsid(1);
+    sqe.set_cdw(10, 0); // one range
+    sqe.set_cdw(11, 1 << 2); // AD
+    sqe.set_sgl(proto_nvmeof::sqe::Sgl {
+        addr: 0,
+        length: 4096,
+        ident: proto_nvmeof::sqe::SGL_IN_CAPSULE,
+    });
+    let mut page = vec![0u8; 4096];
+    page[4..8].copy_from_slice(&16u32.to_le_bytes());
+    page[8..16].copy_from_slice(&200u64.to_le_bytes());
+    assert!(single_cqe(&io.command(&mut t, sqe, &page))
+        .status
+        .is_success());
+    assert_eq!(
+        t.ops.last(),
+        Some(&proto_nvmeof::IoOp::Deallocate {
+            ranges: vec![(200, 16)]
+        })
+    );
+    // A buffer shorter than the ranges it announces is refused.
+    let cid = io.cid();
+    let mut sqe = Sqe::new(0x09, cid);
+    sqe.set_nsid(1);
+    sqe.set_cdw(10, 1); // two ranges
+    sqe.set_cdw(11, 1 << 2);
+    sqe.set_sgl(proto_nvmeof::sqe::Sgl {
+        addr: 0,
+        length: 16,
+        ident: proto_nvmeof::sqe::SGL_IN_CAPSULE,
+    });
+    assert_eq!(
+        single_cqe(&io.command(&mut t, sqe, &page[..16])).status,
+        Status::SGL_INVALID_DATA.dnr()
+    );
     let cid = io.cid();
     let mut wz = rw_sqe(0x08, cid, 1, 5, 3, false);
     wz.set_cdw(12, 2 | (1 << 25));
