@@ -34,6 +34,7 @@ pub mod iscsi;
 pub mod iscsi_guest;
 pub mod kernel;
 pub mod libs;
+pub mod nvme_guest;
 pub mod packages;
 pub mod paths;
 pub mod ports;

@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{io_err, HarnessError, Result};
@@ -38,7 +39,12 @@ pub struct TandemProcess {
     addr: SocketAddr,
     bin: PathBuf,
     args: Vec<OsString>,
+    log: ProcessLog,
 }
+
+/// Every line the process printed (both streams, escape sequences removed), with the moment it
+/// was read: tests look for log lines (and measure when they came), e.g. a dropped controller.
+type ProcessLog = Arc<Mutex<Vec<(Instant, String)>>>;
 
 impl TandemProcess {
     /// Starts [`tandem_bin`] with `args` and waits until `127.0.0.1:port` accepts connections.
@@ -78,13 +84,15 @@ impl TandemProcess {
                 }
             })
             .collect();
-        let child = spawn(bin, &args, dir.path())?;
+        let log = ProcessLog::default();
+        let child = spawn(bin, &args, dir.path(), &log)?;
         let mut proc = TandemProcess {
             child,
             dir,
             addr: ([127, 0, 0, 1], port).into(),
             bin: bin.to_path_buf(),
             args,
+            log,
         };
         proc.wait_ready(timeout)?;
         Ok(proc)
@@ -101,7 +109,7 @@ impl TandemProcess {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
-        self.child = spawn(&self.bin, &self.args, self.dir.path())?;
+        self.child = spawn(&self.bin, &self.args, self.dir.path(), &self.log)?;
         self.wait_ready(timeout)
     }
 
@@ -145,6 +153,36 @@ impl TandemProcess {
         self.child.id()
     }
 
+    /// Every output line so far (across restarts), with the moment the harness read it.
+    pub fn log_lines(&self) -> Vec<(Instant, String)> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Waits up to `timeout` for an output line accepted by `matches` (lines printed before
+    /// the call count too); returns the first such line and when it was read.
+    pub fn wait_for_log(
+        &self,
+        timeout: Duration,
+        mut matches: impl FnMut(&str) -> bool,
+    ) -> Option<(Instant, String)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(hit) = self
+                .log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .find(|(_, l)| matches(l))
+            {
+                return Some(hit.clone());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -181,8 +219,8 @@ impl Drop for TandemProcess {
     }
 }
 
-/// Spawns `bin` in `dir` with its output forwarded to the test log.
-fn spawn(bin: &Path, args: &[OsString], dir: &Path) -> Result<Child> {
+/// Spawns `bin` in `dir` with its output forwarded to the test log and recorded in `log`.
+fn spawn(bin: &Path, args: &[OsString], dir: &Path, log: &ProcessLog) -> Result<Child> {
     let mut child = Command::new(bin)
         .args(args)
         .current_dir(dir)
@@ -191,25 +229,58 @@ fn spawn(bin: &Path, args: &[OsString], dir: &Path) -> Result<Child> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(io_err(format!("starting {}", bin.display())))?;
-    forward(child.stdout.take(), "tandem");
-    forward(child.stderr.take(), "tandem");
+    forward(child.stdout.take(), "tandem", log.clone());
+    forward(child.stderr.take(), "tandem", log.clone());
     Ok(child)
 }
 
-/// Copies a child's output stream into the test log, line by line, with a prefix.
-fn forward(stream: Option<impl Read + Send + 'static>, prefix: &'static str) {
+/// Copies a child's output stream into the test log, line by line, with a prefix, and records
+/// each line without terminal escape sequences in `log`.
+fn forward(stream: Option<impl Read + Send + 'static>, prefix: &'static str, log: ProcessLog) {
     if let Some(s) = stream {
         std::thread::spawn(move || {
             for line in BufReader::new(s).lines().map_while(|l| l.ok()) {
                 println!("[{prefix}] {line}");
+                let plain = strip_escapes(&line);
+                log.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((Instant::now(), plain));
             }
         });
     }
 }
 
+/// `line` without ANSI CSI sequences (`ESC [ ... letter`): the colours a logger may add.
+pub fn strip_escapes(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escapes_are_stripped() {
+        assert_eq!(
+            strip_escapes("\u{1b}[2m2026\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m closed reason=x"),
+            "2026  INFO closed reason=x"
+        );
+        assert_eq!(strip_escapes("plain"), "plain");
+    }
 
     #[test]
     fn missing_binary_is_a_clear_error() {
