@@ -96,6 +96,14 @@ struct ServeArgs {
     /// Override the admin API's listen address (`[admin] listen`; enables it).
     #[arg(long)]
     admin_listen: Option<std::net::SocketAddr>,
+    /// Add a volume: NAME=SIZE (created on first start), e.g. `--volume db=10GiB` (repeatable).
+    #[arg(long = "volume", value_parser = gateway::exports::parse_volume)]
+    volumes: Vec<(String, gateway::config::Size)>,
+    /// Export a volume: VOLUME=iscsi, VOLUME=nvme or VOLUME=both (repeatable). iSCSI exports
+    /// become the next LUN of the first target, NVMe/TCP exports the next namespace of the first
+    /// subsystem.
+    #[arg(long = "export", value_parser = gateway::exports::parse_export)]
+    exports: Vec<(String, bool, bool)>,
 }
 
 fn main() -> ExitCode {
@@ -158,6 +166,15 @@ fn main() -> ExitCode {
                         tpgt: template.as_ref().map_or(1, |t| t.tpgt) + i as u16,
                     })
                     .collect();
+            }
+            for (name, size) in &args.volumes {
+                gateway::exports::add_volume(&mut cfg, name, *size);
+            }
+            for (name, iscsi, nvme) in &args.exports {
+                if let Err(e) = gateway::exports::add_export(&mut cfg, name, *iscsi, *nvme) {
+                    eprintln!("tandem: {e}");
+                    return ExitCode::from(2);
+                }
             }
             if let Some(ip) = args.iscsi_advertise {
                 for p in &mut cfg.iscsi.portals {
