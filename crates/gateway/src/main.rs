@@ -106,6 +106,15 @@ struct ServeArgs {
     exports: Vec<(String, bool, bool)>,
 }
 
+/// Async worker threads for the daemon: half the cores. The other half is left to the volumes'
+/// I/O threads and flushers, which do the blocking file work; on small machines one async
+/// thread serving every connection also wakes less often than two handing work back and forth.
+fn async_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get() / 2)
+        .max(1)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -208,6 +217,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(async_workers())
                 .enable_all()
                 .build()
             {
