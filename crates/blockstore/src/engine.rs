@@ -612,12 +612,33 @@ impl Engine {
             .collect()
     }
 
-    /// Appends records back to back with one write. Fails (writing nothing) if they do not fit
-    /// the log contiguously right now.
+    /// Appends records back to back with one write. Writes to consecutive blocks that follow
+    /// each other in the batch (a sequential stream) become one record. Fails (writing nothing)
+    /// if the records do not fit the log contiguously right now.
     fn append_batch(&self, batch: &[(usize, u64, u64, &[u8])]) -> Result<()> {
-        let lens: Vec<u64> = batch.iter().map(|b| record_len(b.3.len())).collect();
+        // Group consecutive writes: (lba, blocks, parts).
+        let mut groups: Vec<(u64, u64, Vec<&[u8]>)> = Vec::new();
+        for &(_, lba, blocks, data) in batch {
+            match groups.last_mut() {
+                Some((glba, gblocks, parts))
+                    if *glba + *gblocks == lba && *gblocks + blocks <= self.max_record_blocks =>
+                {
+                    *gblocks += blocks;
+                    parts.push(data);
+                }
+                _ => groups.push((lba, blocks, vec![data])),
+            }
+        }
+        let bs = u64::from(self.block_size);
+        let lens: Vec<u64> = groups
+            .iter()
+            .map(|g| record_len((g.1 * bs) as usize))
+            .collect();
         let total: u64 = lens.iter().sum();
-        let crcs: Vec<u32> = batch.iter().map(|b| crc32c::crc32c(b.3)).collect();
+        let crcs: Vec<u32> = groups
+            .iter()
+            .map(|g| g.2.iter().fold(0u32, |c, p| crc32c::crc32c_append(c, p)))
+            .collect();
         let w = self.wal_size;
         let epoch = lock(&self.role).epoch;
         let mut buf = vec![0u8; total as usize];
@@ -630,29 +651,29 @@ impl Engine {
         }
         let synced_lsn = self.durable_lsn.load(Ordering::Acquire);
         let mut off = 0usize;
-        for (k, &(_, lba, blocks, data)) in batch.iter().enumerate() {
+        for (k, (lba, blocks, parts)) in groups.iter().enumerate() {
             let hdr = Header {
                 lsn: log.next_lsn + k as u64,
                 generation: log.generation,
                 epoch,
                 synced_lsn,
-                lba,
-                blocks: blocks as u32,
-                data_len: data.len() as u32,
+                lba: *lba,
+                blocks: *blocks as u32,
+                data_len: (*blocks * bs) as u32,
                 kind: Kind::Write,
             };
             let len = lens[k] as usize;
-            hdr.encode_record(data, crcs[k], &mut buf[off..off + len]);
+            hdr.encode_record_parts(parts, crcs[k], &mut buf[off..off + len]);
             off += len;
         }
         self.wal.write_at(&buf, phys).map_err(|e| self.fail(e))?;
         let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
         let mut virt = log.head;
-        for (k, &(_, lba, blocks, _)) in batch.iter().enumerate() {
+        for (k, (lba, blocks, _)) in groups.iter().enumerate() {
             let lsn = log.next_lsn + k as u64;
             index.insert(
-                lba,
-                blocks,
+                *lba,
+                *blocks,
                 Loc::Log {
                     virt: virt + HEADER_LEN as u64,
                     lsn,
@@ -661,7 +682,7 @@ impl Engine {
             virt += lens[k];
         }
         drop(index);
-        log.next_lsn += batch.len() as u64;
+        log.next_lsn += groups.len() as u64;
         log.head += total;
         self.stats.set_log_used(log.head - log.tail);
         Ok(())

@@ -95,11 +95,21 @@ impl Header {
     /// Writes the whole record (header, `data`, zero padding) into `out`, which must be exactly
     /// [`record_len`] long. `data_crc` is `crc32c(data)`, computed by the caller beforehand.
     pub fn encode_record(&self, data: &[u8], data_crc: u32, out: &mut [u8]) {
+        self.encode_record_parts(&[data], data_crc, out)
+    }
+
+    /// [`Header::encode_record`] with the data given in pieces that follow each other (several
+    /// writes to consecutive blocks stored as one record); `data_crc` covers them in order.
+    pub fn encode_record_parts(&self, parts: &[&[u8]], data_crc: u32, out: &mut [u8]) {
         let unsummed = self.encode_with_crc(0);
         let crc = crc32c::crc32c_append(data_crc, &unsummed);
         out[..HEADER_LEN].copy_from_slice(&self.encode_with_crc(crc));
-        out[HEADER_LEN..HEADER_LEN + data.len()].copy_from_slice(data);
-        out[HEADER_LEN + data.len()..].fill(0);
+        let mut at = HEADER_LEN;
+        for p in parts {
+            out[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+        out[at..].fill(0);
     }
 
     /// Parses a header without checking the CRC (the data is needed for that). Returns `None`

@@ -438,3 +438,55 @@ fn lba_status_reports_mapped_and_deallocated_ranges() {
     assert_eq!(e.load_metadata("meta-none").unwrap(), None);
     assert!(e.save_metadata("wal", b"x").is_err());
 }
+
+#[test]
+fn batched_writes_merge_consecutive_blocks_keep_order_and_survive_a_crash() {
+    let disk = sim_volume(512, 64, 64 * 1024);
+    let e = Engine::open(&disk, quiet()).unwrap();
+    let d: Vec<(u64, Vec<u8>)> = vec![
+        (0, write_data(1, 0, 1, 512)),
+        (1, write_data(2, 1, 1, 512)),
+        (2, write_data(3, 2, 2, 512)),
+        // Overwrites block 1 after it was merged into the first record.
+        (1, write_data(4, 1, 1, 512)),
+        (10, write_data(5, 10, 3, 512)),
+        (13, write_data(6, 13, 1, 512)),
+    ];
+    let reqs: Vec<(u64, &[u8], bool)> = d
+        .iter()
+        .enumerate()
+        .map(|(i, (lba, data))| (*lba, data.as_slice(), i == d.len() - 1))
+        .collect();
+    let results = e.write_many(&reqs);
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    let want = [
+        (0, 1),
+        (1, 4),
+        (2, 3),
+        (3, 3),
+        (10, 5),
+        (11, 5),
+        (12, 5),
+        (13, 6),
+    ];
+    let check = |e: &Engine| {
+        for (b, id) in want {
+            assert_eq!(identify(&e.read(b, 1).unwrap(), b), Ok(id), "block {b}");
+        }
+    };
+    check(&e);
+    // Merged records: fewer log records than writes (the three consecutive writes at 0..4 are
+    // one, the two at 10..14 another).
+    let recs = records(&disk, 64 * 1024);
+    assert!(
+        recs.len() < d.len(),
+        "{} records for {} writes",
+        recs.len(),
+        d.len()
+    );
+    // The FUA on the last request made the whole batch durable.
+    let disk = disk.crash(&mut SimRng::new(6));
+    drop(e);
+    let e = Engine::open(&disk, quiet()).unwrap();
+    check(&e);
+}
