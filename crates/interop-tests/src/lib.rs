@@ -27,6 +27,7 @@
 
 pub mod cpio;
 pub mod error;
+pub mod guest_test;
 pub mod host;
 pub mod image;
 pub mod init;

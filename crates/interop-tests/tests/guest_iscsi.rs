@@ -12,10 +12,10 @@
 //! script with `FAIL: WHAT`); the host checks what only it can see (the volume's files) and
 //! drives the restarts, meeting the guest through a [`Rendezvous`].
 
-use std::sync::{Mutex, MutexGuard};
 use std::thread::ScopedJoinHandle;
 use std::time::{Duration, Instant};
 
+use interop_tests::guest_test::{assert_guest, one_guest_at_a_time, GUEST_TIMEOUT, STEP_TIMEOUT};
 use interop_tests::iscsi::{IscsiTarget, TargetSetup};
 use interop_tests::iscsi_guest::{
     extent_allocated, iscsi_guest, poll_extent, settled_extent, volume_uuid_hex,
@@ -23,19 +23,6 @@ use interop_tests::iscsi_guest::{
 use interop_tests::{GuestOutcome, Rendezvous, HOST_FROM_GUEST};
 
 const MIB: u64 = 1 << 20;
-
-/// Time limit of one guest run, boot included (a run takes 10 to 40 s on an idle machine).
-const GUEST_TIMEOUT: Duration = Duration::from_secs(240);
-
-/// How long the host waits for a step of a guest in a rendezvous.
-const STEP_TIMEOUT: Duration = Duration::from_secs(120);
-
-static GUEST_LOCK: Mutex<()> = Mutex::new(());
-
-/// Serialises the tests of this file: one QEMU guest at a time.
-fn one_guest_at_a_time() -> MutexGuard<'static, ()> {
-    GUEST_LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A target for guests: advertises the address at which guests reach the host.
 fn target(setup: TargetSetup) -> IscsiTarget {
@@ -74,12 +61,6 @@ manifest() { (cd "$1" && find . -type f | sort | xargs sha256sum); }
 /// (`fail`, `check`), not with `set -e`, so every failure names what was being checked.
 fn script(body: &str) -> String {
     format!(". /tandem/iscsi.sh\n{MAKE_TREE}\nmodprobe ext4 2>/dev/null\n{body}")
-}
-
-/// Fails the test unless the guest script exited with status 0 (its console is in the log).
-fn assert_guest(out: &GuestOutcome, what: &str) {
-    println!("{what}: guest run took {:?}", out.elapsed);
-    out.assert_success();
 }
 
 #[test]

@@ -5,24 +5,14 @@
 //! The Linux kernel's initiators run in a QEMU guest (open-iscsi + `iscsi_tcp`, nvme-cli +
 //! `nvme-tcp`); one guest at a time (see `guest_iscsi.rs` for why).
 
-use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use interop_tests::guest_test::{assert_guest, one_guest_at_a_time, GUEST_TIMEOUT};
 use interop_tests::nvme_guest::{dual_guest, DualSetup, DualTarget, VolumeIds};
-use interop_tests::{GuestOutcome, Rendezvous};
-
-/// Time limit of one guest run, boot included.
-const GUEST_TIMEOUT: Duration = Duration::from_secs(240);
+use interop_tests::Rendezvous;
 
 /// The filesystem UUID the scripts give mkfs: hosts mount by it, whatever the disk's name.
 const FS_UUID: &str = "5e1f0c2a-7d3b-4c8e-9a61-2b4d6f8a0c13";
-
-static GUEST_LOCK: Mutex<()> = Mutex::new(());
-
-/// Serialises the tests of this file: one QEMU guest at a time.
-fn one_guest_at_a_time() -> MutexGuard<'static, ()> {
-    GUEST_LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// The script prelude: the shell libraries; `make_tree DIR` (the same files in any guest),
 /// `manifest DIR` (SHA-256 of every file, relative paths) and `field TEXT NAME` (the value of
@@ -47,11 +37,6 @@ make_tree() {{
 }}
 {body}"#
     )
-}
-
-fn assert_guest(out: &GuestOutcome, what: &str) {
-    println!("{what}: guest run took {:?}", out.elapsed);
-    out.assert_success();
 }
 
 /// A guest writes a filesystem over iSCSI; a second guest reads the same bytes and the same

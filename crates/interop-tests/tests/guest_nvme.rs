@@ -8,29 +8,16 @@
 //! checks what only it can see (the volume's files, the daemon's log) and meets the guest
 //! through a [`Rendezvous`].
 
-use std::sync::{Mutex, MutexGuard};
 use std::thread::ScopedJoinHandle;
 use std::time::{Duration, Instant};
 
+use interop_tests::guest_test::{assert_guest, one_guest_at_a_time, GUEST_TIMEOUT, STEP_TIMEOUT};
 use interop_tests::nvme_guest::{
     dual_guest, DualSetup, DualTarget, VolumeIds, TEST_NQN, TEST_SERIAL,
 };
 use interop_tests::{GuestOutcome, Rendezvous};
 
 const MIB: u64 = 1 << 20;
-
-/// Time limit of one guest run, boot included.
-const GUEST_TIMEOUT: Duration = Duration::from_secs(240);
-
-/// How long the host waits for a step of a guest in a rendezvous.
-const STEP_TIMEOUT: Duration = Duration::from_secs(120);
-
-static GUEST_LOCK: Mutex<()> = Mutex::new(());
-
-/// Serialises the tests of this file: one QEMU guest at a time.
-fn one_guest_at_a_time() -> MutexGuard<'static, ()> {
-    GUEST_LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn target(setup: DualSetup) -> DualTarget {
     DualTarget::start(&setup).expect("start tandem")
@@ -46,12 +33,6 @@ field() {{ printf '%s\n' "$1" | sed -n "s/^$2 *: *//p" | head -1 | tr -d ' \t'; 
 manifest() {{ (cd "$1" && find . -type f | sort | xargs sha256sum); }}
 {body}"#
     )
-}
-
-/// Fails the test unless the guest script exited with status 0 (its console is in the log).
-fn assert_guest(out: &GuestOutcome, what: &str) {
-    println!("{what}: guest run took {:?}", out.elapsed);
-    out.assert_success();
 }
 
 /// Makes a guest waiting in `rv_wait` give up when the host side of its test panics.
