@@ -27,3 +27,32 @@ pub fn assert_guest(out: &GuestOutcome, what: &str) {
     println!("{what}: guest run took {:?}", out.elapsed);
     out.assert_success();
 }
+
+/// Makes a guest waiting in `rv_wait` give up when the host side of its test panics, so the
+/// scope joining the guest's thread does not wait for the guest's own time limit.
+pub struct AbortOnPanic<'a>(pub &'a crate::rendezvous::Rendezvous);
+
+impl Drop for AbortOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.abort();
+        }
+    }
+}
+
+/// Waits until the guest sent `msg`; panics when the guest ended first or [`STEP_TIMEOUT`]
+/// passed.
+pub fn await_guest(
+    rv: &crate::rendezvous::Rendezvous,
+    guest: &std::thread::ScopedJoinHandle<'_, GuestOutcome>,
+    msg: &str,
+) {
+    let deadline = std::time::Instant::now() + STEP_TIMEOUT;
+    while !rv.wait_for(msg, Duration::from_millis(200)) {
+        assert!(!guest.is_finished(), "the guest ended before saying {msg}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the guest never said {msg}"
+        );
+    }
+}

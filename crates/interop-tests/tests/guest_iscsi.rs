@@ -12,15 +12,16 @@
 //! script with `FAIL: WHAT`); the host checks what only it can see (the volume's files) and
 //! drives the restarts, meeting the guest through a [`Rendezvous`].
 
-use std::thread::ScopedJoinHandle;
 use std::time::{Duration, Instant};
 
-use interop_tests::guest_test::{assert_guest, one_guest_at_a_time, GUEST_TIMEOUT, STEP_TIMEOUT};
+use interop_tests::guest_test::{
+    assert_guest, await_guest, one_guest_at_a_time, AbortOnPanic, GUEST_TIMEOUT,
+};
 use interop_tests::iscsi::{IscsiTarget, TargetSetup};
 use interop_tests::iscsi_guest::{
     extent_allocated, iscsi_guest, poll_extent, settled_extent, volume_uuid_hex,
 };
-use interop_tests::{GuestOutcome, Rendezvous, HOST_FROM_GUEST};
+use interop_tests::{Rendezvous, HOST_FROM_GUEST};
 
 const MIB: u64 = 1 << 20;
 
@@ -241,27 +242,6 @@ logout
         .expect("guest run");
     assert_guest(&out, "fio");
     println!("fio_random_write_then_verify: {:?}", started.elapsed());
-}
-
-/// Makes a guest waiting in `rv_wait` give up when the host side of its test panics, so the
-/// scope joining the guest's thread does not wait for the guest's own time limit.
-struct AbortOnPanic<'a>(&'a Rendezvous);
-
-impl Drop for AbortOnPanic<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.abort();
-        }
-    }
-}
-
-/// Waits until the guest sent `msg`; panics when the guest ended first or [`STEP_TIMEOUT`] passed.
-fn await_guest(rv: &Rendezvous, guest: &ScopedJoinHandle<'_, GuestOutcome>, msg: &str) {
-    let deadline = Instant::now() + STEP_TIMEOUT;
-    while !rv.wait_for(msg, Duration::from_millis(500)) {
-        assert!(!guest.is_finished(), "the guest ended before saying {msg}");
-        assert!(Instant::now() < deadline, "the guest never said {msg}");
-    }
 }
 
 /// Waits (on the host) until the extent file's allocation satisfies `done`; panics with the

@@ -8,14 +8,15 @@
 //! checks what only it can see (the volume's files, the daemon's log) and meets the guest
 //! through a [`Rendezvous`].
 
-use std::thread::ScopedJoinHandle;
 use std::time::{Duration, Instant};
 
-use interop_tests::guest_test::{assert_guest, one_guest_at_a_time, GUEST_TIMEOUT, STEP_TIMEOUT};
+use interop_tests::guest_test::{
+    assert_guest, await_guest, one_guest_at_a_time, AbortOnPanic, GUEST_TIMEOUT, STEP_TIMEOUT,
+};
 use interop_tests::nvme_guest::{
     dual_guest, DualSetup, DualTarget, VolumeIds, TEST_NQN, TEST_SERIAL,
 };
-use interop_tests::{GuestOutcome, Rendezvous};
+use interop_tests::Rendezvous;
 
 const MIB: u64 = 1 << 20;
 
@@ -33,26 +34,6 @@ field() {{ printf '%s\n' "$1" | sed -n "s/^$2 *: *//p" | head -1 | tr -d ' \t'; 
 manifest() {{ (cd "$1" && find . -type f | sort | xargs sha256sum); }}
 {body}"#
     )
-}
-
-/// Makes a guest waiting in `rv_wait` give up when the host side of its test panics.
-struct AbortOnPanic<'a>(&'a Rendezvous);
-
-impl Drop for AbortOnPanic<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.abort();
-        }
-    }
-}
-
-/// Waits until the guest sent `msg`; panics when the guest ended first or [`STEP_TIMEOUT`] passed.
-fn await_guest(rv: &Rendezvous, guest: &ScopedJoinHandle<'_, GuestOutcome>, msg: &str) {
-    let deadline = Instant::now() + STEP_TIMEOUT;
-    while !rv.wait_for(msg, Duration::from_millis(200)) {
-        assert!(!guest.is_finished(), "the guest ended before saying {msg}");
-        assert!(Instant::now() < deadline, "the guest never said {msg}");
-    }
 }
 
 #[test]
