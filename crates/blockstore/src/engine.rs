@@ -108,9 +108,9 @@ pub struct Engine {
     pub(crate) extent: Arc<dyn BlockFile>,
     meta_path: std::path::PathBuf,
     uuid: [u8; 16],
-    block_size: u32,
+    pub(crate) block_size: u32,
     pub(crate) wal_size: u64,
-    max_record_blocks: u64,
+    pub(crate) max_record_blocks: u64,
     capacity: AtomicU64,
     pub(crate) log: Mutex<LogState>,
     pub(crate) space_cv: Condvar,
@@ -119,10 +119,10 @@ pub struct Engine {
     pub(crate) sb: Mutex<Superblock>,
     sync: Mutex<SyncState>,
     sync_cv: Condvar,
-    durable_lsn: AtomicU64,
+    pub(crate) durable_lsn: AtomicU64,
     pub(crate) flush_lock: Mutex<()>,
-    caw: RwLock<()>,
-    role: Mutex<RoleState>,
+    pub(crate) caw: RwLock<()>,
+    pub(crate) role: Mutex<RoleState>,
     access_tx: tokio::sync::watch::Sender<AccessState>,
     failed: AtomicBool,
     closed: AtomicBool,
@@ -371,7 +371,7 @@ impl Engine {
         Ok(())
     }
 
-    fn check_range(&self, lba: u64, blocks: u64) -> Result<()> {
+    pub(crate) fn check_range(&self, lba: u64, blocks: u64) -> Result<()> {
         let capacity = self.capacity_blocks();
         if lba.checked_add(blocks).is_none_or(|end| end > capacity) {
             return Err(Error::OutOfRange {
@@ -383,7 +383,7 @@ impl Engine {
         Ok(())
     }
 
-    fn blocks_of(&self, len: usize) -> Result<u64> {
+    pub(crate) fn blocks_of(&self, len: usize) -> Result<u64> {
         let bs = self.block_size as usize;
         if !len.is_multiple_of(bs) {
             return Err(Error::Misaligned {
@@ -487,7 +487,7 @@ impl Engine {
         self.write_locked(lba, data, fua)
     }
 
-    fn write_locked(&self, lba: u64, data: &[u8], fua: bool) -> Result<()> {
+    pub(crate) fn write_locked(&self, lba: u64, data: &[u8], fua: bool) -> Result<()> {
         self.check_alive()?;
         self.gate()?;
         let blocks = self.blocks_of(data.len())?;
@@ -557,135 +557,6 @@ impl Engine {
             return Err(Error::Miscompare { offset: i as u64 });
         }
         self.write_locked(lba, write, fua)
-    }
-
-    /// Writes several requests with as few log writes as possible: records that fit the log
-    /// contiguously are written with one `pwrite` under one hold of the log lock. Each request
-    /// gets its own result; with `fua` set on any request the log is synced once for all.
-    pub fn write_many(&self, reqs: &[(u64, &[u8], bool)]) -> Vec<Result<()>> {
-        let _c = self.caw.read().unwrap_or_else(|e| e.into_inner());
-        let mut results: Vec<Option<Result<()>>> = reqs.iter().map(|_| None).collect();
-        let mut batch = Vec::new();
-        for (i, &(lba, data, _)) in reqs.iter().enumerate() {
-            let check = self
-                .check_alive()
-                .and_then(|_| self.gate())
-                .and_then(|_| self.blocks_of(data.len()))
-                .and_then(|b| self.check_range(lba, b).map(|_| b));
-            match check {
-                Ok(b) if b > 0 && b <= self.max_record_blocks => batch.push((i, lba, b, data)),
-                Ok(_) => results[i] = Some(self.write_locked(lba, data, false)),
-                Err(e) => results[i] = Some(Err(e)),
-            }
-        }
-        if !batch.is_empty() {
-            if let Err(e) = self.append_batch(&batch) {
-                // The batch did not fit in one go: fall back to one append each.
-                let _ = e;
-                for &(i, lba, _, data) in &batch {
-                    results[i] = Some(self.write_locked(lba, data, false));
-                }
-            } else {
-                for &(i, _, _, data) in &batch {
-                    self.stats.add_write(data.len() as u64);
-                    results[i] = Some(Ok(()));
-                }
-            }
-        }
-        let want_sync = reqs
-            .iter()
-            .zip(&results)
-            .any(|((_, _, fua), r)| *fua && matches!(r, Some(Ok(()))));
-        if want_sync {
-            if let Err(e) = self.sync_wal() {
-                let msg = e.to_string();
-                for ((_, _, fua), r) in reqs.iter().zip(results.iter_mut()) {
-                    if *fua && matches!(r, Some(Ok(()))) {
-                        *r = Some(Err(Error::Io(std::io::Error::other(msg.clone()))));
-                    }
-                }
-            }
-        }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or(Err(Error::Failed)))
-            .collect()
-    }
-
-    /// Appends records back to back with one write. Writes to consecutive blocks that follow
-    /// each other in the batch (a sequential stream) become one record. Fails (writing nothing)
-    /// if the records do not fit the log contiguously right now.
-    fn append_batch(&self, batch: &[(usize, u64, u64, &[u8])]) -> Result<()> {
-        // Group consecutive writes: (lba, blocks, parts).
-        let mut groups: Vec<(u64, u64, Vec<&[u8]>)> = Vec::new();
-        for &(_, lba, blocks, data) in batch {
-            match groups.last_mut() {
-                Some((glba, gblocks, parts))
-                    if *glba + *gblocks == lba && *gblocks + blocks <= self.max_record_blocks =>
-                {
-                    *gblocks += blocks;
-                    parts.push(data);
-                }
-                _ => groups.push((lba, blocks, vec![data])),
-            }
-        }
-        let bs = u64::from(self.block_size);
-        let lens: Vec<u64> = groups
-            .iter()
-            .map(|g| record_len((g.1 * bs) as usize))
-            .collect();
-        let total: u64 = lens.iter().sum();
-        let crcs: Vec<u32> = groups
-            .iter()
-            .map(|g| g.2.iter().fold(0u32, |c, p| crc32c::crc32c_append(c, p)))
-            .collect();
-        let w = self.wal_size;
-        let epoch = lock(&self.role).epoch;
-        let mut buf = vec![0u8; total as usize];
-        let mut log = lock(&self.log);
-        let phys = log.head % w;
-        if phys + total > w || log.head + total - log.tail > w {
-            return Err(Error::Invalid(
-                "batch does not fit the log contiguously".into(),
-            ));
-        }
-        let synced_lsn = self.durable_lsn.load(Ordering::Acquire);
-        let mut off = 0usize;
-        for (k, (lba, blocks, parts)) in groups.iter().enumerate() {
-            let hdr = Header {
-                lsn: log.next_lsn + k as u64,
-                generation: log.generation,
-                epoch,
-                synced_lsn,
-                lba: *lba,
-                blocks: *blocks as u32,
-                data_len: (*blocks * bs) as u32,
-                kind: Kind::Write,
-            };
-            let len = lens[k] as usize;
-            hdr.encode_record_parts(parts, crcs[k], &mut buf[off..off + len]);
-            off += len;
-        }
-        self.wal.write_at(&buf, phys).map_err(|e| self.fail(e))?;
-        let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
-        let mut virt = log.head;
-        for (k, (lba, blocks, _)) in groups.iter().enumerate() {
-            let lsn = log.next_lsn + k as u64;
-            index.insert(
-                *lba,
-                *blocks,
-                Loc::Log {
-                    virt: virt + HEADER_LEN as u64,
-                    lsn,
-                },
-            );
-            virt += lens[k];
-        }
-        drop(index);
-        log.next_lsn += groups.len() as u64;
-        log.head += total;
-        self.stats.set_log_used(log.head - log.tail);
-        Ok(())
     }
 
     /// Appends one record and indexes it.

@@ -9,6 +9,7 @@
 //!
 //! [`Engine`] is the synchronous core; [`Volume`] is the async API the gateway uses.
 
+mod batch;
 pub mod engine;
 pub mod error;
 pub mod executor;

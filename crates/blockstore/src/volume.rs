@@ -1,7 +1,10 @@
 //! The async face of a volume, for the gateway.
 //!
-//! File I/O blocks, so every call that may touch a file runs on tokio's blocking pool and the
-//! async worker threads never wait on the disk.
+//! File I/O may block, so every call that may wait for the disk runs on the volume's own I/O
+//! threads and the async worker threads never wait on the disk. Two things are done on the
+//! caller's thread because they are only memory copies: reads of data already in the page cache
+//! (`RWF_NOWAIT`), and appending a batch of plain writes to the log when it fits without waiting
+//! (a copy into the log file's page cache; see [`Engine::try_write_many_nowait`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -115,6 +118,43 @@ impl Volume {
         }
     }
 
+    /// Appends the queued writes on the calling thread with
+    /// [`Engine::try_write_many_nowait`]. Returns `true` when the queue is done with (the
+    /// batch answered and nothing new queued), `false` when an I/O thread must drain the rest;
+    /// a batch that could not be appended without waiting goes back to the head of the queue
+    /// so order is kept.
+    fn drain_inline(engine: &Engine, queue: &WriteQueue) -> bool {
+        let batch = {
+            let mut st = queue.state.lock().unwrap_or_else(|e| e.into_inner());
+            if st.0.is_empty() {
+                st.1 = false;
+                return true;
+            }
+            std::mem::take(&mut st.0)
+        };
+        let reqs: Vec<(u64, &[u8], bool)> = batch
+            .iter()
+            .map(|p| (p.lba, (*p.data).as_ref(), p.fua))
+            .collect();
+        let Some(results) = engine.try_write_many_nowait(&reqs) else {
+            drop(reqs);
+            let mut st = queue.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.0.splice(0..0, batch);
+            return false;
+        };
+        drop(reqs);
+        for (p, r) in batch.into_iter().zip(results) {
+            let _ = p.done.send(r);
+        }
+        let mut st = queue.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.0.is_empty() {
+            st.1 = false;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Runs blocking engine work on the volume's I/O threads.
     async fn io<T: Send + 'static>(
         &self,
@@ -167,6 +207,13 @@ impl Volume {
             !std::mem::replace(&mut st.1, true)
         };
         if start {
+            // Let the other commands of this poll round (a host's queue arrives in bursts)
+            // queue behind this write, then append them all right here if that is only a copy
+            // into the page cache; anything that may wait goes to an I/O thread.
+            tokio::task::yield_now().await;
+            if Self::drain_inline(&self.engine, &self.writes) {
+                return rx.await.unwrap_or(Err(Error::Closed));
+            }
             let (e, q) = (self.engine.clone(), self.writes.clone());
             if !self.exec.0.execute(move || Self::drain_writes(&e, &q)) {
                 // Shut down: fail everything queued (their senders are dropped here).

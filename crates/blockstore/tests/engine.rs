@@ -490,3 +490,55 @@ fn batched_writes_merge_consecutive_blocks_keep_order_and_survive_a_crash() {
     let e = Engine::open(&disk, quiet()).unwrap();
     check(&e);
 }
+
+#[test]
+fn a_nowait_batch_is_appended_whole_or_declined_untouched() {
+    let wal = 64 * 1024;
+    let disk = sim_volume(512, 256, wal);
+    let e = Engine::open(&disk, quiet()).unwrap();
+    let d: Vec<(u64, Vec<u8>)> = (0..4u64)
+        .map(|i| (i * 16, write_data(i + 1, i * 16, 8, 512)))
+        .collect();
+    let reqs = |fua_at: Option<usize>| -> Vec<(u64, &[u8], bool)> {
+        d.iter()
+            .enumerate()
+            .map(|(i, (lba, data))| (*lba, data.as_slice(), Some(i) == fua_at))
+            .collect()
+    };
+    // A FUA write needs a log sync, which waits for the disk: declined, nothing written.
+    assert!(e.try_write_many_nowait(&reqs(Some(2))).is_none());
+    assert!(records(&disk, wal).is_empty());
+    // More than the log can take contiguously: declined, nothing written.
+    let big: Vec<(u64, Vec<u8>)> = (0..20u64)
+        .map(|i| (i * 8, write_data(9, i * 8, 8, 512)))
+        .collect();
+    let big_reqs: Vec<(u64, &[u8], bool)> =
+        big.iter().map(|(l, b)| (*l, b.as_slice(), false)).collect();
+    assert!(e.try_write_many_nowait(&big_reqs).is_none());
+    assert!(records(&disk, wal).is_empty());
+    // A batch that fits is appended, and a bad request in it gets its own error.
+    let mut ok = reqs(None);
+    let outside = write_data(7, 1000, 1, 512);
+    ok.push((1000, outside.as_slice(), false));
+    let results = e
+        .try_write_many_nowait(&ok)
+        .expect("a batch that fits is appended");
+    assert!(results[..4].iter().all(|r| r.is_ok()), "{results:?}");
+    assert!(
+        matches!(results[4], Err(Error::OutOfRange { .. })),
+        "{:?}",
+        results[4]
+    );
+    assert_eq!(records(&disk, wal).len(), 4);
+    for (i, (lba, _)) in d.iter().enumerate() {
+        assert_eq!(identify(&e.read(*lba, 1).unwrap(), *lba), Ok(i as u64 + 1));
+    }
+    // Not durable until a flush; after one, it survives power loss.
+    e.flush().unwrap();
+    let disk = disk.crash(&mut SimRng::new(3));
+    drop(e);
+    let e = Engine::open(&disk, quiet()).unwrap();
+    for (i, (lba, _)) in d.iter().enumerate() {
+        assert_eq!(identify(&e.read(*lba, 1).unwrap(), *lba), Ok(i as u64 + 1));
+    }
+}
