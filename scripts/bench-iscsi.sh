@@ -3,7 +3,10 @@
 # file of the same size on the same file system, measured with the same initiators:
 #   - iscsi-perf (libiscsi): 4 KiB random reads, 32 in flight;
 #   - qemu-img bench: 4 KiB writes, queue depth 32.
-# Prints each figure and the ratio Tandem / tgt.
+# Prints each figure and the ratio Tandem / tgt. A third target, `tandem bench iscsi-sink`, runs
+# the same protocol core but stores nothing (writes discarded, reads return zeros): what the
+# initiators reach against it is the ceiling for any target on this machine, and sink / tgt the
+# largest ratio any target could show here.
 # Environment: TANDEM_BENCH_DIR (default /var/tmp), BENCH_SECONDS (default 15), BENCH_SIZE_MB (1024).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,10 +24,11 @@ secs=${BENCH_SECONDS:-15}
 size_mb=${BENCH_SIZE_MB:-1024}
 dir=$(mktemp -d -p "${TANDEM_BENCH_DIR:-/var/tmp}" tandem-bench.XXXXXX)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-tport=$(free_port); gport=$(free_port)
-tandem_pid=""; tgt_pid=""
+tport=$(free_port); gport=$(free_port); sport=$(free_port)
+tandem_pid=""; tgt_pid=""; sink_pid=""
 cleanup() {
     [ -n "$tandem_pid" ] && kill "$tandem_pid" 2>/dev/null || true
+    [ -n "$sink_pid" ] && kill "$sink_pid" 2>/dev/null || true
     [ -n "$tgt_pid" ] && kill -9 "$tgt_pid" 2>/dev/null || true  # tgtd ignores SIGTERM while it has targets
     wait 2>/dev/null || true
     rm -rf "$dir"
@@ -50,6 +54,9 @@ TOML
 RUST_LOG=warn ./target/release/tandem serve -c "$dir/tandem.toml" > "$dir/tandem.log" 2>&1 &
 tandem_pid=$!
 
+./target/release/tandem bench iscsi-sink --listen "127.0.0.1:$sport" --size "${size_mb}MiB" > "$dir/sink.log" 2>&1 &
+sink_pid=$!
+
 truncate -s "${size_mb}M" "$dir/tgt.img"
 ctl=$((RANDOM % 900 + 100))
 tgtd -f -C "$ctl" --iscsi "portal=127.0.0.1:$gport" > "$dir/tgt.log" 2>&1 &
@@ -61,6 +68,7 @@ tgtadm -C "$ctl" --lld iscsi --op bind --mode target --tid 1 -I ALL
 
 tandem_url="iscsi://127.0.0.1:$tport/iqn.2026-11.io.tandem:bench/0"
 tgt_url="iscsi://127.0.0.1:$gport/iqn.2026-11.io.tandem:tgt/1"
+sink_url="iscsi://127.0.0.1:$sport/iqn.2026-11.io.tandem:sink/0"
 
 # The same random contents on both, so reads return real data.
 head -c "$((size_mb << 20))" /dev/urandom > "$dir/fill.img"
@@ -78,9 +86,9 @@ bench_write() { # url -> IOPS
     python3 -c "print(int($count / $t))"
 }
 
-tr=$(perf_read "$tandem_url"); gr=$(perf_read "$tgt_url")
-tw=$(bench_write "$tandem_url"); gw=$(bench_write "$tgt_url")
+tr=$(perf_read "$tandem_url"); gr=$(perf_read "$tgt_url"); sr=$(perf_read "$sink_url")
+tw=$(bench_write "$tandem_url"); gw=$(bench_write "$tgt_url"); sw=$(bench_write "$sink_url")
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
-printf '%-44s %12s %12s %8s\n' "workload (${size_mb} MiB LUN, ${secs}s)" "tandem" "tgt" "ratio"
-printf '%-44s %12s %12s %8s\n' "iscsi-perf 4 KiB random read, QD 32 (IOPS)" "$tr" "$gr" "$(ratio "$tr" "$gr")"
-printf '%-44s %12s %12s %8s\n' "qemu-img bench 4 KiB write, QD 32 (IOPS)" "$tw" "$gw" "$(ratio "$tw" "$gw")"
+printf '%-44s %9s %9s %7s %13s %9s\n' "workload (${size_mb} MiB LUN, ${secs}s)" "tandem" "tgt" "ratio" "sink (ceiling)" "sink/tgt"
+printf '%-44s %9s %9s %7s %13s %9s\n' "iscsi-perf 4 KiB random read, QD 32 (IOPS)" "$tr" "$gr" "$(ratio "$tr" "$gr")" "$sr" "$(ratio "$sr" "$gr")"
+printf '%-44s %9s %9s %7s %13s %9s\n' "qemu-img bench 4 KiB write, QD 32 (IOPS)" "$tw" "$gw" "$(ratio "$tw" "$gw")" "$sw" "$(ratio "$sw" "$gw")"

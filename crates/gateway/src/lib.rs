@@ -13,5 +13,6 @@ pub mod net;
 pub mod nvme;
 pub mod reservations;
 pub mod serve;
+pub mod sink;
 pub mod status;
 pub mod volumes;

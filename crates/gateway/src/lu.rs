@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use blockstore::{AccessState as VolState, Error as VolError};
 use bytes::Bytes;
 use proto_iscsi::scsi::{
-    AccessState, BlockOp, BlockResult, Completion, LbaExtent, LogicalUnit, LuConfig, Nexus,
-    PortGroup, Provisioning, Step,
+    AccessState, Begun, BlockOp, BlockResult, Completion, LbaExtent, LogicalUnit, LuConfig, Nexus,
+    PortGroup, Provisioning,
 };
 
 use crate::config::Config;
@@ -141,20 +141,14 @@ impl LuHandle {
         data_out: Bytes,
         expected_out: u32,
     ) -> (Completion, u32) {
-        let mut used = 0u32;
-        let mut step = self.lock().start(nexus, cdb, expected_out);
-        loop {
-            match step {
-                Step::Done(c) => return (c, used),
-                Step::NeedDataOut { len, task } => {
-                    used = len;
-                    let data = data_out.slice(..(len as usize).min(data_out.len()));
-                    step = self.lock().data_out(nexus, task, data);
-                }
-                Step::Io { op, task } => {
-                    let result = self.run(op).await;
-                    return (self.lock().io_done(task, result), used);
-                }
+        let (begun, used) = self
+            .lock()
+            .start_with_data(nexus, cdb, &data_out, expected_out);
+        match begun {
+            Begun::Done(c) => (c, used),
+            Begun::Io { op, task } => {
+                let result = self.run(op).await;
+                (self.lock().io_done(task, result), used)
             }
         }
     }

@@ -68,6 +68,8 @@ fn status(args: &StatusArgs) -> ExitCode {
 enum BenchCommand {
     /// NVMe/TCP workload (IOPS, MB/s), optionally beside the loopback TCP ceiling.
     Nvme(gateway::nvme::bench::NvmeBenchArgs),
+    /// An iSCSI target that stores nothing: the ceiling an initiator reaches on this machine.
+    IscsiSink(gateway::sink::SinkArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -149,6 +151,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Bench(BenchCommand::IscsiSink(args)) => match gateway::sink::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tandem bench iscsi-sink: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve(args) => {
             let mut cfg = match &args.config {
                 Some(p) => match Config::load(p) {

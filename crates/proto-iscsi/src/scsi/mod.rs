@@ -36,6 +36,7 @@ pub use pr::{PortId, PrDecodeError, PrState, PrType};
 pub use pr_ops::{PrAcquire, PrAcquireAction, PrFailure, PrRegister, PrRegisterAction, PrRelease};
 pub use sense::{Sense, SenseKey};
 pub use task::{
-    BlockOp, BlockResult, Completion, LbaExtent, Nexus, PendingTask, Provisioning, Status, Step,
+    Begun, BlockOp, BlockResult, Completion, LbaExtent, Nexus, PendingTask, Provisioning, Status,
+    Step,
 };
 pub use unit::LogicalUnit;

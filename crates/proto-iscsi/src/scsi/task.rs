@@ -116,6 +116,21 @@ pub enum Step {
     },
 }
 
+/// A command started with its data-out already gathered ([`crate::scsi::LogicalUnit::start_with_data`]):
+/// either finished, or waiting for one block operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begun {
+    /// The command is finished.
+    Done(Completion),
+    /// Perform `op` on the volume, then call `io_done` with `task` and the result.
+    Io {
+        /// The block operation to perform.
+        op: BlockOp,
+        /// Handle to give back to `io_done`.
+        task: PendingTask,
+    },
+}
+
 /// One block-level request on the volume backing the logical unit. Addresses are in logical
 /// blocks of the LU's configured block size.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use super::sense::{
     Asc, Sense, SenseKey, ASC_ASYMMETRIC_ACCESS_STATE_CHANGED, ASC_CAPACITY_DATA_CHANGED,
     ASC_NO_ADDITIONAL_SENSE, ASC_POWER_ON_RESET,
 };
-use super::task::{BlockOp, BlockResult, Completion, Nexus, PendingTask, Step, TaskKind};
+use super::task::{Begun, BlockOp, BlockResult, Completion, Nexus, PendingTask, Step, TaskKind};
 use super::{capacity, inquiry, luns, mode, rw};
 
 /// Most unit attentions queued per I_T nexus; older distinct conditions are kept first.
@@ -295,6 +295,32 @@ impl LogicalUnit {
         let mut d = sense.to_fixed().to_vec();
         d.truncate(alloc);
         Ok(d)
+    }
+
+    /// Starts a command whose data-out buffer is already gathered (as an iSCSI connection hands
+    /// it over): feeds the buffer to every data-out step, so the caller only ever sees a
+    /// finished command or one block operation to perform. Returns that and how many data-out
+    /// bytes the command used.
+    pub fn start_with_data(
+        &mut self,
+        nexus: &Nexus,
+        cdb: &[u8],
+        data_out: &Bytes,
+        expected_out: u32,
+    ) -> (Begun, u32) {
+        let mut used = 0u32;
+        let mut step = self.start(nexus, cdb, expected_out);
+        loop {
+            match step {
+                Step::Done(c) => return (Begun::Done(c), used),
+                Step::Io { op, task } => return (Begun::Io { op, task }, used),
+                Step::NeedDataOut { len, task } => {
+                    used = len;
+                    let data = data_out.slice(..(len as usize).min(data_out.len()));
+                    step = self.data_out(nexus, task, data);
+                }
+            }
+        }
     }
 
     /// Continues a command after the caller gathered its data-out buffer.
