@@ -77,10 +77,12 @@ qemu-img convert -n -f raw -O raw "$dir/fill.img" "$tgt_url"
 rm -f "$dir/fill.img"
 
 perf_read() { # url -> IOPS
+    sync  # each run starts without another run's dirty pages being written back under it
     timeout $((secs + 20)) iscsi-perf -m 32 -b 8 -r -t "$secs" "$1" 2>&1 | tr '\r' '\n' | grep -o 'iops average [0-9]*' | tail -1 | awk '{print $3}'
 }
 bench_write() { # url -> IOPS
     local count=$((secs * 20000))
+    sync
     local t
     t=$(qemu-img bench -f raw -w -d 32 -s 4096 -c "$count" "$1" 2>&1 | grep -o 'Run completed in [0-9.]*' | awk '{print $4}')
     python3 -c "print(int($count / $t))"
