@@ -29,7 +29,7 @@ pub struct Portal {
 const MAX_IN_FLIGHT: usize = 256;
 
 struct Logged {
-    nexus: Nexus,
+    nexus: Arc<Nexus>,
     target: Option<String>,
     counters: Arc<IoCounters>,
 }
@@ -108,7 +108,7 @@ pub async fn serve(
                         }
                     }
                     logged = Some(Logged {
-                        nexus,
+                        nexus: Arc::new(nexus),
                         target: p.target_name.clone(),
                         counters,
                     });
@@ -117,7 +117,7 @@ pub async fn serve(
                     let Some(l) = &logged else { continue };
                     let target = l.target.as_ref().and_then(|t| shared.targets.get(t));
                     let counters = Arc::clone(&l.counters);
-                    running.push(command_future(cmd, target, l.nexus.clone(), counters));
+                    running.push(command_future(cmd, target, Arc::clone(&l.nexus), counters));
                 }
                 Event::Aborted(_) => {}
                 Event::Reset { function, lun } => {
@@ -188,13 +188,15 @@ fn count(counters: &IoCounters, cdb: &[u8], c: &Completion, used: u32) {
 fn command_future(
     cmd: Command,
     target: Option<&Target>,
-    nexus: Nexus,
+    nexus: Arc<Nexus>,
     counters: Arc<IoCounters>,
 ) -> CommandFuture {
     let lu = target.and_then(|t| cmd.lun.index().and_then(|i| t.luns.get(&i)).cloned());
-    let lun_ids: Vec<u16> = target
-        .map(|t| t.luns.keys().copied().collect())
-        .unwrap_or_default();
+    // The LUN inventory is only needed to answer for a LUN that does not exist.
+    let lun_ids: Vec<u16> = match (&lu, target) {
+        (None, Some(t)) => t.luns.keys().copied().collect(),
+        _ => Vec::new(),
+    };
     Box::pin(async move {
         let (c, used) = match lu {
             Some(lu) => {
