@@ -92,7 +92,8 @@ struct ServeArgs {
     /// Override the NVMe/TCP discovery listeners' addresses (repeatable).
     #[arg(long = "nvme-discovery-listen")]
     nvme_discovery_listen: Vec<std::net::SocketAddr>,
-    /// Override the address the discovery log advertises (applies to every NVMe/TCP portal).
+    /// Override the address the discovery log advertises (applies to every NVMe/TCP portal and
+    /// discovery listener).
     #[arg(long)]
     nvme_advertise: Option<std::net::IpAddr>,
     /// Override the admin API's listen address (`[admin] listen`; enables it).
@@ -216,6 +217,7 @@ fn main() -> ExitCode {
                 for p in &mut cfg.nvme.portals {
                     p.advertise = Some(std::net::SocketAddr::new(ip, p.listen.port()));
                 }
+                cfg.nvme.discovery_advertise = Some(ip);
             }
             if let Some(a) = args.admin_listen {
                 cfg.admin.enabled = true;

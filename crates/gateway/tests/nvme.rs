@@ -58,6 +58,46 @@ async fn discovery_lists_every_subsystem_on_every_portal() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_discovery_log_gives_the_advertised_addresses() {
+    let ip: std::net::IpAddr = "192.0.2.10".parse().unwrap();
+    let node = Node::start(1, |c| {
+        for p in &mut c.nvme.portals {
+            p.advertise = Some(std::net::SocketAddr::new(ip, 0));
+        }
+        c.nvme.discovery_advertise = Some(ip);
+    })
+    .await;
+    let d = Controller::connect(node.discovery, DISCOVERY_NQN, &host(HOST_A))
+        .await
+        .unwrap();
+    let log = d.discovery_log().await.unwrap();
+    let of = |subtype: u8| -> Vec<(String, String)> {
+        log.records
+            .iter()
+            .filter(|r| r.subtype == subtype)
+            .map(|r| (r.traddr.clone(), r.trsvcid.clone()))
+            .collect()
+    };
+    let io_port = node.io[0].port().to_string();
+    assert!(!of(2).is_empty());
+    assert!(
+        of(2)
+            .iter()
+            .all(|(a, p)| a == "192.0.2.10" && *p == io_port),
+        "{:?}",
+        of(2)
+    );
+    let disc_port = node.discovery.port().to_string();
+    assert!(
+        of(3).contains(&("192.0.2.10".to_string(), disc_port)),
+        "{:?}",
+        of(3)
+    );
+    assert!(of(3).iter().all(|(a, _)| a == "192.0.2.10"), "{:?}", of(3));
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identify_reports_the_volume_identity_on_every_path() {
     let node = Node::start(2, |_| {}).await;
     let uuid = node.vols["default"].volume.uuid();

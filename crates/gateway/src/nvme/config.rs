@@ -2,7 +2,7 @@
 //! namespaces and host allow-lists, and this node's CNTLID range.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::Deserialize;
 
@@ -20,6 +20,10 @@ pub struct NvmeConfig {
     pub portals: Vec<NvmePortalConfig>,
     /// Addresses of the discovery-only listeners (conventionally port 8009).
     pub discovery_listen: Vec<SocketAddr>,
+    /// Address the discovery log gives hosts for the discovery listeners themselves (with each
+    /// listener's port; default: the listen address). Set it when listening on a wildcard
+    /// address or when hosts reach this node through another address.
+    pub discovery_advertise: Option<IpAddr>,
     /// Subsystems this node exports.
     #[serde(rename = "subsystem")]
     pub subsystems: Vec<SubsystemConfig>,
@@ -86,6 +90,7 @@ impl Default for NvmeConfig {
                 advertise: None,
             }],
             discovery_listen: vec![SocketAddr::from(([127, 0, 0, 1], 8009))],
+            discovery_advertise: None,
             subsystems: vec![SubsystemConfig {
                 nqn: DEFAULT_NQN.into(),
                 serial: None,

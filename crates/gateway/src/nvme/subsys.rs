@@ -117,10 +117,16 @@ pub(super) fn build(
     }
     for d in discovery_bound {
         portid += 1;
+        let addr = nc
+            .discovery_advertise
+            .map_or(*d, |ip| SocketAddr::new(ip, d.port()));
+        if addr.ip().is_unspecified() {
+            tracing::warn!(listen = %d, "NVMe discovery listener on a wildcard address without `discovery_advertise`: hosts cannot use its discovery entry");
+        }
         entries.push(DiscoveryEntry {
             subtype: SubsystemType::CurrentDiscovery,
             subnqn: proto_nvmeof::DISCOVERY_NQN.into(),
-            portal: portal(*d, portid),
+            portal: portal(addr, portid),
         });
     }
     registry.set_discovery_entries(entries);
