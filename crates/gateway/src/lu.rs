@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use blockstore::{AccessState as VolState, Error as VolError};
 use bytes::Bytes;
+use proto_iscsi::scsi::sense::Asc;
 use proto_iscsi::scsi::{
     AccessState, Begun, BlockOp, BlockResult, Completion, LbaExtent, LogicalUnit, LuConfig, Nexus,
-    PortGroup, Provisioning,
+    PortGroup, PortId, Provisioning,
 };
 
 use crate::config::Config;
@@ -51,6 +52,9 @@ pub struct LuHandle {
     lu: Mutex<LogicalUnit>,
     /// Serialises reservation writes so the stored state is always the newest one.
     persist: tokio::sync::Mutex<()>,
+    /// Reservation unit attentions for registrants that are not SCSI nexuses (NVMe hosts),
+    /// published after each change for the NVMe front end.
+    notices: tokio::sync::broadcast::Sender<Arc<Vec<(PortId, Asc)>>>,
 }
 
 /// The ALUA state hosts see for a volume access state (the role table of docs/architecture.md).
@@ -96,6 +100,7 @@ impl LuHandle {
             volume,
             lu: Mutex::new(lu),
             persist: tokio::sync::Mutex::new(()),
+            notices: tokio::sync::broadcast::channel(64).0,
         });
         let mut rx = handle.volume.volume.watch_access();
         let weak = Arc::downgrade(&handle);
@@ -109,6 +114,12 @@ impl LuHandle {
             }
         });
         Ok(handle)
+    }
+
+    /// Receives the reservation unit attentions raised for registrants that are not SCSI
+    /// nexuses (see [`LogicalUnit::take_port_notices`]), one batch per reservation change.
+    pub fn subscribe_notices(&self) -> tokio::sync::broadcast::Receiver<Arc<Vec<(PortId, Asc)>>> {
+        self.notices.subscribe()
     }
 
     /// The unit's state (held only for the duration of one step, never across an await).
@@ -158,6 +169,11 @@ impl LuHandle {
     /// writes are serialised and each stores the state as it is when its turn comes, so a
     /// slower writer can never put back an older state.
     pub async fn persist_reservations(&self) -> Result<(), VolError> {
+        let notices = self.lock().take_port_notices();
+        if !notices.is_empty() {
+            // Nobody listening (no NVMe front end) is fine.
+            let _ = self.notices.send(Arc::new(notices));
+        }
         let _turn = self.persist.lock().await;
         let bytes = self.lock().pr_state().to_bytes();
         self.volume.volume.save_metadata(PR_METADATA, bytes).await

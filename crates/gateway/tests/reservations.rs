@@ -223,3 +223,54 @@ async fn nvme_write_exclusive_conflicts_scsi_writes_and_survives_restart() {
     c.shutdown().await.unwrap();
     node.stop().await;
 }
+
+/// Reads one Reservation Notification log page: (count, type, NSID).
+async fn notice(c: &Controller) -> (u64, u8, u32) {
+    let p = c.log_page(0x80, 0, 0, 64).await.unwrap();
+    (
+        u64::from_le_bytes(p[0..8].try_into().unwrap()),
+        p[8],
+        u32::from_le_bytes(p[12..16].try_into().unwrap()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scsi_preempt_reaches_the_nvme_host_as_a_reservation_notification() {
+    let node = Node::start(1, |_| {}).await;
+    let c = Controller::connect(node.io[0], DEFAULT_NQN, &host_b())
+        .await
+        .unwrap();
+    assert_eq!(notice(&c).await, (0, 0, 0), "nothing yet: empty page");
+    // The NVMe host registers and takes Write Exclusive.
+    resv(&c, 0x0D, 0, keys(0, 0x22)).await.unwrap();
+    resv(&c, 0x11, 1 << 8, keys(0x22, 0)).await.unwrap();
+    // A SCSI initiator registers and preempts the NVMe host's registration and reservation.
+    let _ = scsi(&node, &[0; 6], &[]).await; // power-on UA
+    assert_eq!(pr_out(&node, 0, 0, 0, 0xAB).await, ScsiStatus::Good);
+    assert_eq!(
+        pr_out(&node, 4, 1, 0xAB, 0x22).await,
+        ScsiStatus::Good,
+        "PREEMPT"
+    );
+    // The NVMe host learns it from its own controller: registration preempted on NSID 1
+    // (the SCSI side raises its unit attention for the same event). Delivery is
+    // asynchronous: poll briefly.
+    let mut got = (0, 0, 0);
+    for _ in 0..100 {
+        got = notice(&c).await;
+        if got.1 != 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!((got.1, got.2), (1, 1), "registration preempted on NSID 1");
+    assert!(got.0 >= 1);
+    // Its writes now conflict (it is no longer registered, and the SCSI host holds WE).
+    let bs = c.identify_namespace(1).await.unwrap().block_size;
+    let w = c
+        .write(0, 1, 0, Bytes::from(vec![1u8; bs as usize]), bs, false)
+        .await;
+    assert_eq!(status_of(w), CONFLICT);
+    c.shutdown().await.unwrap();
+    node.stop().await;
+}

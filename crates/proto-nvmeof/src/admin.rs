@@ -52,7 +52,10 @@ impl Controller {
             }
             _ => Err(Status::INVALID_OPCODE.dnr()),
         };
-        vec![result.unwrap_or_else(|s| Response::status(cid, s))]
+        let mut out = vec![result.unwrap_or_else(|s| Response::status(cid, s))];
+        // Reading a log page can make its event reportable again (reservation notices left).
+        out.extend(self.deliver());
+        out
     }
 
     fn identify(&self, sqe: &Sqe) -> Result<Response, Status> {
@@ -98,6 +101,7 @@ impl Controller {
                 page.resize(page.len().max(16 + 32 * groups + 4 * nsids), 0);
                 page
             }
+            (Kind::Io(_), lid::RESERVATION) => self.resv.take_page(),
             _ => return Err(Status::INVALID_FIELD.dnr()),
         };
         let out = req.window(&page, max)?;
@@ -105,6 +109,9 @@ impl Controller {
             self.unmask_log(req.lid);
             if req.lid == lid::CHANGED_NS {
                 self.changed_ns.clear();
+            }
+            if req.lid == lid::RESERVATION && !self.resv.is_empty() {
+                self.queue_event(crate::controller::AEN_RESV_LOG);
             }
         }
         Ok(Response::data(sqe.cid(), out))
@@ -124,6 +131,9 @@ impl Controller {
         if !self.feature_allowed(f) {
             return Err(Status::INVALID_FIELD.dnr());
         }
+        if f == fid::RESV_NOTIF_MASK {
+            return self.set_resv_mask(sqe);
+        }
         let supported = self.supported_aens();
         let io_queues = self.io_queues();
         let (dw0, effect) =
@@ -141,9 +151,38 @@ impl Controller {
         if !self.feature_allowed(f) {
             return Err(Status::INVALID_FIELD.dnr());
         }
+        if f == fid::RESV_NOTIF_MASK {
+            return self.get_resv_mask(sqe);
+        }
         let dw0 = self
             .features
             .get(f, sqe.cdw(11), ((cdw10 >> 8) & 7) as u8, self.io_queues())?;
         Ok(Response::dw0(sqe.cid(), dw0))
+    }
+
+    /// The namespace a Reservation Notification Mask command names: one of the subsystem's,
+    /// or FFFFFFFFh (all) where `all_ok`.
+    fn resv_mask_nsid(&self, sqe: &Sqe, all_ok: bool) -> Result<u32, Status> {
+        let nsid = sqe.nsid();
+        match &self.kind {
+            Kind::Io(_) if nsid == u32::MAX && all_ok => Ok(nsid),
+            Kind::Io(s) if s.namespace(nsid).is_some() => Ok(nsid),
+            Kind::Io(_) => Err(Status::INVALID_NS.dnr()),
+            Kind::Discovery(_) => Err(Status::INVALID_FIELD.dnr()),
+        }
+    }
+
+    fn set_resv_mask(&mut self, sqe: &Sqe) -> Result<Response, Status> {
+        if sqe.cdw(10) >> 31 != 0 {
+            return Err(Status::FEATURE_NOT_SAVEABLE.dnr());
+        }
+        let nsid = self.resv_mask_nsid(sqe, true)?;
+        self.resv.set_mask(nsid, sqe.cdw(11))?;
+        Ok(Response::dw0(sqe.cid(), 0))
+    }
+
+    fn get_resv_mask(&self, sqe: &Sqe) -> Result<Response, Status> {
+        let nsid = self.resv_mask_nsid(sqe, false)?;
+        Ok(Response::dw0(sqe.cid(), self.resv.mask(nsid)))
     }
 }

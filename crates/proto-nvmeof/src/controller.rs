@@ -15,6 +15,7 @@ use crate::fabrics::{property, Connect, PropertyAccess};
 use crate::features::Features;
 use crate::identify::{OAES_ANA_CHANGE, OAES_DISC_CHANGE, OAES_NS_ATTR};
 use crate::registry::AdminTarget;
+use crate::resv_notice::{NoticeKind, Notices};
 use crate::sqe::Sqe;
 use crate::status::Status;
 use crate::subsystem::{Subsystem, TargetConfig};
@@ -32,6 +33,9 @@ pub const AEN_ANA_CHANGE: u32 = 0x02 | (0x03 << 8) | (0x0C << 16);
 pub const AEN_NS_CHANGED: u32 = 0x02 | (0x04 << 16);
 /// AER completion DW0 for a discovery log change notice (type notice, info F0h, log 70h).
 pub const AEN_DISC_CHANGE: u32 = 0x02 | (0xF0 << 8) | (0x70 << 16);
+/// AER completion DW0 for available reservation notifications (type I/O command specific
+/// status, info 00h, log 80h).
+pub const AEN_RESV_LOG: u32 = 0x06 | (0x80 << 16);
 
 /// What a controller serves.
 #[derive(Debug, Clone)]
@@ -58,6 +62,7 @@ pub struct Controller {
     events: VecDeque<u32>,
     masked: BTreeSet<u32>,
     pub(crate) changed_ns: BTreeSet<u32>,
+    pub(crate) resv: Notices,
 }
 
 impl Controller {
@@ -89,6 +94,7 @@ impl Controller {
             events: VecDeque::new(),
             masked: BTreeSet::new(),
             changed_ns: BTreeSet::new(),
+            resv: Notices::default(),
         };
         c.set_kato(connect.kato_ms);
         c
@@ -209,6 +215,7 @@ impl Controller {
             self.csts = 0;
             self.aers.clear();
             self.events.clear();
+            self.resv.reset();
         }
         if (new >> 14) & 3 != 0 && (old >> 14) & 3 == 0 {
             self.csts = (self.csts & !(3 << 2)) | CSTS_SHST_COMPLETE;
@@ -217,13 +224,31 @@ impl Controller {
 
     /// Queues an async event unless disabled, masked until its log is read, or pending.
     pub(crate) fn raise(&mut self, aec_bit: u32, dw0: u32) {
-        if self.features.async_events & aec_bit == 0
-            || self.masked.contains(&dw0)
-            || self.events.contains(&dw0)
-        {
-            return;
+        if self.features.async_events & aec_bit != 0 {
+            self.queue_event(dw0);
         }
-        self.events.push_back(dw0);
+    }
+
+    /// Queues an async event that has no enable bit (I/O command set specific ones) unless
+    /// it is masked until its log is read, or already pending.
+    pub(crate) fn queue_event(&mut self, dw0: u32) {
+        if !self.masked.contains(&dw0) && !self.events.contains(&dw0) {
+            self.events.push_back(dw0);
+        }
+    }
+
+    /// Another host (over either protocol) changed this host's reservation state on namespace
+    /// `nsid`: records a Reservation Notification log page unless masked, raises the
+    /// event, and returns the AERs that complete because of it.
+    pub fn reservation_notice(&mut self, kind: NoticeKind, nsid: u32) -> Vec<Response> {
+        let Kind::Io(s) = &self.kind else {
+            return Vec::new();
+        };
+        if s.namespace(nsid).is_none() || !self.resv.push(kind, nsid) {
+            return Vec::new();
+        }
+        self.queue_event(AEN_RESV_LOG);
+        self.deliver()
     }
 
     /// Completes outstanding AERs with pending events.

@@ -25,6 +25,8 @@ pub mod fid {
     pub const ASYNC_EVENT: u8 = 0x0B;
     /// Keep Alive Timer.
     pub const KATO: u8 = 0x0F;
+    /// Reservation Notification Mask (per namespace; kept by the controller).
+    pub const RESV_NOTIF_MASK: u8 = 0x82;
 }
 
 /// Default over-temperature threshold in Kelvin (70 °C).

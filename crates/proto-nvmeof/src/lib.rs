@@ -20,6 +20,7 @@ pub mod logpage;
 pub mod pdu;
 pub mod registry;
 pub mod reservation;
+pub mod resv_notice;
 pub mod sqe;
 pub mod status;
 pub mod subsystem;

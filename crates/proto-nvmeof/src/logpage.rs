@@ -23,6 +23,8 @@ pub mod lid {
     pub const CMD_EFFECTS: u8 = 0x05;
     /// Asymmetric Namespace Access.
     pub const ANA: u8 = 0x0C;
+    /// Reservation Notification.
+    pub const RESERVATION: u8 = 0x80;
     /// Discovery (discovery controllers only).
     pub const DISCOVERY: u8 = 0x70;
 }
@@ -110,6 +112,7 @@ pub fn supported_logs() -> Vec<u8> {
         lid::CHANGED_NS,
         lid::CMD_EFFECTS,
         lid::ANA,
+        lid::RESERVATION,
     ] {
         b[usize::from(l) * 4] = 1;
     }

@@ -11,7 +11,7 @@ use proto_nvmeof::fabrics::CNTLID_DYNAMIC;
 use proto_nvmeof::logpage::{lid, LogRequest};
 use proto_nvmeof::pdu::{CapsuleCmd, Digests, Fes, Pdu};
 use proto_nvmeof::{
-    AddressFamily, AnaState, CloseReason, DiscoveryEntry, Portal, Sqe, Status, TargetConfig,
+    AddressFamily, AnaState, CloseReason, Cqe, DiscoveryEntry, Portal, Sqe, Status, TargetConfig,
     DISCOVERY_NQN,
 };
 
@@ -465,4 +465,65 @@ fn compare_reports_miscompare() {
     let cid = io.cid();
     let bad = single_cqe(&io.command(&mut t, rw_sqe(0x05, cid, 1, 0, 1, true), &[0xAC; 512]));
     assert_eq!(bad.status, Status::COMPARE_FAILED.dnr());
+}
+
+fn resv_mask(h: &mut Host, t: &mut Target, set: bool, nsid: u32, mask: u32) -> Cqe {
+    let cid = h.cid();
+    let mut sqe = Sqe::new(if set { 0x09 } else { 0x0A }, cid);
+    sqe.set_nsid(nsid);
+    sqe.set_cdw(10, 0x82);
+    sqe.set_cdw(11, mask);
+    single_cqe(&h.command(t, sqe, &[]))
+}
+
+#[test]
+fn reservation_notices_complete_an_aer_and_are_read_one_page_at_a_time() {
+    use proto_nvmeof::resv_notice::NoticeKind;
+    let mut t = Target::new(TargetConfig::default());
+    let (mut admin, _) = admin_host(&mut t, Instant::now());
+    let (aer, pdus) = send_aer(&mut admin, &mut t);
+    assert!(pdus.is_empty());
+    // Two notices: the held AER completes once, for the Reservation Notification log.
+    admin
+        .conn
+        .reservation_notice(NoticeKind::RegistrationPreempted, 1);
+    admin
+        .conn
+        .reservation_notice(NoticeKind::ReservationReleased, 1);
+    let cqe = single_cqe(&admin.recv());
+    assert_eq!(cqe.cid, aer);
+    assert_eq!(cqe.dw0(), 0x0080_0006); // I/O command specific, info 00h, log 80h
+                                        // A notice for a namespace the subsystem does not have is ignored.
+    admin
+        .conn
+        .reservation_notice(NoticeKind::ReservationPreempted, 7);
+    // Reading the page (without RAE) returns the oldest notice and re-arms the event because
+    // one notice is left: the next AER completes at once.
+    let (page, st) = get_log(&mut admin, &mut t, lid::RESERVATION, 0, 64, false);
+    assert!(st.is_success());
+    assert_eq!(le64(&page, 0), 1);
+    assert_eq!((page[8], page[9]), (1, 1));
+    assert_eq!(le32(&page, 12), 1);
+    let (aer2, pdus) = send_aer(&mut admin, &mut t);
+    let cqe = single_cqe(&pdus);
+    assert_eq!((cqe.cid, cqe.dw0()), (aer2, 0x0080_0006));
+    let (page, _) = get_log(&mut admin, &mut t, lid::RESERVATION, 0, 64, false);
+    assert_eq!((le64(&page, 0), page[8], page[9]), (2, 2, 0));
+    let (page, _) = get_log(&mut admin, &mut t, lid::RESERVATION, 0, 64, false);
+    assert!(page.iter().all(|&b| b == 0), "empty page");
+
+    // Masking: RESREL masked on every namespace creates no page.
+    assert!(resv_mask(&mut admin, &mut t, true, 0xFFFF_FFFF, 1 << 2)
+        .status
+        .is_success());
+    assert_eq!(resv_mask(&mut admin, &mut t, false, 1, 0).dw0(), 1 << 2);
+    admin
+        .conn
+        .reservation_notice(NoticeKind::ReservationReleased, 1);
+    let (page, _) = get_log(&mut admin, &mut t, lid::RESERVATION, 0, 64, false);
+    assert!(page.iter().all(|&b| b == 0), "masked notice made no page");
+    assert_eq!(
+        resv_mask(&mut admin, &mut t, true, 9, 0).status,
+        Status::INVALID_NS.dnr()
+    );
 }

@@ -70,6 +70,7 @@ pub(super) async fn serve(
             }
             Some(c) = ctl_rx.recv() => match c {
                 Control::Subsystem(s) => conn.update_subsystem(s),
+                Control::ReservationNotice { kind, nsid } => conn.reservation_notice(kind, nsid),
                 Control::Close => {
                     closing.get_or_insert_with(|| "association ended".into());
                 }

@@ -12,6 +12,7 @@ pub mod bench;
 pub mod config;
 mod conn;
 mod exec;
+mod notices;
 mod subsys;
 
 use std::collections::HashMap;
@@ -38,6 +39,13 @@ enum Control {
     Subsystem(Arc<Subsystem>),
     /// The association ended (keep-alive expiry or admin queue lost): close now.
     Close,
+    /// Another host changed this host's reservation state on namespace `nsid` (admin queues).
+    ReservationNotice {
+        /// What happened.
+        kind: proto_nvmeof::resv_notice::NoticeKind,
+        /// The namespace.
+        nsid: u32,
+    },
 }
 
 /// What the node knows about one live connection.
@@ -47,6 +55,8 @@ struct ConnEntry {
     qid: u16,
     subnqn: Option<String>,
     hostnqn: Option<String>,
+    /// The host's reservation identity (see [`crate::reservations::nvme_identity`]).
+    who: Option<proto_iscsi::scsi::PortId>,
     peer: SocketAddr,
     since_unix: u64,
     counters: Arc<IoCounters>,
@@ -164,6 +174,7 @@ impl NvmeShared {
                 qid: 0,
                 subnqn: None,
                 hostnqn: None,
+                who: None,
                 peer,
                 since_unix: crate::iscsi::unix_now(),
                 counters: Arc::clone(&counters),
@@ -188,6 +199,10 @@ impl NvmeShared {
             e.qid = req.connect.qid;
             e.subnqn = Some(subnqn);
             e.hostnqn = Some(req.connect.hostnqn.clone());
+            e.who = Some(crate::reservations::nvme_identity(
+                &req.connect.hostnqn,
+                &req.connect.host_id,
+            ));
             e.since_unix = crate::iscsi::unix_now();
         }
         a
@@ -306,6 +321,7 @@ pub async fn start(
         next_conn: AtomicU64::new(1),
     });
     let mut tasks = subsys::follow_access_states(&shared, vols, &shutdown);
+    tasks.extend(notices::follow_reservation_notices(&shared, &shutdown));
     for l in listeners {
         let rx = shutdown.subscribe();
         tasks.push(tokio::spawn(accept_loop(l, shared.clone(), rx)));

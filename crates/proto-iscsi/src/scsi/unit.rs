@@ -20,6 +20,9 @@ use super::{capacity, inquiry, luns, mode, rw};
 
 /// Most unit attentions queued per I_T nexus; older distinct conditions are kept first.
 const MAX_PENDING_UA: usize = 8;
+/// Most reservation notices kept for ports without a SCSI nexus until the caller takes them;
+/// beyond this the oldest are dropped.
+const MAX_PORT_NOTICES: usize = 1024;
 
 /// What the LU remembers about one I_T nexus.
 #[derive(Debug, Clone)]
@@ -38,6 +41,9 @@ pub struct LogicalUnit {
     nexuses: HashMap<u64, NexusState>,
     pub(super) reserve6: Option<u64>,
     pub(super) pr: PrState,
+    /// Reservation unit attentions for registrants that are not SCSI nexuses of this unit
+    /// (NVMe hosts sharing the reservation state): the caller delivers them its own way.
+    port_notices: VecDeque<(PortId, Asc)>,
 }
 
 impl LogicalUnit {
@@ -57,6 +63,7 @@ impl LogicalUnit {
             nexuses: HashMap::new(),
             reserve6: None,
             pr: PrState::default(),
+            port_notices: VecDeque::new(),
         }
     }
 
@@ -150,9 +157,24 @@ impl LogicalUnit {
     }
 
     pub(super) fn raise_for_port(&mut self, port: &PortId, asc: Asc) {
+        let mut delivered = false;
         for n in self.nexuses.values_mut().filter(|n| &n.port == port) {
             push_ua(&mut n.unit_attentions, asc);
+            delivered = true;
         }
+        if !delivered {
+            if self.port_notices.len() == MAX_PORT_NOTICES {
+                self.port_notices.pop_front();
+            }
+            self.port_notices.push_back((port.clone(), asc));
+        }
+    }
+
+    /// Takes the reservation unit attentions (RESERVATIONS PREEMPTED / RELEASED,
+    /// REGISTRATIONS PREEMPTED) raised for registrants that have no SCSI nexus on this unit,
+    /// oldest first: NVMe hosts, whose front end turns them into reservation notifications.
+    pub fn take_port_notices(&mut self) -> Vec<(PortId, Asc)> {
+        self.port_notices.drain(..).collect()
     }
 
     /// Starts a command received on `nexus`. `data_out_len` is the initiator's expected

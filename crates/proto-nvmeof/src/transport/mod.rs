@@ -269,6 +269,16 @@ impl Connection {
         }
     }
 
+    /// Delivers a reservation notice to this queue's controller (admin queues only): a
+    /// Reservation Notification log page, and the AER it completes if one is held.
+    pub fn reservation_notice(&mut self, kind: crate::resv_notice::NoticeKind, nsid: u32) {
+        if let Queue::Admin(c) = &mut self.queue {
+            for r in c.reservation_notice(kind, nsid) {
+                self.send_response(r, 0);
+            }
+        }
+    }
+
     /// Installs a new discovery snapshot; completes held AERs on a GENCTR change.
     pub fn update_discovery(&mut self, snapshot: Arc<DiscoveryLog>) {
         if let Queue::Admin(c) = &mut self.queue {
