@@ -8,13 +8,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU64};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use proto_iscsi::chap::{ChapAlgorithm, ChapConfig, ChapUser};
 use proto_iscsi::login::{DiscoveredTarget, TargetAuth};
 use proto_iscsi::session::ConnectionConfig;
-use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
 use crate::config::{self, Config};
 use crate::counters::IoCounters;
@@ -163,44 +161,17 @@ pub async fn start(cfg: &Config, lus: &Lus, shutdown: Shutdown) -> Result<IscsiF
             tpgt,
             relative_port: i as u16 + 1,
         };
-        tasks.push(tokio::spawn(accept_loop(listener, shared, port, rx)));
+        tasks.push(tokio::spawn(crate::net::accept_loop(
+            listener,
+            rx,
+            move |stream, peer, rx| conn::serve(stream, peer, Arc::clone(&shared), port, rx),
+        )));
     }
     Ok(IscsiFrontend {
         shared,
         tasks,
         bound,
     })
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<IscsiShared>,
-    portal: conn::Portal,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, peer)) => {
-                    crate::net::tune(&stream);
-                    let shared = shared.clone();
-                    let rx = shutdown.clone();
-                    conns.spawn(async move {
-                        conn::serve(stream, peer, shared, portal, rx).await;
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            _ = shutdown.changed() => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
-    }
-    drop(listener);
-    while conns.join_next().await.is_some() {}
 }
 
 impl IscsiShared {

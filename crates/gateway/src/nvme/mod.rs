@@ -19,12 +19,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use proto_nvmeof::{Registry, Subsystem, TargetConfig};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::counters::{IoCounters, IoSnapshot};
@@ -266,7 +263,7 @@ impl NvmeShared {
 pub struct NvmeFrontend {
     /// Shared state.
     pub shared: Arc<NvmeShared>,
-    /// Listener tasks (and the access-state followers).
+    /// Listener tasks (and the access-state and reservation-notice followers).
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Bound I/O portal addresses, in portal order.
     pub bound: Vec<SocketAddr>,
@@ -324,7 +321,12 @@ pub async fn start(
     tasks.extend(notices::follow_reservation_notices(&shared, &shutdown));
     for l in listeners {
         let rx = shutdown.subscribe();
-        tasks.push(tokio::spawn(accept_loop(l, shared.clone(), rx)));
+        let shared = shared.clone();
+        tasks.push(tokio::spawn(crate::net::accept_loop(
+            l,
+            rx,
+            move |stream, peer, rx| conn::serve(stream, peer, Arc::clone(&shared), rx),
+        )));
     }
     Ok(NvmeFrontend {
         shared,
@@ -342,34 +344,4 @@ pub fn advertised(p: &config::NvmePortalConfig, bound: SocketAddr) -> SocketAddr
         Some(a) => a,
         None => bound,
     }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<NvmeShared>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, peer)) => {
-                    crate::net::tune(&stream);
-                    let shared = shared.clone();
-                    let rx = shutdown.clone();
-                    conns.spawn(async move {
-                        conn::serve(stream, peer, shared, rx).await;
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            _ = shutdown.changed() => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
-    }
-    drop(listener);
-    while conns.join_next().await.is_some() {}
 }
