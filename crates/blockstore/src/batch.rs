@@ -18,6 +18,16 @@ use crate::record::{record_len, Header, Kind, HEADER_LEN};
 /// One write the batch can append: (request index, lba, blocks, data).
 type Planned<'a> = (usize, u64, u64, &'a [u8]);
 
+/// What [`Engine::append_batch`] did.
+enum Appended {
+    /// Every write of the batch is in the log and the index.
+    Done,
+    /// Nothing was written: the records do not fit the log contiguously right now.
+    NoRoom,
+    /// Nothing was written: another writer holds the log (only when asked not to wait).
+    Busy,
+}
+
 /// What the checks decided for each request of a batch.
 struct Plan<'a> {
     /// Requests already answered (by an error) before any I/O.
@@ -52,6 +62,22 @@ impl Engine {
         plan
     }
 
+    /// Answers the batch's writes once it is in the log, and gives every request its result.
+    fn finish(
+        &self,
+        mut results: Vec<Option<Result<()>>>,
+        batch: &[Planned<'_>],
+    ) -> Vec<Result<()>> {
+        for &(i, _, _, data) in batch {
+            self.stats.add_write(data.len() as u64);
+            results[i] = Some(Ok(()));
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(Error::Failed)))
+            .collect()
+    }
+
     /// Writes several requests with as few log writes as possible: records that fit the log
     /// contiguously are written with one `pwrite` under one hold of the log lock. Each request
     /// gets its own result; with `fua` set on any request the log is synced once for all.
@@ -60,45 +86,35 @@ impl Engine {
         let _c = self.caw.read().unwrap_or_else(|e| e.into_inner());
         let Plan {
             mut results,
-            batch,
+            mut batch,
             oversized,
         } = self.plan(reqs);
         for i in oversized {
             let (lba, data, _) = reqs[i];
             results[i] = Some(self.write_locked(lba, data, false));
         }
-        if !batch.is_empty() {
-            let log = lock(&self.log);
-            if self.append_batch(log, &batch).is_err() {
-                // The batch did not fit in one go: one append each, waiting for space.
-                for &(i, lba, _, data) in &batch {
-                    results[i] = Some(self.write_locked(lba, data, false));
-                }
-            } else {
-                for &(i, _, _, data) in &batch {
-                    self.stats.add_write(data.len() as u64);
-                    results[i] = Some(Ok(()));
-                }
+        if !matches!(self.append_batch(&batch, false), Ok(Appended::Done)) {
+            // The batch did not fit in one go: one append each, waiting for space.
+            for (i, lba, _, data) in batch.drain(..) {
+                results[i] = Some(self.write_locked(lba, data, false));
             }
         }
-        let want_sync = reqs
+        let mut results = self.finish(results, &batch);
+        if reqs
             .iter()
             .zip(&results)
-            .any(|((_, _, fua), r)| *fua && matches!(r, Some(Ok(()))));
-        if want_sync {
+            .any(|((_, _, fua), r)| *fua && r.is_ok())
+        {
             if let Err(e) = self.sync_wal() {
                 let msg = e.to_string();
                 for ((_, _, fua), r) in reqs.iter().zip(results.iter_mut()) {
-                    if *fua && matches!(r, Some(Ok(()))) {
-                        *r = Some(Err(Error::Io(std::io::Error::other(msg.clone()))));
+                    if *fua && r.is_ok() {
+                        *r = Err(Error::Io(std::io::Error::other(msg.clone())));
                     }
                 }
             }
         }
         results
-            .into_iter()
-            .map(|r| r.unwrap_or(Err(Error::Failed)))
-            .collect()
     }
 
     /// [`Engine::write_many`] for a caller that must not block: appends the whole batch with one
@@ -116,44 +132,27 @@ impl Engine {
             Err(TryLockError::WouldBlock) => return None,
         };
         let Plan {
-            mut results,
+            results,
             batch,
             oversized,
         } = self.plan(reqs);
         if !oversized.is_empty() {
             return None;
         }
-        if !batch.is_empty() {
-            let log = match self.log.try_lock() {
-                Ok(g) => g,
-                Err(TryLockError::Poisoned(p)) => p.into_inner(),
-                Err(TryLockError::WouldBlock) => return None,
-            };
-            if self.append_batch(log, &batch).is_err() {
-                return None;
-            }
-            for &(i, _, _, data) in &batch {
-                self.stats.add_write(data.len() as u64);
-                results[i] = Some(Ok(()));
-            }
+        match self.append_batch(&batch, true) {
+            Ok(Appended::Done) => Some(self.finish(results, &batch)),
+            _ => None,
         }
-        Some(
-            results
-                .into_iter()
-                .map(|r| r.unwrap_or(Err(Error::Failed)))
-                .collect(),
-        )
     }
 
-    /// Appends records back to back with one write, holding `log` (the caller locked it).
-    /// Writes to consecutive blocks that follow each other in the batch (a sequential stream)
-    /// become one record. Fails (writing nothing) if the records do not fit the log
-    /// contiguously right now.
-    fn append_batch(
-        &self,
-        mut log: std::sync::MutexGuard<'_, crate::engine::LogState>,
-        batch: &[Planned<'_>],
-    ) -> Result<()> {
+    /// Appends records back to back with one write. Writes to consecutive blocks that follow
+    /// each other in the batch (a sequential stream) become one record. Writes nothing when
+    /// the records do not fit the log contiguously right now, or, with `nowait`, when another
+    /// writer holds the log. Checksums and the buffer are prepared before taking the log lock.
+    fn append_batch(&self, batch: &[Planned<'_>], nowait: bool) -> Result<Appended> {
+        if batch.is_empty() {
+            return Ok(Appended::Done);
+        }
         // Group consecutive writes: (lba, blocks, parts).
         let mut groups: Vec<(u64, u64, Vec<&[u8]>)> = Vec::new();
         for &(_, lba, blocks, data) in batch {
@@ -173,19 +172,29 @@ impl Engine {
             .map(|g| record_len((g.1 * bs) as usize))
             .collect();
         let total: u64 = lens.iter().sum();
+        let crcs: Vec<u32> = groups
+            .iter()
+            .map(|g| g.2.iter().fold(0u32, |c, p| crc32c::crc32c_append(c, p)))
+            .collect();
+        let epoch = lock(&self.role).epoch;
+        let mut buf = vec![0u8; total as usize];
+        let mut log = if nowait {
+            match self.log.try_lock() {
+                Ok(g) => g,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => return Ok(Appended::Busy),
+            }
+        } else {
+            lock(&self.log)
+        };
         let w = self.wal_size;
         let phys = log.head % w;
         if phys + total > w || log.head + total - log.tail > w {
-            return Err(Error::Invalid(
-                "batch does not fit the log contiguously".into(),
-            ));
+            return Ok(Appended::NoRoom);
         }
-        let epoch = lock(&self.role).epoch;
         let synced_lsn = self.durable_lsn.load(Ordering::Acquire);
-        let mut buf = vec![0u8; total as usize];
         let mut off = 0usize;
         for (k, (lba, blocks, parts)) in groups.iter().enumerate() {
-            let crc = parts.iter().fold(0u32, |c, p| crc32c::crc32c_append(c, p));
             let hdr = Header {
                 lsn: log.next_lsn + k as u64,
                 generation: log.generation,
@@ -197,7 +206,7 @@ impl Engine {
                 kind: Kind::Write,
             };
             let len = lens[k] as usize;
-            hdr.encode_record_parts(parts, crc, &mut buf[off..off + len]);
+            hdr.encode_record_parts(parts, crcs[k], &mut buf[off..off + len]);
             off += len;
         }
         self.wal.write_at(&buf, phys).map_err(|e| self.fail(e))?;
@@ -219,6 +228,6 @@ impl Engine {
         log.next_lsn += groups.len() as u64;
         log.head += total;
         self.stats.set_log_used(log.head - log.tail);
-        Ok(())
+        Ok(Appended::Done)
     }
 }

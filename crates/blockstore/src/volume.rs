@@ -41,6 +41,58 @@ struct WriteQueue {
     state: std::sync::Mutex<(Vec<PendingWrite>, bool)>,
 }
 
+/// What one [`WriteQueue::drain_once`] did.
+enum Drained {
+    /// Nothing was queued; the queue is idle again.
+    Empty,
+    /// A batch was written and every write in it answered.
+    Answered,
+    /// The writer declined the batch; it is back at the head of the queue, in order.
+    Declined,
+}
+
+impl WriteQueue {
+    /// Takes everything queued and hands it to `write`, which returns one result per write or
+    /// `None` to decline the batch without writing any of it.
+    fn drain_once(
+        &self,
+        write: impl FnOnce(&[(u64, &[u8], bool)]) -> Option<Vec<Result<()>>>,
+    ) -> Drained {
+        let batch = {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if st.0.is_empty() {
+                st.1 = false;
+                return Drained::Empty;
+            }
+            std::mem::take(&mut st.0)
+        };
+        let reqs: Vec<(u64, &[u8], bool)> = batch
+            .iter()
+            .map(|p| (p.lba, (*p.data).as_ref(), p.fua))
+            .collect();
+        let results = write(&reqs);
+        drop(reqs);
+        let Some(results) = results else {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.0.splice(0..0, batch);
+            return Drained::Declined;
+        };
+        for (p, r) in batch.into_iter().zip(results) {
+            let _ = p.done.send(r);
+        }
+        Drained::Answered
+    }
+
+    /// Marks the queue idle if nothing is queued; returns whether it did.
+    fn stop_if_empty(&self) -> bool {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.0.is_empty() {
+            st.1 = false;
+        }
+        !st.1
+    }
+}
+
 /// Stops the volume's I/O threads when the last handle goes.
 struct ExecutorHandle(Executor);
 
@@ -97,61 +149,17 @@ impl Volume {
 
     /// Drains the write queue until it is empty (runs on an I/O thread).
     fn drain_writes(engine: &Engine, queue: &WriteQueue) {
-        loop {
-            let batch = {
-                let mut st = queue.state.lock().unwrap_or_else(|e| e.into_inner());
-                if st.0.is_empty() {
-                    st.1 = false;
-                    return;
-                }
-                std::mem::take(&mut st.0)
-            };
-            let reqs: Vec<(u64, &[u8], bool)> = batch
-                .iter()
-                .map(|p| (p.lba, (*p.data).as_ref(), p.fua))
-                .collect();
-            let results = engine.write_many(&reqs);
-            drop(reqs);
-            for (p, r) in batch.into_iter().zip(results) {
-                let _ = p.done.send(r);
-            }
-        }
+        while let Drained::Answered = queue.drain_once(|reqs| Some(engine.write_many(reqs))) {}
     }
 
     /// Appends the queued writes on the calling thread with
     /// [`Engine::try_write_many_nowait`]. Returns `true` when the queue is done with (the
-    /// batch answered and nothing new queued), `false` when an I/O thread must drain the rest;
-    /// a batch that could not be appended without waiting goes back to the head of the queue
-    /// so order is kept.
+    /// batch answered and nothing new queued), `false` when an I/O thread must drain the rest.
     fn drain_inline(engine: &Engine, queue: &WriteQueue) -> bool {
-        let batch = {
-            let mut st = queue.state.lock().unwrap_or_else(|e| e.into_inner());
-            if st.0.is_empty() {
-                st.1 = false;
-                return true;
-            }
-            std::mem::take(&mut st.0)
-        };
-        let reqs: Vec<(u64, &[u8], bool)> = batch
-            .iter()
-            .map(|p| (p.lba, (*p.data).as_ref(), p.fua))
-            .collect();
-        let Some(results) = engine.try_write_many_nowait(&reqs) else {
-            drop(reqs);
-            let mut st = queue.state.lock().unwrap_or_else(|e| e.into_inner());
-            st.0.splice(0..0, batch);
-            return false;
-        };
-        drop(reqs);
-        for (p, r) in batch.into_iter().zip(results) {
-            let _ = p.done.send(r);
-        }
-        let mut st = queue.state.lock().unwrap_or_else(|e| e.into_inner());
-        if st.0.is_empty() {
-            st.1 = false;
-            true
-        } else {
-            false
+        match queue.drain_once(|reqs| engine.try_write_many_nowait(reqs)) {
+            Drained::Empty => true,
+            Drained::Declined => false,
+            Drained::Answered => queue.stop_if_empty(),
         }
     }
 
