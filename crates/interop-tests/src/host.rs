@@ -19,6 +19,7 @@ pub const HOST_TOOLS: &[(&str, &str)] = &[
     ("cpio", "cpio"),
     ("dpkg-deb", "dpkg"),
     ("apt-get", "apt"),
+    ("iscsi-test-cu", "libiscsi-bin"),
 ];
 
 /// apt options that wait for the dpkg/apt locks instead of failing when another process holds them.
@@ -34,35 +35,28 @@ pub fn have_command(name: &str) -> bool {
         .any(|dir| dir.join(name).is_file())
 }
 
-/// Installs, with `apt-get install --no-install-recommends`, the packages of [`HOST_TOOLS`] whose
-/// command is missing; does nothing when all are present.
+/// The repository's `scripts/deps.sh`: the one place that installs and checks the test tools.
+pub fn deps_script() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join("scripts/deps.sh"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| Path::new("scripts/deps.sh").to_path_buf())
+}
+
+/// Runs `scripts/deps.sh` (install what is missing, then check every tool) when a command of
+/// [`HOST_TOOLS`] is missing; does nothing when all are present.
 ///
-/// Exists so `cargo test -p interop-tests` works on a fresh machine without a setup script.
+/// Exists so `cargo test -p interop-tests` works on a fresh machine without a setup step, through
+/// the same installer as the README's test command (tools that must match each other, such as
+/// qemu-img and its iscsi driver, are installed together there).
 pub fn ensure_host_tools() -> Result<()> {
     let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut missing: Vec<&str> = HOST_TOOLS
-        .iter()
-        .filter(|(cmd, _)| !have_command(cmd))
-        .map(|(_, pkg)| *pkg)
-        .collect();
-    missing.dedup();
-    if missing.is_empty() {
+    if HOST_TOOLS.iter().all(|(cmd, _)| have_command(cmd)) {
         return Ok(());
     }
-    eprintln!("interop-tests: installing host packages {missing:?}");
-    let install = |update_first: bool| -> Result<()> {
-        if update_first {
-            run(Command::new("apt-get").args(APT_LOCK_WAIT).arg("update"))?;
-        }
-        run(Command::new("apt-get")
-            .args(APT_LOCK_WAIT)
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"))
-        .map(drop)
-    };
-    // Stale package lists make the install fail with 404s; refresh them once and retry.
-    install(false).or_else(|_| install(true))?;
+    eprintln!("interop-tests: host tools missing, running scripts/deps.sh");
+    run(Command::new("bash").arg(deps_script()))?;
     match HOST_TOOLS.iter().find(|(cmd, _)| !have_command(cmd)) {
         Some((cmd, pkg)) => Err(HarnessError::Image(format!(
             "`{cmd}` still missing after installing {pkg}"
