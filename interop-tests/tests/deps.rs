@@ -58,7 +58,10 @@ fn every_program_the_tests_run_is_checked_by_deps_sh() {
     assert!(files.len() > 50, "found only {} source files", files.len());
     let mut programs: Vec<String> = HOST_TOOLS.iter().map(|(c, _)| c.to_string()).collect();
     // This file names the markers themselves.
-    for file in files.iter().filter(|f| !f.ends_with("interop-tests/tests/deps.rs")) {
+    for file in files
+        .iter()
+        .filter(|f| !f.ends_with("interop-tests/tests/deps.rs"))
+    {
         let src = std::fs::read_to_string(file).unwrap();
         programs.extend(spawned_programs(&src));
     }

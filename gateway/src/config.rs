@@ -420,7 +420,7 @@ mod example_tests {
     fn the_example_parses_and_matches_the_docs() {
         let c = Config::parse(EXAMPLE, Path::new("example.toml")).unwrap();
         assert_eq!(c.volumes.len(), 1);
-        let docs = include_str!("../../../docs/configuration.md");
+        let docs = include_str!("../../docs/configuration.md");
         assert!(
             docs.contains(EXAMPLE),
             "docs/configuration.md must embed example.toml"
