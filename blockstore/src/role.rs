@@ -71,18 +71,10 @@ impl std::str::FromStr for Role {
     }
 }
 
-/// What hosts are told about this path to the volume (ALUA asymmetric access state / ANA state).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AccessState {
-    /// Serving I/O: ALUA active/optimized, ANA optimized.
-    Optimized,
-    /// In sync but not serving: ALUA standby (04/0B), ANA inaccessible (0x302).
-    Standby,
-    /// About to change: ALUA transitioning (04/0A), ANA change (0x303); hosts retry.
-    Transitioning,
-    /// Cannot serve: ALUA unavailable (04/0C), ANA inaccessible.
-    Unavailable,
-}
+/// What hosts are told about this path to the volume: the protocol-neutral access state that
+/// proto-iscsi shows as ALUA and proto-nvmeof as ANA (standby 04/0B and 0x302, transitioning
+/// 04/0A and 0x303, unavailable 04/0C and 0x302). A role never yields `NonOptimized`.
+pub use block_core::AccessState;
 
 /// The role-related state the engine keeps in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,9 @@ pub struct Frontends {
     pub iscsi: Option<crate::iscsi::IscsiFrontend>,
     /// The NVMe/TCP front end, when enabled.
     pub nvme: Option<crate::nvme::NvmeFrontend>,
-    /// The logical unit of every served volume (its reservation state), by volume name.
+    /// Every served volume as a block target (its reservation state), by volume name.
+    pub targets: crate::target::Targets,
+    /// The SCSI logical unit of every served volume, by volume name.
     pub lus: crate::lu::Lus,
 }
 
@@ -31,19 +33,20 @@ impl Frontends {
     }
 }
 
-/// Starts every enabled front end, both on the one logical unit of each volume (so one
+/// Starts every enabled front end, both on the one block target of each volume (so one
 /// reservation state per volume whatever the protocol).
 pub async fn start(cfg: &Config, vols: &Volumes, shutdown: Shutdown) -> Result<Frontends, String> {
-    let lus = crate::lu::build_all(cfg, vols).await?;
+    let targets = crate::target::build_all(vols).await?;
     let mut f = Frontends {
-        lus: lus.clone(),
+        lus: crate::lu::build_all(cfg, &targets),
+        targets: targets.clone(),
         ..Frontends::default()
     };
     if cfg.iscsi.enabled {
-        f.iscsi = Some(crate::iscsi::start(cfg, &lus, shutdown.clone()).await?);
+        f.iscsi = Some(crate::iscsi::start(cfg, &f.lus, shutdown.clone()).await?);
     }
     if cfg.nvme.enabled && crate::nvme::exports_anything(cfg) {
-        f.nvme = Some(crate::nvme::start(cfg, vols, &lus, shutdown).await?);
+        f.nvme = Some(crate::nvme::start(cfg, vols, &targets, shutdown).await?);
     } else if cfg.nvme.enabled {
         tracing::info!(
             "NVMe/TCP: no volume named \"default\" and no [[nvme.subsystem]]: not listening"

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::counters::IoSnapshot;
 use crate::iscsi::IscsiShared;
-use crate::lu::Lus;
 use crate::nvme::NvmeShared;
+use crate::target::Targets;
 
 /// The document `GET /v1/volumes` returns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,8 +142,8 @@ pub struct HostStatus {
 pub struct NodeView {
     /// The configuration served.
     pub cfg: Config,
-    /// Every volume's logical unit (and through it the volume).
-    pub lus: Lus,
+    /// Every volume as a block target (and through it the volume).
+    pub targets: Targets,
     /// The iSCSI front end's shared state, when it runs.
     pub iscsi: Option<Arc<IscsiShared>>,
     /// The NVMe/TCP front end's shared state, when it runs.
@@ -159,7 +159,7 @@ impl NodeView {
     pub fn new(cfg: &Config, fronts: &crate::frontends::Frontends) -> NodeView {
         NodeView {
             cfg: cfg.clone(),
-            lus: fronts.lus.clone(),
+            targets: fronts.targets.clone(),
             iscsi: fronts.iscsi.as_ref().map(|i| Arc::clone(&i.shared)),
             nvme: fronts.nvme.as_ref().map(|n| Arc::clone(&n.shared)),
         }
@@ -168,7 +168,7 @@ impl NodeView {
     /// The state of every volume now.
     pub fn volumes(&self) -> VolumesDoc {
         let volumes = self
-            .lus
+            .targets
             .iter()
             .map(|(name, lu)| {
                 let v = &lu.volume.volume;
@@ -194,7 +194,7 @@ impl NodeView {
                         dirty_blocks: st.dirty_blocks,
                     },
                     exports: self.exports(name),
-                    reservation: reservation(lu.lock().pr_state()),
+                    reservation: reservation(lu.reservations().lock().state()),
                     hosts: self.hosts(name),
                 }
             })
@@ -266,7 +266,7 @@ impl NodeView {
     }
 }
 
-fn reservation(st: &proto_iscsi::scsi::PrState) -> ReservationStatus {
+fn reservation(st: &block_core::reservation::ReservationState) -> ReservationStatus {
     ReservationStatus {
         generation: st.generation,
         kind: st.reservation.as_ref().map(|r| lower_debug(r.kind)),
@@ -274,12 +274,8 @@ fn reservation(st: &proto_iscsi::scsi::PrState) -> ReservationStatus {
             .reservation
             .as_ref()
             .and_then(|r| r.holder.as_ref())
-            .map(|p| p.initiator_port.clone()),
-        registrants: st
-            .registrations
-            .iter()
-            .map(|r| r.port.initiator_port.clone())
-            .collect(),
+            .map(|p| p.name()),
+        registrants: st.registrations.iter().map(|r| r.who.name()).collect(),
     }
 }
 

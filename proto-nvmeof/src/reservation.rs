@@ -1,10 +1,16 @@
 //! NVMe reservations (NVMe base 2.0 section 8.19) expressed as protocol-neutral requests.
 //!
-//! The reservation state of a volume is shared between iSCSI and NVMe/TCP and lives outside
-//! this crate. This module decodes Reservation Register/Acquire/Release/Report into
-//! [`ReservationRequest`]s the gateway applies to that shared state, and encodes the
-//! [`ReservationReport`] it returns as the NVMe Reservation Status data structure.
+//! The reservation state of a volume is shared between iSCSI and NVMe/TCP
+//! ([`block_core::reservation`]). This module decodes Reservation Register/Acquire/Release/
+//! Report into [`ReservationRequest`]s, applies them to that shared state with NVMe's rules
+//! ([`apply`]), and encodes the [`ReservationReport`] as the NVMe Reservation Status data
+//! structure.
 
+use block_core::reservation::{
+    AcquireAction as CoreAcquire, AcquireRequest, Effect, RegisterAction as CoreRegister,
+    RegisterRequest, ReleaseRequest, ReservationState, Reservations,
+};
+use block_core::ReservationError;
 use bytes::Bytes;
 
 use crate::sqe::Sqe;
@@ -22,47 +28,21 @@ pub mod opcode {
     pub const RELEASE: u8 = 0x15;
 }
 
-/// Reservation type, common to SCSI persistent reservations and NVMe reservations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ReservationType {
-    /// Write Exclusive.
-    WriteExclusive,
-    /// Exclusive Access.
-    ExclusiveAccess,
-    /// Write Exclusive, Registrants Only.
-    WriteExclusiveRegistrantsOnly,
-    /// Exclusive Access, Registrants Only.
-    ExclusiveAccessRegistrantsOnly,
-    /// Write Exclusive, All Registrants.
-    WriteExclusiveAllRegistrants,
-    /// Exclusive Access, All Registrants.
-    ExclusiveAccessAllRegistrants,
+pub use block_core::ReservationType;
+
+/// NVMe RTYPE code (1..=6) of a reservation type.
+pub fn type_code(t: ReservationType) -> u8 {
+    ReservationType::ALL
+        .iter()
+        .position(|&x| x == t)
+        .map_or(0, |i| i as u8 + 1)
 }
 
-impl ReservationType {
-    const ALL: [ReservationType; 6] = [
-        ReservationType::WriteExclusive,
-        ReservationType::ExclusiveAccess,
-        ReservationType::WriteExclusiveRegistrantsOnly,
-        ReservationType::ExclusiveAccessRegistrantsOnly,
-        ReservationType::WriteExclusiveAllRegistrants,
-        ReservationType::ExclusiveAccessAllRegistrants,
-    ];
-
-    /// NVMe RTYPE code (1..=6).
-    pub fn nvme_code(self) -> u8 {
-        Self::ALL.iter().position(|&t| t == self).unwrap_or(0) as u8 + 1
-    }
-
-    /// Decodes an NVMe RTYPE.
-    pub fn from_nvme(code: u8) -> Option<Self> {
-        Self::ALL.get(usize::from(code).checked_sub(1)?).copied()
-    }
-
-    /// SCSI PR TYPE code (SPC-4 table 209) of the same type.
-    pub fn scsi_code(self) -> u8 {
-        [1, 3, 5, 6, 7, 8][usize::from(self.nvme_code() - 1)]
-    }
+/// Decodes an NVMe RTYPE.
+pub fn type_from_code(code: u8) -> Option<ReservationType> {
+    ReservationType::ALL
+        .get(usize::from(code).checked_sub(1)?)
+        .copied()
 }
 
 /// Who is asking: NVMe reservations belong to a host (Host Identifier) and are reported per
@@ -209,6 +189,124 @@ pub enum ReservationOutcome {
     Report(ReservationReport),
 }
 
+/// Controller ID reported for registrants that are not one controller: NVMe hosts (the
+/// dynamic controller model gives a host a new CNTLID per association) and SCSI nexuses.
+const NO_CNTLID: u16 = 0xFFFF;
+
+/// The registrant identity of an NVMe host: its NQN and Host Identifier (all its controllers
+/// and paths are one registrant, as NVMe requires).
+pub fn registrant(host_nqn: &str, host_id: [u8; 16]) -> block_core::Registrant {
+    block_core::Registrant::Nvme {
+        host_nqn: host_nqn.to_string(),
+        host_id,
+    }
+}
+
+/// The NVMe Reservation Status of the shared state: NVMe hosts with their Host Identifier,
+/// SCSI nexuses with a zero one; CNTLID 0xFFFF for all (none is tied to one controller).
+pub fn report(st: &ReservationState) -> ReservationReport {
+    ReservationReport {
+        generation: st.generation,
+        rtype: st.reservation.as_ref().map(|r| r.kind),
+        ptpl: st.aptpl,
+        registrants: st
+            .registrations
+            .iter()
+            .map(|r| Registrant {
+                host_id: r.who.host_id().unwrap_or([0; 16]),
+                cntlid: NO_CNTLID,
+                key: r.key,
+                holder: st.is_holder(&r.who),
+            })
+            .collect(),
+    }
+}
+
+/// Applies `req` from NVMe host `who` to the volume's shared reservation state with NVMe's
+/// rules (base 2.0 section 7.2-7.6). Returns the outcome and what the change did: when
+/// `changed`, the caller persists the state before completing; for preempt-and-abort it aborts
+/// the victims' commands.
+pub fn apply(
+    resv: &mut Reservations,
+    who: &block_core::Registrant,
+    req: ReservationRequest,
+) -> (ReservationOutcome, Effect) {
+    let r = match req {
+        ReservationRequest::Report { .. } => {
+            return (
+                ReservationOutcome::Report(report(resv.state())),
+                Effect::default(),
+            )
+        }
+        ReservationRequest::Register {
+            action,
+            current_key,
+            new_key,
+            ignore_key,
+            ptpl,
+            ..
+        } => resv.apply_register(
+            who,
+            RegisterRequest {
+                action: match action {
+                    RegisterAction::Register => CoreRegister::Register { new_key },
+                    RegisterAction::Unregister => CoreRegister::Unregister,
+                    RegisterAction::Replace => CoreRegister::Replace { new_key },
+                },
+                current_key,
+                ignore_key,
+                ptpl: match ptpl {
+                    PtplChange::NoChange => None,
+                    PtplChange::Off => Some(false),
+                    PtplChange::On => Some(true),
+                },
+            },
+        ),
+        ReservationRequest::Acquire {
+            action,
+            rtype,
+            current_key,
+            preempt_key,
+            ignore_key,
+            ..
+        } => resv.apply_acquire(
+            who,
+            AcquireRequest {
+                action: match action {
+                    AcquireAction::Acquire => CoreAcquire::Acquire,
+                    AcquireAction::Preempt => CoreAcquire::Preempt { key: preempt_key },
+                    AcquireAction::PreemptAndAbort => {
+                        CoreAcquire::PreemptAndAbort { key: preempt_key }
+                    }
+                },
+                kind: rtype,
+                current_key,
+                ignore_key,
+            },
+        ),
+        ReservationRequest::Release {
+            action,
+            rtype,
+            current_key,
+            ignore_key,
+            ..
+        } => resv.apply_release(
+            who,
+            ReleaseRequest {
+                clear: action == ReleaseAction::Clear,
+                kind: rtype,
+                current_key,
+                ignore_key,
+            },
+        ),
+    };
+    match r {
+        Ok(fx) => (ReservationOutcome::Done, fx),
+        Err(ReservationError::Conflict) => (ReservationOutcome::Conflict, Effect::default()),
+        Err(_) => (ReservationOutcome::Invalid, Effect::default()),
+    }
+}
+
 fn keys(data: &[u8], n: usize) -> Result<[u64; 2], Status> {
     let mut out = [0u64; 2];
     for (i, k) in out.iter_mut().enumerate().take(n) {
@@ -260,7 +358,7 @@ pub fn decode(sqe: &Sqe, data: &Bytes, requester: Requester) -> Result<Reservati
                     2 => AcquireAction::PreemptAndAbort,
                     _ => return Err(invalid),
                 },
-                rtype: ReservationType::from_nvme((cdw10 >> 8) as u8).ok_or(invalid)?,
+                rtype: type_from_code((cdw10 >> 8) as u8).ok_or(invalid)?,
                 current_key,
                 preempt_key,
                 ignore_key,
@@ -279,7 +377,7 @@ pub fn decode(sqe: &Sqe, data: &Bytes, requester: Requester) -> Result<Reservati
                 rtype: if code == 0 {
                     None
                 } else {
-                    Some(ReservationType::from_nvme(code).ok_or(invalid)?)
+                    Some(type_from_code(code).ok_or(invalid)?)
                 },
                 current_key,
                 ignore_key,
@@ -301,7 +399,7 @@ pub fn encode_report(r: &ReservationReport, extended: bool) -> Vec<u8> {
     let (hdr, entry) = if extended { (64, 64) } else { (24, 24) };
     let mut b = vec![0u8; hdr + entry * r.registrants.len()];
     b[0..4].copy_from_slice(&r.generation.to_le_bytes());
-    b[4] = r.rtype.map_or(0, ReservationType::nvme_code);
+    b[4] = r.rtype.map_or(0, type_code);
     b[5..7].copy_from_slice(&(r.registrants.len().min(0xFFFF) as u16).to_le_bytes());
     b[9] = u8::from(r.ptpl);
     for (i, reg) in r.registrants.iter().enumerate() {
@@ -330,13 +428,14 @@ mod tests {
 
     #[test]
     fn type_codes_match_both_protocols() {
-        let t = ReservationType::from_nvme(4).unwrap();
+        // (The SCSI code of the same type, 6, is checked where both protocols meet: the
+        // gateway's `every_type_has_one_code_per_protocol`.)
+        let t = type_from_code(4).unwrap();
         assert_eq!(t, ReservationType::ExclusiveAccessRegistrantsOnly);
-        assert_eq!(t.scsi_code(), 6);
-        assert_eq!(ReservationType::from_nvme(0), None);
-        assert_eq!(ReservationType::from_nvme(7), None);
+        assert_eq!(type_from_code(0), None);
+        assert_eq!(type_from_code(7), None);
         for code in 1..=6 {
-            assert_eq!(ReservationType::from_nvme(code).unwrap().nvme_code(), code);
+            assert_eq!(type_code(type_from_code(code).unwrap()), code);
         }
     }
 

@@ -18,6 +18,16 @@ pub enum NoticeKind {
     ReservationPreempted = 3,
 }
 
+impl From<block_core::Notice> for NoticeKind {
+    fn from(n: block_core::Notice) -> Self {
+        match n {
+            block_core::Notice::RegistrationsPreempted => NoticeKind::RegistrationPreempted,
+            block_core::Notice::ReservationsReleased => NoticeKind::ReservationReleased,
+            block_core::Notice::ReservationsPreempted => NoticeKind::ReservationPreempted,
+        }
+    }
+}
+
 /// Unread notices a controller keeps; beyond this the oldest are dropped (the log page's
 /// Number of Available Log Pages saturates at 255 anyway).
 pub const MAX_PENDING: usize = 256;

@@ -47,6 +47,21 @@ impl AnaState {
     }
 }
 
+impl From<block_core::AccessState> for AnaState {
+    /// The ANA state NVMe hosts see for the volume's access state on this node (the role table
+    /// of docs/architecture.md): standby and unavailable are inaccessible (0x302), a transition
+    /// is "change" (0x303); both answer I/O with DNR clear so the host fails over.
+    fn from(s: block_core::AccessState) -> Self {
+        use block_core::AccessState as A;
+        match s {
+            A::Optimized => AnaState::Optimized,
+            A::NonOptimized => AnaState::NonOptimized,
+            A::Standby | A::Unavailable => AnaState::Inaccessible,
+            A::Transitioning => AnaState::Change,
+        }
+    }
+}
+
 /// One ANA group as this node sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AnaGroup {

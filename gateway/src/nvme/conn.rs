@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::{exec, Control, NvmeShared};
-use crate::lu::LuHandle;
+use crate::target::VolumeTarget;
 
 /// Commands one connection may have executing at once before it stops reading the socket
 /// (the largest queue a host may ask for).
@@ -45,7 +45,7 @@ pub(super) async fn serve(
     // I/O commands run as futures polled by this task: no task spawn and no cross-thread wake-up
     // per command (reads from the page cache complete on their first poll).
     let mut running: FuturesUnordered<IoFuture> = FuturesUnordered::new();
-    let mut volumes: HashMap<u32, Option<Arc<LuHandle>>> = HashMap::new();
+    let mut volumes: HashMap<u32, Option<Arc<VolumeTarget>>> = HashMap::new();
     // The reservation identity of the host, known once its Connect is admitted.
     let mut who = None;
     let mut buf = vec![0u8; 256 * 1024];
@@ -97,20 +97,20 @@ pub(super) async fn serve(
                     );
                     if !matches!(admission, proto_nvmeof::Admission::Refused { .. }) {
                         let c = &req.connect;
-                        who = Some(crate::reservations::nvme_identity(&c.hostnqn, &c.host_id));
+                        who = Some(proto_nvmeof::reservation::registrant(&c.hostnqn, c.host_id));
                     }
                     conn.connect_done(Instant::now(), admission);
                 }
                 Event::Io { tag, nsid, op } => {
                     let lu = volumes
                         .entry(nsid)
-                        .or_insert_with(|| conn.subnqn().and_then(|nqn| shared.lu(nqn, nsid)))
+                        .or_insert_with(|| conn.subnqn().and_then(|nqn| shared.volume(nqn, nsid)))
                         .clone();
                     let who = who.clone();
                     let counters = Arc::clone(&counters);
                     running.push(Box::pin(async move {
                         let r = match (lu, who) {
-                            (Some(lu), Some(who)) => exec::run(&lu, &who, op, &counters).await,
+                            (Some(t), Some(who)) => exec::run(&t, &who, op, &counters).await,
                             _ => IoResult::Internal,
                         };
                         (tag, r)

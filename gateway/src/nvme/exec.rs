@@ -1,15 +1,13 @@
-//! Running NVMe I/O operations on the volume behind a namespace, and the one place volume
-//! errors become NVMe results.
+//! Running NVMe I/O commands on the volume behind a namespace: the reservation check, the
+//! reservation commands on the volume's one reservation state, and every media operation
+//! through the volume target's one executor.
 
-use blockstore::Error as VolError;
-use bytes::Bytes;
-use proto_iscsi::scsi::PortId;
-use proto_nvmeof::{AnaState, IoOp, IoResult};
+use block_core::{Access, BlockOp, BlockResult, Registrant};
+use proto_nvmeof::reservation;
+use proto_nvmeof::{IoOp, IoResult, ReservationRequest};
 
-use super::subsys::ana_state;
 use crate::counters::IoCounters;
-use crate::lu::LuHandle;
-use crate::reservations;
+use crate::target::VolumeTarget;
 
 /// Counts `op` for the host that sent it.
 fn count(counters: &IoCounters, op: &IoOp, block_size: u32) {
@@ -20,70 +18,67 @@ fn count(counters: &IoCounters, op: &IoOp, block_size: u32) {
     }
 }
 
-/// Carries out one operation from NVMe host `who` on the volume behind `lu`: reservation
-/// commands act on the volume's shared reservation state, and every other command first
-/// passes the reservation check (Reservation Conflict when the state excludes the host).
-pub(super) async fn run(lu: &LuHandle, who: &PortId, op: IoOp, counters: &IoCounters) -> IoResult {
-    let vol = &lu.volume.volume;
-    count(counters, &op, vol.block_size());
-    if !reservations::allows(lu, who, &op) {
+/// Carries out one operation from NVMe host `who` on volume target `t`: reservation commands
+/// act on the volume's shared reservation state, and every other command first passes the
+/// reservation check (Reservation Conflict when the state excludes the host). Reads are Read
+/// and Compare; everything else that touches the medium (Write, Write Zeroes, Dataset
+/// Management, Flush) is in the write group of the NVMe base specification.
+pub(super) async fn run(
+    t: &VolumeTarget,
+    who: &Registrant,
+    op: IoOp,
+    counters: &IoCounters,
+) -> IoResult {
+    count(counters, &op, t.volume.volume.block_size());
+    let access = match &op {
+        IoOp::Read { .. } => Access::Read,
+        IoOp::Reservation(_) => Access::Allowed,
+        _ => Access::Write,
+    };
+    if !t.reservations().lock().allows(who, access) {
         return IoResult::ReservationConflict;
     }
-    let r = match op {
-        IoOp::Read { lba, blocks } => {
-            return match vol.read(lba, u64::from(blocks)).await {
-                Ok(d) => IoResult::Data(Bytes::from(d)),
-                Err(e) => io_error(e),
-            }
-        }
-        IoOp::Write { lba, data, fua } => vol.write(lba, Vec::from(data), fua).await,
-        IoOp::Flush => vol.flush().await,
+    let op = match op {
+        IoOp::Read { lba, blocks } => BlockOp::Read { lba, blocks },
+        IoOp::Write { lba, data, fua } => BlockOp::Write { lba, data, fua },
+        IoOp::Flush => BlockOp::Flush,
         IoOp::WriteZeroes {
             lba,
             blocks,
             deallocate,
             fua,
-        } => {
-            // DLFEAT promises deallocated blocks read as zeros, so a trim is a valid way to
-            // zero when the host allows deallocation.
-            if deallocate {
-                vol.trim(lba, u64::from(blocks)).await
-            } else {
-                vol.write_zeroes(lba, u64::from(blocks), fua).await
-            }
-        }
-        IoOp::Deallocate { ranges } => {
-            for (lba, blocks) in ranges {
-                if let Err(e) = vol.trim(lba, u64::from(blocks)).await {
-                    return io_error(e);
-                }
-            }
-            Ok(())
-        }
-        IoOp::Reservation(req) => return reservations::apply(lu, who, req).await,
+        } => BlockOp::WriteZeroes {
+            lba,
+            blocks,
+            deallocate,
+            fua,
+        },
+        IoOp::Deallocate { ranges } => BlockOp::Deallocate { ranges },
+        IoOp::Reservation(req) => return reserve(t, who, req).await,
     };
-    match r {
-        Ok(()) => IoResult::Ok,
-        Err(e) => io_error(e),
-    }
+    io_result(t.execute(op).await)
 }
 
-/// The one place volume errors become NVMe results (and so statuses): a role that cannot
-/// serve is an ANA path status with DNR clear (0x302 inaccessible, 0x303 change) so the host
-/// retries on another path; a range error is LBA Out of Range; storage failures are media
-/// errors (Unrecovered Read Error / Write Fault); anything else is an internal error.
-pub(super) fn io_error(e: VolError) -> IoResult {
-    match e {
-        VolError::NotServing(s) => IoResult::Ana(ana_state(s)),
-        // Closing for shutdown: the path is about to go away, the host should retry elsewhere.
-        VolError::Closed => IoResult::Ana(AnaState::Change),
-        VolError::OutOfRange { .. } => IoResult::OutOfRange,
-        VolError::Io(_) | VolError::Failed | VolError::LogFull { .. } => {
-            tracing::error!(error = %e, "volume I/O failed");
-            IoResult::MediumError
-        }
-        other => {
-            tracing::error!(error = %other, "volume request failed");
+/// Applies an NVMe reservation request from host `who` to the volume's state, persisting the
+/// state before answering when it changed (a failure to persist is a write fault: the host must
+/// not believe a change that would not survive a restart).
+async fn reserve(t: &VolumeTarget, who: &Registrant, req: ReservationRequest) -> IoResult {
+    let (outcome, fx) = reservation::apply(&mut t.reservations().lock(), who, req);
+    if fx.changed && t.execute(BlockOp::PersistReservations).await != BlockResult::Ok {
+        return IoResult::MediumError;
+    }
+    IoResult::Reservation(outcome)
+}
+
+/// The NVMe result of a block result (the NVMe core turns it into a status).
+fn io_result(r: BlockResult) -> IoResult {
+    match r {
+        BlockResult::Ok => IoResult::Ok,
+        BlockResult::Data(d) => IoResult::Data(d),
+        BlockResult::OutOfRange => IoResult::OutOfRange,
+        BlockResult::AccessState(s) => IoResult::Ana(s.into()),
+        BlockResult::MediumError => IoResult::MediumError,
+        BlockResult::Miscompare { .. } | BlockResult::LbaStatus(_) | BlockResult::Internal => {
             IoResult::Internal
         }
     }
@@ -92,20 +87,21 @@ pub(super) fn io_error(e: VolError) -> IoResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use blockstore::AccessState;
+    use block_core::AccessState;
+    use proto_nvmeof::AnaState;
 
     #[test]
     fn roles_map_to_retryable_ana_results() {
         assert_eq!(
-            io_error(VolError::NotServing(AccessState::Standby)),
+            io_result(BlockResult::AccessState(AccessState::Standby)),
             IoResult::Ana(AnaState::Inaccessible)
         );
         assert_eq!(
-            io_error(VolError::NotServing(AccessState::Unavailable)),
+            io_result(BlockResult::AccessState(AccessState::Unavailable)),
             IoResult::Ana(AnaState::Inaccessible)
         );
         assert_eq!(
-            io_error(VolError::NotServing(AccessState::Transitioning)),
+            io_result(BlockResult::AccessState(AccessState::Transitioning)),
             IoResult::Ana(AnaState::Change)
         );
         // and those are the statuses of the role table, DNR clear
@@ -113,6 +109,6 @@ mod tests {
         assert_eq!((s.sct(), s.sc(), s.is_dnr()), (3, 0x02, false));
         let s = AnaState::Change.io_status().unwrap();
         assert_eq!((s.sct(), s.sc(), s.is_dnr()), (3, 0x03, false));
-        assert_eq!(io_error(VolError::Failed), IoResult::MediumError);
+        assert_eq!(io_result(BlockResult::MediumError), IoResult::MediumError);
     }
 }

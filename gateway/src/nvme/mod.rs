@@ -25,8 +25,8 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::counters::{IoCounters, IoSnapshot};
-use crate::lu::{LuHandle, Lus};
 use crate::serve::Shutdown;
+use crate::target::{Targets, VolumeTarget};
 use crate::volumes::Volumes;
 
 /// A message to one connection task from elsewhere in the node.
@@ -52,8 +52,8 @@ struct ConnEntry {
     qid: u16,
     subnqn: Option<String>,
     hostnqn: Option<String>,
-    /// The host's reservation identity (see [`crate::reservations::nvme_identity`]).
-    who: Option<proto_iscsi::scsi::PortId>,
+    /// The host's reservation identity (its NQN and Host Identifier).
+    who: Option<block_core::Registrant>,
     peer: SocketAddr,
     since_unix: u64,
     counters: Arc<IoCounters>,
@@ -86,8 +86,8 @@ pub struct NvmeShared {
     registry: Mutex<Registry>,
     /// Node-wide protocol limits.
     pub target: Arc<TargetConfig>,
-    /// The logical unit (volume and reservation state) behind each (subsystem NQN, NSID).
-    namespaces: HashMap<(String, u32), Arc<LuHandle>>,
+    /// The volume target (volume and reservation state) behind each (subsystem NQN, NSID).
+    namespaces: HashMap<(String, u32), Arc<VolumeTarget>>,
     conns: Mutex<HashMap<u64, ConnEntry>>,
     next_conn: AtomicU64,
 }
@@ -97,8 +97,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl NvmeShared {
-    /// The logical unit exporting namespace `nsid` of `subnqn`.
-    fn lu(&self, subnqn: &str, nsid: u32) -> Option<Arc<LuHandle>> {
+    /// The volume target exporting namespace `nsid` of `subnqn`.
+    fn volume(&self, subnqn: &str, nsid: u32) -> Option<Arc<VolumeTarget>> {
         self.namespaces.get(&(subnqn.to_string(), nsid)).cloned()
     }
 
@@ -196,9 +196,9 @@ impl NvmeShared {
             e.qid = req.connect.qid;
             e.subnqn = Some(subnqn);
             e.hostnqn = Some(req.connect.hostnqn.clone());
-            e.who = Some(crate::reservations::nvme_identity(
+            e.who = Some(proto_nvmeof::reservation::registrant(
                 &req.connect.hostnqn,
-                &req.connect.host_id,
+                req.connect.host_id,
             ));
             e.since_unix = crate::iscsi::unix_now();
         }
@@ -288,7 +288,7 @@ pub fn exports_anything(cfg: &Config) -> bool {
 pub async fn start(
     cfg: &Config,
     vols: &Volumes,
-    lus: &Lus,
+    targets: &Targets,
     shutdown: Shutdown,
 ) -> Result<NvmeFrontend, String> {
     let nc = &cfg.nvme;
@@ -309,7 +309,7 @@ pub async fn start(
         io_in_capsule: nc.in_capsule_size,
         ..TargetConfig::default()
     });
-    let built = subsys::build(cfg, lus, &bound, &discovery_bound)?;
+    let built = subsys::build(cfg, targets, &bound, &discovery_bound)?;
     let shared = Arc::new(NvmeShared {
         registry: Mutex::new(built.registry),
         target,

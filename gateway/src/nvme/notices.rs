@@ -1,40 +1,27 @@
 //! Reservation notifications for NVMe hosts.
 //!
-//! A volume has one reservation state, kept by its SCSI logical unit. A change made over
-//! either protocol raises unit attentions (REGISTRATIONS PREEMPTED, RESERVATIONS RELEASED,
-//! RESERVATIONS PREEMPTED) for the registrants concerned; those that are NVMe hosts have no
-//! SCSI nexus to carry them, so the unit hands them out after the change and they arrive here:
-//! each becomes a Reservation Notification log page (and its asynchronous event) on the admin
-//! queue of every controller of that host with the volume as a namespace.
+//! A volume has one reservation state (block-core's). A change made over either protocol
+//! raises notices (registration preempted, reservation released, reservation preempted) for
+//! the registrants concerned; the volume target publishes those for NVMe hosts after the change
+//! and they arrive here: each becomes a Reservation Notification log page (and its
+//! asynchronous event) on the admin queue of every controller of that host with the volume as a
+//! namespace.
 
 use std::sync::Arc;
 
-use proto_iscsi::scsi::sense::{
-    Asc, ASC_REGISTRATIONS_PREEMPTED, ASC_RESERVATIONS_PREEMPTED, ASC_RESERVATIONS_RELEASED,
-};
-use proto_iscsi::scsi::PortId;
+use block_core::{Notice, Registrant};
 use proto_nvmeof::resv_notice::NoticeKind;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{lock, Control, NvmeShared};
-use crate::lu::LuHandle;
-
-/// The NVMe notice for a reservation unit attention.
-fn kind(asc: Asc) -> Option<NoticeKind> {
-    match asc {
-        ASC_REGISTRATIONS_PREEMPTED => Some(NoticeKind::RegistrationPreempted),
-        ASC_RESERVATIONS_RELEASED => Some(NoticeKind::ReservationReleased),
-        ASC_RESERVATIONS_PREEMPTED => Some(NoticeKind::ReservationPreempted),
-        _ => None,
-    }
-}
+use crate::target::VolumeTarget;
 
 /// Starts one task per exported volume that forwards its notices to the NVMe hosts concerned.
 pub(super) fn follow_reservation_notices(
     shared: &Arc<NvmeShared>,
     shutdown: &crate::serve::Shutdown,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut lus: Vec<Arc<LuHandle>> = Vec::new();
+    let mut lus: Vec<Arc<VolumeTarget>> = Vec::new();
     for lu in shared.namespaces.values() {
         if !lus.iter().any(|l| Arc::ptr_eq(l, lu)) {
             lus.push(Arc::clone(lu));
@@ -68,10 +55,10 @@ pub(super) fn follow_reservation_notices(
 
 /// Sends each notice of `batch` (raised on `lu`) to the admin queues of the NVMe host it
 /// names, once per namespace exporting the volume.
-pub(super) fn deliver(shared: &NvmeShared, lu: &Arc<LuHandle>, batch: &[(PortId, Asc)]) {
+pub(super) fn deliver(shared: &NvmeShared, lu: &Arc<VolumeTarget>, batch: &[(Registrant, Notice)]) {
     let conns = lock(&shared.conns);
-    for (who, asc) in batch {
-        let Some(kind) = kind(*asc) else { continue };
+    for (who, notice) in batch {
+        let kind = NoticeKind::from(*notice);
         for ((nqn, nsid), l) in &shared.namespaces {
             if !Arc::ptr_eq(l, lu) {
                 continue;

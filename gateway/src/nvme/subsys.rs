@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use blockstore::AccessState;
 use proto_nvmeof::discovery::SubsystemType;
 use proto_nvmeof::{
     AddressFamily, AnaGroup, AnaState, DiscoveryEntry, Namespace, Portal, Registry, Subsystem,
@@ -17,24 +16,13 @@ use proto_nvmeof::{
 use super::config::derived_serial;
 use super::NvmeShared;
 use crate::config::Config;
-use crate::lu::{LuHandle, Lus};
+use crate::target::{Targets, VolumeTarget};
 use crate::volumes::Volumes;
-
-/// The ANA state hosts see for a volume access state (the role table of
-/// docs/architecture.md): standby and unavailable are inaccessible (0x302), a transition is
-/// "change" (0x303); both with DNR clear so the host fails over.
-pub fn ana_state(s: AccessState) -> AnaState {
-    match s {
-        AccessState::Optimized => AnaState::Optimized,
-        AccessState::Standby | AccessState::Unavailable => AnaState::Inaccessible,
-        AccessState::Transitioning => AnaState::Change,
-    }
-}
 
 /// The registry and namespace map of a freshly configured node.
 pub(super) struct Built {
     pub registry: Registry,
-    pub namespaces: HashMap<(String, u32), Arc<LuHandle>>,
+    pub namespaces: HashMap<(String, u32), Arc<VolumeTarget>>,
 }
 
 fn portal(advertised: SocketAddr, portid: u16) -> Portal {
@@ -53,7 +41,7 @@ fn portal(advertised: SocketAddr, portid: u16) -> Portal {
 /// Builds the subsystems, namespaces and discovery log of this node.
 pub(super) fn build(
     cfg: &Config,
-    lus: &Lus,
+    targets: &Targets,
     bound: &[SocketAddr],
     discovery_bound: &[SocketAddr],
 ) -> Result<Built, String> {
@@ -72,7 +60,7 @@ pub(super) fn build(
         s.reservations = true;
         s.ana_groups.clear();
         for n in &sc.namespaces {
-            let Some(lu) = lus.get(&n.volume) else {
+            let Some(t) = targets.get(&n.volume) else {
                 if sc.any_host {
                     tracing::info!(subsystem = %sc.nqn, volume = %n.volume, "no such volume: the default subsystem leaves it out");
                     continue;
@@ -82,7 +70,7 @@ pub(super) fn build(
                     sc.nqn, n.nsid, n.volume
                 ));
             };
-            let v = &lu.volume;
+            let v = &t.volume;
             s.namespaces.push(Namespace {
                 nsid: n.nsid,
                 volume_uuid: v.volume.uuid(),
@@ -92,10 +80,10 @@ pub(super) fn build(
             });
             s.ana_groups.push(AnaGroup {
                 id: n.nsid,
-                state: ana_state(v.volume.access_state()),
+                state: v.volume.access_state().into(),
                 change_count: 1,
             });
-            namespaces.insert((sc.nqn.clone(), n.nsid), Arc::clone(lu));
+            namespaces.insert((sc.nqn.clone(), n.nsid), Arc::clone(t));
         }
         registry.set_subsystem(Arc::new(s));
     }
@@ -162,7 +150,7 @@ pub(super) fn follow_access_states(
                     r = rx.changed() => if r.is_err() { return },
                     _ = stop.changed() => return,
                 }
-                let state = ana_state(*rx.borrow_and_update());
+                let state: AnaState = (*rx.borrow_and_update()).into();
                 let Some(shared) = weak.upgrade() else { return };
                 apply(&shared, &nss, state);
                 tracing::info!(volume = %name, ?state, "NVMe ANA state changed");

@@ -10,24 +10,21 @@ use super::sense::{
     ASC_LU_NOT_ACCESSIBLE_UNAVAILABLE,
 };
 
-/// Asymmetric access state of a target port group (SPC-4 table 173 codes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AccessState {
-    /// Active/optimized: all commands.
-    Optimized,
-    /// Active/non-optimized: all commands, but the initiator should prefer optimized paths.
-    NonOptimized,
-    /// Standby: management commands only.
-    Standby,
-    /// Unavailable: identification commands only.
-    Unavailable,
-    /// Transitioning between states.
-    Transitioning,
+pub use block_core::AccessState;
+
+/// The SCSI form of an [`AccessState`]: its ALUA code and the NOT READY answer of a path that
+/// cannot serve media access.
+pub trait Alua {
+    /// The 4-bit ASYMMETRIC ACCESS STATE code (SPC-4 table 173).
+    fn code(self) -> u8;
+    /// The NOT READY code a media-access command gets in this state.
+    fn not_ready_asc(self) -> Option<Asc>;
+    /// NOT READY sense for this state, None when the port is active.
+    fn not_ready(self) -> Option<Sense>;
 }
 
-impl AccessState {
-    /// The 4-bit ASYMMETRIC ACCESS STATE code.
-    pub fn code(self) -> u8 {
+impl Alua for AccessState {
+    fn code(self) -> u8 {
         match self {
             AccessState::Optimized => 0x0,
             AccessState::NonOptimized => 0x1,
@@ -37,8 +34,7 @@ impl AccessState {
         }
     }
 
-    /// The NOT READY code a media-access command gets in this state.
-    pub fn not_ready_asc(self) -> Option<Asc> {
+    fn not_ready_asc(self) -> Option<Asc> {
         match self {
             AccessState::Optimized | AccessState::NonOptimized => None,
             AccessState::Standby => Some(ASC_LU_NOT_ACCESSIBLE_STANDBY),
@@ -47,8 +43,7 @@ impl AccessState {
         }
     }
 
-    /// NOT READY sense for this state, None when the port is active.
-    pub fn not_ready(self) -> Option<Sense> {
+    fn not_ready(self) -> Option<Sense> {
         self.not_ready_asc()
             .map(|asc| Sense::new(SenseKey::NotReady, asc))
     }

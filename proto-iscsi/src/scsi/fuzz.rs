@@ -6,9 +6,9 @@
 use bytes::Bytes;
 
 use super::config::LuConfig;
-use super::pr::PrState;
 use super::task::{BlockOp, BlockResult, Nexus, Step};
 use super::unit::LogicalUnit;
+use block_core::reservation::ReservationState;
 
 /// Runs `input` as `[selector, cdb (16 bytes), data-out...]` through a 16-block LU, answering
 /// block operations synthetically, then feeds the remaining bytes to the PR state decoder.
@@ -47,7 +47,7 @@ pub fn run_command(input: &[u8]) {
             }
         }
     }
-    let _ = PrState::from_bytes(data);
+    let _ = ReservationState::from_bytes(data);
 }
 
 #[cfg(test)]

@@ -17,7 +17,6 @@ pub mod mode;
 pub mod opcodes;
 pub mod pr;
 pub mod pr_cmd;
-pub mod pr_ops;
 pub mod rw;
 pub mod sense;
 pub mod task;
@@ -30,10 +29,8 @@ mod tests;
 mod testvol;
 
 pub use absent::absent_lun;
-pub use alua::{AccessState, PortGroup};
+pub use alua::{AccessState, Alua, PortGroup};
 pub use config::LuConfig;
-pub use pr::{PortId, PrDecodeError, PrState, PrType};
-pub use pr_ops::{PrAcquire, PrAcquireAction, PrFailure, PrRegister, PrRegisterAction, PrRelease};
 pub use sense::{Sense, SenseKey};
 pub use task::{
     Begun, BlockOp, BlockResult, Completion, LbaExtent, Nexus, PendingTask, Provisioning, Status,

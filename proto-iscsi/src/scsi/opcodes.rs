@@ -3,6 +3,7 @@
 
 use super::cdb::*;
 use super::sense::Sense;
+use block_core::Access;
 
 /// One implemented command: opcode, optional service action and its CDB usage bitmap.
 #[derive(Debug, Clone, Copy)]
@@ -217,28 +218,17 @@ pub fn report_supported_opcodes(cdb: &Cdb<'_>) -> Result<Vec<u8>, Sense> {
     Ok(out)
 }
 
-/// How a command interacts with a persistent reservation held by someone else.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PrClass {
-    /// Never conflicts (identification, capacity, PR commands themselves).
-    Allowed,
-    /// Reads the medium or its state: conflicts only under exclusive-access types.
-    Read,
-    /// Modifies the medium or LU state: conflicts under every type for non-holders.
-    Write,
-}
-
 /// Classifies `cdb` per SPC-4 table 66 / SBC-3 table 13.
-pub fn pr_class(cdb: &Cdb<'_>) -> PrClass {
+pub fn pr_class(cdb: &Cdb<'_>) -> Access {
     match cdb.opcode() {
         TEST_UNIT_READY | REQUEST_SENSE | INQUIRY | RESERVE_6 | RELEASE_6 | READ_CAPACITY_10
-        | REPORT_LUNS | PR_IN | PR_OUT => PrClass::Allowed,
-        PREVENT_ALLOW if cdb.u8(4) & 0x03 == 0 => PrClass::Allowed,
-        SERVICE_ACTION_IN_16 if cdb.service_action() == SAI_READ_CAPACITY_16 => PrClass::Allowed,
-        MAINTENANCE_IN if cdb.service_action() == MI_REPORT_TARGET_PGS => PrClass::Allowed,
+        | REPORT_LUNS | PR_IN | PR_OUT => Access::Allowed,
+        PREVENT_ALLOW if cdb.u8(4) & 0x03 == 0 => Access::Allowed,
+        SERVICE_ACTION_IN_16 if cdb.service_action() == SAI_READ_CAPACITY_16 => Access::Allowed,
+        MAINTENANCE_IN if cdb.service_action() == MI_REPORT_TARGET_PGS => Access::Allowed,
         READ_6 | READ_10 | READ_12 | READ_16 | VERIFY_10 | VERIFY_12 | VERIFY_16 | MODE_SENSE_6
-        | MODE_SENSE_10 | SERVICE_ACTION_IN_16 | MAINTENANCE_IN => PrClass::Read,
-        _ => PrClass::Write,
+        | MODE_SENSE_10 | SERVICE_ACTION_IN_16 | MAINTENANCE_IN => Access::Read,
+        _ => Access::Write,
     }
 }
 

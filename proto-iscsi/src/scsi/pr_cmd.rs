@@ -1,11 +1,12 @@
-//! PERSISTENT RESERVE IN and OUT (SPC-4 6.15, 6.16, 5.13) executed against a [`PrState`].
+//! PERSISTENT RESERVE IN and OUT (SPC-4 6.15, 6.16, 5.13): the CDB and parameter list
+//! decoded into operations on the volume's one reservation state, and its reports encoded.
+
+use block_core::reservation::{Effect, ReservationState, Reservations};
+use block_core::{Registrant, ReservationError};
 
 use super::cdb::{be64, Cdb};
-use super::pr::{PortId, PrState, PrType, Registration, Reservation, MAX_REGISTRATIONS};
-use super::sense::{
-    Asc, Sense, SenseKey, ASC_INSUFFICIENT_REGISTRATION_RESOURCES, ASC_REGISTRATIONS_PREEMPTED,
-    ASC_RESERVATIONS_PREEMPTED, ASC_RESERVATIONS_RELEASED,
-};
+use super::pr::{type_code, type_from_code};
+use super::sense::{Asc, Sense, SenseKey, ASC_INSUFFICIENT_REGISTRATION_RESOURCES};
 
 /// 26/04: invalid release of persistent reservation.
 pub const ASC_INVALID_RELEASE: Asc = Asc(0x26, 0x04);
@@ -43,17 +44,6 @@ impl From<Sense> for PrOutError {
     }
 }
 
-/// Side effects of a successful PR OUT for the logical unit to apply.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PrOutEffect {
-    /// The state changed and must be persisted before completing.
-    pub changed: bool,
-    /// Unit attentions to establish for these initiator ports.
-    pub unit_attentions: Vec<(PortId, Asc)>,
-    /// Ports whose tasks must be aborted (PREEMPT AND ABORT).
-    pub abort: Vec<PortId>,
-}
-
 /// Validates a PR OUT CDB and returns the parameter list length (always 24).
 pub fn pr_out_len(cdb: &Cdb<'_>) -> Result<u32, Sense> {
     if cdb.service_action() > SA_REGISTER_AND_IGNORE {
@@ -81,7 +71,7 @@ fn transport_id(name: &str) -> Vec<u8> {
 }
 
 /// PERSISTENT RESERVE IN, all four service actions, truncated to the allocation length.
-pub fn pr_in(cdb: &Cdb<'_>, st: &PrState) -> Result<Vec<u8>, Sense> {
+pub fn pr_in(cdb: &Cdb<'_>, st: &ReservationState) -> Result<Vec<u8>, Sense> {
     let alloc = usize::from(cdb.u16(7));
     let mut out = Vec::new();
     match cdb.service_action() {
@@ -104,7 +94,7 @@ pub fn pr_in(cdb: &Cdb<'_>, st: &PrState) -> Result<Vec<u8>, Sense> {
                     };
                     out.extend_from_slice(&key.to_be_bytes());
                     out.extend_from_slice(&[0; 5]);
-                    out.push(res.kind.code()); // scope LU_SCOPE (0) | type
+                    out.push(type_code(res.kind)); // scope LU_SCOPE (0) | type
                     out.extend_from_slice(&[0, 0]);
                 }
             }
@@ -122,17 +112,18 @@ pub fn pr_in(cdb: &Cdb<'_>, st: &PrState) -> Result<Vec<u8>, Sense> {
             out.extend_from_slice(&st.generation.to_be_bytes());
             out.extend_from_slice(&[0; 4]);
             for r in &st.registrations {
-                let holder = st.is_holder(&r.port);
+                let holder = st.is_holder(&r.who);
                 out.extend_from_slice(&r.key.to_be_bytes());
                 out.extend_from_slice(&[0; 4]);
                 out.push(u8::from(holder)); // R_HOLDER
                 out.push(match (&st.reservation, holder) {
-                    (Some(res), true) => res.kind.code(),
+                    (Some(res), true) => type_code(res.kind),
                     _ => 0,
                 });
                 out.extend_from_slice(&[0; 4]);
-                out.extend_from_slice(&r.port.relative_port.to_be_bytes());
-                let tid = transport_id(&r.port.initiator_port);
+                let (relative_port, name) = transport_name(&r.who);
+                out.extend_from_slice(&relative_port.to_be_bytes());
+                let tid = transport_id(&name);
                 out.extend_from_slice(&(tid.len() as u32).to_be_bytes());
                 out.extend(tid);
             }
@@ -145,23 +136,28 @@ pub fn pr_in(cdb: &Cdb<'_>, st: &PrState) -> Result<Vec<u8>, Sense> {
     Ok(out)
 }
 
-/// Ports of all registrations except `me`.
-fn others(st: &PrState, me: &PortId) -> Vec<PortId> {
-    st.registrations
-        .iter()
-        .filter(|r| &r.port != me)
-        .map(|r| r.port.clone())
-        .collect()
+/// The relative port and TransportID name reported for a registrant. NVMe hosts have no SCSI
+/// port: they are reported on relative port 0 under `<host NQN>,hostid=<hex>`.
+fn transport_name(who: &Registrant) -> (u16, String) {
+    match who {
+        Registrant::Scsi {
+            initiator_port,
+            relative_port,
+        } => (*relative_port, initiator_port.clone()),
+        Registrant::Nvme { host_nqn, host_id } => {
+            (0, format!("{host_nqn},hostid={}", hex::encode(host_id)))
+        }
+    }
 }
 
 /// Executes a PR OUT service action with its 24-byte parameter list on behalf of `me`.
 pub fn pr_out(
-    st: &mut PrState,
-    me: &PortId,
+    st: &mut Reservations,
+    me: &Registrant,
     sa: u8,
     scope_type: u8,
     data: &[u8],
-) -> Result<PrOutEffect, PrOutError> {
+) -> Result<Effect, PrOutError> {
     let res_key = be64(data, 0).ok_or(Sense::param_list_length())?;
     let sa_key = be64(data, 8).ok_or(Sense::param_list_length())?;
     let flags = data.get(20).copied().ok_or(Sense::param_list_length())?;
@@ -172,208 +168,54 @@ pub fn pr_out(
         return Err(Sense::invalid_param(20, Some(2)).into()); // ALL_TG_PT unsupported
     }
     let aptpl = flags & 0x01 != 0;
-    let mine = st.registration(me).map(|r| r.key);
-    let mut fx = PrOutEffect::default();
-
-    if sa == SA_REGISTER || sa == SA_REGISTER_AND_IGNORE {
-        if sa == SA_REGISTER {
-            match mine {
-                None if res_key != 0 => return Err(PrOutError::Conflict),
-                Some(k) if k != res_key => return Err(PrOutError::Conflict),
-                _ => {}
-            }
-        }
-        match (mine, sa_key) {
-            (None, 0) => {}
-            (None, k) => {
-                if st.registrations.len() >= MAX_REGISTRATIONS {
-                    return Err(Sense::new(
-                        SenseKey::IllegalRequest,
-                        ASC_INSUFFICIENT_REGISTRATION_RESOURCES,
-                    )
-                    .into());
-                }
-                st.registrations.push(Registration {
-                    port: me.clone(),
-                    key: k,
-                });
-            }
-            (Some(_), 0) => unregister(st, me, &mut fx),
-            (Some(_), k) => {
-                if let Some(r) = st.registrations.iter_mut().find(|r| &r.port == me) {
-                    r.key = k;
-                }
-            }
-        }
-        st.aptpl = aptpl;
-        st.generation = st.generation.wrapping_add(1);
-        fx.changed = true;
-        return Ok(fx);
-    }
-
-    // Every other service action requires a matching registration.
-    match mine {
-        Some(k) if k == res_key => {}
-        _ => return Err(PrOutError::Conflict),
-    }
-    let kind = || -> Result<PrType, Sense> {
+    let kind = || {
         if scope_type >> 4 != 0 {
             return Err(Sense::invalid_cdb(2, Some(7)));
         }
-        PrType::from_code(scope_type & 0x0F).ok_or(Sense::invalid_cdb(2, Some(3)))
+        type_from_code(scope_type & 0x0F).ok_or(Sense::invalid_cdb(2, Some(3)))
     };
-    match sa {
+    let r = match sa {
+        SA_REGISTER => st.register(me, Some(res_key), sa_key, aptpl),
+        SA_REGISTER_AND_IGNORE => st.register(me, None, sa_key, aptpl),
         SA_RESERVE => {
-            let kind = kind()?;
-            match &st.reservation {
-                None => {
-                    st.reservation = Some(Reservation {
-                        kind,
-                        holder: (!kind.all_registrants()).then(|| me.clone()),
-                    });
-                    fx.changed = true;
-                }
-                Some(r) if st.is_holder(me) && r.kind == kind => {}
-                Some(_) => return Err(PrOutError::Conflict),
-            }
-        }
-        SA_RELEASE => {
-            if let Some(r) = st.reservation.clone() {
-                if st.is_holder(me) {
-                    if r.kind != kind()? {
-                        return Err(
-                            Sense::new(SenseKey::IllegalRequest, ASC_INVALID_RELEASE).into()
-                        );
-                    }
-                    st.reservation = None;
-                    fx.changed = true;
-                    if r.kind.registrants_access() {
-                        for p in others(st, me) {
-                            fx.unit_attentions.push((p, ASC_RESERVATIONS_RELEASED));
-                        }
-                    }
-                }
-            }
-        }
-        SA_CLEAR => {
-            for p in others(st, me) {
-                fx.unit_attentions.push((p, ASC_RESERVATIONS_PREEMPTED));
-            }
-            st.registrations.clear();
-            st.reservation = None;
-            st.generation = st.generation.wrapping_add(1);
-            fx.changed = true;
-        }
-        SA_PREEMPT | SA_PREEMPT_AND_ABORT => {
-            let new_kind = kind()?;
-            preempt(st, me, sa_key, new_kind, &mut fx)?;
-            if sa == SA_PREEMPT_AND_ABORT {
-                fx.abort = fx
-                    .unit_attentions
-                    .iter()
-                    .filter(|(_, a)| *a == ASC_REGISTRATIONS_PREEMPTED)
-                    .map(|(p, _)| p.clone())
-                    .collect();
-            }
-            st.generation = st.generation.wrapping_add(1);
-            fx.changed = true;
-        }
-        _ => return Err(Sense::invalid_cdb(1, Some(4)).into()),
-    }
-    Ok(fx)
-}
-
-/// Removes `me`'s registration, releasing the reservation when it goes with it.
-fn unregister(st: &mut PrState, me: &PortId, fx: &mut PrOutEffect) {
-    let was_holder = st.is_holder(me);
-    st.registrations.retain(|r| &r.port != me);
-    if let Some(r) = st.reservation.clone() {
-        let release = if r.kind.all_registrants() {
-            st.registrations.is_empty()
-        } else {
-            was_holder
-        };
-        if release {
-            st.reservation = None;
-            if matches!(
-                r.kind,
-                PrType::WriteExclusiveRegistrantsOnly | PrType::ExclusiveAccessRegistrantsOnly
-            ) {
-                for p in others(st, me) {
-                    fx.unit_attentions.push((p, ASC_RESERVATIONS_RELEASED));
-                }
-            }
-        }
-    }
-}
-
-/// PREEMPT semantics (SPC-4 5.13.11.4).
-fn preempt(
-    st: &mut PrState,
-    me: &PortId,
-    sa_key: u64,
-    new_kind: PrType,
-    fx: &mut PrOutEffect,
-) -> Result<(), PrOutError> {
-    let remove_key = |st: &mut PrState, key: u64, fx: &mut PrOutEffect| -> bool {
-        let victims: Vec<PortId> = st
-            .registrations
-            .iter()
-            .filter(|r| r.key == key && &r.port != me)
-            .map(|r| r.port.clone())
-            .collect();
-        let found = st.registrations.iter().any(|r| r.key == key);
-        st.registrations.retain(|r| r.key != key || &r.port == me);
-        for v in victims {
-            fx.unit_attentions.push((v, ASC_REGISTRATIONS_PREEMPTED));
-        }
-        found
-    };
-    match st.reservation.clone() {
-        Some(res) if res.kind.all_registrants() && sa_key == 0 => {
-            for p in others(st, me) {
-                fx.unit_attentions.push((p, ASC_REGISTRATIONS_PREEMPTED));
-            }
-            st.registrations.retain(|r| &r.port == me);
-            st.reservation = Some(Reservation {
-                kind: new_kind,
-                holder: (!new_kind.all_registrants()).then(|| me.clone()),
-            });
-        }
-        Some(res) if !res.kind.all_registrants() => {
-            let holder_key = res
-                .holder
-                .as_ref()
-                .and_then(|h| st.registration(h))
-                .map(|r| r.key);
-            if holder_key == Some(sa_key) {
-                remove_key(st, sa_key, fx);
-                st.reservation = Some(Reservation {
-                    kind: new_kind,
-                    holder: (!new_kind.all_registrants()).then(|| me.clone()),
-                });
-            } else {
-                if sa_key == 0 {
-                    return Err(Sense::invalid_param(8, None).into());
-                }
-                if !remove_key(st, sa_key, fx) {
-                    return Err(PrOutError::Conflict);
-                }
-            }
-        }
-        _ => {
-            if sa_key == 0 {
-                return Err(Sense::invalid_param(8, None).into());
-            }
-            if !remove_key(st, sa_key, fx) {
+            // A registration check comes first: a non-registrant gets RESERVATION CONFLICT
+            // whatever the type field says.
+            if st.key_of(me) != Some(res_key) {
                 return Err(PrOutError::Conflict);
             }
-            if let Some(r) = &st.reservation {
-                if r.kind.all_registrants() && st.registrations.is_empty() {
-                    st.reservation = None;
-                }
+            st.reserve(me, res_key, kind()?)
+        }
+        SA_RELEASE => {
+            if st.key_of(me) != Some(res_key) {
+                return Err(PrOutError::Conflict);
+            }
+            // The type is only checked when there is a reservation this nexus holds.
+            if st.state().reservation.is_some() && st.state().is_holder(me) {
+                st.release(me, res_key, kind()?)
+            } else {
+                Ok(Effect::default())
             }
         }
-    }
-    Ok(())
+        SA_CLEAR => st.clear(me, res_key),
+        SA_PREEMPT | SA_PREEMPT_AND_ABORT => {
+            if st.key_of(me) != Some(res_key) {
+                return Err(PrOutError::Conflict);
+            }
+            st.preempt(me, res_key, sa_key, kind()?, sa == SA_PREEMPT_AND_ABORT)
+        }
+        _ => return Err(Sense::invalid_cdb(1, Some(4)).into()),
+    };
+    r.map_err(|e| match e {
+        ReservationError::Conflict => PrOutError::Conflict,
+        ReservationError::NoResources => Sense::new(
+            SenseKey::IllegalRequest,
+            ASC_INSUFFICIENT_REGISTRATION_RESOURCES,
+        )
+        .into(),
+        ReservationError::WrongType => {
+            Sense::new(SenseKey::IllegalRequest, ASC_INVALID_RELEASE).into()
+        }
+        ReservationError::ZeroPreemptKey => Sense::invalid_param(8, None).into(),
+        ReservationError::ZeroKey => Sense::invalid_param(8, None).into(),
+    })
 }

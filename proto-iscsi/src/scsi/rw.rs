@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 
+use super::alua::Alua;
 use super::capacity::lba_status_data;
 use super::cdb::{self, be16, be32, be64, Cdb};
 use super::config::LuConfig;
@@ -176,7 +177,12 @@ pub(crate) fn start(
             }
             if ndob {
                 return Ok(Step::Io {
-                    op: BlockOp::WriteZeroes { lba, blocks, unmap },
+                    op: BlockOp::WriteZeroes {
+                        lba,
+                        blocks,
+                        deallocate: unmap,
+                        fua: false,
+                    },
                     task: task(nexus, TaskKind::Write),
                 });
             }
@@ -220,9 +226,11 @@ pub(crate) fn start(
                 return Ok(Step::Done(Completion::good()));
             }
             let len = need_data(2 * u64::from(blocks) * u64::from(bs))?;
+            // FUA (byte 1 bit 3): the write half must be durable before GOOD.
+            let fua = c.bit(1, 3);
             Ok(Step::NeedDataOut {
                 len,
-                task: task(nexus, TaskKind::CawData { lba, blocks }),
+                task: task(nexus, TaskKind::CawData { lba, blocks, fua }),
             })
         }
         SERVICE_ACTION_IN_16 => {
@@ -274,7 +282,15 @@ pub(crate) fn data_out(
         TaskKind::WriteSameData { lba, blocks, unmap } => {
             let block = data.get(..bs).ok_or(Sense::internal())?;
             if block.iter().all(|b| *b == 0) {
-                return io(BlockOp::WriteZeroes { lba, blocks, unmap }, TaskKind::Write);
+                return io(
+                    BlockOp::WriteZeroes {
+                        lba,
+                        blocks,
+                        deallocate: unmap,
+                        fua: false,
+                    },
+                    TaskKind::Write,
+                );
             }
             let mut buf = Vec::with_capacity(bs * blocks as usize);
             for _ in 0..blocks {
@@ -289,7 +305,7 @@ pub(crate) fn data_out(
                 TaskKind::Write,
             )
         }
-        TaskKind::CawData { lba, blocks } => {
+        TaskKind::CawData { lba, blocks, fua } => {
             let half = bs * blocks as usize;
             if data.len() < 2 * half {
                 return Err(Sense::internal());
@@ -302,6 +318,7 @@ pub(crate) fn data_out(
                     blocks,
                     compare,
                     write,
+                    fua,
                 },
                 TaskKind::Caw,
             )
@@ -326,7 +343,7 @@ pub(crate) fn data_out(
                 Step::Done(Completion::good())
             } else {
                 Step::Io {
-                    op: BlockOp::Unmap { ranges },
+                    op: BlockOp::Deallocate { ranges },
                     task: task(nexus, TaskKind::Write),
                 }
             }

@@ -8,8 +8,8 @@
 
 use bytes::Bytes;
 
-use super::alua::AccessState;
 use super::sense::Sense;
+pub use block_core::{BlockOp, BlockResult, LbaExtent, Provisioning};
 
 /// The I_T nexus a command arrived on: who sent it and through which target port.
 ///
@@ -131,111 +131,6 @@ pub enum Begun {
     },
 }
 
-/// One block-level request on the volume backing the logical unit. Addresses are in logical
-/// blocks of the LU's configured block size.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BlockOp {
-    /// Read `blocks` blocks at `lba`; answer with [`BlockResult::Data`].
-    Read {
-        /// First block.
-        lba: u64,
-        /// Number of blocks (non-zero).
-        blocks: u32,
-    },
-    /// Write `data` (a whole number of blocks) at `lba`.
-    Write {
-        /// First block.
-        lba: u64,
-        /// Block data.
-        data: Bytes,
-        /// Force unit access: data must be durable before completion.
-        fua: bool,
-    },
-    /// Make all completed writes durable.
-    Flush,
-    /// Deallocate the given `(lba, blocks)` ranges; later reads return zeros.
-    Unmap {
-        /// Ranges to deallocate (validated, in range, non-empty).
-        ranges: Vec<(u64, u32)>,
-    },
-    /// Write zeros over a range; `unmap` allows deallocating instead.
-    WriteZeroes {
-        /// First block.
-        lba: u64,
-        /// Number of blocks.
-        blocks: u32,
-        /// The initiator permits deallocation (WRITE SAME with UNMAP=1).
-        unmap: bool,
-    },
-    /// Atomically compare `compare` with the medium and, if equal, write `write`.
-    /// Answer [`BlockResult::Miscompare`] with the first differing byte offset otherwise.
-    CompareAndWrite {
-        /// First block.
-        lba: u64,
-        /// Number of blocks.
-        blocks: u32,
-        /// Expected current contents.
-        compare: Bytes,
-        /// New contents.
-        write: Bytes,
-    },
-    /// Report provisioning status from `lba` onwards; answer [`BlockResult::LbaStatus`].
-    GetLbaStatus {
-        /// Starting block.
-        lba: u64,
-    },
-    /// Persist the logical unit's persistent-reservation state with the volume before the
-    /// PERSISTENT RESERVE OUT command may complete.
-    PersistReservations {
-        /// Output of `PrState::to_bytes`.
-        bytes: Bytes,
-    },
-}
-
-/// Provisioning status of one extent (SBC-3 GET LBA STATUS descriptor).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Provisioning {
-    /// Blocks are mapped (hold data).
-    Mapped,
-    /// Blocks are deallocated (read as zeros).
-    Deallocated,
-}
-
-/// One extent returned by the volume for [`BlockOp::GetLbaStatus`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct LbaExtent {
-    /// First block of the extent.
-    pub lba: u64,
-    /// Length in blocks.
-    pub blocks: u32,
-    /// Status of the whole extent.
-    pub status: Provisioning,
-}
-
-/// The caller's answer to a [`BlockOp`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BlockResult {
-    /// The operation succeeded.
-    Ok,
-    /// Read data.
-    Data(Bytes),
-    /// COMPARE AND WRITE found a difference at this byte offset; nothing was written.
-    Miscompare {
-        /// Byte offset of the first difference within the compared range.
-        offset: u32,
-    },
-    /// Provisioning extents starting at the requested LBA.
-    LbaStatus(Vec<LbaExtent>),
-    /// The range lies outside the volume (e.g. it shrank concurrently).
-    OutOfRange,
-    /// This gateway cannot serve the volume right now (failover in progress, etc.).
-    AccessState(AccessState),
-    /// The volume failed to read or write the data.
-    MediumError,
-    /// Any other failure inside the gateway.
-    Internal,
-}
-
 /// A suspended command, owned by the caller between steps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingTask {
@@ -258,7 +153,7 @@ pub(crate) enum TaskKind {
     /// Waiting for the WRITE SAME pattern block.
     WriteSameData { lba: u64, blocks: u32, unmap: bool },
     /// Waiting for the COMPARE AND WRITE buffer (compare half then write half).
-    CawData { lba: u64, blocks: u32 },
+    CawData { lba: u64, blocks: u32, fua: bool },
     /// Waiting for VERIFY data; `repeat` means BYTCHK=11b (one block for every block).
     VerifyData { lba: u64, blocks: u32, repeat: bool },
     /// Waiting for the UNMAP parameter list.

@@ -12,7 +12,7 @@ pub struct MemVol {
     pub data: Vec<u8>,
     pub mapped: Vec<bool>,
     pub flushes: usize,
-    pub persisted: Option<Bytes>,
+    pub persists: usize,
 }
 
 impl MemVol {
@@ -22,7 +22,7 @@ impl MemVol {
             data: vec![0; bs * blocks],
             mapped: vec![false; blocks],
             flushes: 0,
-            persisted: None,
+            persists: 0,
         }
     }
 
@@ -61,7 +61,7 @@ impl MemVol {
                 self.flushes += 1;
                 BlockResult::Ok
             }
-            BlockOp::Unmap { ranges } => {
+            BlockOp::Deallocate { ranges } => {
                 for (lba, n) in ranges {
                     let Some(r) = self.range(lba, u64::from(n)) else {
                         return BlockResult::OutOfRange;
@@ -71,8 +71,12 @@ impl MemVol {
                 }
                 BlockResult::Ok
             }
-            BlockOp::WriteZeroes { lba, blocks, unmap } => match self.range(lba, u64::from(blocks))
-            {
+            BlockOp::WriteZeroes {
+                lba,
+                blocks,
+                deallocate: unmap,
+                ..
+            } => match self.range(lba, u64::from(blocks)) {
                 Some(r) => {
                     self.data[r].fill(0);
                     self.set_mapped(lba, u64::from(blocks), !unmap);
@@ -85,6 +89,7 @@ impl MemVol {
                 blocks,
                 compare,
                 write,
+                ..
             } => {
                 let Some(r) = self.range(lba, u64::from(blocks)) else {
                     return BlockResult::OutOfRange;
@@ -119,8 +124,8 @@ impl MemVol {
                 }
                 BlockResult::LbaStatus(out)
             }
-            BlockOp::PersistReservations { bytes } => {
-                self.persisted = Some(bytes);
+            BlockOp::PersistReservations => {
+                self.persists += 1;
                 BlockResult::Ok
             }
         }

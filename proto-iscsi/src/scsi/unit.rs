@@ -1,15 +1,17 @@
-//! The logical unit: per-LU state (capacity, ALUA groups, unit attentions per I_T nexus,
-//! reservations) and the command pipeline UA -> ALUA -> reservation check -> command.
+//! The logical unit: per-LU state (capacity, ALUA groups, unit attentions per I_T nexus, the
+//! volume's shared reservations) and the command pipeline UA -> ALUA -> reservation check ->
+//! command.
 
 use std::collections::{HashMap, VecDeque};
 
+use block_core::{Registrant, SharedReservations};
 use bytes::Bytes;
 
-use super::alua::{self, AccessState, PortGroup};
+use super::alua::{self, AccessState, Alua, PortGroup};
 use super::cdb::{self, Cdb};
 use super::config::LuConfig;
 use super::opcodes::{self, pr_class};
-use super::pr::{PortId, PrDecodeError, PrState};
+use super::pr::{notice_asc, registrant};
 use super::pr_cmd::{self, PrOutError};
 use super::sense::{
     Asc, Sense, SenseKey, ASC_ASYMMETRIC_ACCESS_STATE_CHANGED, ASC_CAPACITY_DATA_CHANGED,
@@ -20,14 +22,10 @@ use super::{capacity, inquiry, luns, mode, rw};
 
 /// Most unit attentions queued per I_T nexus; older distinct conditions are kept first.
 const MAX_PENDING_UA: usize = 8;
-/// Most reservation notices kept for ports without a SCSI nexus until the caller takes them;
-/// beyond this the oldest are dropped.
-const MAX_PORT_NOTICES: usize = 1024;
-
 /// What the LU remembers about one I_T nexus.
 #[derive(Debug, Clone)]
 struct NexusState {
-    port: PortId,
+    port: Registrant,
     unit_attentions: VecDeque<Asc>,
 }
 
@@ -40,10 +38,8 @@ pub struct LogicalUnit {
     luns: Vec<u16>,
     nexuses: HashMap<u64, NexusState>,
     pub(super) reserve6: Option<u64>,
-    pub(super) pr: PrState,
-    /// Reservation unit attentions for registrants that are not SCSI nexuses of this unit
-    /// (NVMe hosts sharing the reservation state): the caller delivers them its own way.
-    port_notices: VecDeque<(PortId, Asc)>,
+    /// The volume's one reservation state, shared with every other front end of the volume.
+    resv: SharedReservations,
 }
 
 impl LogicalUnit {
@@ -62,9 +58,20 @@ impl LogicalUnit {
             luns: vec![0],
             nexuses: HashMap::new(),
             reserve6: None,
-            pr: PrState::default(),
-            port_notices: VecDeque::new(),
+            resv: SharedReservations::new(),
         }
+    }
+
+    /// The same unit sharing `resv`, the reservation state of its volume (which the NVMe/TCP
+    /// namespaces of the volume share too).
+    pub fn with_reservations(mut self, resv: SharedReservations) -> Self {
+        self.resv = resv;
+        self
+    }
+
+    /// The volume's reservation state this unit works on.
+    pub fn reservations(&self) -> &SharedReservations {
+        &self.resv
     }
 
     /// The static configuration.
@@ -122,28 +129,24 @@ impl LogicalUnit {
         self.luns = luns;
     }
 
-    /// The persistent reservation state (to persist or inspect).
-    pub fn pr_state(&self) -> &PrState {
-        &self.pr
-    }
-
-    /// Restores persisted reservation state, e.g. when the volume is opened on this gateway.
-    pub fn load_pr_state(&mut self, bytes: &[u8]) -> Result<(), PrDecodeError> {
-        self.pr = PrState::from_bytes(bytes)?;
-        Ok(())
-    }
-
     /// The I_T nexus is gone: forget its unit attentions and release its RESERVE(6).
     pub fn nexus_lost(&mut self, id: u64) {
         self.nexuses.remove(&id);
         if self.reserve6 == Some(id) {
-            self.reserve6 = None;
+            self.set_reserve6(None);
         }
+    }
+
+    /// Records the RESERVE(6) holder, and in the shared state whether one is held (it
+    /// excludes registrants of other protocols too).
+    fn set_reserve6(&mut self, holder: Option<u64>) {
+        self.reserve6 = holder;
+        self.resv.lock().set_legacy_reserved(holder.is_some());
     }
 
     /// LOGICAL UNIT RESET: releases RESERVE(6) and raises a reset UA on every nexus.
     pub fn reset(&mut self) {
-        self.reserve6 = None;
+        self.set_reserve6(None);
         for n in self.nexuses.values_mut() {
             n.unit_attentions.clear();
             n.unit_attentions.push_back(ASC_POWER_ON_RESET);
@@ -156,25 +159,17 @@ impl LogicalUnit {
         }
     }
 
-    pub(super) fn raise_for_port(&mut self, port: &PortId, asc: Asc) {
-        let mut delivered = false;
-        for n in self.nexuses.values_mut().filter(|n| &n.port == port) {
-            push_ua(&mut n.unit_attentions, asc);
-            delivered = true;
-        }
-        if !delivered {
-            if self.port_notices.len() == MAX_PORT_NOTICES {
-                self.port_notices.pop_front();
+    /// Turns the reservation notices raised for SCSI registrants (by a change made over either
+    /// protocol) into unit attentions on their nexuses. Notices for registrants of other
+    /// protocols stay in the shared state for their front end.
+    pub fn deliver_reservation_notices(&mut self) {
+        let notices = self.resv.lock().take_notices(Registrant::is_scsi);
+        for (who, notice) in notices {
+            let asc = notice_asc(notice);
+            for n in self.nexuses.values_mut().filter(|n| n.port == who) {
+                push_ua(&mut n.unit_attentions, asc);
             }
-            self.port_notices.push_back((port.clone(), asc));
         }
-    }
-
-    /// Takes the reservation unit attentions (RESERVATIONS PREEMPTED / RELEASED,
-    /// REGISTRATIONS PREEMPTED) raised for registrants that have no SCSI nexus on this unit,
-    /// oldest first: NVMe hosts, whose front end turns them into reservation notifications.
-    pub fn take_port_notices(&mut self) -> Vec<(PortId, Asc)> {
-        self.port_notices.drain(..).collect()
     }
 
     /// Starts a command received on `nexus`. `data_out_len` is the initiator's expected
@@ -188,11 +183,15 @@ impl LogicalUnit {
     }
 
     fn start_inner(&mut self, nexus: &Nexus, raw: &[u8], data_out_len: u32) -> Result<Step, Fail> {
-        let state = self.nexuses.entry(nexus.id).or_insert_with(|| NexusState {
-            port: port_of(nexus),
+        self.nexuses.entry(nexus.id).or_insert_with(|| NexusState {
+            port: registrant(nexus),
             unit_attentions: VecDeque::from([ASC_POWER_ON_RESET]),
         });
-        state.port = port_of(nexus);
+        self.deliver_reservation_notices();
+        let Some(state) = self.nexuses.get_mut(&nexus.id) else {
+            return Err(Fail::Check(Sense::internal()));
+        };
+        state.port = registrant(nexus);
         let opcode = raw.first().copied().unwrap_or(0xFF);
         if !matches!(opcode, cdb::INQUIRY | cdb::REPORT_LUNS | cdb::REQUEST_SENSE) {
             if let Some(asc) = state.unit_attentions.pop_front() {
@@ -227,15 +226,19 @@ impl LogicalUnit {
                 if c.u8(1) & 0x1F != 0 {
                     return Err(Sense::invalid_cdb(1, None).into());
                 }
-                if !self.pr.registrations.is_empty() || self.pr.reservation.is_some() {
-                    return Err(Fail::Conflict);
+                {
+                    let resv = self.resv.lock();
+                    let st = resv.state();
+                    if !st.registrations.is_empty() || st.reservation.is_some() {
+                        return Err(Fail::Conflict);
+                    }
                 }
-                self.reserve6 = Some(id);
+                self.set_reserve6(Some(id));
                 Ok(Step::Done(Completion::good()))
             }
             cdb::RELEASE_6 => {
                 if self.reserve6 == Some(id) {
-                    self.reserve6 = None;
+                    self.set_reserve6(None);
                 }
                 Ok(Step::Done(Completion::good()))
             }
@@ -259,7 +262,7 @@ impl LogicalUnit {
                 cdb::MI_REPORT_SUPPORTED_OPCODES => done(opcodes::report_supported_opcodes(&c)?),
                 _ => Err(Sense::invalid_cdb(1, Some(4)).into()),
             },
-            cdb::PR_IN => done(pr_cmd::pr_in(&c, &self.pr)?),
+            cdb::PR_IN => done(pr_cmd::pr_in(&c, self.resv.lock().state())?),
             cdb::PR_OUT => {
                 let len = pr_cmd::pr_out_len(&c)?;
                 if data_out_len < len {
@@ -292,7 +295,12 @@ impl LogicalUnit {
                 return Err(Fail::Conflict);
             }
         }
-        if self.pr.conflicts(&port_of(nexus), pr_class(c)) {
+        if self
+            .resv
+            .lock()
+            .state()
+            .conflicts(&registrant(nexus), pr_class(c))
+        {
             return Err(Fail::Conflict);
         }
         Ok(())
@@ -321,8 +329,9 @@ impl LogicalUnit {
 
     /// Starts a command whose data-out buffer is already gathered (as an iSCSI connection hands
     /// it over): feeds the buffer to every data-out step, so the caller only ever sees a
-    /// finished command or one block operation to perform. Returns that and how many data-out
-    /// bytes the command used.
+    /// finished command or one block operation to perform. Returns that and the data-out length
+    /// the command's residual is measured against: for a write, the CDB's transfer length even
+    /// when only part of it was sent (and written); otherwise the bytes the command used.
     pub fn start_with_data(
         &mut self,
         nexus: &Nexus,
@@ -330,12 +339,14 @@ impl LogicalUnit {
         data_out: &Bytes,
         expected_out: u32,
     ) -> (Begun, u32) {
+        let transfer = rw::write_transfer_bytes(cdb, self.cfg.block_size)
+            .map(|b| b.min(u64::from(u32::MAX)) as u32);
         let mut used = 0u32;
         let mut step = self.start(nexus, cdb, expected_out);
         loop {
             match step {
-                Step::Done(c) => return (Begun::Done(c), used),
-                Step::Io { op, task } => return (Begun::Io { op, task }, used),
+                Step::Done(c) => return (Begun::Done(c), transfer.unwrap_or(used)),
+                Step::Io { op, task } => return (Begun::Io { op, task }, transfer.unwrap_or(used)),
                 Step::NeedDataOut { len, task } => {
                     used = len;
                     let data = data_out.slice(..(len as usize).min(data_out.len()));
@@ -363,27 +374,24 @@ impl LogicalUnit {
     }
 
     fn pr_out(&mut self, nexus: &Nexus, sa: u8, st: u8, data: &[u8]) -> Result<Step, Fail> {
-        let me = port_of(nexus);
-        let fx = match pr_cmd::pr_out(&mut self.pr, &me, sa, st, data) {
+        let me = registrant(nexus);
+        let result = pr_cmd::pr_out(&mut self.resv.lock(), &me, sa, st, data);
+        let fx = match result {
             Ok(fx) => fx,
             Err(PrOutError::Conflict) => return Err(Fail::Conflict),
             Err(PrOutError::Check(s)) => return Err(Fail::Check(s)),
         };
-        for (port, asc) in &fx.unit_attentions {
-            self.raise_for_port(port, *asc);
-        }
+        self.deliver_reservation_notices();
         let mut aborts: Vec<u64> = self
             .nexuses
             .iter()
-            .filter(|(nid, n)| **nid != nexus.id && fx.abort.contains(&n.port))
+            .filter(|(nid, n)| **nid != nexus.id && fx.aborted.contains(&n.port))
             .map(|(nid, _)| *nid)
             .collect();
         aborts.sort_unstable();
         if fx.changed {
             return Ok(Step::Io {
-                op: BlockOp::PersistReservations {
-                    bytes: Bytes::from(self.pr.to_bytes()),
-                },
+                op: BlockOp::PersistReservations,
                 task: PendingTask {
                     nexus: nexus.id,
                     kind: TaskKind::PrPersist { aborts },
@@ -428,13 +436,6 @@ fn need(len: u32, nexus: u64, kind: TaskKind) -> Step {
     Step::NeedDataOut {
         len,
         task: PendingTask { nexus, kind },
-    }
-}
-
-fn port_of(n: &Nexus) -> PortId {
-    PortId {
-        initiator_port: n.initiator_port.clone(),
-        relative_port: n.relative_port,
     }
 }
 

@@ -197,7 +197,8 @@ fn write_same_pattern_zero_and_ndob() {
         BlockOp::WriteZeroes {
             lba: 4,
             blocks: 2,
-            unmap: true
+            deallocate: true,
+            fua: false
         }
     );
     good(&lu.io_done(task, vol.exec(op)));
@@ -212,7 +213,8 @@ fn write_same_pattern_zero_and_ndob() {
         BlockOp::WriteZeroes {
             lba: 0,
             blocks: 8,
-            unmap: true
+            deallocate: true,
+            fua: false
         }
     );
     // WSNZ: zero blocks rejected; beyond end rejected

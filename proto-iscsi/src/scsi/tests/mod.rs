@@ -11,6 +11,7 @@ use super::unit::LogicalUnit;
 
 mod media;
 mod pr;
+mod pr_shared;
 mod state;
 
 pub(super) const BS: usize = 512;

@@ -4,12 +4,12 @@ use bytes::Bytes;
 
 use super::*;
 use crate::scsi::config::LuConfig;
-use crate::scsi::pr::PrState;
 use crate::scsi::task::Completion;
 use crate::scsi::task::Nexus;
 use crate::scsi::task::{BlockOp, Status, Step};
 use crate::scsi::testvol::{run, MemVol};
 use crate::scsi::unit::LogicalUnit;
+use block_core::reservation::ReservationState as PrState;
 
 fn prout(sa: u8, ty: u8, key: u64, sa_key: u64, aptpl: bool) -> (Vec<u8>, Vec<u8>) {
     let mut c = vec![PR_OUT, sa, ty, 0, 0, 0, 0, 0, 24, 0];
@@ -316,20 +316,28 @@ fn pr_state_persisted_before_completion_and_reloadable() {
         panic!()
     };
     let Step::Io {
-        op: BlockOp::PersistReservations { bytes },
+        op: BlockOp::PersistReservations,
         task,
     } = lu.data_out(&a, task, Bytes::from(p))
     else {
         panic!("PR OUT must persist before completing")
     };
+    // What the gateway stores when it carries out the persist step.
+    let bytes = lu.reservations().lock().state().to_bytes();
     let st = PrState::from_bytes(&bytes).unwrap();
     assert!(st.aptpl);
     assert_eq!(st.registrations[0].key, 0x1234);
-    assert_eq!(&st, lu.pr_state());
+    assert_eq!(&st, lu.reservations().lock().state());
     good(&lu.io_done(task, crate::scsi::task::BlockResult::Ok));
-    let mut other = LogicalUnit::new(LuConfig::new(512, [0x42; 16]), BLOCKS);
-    other.load_pr_state(&bytes).unwrap();
-    assert_eq!(other.pr_state(), lu.pr_state());
+    let other = LogicalUnit::new(LuConfig::new(512, [0x42; 16]), BLOCKS);
+    other
+        .reservations()
+        .lock()
+        .restore(PrState::from_bytes(&bytes).unwrap());
+    assert_eq!(
+        other.reservations().lock().state(),
+        lu.reservations().lock().state()
+    );
     // a failed persist fails the command
     let (cdb, p) = prout(0, 0, 0x1234, 0x5678, false);
     let Step::NeedDataOut { task, .. } = lu.start(&a, &cdb, 24) else {

@@ -1,0 +1,253 @@
+//! One served volume as a block target: the state both protocol front ends share (its one
+//! reservation state, stored with the volume) and the one executor of block operations, with
+//! the one place volume errors become block results.
+//!
+//! The SCSI logical unit ([`crate::lu`]) and the NVMe namespaces ([`crate::nvme`]) of a volume
+//! both hold its [`VolumeTarget`]; neither reaches into the other.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use block_core::reservation::ReservationState;
+use block_core::{
+    AccessState, BlockOp, BlockResult, LbaExtent, Notice, Provisioning, Registrant,
+    SharedReservations,
+};
+use blockstore::Error as VolError;
+use bytes::Bytes;
+
+use crate::volumes::{ServedVolume, Volumes};
+
+/// Name of the volume metadata holding the reservation state.
+pub const RESERVATIONS_METADATA: &str = "meta-scsi-pr";
+
+/// Every served volume's target by volume name.
+pub type Targets = BTreeMap<String, Arc<VolumeTarget>>;
+
+/// A batch of reservation notices for registrants that are not SCSI nexuses, published after a
+/// change for the NVMe front end.
+pub type NoticeBatch = Arc<Vec<(Registrant, Notice)>>;
+
+/// One volume as both protocols serve it.
+#[derive(Debug)]
+pub struct VolumeTarget {
+    /// The volume.
+    pub volume: Arc<ServedVolume>,
+    resv: SharedReservations,
+    /// Serialises reservation writes so the stored state is always the newest one.
+    persist: tokio::sync::Mutex<()>,
+    notices: tokio::sync::broadcast::Sender<NoticeBatch>,
+}
+
+/// Builds the target of every served volume, restoring each one's reservations.
+pub async fn build_all(vols: &Volumes) -> Result<Targets, String> {
+    let mut out = BTreeMap::new();
+    for (name, v) in vols {
+        out.insert(name.clone(), VolumeTarget::open(Arc::clone(v)).await?);
+    }
+    Ok(out)
+}
+
+impl VolumeTarget {
+    /// The target of `volume`, with the reservation state stored with it.
+    pub async fn open(volume: Arc<ServedVolume>) -> Result<Arc<VolumeTarget>, String> {
+        let resv = SharedReservations::new();
+        if let Some(bytes) = volume
+            .volume
+            .load_metadata(RESERVATIONS_METADATA)
+            .await
+            .map_err(|e| format!("volume {}: reading reservations: {e}", volume.name))?
+        {
+            let state = ReservationState::from_bytes(&bytes).map_err(|e| {
+                format!(
+                    "volume {}: stored reservations unreadable: {e}",
+                    volume.name
+                )
+            })?;
+            resv.lock().restore(state);
+        }
+        Ok(Arc::new(VolumeTarget {
+            volume,
+            resv,
+            persist: tokio::sync::Mutex::new(()),
+            notices: tokio::sync::broadcast::channel(64).0,
+        }))
+    }
+
+    /// The volume's one reservation state.
+    pub fn reservations(&self) -> &SharedReservations {
+        &self.resv
+    }
+
+    /// The volume's access state on this node.
+    pub fn access_state(&self) -> AccessState {
+        self.volume.volume.access_state()
+    }
+
+    /// Receives the reservation notices raised for registrants that are not SCSI nexuses, one
+    /// batch per reservation change.
+    pub fn subscribe_notices(&self) -> tokio::sync::broadcast::Receiver<NoticeBatch> {
+        self.notices.subscribe()
+    }
+
+    /// Stores the current reservation state with the volume. Whoever changed it (a SCSI
+    /// PERSISTENT RESERVE OUT or an NVMe reservation command) calls this after the change;
+    /// writes are serialised and each stores the state as it is when its turn comes, so a
+    /// slower writer can never put back an older state. Publishes the change's notices for
+    /// registrants that are not SCSI nexuses first.
+    pub async fn persist_reservations(&self) -> Result<(), VolError> {
+        let notices = self.resv.lock().take_notices(|who| !who.is_scsi());
+        if !notices.is_empty() {
+            // Nobody listening (no NVMe front end) is fine.
+            let _ = self.notices.send(Arc::new(notices));
+        }
+        let _turn = self.persist.lock().await;
+        let bytes = self.resv.lock().state().to_bytes();
+        self.volume
+            .volume
+            .save_metadata(RESERVATIONS_METADATA, bytes)
+            .await
+    }
+
+    /// Carries out one block operation on the volume: the one executor for both protocols.
+    pub async fn execute(&self, op: BlockOp) -> BlockResult {
+        let v = &self.volume.volume;
+        let write = !matches!(op, BlockOp::Read { .. } | BlockOp::GetLbaStatus { .. });
+        let r = match op {
+            BlockOp::Read { lba, blocks } => {
+                return match v.read(lba, u64::from(blocks)).await {
+                    Ok(d) => BlockResult::Data(Bytes::from(d)),
+                    Err(e) => volume_error(&self.volume.name, e, false),
+                }
+            }
+            BlockOp::Write { lba, data, fua } => v.write(lba, data, fua).await,
+            BlockOp::Flush => v.flush().await,
+            BlockOp::Deallocate { ranges } => {
+                for (lba, blocks) in ranges {
+                    if let Err(e) = v.trim(lba, u64::from(blocks)).await {
+                        return volume_error(&self.volume.name, e, true);
+                    }
+                }
+                Ok(())
+            }
+            BlockOp::WriteZeroes {
+                lba,
+                blocks,
+                deallocate,
+                fua,
+            } => {
+                // Deallocated blocks read as zeros, so a trim is a valid way to zero when the
+                // host allows deallocation.
+                if deallocate {
+                    v.trim(lba, u64::from(blocks)).await
+                } else {
+                    v.write_zeroes(lba, u64::from(blocks), fua).await
+                }
+            }
+            BlockOp::CompareAndWrite {
+                lba,
+                compare,
+                write,
+                fua,
+                ..
+            } => {
+                v.compare_and_write(lba, compare.to_vec(), write.to_vec(), fua)
+                    .await
+            }
+            BlockOp::GetLbaStatus { lba } => return self.lba_status(lba).await,
+            BlockOp::PersistReservations => self.persist_reservations().await,
+        };
+        match r {
+            Ok(()) => BlockResult::Ok,
+            Err(e) => volume_error(&self.volume.name, e, write),
+        }
+    }
+
+    async fn lba_status(&self, lba: u64) -> BlockResult {
+        let v = &self.volume.volume;
+        let mut extents = Vec::new();
+        let mut cur = lba;
+        let cap = v.capacity_blocks();
+        while cur < cap && extents.len() < 64 {
+            match v.lba_status(cur, u64::from(u32::MAX)).await {
+                Ok((mapped, n)) => {
+                    let n = n.clamp(1, u64::from(u32::MAX));
+                    extents.push(LbaExtent {
+                        lba: cur,
+                        blocks: n as u32,
+                        status: if mapped {
+                            Provisioning::Mapped
+                        } else {
+                            Provisioning::Deallocated
+                        },
+                    });
+                    cur += n;
+                }
+                Err(e) => return volume_error(&self.volume.name, e, false),
+            }
+        }
+        BlockResult::LbaStatus(extents)
+    }
+}
+
+/// The one place volume errors become block results (and so SCSI sense and NVMe status): a
+/// role that cannot serve is the retryable path answer; closing for shutdown is a transition
+/// (the path is about to go away, the host should retry elsewhere); a range error is out of
+/// range; storage failures are medium errors; anything else is internal.
+pub fn volume_error(volume: &str, e: VolError, write: bool) -> BlockResult {
+    match e {
+        VolError::NotServing(s) => BlockResult::AccessState(s),
+        VolError::Closed => BlockResult::AccessState(AccessState::Transitioning),
+        VolError::OutOfRange { .. } => BlockResult::OutOfRange,
+        VolError::Miscompare { offset } => BlockResult::Miscompare {
+            offset: offset as u32,
+        },
+        VolError::Io(_) | VolError::Failed | VolError::LogFull { .. } => {
+            tracing::error!(volume, error = %e, write, "volume I/O failed");
+            BlockResult::MediumError
+        }
+        other => {
+            tracing::error!(volume, error = %other, "volume request failed");
+            BlockResult::Internal
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use block_core::ReservationType;
+
+    #[test]
+    fn roles_map_to_retryable_results() {
+        for s in [
+            AccessState::Standby,
+            AccessState::Unavailable,
+            AccessState::Transitioning,
+        ] {
+            assert_eq!(
+                volume_error("v", VolError::NotServing(s), true),
+                BlockResult::AccessState(s)
+            );
+        }
+        assert_eq!(
+            volume_error("v", VolError::Closed, false),
+            BlockResult::AccessState(AccessState::Transitioning)
+        );
+        assert_eq!(
+            volume_error("v", VolError::Failed, true),
+            BlockResult::MediumError
+        );
+    }
+
+    #[test]
+    fn every_type_has_one_code_per_protocol() {
+        // NVMe RTYPE 1..=6 and SCSI TYPE 1,3,5,6,7,8 name the same six types, in that order.
+        for (i, t) in ReservationType::ALL.into_iter().enumerate() {
+            assert_eq!(proto_nvmeof::reservation::type_code(t), i as u8 + 1);
+            assert_eq!(proto_iscsi::scsi::pr::type_code(t), [1, 3, 5, 6, 7, 8][i]);
+        }
+        let t = proto_nvmeof::reservation::type_from_code(4).unwrap();
+        assert_eq!(proto_iscsi::scsi::pr::type_code(t), 6);
+    }
+}
