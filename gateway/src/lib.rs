@@ -13,6 +13,8 @@ pub mod net;
 pub mod nvme;
 pub mod reservations;
 pub mod serve;
+pub mod shutdown;
 pub mod sink;
 pub mod status;
+pub mod time;
 pub mod volumes;

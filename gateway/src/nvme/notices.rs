@@ -16,7 +16,7 @@ use proto_iscsi::scsi::PortId;
 use proto_nvmeof::resv_notice::NoticeKind;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{lock, Control, NvmeShared};
+use super::shared::{lock, Control, NvmeShared};
 use crate::lu::LuHandle;
 
 /// The NVMe notice for a reservation unit attention.
@@ -32,7 +32,7 @@ fn kind(asc: Asc) -> Option<NoticeKind> {
 /// Starts one task per exported volume that forwards its notices to the NVMe hosts concerned.
 pub(super) fn follow_reservation_notices(
     shared: &Arc<NvmeShared>,
-    shutdown: &crate::serve::Shutdown,
+    shutdown: &crate::shutdown::Shutdown,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut lus: Vec<Arc<LuHandle>> = Vec::new();
     for lu in shared.namespaces.values() {
