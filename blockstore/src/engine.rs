@@ -29,11 +29,11 @@ use crate::superblock::Superblock;
 /// File names inside a volume's storage.
 pub const SUPERBLOCK_FILE: &str = "superblock";
 /// The circular write-ahead log.
-pub const WAL_FILE: &str = "wal";
+pub(crate) const WAL_FILE: &str = "wal";
 /// The volume's data (sparse).
-pub const EXTENT_FILE: &str = "extent";
+pub(crate) const EXTENT_FILE: &str = "extent";
 /// Largest data payload of one log record.
-pub const MAX_RECORD_DATA: u64 = 1 << 20;
+pub(crate) const MAX_RECORD_DATA: u64 = 1 << 20;
 
 /// Parameters of a new volume.
 #[derive(Debug, Clone)]
@@ -345,7 +345,7 @@ impl Engine {
     }
 
     /// Where the superblock lives (for messages).
-    pub fn location(&self) -> &std::path::Path {
+    pub(crate) fn location(&self) -> &std::path::Path {
         &self.meta_path
     }
 
@@ -394,7 +394,7 @@ impl Engine {
     }
 
     /// Refuses host I/O unless the role, epoch and lease make this path optimized.
-    pub fn gate(&self) -> Result<()> {
+    pub(crate) fn gate(&self) -> Result<()> {
         match self.access_state() {
             AccessState::Optimized => Ok(()),
             other => Err(Error::NotServing(other)),
@@ -717,7 +717,7 @@ impl Engine {
 
     /// [`Engine::read_into`] for callers on async threads: succeeds only if every piece is in
     /// memory (page cache), and returns `None` when the read would have to wait for the disk.
-    pub fn try_read_nowait(&self, lba: u64, buf: &mut [u8]) -> Option<Result<()>> {
+    pub(crate) fn try_read_nowait(&self, lba: u64, buf: &mut [u8]) -> Option<Result<()>> {
         match self.read_pieces(lba, buf, true) {
             Ok(true) => Some(Ok(())),
             Ok(false) => None,
