@@ -1,9 +1,12 @@
 //! The volume engine: the synchronous core every other part of the crate builds on.
 //!
 //! Writes append a record to the log and update the in-memory index; flushes share one
-//! `fdatasync` of the log (group commit); reads lay the index over the extent. A background
-//! flusher (see [`crate::flusher`]) copies logged blocks into the extent and advances the
-//! checkpoint, freeing log space.
+//! `fdatasync` of the log (group commit); reads lay the index over the extent. A checkpoint
+//! ([`Engine::flush_once`]) copies logged blocks into the extent (see [`crate::extent_copy`]) and
+//! advances the checkpoint, freeing log space; a background flusher thread (see
+//! [`crate::flusher`]) decides when, and a lease timer thread (see [`crate::lease_timer`])
+//! publishes the access state when a lease runs out. Both see the engine only through narrow
+//! traits ([`Flush`], [`LeaseClock`]) implemented here.
 //!
 //! Lock order (outer first): `caw`, `flush_lock`, `log`, `reclaim`, `index`, `sb`, `sync`, `role`.
 
@@ -12,7 +15,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::extent_copy::copy_to_extent;
+use crate::flusher::{Flush, Flusher};
 use crate::index::{Index, Loc};
+use crate::lease_timer::{LeaseClock, LeaseTimer};
 use crate::record::{record_len, Header, Kind, ALIGN, HEADER_LEN};
 use crate::recovery;
 use crate::role::{access_state, AccessState, Role, RoleState};
@@ -23,11 +29,11 @@ use crate::superblock::Superblock;
 /// File names inside a volume's storage.
 pub const SUPERBLOCK_FILE: &str = "superblock";
 /// The circular write-ahead log.
-pub const WAL_FILE: &str = "wal";
+pub(crate) const WAL_FILE: &str = "wal";
 /// The volume's data (sparse).
-pub const EXTENT_FILE: &str = "extent";
+pub(crate) const EXTENT_FILE: &str = "extent";
 /// Largest data payload of one log record.
-pub const MAX_RECORD_DATA: u64 = 1 << 20;
+pub(crate) const MAX_RECORD_DATA: u64 = 1 << 20;
 
 /// Parameters of a new volume.
 #[derive(Debug, Clone)]
@@ -59,8 +65,9 @@ impl Default for CreateOptions {
 /// Run-time behaviour of an opened volume.
 #[derive(Debug, Clone)]
 pub struct OpenOptions {
-    /// Run the flusher in a background thread. Tests that want determinism turn it off; writers
-    /// then run the flusher themselves when the log is full.
+    /// Run the flusher and the lease timer in background threads. Tests that want determinism
+    /// turn it off; writers then run the flusher themselves when the log is full, and a lease
+    /// running out shows in [`Engine::access_state`] but is not pushed to watchers.
     pub background_flusher: bool,
     /// The flusher runs at least this often while the log holds records.
     pub flush_interval: Duration,
@@ -93,13 +100,6 @@ struct SyncState {
     syncing: bool,
 }
 
-/// Flusher thread control.
-#[derive(Debug, Default)]
-pub(crate) struct FlusherCtl {
-    pub(crate) requested: bool,
-    pub(crate) shutdown: bool,
-}
-
 /// The volume engine.
 pub struct Engine {
     storage: Arc<dyn Storage>,
@@ -127,10 +127,9 @@ pub struct Engine {
     failed: AtomicBool,
     closed: AtomicBool,
     pub(crate) opts: OpenOptions,
-    pub(crate) ctl: Mutex<FlusherCtl>,
-    pub(crate) ctl_cv: Condvar,
+    flusher: Flusher,
+    lease_timer: LeaseTimer,
     pub(crate) stats: Stats,
-    pub(crate) thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -296,15 +295,15 @@ impl Engine {
             failed: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             opts,
-            ctl: Mutex::new(FlusherCtl::default()),
-            ctl_cv: Condvar::new(),
+            flusher: Flusher::default(),
+            lease_timer: LeaseTimer::default(),
             stats: Stats::default(),
-            thread: Mutex::new(None),
         });
         engine.flush_once()?;
         engine.new_generation()?;
         if engine.opts.background_flusher {
-            crate::flusher::start(&engine);
+            engine.flusher.start(&engine, engine.opts.flush_interval);
+            engine.lease_timer.start(&engine);
         }
         Ok(engine)
     }
@@ -346,7 +345,7 @@ impl Engine {
     }
 
     /// Where the superblock lives (for messages).
-    pub fn location(&self) -> &std::path::Path {
+    pub(crate) fn location(&self) -> &std::path::Path {
         &self.meta_path
     }
 
@@ -395,7 +394,7 @@ impl Engine {
     }
 
     /// Refuses host I/O unless the role, epoch and lease make this path optimized.
-    pub fn gate(&self) -> Result<()> {
+    pub(crate) fn gate(&self) -> Result<()> {
         match self.access_state() {
             AccessState::Optimized => Ok(()),
             other => Err(Error::NotServing(other)),
@@ -467,7 +466,7 @@ impl Engine {
     pub fn set_lease(&self, until: Option<Instant>) {
         lock(&self.role).lease_until = until;
         self.publish_access();
-        self.ctl_cv.notify_all();
+        self.lease_timer.lease_changed();
     }
 
     /// Refuses a request carrying an epoch older than the volume's (fencing of an old primary).
@@ -718,7 +717,7 @@ impl Engine {
 
     /// [`Engine::read_into`] for callers on async threads: succeeds only if every piece is in
     /// memory (page cache), and returns `None` when the read would have to wait for the disk.
-    pub fn try_read_nowait(&self, lba: u64, buf: &mut [u8]) -> Option<Result<()>> {
+    pub(crate) fn try_read_nowait(&self, lba: u64, buf: &mut [u8]) -> Option<Result<()>> {
         match self.read_pieces(lba, buf, true) {
             Ok(true) => Some(Ok(())),
             Ok(false) => None,
@@ -776,6 +775,68 @@ impl Engine {
         Ok(true)
     }
 
+    // ----- checkpoint --------------------------------------------------------------------
+
+    /// Runs one checkpoint in the calling thread. Returns whether there was anything to do.
+    ///
+    /// It takes everything appended so far, makes it durable in the log, writes each block's
+    /// newest logged version into the extent (punching holes for trimmed ranges), syncs the
+    /// extent, persists the new checkpoint in the superblock, and only then drops the copied
+    /// entries from the index and advances the log tail. A crash at any point leaves the old
+    /// checkpoint, from which recovery replays the same records again.
+    pub fn flush_once(&self) -> Result<bool> {
+        let _only_one = lock(&self.flush_lock);
+        self.check_alive()?;
+        let (target_lsn, target_virt) = {
+            let log = lock(&self.log);
+            if log.next_lsn == log.tail_lsn {
+                return Ok(false);
+            }
+            (log.next_lsn, log.head)
+        };
+        self.sync_wal()?;
+        let entries = self
+            .index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .below(target_lsn);
+        let bs = u64::from(self.block_size());
+        copy_to_extent(
+            &entries,
+            bs,
+            self.wal.as_ref(),
+            self.wal_size,
+            self.extent.as_ref(),
+        )
+        .map_err(|e| self.fail(e))?;
+        self.extent.sync_data().map_err(|e| self.fail(e))?;
+        {
+            let mut sb = lock(&self.sb);
+            sb.checkpoint_lsn = target_lsn;
+            sb.checkpoint_virt = target_virt;
+            sb.store(self.meta.as_ref()).map_err(|e| self.fail(e))?;
+        }
+        {
+            let _w = self.reclaim.write().unwrap_or_else(|e| e.into_inner());
+            self.index
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove_below(target_lsn);
+            let mut log = lock(&self.log);
+            log.tail = target_virt;
+            log.tail_lsn = target_lsn;
+            self.stats.set_log_used(log.head - log.tail);
+        }
+        self.space_cv.notify_all();
+        self.stats.add_flusher_run(entries.len() as u64);
+        Ok(true)
+    }
+
+    /// Asks the background flusher to run now.
+    pub(crate) fn request_flush(&self) {
+        self.flusher.request();
+    }
+
     // ----- resize and shutdown -----------------------------------------------------------
 
     /// Grows the volume online to `blocks` blocks. Shrinking is refused.
@@ -804,7 +865,8 @@ impl Engine {
         if self.closed.load(Ordering::Acquire) {
             return Ok(());
         }
-        crate::flusher::stop(self);
+        self.flusher.stop();
+        self.lease_timer.stop();
         let r = if self.failed.load(Ordering::Acquire) {
             Ok(())
         } else {
@@ -870,5 +932,32 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         let _ = self.close();
+    }
+}
+
+impl Flush for Engine {
+    fn flush_once(&self) -> Result<bool> {
+        Engine::flush_once(self)
+    }
+
+    fn log_pending(&self) -> bool {
+        let log = lock(&self.log);
+        log.next_lsn != log.tail_lsn
+    }
+
+    /// More than an eighth of the log in use: worth a flusher run right away.
+    fn log_pressure(&self) -> bool {
+        let log = lock(&self.log);
+        (log.head - log.tail) * 8 >= self.wal_size
+    }
+}
+
+impl LeaseClock for Engine {
+    fn lease_until(&self) -> Option<Instant> {
+        lock(&self.role).lease_until
+    }
+
+    fn tick(&self) {
+        self.publish_access();
     }
 }

@@ -1,204 +1,111 @@
-//! The flusher: copies logged blocks into the extent and frees log space.
+//! The background flusher thread: decides when to checkpoint, not how.
 //!
-//! One run takes everything appended so far, makes it durable in the log, writes each block's
-//! newest logged version into the extent (punching holes for trimmed ranges), syncs the extent,
-//! persists the new checkpoint in the superblock, and only then drops the copied entries from the
-//! index and advances the log tail. A crash at any point leaves the old checkpoint, from which
-//! recovery replays the same records again.
+//! The checkpoint itself ([`Flush::flush_once`], implemented by the engine) makes everything
+//! appended so far durable in the log, copies it into the extent and frees the log space. This
+//! thread runs it at least every flush interval while the log holds records, as soon as it is
+//! asked (a writer waiting for log space), and whenever the log is more than an eighth full. It
+//! sees the engine only through the narrow [`Flush`] trait, so it does not depend on the
+//! engine's internals, and the engine owns a [`Flusher`] to start, wake and stop it.
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use crate::engine::{lock, Engine};
 use crate::error::Result;
-use crate::index::Loc;
 
-impl Engine {
-    /// Runs the flusher once in the calling thread. Returns whether there was anything to do.
-    pub fn flush_once(&self) -> Result<bool> {
-        let _only_one = lock(&self.flush_lock);
-        self.check_alive()?;
-        let (target_lsn, target_virt) = {
-            let log = lock(&self.log);
-            if log.next_lsn == log.tail_lsn {
-                return Ok(false);
-            }
-            (log.next_lsn, log.head)
-        };
-        self.sync_wal()?;
-        let entries = self
-            .index
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .below(target_lsn);
-        let bs = u64::from(self.block_size());
-        self.copy_to_extent(&entries, bs)?;
-        self.extent.sync_data().map_err(|e| self.fail(e))?;
-        {
-            let mut sb = lock(&self.sb);
-            sb.checkpoint_lsn = target_lsn;
-            sb.checkpoint_virt = target_virt;
-            sb.store(self.meta.as_ref()).map_err(|e| self.fail(e))?;
-        }
-        {
-            let _w = self.reclaim.write().unwrap_or_else(|e| e.into_inner());
-            self.index
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove_below(target_lsn);
-            let mut log = lock(&self.log);
-            log.tail = target_virt;
-            log.tail_lsn = target_lsn;
-            self.stats.set_log_used(log.head - log.tail);
-        }
-        self.space_cv.notify_all();
-        self.stats.add_flusher_run(entries.len() as u64);
-        Ok(true)
-    }
-
-    /// Writes the newest logged version of each entry into the extent. Entries are in block
-    /// order; neighbouring ones are gathered into one buffer (up to 1 MiB) and written with one
-    /// call, and neighbouring trims become one hole punch.
-    fn copy_to_extent(&self, entries: &[crate::index::Entry], bs: u64) -> Result<()> {
-        const RUN_BYTES: u64 = 1 << 20;
-        let mut run: Vec<u8> = Vec::with_capacity(RUN_BYTES as usize);
-        let mut run_start = 0u64;
-        let mut hole: Option<(u64, u64)> = None;
-        let flush_run = |run: &mut Vec<u8>, start: u64| -> Result<()> {
-            if !run.is_empty() {
-                self.extent
-                    .write_at(run, start * bs)
-                    .map_err(|e| self.fail(e))?;
-                run.clear();
-            }
-            Ok(())
-        };
-        let flush_hole = |hole: &mut Option<(u64, u64)>| -> Result<()> {
-            if let Some((start, len)) = hole.take() {
-                self.extent
-                    .punch_hole(start * bs, len * bs)
-                    .map_err(|e| self.fail(e))?;
-            }
-            Ok(())
-        };
-        for e in entries {
-            match e.loc {
-                Loc::Zero { .. } => {
-                    flush_run(&mut run, run_start)?;
-                    hole = match hole {
-                        Some((s, l)) if s + l == e.start => Some((s, l + e.len)),
-                        other => {
-                            let mut h = other;
-                            flush_hole(&mut h)?;
-                            Some((e.start, e.len))
-                        }
-                    };
-                }
-                Loc::Log { virt, .. } => {
-                    flush_hole(&mut hole)?;
-                    let run_blocks = run.len() as u64 / bs;
-                    let len = (e.len * bs) as usize;
-                    if run.is_empty()
-                        || run_start + run_blocks != e.start
-                        || run.len() as u64 + e.len * bs > RUN_BYTES
-                    {
-                        flush_run(&mut run, run_start)?;
-                        run_start = e.start;
-                    }
-                    let at = run.len();
-                    run.resize(at + len, 0);
-                    self.wal
-                        .read_at(&mut run[at..], virt % self.wal_size)
-                        .map_err(|err| self.fail(err))?;
-                }
-            }
-        }
-        flush_run(&mut run, run_start)?;
-        flush_hole(&mut hole)?;
-        Ok(())
-    }
-
-    /// Asks the background flusher to run now.
-    pub fn request_flush(&self) {
-        lock(&self.ctl).requested = true;
-        self.ctl_cv.notify_all();
-    }
-
-    /// Whether the log holds more than an eighth of its size: worth a flusher run right away.
-    fn log_pressure(&self) -> bool {
-        let log = lock(&self.log);
-        (log.head - log.tail) * 8 >= self.wal_size
-    }
-
-    fn log_pending(&self) -> bool {
-        let log = lock(&self.log);
-        log.next_lsn != log.tail_lsn
-    }
+/// What the flusher thread needs from the volume it flushes.
+pub(crate) trait Flush: Send + Sync + 'static {
+    /// Runs one checkpoint. Returns whether there was anything to do.
+    fn flush_once(&self) -> Result<bool>;
+    /// Whether the log holds records not yet checkpointed.
+    fn log_pending(&self) -> bool;
+    /// Whether the log is full enough to be worth a checkpoint right away.
+    fn log_pressure(&self) -> bool;
 }
 
-/// Starts the background flusher thread. It holds only a weak reference, so dropping the last
-/// handle to the engine still closes it.
-pub(crate) fn start(engine: &Arc<Engine>) {
-    let weak = Arc::downgrade(engine);
-    let handle = std::thread::Builder::new()
-        .name("tandem-flusher".into())
-        .spawn(move || run(weak))
-        .ok();
-    *lock(&engine.thread) = handle;
+/// Requests to the thread.
+#[derive(Debug, Default)]
+struct Ctl {
+    requested: bool,
+    shutdown: bool,
 }
 
-/// Stops the thread (if any) and waits for it, unless called from the thread itself.
-pub(crate) fn stop(engine: &Engine) {
-    lock(&engine.ctl).shutdown = true;
-    engine.ctl_cv.notify_all();
-    let handle = lock(&engine.thread).take();
-    if let Some(h) = handle {
-        if h.thread().id() != std::thread::current().id() {
-            let _ = h.join();
+/// State shared by the [`Flusher`] handle and its thread.
+#[derive(Debug, Default)]
+struct Shared {
+    ctl: Mutex<Ctl>,
+    cv: Condvar,
+}
+
+/// The handle the engine keeps to its flusher thread (if it runs one).
+#[derive(Debug, Default)]
+pub(crate) struct Flusher {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Locks a mutex, ignoring poisoning (each critical section here completes its updates).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Flusher {
+    /// Starts the thread, flushing `target` at least every `interval` while the log holds
+    /// records. It holds only a weak reference between runs, so dropping the last handle to
+    /// the target still closes it.
+    pub(crate) fn start<T: Flush>(&self, target: &Arc<T>, interval: Duration) {
+        let weak = Arc::downgrade(target);
+        let shared = Arc::clone(&self.shared);
+        let handle = std::thread::Builder::new()
+            .name("tandem-flusher".into())
+            .spawn(move || run(weak, &shared, interval))
+            .ok();
+        *lock(&self.thread) = handle;
+    }
+
+    /// Asks the thread to run now.
+    pub(crate) fn request(&self) {
+        lock(&self.shared.ctl).requested = true;
+        self.shared.cv.notify_all();
+    }
+
+    /// Stops the thread (if any) and waits for it, unless called from the thread itself.
+    pub(crate) fn stop(&self) {
+        lock(&self.shared.ctl).shutdown = true;
+        self.shared.cv.notify_all();
+        let handle = lock(&self.thread).take();
+        if let Some(h) = handle {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
         }
     }
 }
 
-fn run(weak: Weak<Engine>) {
+fn run<T: Flush>(weak: Weak<T>, shared: &Shared, interval: Duration) {
     let mut last_run = Instant::now();
     loop {
-        let Some(engine) = weak.upgrade() else {
+        let Some(target) = weak.upgrade() else {
             return;
         };
-        let interval = engine.opts.flush_interval;
-        let wake = {
-            let lease = engine.role_state().lease_until;
-            let now = Instant::now();
-            let mut wait = interval;
-            if let Some(until) = lease {
-                if until > now {
-                    wait = wait.min(until - now + Duration::from_millis(1));
-                }
-            }
-            wait
-        };
-        {
-            let mut ctl = lock(&engine.ctl);
-            if !ctl.requested && !ctl.shutdown {
-                ctl = engine
-                    .ctl_cv
-                    .wait_timeout(ctl, wake)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-            }
-            if ctl.shutdown {
+        let mut ctl = lock(&shared.ctl);
+        if !ctl.requested && !ctl.shutdown {
+            ctl = shared
+                .cv
+                .wait_timeout(ctl, interval)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        if ctl.shutdown {
+            return;
+        }
+        let requested = std::mem::take(&mut ctl.requested);
+        drop(ctl);
+        let due = last_run.elapsed() >= interval && target.log_pending();
+        if requested || due || target.log_pressure() {
+            last_run = Instant::now();
+            if let Err(e) = target.flush_once() {
+                tracing::error!(error = %e, "flusher stopped");
                 return;
-            }
-            let requested = std::mem::take(&mut ctl.requested);
-            drop(ctl);
-            engine.publish_access();
-            let due = last_run.elapsed() >= interval && engine.log_pending();
-            if requested || due || engine.log_pressure() {
-                last_run = Instant::now();
-                if let Err(e) = engine.flush_once() {
-                    tracing::error!(error = %e, "flusher stopped");
-                    return;
-                }
             }
         }
     }

@@ -8,20 +8,28 @@
 //! from which [`role::access_state`] derives the one access state both protocols show hosts.
 //!
 //! [`Engine`] is the synchronous core; [`Volume`] is the async API the gateway uses.
+//!
+//! With the `testkit` feature the crate also exports what its crash tests, the crash-loop child
+//! and the benchmarks share: a simulated disk that loses power (`sim`), self-identifying block
+//! contents and a view of the log record format (`testkit`). Production users leave it off.
 
 mod batch;
 pub mod engine;
 pub mod error;
-pub mod executor;
-pub mod flusher;
-pub mod index;
-pub mod record;
-pub mod recovery;
+mod executor;
+mod extent_copy;
+mod flusher;
+mod index;
+mod lease_timer;
+mod record;
+mod recovery;
 pub mod role;
+#[cfg(feature = "testkit")]
 pub mod sim;
-pub mod stats;
+mod stats;
 pub mod storage;
-pub mod superblock;
+mod superblock;
+#[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod volume;
 

@@ -1,6 +1,11 @@
 //! Self-identifying block contents, shared by the crash tests, the crash-loop child process and
 //! the benchmarks: every block names the write that produced it, so a reader can tell exactly which
-//! write it sees and detect garbage or a torn mix of two writes inside one block.
+//! write it sees and detect garbage or a torn mix of two writes inside one block. Also a view of
+//! the log record format, for tests that inspect the log a crash left behind.
+
+/// The log record format (header layout and record length), which is otherwise internal: tests
+/// parse the raw log with it to check what was written and with which fields.
+pub use crate::record::{record_len, Header};
 
 /// Fills `buf` (one block) with the pattern of write `id` at `lba`: the id and LBA in the first
 /// 16 bytes, then a stream derived from both. A block can be traced back to the write that

@@ -139,7 +139,7 @@ impl Volume {
     }
 
     /// Wraps an engine opened synchronously.
-    pub fn from_engine(engine: Arc<Engine>) -> Volume {
+    pub(crate) fn from_engine(engine: Arc<Engine>) -> Volume {
         Volume {
             engine,
             exec: Arc::new(ExecutorHandle(Executor::new("volume", IO_THREADS))),

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blockstore::engine::{create, CreateOptions, Engine, OpenOptions};
-use blockstore::record::{record_len, Header};
 use blockstore::sim::{SimRng, SimStorage};
 use blockstore::storage::Storage;
 use blockstore::testkit::{identify, write_data};
+use blockstore::testkit::{record_len, Header};
 use blockstore::{AccessState, DirStorage, Error, Role};
 
 fn sim_volume(bs: u32, blocks: u64, wal: u64) -> SimStorage {

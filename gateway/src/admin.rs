@@ -168,7 +168,7 @@ pub struct AdminServer {
 pub async fn start(
     listen: SocketAddr,
     view: NodeView,
-    shutdown: &crate::serve::Shutdown,
+    shutdown: &crate::shutdown::Shutdown,
 ) -> Result<AdminServer, String> {
     let listener = TcpListener::bind(listen)
         .await

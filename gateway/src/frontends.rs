@@ -1,7 +1,7 @@
 //! Starts the protocol front ends and tells the operator how to attach.
 
 use crate::config::Config;
-use crate::serve::Shutdown;
+use crate::shutdown::Shutdown;
 use crate::volumes::Volumes;
 
 /// The running front ends.
@@ -84,7 +84,7 @@ pub fn print_attach_help(cfg: &Config, vols: &Volumes, fronts: &Frontends) {
     }
     if let Some(n) = &fronts.nvme {
         for (p, bound) in cfg.nvme.portals.iter().zip(&n.bound) {
-            let addr = crate::nvme::advertised(p, *bound);
+            let addr = crate::nvme::config::advertised(p, *bound);
             println!("NVMe/TCP portal {bound} (advertised as {addr})");
         }
         for d in &n.discovery_bound {
@@ -92,7 +92,7 @@ pub fn print_attach_help(cfg: &Config, vols: &Volumes, fronts: &Frontends) {
         }
         let disc = n.discovery_bound.first().or(n.bound.first());
         if let (Some(d), Some(p), Some(bound)) = (disc, cfg.nvme.portals.first(), n.bound.first()) {
-            let addr = crate::nvme::advertised(p, *bound);
+            let addr = crate::nvme::config::advertised(p, *bound);
             println!("attach with nvme-cli:");
             println!("  nvme discover -t tcp -a {} -s {}", d.ip(), d.port());
             for s in &cfg.nvme.subsystems {

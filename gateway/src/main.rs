@@ -53,7 +53,7 @@ fn status(args: &StatusArgs) -> ExitCode {
         Ok(doc) => {
             print!(
                 "{}",
-                gateway::status::table(&doc, gateway::iscsi::unix_now())
+                gateway::status::table(&doc, gateway::time::unix_now())
             );
             ExitCode::SUCCESS
         }

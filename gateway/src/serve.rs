@@ -6,7 +6,7 @@ use crate::volumes;
 /// Runs the daemon until a termination signal, then finishes in-flight work, flushes and closes.
 pub async fn run(cfg: Config) -> Result<(), String> {
     let vols = volumes::open_all(&cfg).await?;
-    let shutdown = tokio_util_shutdown();
+    let shutdown = crate::shutdown::new();
     let fronts = crate::frontends::start(&cfg, &vols, shutdown.clone()).await?;
     // The admin API is for operators; a taken port must not stop hosts' I/O (several
     // daemons on one machine, e.g. tests, share the default), so it is reported, not fatal.
@@ -39,13 +39,6 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     volumes::close_all(&vols).await;
     tracing::info!("volumes flushed and closed");
     Ok(())
-}
-
-/// A shutdown flag every listener and connection watches.
-pub type Shutdown = tokio::sync::watch::Sender<bool>;
-
-fn tokio_util_shutdown() -> Shutdown {
-    tokio::sync::watch::channel(false).0
 }
 
 async fn wait_for_signal() {

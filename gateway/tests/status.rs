@@ -195,7 +195,7 @@ async fn status_lists_hosts_per_protocol_with_moving_counters() {
     assert_eq!(the_host(&v2.hosts.nvme, HOST_B).io.reads, 2);
 
     // the table and the metrics show them too
-    let table = status::table(&doc2, gateway::iscsi::unix_now());
+    let table = status::table(&doc2, gateway::time::unix_now());
     let line = |proto: &str, host: &str| {
         table
             .lines()

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::identify::nul_padded;
+use crate::padded::nul_padded;
 
 /// Well-known NQN of the discovery subsystem.
 pub const DISCOVERY_NQN: &str = "nqn.2014-08.org.nvmexpress.discovery";

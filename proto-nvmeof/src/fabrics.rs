@@ -1,7 +1,7 @@
 //! Fabrics commands (opcode 7Fh, NVMe-oF 1.1 section 3.3): Connect with its 1024-byte data,
 //! Property Get/Set and the controller properties they address.
 
-use crate::identify::nul_padded;
+use crate::padded::nul_padded;
 use crate::sqe::Sgl;
 use crate::sqe::{Sqe, OPC_FABRICS, SGL_IN_CAPSULE};
 

@@ -6,6 +6,7 @@
 
 use crate::discovery::DISCOVERY_NQN;
 use crate::ident::namespace_ids;
+use crate::padded::{ascii_padded, nul_padded};
 use crate::status::Status;
 use crate::subsystem::{Namespace, Subsystem, TargetConfig};
 
@@ -63,30 +64,6 @@ fn put(buf: &mut [u8], off: usize, bytes: &[u8]) {
     if let Some(dst) = buf.get_mut(off..off + bytes.len()) {
         dst.copy_from_slice(bytes);
     }
-}
-
-/// `text` as printable ASCII, space padded or cut to `len` bytes.
-pub fn ascii_padded(text: &str, len: usize) -> Vec<u8> {
-    let mut v: Vec<u8> = text
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_graphic() || b == b' ' {
-                b
-            } else {
-                b' '
-            }
-        })
-        .take(len)
-        .collect();
-    v.resize(len, b' ');
-    v
-}
-
-/// `text` NUL padded or cut to `len` bytes (NQN fields).
-pub fn nul_padded(text: &str, len: usize) -> Vec<u8> {
-    let mut v: Vec<u8> = text.bytes().take(len.saturating_sub(1)).collect();
-    v.resize(len, 0);
-    v
 }
 
 /// Identify Controller (CNS 01h).

@@ -17,6 +17,7 @@ pub mod ident;
 pub mod identify;
 pub mod io;
 pub mod logpage;
+pub mod padded;
 pub mod pdu;
 pub mod registry;
 pub mod reservation;

@@ -2,7 +2,7 @@
 //! the pages an I/O controller serves (supported logs, error, SMART, firmware slot, changed
 //! namespaces, command effects, ANA).
 
-use crate::identify::ascii_padded;
+use crate::padded::ascii_padded;
 use crate::sqe::Sqe;
 use crate::status::Status;
 use crate::subsystem::Subsystem;

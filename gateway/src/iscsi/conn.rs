@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::context::Ctx;
-use super::{IscsiShared, SessionInfo, Target};
+use super::shared::{IscsiShared, SessionInfo, Target};
 use crate::counters::IoCounters;
 
 /// The portal a connection arrived on.
@@ -101,7 +101,7 @@ pub async fn serve(
                                     initiator: p.initiator_name.clone(),
                                     target: t.clone(),
                                     peer: peer.to_string(),
-                                    since_unix: super::unix_now(),
+                                    since_unix: crate::time::unix_now(),
                                     counters: Arc::clone(&counters),
                                 },
                             );

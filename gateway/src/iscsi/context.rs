@@ -7,7 +7,7 @@ use proto_iscsi::login::{DiscoveredTarget, LoginContext, TargetAuth};
 use proto_iscsi::session::SessionContext;
 use rand::RngCore;
 
-use super::IscsiShared;
+use super::shared::IscsiShared;
 
 /// The per-connection view of the shared state.
 pub struct Ctx {

@@ -3,64 +3,21 @@
 
 mod conn;
 mod context;
+mod shared;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, AtomicU64};
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::Arc;
 
 use proto_iscsi::chap::{ChapAlgorithm, ChapConfig, ChapUser};
 use proto_iscsi::login::{DiscoveredTarget, TargetAuth};
 use proto_iscsi::session::ConnectionConfig;
 
 use crate::config::{self, Config};
-use crate::counters::IoCounters;
-use crate::lu::{LuHandle, Lus};
-use crate::serve::Shutdown;
+use crate::lu::Lus;
+use crate::shutdown::Shutdown;
 
-/// A configured target.
-#[derive(Debug)]
-pub struct Target {
-    /// Its IQN.
-    pub iqn: String,
-    /// How initiators authenticate.
-    pub auth: TargetAuth,
-    /// LUN number to logical unit.
-    pub luns: BTreeMap<u16, Arc<LuHandle>>,
-}
-
-/// A session as the operator sees it.
-#[derive(Debug, Clone)]
-pub struct SessionInfo {
-    /// Initiator IQN.
-    pub initiator: String,
-    /// Target IQN.
-    pub target: String,
-    /// Peer address.
-    pub peer: String,
-    /// When the login completed (seconds since the epoch).
-    pub since_unix: u64,
-    /// Commands of the session, counted as they complete.
-    pub counters: Arc<IoCounters>,
-}
-
-/// State shared by all iSCSI connections.
-#[derive(Debug)]
-pub struct IscsiShared {
-    /// Targets by IQN.
-    pub targets: HashMap<String, Target>,
-    /// Authentication for discovery sessions.
-    pub discovery_auth: TargetAuth,
-    /// What SendTargets reports.
-    pub send_targets: Vec<DiscoveredTarget>,
-    /// Base negotiation settings.
-    pub conn_cfg: ConnectionConfig,
-    tsih: AtomicU16,
-    nexus: AtomicU64,
-    /// Live sessions by nexus id.
-    pub sessions: Mutex<BTreeMap<u64, SessionInfo>>,
-}
+pub use shared::{IscsiShared, SessionInfo, Target};
 
 fn chap(c: &config::ChapConfig) -> TargetAuth {
     let allowed = ChapAlgorithm::DEFAULT_ALLOWED
@@ -144,15 +101,12 @@ pub async fn start(cfg: &Config, lus: &Lus, shutdown: Shutdown) -> Result<IscsiF
                 .collect(),
         })
         .collect();
-    let shared = Arc::new(IscsiShared {
+    let shared = Arc::new(IscsiShared::new(
         targets,
-        discovery_auth: ic.discovery_chap.as_ref().map_or(TargetAuth::None, chap),
+        ic.discovery_chap.as_ref().map_or(TargetAuth::None, chap),
         send_targets,
-        conn_cfg: ConnectionConfig::default(),
-        tsih: AtomicU16::new(1),
-        nexus: AtomicU64::new(1),
-        sessions: Mutex::new(BTreeMap::new()),
-    });
+        ConnectionConfig::default(),
+    ));
     let mut tasks = Vec::new();
     for (i, (listener, tpgt)) in listeners.into_iter().enumerate() {
         let shared = shared.clone();
@@ -172,27 +126,4 @@ pub async fn start(cfg: &Config, lus: &Lus, shutdown: Shutdown) -> Result<IscsiF
         tasks,
         bound,
     })
-}
-
-impl IscsiShared {
-    pub(crate) fn next_tsih(&self) -> u16 {
-        loop {
-            let t = self.tsih.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if t != 0 {
-                return t;
-            }
-        }
-    }
-
-    pub(crate) fn next_nexus(&self) -> u64 {
-        self.nexus
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-/// Seconds since the epoch, for the operator view.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -201,6 +201,16 @@ pub fn derived_serial(nqn: &str) -> String {
     format!("TDM{h:016X}")
 }
 
+/// The address hosts are given for a portal: `advertise` (its port 0 meaning the bound
+/// port, so `--nvme-advertise` works with ephemeral ports), else the bound address.
+pub fn advertised(p: &NvmePortalConfig, bound: SocketAddr) -> SocketAddr {
+    match p.advertise {
+        Some(a) if a.port() == 0 => SocketAddr::new(a.ip(), bound.port()),
+        Some(a) => a,
+        None => bound,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::{exec, Control, NvmeShared};
+use super::exec;
+use super::shared::{Control, NvmeShared};
 use crate::target::VolumeTarget;
 
 /// Commands one connection may have executing at once before it stops reading the socket

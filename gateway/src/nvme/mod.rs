@@ -1,5 +1,5 @@
 //! The NVMe/TCP front end: I/O portals and discovery listeners, the node's shared
-//! [`Registry`] of subsystems and controllers, and one task per connection driving the
+//! [`proto_nvmeof::Registry`] of subsystems and controllers, and one task per connection driving the
 //! sans-IO `proto_nvmeof::Connection`.
 //!
 //! Connections register in [`NvmeShared`] so that work spanning several of them reaches them
@@ -13,250 +13,20 @@ pub mod config;
 mod conn;
 mod exec;
 mod notices;
+mod shared;
 mod subsys;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
-use proto_nvmeof::{Registry, Subsystem, TargetConfig};
-use tokio::sync::mpsc;
+use proto_nvmeof::TargetConfig;
 
 use crate::config::Config;
-use crate::counters::{IoCounters, IoSnapshot};
-use crate::serve::Shutdown;
-use crate::target::{Targets, VolumeTarget};
+use crate::shutdown::Shutdown;
+use crate::target::Targets;
 use crate::volumes::Volumes;
 
-/// A message to one connection task from elsewhere in the node.
-#[derive(Debug, Clone)]
-enum Control {
-    /// A new snapshot of the subsystem the connection serves.
-    Subsystem(Arc<Subsystem>),
-    /// The association ended (keep-alive expiry or admin queue lost): close now.
-    Close,
-    /// Another host changed this host's reservation state on namespace `nsid` (admin queues).
-    ReservationNotice {
-        /// What happened.
-        kind: proto_nvmeof::resv_notice::NoticeKind,
-        /// The namespace.
-        nsid: u32,
-    },
-}
-
-/// What the node knows about one live connection.
-#[derive(Debug)]
-struct ConnEntry {
-    cntlid: Option<u16>,
-    qid: u16,
-    subnqn: Option<String>,
-    hostnqn: Option<String>,
-    /// The host's reservation identity (its NQN and Host Identifier).
-    who: Option<block_core::Registrant>,
-    peer: SocketAddr,
-    since_unix: u64,
-    counters: Arc<IoCounters>,
-    tx: mpsc::UnboundedSender<Control>,
-}
-
-/// One NVMe controller (association) as the operator sees it: every queue of it together.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ControllerInfo {
-    /// Controller ID.
-    pub cntlid: u16,
-    /// Subsystem NQN.
-    pub subnqn: String,
-    /// Host NQN.
-    pub hostnqn: String,
-    /// Peer address of the admin queue (of the first queue seen when the admin queue is gone).
-    pub peer: String,
-    /// When the admin queue connected (seconds since the epoch).
-    pub since_unix: u64,
-    /// Live queues, admin queue included.
-    pub queues: usize,
-    /// I/O counters summed over the queues.
-    pub io: IoSnapshot,
-}
-
-/// State shared by all NVMe/TCP connections of this node.
-#[derive(Debug)]
-pub struct NvmeShared {
-    /// Subsystems, discovery information and controllers (CNTLID allocation).
-    registry: Mutex<Registry>,
-    /// Node-wide protocol limits.
-    pub target: Arc<TargetConfig>,
-    /// The volume target (volume and reservation state) behind each (subsystem NQN, NSID).
-    namespaces: HashMap<(String, u32), Arc<VolumeTarget>>,
-    conns: Mutex<HashMap<u64, ConnEntry>>,
-    next_conn: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl NvmeShared {
-    /// The volume target exporting namespace `nsid` of `subnqn`.
-    fn volume(&self, subnqn: &str, nsid: u32) -> Option<Arc<VolumeTarget>> {
-        self.namespaces.get(&(subnqn.to_string(), nsid)).cloned()
-    }
-
-    /// Names of the volumes subsystem `nqn` exports.
-    pub fn volumes_of(&self, nqn: &str) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .namespaces
-            .iter()
-            .filter(|((n, _), _)| n == nqn)
-            .map(|(_, lu)| lu.volume.name.clone())
-            .collect();
-        v.sort();
-        v.dedup();
-        v
-    }
-
-    /// The live controllers of I/O subsystems (discovery controllers left out), by CNTLID.
-    pub fn controllers_info(&self) -> Vec<ControllerInfo> {
-        let conns = lock(&self.conns);
-        let mut by_cntlid: std::collections::BTreeMap<u16, ControllerInfo> = Default::default();
-        for e in conns.values() {
-            let (Some(cntlid), Some(subnqn), Some(hostnqn)) = (e.cntlid, &e.subnqn, &e.hostnqn)
-            else {
-                continue;
-            };
-            if subnqn == proto_nvmeof::DISCOVERY_NQN {
-                continue;
-            }
-            let c = by_cntlid.entry(cntlid).or_insert_with(|| ControllerInfo {
-                cntlid,
-                subnqn: subnqn.clone(),
-                hostnqn: hostnqn.clone(),
-                peer: e.peer.to_string(),
-                since_unix: e.since_unix,
-                queues: 0,
-                io: IoSnapshot::default(),
-            });
-            c.queues += 1;
-            c.io.add(&e.counters.snapshot());
-            if e.qid == 0 {
-                c.peer = e.peer.to_string();
-                c.since_unix = e.since_unix;
-            }
-        }
-        by_cntlid.into_values().collect()
-    }
-
-    /// The current snapshot of subsystem `nqn` (for the operator view and tests).
-    pub fn subsystem(&self, nqn: &str) -> Option<Arc<Subsystem>> {
-        lock(&self.registry).subsystem(nqn)
-    }
-
-    /// Number of live controllers (associations) of subsystem `nqn`.
-    pub fn controllers(&self, nqn: &str) -> usize {
-        lock(&self.registry).controllers_of(nqn).count()
-    }
-
-    /// Records a new connection; returns its id and the counters its commands bump.
-    fn register_conn(
-        &self,
-        tx: mpsc::UnboundedSender<Control>,
-        peer: SocketAddr,
-    ) -> (u64, Arc<IoCounters>) {
-        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let counters = Arc::new(IoCounters::default());
-        lock(&self.conns).insert(
-            id,
-            ConnEntry {
-                cntlid: None,
-                qid: 0,
-                subnqn: None,
-                hostnqn: None,
-                who: None,
-                peer,
-                since_unix: crate::iscsi::unix_now(),
-                counters: Arc::clone(&counters),
-                tx,
-            },
-        );
-        (id, counters)
-    }
-
-    /// Admits a Connect and records which controller/queue/subsystem the connection now is,
-    /// under the registry lock so no snapshot update can slip between the two.
-    fn admit(&self, conn_id: u64, req: &proto_nvmeof::ConnectRequest) -> proto_nvmeof::Admission {
-        let mut reg = lock(&self.registry);
-        let a = reg.admit(req);
-        let (cntlid, subnqn) = match &a {
-            proto_nvmeof::Admission::Admin { cntlid, .. } => (*cntlid, req.connect.subnqn.clone()),
-            proto_nvmeof::Admission::Io { cntlid, .. } => (*cntlid, req.connect.subnqn.clone()),
-            proto_nvmeof::Admission::Refused { .. } => return a,
-        };
-        if let Some(e) = lock(&self.conns).get_mut(&conn_id) {
-            e.cntlid = Some(cntlid);
-            e.qid = req.connect.qid;
-            e.subnqn = Some(subnqn);
-            e.hostnqn = Some(req.connect.hostnqn.clone());
-            e.who = Some(proto_nvmeof::reservation::registrant(
-                &req.connect.hostnqn,
-                req.connect.host_id,
-            ));
-            e.since_unix = crate::iscsi::unix_now();
-        }
-        a
-    }
-
-    /// Forgets a closed connection. An admin queue takes its whole association with it.
-    fn unregister_conn(&self, conn_id: u64) {
-        let entry = lock(&self.conns).remove(&conn_id);
-        let Some(ConnEntry {
-            cntlid: Some(cntlid),
-            qid,
-            ..
-        }) = entry
-        else {
-            return;
-        };
-        if qid == 0 {
-            self.end_association(cntlid);
-        } else {
-            lock(&self.registry).release_queue(cntlid, qid);
-        }
-    }
-
-    /// Ends association `cntlid`: releases the CNTLID and closes every queue of it.
-    fn end_association(&self, cntlid: u16) {
-        let mut reg = lock(&self.registry);
-        if reg.release(cntlid).is_some() {
-            tracing::info!(cntlid, "NVMe association ended");
-        }
-        for e in lock(&self.conns).values() {
-            if e.cntlid == Some(cntlid) {
-                let _ = e.tx.send(Control::Close);
-            }
-        }
-    }
-
-    /// Changes subsystem `nqn` with `f` (which says whether it changed anything); installs
-    /// the new snapshot and pushes it to every queue serving the subsystem. All under the
-    /// registry lock, so concurrent changes never lose one another.
-    fn modify(&self, nqn: &str, f: impl FnOnce(&mut Subsystem) -> bool) {
-        let mut reg = lock(&self.registry);
-        let Some(cur) = reg.subsystem(nqn) else {
-            return;
-        };
-        let mut next = (*cur).clone();
-        if !f(&mut next) {
-            return;
-        }
-        let snapshot = Arc::new(next);
-        reg.set_subsystem(Arc::clone(&snapshot));
-        for e in lock(&self.conns).values() {
-            if e.subnqn.as_deref() == Some(nqn) {
-                let _ = e.tx.send(Control::Subsystem(Arc::clone(&snapshot)));
-            }
-        }
-    }
-}
+pub use shared::{ControllerInfo, NvmeShared};
 
 /// Running NVMe/TCP listeners.
 #[derive(Debug)]
@@ -310,13 +80,7 @@ pub async fn start(
         ..TargetConfig::default()
     });
     let built = subsys::build(cfg, targets, &bound, &discovery_bound)?;
-    let shared = Arc::new(NvmeShared {
-        registry: Mutex::new(built.registry),
-        target,
-        namespaces: built.namespaces,
-        conns: Mutex::new(HashMap::new()),
-        next_conn: AtomicU64::new(1),
-    });
+    let shared = Arc::new(NvmeShared::new(built.registry, target, built.namespaces));
     let mut tasks = subsys::follow_access_states(&shared, vols, &shutdown);
     tasks.extend(notices::follow_reservation_notices(&shared, &shutdown));
     for l in listeners {
@@ -334,14 +98,4 @@ pub async fn start(
         bound,
         discovery_bound,
     })
-}
-
-/// The address hosts are given for a portal: `advertise` (its port 0 meaning the bound
-/// port, so `--nvme-advertise` works with ephemeral ports), else the bound address.
-pub fn advertised(p: &config::NvmePortalConfig, bound: SocketAddr) -> SocketAddr {
-    match p.advertise {
-        Some(a) if a.port() == 0 => SocketAddr::new(a.ip(), bound.port()),
-        Some(a) => a,
-        None => bound,
-    }
 }

@@ -13,21 +13,21 @@ use block_core::{Notice, Registrant};
 use proto_nvmeof::resv_notice::NoticeKind;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{lock, Control, NvmeShared};
+use super::shared::{lock, Control, NvmeShared};
 use crate::target::VolumeTarget;
 
 /// Starts one task per exported volume that forwards its notices to the NVMe hosts concerned.
 pub(super) fn follow_reservation_notices(
     shared: &Arc<NvmeShared>,
-    shutdown: &crate::serve::Shutdown,
+    shutdown: &crate::shutdown::Shutdown,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut lus: Vec<Arc<VolumeTarget>> = Vec::new();
+    let mut targets: Vec<Arc<VolumeTarget>> = Vec::new();
     for lu in shared.namespaces.values() {
-        if !lus.iter().any(|l| Arc::ptr_eq(l, lu)) {
-            lus.push(Arc::clone(lu));
+        if !targets.iter().any(|t| Arc::ptr_eq(t, lu)) {
+            targets.push(Arc::clone(lu));
         }
     }
-    lus.into_iter()
+    targets.into_iter()
         .map(|lu| {
             let mut rx = lu.subscribe_notices();
             let weak = Arc::downgrade(shared);

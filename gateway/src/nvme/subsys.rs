@@ -14,7 +14,7 @@ use proto_nvmeof::{
 };
 
 use super::config::derived_serial;
-use super::NvmeShared;
+use super::shared::NvmeShared;
 use crate::config::Config;
 use crate::target::{Targets, VolumeTarget};
 use crate::volumes::Volumes;
@@ -91,7 +91,7 @@ pub(super) fn build(
     let mut portid = 0u16;
     for (p, b) in nc.portals.iter().zip(bound) {
         portid += 1;
-        let addr = super::advertised(p, *b);
+        let addr = super::config::advertised(p, *b);
         if addr.ip().is_unspecified() {
             tracing::warn!(listen = %b, "NVMe portal on a wildcard address without `advertise`: hosts cannot use the discovery entry");
         }
@@ -129,7 +129,7 @@ pub(super) fn build(
 pub(super) fn follow_access_states(
     shared: &Arc<NvmeShared>,
     vols: &Volumes,
-    shutdown: &crate::serve::Shutdown,
+    shutdown: &crate::shutdown::Shutdown,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut by_volume: HashMap<String, Vec<(String, u32)>> = HashMap::new();
     for ((nqn, nsid), lu) in &shared.namespaces {

@@ -20,7 +20,7 @@ pub struct Node {
     pub cfg: Config,
     pub vols: Volumes,
     pub fronts: Option<Frontends>,
-    pub shutdown: gateway::serve::Shutdown,
+    pub shutdown: gateway::shutdown::Shutdown,
     pub io: Vec<SocketAddr>,
     pub discovery: SocketAddr,
     _dir: tempfile::TempDir,

@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use thiserror::Error;
 
-use super::reject::RejectReason;
+use super::reject::{build_reject, Reject, RejectReason, StatusSeq};
 
 /// What the session should do with a PDU that failed to decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,4 +185,14 @@ pub enum EncodeError {
     /// The CDB is too long for the 255-word TotalAHSLength budget.
     #[error("CDB of {0} bytes is too long for an extended CDB AHS")]
     CdbTooLong(usize),
+}
+/// Builds the Reject for a stream decode error whose disposition is `Reject`; `None` when the
+/// connection must be closed instead.
+pub fn reject_for(error: &FrameError, seq: StatusSeq) -> Option<Reject> {
+    match (error.disposition(), &error.skipped) {
+        (Disposition::Reject(reason), Some(skipped)) => {
+            Some(build_reject(reason, &skipped.header, seq))
+        }
+        _ => None,
+    }
 }

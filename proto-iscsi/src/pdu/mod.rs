@@ -30,6 +30,7 @@ use bytes::Bytes;
 pub use bhs::{Lun, Opcode, BHS_LEN, MAX_DATA_SEGMENT_LENGTH, RESERVED_TAG};
 pub use decode::{Decoded, PduDecoder, DEFAULT_LOGIN_DATA_SEGMENT_LIMIT};
 pub use digest::Digests;
+pub use error::reject_for;
 pub use error::{DecodeError, Disposition, EncodeError, Fault, FrameError, Skipped};
 pub use fields::{
     AsyncEvent, LogoutReason, LogoutResponseCode, ServiceResponse, SnackType, Stage, TaskAttribute,
@@ -37,7 +38,7 @@ pub use fields::{
 };
 pub use initiator::{DataOut, LogoutRequest, NopOut, ScsiCommand, SnackRequest, TaskMgmtRequest};
 pub use login_text::{LoginRequest, LoginResponse, TextRequest, TextResponse};
-pub use reject::{build_reject, reject_for, Reject, RejectReason, StatusSeq};
+pub use reject::{build_reject, Reject, RejectReason, StatusSeq};
 pub use target::{
     AsyncMessage, DataIn, LogoutResponse, NopIn, R2t, ScsiResponse, TaskMgmtResponse,
 };

@@ -5,7 +5,6 @@ use bytes::Bytes;
 
 use super::bhs::BHS_LEN;
 use super::bhs::{RawBhs, FINAL_BIT, RESERVED_TAG, W24, W28, W32, W36};
-use super::error::{Disposition, FrameError};
 
 /// Reason code of a Reject PDU (RFC 7143 section 11.17.1; IANA "iSCSI Reject Reason Codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -107,17 +106,6 @@ pub fn build_reject(reason: RejectReason, offending_header: &[u8], seq: StatusSe
         max_cmd_sn: seq.max_cmd_sn,
         data_sn_or_r2t_sn: 0,
         header: Bytes::copy_from_slice(&header),
-    }
-}
-
-/// Builds the Reject for a stream decode error whose disposition is `Reject`; `None` when the
-/// connection must be closed instead.
-pub fn reject_for(error: &FrameError, seq: StatusSeq) -> Option<Reject> {
-    match (error.disposition(), &error.skipped) {
-        (Disposition::Reject(reason), Some(skipped)) => {
-            Some(build_reject(reason, &skipped.header, seq))
-        }
-        _ => None,
     }
 }
 
