@@ -79,8 +79,8 @@ pub enum IoKind {
 }
 
 impl BlockOp {
-    /// What kind of I/O this is, and how many bytes of data it moves (for a read, at the given
-    /// block size).
+    /// What kind of I/O this is, and how many bytes of host data it moves (for a read, at the
+    /// given block size); zeroing, deallocation and flushes move none and count as other.
     pub fn kind_and_bytes(&self, block_size: u32) -> (IoKind, u64) {
         match self {
             BlockOp::Read { blocks, .. } => {
@@ -88,10 +88,8 @@ impl BlockOp {
             }
             BlockOp::Write { data, .. } => (IoKind::Write, data.len() as u64),
             BlockOp::CompareAndWrite { write, .. } => (IoKind::Write, write.len() as u64),
-            BlockOp::WriteZeroes { blocks, .. } => {
-                (IoKind::Write, u64::from(*blocks) * u64::from(block_size))
-            }
             BlockOp::Flush
+            | BlockOp::WriteZeroes { .. }
             | BlockOp::Deallocate { .. }
             | BlockOp::GetLbaStatus { .. }
             | BlockOp::PersistReservations => (IoKind::Other, 0),
@@ -138,6 +136,9 @@ pub enum BlockResult {
     /// This node cannot serve the volume right now (a role change, fencing, shutdown): the
     /// retryable path answer of each protocol (ALUA NOT READY, ANA path status).
     AccessState(AccessState),
+    /// The volume's reservation state excludes the requester (SCSI RESERVATION CONFLICT, NVMe
+    /// Reservation Conflict).
+    ReservationConflict,
     /// The volume failed to read or write the data.
     MediumError,
     /// Any other failure inside the gateway.

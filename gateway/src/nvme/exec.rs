@@ -78,6 +78,7 @@ fn io_result(r: BlockResult) -> IoResult {
         BlockResult::OutOfRange => IoResult::OutOfRange,
         BlockResult::AccessState(s) => IoResult::Ana(s.into()),
         BlockResult::MediumError => IoResult::MediumError,
+        BlockResult::ReservationConflict => IoResult::ReservationConflict,
         BlockResult::Miscompare { .. } | BlockResult::LbaStatus(_) | BlockResult::Internal => {
             IoResult::Internal
         }

@@ -433,6 +433,7 @@ pub(crate) fn io_done(kind: TaskKind, result: BlockResult, capacity: u64) -> Com
                 usize::MAX,
             )
         }
+        (_, BlockResult::ReservationConflict) => Completion::conflict(),
         (k, r) => {
             let write = matches!(k, TaskKind::Write | TaskKind::Caw);
             Completion::check(result_sense(&r, write))
