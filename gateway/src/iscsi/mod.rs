@@ -1,5 +1,5 @@
 //! The iSCSI front end: portals (listeners), targets and their LUNs, and one task per
-//! connection driving the sans-IO `proto_iscsi::session::Connection`.
+//! connection in which [`crate::driver`] drives the sans-IO `proto_iscsi::session::Connection`.
 
 mod conn;
 mod context;
@@ -187,6 +187,20 @@ impl IscsiShared {
     pub(crate) fn next_nexus(&self) -> u64 {
         self.nexus
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Shared state with no targets, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(discovery_auth: TargetAuth) -> Self {
+        IscsiShared {
+            targets: HashMap::new(),
+            discovery_auth,
+            send_targets: Vec::new(),
+            conn_cfg: ConnectionConfig::default(),
+            tsih: AtomicU16::new(0),
+            nexus: AtomicU64::new(1),
+            sessions: Mutex::new(BTreeMap::new()),
+        }
     }
 }
 

@@ -2,9 +2,10 @@
 
 use bytes::Bytes;
 
+use super::ask::{Oracle, Question};
 use super::seq;
 use super::write::{DataOutError, WriteTask};
-use super::{CloseReason, Command, Connection, Event, PendingText, Phase, SessionContext};
+use super::{CloseReason, Command, Connection, Event, PendingText, Phase, ProtocolError};
 use crate::login::{self, LoginOutcome, SessionType};
 use crate::pdu::{
     build_reject, DataOut, LogoutReason, LogoutRequest, LogoutResponse, LogoutResponseCode, NopIn,
@@ -14,25 +15,29 @@ use crate::pdu::{
 use crate::text;
 
 impl Connection {
-    pub(super) fn handle(&mut self, pdu: Pdu, ctx: &mut dyn SessionContext) {
+    pub(super) fn handle(&mut self, pdu: Pdu) {
         match &mut self.phase {
             Phase::Closed => {}
-            Phase::Login(_) => self.handle_login(pdu, ctx),
-            Phase::FullFeature(_) => self.handle_ffp(pdu, ctx),
+            Phase::Login(_) => self.handle_login(pdu),
+            Phase::FullFeature(_) => self.handle_ffp(pdu),
         }
     }
 
-    fn handle_login(&mut self, pdu: Pdu, ctx: &mut dyn SessionContext) {
+    /// One Login Request. The login step runs on the answers known so far; when it needs one
+    /// more, the step is undone (the state is restored from a snapshot), the PDU is put aside
+    /// and the question asked.
+    pub(super) fn handle_login(&mut self, pdu: Pdu) {
         let Pdu::LoginRequest(req) = pdu else {
-            self.close(CloseReason::Protocol(format!(
-                "{:?} PDU before login completed",
-                pdu.opcode()
+            self.close(CloseReason::Protocol(ProtocolError::BeforeLogin(
+                pdu.opcode(),
             )));
             return;
         };
         let Phase::Login(state) = &mut self.phase else {
             return;
         };
+        let snapshot = state.clone();
+        let mut oracle = Oracle::new(&self.answers, &mut self.entropy);
         let step = state.step(
             &login::LoginRequest {
                 transit: req.transit,
@@ -46,8 +51,14 @@ impl Connection {
                 cid: req.cid,
                 data: &req.data,
             },
-            ctx,
+            &mut oracle,
         );
+        if let Some(q) = oracle.missing() {
+            *state = snapshot;
+            self.ask(q, Pdu::LoginRequest(req));
+            return;
+        }
+        self.answers = Default::default();
         // The first Login Request's CmdSN starts the session's command numbering; login
         // requests are immediate-like and do not advance it.
         self.exp_cmd_sn = req.cmd_sn;
@@ -79,7 +90,7 @@ impl Connection {
         self.send(Pdu::LoginResponse(resp));
         match step.outcome {
             LoginOutcome::Continue => {}
-            LoginOutcome::Failed(e) => self.close(CloseReason::LoginFailed(e.to_string())),
+            LoginOutcome::Failed(e) => self.close(CloseReason::LoginFailed(e)),
             LoginOutcome::FullFeature(success) => {
                 let exp = self.exp_cmd_sn;
                 self.enter_full_feature(&success, exp);
@@ -122,7 +133,7 @@ impl Connection {
         Some(pdu)
     }
 
-    fn handle_ffp(&mut self, pdu: Pdu, ctx: &mut dyn SessionContext) {
+    fn handle_ffp(&mut self, pdu: Pdu) {
         let (immediate, cmd_sn) = match &pdu {
             Pdu::ScsiCommand(c) => (c.immediate, c.cmd_sn),
             Pdu::TaskMgmtRequest(t) => (t.immediate, t.cmd_sn),
@@ -147,22 +158,30 @@ impl Connection {
         }) else {
             return;
         };
-        self.dispatch(pdu, ctx);
-        // Commands held for a CmdSN gap may now be in order.
-        while let Some(next) = self.held.remove(&self.exp_cmd_sn) {
+        self.dispatch(pdu);
+        self.release_held();
+    }
+
+    /// Processes commands held for a CmdSN gap that are now in order (stopping when one asks
+    /// a question: the rest follow its answer).
+    pub(super) fn release_held(&mut self) {
+        while self.blocked.is_none() && !matches!(self.phase, Phase::Closed) {
+            let Some(next) = self.held.remove(&self.exp_cmd_sn) else {
+                break;
+            };
             self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
-            self.dispatch(next, ctx);
+            self.dispatch(next);
         }
     }
 
-    fn dispatch(&mut self, pdu: Pdu, ctx: &mut dyn SessionContext) {
+    pub(super) fn dispatch(&mut self, pdu: Pdu) {
         let discovery = self.session_type() == SessionType::Discovery;
         match pdu {
             Pdu::ScsiCommand(c) if !discovery => self.scsi_command(c),
             Pdu::DataOut(d) if !discovery => self.data_out(d),
             Pdu::TaskMgmtRequest(t) if !discovery => self.task_mgmt(t),
             Pdu::NopOut(n) => self.nop_out(n),
-            Pdu::TextRequest(t) => self.text(t, ctx),
+            Pdu::TextRequest(t) => self.text(t),
             Pdu::LogoutRequest(l) => self.logout(l),
             Pdu::SnackRequest(_) => {
                 let p = pdu.clone();
@@ -176,9 +195,8 @@ impl Connection {
                 // SCSI / task management in a discovery session.
                 self.reject(RejectReason::ProtocolError, &other);
             }
-            other => self.close(CloseReason::Protocol(format!(
-                "target-side opcode {:?} received",
-                other.opcode()
+            other => self.close(CloseReason::Protocol(ProtocolError::TargetOpcode(
+                other.opcode(),
             ))),
         }
     }
@@ -517,7 +535,7 @@ impl Connection {
         }
     }
 
-    fn text(&mut self, t: TextRequest, ctx: &mut dyn SessionContext) {
+    fn text(&mut self, t: TextRequest) {
         let max_seg = self
             .params_ref()
             .map_or(8192, |p| p.initiator_max_recv_data_segment_length)
@@ -539,17 +557,22 @@ impl Connection {
                 return;
             }
         };
+        let asks_targets = pairs.iter().any(|kv| kv.key == "SendTargets");
+        let targets = match self.answers.send_targets.take() {
+            Some(v) => v,
+            None if asks_targets => {
+                self.ask(Question::SendTargets, Pdu::TextRequest(t));
+                return;
+            }
+            None => Vec::new(),
+        };
         let mut answer = Vec::new();
         for kv in &pairs {
             if kv.key == "SendTargets" {
                 let Some(params) = self.params_ref() else {
                     return;
                 };
-                answer.extend(login::send_targets_response(
-                    &kv.value,
-                    params,
-                    &ctx.send_targets(),
-                ));
+                answer.extend(login::send_targets_response(&kv.value, params, &targets));
             } else {
                 answer.extend(text::encode_text(&[text::KeyValue::new(
                     kv.key.clone(),
