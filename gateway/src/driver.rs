@@ -208,6 +208,10 @@ pub async fn drive<H: Handler>(
     let mut ended: Option<Ended<<H::Core as Core>::CloseReason>> = None;
     let mut can_write = true;
     loop {
+        // Checked first: a connection accepted during shutdown ends at once.
+        if (ended.is_some() || draining) && commands.is_empty() {
+            break;
+        }
         let deadline = core.poll_timeout();
         tokio::select! {
             r = stream.read(&mut buf),
@@ -252,9 +256,6 @@ pub async fn drive<H: Handler>(
                 can_write = false;
                 ended.get_or_insert(Ended::WriteFailed(e.kind()));
             }
-        }
-        if (ended.is_some() || draining) && commands.is_empty() {
-            break;
         }
     }
     handler.finish(&core, &ended.unwrap_or(Ended::Shutdown));

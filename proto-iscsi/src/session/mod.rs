@@ -13,6 +13,7 @@
 
 mod ask;
 mod ffp;
+mod login_phase;
 mod respond;
 pub mod seq;
 #[cfg(test)]
