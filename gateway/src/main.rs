@@ -133,25 +133,11 @@ fn main() -> ExitCode {
             print!("{}", gateway::config::EXAMPLE);
             ExitCode::SUCCESS
         }
-        Command::Bench(BenchCommand::Nvme(args)) => {
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("tandem: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(gateway::nvme::bench::run(args)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("tandem bench nvme: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::Bench(BenchCommand::Nvme(args)) => run_async(
+            "tandem bench nvme",
+            None,
+            Box::pin(gateway::nvme::bench::run(args)),
+        ),
         Command::Bench(BenchCommand::IscsiSink(args)) => match gateway::sink::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -227,24 +213,37 @@ fn main() -> ExitCode {
                 eprintln!("tandem: {e}");
                 return ExitCode::from(2);
             }
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(async_workers())
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("tandem: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(gateway::serve::run(cfg)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("tandem: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            run_async(
+                "tandem",
+                Some(async_workers()),
+                Box::pin(gateway::serve::run(cfg)),
+            )
+        }
+    }
+}
+
+/// The work of a command that needs the async runtime.
+type Job = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>>>>;
+
+/// Builds the one tokio runtime of the process (`workers` async threads, or one per core) and
+/// runs `job` on it; errors are printed after `what`.
+fn run_async(what: &str, workers: Option<usize>, job: Job) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
+    let rt = match builder.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{what}: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(job) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{what}: {e}");
+            ExitCode::FAILURE
         }
     }
 }

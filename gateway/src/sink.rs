@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use proto_iscsi::login::{DiscoveredTarget, LoginContext, TargetAuth};
+use proto_iscsi::login::{DiscoveredTarget, Refusal, TargetAuth};
 use proto_iscsi::scsi::{
     Begun, BlockOp, BlockResult, LbaExtent, LogicalUnit, LuConfig, Nexus, Provisioning,
 };
-use proto_iscsi::session::{Connection, ConnectionConfig, Event, SessionContext};
+use proto_iscsi::session::{Answer, Connection, ConnectionConfig, Event, Question};
 use rand::RngCore;
 
 use crate::config::Size;
@@ -50,33 +50,27 @@ struct Shared {
     nexus: AtomicU64,
 }
 
-/// Login needs of one sink connection: one target, no authentication.
-struct SinkCtx(Arc<Shared>);
-
-impl LoginContext for SinkCtx {
-    fn target_auth(&self, target_name: &str) -> Option<TargetAuth> {
-        (target_name == self.0.iqn).then_some(TargetAuth::None)
-    }
-
-    fn discovery_auth(&self) -> TargetAuth {
-        TargetAuth::None
-    }
-
-    fn fill_random(&mut self, buf: &mut [u8]) {
-        rand::thread_rng().fill_bytes(buf);
-    }
-
-    fn allocate_tsih(&mut self) -> Option<u16> {
-        Some(self.0.tsih.fetch_add(1, Ordering::Relaxed).max(1))
-    }
-}
-
-impl SessionContext for SinkCtx {
-    fn send_targets(&self) -> Vec<DiscoveredTarget> {
-        vec![DiscoveredTarget {
-            name: self.0.iqn.clone(),
-            addresses: vec![format!("{},1", self.0.listen)],
-        }]
+impl Shared {
+    /// The answer to a connection's question: one target, no authentication.
+    fn answer(&self, q: Question) -> Answer {
+        match q {
+            Question::SessionExists { .. } => Answer::SessionExists(false),
+            Question::Admit { target: None, .. } => Answer::Admit(Ok(TargetAuth::None)),
+            Question::Admit {
+                target: Some(t), ..
+            } => Answer::Admit(if t == self.iqn {
+                Ok(TargetAuth::None)
+            } else {
+                Err(Refusal::NotFound)
+            }),
+            Question::AllocateTsih => {
+                Answer::Tsih(Some(self.tsih.fetch_add(1, Ordering::Relaxed).max(1)))
+            }
+            Question::SendTargets => Answer::SendTargets(vec![DiscoveredTarget {
+                name: self.iqn.clone(),
+                addresses: vec![format!("{},1", self.listen)],
+            }]),
+        }
     }
 }
 
@@ -109,31 +103,37 @@ pub fn run(args: SinkArgs) -> Result<(), String> {
 /// One connection: read what arrived, run every command it completes, write the answers.
 fn serve(mut stream: TcpStream, shared: &Arc<Shared>) {
     let _ = stream.set_nodelay(true);
-    // Wake up once a second for the session's timers (NOP-In pings).
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-    let mut conn = Connection::new(ConnectionConfig::default());
-    let mut ctx = SinkCtx(Arc::clone(shared));
+    let mut seed = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut seed);
+    let mut conn = Connection::new(ConnectionConfig::default(), seed);
     let uuid = *uuid::Uuid::new_v4().as_bytes();
     let mut lu = LogicalUnit::new(LuConfig::new(BLOCK_SIZE, uuid), shared.blocks);
     let mut nexus: Option<Nexus> = None;
     let mut buf = vec![0u8; 256 * 1024];
     let mut closing = false;
     while !closing {
+        // Wake up at the session's deadline (NOP-In pings).
+        let wait = conn.poll_timeout().map(|d| {
+            d.saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1))
+        });
+        let _ = stream.set_read_timeout(wait);
         match stream.read(&mut buf) {
             Ok(0) => return,
-            Ok(n) => conn.receive(&buf[..n], Instant::now(), &mut ctx),
+            Ok(n) => conn.receive(Instant::now(), &buf[..n]),
             Err(e)
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
-                conn.on_timer(Instant::now())
+                conn.handle_timeout(Instant::now())
             }
             Err(_) => return,
         }
         while let Some(ev) = conn.poll_event() {
             match ev {
+                Event::Question(q) => conn.answer(shared.answer(q)),
                 Event::LoggedIn(s) => {
                     nexus = Some(Nexus {
                         id: shared.nexus.fetch_add(1, Ordering::Relaxed),

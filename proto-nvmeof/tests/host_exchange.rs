@@ -148,13 +148,19 @@ fn scripted_host_exchange() {
         admin.conn.kato_deadline(),
         Some(t0 + Duration::from_secs(5))
     );
+    assert_eq!(admin.conn.poll_timeout(), admin.conn.kato_deadline());
     admin.advance(Duration::from_secs(4));
     let (_, cqe) = admin.admin(&mut t, 0x18, 0, 0, 0);
     assert!(cqe.unwrap().status.is_success());
-    assert!(!admin.conn.poll_timeout(t0 + Duration::from_secs(8)));
-    assert!(admin.conn.poll_timeout(t0 + Duration::from_millis(9001)));
+    assert!(!admin.conn.handle_timeout(t0 + Duration::from_secs(8)));
+    assert!(admin.conn.handle_timeout(t0 + Duration::from_millis(9001)));
     admin.pump(&mut t);
     assert_eq!(admin.closed, Some(CloseReason::KeepAliveExpired));
+    assert_eq!(
+        admin.conn.close_reason(),
+        Some(&CloseReason::KeepAliveExpired)
+    );
+    assert_eq!(admin.conn.poll_timeout(), None);
     assert!(t.reg.release(cntlid).is_some());
 }
 

@@ -1,20 +1,19 @@
-//! One iSCSI connection: socket I/O around the sans-IO session state machine, and concurrent
-//! execution of its SCSI commands on the logical units.
+//! One iSCSI connection: the iSCSI [`Handler`] of the connection driver. It answers the
+//! core's login questions from the shared target list, registers the session once logged in,
+//! executes its SCSI commands on the logical units and applies task management resets.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use proto_iscsi::pdu::TmfFunction;
 use proto_iscsi::scsi::{absent_lun, Completion, Nexus};
 use proto_iscsi::session::{CloseReason, Command, Connection, Event};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rand::RngCore;
 use tokio::net::TcpStream;
 
-use super::context::Ctx;
 use super::shared::{IscsiShared, SessionInfo, Target};
 use crate::counters::IoCounters;
+use crate::driver::{self, Commands, Ended, Flow, Handler};
 
 /// The portal a connection arrived on.
 #[derive(Debug, Clone, Copy)]
@@ -25,151 +24,139 @@ pub struct Portal {
     pub relative_port: u16,
 }
 
-/// Commands one connection may have executing at once before it stops reading the socket.
-const MAX_IN_FLIGHT: usize = 256;
-
 struct Logged {
     nexus: Arc<Nexus>,
     target: Option<String>,
     counters: Arc<IoCounters>,
 }
 
+/// The iSCSI side of one connection.
+struct Iscsi {
+    shared: Arc<IscsiShared>,
+    peer: SocketAddr,
+    portal: Portal,
+    logged: Option<Logged>,
+}
+
 /// Serves one connection until logout, error, peer close or shutdown.
 pub async fn serve(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<IscsiShared>,
     portal: Portal,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut cfg = shared.conn_cfg.clone();
     cfg.portal_group_tag = portal.tpgt;
-    let mut conn = Connection::new(cfg);
-    let mut ctx = Ctx {
-        shared: shared.clone(),
+    let mut seed = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut seed);
+    let conn = Connection::new(cfg, seed);
+    let handler = Iscsi {
+        shared,
+        peer,
+        portal,
+        logged: None,
     };
-    // Commands run as futures polled by this task: no task spawn and no cross-thread wake-up
-    // per command (reads served from the page cache complete on their first poll).
-    let mut running: FuturesUnordered<CommandFuture> = FuturesUnordered::new();
-    let mut logged: Option<Logged> = None;
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut timer = tokio::time::interval(Duration::from_secs(1));
-    let mut draining = *shutdown.borrow();
-    let mut close_reason: Option<CloseReason> = None;
-    let mut completed = 0u64;
-    loop {
-        tokio::select! {
-            r = stream.read(&mut buf), if !draining && close_reason.is_none() && running.len() < MAX_IN_FLIGHT => {
-                match r {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => conn.receive(&buf[..n], Instant::now(), &mut ctx),
+    driver::drive(stream, conn, handler, None, shutdown).await;
+}
+
+impl Handler for Iscsi {
+    type Core = Connection;
+    type Done = (u32, Completion, u32);
+    type Control = std::convert::Infallible;
+
+    const MAX_IN_FLIGHT: usize = 256;
+
+    fn on_event(&mut self, conn: &mut Connection, ev: Event, commands: &mut Commands<Self::Done>) {
+        let shared = &self.shared;
+        match ev {
+            Event::Question(q) => conn.answer(shared.answer(q)),
+            Event::LoggedIn(s) => {
+                let p = &s.params;
+                let isid = hex::encode(s.isid);
+                let nexus = Nexus {
+                    id: shared.next_nexus(),
+                    initiator_port: format!("{},i,0x{isid}", p.initiator_name),
+                    target_port_group: crate::lu::NODE_PORT_GROUP,
+                    relative_port: self.portal.relative_port,
+                };
+                tracing::info!(initiator = %p.initiator_name, target = ?p.target_name, peer = %self.peer, "iSCSI login");
+                let counters = Arc::new(IoCounters::default());
+                if let Some(t) = &p.target_name {
+                    if let Ok(mut sessions) = shared.sessions.lock() {
+                        sessions.insert(
+                            nexus.id,
+                            SessionInfo {
+                                initiator: p.initiator_name.clone(),
+                                target: t.clone(),
+                                peer: self.peer.to_string(),
+                                since_unix: crate::time::unix_now(),
+                                counters: Arc::clone(&counters),
+                            },
+                        );
+                    }
                 }
+                self.logged = Some(Logged {
+                    nexus: Arc::new(nexus),
+                    target: p.target_name.clone(),
+                    counters,
+                });
             }
-            Some((itt, c, used)) = running.next(), if !running.is_empty() => {
-                completed += 1;
-                conn.complete(itt, &c, used);
-                // Collect every other command that is already done before writing.
-                while let Some(Some((itt, c, used))) = futures_util::FutureExt::now_or_never(running.next()) {
-                    completed += 1;
-                    conn.complete(itt, &c, used);
-                }
+            Event::Command(cmd) => {
+                let Some(l) = &self.logged else { return };
+                let target = l.target.as_ref().and_then(|t| shared.targets.get(t));
+                let counters = Arc::clone(&l.counters);
+                commands.push(command_future(cmd, target, Arc::clone(&l.nexus), counters));
             }
-            _ = timer.tick() => conn.on_timer(Instant::now()),
-            r = shutdown.changed(), if !draining => {
-                let _ = r;
-                draining = true;
-            }
-        }
-        while let Some(ev) = conn.poll_event() {
-            match ev {
-                Event::LoggedIn(s) => {
-                    let p = &s.params;
-                    let isid = hex::encode(s.isid);
-                    let nexus = Nexus {
-                        id: shared.next_nexus(),
-                        initiator_port: format!("{},i,0x{isid}", p.initiator_name),
-                        target_port_group: crate::lu::NODE_PORT_GROUP,
-                        relative_port: portal.relative_port,
+            Event::Aborted(_) => {}
+            Event::Reset { function, lun } => {
+                if let Some(t) = self
+                    .logged
+                    .as_ref()
+                    .and_then(|l| l.target.as_ref())
+                    .and_then(|t| shared.targets.get(t))
+                {
+                    let lus: Vec<_> = match function {
+                        TmfFunction::TargetWarmReset | TmfFunction::TargetColdReset => {
+                            t.luns.values().cloned().collect()
+                        }
+                        _ => lun
+                            .index()
+                            .and_then(|i| t.luns.get(&i))
+                            .cloned()
+                            .into_iter()
+                            .collect(),
                     };
-                    tracing::info!(initiator = %p.initiator_name, target = ?p.target_name, %peer, "iSCSI login");
-                    let counters = Arc::new(IoCounters::default());
-                    if let Some(t) = &p.target_name {
-                        if let Ok(mut sessions) = shared.sessions.lock() {
-                            sessions.insert(
-                                nexus.id,
-                                SessionInfo {
-                                    initiator: p.initiator_name.clone(),
-                                    target: t.clone(),
-                                    peer: peer.to_string(),
-                                    since_unix: crate::time::unix_now(),
-                                    counters: Arc::clone(&counters),
-                                },
-                            );
-                        }
-                    }
-                    logged = Some(Logged {
-                        nexus: Arc::new(nexus),
-                        target: p.target_name.clone(),
-                        counters,
-                    });
-                }
-                Event::Command(cmd) => {
-                    let Some(l) = &logged else { continue };
-                    let target = l.target.as_ref().and_then(|t| shared.targets.get(t));
-                    let counters = Arc::clone(&l.counters);
-                    running.push(command_future(cmd, target, Arc::clone(&l.nexus), counters));
-                }
-                Event::Aborted(_) => {}
-                Event::Reset { function, lun } => {
-                    if let Some(t) = logged
-                        .as_ref()
-                        .and_then(|l| l.target.as_ref())
-                        .and_then(|t| shared.targets.get(t))
-                    {
-                        let lus: Vec<_> = match function {
-                            TmfFunction::TargetWarmReset | TmfFunction::TargetColdReset => {
-                                t.luns.values().cloned().collect()
-                            }
-                            _ => lun
-                                .index()
-                                .and_then(|i| t.luns.get(&i))
-                                .cloned()
-                                .into_iter()
-                                .collect(),
-                        };
-                        for lu in lus {
-                            lu.lock().reset();
-                        }
+                    for lu in lus {
+                        lu.lock().reset();
                     }
                 }
-                Event::Close(reason) => close_reason = Some(reason),
             }
-        }
-        if conn.has_output() {
-            let out = conn.take_output();
-            if stream.write_all(&out).await.is_err() {
-                break;
-            }
-        }
-        if (close_reason.is_some() || draining) && running.is_empty() {
-            break;
+            // The driver reads the reason from the core.
+            Event::Close(_) => {}
         }
     }
-    if let Some(reason) = &close_reason {
-        tracing::info!(%peer, ?reason, "iSCSI connection closed");
+
+    fn on_done(&mut self, conn: &mut Connection, (itt, c, used): Self::Done) {
+        conn.complete(itt, &c, used);
     }
-    if let Some(l) = logged {
-        if let Ok(mut sessions) = shared.sessions.lock() {
+
+    fn on_control(&mut self, _: &mut Connection, msg: Self::Control) -> Flow {
+        match msg {}
+    }
+
+    fn finish(self, _: &Connection, ended: &Ended<CloseReason>) {
+        tracing::info!(peer = %self.peer, reason = ?ended, "iSCSI connection closed");
+        let Some(l) = self.logged else { return };
+        if let Ok(mut sessions) = self.shared.sessions.lock() {
             sessions.remove(&l.nexus.id);
         }
-        if let Some(t) = l.target.as_ref().and_then(|t| shared.targets.get(t)) {
+        if let Some(t) = l.target.as_ref().and_then(|t| self.shared.targets.get(t)) {
             for lu in t.luns.values() {
                 lu.lock().nexus_lost(l.nexus.id);
             }
         }
     }
-    let _ = completed;
-    let _ = stream.shutdown().await;
 }
 
 type CommandFuture =

@@ -1,39 +1,55 @@
-//! What a connection's login needs from the daemon: target lookup, authentication settings,
-//! randomness for CHAP, session handles, and the SendTargets list.
+//! The daemon's answers to the questions an iSCSI connection asks its driver: who may log in
+//! to which target and how it authenticates, session handles, and the SendTargets list.
 
-use std::sync::Arc;
-
-use proto_iscsi::login::{DiscoveredTarget, LoginContext, TargetAuth};
-use proto_iscsi::session::SessionContext;
-use rand::RngCore;
+use proto_iscsi::login::Refusal;
+use proto_iscsi::session::{Answer, Question};
 
 use super::shared::IscsiShared;
 
-/// The per-connection view of the shared state.
-pub struct Ctx {
-    pub(super) shared: Arc<IscsiShared>,
-}
-
-impl LoginContext for Ctx {
-    fn target_auth(&self, target_name: &str) -> Option<TargetAuth> {
-        self.shared.targets.get(target_name).map(|t| t.auth.clone())
-    }
-
-    fn discovery_auth(&self) -> TargetAuth {
-        self.shared.discovery_auth.clone()
-    }
-
-    fn fill_random(&mut self, buf: &mut [u8]) {
-        rand::thread_rng().fill_bytes(buf);
-    }
-
-    fn allocate_tsih(&mut self) -> Option<u16> {
-        Some(self.shared.next_tsih())
+impl IscsiShared {
+    /// The answer to `q` from the configured targets.
+    pub(super) fn answer(&self, q: Question) -> Answer {
+        match q {
+            // Sessions have one connection: a login naming a TSIH is refused either way.
+            Question::SessionExists { .. } => Answer::SessionExists(false),
+            Question::Admit { target: None, .. } => Answer::Admit(Ok(self.discovery_auth.clone())),
+            Question::Admit {
+                target: Some(t), ..
+            } => Answer::Admit(
+                self.targets
+                    .get(&t)
+                    .map(|t| t.auth.clone())
+                    .ok_or(Refusal::NotFound),
+            ),
+            Question::AllocateTsih => Answer::Tsih(Some(self.next_tsih())),
+            Question::SendTargets => Answer::SendTargets(self.send_targets.clone()),
+        }
     }
 }
 
-impl SessionContext for Ctx {
-    fn send_targets(&self) -> Vec<DiscoveredTarget> {
-        self.shared.send_targets.clone()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto_iscsi::login::TargetAuth;
+
+    #[test]
+    fn unknown_targets_are_refused_and_tsihs_are_never_zero() {
+        let shared = IscsiShared::for_tests(TargetAuth::None);
+        let q = Question::Admit {
+            initiator: "iqn.x".into(),
+            target: Some("iqn.none".into()),
+        };
+        assert_eq!(shared.answer(q), Answer::Admit(Err(Refusal::NotFound)));
+        let q = Question::Admit {
+            initiator: "iqn.x".into(),
+            target: None,
+        };
+        assert_eq!(shared.answer(q), Answer::Admit(Ok(TargetAuth::None)));
+        for _ in 0..3 {
+            assert!(!matches!(
+                shared.answer(Question::AllocateTsih),
+                Answer::Tsih(Some(0) | None)
+            ));
+        }
     }
 }

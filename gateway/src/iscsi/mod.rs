@@ -1,5 +1,5 @@
 //! The iSCSI front end: portals (listeners), targets and their LUNs, and one task per
-//! connection driving the sans-IO `proto_iscsi::session::Connection`.
+//! connection in which [`crate::driver`] drives the sans-IO `proto_iscsi::session::Connection`.
 
 mod conn;
 mod context;

@@ -89,4 +89,15 @@ impl IscsiShared {
         self.nexus
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
+
+    /// Shared state with no targets, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(discovery_auth: TargetAuth) -> Self {
+        IscsiShared::new(
+            HashMap::new(),
+            discovery_auth,
+            Vec::new(),
+            ConnectionConfig::default(),
+        )
+    }
 }

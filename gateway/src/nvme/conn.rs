@@ -1,150 +1,125 @@
-//! One NVMe/TCP connection (one queue): socket I/O around the sans-IO `Connection`, Connect
-//! admission against the shared registry, the keep-alive timer of an admin queue, and
-//! concurrent execution of I/O commands on the volumes.
+//! One NVMe/TCP connection (one queue): the NVMe/TCP [`Handler`] of the connection driver.
+//! It admits Connects against the shared registry, executes I/O commands on the volumes
+//! concurrently, and applies what the node sends it (subsystem snapshots, reservation notices,
+//! the end of the association).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
-use futures_util::FutureExt;
 use proto_nvmeof::{CloseReason, Connection, Event, IoResult, IoTag};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::exec;
 use super::shared::{Control, NvmeShared};
+use crate::counters::IoCounters;
+use crate::driver::{self, Commands, Ended, Flow, Handler};
 use crate::target::VolumeTarget;
 
-/// Commands one connection may have executing at once before it stops reading the socket
-/// (the largest queue a host may ask for).
-const MAX_IN_FLIGHT: usize = 1024;
-
-/// Sleeps until `deadline`, or forever without one.
-async fn until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-        None => std::future::pending().await,
-    }
+/// The NVMe/TCP side of one connection.
+struct Nvme {
+    shared: Arc<NvmeShared>,
+    peer: SocketAddr,
+    id: u64,
+    counters: Arc<IoCounters>,
+    volumes: HashMap<u32, Option<Arc<VolumeTarget>>>,
+    /// The reservation identity of the host, known once its Connect is admitted.
+    who: Option<block_core::Registrant>,
 }
-
-type IoFuture = std::pin::Pin<Box<dyn std::future::Future<Output = (IoTag, IoResult)> + Send>>;
 
 /// Serves one connection until the host closes it, a protocol error, the association ends
 /// (keep-alive expiry, admin queue lost) or shutdown; in-flight commands finish first.
 pub(super) async fn serve(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<NvmeShared>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
+    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
     let (id, counters) = shared.register_conn(ctl_tx, peer);
-    let mut conn = Connection::new(Arc::clone(&shared.target));
-    // I/O commands run as futures polled by this task: no task spawn and no cross-thread wake-up
-    // per command (reads from the page cache complete on their first poll).
-    let mut running: FuturesUnordered<IoFuture> = FuturesUnordered::new();
-    let mut volumes: HashMap<u32, Option<Arc<VolumeTarget>>> = HashMap::new();
-    // The reservation identity of the host, known once its Connect is admitted.
-    let mut who = None;
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut draining = *shutdown.borrow();
-    let mut closing: Option<String> = None;
-    loop {
-        let deadline = conn.kato_deadline();
-        tokio::select! {
-            r = stream.read(&mut buf), if !draining && closing.is_none() && running.len() < MAX_IN_FLIGHT => {
-                match r {
-                    Ok(0) => closing = Some("host closed the connection".into()),
-                    Err(e) => closing = Some(format!("read failed: {e}")),
-                    Ok(n) => conn.receive(Instant::now(), buf.get(..n).unwrap_or_default()),
+    let conn = Connection::new(Arc::clone(&shared.target));
+    let handler = Nvme {
+        shared,
+        peer,
+        id,
+        counters,
+        volumes: HashMap::new(),
+        who: None,
+    };
+    driver::drive(stream, conn, handler, Some(ctl_rx), shutdown).await;
+}
+
+impl Handler for Nvme {
+    type Core = Connection;
+    type Done = (IoTag, IoResult);
+    type Control = Control;
+
+    /// The largest queue a host may ask for.
+    const MAX_IN_FLIGHT: usize = 1024;
+
+    fn on_event(&mut self, conn: &mut Connection, ev: Event, commands: &mut Commands<Self::Done>) {
+        match ev {
+            Event::Connect(req) => {
+                let admission = self.shared.admit(self.id, &req);
+                tracing::info!(
+                    peer = %self.peer,
+                    subnqn = %req.connect.subnqn,
+                    hostnqn = %req.connect.hostnqn,
+                    qid = req.connect.qid,
+                    ?admission,
+                    "NVMe connect"
+                );
+                if !matches!(admission, proto_nvmeof::Admission::Refused { .. }) {
+                    let c = &req.connect;
+                    self.who = Some(proto_nvmeof::reservation::registrant(&c.hostnqn, c.host_id));
                 }
+                conn.connect_done(Instant::now(), admission);
             }
-            Some((tag, result)) = running.next(), if !running.is_empty() => {
-                conn.io_done(tag, result);
-                // Collect every other command already done before writing.
-                while let Some(Some((tag, result))) = running.next().now_or_never() {
-                    conn.io_done(tag, result);
-                }
-            }
-            Some(c) = ctl_rx.recv() => match c {
-                Control::Subsystem(s) => conn.update_subsystem(s),
-                Control::ReservationNotice { kind, nsid } => conn.reservation_notice(kind, nsid),
-                Control::Close => {
-                    closing.get_or_insert_with(|| "association ended".into());
-                }
-            },
-            _ = until(deadline), if closing.is_none() => {
-                conn.poll_timeout(Instant::now());
-            }
-            r = shutdown.changed(), if !draining => {
-                let _ = r;
-                draining = true;
-            }
-        }
-        while let Some(ev) = conn.poll_event() {
-            match ev {
-                Event::Connect(req) => {
-                    let admission = shared.admit(id, &req);
-                    tracing::info!(
-                        %peer,
-                        subnqn = %req.connect.subnqn,
-                        hostnqn = %req.connect.hostnqn,
-                        qid = req.connect.qid,
-                        ?admission,
-                        "NVMe connect"
-                    );
-                    if !matches!(admission, proto_nvmeof::Admission::Refused { .. }) {
-                        let c = &req.connect;
-                        who = Some(proto_nvmeof::reservation::registrant(&c.hostnqn, c.host_id));
-                    }
-                    conn.connect_done(Instant::now(), admission);
-                }
-                Event::Io { tag, nsid, op } => {
-                    let lu = volumes
-                        .entry(nsid)
-                        .or_insert_with(|| conn.subnqn().and_then(|nqn| shared.volume(nqn, nsid)))
-                        .clone();
-                    let who = who.clone();
-                    let counters = Arc::clone(&counters);
-                    running.push(Box::pin(async move {
-                        let r = match (lu, who) {
-                            (Some(t), Some(who)) => exec::run(&t, &who, op, &counters).await,
-                            _ => IoResult::Internal,
-                        };
-                        (tag, r)
-                    }));
-                }
-                Event::Close(reason) => {
-                    let why = match reason {
-                        CloseReason::KeepAliveExpired => "keep-alive timeout expired".to_string(),
-                        CloseReason::PeerTerminated => "host sent H2CTermReq".to_string(),
-                        CloseReason::Protocol(e) => format!("protocol error: {e}"),
+            Event::Io { tag, nsid, op } => {
+                let shared = &self.shared;
+                let target = self
+                    .volumes
+                    .entry(nsid)
+                    .or_insert_with(|| conn.subnqn().and_then(|nqn| shared.volume(nqn, nsid)))
+                    .clone();
+                let who = self.who.clone();
+                let counters = Arc::clone(&self.counters);
+                commands.push(Box::pin(async move {
+                    let r = match (target, who) {
+                        (Some(t), Some(who)) => exec::run(&t, &who, op, &counters).await,
+                        _ => IoResult::Internal,
                     };
-                    closing.get_or_insert(why);
-                }
+                    (tag, r)
+                }));
             }
-        }
-        let out = conn.take_output();
-        if !out.is_empty() && stream.write_all(&out).await.is_err() {
-            closing.get_or_insert_with(|| "write failed".into());
-            if running.is_empty() {
-                break;
-            }
-        }
-        if (closing.is_some() || draining) && running.is_empty() {
-            break;
+            // The driver reads the reason from the core.
+            Event::Close(_) => {}
         }
     }
-    tracing::info!(
-        %peer,
-        cntlid = ?conn.cntlid(),
-        qid = ?conn.qid(),
-        reason = closing.as_deref().unwrap_or("shutdown"),
-        "NVMe connection closed"
-    );
-    shared.unregister_conn(id);
-    let _ = stream.shutdown().await;
+
+    fn on_done(&mut self, conn: &mut Connection, (tag, result): Self::Done) {
+        conn.io_done(tag, result);
+    }
+
+    fn on_control(&mut self, conn: &mut Connection, msg: Control) -> Flow {
+        match msg {
+            Control::Subsystem(s) => conn.update_subsystem(s),
+            Control::ReservationNotice { kind, nsid } => conn.reservation_notice(kind, nsid),
+            Control::Close => return Flow::Close("association ended"),
+        }
+        Flow::Continue
+    }
+
+    fn finish(self, conn: &Connection, ended: &Ended<CloseReason>) {
+        tracing::info!(
+            peer = %self.peer,
+            cntlid = ?conn.cntlid(),
+            qid = ?conn.qid(),
+            reason = ?ended,
+            "NVMe connection closed"
+        );
+        self.shared.unregister_conn(self.id);
+    }
 }

@@ -74,9 +74,21 @@ pub enum TargetAuth {
     Chap(ChapConfig),
 }
 
-/// The embedding application's answers to the questions a login asks. Keeping these behind a
-/// trait keeps the state machine free of I/O, clocks and global state, and makes tests
-/// deterministic.
+/// Why a login is refused before authentication starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// TargetName names no target here (status 0x0203).
+    NotFound,
+    /// The initiator may not access the target (status 0x0202).
+    NotAuthorized,
+}
+
+/// The answers to the questions a login asks, as the pure state machine
+/// ([`super::LoginConnection::step`]) takes them. Keeping these behind a trait keeps the state
+/// machine free of I/O, clocks and global state, and makes tests deterministic.
+///
+/// Not part of the connection's driving API: `session::Connection` implements it over the
+/// answers its driver gives to `session::Event::Question`s.
 pub trait LoginContext {
     /// Looks a target up by its iSCSI name; `None` means "not found" (status 0x0203).
     fn target_auth(&self, target_name: &str) -> Option<TargetAuth>;
@@ -89,6 +101,24 @@ pub trait LoginContext {
     /// Whether this initiator may log in to this target (status 0x0202 if not).
     fn initiator_allowed(&self, _target_name: &str, _initiator_name: &str) -> bool {
         true
+    }
+
+    /// Decides whether `initiator` may open a session to `target` (a discovery session when
+    /// `None`) and how it must authenticate. The login asks this once, as one question; the
+    /// default combines [`Self::target_auth`], [`Self::initiator_allowed`] and
+    /// [`Self::discovery_auth`].
+    fn admit(&self, initiator: &str, target: Option<&str>) -> Result<TargetAuth, Refusal> {
+        match target {
+            None => Ok(self.discovery_auth()),
+            Some(t) => {
+                let auth = self.target_auth(t).ok_or(Refusal::NotFound)?;
+                if self.initiator_allowed(t, initiator) {
+                    Ok(auth)
+                } else {
+                    Err(Refusal::NotAuthorized)
+                }
+            }
+        }
     }
 
     /// Fills `buf` with unpredictable bytes (CHAP identifiers and challenges).

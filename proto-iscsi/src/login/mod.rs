@@ -1,9 +1,9 @@
 //! iSCSI login for a target (RFC 7143 section 6): the per-connection state machine, the
 //! operational key negotiation, the session parameters it produces, and SendTargets answers.
 //!
-//! Sans-IO: the caller decodes Login Request PDUs, passes their fields to
+//! Sans-IO: `session::Connection` decodes Login Request PDUs, passes their fields to
 //! [`LoginConnection::step`] together with a [`LoginContext`] (target lookup, randomness, TSIH
-//! allocation), and encodes the returned [`LoginResponse`].
+//! allocation) built from its driver's answers, and encodes the returned [`LoginResponse`].
 
 mod config;
 mod discovery;
@@ -16,7 +16,7 @@ mod status;
 #[cfg(test)]
 mod tests;
 
-pub use config::{LoginContext, TargetAuth, TargetConfig};
+pub use config::{LoginContext, Refusal, TargetAuth, TargetConfig};
 pub use discovery::{send_targets_response, DiscoveredTarget};
 pub use fuzz::fuzz_login_negotiate;
 pub use keys::{Key, Rule};

@@ -6,7 +6,7 @@
 
 use thiserror::Error;
 
-use super::config::{LoginContext, TargetAuth, TargetConfig};
+use super::config::{LoginContext, Refusal, TargetAuth, TargetConfig};
 use super::negotiate::{NegotiationError, Negotiator};
 use super::params::{AuthOutcome, SessionParams, SessionType};
 use super::status::LoginStatus;
@@ -121,6 +121,15 @@ pub enum LoginError {
     /// The login ended already.
     #[error("login already finished")]
     Finished,
+}
+
+impl From<Refusal> for LoginError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::NotFound => LoginError::TargetNotFound,
+            Refusal::NotAuthorized => LoginError::NotAuthorized,
+        }
+    }
 }
 
 impl LoginError {
@@ -442,13 +451,10 @@ impl LoginConnection {
             Some(_) => return Err(NegotiationError::UnsupportedSessionType.into()),
         };
         let auth = match session_type {
-            SessionType::Discovery => ctx.discovery_auth(),
+            SessionType::Discovery => ctx.admit(initiator, None).map_err(LoginError::from)?,
             SessionType::Normal => {
                 let target = find(pairs, "TargetName").ok_or(LoginError::Missing("TargetName"))?;
-                let auth = ctx.target_auth(target).ok_or(LoginError::TargetNotFound)?;
-                if !ctx.initiator_allowed(target, initiator) {
-                    return Err(LoginError::NotAuthorized);
-                }
+                let auth = ctx.admit(initiator, Some(target))?;
                 out.push(KeyValue::new(
                     "TargetPortalGroupTag",
                     self.portal_group_tag.to_string(),

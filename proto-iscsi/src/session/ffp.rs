@@ -1,11 +1,12 @@
-//! Dispatch of received PDUs: login, then the full feature phase.
+//! Dispatch of received PDUs in the full feature phase (login is in `login_phase`).
 
 use bytes::Bytes;
 
+use super::ask::Question;
 use super::seq;
 use super::write::{DataOutError, WriteTask};
-use super::{CloseReason, Command, Connection, Event, PendingText, Phase, SessionContext};
-use crate::login::{self, LoginOutcome, SessionType};
+use super::{CloseReason, Command, Connection, Event, PendingText, Phase, ProtocolError};
+use crate::login::{self, SessionType};
 use crate::pdu::{
     build_reject, DataOut, LogoutReason, LogoutRequest, LogoutResponse, LogoutResponseCode, NopIn,
     NopOut, Pdu, R2t, RejectReason, ScsiCommand, TaskMgmtRequest, TaskMgmtResponse, TextRequest,
@@ -14,77 +15,11 @@ use crate::pdu::{
 use crate::text;
 
 impl Connection {
-    pub(super) fn handle(&mut self, pdu: Pdu, ctx: &mut dyn SessionContext) {
+    pub(super) fn handle(&mut self, pdu: Pdu) {
         match &mut self.phase {
             Phase::Closed => {}
-            Phase::Login(_) => self.handle_login(pdu, ctx),
-            Phase::FullFeature(_) => self.handle_ffp(pdu, ctx),
-        }
-    }
-
-    fn handle_login(&mut self, pdu: Pdu, ctx: &mut dyn SessionContext) {
-        let Pdu::LoginRequest(req) = pdu else {
-            self.close(CloseReason::Protocol(format!(
-                "{:?} PDU before login completed",
-                pdu.opcode()
-            )));
-            return;
-        };
-        let Phase::Login(state) = &mut self.phase else {
-            return;
-        };
-        let step = state.step(
-            &login::LoginRequest {
-                transit: req.transit,
-                cont: req.continue_,
-                csg: req.csg.as_u8(),
-                nsg: req.nsg.as_u8(),
-                version_max: req.version_max,
-                version_min: req.version_min,
-                isid: req.isid,
-                tsih: req.tsih,
-                cid: req.cid,
-                data: &req.data,
-            },
-            ctx,
-        );
-        // The first Login Request's CmdSN starts the session's command numbering; login
-        // requests are immediate-like and do not advance it.
-        self.exp_cmd_sn = req.cmd_sn;
-        if step.outcome != LoginOutcome::Continue {
-            // StatSN starts from the initiator's ExpStatSN on the final response.
-        }
-        if self.stat_sn == 0 {
-            self.stat_sn = req.exp_stat_sn;
-        }
-        let r = step.response;
-        let resp = crate::pdu::LoginResponse {
-            transit: r.transit,
-            continue_: r.cont,
-            csg: crate::pdu::Stage::from_u8(r.csg).unwrap_or_default(),
-            nsg: crate::pdu::Stage::from_u8(r.nsg).unwrap_or_default(),
-            version_max: r.version_max,
-            version_active: r.version_active,
-            isid: r.isid,
-            tsih: r.tsih,
-            itt: req.itt,
-            stat_sn: self.stat_sn,
-            exp_cmd_sn: self.exp_cmd_sn,
-            max_cmd_sn: self.max_cmd_sn(),
-            status_class: r.status.class,
-            status_detail: r.status.detail,
-            data: Bytes::from(r.data),
-        };
-        self.stat_sn = self.stat_sn.wrapping_add(1);
-        self.send(Pdu::LoginResponse(resp));
-        match step.outcome {
-            LoginOutcome::Continue => {}
-            LoginOutcome::Failed(e) => self.close(CloseReason::LoginFailed(e.to_string())),
-            LoginOutcome::FullFeature(success) => {
-                let exp = self.exp_cmd_sn;
-                self.enter_full_feature(&success, exp);
-                self.events.push_back(Event::LoggedIn(success));
-            }
+            Phase::Login(_) => self.handle_login(pdu),
+            Phase::FullFeature(_) => self.handle_ffp(pdu),
         }
     }
 
@@ -122,7 +57,7 @@ impl Connection {
         Some(pdu)
     }
 
-    fn handle_ffp(&mut self, pdu: Pdu, ctx: &mut dyn SessionContext) {
+    fn handle_ffp(&mut self, pdu: Pdu) {
         let (immediate, cmd_sn) = match &pdu {
             Pdu::ScsiCommand(c) => (c.immediate, c.cmd_sn),
             Pdu::TaskMgmtRequest(t) => (t.immediate, t.cmd_sn),
@@ -147,22 +82,30 @@ impl Connection {
         }) else {
             return;
         };
-        self.dispatch(pdu, ctx);
-        // Commands held for a CmdSN gap may now be in order.
-        while let Some(next) = self.held.remove(&self.exp_cmd_sn) {
+        self.dispatch(pdu);
+        self.release_held();
+    }
+
+    /// Processes commands held for a CmdSN gap that are now in order (stopping when one asks
+    /// a question: the rest follow its answer).
+    pub(super) fn release_held(&mut self) {
+        while self.blocked.is_none() && !matches!(self.phase, Phase::Closed) {
+            let Some(next) = self.held.remove(&self.exp_cmd_sn) else {
+                break;
+            };
             self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
-            self.dispatch(next, ctx);
+            self.dispatch(next);
         }
     }
 
-    fn dispatch(&mut self, pdu: Pdu, ctx: &mut dyn SessionContext) {
+    pub(super) fn dispatch(&mut self, pdu: Pdu) {
         let discovery = self.session_type() == SessionType::Discovery;
         match pdu {
             Pdu::ScsiCommand(c) if !discovery => self.scsi_command(c),
             Pdu::DataOut(d) if !discovery => self.data_out(d),
             Pdu::TaskMgmtRequest(t) if !discovery => self.task_mgmt(t),
             Pdu::NopOut(n) => self.nop_out(n),
-            Pdu::TextRequest(t) => self.text(t, ctx),
+            Pdu::TextRequest(t) => self.text(t),
             Pdu::LogoutRequest(l) => self.logout(l),
             Pdu::SnackRequest(_) => {
                 let p = pdu.clone();
@@ -176,9 +119,8 @@ impl Connection {
                 // SCSI / task management in a discovery session.
                 self.reject(RejectReason::ProtocolError, &other);
             }
-            other => self.close(CloseReason::Protocol(format!(
-                "target-side opcode {:?} received",
-                other.opcode()
+            other => self.close(CloseReason::Protocol(ProtocolError::TargetOpcode(
+                other.opcode(),
             ))),
         }
     }
@@ -517,7 +459,7 @@ impl Connection {
         }
     }
 
-    fn text(&mut self, t: TextRequest, ctx: &mut dyn SessionContext) {
+    fn text(&mut self, t: TextRequest) {
         let max_seg = self
             .params_ref()
             .map_or(8192, |p| p.initiator_max_recv_data_segment_length)
@@ -539,17 +481,22 @@ impl Connection {
                 return;
             }
         };
+        let asks_targets = pairs.iter().any(|kv| kv.key == "SendTargets");
+        let targets = match self.answers.send_targets.take() {
+            Some(v) => v,
+            None if asks_targets => {
+                self.ask(Question::SendTargets, Pdu::TextRequest(t));
+                return;
+            }
+            None => Vec::new(),
+        };
         let mut answer = Vec::new();
         for kv in &pairs {
             if kv.key == "SendTargets" {
                 let Some(params) = self.params_ref() else {
                     return;
                 };
-                answer.extend(login::send_targets_response(
-                    &kv.value,
-                    params,
-                    &ctx.send_targets(),
-                ));
+                answer.extend(login::send_targets_response(&kv.value, params, &targets));
             } else {
                 answer.extend(text::encode_text(&[text::KeyValue::new(
                     kv.key.clone(),

@@ -1,19 +1,24 @@
 //! One iSCSI connection of a target, from the first Login PDU to logout: a sans-IO state
-//! machine in the manner of quinn-proto.
+//! machine in the manner of quinn-proto, driven exactly like `proto_nvmeof::Connection`.
 //!
-//! The caller feeds received bytes with [`Connection::receive`], drains bytes to send with
+//! The driver feeds received bytes with [`Connection::receive`], drains bytes to send with
 //! [`Connection::take_output`] and events with [`Connection::poll_event`], hands fully
 //! collected SCSI commands to the logical unit and reports each one back with
-//! [`Connection::complete`], and calls [`Connection::on_timer`] now and then with the current
-//! time (NOP-In pings). No sockets, clocks or threads here.
+//! [`Connection::complete`], answers [`Event::Question`]s (who may log in, credentials, TSIH,
+//! discovery lists) with [`Connection::answer`], and wakes the connection at
+//! [`Connection::poll_timeout`] with [`Connection::handle_timeout`] (NOP-In pings). No
+//! sockets, clocks, randomness sources or callbacks here.
 //!
 //! Sessions have one connection (MaxConnections=1) and ErrorRecoveryLevel 0.
 
+mod ask;
 mod ffp;
+mod login_phase;
 mod respond;
 pub mod seq;
 #[cfg(test)]
 mod tests;
+mod timer;
 pub mod write;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -21,10 +26,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::login::{
-    DiscoveredTarget, LoginConnection, LoginContext, LoginSuccess, SessionParams, TargetConfig,
-};
-use crate::pdu::{Digests, Lun, PduDecoder, TmfFunction};
+use crate::login::{LoginConnection, LoginError, LoginSuccess, SessionParams, TargetConfig};
+use crate::pdu::{Digests, EncodeError, FrameError, Lun, Opcode, PduDecoder, TmfFunction};
+pub use ask::{Answer, Question};
+use ask::{Answers, Blocked, Entropy};
 use write::WriteTask;
 
 /// Limits and behaviour of connections.
@@ -67,12 +72,6 @@ impl Default for ConnectionConfig {
     }
 }
 
-/// What the connection needs from its environment beyond login.
-pub trait SessionContext: LoginContext {
-    /// Targets (with their portals) that SendTargets may report.
-    fn send_targets(&self) -> Vec<DiscoveredTarget>;
-}
-
 /// A SCSI command whose data-out has been collected: ready for the logical unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {
@@ -101,18 +100,35 @@ pub enum CloseReason {
     /// The initiator logged out.
     Logout,
     /// Login failed (the response has been queued).
-    LoginFailed(String),
+    LoginFailed(LoginError),
     /// The peer broke the protocol in a way that cannot be answered with a Reject.
-    Protocol(String),
+    Protocol(ProtocolError),
     /// The initiator did not answer a NOP-In ping in time.
     PingTimeout,
     /// TARGET COLD RESET.
     ColdReset,
+    /// A response could not be encoded: a bug on the target's side, never the peer's.
+    Encode(EncodeError),
+}
+
+/// How the initiator broke the protocol beyond what a Reject can answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// A PDU that cannot be decoded, where the stream cannot be trusted any more (or during
+    /// login, which has no Reject).
+    Frame(FrameError),
+    /// A PDU other than Login Request before login completed.
+    BeforeLogin(Opcode),
+    /// An opcode only a target may send.
+    TargetOpcode(Opcode),
 }
 
 /// Something the caller must act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// The connection needs a fact to go on: answer with [`Connection::answer`]. Nothing more
+    /// is processed until then (received bytes are kept).
+    Question(Question),
     /// Login completed: full feature phase with these parameters.
     LoggedIn(Box<LoginSuccess>),
     /// Execute this command and report with [`Connection::complete`].
@@ -171,11 +187,18 @@ pub struct Connection {
     last_rx: Option<Instant>,
     ping: Option<(u32, Instant)>,
     logout_sent: bool,
+    /// The PDU waiting for the answer to the last [`Event::Question`].
+    blocked: Option<Blocked>,
+    /// Answers collected for the PDU being processed.
+    answers: Answers,
+    entropy: Entropy,
+    close_reason: Option<CloseReason>,
 }
 
 impl Connection {
-    /// A new connection in the login phase.
-    pub fn new(cfg: ConnectionConfig) -> Self {
+    /// A new connection in the login phase. `rng_seed` must be unpredictable (CHAP challenges
+    /// are derived from it): the core has no randomness source of its own.
+    pub fn new(cfg: ConnectionConfig, rng_seed: [u8; 32]) -> Self {
         let login = LoginConnection::new(cfg.target.clone(), cfg.portal_group_tag);
         Connection {
             cfg,
@@ -198,31 +221,72 @@ impl Connection {
             last_rx: None,
             ping: None,
             logout_sent: false,
+            blocked: None,
+            answers: Answers::default(),
+            entropy: Entropy::new(rng_seed),
+            close_reason: None,
         }
     }
 
-    /// Feeds received bytes; PDUs are processed as they become complete.
-    pub fn receive(&mut self, data: &[u8], now: Instant, ctx: &mut dyn SessionContext) {
+    /// Feeds bytes received at `now`; PDUs are processed as they become complete (unless a
+    /// [`Event::Question`] is waiting for its answer).
+    pub fn receive(&mut self, now: Instant, data: &[u8]) {
         if matches!(self.phase, Phase::Closed) {
             return;
         }
         self.last_rx = Some(now);
         self.inbuf.extend_from_slice(data);
+        self.process_input();
+    }
+
+    /// Answers the last [`Event::Question`]; the PDU that asked it is processed again, then
+    /// the input received meanwhile. An answer nobody asked for is ignored; one that does not
+    /// match the question leaves it asked again.
+    pub fn answer(&mut self, answer: Answer) {
+        let Some(blocked) = self.blocked.take() else {
+            return;
+        };
+        self.answers.record(answer);
+        match self.phase {
+            Phase::Closed => return,
+            Phase::Login(_) => self.handle_login(blocked.pdu),
+            Phase::FullFeature(_) => {
+                self.dispatch(blocked.pdu);
+                self.release_held();
+            }
+        }
+        self.process_input();
+    }
+
+    /// Whether an [`Event::Question`] waits for its answer.
+    pub fn is_asking(&self) -> bool {
+        self.blocked.is_some()
+    }
+
+    /// Decodes and processes buffered PDUs until more bytes are needed, a question must be
+    /// answered, or the connection closes.
+    fn process_input(&mut self) {
         loop {
-            if matches!(self.phase, Phase::Closed) {
+            if matches!(self.phase, Phase::Closed) || self.blocked.is_some() {
                 return;
             }
             match self.decoder.decode_from(&mut self.inbuf) {
                 Ok(None) => return,
-                Ok(Some(pdu)) => self.handle(pdu, ctx),
+                Ok(Some(pdu)) => self.handle(pdu),
                 Err(e) => match crate::pdu::reject_for(&e, self.seq_values()) {
                     Some(reject) if matches!(self.phase, Phase::FullFeature(_)) => {
                         self.send(crate::pdu::Pdu::Reject(reject));
                     }
-                    _ => self.close(CloseReason::Protocol(e.to_string())),
+                    _ => self.close(CloseReason::Protocol(ProtocolError::Frame(e))),
                 },
             }
         }
+    }
+
+    /// Puts `pdu` aside and asks `q`; processing resumes with [`Connection::answer`].
+    fn ask(&mut self, q: Question, pdu: crate::pdu::Pdu) {
+        self.blocked = Some(Blocked { pdu });
+        self.events.push_back(Event::Question(q));
     }
 
     /// Bytes to send, in order. Drain after every call that may produce output.
@@ -245,6 +309,11 @@ impl Connection {
         matches!(self.phase, Phase::Closed)
     }
 
+    /// Why the connection ended, once it has.
+    pub fn close_reason(&self) -> Option<&CloseReason> {
+        self.close_reason.as_ref()
+    }
+
     /// The negotiated parameters, once in full feature phase.
     pub fn params(&self) -> Option<&SessionParams> {
         match &self.phase {
@@ -258,39 +327,11 @@ impl Connection {
         self.executing.len()
     }
 
-    /// Pings the initiator when idle and closes when a ping goes unanswered.
-    pub fn on_timer(&mut self, now: Instant) {
-        if !matches!(self.phase, Phase::FullFeature(_)) {
-            return;
-        }
-        if let Some((_, sent)) = self.ping {
-            if now.duration_since(sent) >= self.cfg.nop_timeout {
-                self.close(CloseReason::PingTimeout);
-            }
-            return;
-        }
-        let idle = self
-            .last_rx
-            .map_or(Duration::ZERO, |t| now.duration_since(t));
-        if idle >= self.cfg.nop_interval {
-            let ttt = self.alloc_ttt();
-            self.ping = Some((ttt, now));
-            let nop = crate::pdu::NopIn {
-                lun: Lun::default(),
-                itt: crate::pdu::RESERVED_TAG,
-                ttt,
-                stat_sn: self.stat_sn,
-                exp_cmd_sn: self.exp_cmd_sn,
-                max_cmd_sn: self.max_cmd_sn(),
-                data: Bytes::new(),
-            };
-            self.send(crate::pdu::Pdu::NopIn(nop));
-        }
-    }
-
     fn close(&mut self, reason: CloseReason) {
         if !matches!(self.phase, Phase::Closed) {
             self.phase = Phase::Closed;
+            self.blocked = None;
+            self.close_reason = Some(reason.clone());
             self.events.push_back(Event::Close(reason));
         }
     }
@@ -331,9 +372,7 @@ impl Connection {
     fn send(&mut self, pdu: crate::pdu::Pdu) {
         if let Err(e) = pdu.encode(self.out_digests, &mut self.out) {
             // Only oversized data segments fail to encode; responses are sized by us.
-            self.close(CloseReason::Protocol(format!(
-                "cannot encode response: {e}"
-            )));
+            self.close(CloseReason::Encode(e));
         }
     }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::*;
-use crate::login::{DiscoveredTarget, LoginContext, TargetAuth};
+use crate::login::{DiscoveredTarget, Refusal, TargetAuth};
 use crate::pdu::{
     DataOut, Digests, LoginRequest, LogoutRequest, NopOut, Pdu, PduDecoder, ScsiCommand, Stage,
     TaskMgmtRequest, TextRequest, RESERVED_TAG,
@@ -14,35 +14,40 @@ use crate::scsi::{Completion, Status};
 
 const TARGET: &str = "iqn.2026-11.io.tandem:test";
 
+/// The driver's side of the questions: one open target, no authentication.
 struct Ctx {
     tsih: u16,
 }
 
-impl LoginContext for Ctx {
-    fn target_auth(&self, name: &str) -> Option<TargetAuth> {
-        (name == TARGET).then_some(TargetAuth::None)
-    }
-    fn fill_random(&mut self, buf: &mut [u8]) {
-        buf.fill(7);
-    }
-    fn allocate_tsih(&mut self) -> Option<u16> {
-        self.tsih += 1;
-        Some(self.tsih)
-    }
-}
-
-impl SessionContext for Ctx {
-    fn send_targets(&self) -> Vec<DiscoveredTarget> {
-        vec![DiscoveredTarget {
-            name: TARGET.into(),
-            addresses: vec!["10.0.2.2:3260,1".into()],
-        }]
+impl Ctx {
+    fn answer(&mut self, q: &Question) -> Answer {
+        match q {
+            Question::SessionExists { .. } => Answer::SessionExists(false),
+            Question::Admit { target: None, .. } => Answer::Admit(Ok(TargetAuth::None)),
+            Question::Admit {
+                target: Some(t), ..
+            } => Answer::Admit(if t == TARGET {
+                Ok(TargetAuth::None)
+            } else {
+                Err(Refusal::NotFound)
+            }),
+            Question::AllocateTsih => {
+                self.tsih += 1;
+                Answer::Tsih(Some(self.tsih))
+            }
+            Question::SendTargets => Answer::SendTargets(vec![DiscoveredTarget {
+                name: TARGET.into(),
+                addresses: vec!["10.0.2.2:3260,1".into()],
+            }]),
+        }
     }
 }
 
 struct Initiator {
     conn: Connection,
     ctx: Ctx,
+    /// Events other than questions, in order (questions are answered as they come).
+    seen: Vec<Event>,
     dec: PduDecoder,
     digests: Digests,
     cmd_sn: u32,
@@ -55,8 +60,9 @@ impl Initiator {
         dec.set_max_recv_data_segment_length(1 << 24);
         dec.set_login_data_segment_limit(1 << 24);
         Initiator {
-            conn: Connection::new(cfg),
+            conn: Connection::new(cfg, [7; 32]),
             ctx: Ctx { tsih: 0 },
+            seen: Vec::new(),
             dec,
             digests: Digests::NONE,
             cmd_sn: 1,
@@ -69,7 +75,25 @@ impl Initiator {
         let mut b = BytesMut::new();
         pdu.encode(self.digests, &mut b).unwrap();
         for chunk in b.chunks(37) {
-            self.conn.receive(chunk, self.now, &mut self.ctx);
+            self.feed(chunk);
+        }
+    }
+
+    /// Feeds bytes and answers the questions they raise, as a driver does.
+    fn feed(&mut self, bytes: &[u8]) {
+        self.conn.receive(self.now, bytes);
+        self.settle();
+    }
+
+    fn settle(&mut self) {
+        while let Some(ev) = self.conn.poll_event() {
+            match ev {
+                Event::Question(q) => {
+                    let a = self.ctx.answer(&q);
+                    self.conn.answer(a);
+                }
+                other => self.seen.push(other),
+            }
         }
     }
 
@@ -84,7 +108,8 @@ impl Initiator {
     }
 
     fn events(&mut self) -> Vec<Event> {
-        std::iter::from_fn(|| self.conn.poll_event()).collect()
+        self.settle();
+        std::mem::take(&mut self.seen)
     }
 
     fn login(&mut self, keys: &str, digests: bool) {
@@ -444,13 +469,13 @@ fn an_unanswered_ping_closes_the_connection() {
     let mut i = Initiator::new(cfg);
     i.normal_login();
     let t0 = i.now;
-    i.conn.on_timer(t0 + Duration::from_secs(6));
+    i.conn.handle_timeout(t0 + Duration::from_secs(6));
     let r = i.recv();
     let [Pdu::NopIn(n)] = &r[..] else {
         panic!("{r:?}")
     };
     assert_eq!(n.itt, RESERVED_TAG);
-    i.conn.on_timer(t0 + Duration::from_secs(12));
+    i.conn.handle_timeout(t0 + Duration::from_secs(12));
     assert!(matches!(
         &i.events()[..],
         [Event::Close(CloseReason::PingTimeout)]
@@ -463,7 +488,7 @@ fn garbage_before_login_closes_without_panic() {
     // A SCSI Command before any login.
     let mut junk = [0u8; 48];
     junk[0] = 0x01;
-    i.conn.receive(&junk, i.now, &mut i.ctx);
+    i.feed(&junk);
     assert!(i.conn.is_closed());
     assert!(matches!(
         &i.events()[..],
@@ -471,7 +496,7 @@ fn garbage_before_login_closes_without_panic() {
     ));
     // Bytes that can never frame (an AHS length beyond any buffer) are simply awaited, and
     // more garbage after a close is ignored.
-    i.conn.receive(&[0xff; 200], i.now, &mut i.ctx);
+    i.feed(&[0xff; 200]);
     assert!(i.recv().is_empty());
 }
 
@@ -480,8 +505,138 @@ proptest::proptest! {
     fn random_bytes_after_login_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000)) {
         let mut i = Initiator::new(ConnectionConfig::default());
         i.normal_login();
-        i.conn.receive(&bytes, i.now, &mut i.ctx);
+        i.feed(&bytes);
         let _ = i.conn.take_output();
-        while i.conn.poll_event().is_some() {}
+        let _ = i.events();
     }
+}
+
+/// A Login Request of a normal session to `target`, with no other keys than the identities.
+fn first_login(target: &str, itt: u32) -> Pdu {
+    Pdu::LoginRequest(LoginRequest {
+        transit: true,
+        continue_: false,
+        csg: Stage::from_u8(0).unwrap(),
+        nsg: Stage::from_u8(3).unwrap(),
+        version_max: 0,
+        version_min: 0,
+        isid: [0x80, 0, 0, 1, 0, 0],
+        tsih: 0,
+        itt,
+        cid: 0,
+        cmd_sn: 1,
+        exp_stat_sn: 0,
+        data: Bytes::from(format!(
+            "InitiatorName=iqn.1994-05.com.redhat:host\0TargetName={target}\0AuthMethod=None\0"
+        )),
+    })
+}
+
+#[test]
+fn a_login_waits_for_its_answers_and_holds_later_input() {
+    let mut c = Connection::new(ConnectionConfig::default(), [1; 32]);
+    let now = Instant::now();
+    let mut b = BytesMut::new();
+    first_login(TARGET, 5)
+        .encode(Digests::NONE, &mut b)
+        .unwrap();
+    // A second PDU arrives in the same read: it must wait behind the question.
+    let mut nop = BytesMut::new();
+    Pdu::NopOut(NopOut {
+        immediate: true,
+        lun: Default::default(),
+        itt: 9,
+        ttt: RESERVED_TAG,
+        cmd_sn: 1,
+        exp_stat_sn: 0,
+        data: Bytes::new(),
+    })
+    .encode(Digests::NONE, &mut nop)
+    .unwrap();
+    b.extend_from_slice(&nop);
+    c.receive(now, &b);
+    assert_eq!(
+        c.poll_event(),
+        Some(Event::Question(Question::Admit {
+            initiator: "iqn.1994-05.com.redhat:host".into(),
+            target: Some(TARGET.into()),
+        }))
+    );
+    assert!(c.is_asking() && c.take_output().is_empty());
+    c.answer(Answer::Admit(Ok(TargetAuth::None)));
+    assert_eq!(
+        c.poll_event(),
+        Some(Event::Question(Question::AllocateTsih))
+    );
+    assert!(c.take_output().is_empty());
+    c.answer(Answer::Tsih(Some(0x42)));
+    let Some(Event::LoggedIn(s)) = c.poll_event() else {
+        panic!("no login")
+    };
+    assert_eq!(s.tsih, 0x42);
+    // The login response, then the NOP-In answering the held NOP-Out.
+    let mut out = c.take_output();
+    let mut dec = PduDecoder::new();
+    dec.set_login_data_segment_limit(1 << 24);
+    let Some(Pdu::LoginResponse(lr)) = dec.decode_from(&mut out).unwrap() else {
+        panic!("no login response")
+    };
+    assert_eq!((lr.status_class, lr.tsih, lr.itt), (0, 0x42, 5));
+    assert!(matches!(dec.decode_from(&mut out).unwrap(), Some(Pdu::NopIn(n)) if n.itt == 9));
+}
+
+#[test]
+fn a_refused_login_closes_with_a_typed_reason() {
+    let mut c = Connection::new(ConnectionConfig::default(), [1; 32]);
+    let mut b = BytesMut::new();
+    first_login("iqn.2026-11.io.tandem:nope", 1)
+        .encode(Digests::NONE, &mut b)
+        .unwrap();
+    c.receive(Instant::now(), &b);
+    assert!(matches!(
+        c.poll_event(),
+        Some(Event::Question(Question::Admit { .. }))
+    ));
+    c.answer(Answer::Admit(Err(Refusal::NotFound)));
+    let reason = CloseReason::LoginFailed(crate::login::LoginError::TargetNotFound);
+    assert_eq!(c.poll_event(), Some(Event::Close(reason.clone())));
+    assert_eq!(c.close_reason(), Some(&reason));
+    assert_eq!(c.poll_timeout(), None);
+}
+
+#[test]
+fn the_deadline_follows_idle_time_then_the_ping() {
+    let cfg = ConnectionConfig {
+        nop_interval: Duration::from_secs(5),
+        nop_timeout: Duration::from_secs(3),
+        ..ConnectionConfig::default()
+    };
+    let mut i = Initiator::new(cfg);
+    assert_eq!(i.conn.poll_timeout(), None);
+    i.normal_login();
+    let t0 = i.now;
+    assert_eq!(i.conn.poll_timeout(), Some(t0 + Duration::from_secs(5)));
+    // Early wake-ups do nothing.
+    i.conn.handle_timeout(t0 + Duration::from_secs(4));
+    assert!(i.recv().is_empty());
+    i.conn.handle_timeout(t0 + Duration::from_secs(5));
+    let r = i.recv();
+    let [Pdu::NopIn(n)] = &r[..] else {
+        panic!("{r:?}")
+    };
+    assert_eq!(i.conn.poll_timeout(), Some(t0 + Duration::from_secs(8)));
+    // The answer ends the ping; idle time counts from it.
+    i.now = t0 + Duration::from_secs(6);
+    let cmd_sn = i.cmd_sn;
+    i.send(Pdu::NopOut(NopOut {
+        immediate: true,
+        lun: Default::default(),
+        itt: RESERVED_TAG,
+        ttt: n.ttt,
+        cmd_sn,
+        exp_stat_sn: 0,
+        data: Bytes::new(),
+    }));
+    assert_eq!(i.conn.poll_timeout(), Some(t0 + Duration::from_secs(11)));
+    assert!(i.events().is_empty());
 }

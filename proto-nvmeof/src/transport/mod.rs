@@ -3,8 +3,9 @@
 //!
 //! The gateway owns one [`Connection`] per TCP connection. It passes received bytes to
 //! [`Connection::receive`], writes out [`Connection::take_output`], and handles the
-//! [`Event`]s from [`Connection::poll_event`]. Commands are tagged with their CID so any
-//! number can be in flight at once.
+//! [`Event`]s from [`Connection::poll_event`], and wakes it at [`Connection::poll_timeout`]
+//! with [`Connection::handle_timeout`] (quinn-style, as `proto_iscsi::session::Connection`).
+//! Commands are tagged with their CID so any number can be in flight at once.
 
 mod command;
 
@@ -120,6 +121,7 @@ pub struct Connection {
     sqhd: u16,
     sqflow_disabled: bool,
     cntlid: Option<u16>,
+    close_reason: Option<CloseReason>,
 }
 
 impl Connection {
@@ -143,6 +145,7 @@ impl Connection {
             sqhd: 0,
             sqflow_disabled: false,
             cntlid: None,
+            close_reason: None,
         }
     }
 
@@ -204,6 +207,11 @@ impl Connection {
         self.phase == Phase::Closed
     }
 
+    /// Why the connection ended, once it has.
+    pub fn close_reason(&self) -> Option<&CloseReason> {
+        self.close_reason.as_ref()
+    }
+
     /// Controller id once the Connect was admitted.
     pub fn cntlid(&self) -> Option<u16> {
         self.cntlid
@@ -239,20 +247,33 @@ impl Connection {
         }
     }
 
+    /// When [`Connection::handle_timeout`] must next be called, if ever: the keep-alive
+    /// deadline of the association (admin queue only).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.phase == Phase::Closed {
+            return None;
+        }
+        self.kato_deadline()
+    }
+
     /// Checks the keep-alive timer at `now`. True means the association expired: the
     /// connection closes ([`Event::Close`] with [`CloseReason::KeepAliveExpired`]) and the
     /// gateway must release the CNTLID and close every I/O queue of the association.
-    pub fn poll_timeout(&mut self, now: Instant) -> bool {
+    pub fn handle_timeout(&mut self, now: Instant) -> bool {
         let Queue::Admin(c) = &mut self.queue else {
             return false;
         };
         let expired = c.poll_timeout(now);
         if expired && self.phase != Phase::Closed {
-            self.phase = Phase::Closed;
-            self.events
-                .push_back(Event::Close(CloseReason::KeepAliveExpired));
+            self.close(CloseReason::KeepAliveExpired);
         }
         expired
+    }
+
+    fn close(&mut self, reason: CloseReason) {
+        self.phase = Phase::Closed;
+        self.close_reason = Some(reason.clone());
+        self.events.push_back(Event::Close(reason));
     }
 
     /// Installs a new subsystem snapshot (ANA or namespace change); completes held AERs.
@@ -321,11 +342,8 @@ impl Connection {
             }),
             (_, Pdu::CapsuleCmd(c)) => self.on_capsule(now, c.sqe, c.data),
             (_, Pdu::H2cData(d)) => self.on_h2c_data(now, d),
-            (_, Pdu::H2cTermReq(t)) => {
-                self.phase = Phase::Closed;
-                self.events
-                    .push_back(Event::Close(CloseReason::PeerTerminated));
-                let _ = t;
+            (_, Pdu::H2cTermReq(_)) => {
+                self.close(CloseReason::PeerTerminated);
                 Ok(())
             }
             (_, _) => Err(PduError::WrongDirection(ty)),
@@ -352,8 +370,7 @@ impl Connection {
             PduError::PeerTerminated { .. } => CloseReason::PeerTerminated,
             other => CloseReason::Protocol(other),
         };
-        self.phase = Phase::Closed;
-        self.events.push_back(Event::Close(reason));
+        self.close(reason);
     }
 
     fn encode_options(&self) -> EncodeOptions {
