@@ -58,6 +58,16 @@ impl IoCounters {
         self.write_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// Counts a command of `kind` moving `bytes` of host data (as the protocol core reported
+    /// it: the one way both front ends count).
+    pub fn count(&self, kind: block_core::IoKind, bytes: u64) {
+        match kind {
+            block_core::IoKind::Read => self.read(bytes),
+            block_core::IoKind::Write => self.write(bytes),
+            block_core::IoKind::Other => self.other(),
+        }
+    }
+
     /// Counts any other command.
     pub fn other(&self) {
         self.other.fetch_add(1, Ordering::Relaxed);

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use proto_iscsi::scsi::{Begun, Completion, LogicalUnit, LuConfig, Nexus, PortGroup};
 
 use crate::config::Config;
+use crate::counters::IoCounters;
 use crate::target::{Targets, VolumeTarget};
 use crate::volumes::ServedVolume;
 
@@ -89,21 +90,28 @@ impl LuHandle {
         self.lu.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs one SCSI command to completion. Returns the completion and the data-out length
-    /// its residual is measured against.
+    /// Runs one SCSI command to completion, counting it in `counters` by the block operation
+    /// it turned into. Returns the completion and the data-out length its residual is measured
+    /// against.
     pub async fn execute(
         &self,
         nexus: &Nexus,
         cdb: &[u8],
         data_out: Bytes,
         expected_out: u32,
+        counters: &IoCounters,
     ) -> (Completion, u32) {
         let (begun, used) = self
             .lock()
             .start_with_data(nexus, cdb, &data_out, expected_out);
         match begun {
-            Begun::Done(c) => (c, used),
+            Begun::Done(c) => {
+                counters.other();
+                (c, used)
+            }
             Begun::Io { op, task } => {
+                let (kind, bytes) = op.kind_and_bytes(self.volume.volume.block_size());
+                counters.count(kind, bytes);
                 let result = self.target.execute(op).await;
                 (self.lock().io_done(task, result), used)
             }

@@ -35,7 +35,13 @@ fn nexus() -> Nexus {
 async fn scsi(node: &Node, cdb: &[u8], out: &[u8]) -> (ScsiStatus, Bytes) {
     let lu = node.lu("default");
     let (c, _) = lu
-        .execute(&nexus(), cdb, Bytes::copy_from_slice(out), out.len() as u32)
+        .execute(
+            &nexus(),
+            cdb,
+            Bytes::copy_from_slice(out),
+            out.len() as u32,
+            &gateway::counters::IoCounters::default(),
+        )
         .await;
     (c.status, c.data)
 }

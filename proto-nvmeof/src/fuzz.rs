@@ -56,11 +56,16 @@ pub fn connection(input: &[u8]) {
                 }
                 Event::Io { tag, op, .. } => {
                     let result = match op {
-                        crate::io::IoOp::Read { blocks, .. } => {
-                            IoResult::Data(bytes::Bytes::from(vec![0u8; blocks as usize * 512]))
+                        crate::io::IoOp::Block(block_core::BlockOp::Read { blocks, .. }) => {
+                            block_core::BlockResult::Data(bytes::Bytes::from(vec![
+                                0u8;
+                                blocks as usize
+                                    * 512
+                            ]))
                         }
-                        _ => IoResult::Ok,
+                        _ => block_core::BlockResult::Ok,
                     };
+                    let result = IoResult::Block(result);
                     conn.io_done(tag, result);
                 }
                 Event::Close(_) => return,

@@ -5,6 +5,7 @@
 //! Checks happen in the order a host can act on: namespace, ANA state of this path (a
 //! retryable path error so multipath fails over), then field and range validation.
 
+use block_core::{Access, BlockOp, BlockResult};
 use bytes::Bytes;
 
 use crate::cqe::Response;
@@ -34,67 +35,44 @@ pub mod opcode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IoTag(pub u16);
 
-/// One operation on the volume backing a namespace. LBAs and counts are in the namespace's
+/// What the caller must do for one I/O command. LBAs and counts are in the namespace's
 /// logical blocks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IoOp {
-    /// Read `blocks` blocks at `lba`; answer [`IoResult::Data`].
-    Read {
-        /// First block.
-        lba: u64,
-        /// Number of blocks (non-zero).
-        blocks: u32,
-    },
-    /// Write `data` (whole blocks) at `lba`.
-    Write {
-        /// First block.
-        lba: u64,
-        /// Block data.
-        data: Bytes,
-        /// Force unit access: durable before completion.
-        fua: bool,
-    },
-    /// Make completed writes durable.
-    Flush,
-    /// Zero a range; `deallocate` allows unmapping it instead (reads return zeros).
-    WriteZeroes {
-        /// First block.
-        lba: u64,
-        /// Number of blocks.
-        blocks: u32,
-        /// The host set DEAC.
-        deallocate: bool,
-        /// Force unit access.
-        fua: bool,
-    },
-    /// Deallocate (trim) ranges of (lba, blocks).
-    Deallocate {
-        /// Validated, in range, non-empty ranges.
-        ranges: Vec<(u64, u32)>,
-    },
-    /// Apply a reservation request to the volume's shared reservation state.
+    /// A block operation on the volume, in the vocabulary both protocols share; answer
+    /// [`IoResult::Block`].
+    Block(BlockOp),
+    /// Apply a reservation request to the volume's shared reservation state
+    /// ([`crate::reservation::apply`]); answer [`IoResult::Reservation`].
     Reservation(ReservationRequest),
+}
+
+impl IoOp {
+    /// How the command touches the medium, for the reservation check (NVMe base 2.0 figure
+    /// 550): Read and Compare read; Write, Write Zeroes, Dataset Management and Flush are in
+    /// the write group; reservation commands never conflict.
+    pub fn access(&self) -> Access {
+        match self {
+            IoOp::Block(BlockOp::Read { .. }) => Access::Read,
+            IoOp::Block(_) => Access::Write,
+            IoOp::Reservation(_) => Access::Allowed,
+        }
+    }
 }
 
 /// The caller's answer to an [`IoOp`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IoResult {
-    /// Success.
-    Ok,
-    /// Read data.
-    Data(Bytes),
+    /// The outcome of a block operation (the reservation check's conflict included).
+    Block(BlockResult),
     /// Outcome of a reservation request.
     Reservation(ReservationOutcome),
-    /// The command conflicts with a reservation held by another host.
-    ReservationConflict,
-    /// The range lies outside the volume (it shrank concurrently).
-    OutOfRange,
-    /// This node cannot serve the volume right now (it learned so while running the op).
-    Ana(AnaState),
-    /// The volume failed to read or write.
-    MediumError,
-    /// Any other failure inside the gateway.
-    Internal,
+}
+
+impl From<BlockResult> for IoResult {
+    fn from(r: BlockResult) -> Self {
+        IoResult::Block(r)
+    }
 }
 
 /// What a suspended I/O command does with its result.
@@ -185,10 +163,10 @@ fn start_inner(
             let rw = rw_fields(sqe);
             let len = rw_len(ns, &rw, sqe, cfg)?;
             Start::Issue(
-                IoOp::Read {
+                IoOp::Block(BlockOp::Read {
                     lba: rw.lba,
                     blocks: rw.blocks,
-                },
+                }),
                 Pending::Read { len },
             )
         }
@@ -199,11 +177,11 @@ fn start_inner(
                 return Err(Status::SGL_INVALID_DATA.dnr());
             }
             Start::Issue(
-                IoOp::Write {
+                IoOp::Block(BlockOp::Write {
                     lba: rw.lba,
                     data,
                     fua: rw.fua,
-                },
+                }),
                 Pending::Write,
             )
         }
@@ -214,24 +192,24 @@ fn start_inner(
                 return Err(Status::SGL_INVALID_DATA.dnr());
             }
             Start::Issue(
-                IoOp::Read {
+                IoOp::Block(BlockOp::Read {
                     lba: rw.lba,
                     blocks: rw.blocks,
-                },
+                }),
                 Pending::Compare { expected: data },
             )
         }
-        opcode::FLUSH => Start::Issue(IoOp::Flush, Pending::Other),
+        opcode::FLUSH => Start::Issue(IoOp::Block(BlockOp::Flush), Pending::Other),
         opcode::WRITE_ZEROES => {
             let rw = rw_fields(sqe);
             check_range(ns, rw.lba, rw.blocks)?;
             Start::Issue(
-                IoOp::WriteZeroes {
+                IoOp::Block(BlockOp::WriteZeroes {
                     lba: rw.lba,
                     blocks: rw.blocks,
                     deallocate: sqe.cdw(12) & (1 << 25) != 0,
                     fua: rw.fua,
-                },
+                }),
                 Pending::Write,
             )
         }
@@ -260,7 +238,7 @@ fn start_inner(
             if ranges.is_empty() {
                 return Ok(Start::Done(Response::status(cid, Status::SUCCESS)));
             }
-            Start::Issue(IoOp::Deallocate { ranges }, Pending::Write)
+            Start::Issue(IoOp::Block(BlockOp::Deallocate { ranges }), Pending::Write)
         }
         reservation::opcode::REPORT
         | reservation::opcode::REGISTER
@@ -299,48 +277,57 @@ fn start_inner(
     })
 }
 
-/// Turns the caller's result into the command's response.
+/// Turns the caller's result into the command's response: the one place block results and
+/// reservation outcomes become NVMe statuses. A path that cannot serve answers with its ANA
+/// status (DNR clear, so the host retries on another path) when ANA is reported, and
+/// Namespace Not Ready otherwise; storage failures are Unrecovered Read Error or Write Fault.
 pub(crate) fn finish(cid: u16, pending: Pending, result: IoResult, ana_enabled: bool) -> Response {
     let status = |s| Response::status(cid, s);
-    match (pending, result) {
-        (Pending::Read { len }, IoResult::Data(d)) if d.len() == len => Response {
+    let block = match (pending, result) {
+        (Pending::Reservation { report }, IoResult::Reservation(outcome)) => {
+            return match outcome {
+                ReservationOutcome::Done if report.is_none() => status(Status::SUCCESS),
+                ReservationOutcome::Conflict => status(Status::RESERVATION_CONFLICT.dnr()),
+                ReservationOutcome::Invalid => status(Status::INVALID_FIELD.dnr()),
+                ReservationOutcome::Report(r) => match report {
+                    Some((len, extended)) => {
+                        let mut d = reservation::encode_report(&r, extended);
+                        d.resize(len as usize, 0);
+                        Response::data(cid, d)
+                    }
+                    None => status(Status::INTERNAL),
+                },
+                ReservationOutcome::Done => status(Status::INTERNAL),
+            }
+        }
+        (_, IoResult::Reservation(_)) => return status(Status::INTERNAL),
+        (pending, IoResult::Block(r)) => (pending, r),
+    };
+    match block {
+        (Pending::Read { len }, BlockResult::Data(d)) if d.len() == len => Response {
             cid,
             data: d,
             ..Response::default()
         },
-        (Pending::Compare { expected }, IoResult::Data(d)) if d.len() == expected.len() => {
+        (Pending::Compare { expected }, BlockResult::Data(d)) if d.len() == expected.len() => {
             if d == expected {
                 status(Status::SUCCESS)
             } else {
                 status(Status::COMPARE_FAILED.dnr())
             }
         }
-        (Pending::Read { .. } | Pending::Compare { .. }, IoResult::Data(_)) => {
+        (Pending::Read { .. } | Pending::Compare { .. }, BlockResult::Data(_)) => {
             status(Status::INTERNAL)
         }
-        (Pending::Reservation { report }, IoResult::Reservation(outcome)) => match outcome {
-            ReservationOutcome::Done if report.is_none() => status(Status::SUCCESS),
-            ReservationOutcome::Conflict => status(Status::RESERVATION_CONFLICT.dnr()),
-            ReservationOutcome::Invalid => status(Status::INVALID_FIELD.dnr()),
-            ReservationOutcome::Report(r) => match report {
-                Some((len, extended)) => {
-                    let mut d = reservation::encode_report(&r, extended);
-                    d.resize(len as usize, 0);
-                    Response::data(cid, d)
-                }
-                None => status(Status::INTERNAL),
-            },
-            ReservationOutcome::Done => status(Status::INTERNAL),
-        },
-        (Pending::Read { .. } | Pending::Compare { .. }, IoResult::MediumError) => {
+        (Pending::Read { .. } | Pending::Compare { .. }, BlockResult::MediumError) => {
             status(Status::READ_ERROR)
         }
-        (_, IoResult::MediumError) => status(Status::WRITE_FAULT),
-        (Pending::Write | Pending::Other, IoResult::Ok) => status(Status::SUCCESS),
-        (_, IoResult::ReservationConflict) => status(Status::RESERVATION_CONFLICT.dnr()),
-        (_, IoResult::OutOfRange) => status(Status::LBA_OUT_OF_RANGE.dnr()),
-        (_, IoResult::Ana(state)) => match state.io_status() {
-            Some(s) if ana_enabled => status(s),
+        (_, BlockResult::MediumError) => status(Status::WRITE_FAULT),
+        (Pending::Write | Pending::Other, BlockResult::Ok) => status(Status::SUCCESS),
+        (_, BlockResult::ReservationConflict) => status(Status::RESERVATION_CONFLICT.dnr()),
+        (_, BlockResult::OutOfRange) => status(Status::LBA_OUT_OF_RANGE.dnr()),
+        (_, BlockResult::AccessState(s)) => match AnaState::from(s).io_status() {
+            Some(st) if ana_enabled => status(st),
             _ if ana_enabled => status(Status::ANA_TRANSITION),
             _ => status(Status::NS_NOT_READY),
         },
@@ -352,6 +339,46 @@ pub(crate) fn finish(cid: u16, pending: Pending, result: IoResult, ana_enabled: 
 mod tests {
     use super::*;
     use crate::sqe::Sgl;
+
+    #[test]
+    fn roles_map_to_retryable_ana_results() {
+        use block_core::AccessState;
+        let answer = |s| {
+            finish(
+                7,
+                Pending::Write,
+                IoResult::Block(BlockResult::AccessState(s)),
+                true,
+            )
+        };
+        // Standby and unavailable: ANA inaccessible 0x302; a transition: ANA change 0x303; both
+        // with DNR clear so the host retries on another path.
+        for s in [AccessState::Standby, AccessState::Unavailable] {
+            let st = answer(s).status;
+            assert_eq!((st.sct(), st.sc(), st.is_dnr()), (3, 0x02, false), "{s:?}");
+        }
+        let st = answer(AccessState::Transitioning).status;
+        assert_eq!((st.sct(), st.sc(), st.is_dnr()), (3, 0x03, false));
+        // Without ANA reporting a path that cannot serve is Namespace Not Ready.
+        let st = finish(
+            7,
+            Pending::Write,
+            IoResult::Block(BlockResult::AccessState(AccessState::Standby)),
+            false,
+        )
+        .status;
+        assert_eq!(st, Status::NS_NOT_READY);
+        assert_eq!(
+            finish(
+                7,
+                Pending::Write,
+                IoResult::Block(BlockResult::MediumError),
+                true
+            )
+            .status,
+            Status::WRITE_FAULT
+        );
+    }
 
     #[test]
     fn reservation_opcodes_are_invalid_when_not_offered() {

@@ -390,9 +390,11 @@ fn dsm_deallocate_and_write_zeroes_become_ops() {
         .is_success());
     assert_eq!(
         t.ops.last(),
-        Some(&proto_nvmeof::IoOp::Deallocate {
-            ranges: vec![(10, 4), (100, 8)]
-        })
+        Some(&proto_nvmeof::IoOp::Block(
+            block_core::BlockOp::Deallocate {
+                ranges: vec![(10, 4), (100, 8)]
+            }
+        ))
     );
     // Linux sends one range in a 4096-byte buffer (room for 256): the rest is ignored.
     let cid = io.cid();
@@ -413,9 +415,11 @@ fn dsm_deallocate_and_write_zeroes_become_ops() {
         .is_success());
     assert_eq!(
         t.ops.last(),
-        Some(&proto_nvmeof::IoOp::Deallocate {
-            ranges: vec![(200, 16)]
-        })
+        Some(&proto_nvmeof::IoOp::Block(
+            block_core::BlockOp::Deallocate {
+                ranges: vec![(200, 16)]
+            }
+        ))
     );
     // A buffer shorter than the ranges it announces is refused.
     let cid = io.cid();
@@ -443,12 +447,14 @@ fn dsm_deallocate_and_write_zeroes_become_ops() {
     assert!(single_cqe(&io.command(&mut t, wz, &[])).status.is_success());
     assert_eq!(
         t.ops.last(),
-        Some(&proto_nvmeof::IoOp::WriteZeroes {
-            lba: 5,
-            blocks: 3,
-            deallocate: true,
-            fua: false
-        })
+        Some(&proto_nvmeof::IoOp::Block(
+            block_core::BlockOp::WriteZeroes {
+                lba: 5,
+                blocks: 3,
+                deallocate: true,
+                fua: false
+            }
+        ))
     );
 }
 

@@ -141,7 +141,7 @@ fn scripted_host_exchange() {
     let mut f = proto_nvmeof::Sqe::new(0x00, cid);
     f.set_nsid(1);
     assert!(single_cqe(&io.command(&mut t, f, &[])).status.is_success());
-    assert_eq!(t.ops.last(), Some(&IoOp::Flush));
+    assert_eq!(t.ops.last(), Some(&IoOp::Block(block_core::BlockOp::Flush)));
 
     // keep-alive: KATO 5 s from the Connect; a Keep Alive at 4 s pushes it to 9 s
     assert_eq!(

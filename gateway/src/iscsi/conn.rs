@@ -162,16 +162,6 @@ impl Handler for Iscsi {
 type CommandFuture =
     std::pin::Pin<Box<dyn std::future::Future<Output = (u32, Completion, u32)> + Send>>;
 
-/// Counts a completed command for the session: READ(6/10/12/16) by the data returned,
-/// anything that sent data by the bytes it consumed, the rest as other commands.
-fn count(counters: &IoCounters, cdb: &[u8], c: &Completion, used: u32) {
-    match cdb.first() {
-        Some(0x08 | 0x28 | 0xA8 | 0x88) => counters.read(c.data.len() as u64),
-        _ if used > 0 => counters.write(u64::from(used)),
-        _ => counters.other(),
-    }
-}
-
 fn command_future(
     cmd: Command,
     target: Option<&Target>,
@@ -188,12 +178,14 @@ fn command_future(
         let (c, used) = match lu {
             Some(lu) => {
                 let expected_out = if cmd.write { cmd.expected_len } else { 0 };
-                lu.execute(&nexus, &cmd.cdb, cmd.data_out, expected_out)
+                lu.execute(&nexus, &cmd.cdb, cmd.data_out, expected_out, &counters)
                     .await
             }
-            None => (absent_lun(&cmd.cdb, &lun_ids), 0),
+            None => {
+                counters.other();
+                (absent_lun(&cmd.cdb, &lun_ids), 0)
+            }
         };
-        count(&counters, &cmd.cdb, &c, used);
         (cmd.itt, c, used)
     })
 }

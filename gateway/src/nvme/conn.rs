@@ -89,7 +89,7 @@ impl Handler for Nvme {
                 commands.push(Box::pin(async move {
                     let r = match (target, who) {
                         (Some(t), Some(who)) => exec::run(&t, &who, op, &counters).await,
-                        _ => IoResult::Internal,
+                        _ => IoResult::Block(block_core::BlockResult::Internal),
                     };
                     (tag, r)
                 }));

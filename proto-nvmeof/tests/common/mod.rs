@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use block_core::{BlockOp, BlockResult};
 use bytes::Bytes;
 use proto_nvmeof::fabrics::{Connect, PropertyAccess, CNTLID_DYNAMIC};
 use proto_nvmeof::pdu::{
@@ -46,33 +47,36 @@ impl Target {
     fn run(&mut self, nsid: u32, op: IoOp) -> IoResult {
         self.ops.push(op.clone());
         let Some(vol) = self.volumes.get_mut(&nsid) else {
-            return IoResult::Internal;
+            return IoResult::Block(BlockResult::Internal);
         };
-        match op {
-            IoOp::Read { lba, blocks } => {
+        let IoOp::Block(op) = op else {
+            return IoResult::Block(BlockResult::Internal);
+        };
+        IoResult::Block(match op {
+            BlockOp::Read { lba, blocks } => {
                 let s = lba as usize * BS;
-                IoResult::Data(Bytes::copy_from_slice(&vol[s..s + blocks as usize * BS]))
+                BlockResult::Data(Bytes::copy_from_slice(&vol[s..s + blocks as usize * BS]))
             }
-            IoOp::Write { lba, data, .. } => {
+            BlockOp::Write { lba, data, .. } => {
                 let s = lba as usize * BS;
                 vol[s..s + data.len()].copy_from_slice(&data);
-                IoResult::Ok
+                BlockResult::Ok
             }
-            IoOp::WriteZeroes { lba, blocks, .. } => {
+            BlockOp::WriteZeroes { lba, blocks, .. } => {
                 let s = lba as usize * BS;
                 vol[s..s + blocks as usize * BS].fill(0);
-                IoResult::Ok
+                BlockResult::Ok
             }
-            IoOp::Deallocate { ranges } => {
+            BlockOp::Deallocate { ranges } => {
                 for (lba, blocks) in ranges {
                     let s = lba as usize * BS;
                     vol[s..s + blocks as usize * BS].fill(0);
                 }
-                IoResult::Ok
+                BlockResult::Ok
             }
-            IoOp::Flush => IoResult::Ok,
-            IoOp::Reservation(_) => IoResult::Internal,
-        }
+            BlockOp::Flush => BlockResult::Ok,
+            _ => BlockResult::Internal,
+        })
     }
 }
 
