@@ -9,4 +9,4 @@ pub mod login;
 pub mod pdu;
 pub mod scsi;
 pub mod session;
-pub mod text;
+mod text;

@@ -418,6 +418,7 @@ impl TextAccumulator {
     }
 
     /// Whether a partial sequence is buffered.
+    #[cfg(test)]
     pub fn is_pending(&self) -> bool {
         !self.buf.is_empty()
     }

@@ -8,24 +8,25 @@
 //! [`Connection::connect_done`] and [`Connection::io_done`], tagged with the command's CID, so
 //! any number of commands can be in flight per queue.
 
-pub mod cqe;
+mod cqe;
 pub mod discovery;
 pub mod fabrics;
-pub mod features;
+mod features;
+#[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
-pub mod ident;
+mod ident;
 pub mod identify;
-pub mod io;
+mod io;
 pub mod logpage;
-pub mod padded;
+mod padded;
 pub mod pdu;
-pub mod registry;
+mod registry;
 pub mod reservation;
 pub mod resv_notice;
 pub mod sqe;
-pub mod status;
-pub mod subsystem;
-pub mod transport;
+mod status;
+mod subsystem;
+mod transport;
 
 mod admin;
 mod controller;

@@ -7,6 +7,7 @@
 
 mod config;
 mod discovery;
+#[cfg(any(test, feature = "fuzz"))]
 mod fuzz;
 mod keys;
 mod negotiate;
@@ -18,6 +19,7 @@ mod tests;
 
 pub use config::{LoginContext, Refusal, TargetAuth, TargetConfig};
 pub use discovery::{send_targets_response, DiscoveredTarget};
+#[cfg(any(test, feature = "fuzz"))]
 pub use fuzz::fuzz_login_negotiate;
 pub use keys::{Key, Rule};
 pub use negotiate::{NegotiationError, Negotiator};

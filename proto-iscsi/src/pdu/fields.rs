@@ -255,47 +255,6 @@ open_code! {
     }
 }
 
-/// Login Response Status-Class/Status-Detail pairs of RFC 7143 section 11.13.5, for the login
-/// state machine to send without repeating magic numbers.
-pub mod login_status {
-    /// Class 0, detail 0: login is proceeding OK.
-    pub const SUCCESS: (u8, u8) = (0x00, 0x00);
-    /// Class 1, detail 1: the target has moved temporarily.
-    pub const TARGET_MOVED_TEMPORARILY: (u8, u8) = (0x01, 0x01);
-    /// Class 1, detail 2: the target has moved permanently.
-    pub const TARGET_MOVED_PERMANENTLY: (u8, u8) = (0x01, 0x02);
-    /// Class 2, detail 0: miscellaneous initiator error.
-    pub const INITIATOR_ERROR: (u8, u8) = (0x02, 0x00);
-    /// Class 2, detail 1: authentication failed.
-    pub const AUTHENTICATION_FAILURE: (u8, u8) = (0x02, 0x01);
-    /// Class 2, detail 2: initiator is not authorized for this target.
-    pub const AUTHORIZATION_FAILURE: (u8, u8) = (0x02, 0x02);
-    /// Class 2, detail 3: the requested target name does not exist.
-    pub const NOT_FOUND: (u8, u8) = (0x02, 0x03);
-    /// Class 2, detail 4: the target has been removed.
-    pub const TARGET_REMOVED: (u8, u8) = (0x02, 0x04);
-    /// Class 2, detail 5: unsupported version.
-    pub const UNSUPPORTED_VERSION: (u8, u8) = (0x02, 0x05);
-    /// Class 2, detail 6: too many connections on this session.
-    pub const TOO_MANY_CONNECTIONS: (u8, u8) = (0x02, 0x06);
-    /// Class 2, detail 7: a required parameter is missing.
-    pub const MISSING_PARAMETER: (u8, u8) = (0x02, 0x07);
-    /// Class 2, detail 8: the session does not support adding this connection.
-    pub const CANT_INCLUDE_IN_SESSION: (u8, u8) = (0x02, 0x08);
-    /// Class 2, detail 9: unsupported session type.
-    pub const SESSION_TYPE_NOT_SUPPORTED: (u8, u8) = (0x02, 0x09);
-    /// Class 2, detail 10: the session to add to or reinstate does not exist.
-    pub const SESSION_DOES_NOT_EXIST: (u8, u8) = (0x02, 0x0a);
-    /// Class 2, detail 11: the request is invalid during login.
-    pub const INVALID_DURING_LOGIN: (u8, u8) = (0x02, 0x0b);
-    /// Class 3, detail 0: target hardware or software error.
-    pub const TARGET_ERROR: (u8, u8) = (0x03, 0x00);
-    /// Class 3, detail 1: the iSCSI service or target is not available.
-    pub const SERVICE_UNAVAILABLE: (u8, u8) = (0x03, 0x01);
-    /// Class 3, detail 2: the target has insufficient resources.
-    pub const OUT_OF_RESOURCES: (u8, u8) = (0x03, 0x02);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,15 +11,15 @@
 //! are negotiated during login and take effect after it.
 
 mod ahs;
-pub mod bhs;
+mod bhs;
 mod decode;
-pub mod digest;
+mod digest;
 mod encode;
-pub mod error;
-pub mod fields;
+mod error;
+mod fields;
 mod initiator;
 mod login_text;
-pub mod reject;
+mod reject;
 mod target;
 
 #[cfg(test)]
@@ -267,6 +267,7 @@ impl Pdu {
 /// Fuzzing entry point: runs the stream decoder over `input` without digests and with both
 /// digests, skipping rejectable PDUs as a session would, and checks that every decoded PDU
 /// re-encodes to bytes that decode to the same PDU. Panics only on a codec bug.
+#[cfg(any(test, feature = "fuzz"))]
 pub fn fuzz_decode(input: &[u8]) {
     for digests in [Digests::NONE, Digests::BOTH] {
         let mut decoder = PduDecoder::new();

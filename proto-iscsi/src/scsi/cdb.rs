@@ -123,16 +123,6 @@ impl<'a> Cdb<'a> {
         self.u8(0)
     }
 
-    /// Length of the CDB (6, 10, 12 or 16).
-    pub fn len(&self) -> usize {
-        self.bytes.len()
-    }
-
-    /// Always false: a parsed CDB has at least 6 bytes.
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
-    }
-
     /// Service action (low 5 bits of byte 1).
     pub fn service_action(&self) -> u8 {
         self.u8(1) & 0x1F

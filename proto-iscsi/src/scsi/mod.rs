@@ -5,23 +5,24 @@
 //! data-out, or needs one [`BlockOp`] performed on the volume by the caller. Suspended commands
 //! are plain [`PendingTask`] values, so any number can be in flight.
 
-pub mod absent;
-pub mod alua;
-pub mod capacity;
-pub mod cdb;
-pub mod config;
+mod absent;
+mod alua;
+mod capacity;
+mod cdb;
+mod config;
+#[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
-pub mod inquiry;
-pub mod luns;
-pub mod mode;
-pub mod opcodes;
+mod inquiry;
+mod luns;
+mod mode;
+mod opcodes;
 pub mod pr;
-pub mod pr_cmd;
-pub mod rw;
-pub mod sense;
-pub mod task;
-pub mod unit;
-pub mod vpd;
+mod pr_cmd;
+mod rw;
+pub(crate) mod sense;
+mod task;
+mod unit;
+mod vpd;
 
 #[cfg(test)]
 mod tests;

@@ -60,8 +60,6 @@ pub const ASC_LU_NOT_SUPPORTED: Asc = Asc(0x25, 0x00);
 pub const ASC_INVALID_FIELD_IN_PARAM_LIST: Asc = Asc(0x26, 0x00);
 /// 29/00: power on, reset, or bus device reset occurred.
 pub const ASC_POWER_ON_RESET: Asc = Asc(0x29, 0x00);
-/// 2A/01: mode parameters changed.
-pub const ASC_MODE_PARAMETERS_CHANGED: Asc = Asc(0x2A, 0x01);
 /// 2A/03: reservations preempted.
 pub const ASC_RESERVATIONS_PREEMPTED: Asc = Asc(0x2A, 0x03);
 /// 2A/04: reservations released.

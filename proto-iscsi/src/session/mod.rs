@@ -15,11 +15,11 @@ mod ask;
 mod ffp;
 mod login_phase;
 mod respond;
-pub mod seq;
+mod seq;
 #[cfg(test)]
 mod tests;
 mod timer;
-pub mod write;
+mod write;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};

@@ -76,7 +76,8 @@ fn login_request_and_response_offsets() {
     assert_eq!((be32(&w, 24), be32(&w, 28)), (7, 9));
     assert_eq!(&w[48..], b"A=B\0");
 
-    let (class, detail) = fields::login_status::AUTHENTICATION_FAILURE;
+    let status = crate::login::LoginStatus::AUTHENTICATION_FAILURE;
+    let (class, detail) = (status.class, status.detail);
     let rsp = Pdu::LoginResponse(LoginResponse {
         continue_: true,
         csg: Stage::SecurityNegotiation,
