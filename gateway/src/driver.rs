@@ -152,6 +152,21 @@ pub enum Ended<R> {
     Shutdown,
 }
 
+impl<R: std::fmt::Display> std::fmt::Display for Ended<R> {
+    /// The reason as the daemon logs it ("keep-alive timeout expired", "host closed the
+    /// connection", ...).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::Core(r) => write!(f, "{r}"),
+            Ended::PeerClosed => f.write_str("host closed the connection"),
+            Ended::ReadFailed(k) => write!(f, "read failed: {k}"),
+            Ended::WriteFailed(k) => write!(f, "write failed: {k}"),
+            Ended::Node(why) => f.write_str(why),
+            Ended::Shutdown => f.write_str("shutdown"),
+        }
+    }
+}
+
 /// The protocol-specific side of a connection.
 pub trait Handler: Send {
     /// The protocol core it serves.

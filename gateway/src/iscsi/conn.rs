@@ -146,7 +146,7 @@ impl Handler for Iscsi {
     }
 
     fn finish(self, _: &Connection, ended: &Ended<CloseReason>) {
-        tracing::info!(peer = %self.peer, reason = ?ended, "iSCSI connection closed");
+        tracing::info!(peer = %self.peer, reason = ended.to_string().as_str(), "iSCSI connection closed");
         let Some(l) = self.logged else { return };
         if let Ok(mut sessions) = self.shared.sessions.lock() {
             sessions.remove(&l.nexus.id);

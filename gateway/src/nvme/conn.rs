@@ -117,7 +117,7 @@ impl Handler for Nvme {
             peer = %self.peer,
             cntlid = ?conn.cntlid(),
             qid = ?conn.qid(),
-            reason = ?ended,
+            reason = ended.to_string().as_str(),
             "NVMe connection closed"
         );
         self.shared.unregister_conn(self.id);

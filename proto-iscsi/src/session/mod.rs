@@ -95,31 +95,40 @@ pub struct Command {
 }
 
 /// Why the connection ends.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CloseReason {
     /// The initiator logged out.
+    #[error("initiator logged out")]
     Logout,
     /// Login failed (the response has been queued).
+    #[error("login failed: {0}")]
     LoginFailed(LoginError),
     /// The peer broke the protocol in a way that cannot be answered with a Reject.
+    #[error("protocol error: {0}")]
     Protocol(ProtocolError),
     /// The initiator did not answer a NOP-In ping in time.
+    #[error("NOP-In ping not answered in time")]
     PingTimeout,
     /// TARGET COLD RESET.
+    #[error("target cold reset")]
     ColdReset,
     /// A response could not be encoded: a bug on the target's side, never the peer's.
+    #[error("response could not be encoded: {0}")]
     Encode(EncodeError),
 }
 
 /// How the initiator broke the protocol beyond what a Reject can answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
     /// A PDU that cannot be decoded, where the stream cannot be trusted any more (or during
     /// login, which has no Reject).
+    #[error("{0}")]
     Frame(FrameError),
     /// A PDU other than Login Request before login completed.
+    #[error("{0:?} before login completed")]
     BeforeLogin(Opcode),
     /// An opcode only a target may send.
+    #[error("target-only opcode {0:?}")]
     TargetOpcode(Opcode),
 }
 

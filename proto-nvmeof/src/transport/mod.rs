@@ -48,13 +48,16 @@ pub enum Event {
 }
 
 /// Why a connection must close.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CloseReason {
     /// The host violated the protocol (a C2HTermReq was queued when the error calls for one).
+    #[error("protocol error: {0}")]
     Protocol(PduError),
     /// The host sent H2CTermReq.
+    #[error("host sent H2CTermReq")]
     PeerTerminated,
     /// The keep-alive timer expired: the whole association must be torn down.
+    #[error("keep-alive timeout expired")]
     KeepAliveExpired,
 }
 
