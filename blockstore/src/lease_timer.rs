@@ -7,8 +7,10 @@
 //! [`LeaseClock`] trait; the rules deciding what the deadline means stay with the role state
 //! ([`crate::role`]), so a later role state machine ticked with time can take the tick here.
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::worker::Worker;
 
 /// What the lease timer needs from the volume it times.
 pub(crate) trait LeaseClock: Send + Sync + 'static {
@@ -19,32 +21,9 @@ pub(crate) trait LeaseClock: Send + Sync + 'static {
     fn tick(&self);
 }
 
-/// Requests to the thread.
-#[derive(Debug, Default)]
-struct Ctl {
-    /// The lease changed: recompute the deadline.
-    changed: bool,
-    shutdown: bool,
-}
-
-/// State shared by the [`LeaseTimer`] handle and its thread.
-#[derive(Debug, Default)]
-struct Shared {
-    ctl: Mutex<Ctl>,
-    cv: Condvar,
-}
-
 /// The handle the engine keeps to its lease timer thread (if it runs one).
 #[derive(Debug, Default)]
-pub(crate) struct LeaseTimer {
-    shared: Arc<Shared>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-}
-
-/// Locks a mutex, ignoring poisoning (each critical section here completes its updates).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub(crate) struct LeaseTimer(Worker);
 
 /// How long the thread sleeps when no lease is running out (it is woken on every change).
 const IDLE_WAIT: Duration = Duration::from_secs(3600);
@@ -54,30 +33,22 @@ impl LeaseTimer {
     /// dropping the last handle to the target still closes it.
     pub(crate) fn start<T: LeaseClock>(&self, target: &Arc<T>) {
         let weak = Arc::downgrade(target);
-        let shared = Arc::clone(&self.shared);
-        let handle = std::thread::Builder::new()
-            .name("tandem-lease".into())
-            .spawn(move || run(weak, &shared))
-            .ok();
-        *lock(&self.thread) = handle;
+        let first = wait_for(target.lease_until(), Instant::now());
+        self.0.start("tandem-lease", first, move |_| {
+            let target = weak.upgrade()?;
+            target.tick();
+            Some(wait_for(target.lease_until(), Instant::now()))
+        });
     }
 
     /// Tells the thread the lease changed, so it sleeps until the new deadline.
     pub(crate) fn lease_changed(&self) {
-        lock(&self.shared.ctl).changed = true;
-        self.shared.cv.notify_all();
+        self.0.wake();
     }
 
     /// Stops the thread (if any) and waits for it, unless called from the thread itself.
     pub(crate) fn stop(&self) {
-        lock(&self.shared.ctl).shutdown = true;
-        self.shared.cv.notify_all();
-        let handle = lock(&self.thread).take();
-        if let Some(h) = handle {
-            if h.thread().id() != std::thread::current().id() {
-                let _ = h.join();
-            }
-        }
+        self.0.stop();
     }
 }
 
@@ -90,39 +61,12 @@ fn wait_for(until: Option<Instant>, now: Instant) -> Duration {
     }
 }
 
-fn run<T: LeaseClock>(weak: Weak<T>, shared: &Shared) {
-    loop {
-        let wait = {
-            let Some(target) = weak.upgrade() else {
-                return;
-            };
-            wait_for(target.lease_until(), Instant::now())
-        };
-        {
-            let mut ctl = lock(&shared.ctl);
-            if !ctl.changed && !ctl.shutdown {
-                ctl = shared
-                    .cv
-                    .wait_timeout(ctl, wait)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-            }
-            if ctl.shutdown {
-                return;
-            }
-            ctl.changed = false;
-        }
-        let Some(target) = weak.upgrade() else {
-            return;
-        };
-        target.tick();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::worker::lock;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
 
     #[test]
     fn sleeps_until_just_past_the_deadline() {

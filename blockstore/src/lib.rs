@@ -32,6 +32,7 @@ mod superblock;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod volume;
+mod worker;
 
 pub use engine::{create, CreateOptions, Engine, OpenOptions};
 pub use error::{Error, Result};

@@ -168,25 +168,11 @@ impl Reservations {
                     removed = remove_key(&mut self.state, me, victim_key).1;
                     self.take_reservation(me, kind);
                 } else {
-                    if victim_key == 0 {
-                        return Err(ReservationError::ZeroPreemptKey);
-                    }
-                    let (found, gone) = remove_key(&mut self.state, me, victim_key);
-                    if !found {
-                        return Err(ReservationError::Conflict);
-                    }
-                    removed = gone;
+                    removed = remove_victims(&mut self.state, me, victim_key)?;
                 }
             }
             _ => {
-                if victim_key == 0 {
-                    return Err(ReservationError::ZeroPreemptKey);
-                }
-                let (found, gone) = remove_key(&mut self.state, me, victim_key);
-                if !found {
-                    return Err(ReservationError::Conflict);
-                }
-                removed = gone;
+                removed = remove_victims(&mut self.state, me, victim_key)?;
                 if let Some(r) = &self.state.reservation {
                     if r.kind.all_registrants() && self.state.registrations.is_empty() {
                         self.state.reservation = None;
@@ -234,6 +220,22 @@ impl Reservations {
                 }
             }
         }
+    }
+}
+
+/// Removes the registrations of `victim_key` that a preempt without the reservation takes away:
+/// key zero is refused, and a key nobody holds is a conflict.
+fn remove_victims(
+    st: &mut ReservationState,
+    me: &Registrant,
+    victim_key: u64,
+) -> Result<Vec<Registrant>, ReservationError> {
+    if victim_key == 0 {
+        return Err(ReservationError::ZeroPreemptKey);
+    }
+    match remove_key(st, me, victim_key) {
+        (true, gone) => Ok(gone),
+        (false, _) => Err(ReservationError::Conflict),
     }
 }
 
