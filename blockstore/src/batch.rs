@@ -176,7 +176,7 @@ impl Engine {
             .iter()
             .map(|g| g.2.iter().fold(0u32, |c, p| crc32c::crc32c_append(c, p)))
             .collect();
-        let epoch = lock(&self.role).epoch;
+        let epoch = lock(&self.role).state().epoch;
         let mut buf = vec![0u8; total as usize];
         let mut log = if nowait {
             match self.log.try_lock() {

@@ -21,7 +21,8 @@ use crate::index::{Index, Loc};
 use crate::lease_timer::{LeaseClock, LeaseTimer};
 use crate::record::{record_len, Header, Kind, ALIGN, HEADER_LEN};
 use crate::recovery;
-use crate::role::{access_state, AccessState, Role, RoleState};
+use crate::role::{AccessState, Role, RoleState};
+use crate::role_machine::{Change, RoleError, RoleMachine};
 use crate::stats::Stats;
 use crate::storage::{BlockFile, Storage};
 use crate::superblock::Superblock;
@@ -122,7 +123,8 @@ pub struct Engine {
     pub(crate) durable_lsn: AtomicU64,
     pub(crate) flush_lock: Mutex<()>,
     pub(crate) caw: RwLock<()>,
-    pub(crate) role: Mutex<RoleState>,
+    /// The role rules ([`RoleMachine`]); the engine persists what it decides.
+    pub(crate) role: Mutex<RoleMachine>,
     access_tx: tokio::sync::watch::Sender<AccessState>,
     failed: AtomicBool,
     closed: AtomicBool,
@@ -146,6 +148,14 @@ impl std::fmt::Debug for Engine {
 /// critical section completes its updates before any call that could fail).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The engine's error for a change the role machine refused.
+fn role_error(e: RoleError) -> Error {
+    match e {
+        RoleError::StaleEpoch { current, presented } => Error::StaleEpoch { current, presented },
+        RoleError::Busy => Error::RoleChangeInProgress,
+    }
 }
 
 fn max_record_blocks(wal_bytes: u64, block_size: u32) -> u64 {
@@ -256,13 +266,8 @@ impl Engine {
             next_lsn = scan.next_lsn,
             "recovered write-ahead log"
         );
-        let role = RoleState {
-            role: sb.role,
-            epoch: sb.epoch,
-            lease_until: None,
-            transitioning: false,
-        };
-        let (access_tx, _) = tokio::sync::watch::channel(access_state(&role, Instant::now()));
+        let role = RoleMachine::new(sb.role, sb.epoch);
+        let (access_tx, _) = tokio::sync::watch::channel(role.access_state(Instant::now()));
         let engine = Arc::new(Engine {
             storage: storage_handle,
             meta,
@@ -405,12 +410,12 @@ impl Engine {
 
     /// The access state hosts should see now.
     pub fn access_state(&self) -> AccessState {
-        access_state(&lock(&self.role), Instant::now())
+        lock(&self.role).access_state(Instant::now())
     }
 
     /// Role, epoch, lease and transition flag.
     pub fn role_state(&self) -> RoleState {
-        *lock(&self.role)
+        lock(&self.role).state()
     }
 
     /// A receiver that sees every change of the access state.
@@ -433,49 +438,62 @@ impl Engine {
     /// the volume as transitioning.
     pub fn set_role(&self, role: Role, epoch: u64) -> Result<()> {
         self.check_alive()?;
-        {
-            let mut st = lock(&self.role);
-            if epoch < st.epoch {
-                return Err(Error::StaleEpoch {
-                    current: st.epoch,
-                    presented: epoch,
-                });
-            }
-            st.transitioning = true;
+        let change = lock(&self.role).begin(role, epoch).map_err(role_error)?;
+        self.persist_role(change)
+    }
+
+    /// Becomes primary under a new epoch (the current one plus one).
+    pub fn promote(&self) -> Result<()> {
+        self.check_alive()?;
+        let change = lock(&self.role).promote().map_err(role_error)?;
+        self.persist_role(change)
+    }
+
+    /// Becomes a standby under a new epoch (the current one plus one).
+    pub fn demote(&self) -> Result<()> {
+        self.check_alive()?;
+        let change = lock(&self.role).demote().map_err(role_error)?;
+        self.persist_role(change)
+    }
+
+    /// Tells the volume that a node holds epoch `seen`: a primary meeting a newer epoch stops
+    /// serving at once (its paths turn unavailable before this returns) and persists that it is
+    /// stale under that epoch; any other role adopts the newer epoch.
+    pub fn observe_epoch(&self, seen: u64) -> Result<()> {
+        let change = lock(&self.role).observe_epoch(seen);
+        self.publish_access();
+        match change {
+            Some(c) => self.persist_role(c),
+            None => Ok(()),
         }
+    }
+
+    /// Persists a change the role machine started, then completes it.
+    fn persist_role(&self, change: Change) -> Result<()> {
         self.publish_access();
         let persisted = {
             let mut sb = lock(&self.sb);
-            sb.role = role;
-            sb.epoch = epoch;
+            sb.role = change.role;
+            sb.epoch = change.epoch;
             sb.store(self.meta.as_ref())
         };
-        {
-            let mut st = lock(&self.role);
-            st.transitioning = false;
-            if persisted.is_ok() {
-                st.role = role;
-                st.epoch = epoch;
-            }
-        }
+        lock(&self.role).finish(change, persisted.is_ok());
         self.publish_access();
+        // The lease deadline counts again once the change is done.
+        self.lease_timer.lease_changed();
         persisted.map_err(|e| self.fail(e))
     }
 
     /// Grants (or with `None` removes) a lease: a primary serves only until it ends.
     pub fn set_lease(&self, until: Option<Instant>) {
-        lock(&self.role).lease_until = until;
+        lock(&self.role).set_lease(until);
         self.publish_access();
         self.lease_timer.lease_changed();
     }
 
     /// Refuses a request carrying an epoch older than the volume's (fencing of an old primary).
     pub fn check_epoch(&self, presented: u64) -> Result<()> {
-        let current = lock(&self.role).epoch;
-        if presented < current {
-            return Err(Error::StaleEpoch { current, presented });
-        }
-        Ok(())
+        lock(&self.role).check_epoch(presented).map_err(role_error)
     }
 
     // ----- writes ------------------------------------------------------------------------
@@ -564,7 +582,7 @@ impl Engine {
         let rlen = record_len(data.len());
         let mut buf = vec![0u8; rlen as usize];
         let w = self.wal_size;
-        let epoch = lock(&self.role).epoch;
+        let epoch = lock(&self.role).state().epoch;
         let mut log = lock(&self.log);
         let mut waited_since: Option<Instant> = None;
         let wrap = loop {
@@ -954,7 +972,7 @@ impl Flush for Engine {
 
 impl LeaseClock for Engine {
     fn lease_until(&self) -> Option<Instant> {
-        lock(&self.role).lease_until
+        lock(&self.role).poll_timeout()
     }
 
     fn tick(&self) {

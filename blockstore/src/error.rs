@@ -69,7 +69,10 @@ pub enum Error {
         /// The epoch the request carried.
         presented: u64,
     },
-    /// A role transition that is not allowed (for example shrinking, or an unknown role).
+    /// Another role change is being persisted; retry once it finished.
+    #[error("a role change is already in progress")]
+    RoleChangeInProgress,
+    /// A request that is not allowed (for example shrinking, or an unknown role).
     #[error("invalid request: {0}")]
     Invalid(String),
     /// COMPARE AND WRITE / NVMe Compare found different data.

@@ -24,6 +24,7 @@ mod lease_timer;
 mod record;
 mod recovery;
 pub mod role;
+pub mod role_machine;
 #[cfg(feature = "testkit")]
 pub mod sim;
 mod stats;

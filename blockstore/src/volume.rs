@@ -285,6 +285,22 @@ impl Volume {
         self.io(move |e| e.set_role(role, epoch)).await
     }
 
+    /// Becomes primary under a new epoch (persisted before it takes effect).
+    pub async fn promote(&self) -> Result<()> {
+        self.io(move |e| e.promote()).await
+    }
+
+    /// Becomes a standby under a new epoch (persisted before it takes effect).
+    pub async fn demote(&self) -> Result<()> {
+        self.io(move |e| e.demote()).await
+    }
+
+    /// Tells the volume a node holds epoch `seen`: a primary meeting a newer epoch stops serving
+    /// at once and persists that it is stale.
+    pub async fn observe_epoch(&self, seen: u64) -> Result<()> {
+        self.io(move |e| e.observe_epoch(seen)).await
+    }
+
     /// Grants or removes the lease.
     pub fn set_lease(&self, until: Option<Instant>) {
         self.engine.set_lease(until)

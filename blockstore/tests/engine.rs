@@ -219,6 +219,44 @@ fn roles_gate_io_and_epochs_are_persisted_before_they_take_effect() {
 }
 
 #[test]
+fn promote_and_demote_raise_the_epoch_and_a_newer_epoch_fences_a_primary_at_once() {
+    let disk = sim_volume(512, 64, 64 * 1024);
+    let e = Engine::open(&disk, quiet()).unwrap();
+    let epoch0 = e.role_state().epoch;
+    e.demote().unwrap();
+    assert_eq!(
+        (e.role_state().role, e.role_state().epoch),
+        (Role::Standby, epoch0 + 1)
+    );
+    e.promote().unwrap();
+    e.promote().unwrap();
+    assert_eq!(
+        (e.role_state().role, e.role_state().epoch),
+        (Role::Primary, epoch0 + 3),
+        "epochs grow with every change"
+    );
+    e.write(0, &write_data(1, 0, 1, 512), true).unwrap();
+    // Meeting the same or an older epoch changes nothing.
+    e.observe_epoch(epoch0 + 3).unwrap();
+    assert_eq!(e.access_state(), AccessState::Optimized);
+    // A newer epoch (another node was promoted): this primary serves nothing from now on.
+    let mut rx = e.watch_access();
+    e.observe_epoch(epoch0 + 7).unwrap();
+    assert_eq!(*rx.borrow_and_update(), AccessState::Unavailable);
+    assert!(matches!(
+        e.write(0, &[0; 512], false),
+        Err(Error::NotServing(AccessState::Unavailable))
+    ));
+    // And it stays fenced across a crash: it persisted that it is stale under the new epoch.
+    let disk = disk.crash(&mut SimRng::new(5));
+    drop(e);
+    let e = Engine::open(&disk, quiet()).unwrap();
+    let st = e.role_state();
+    assert_eq!((st.role, st.epoch), (Role::Stale, epoch0 + 7));
+    assert_eq!(e.access_state(), AccessState::Unavailable);
+}
+
+#[test]
 fn an_expired_lease_turns_a_primary_transitioning_and_watchers_hear_it() {
     let dir = tempfile::tempdir().unwrap();
     let storage = DirStorage::new(dir.path());
