@@ -105,7 +105,7 @@ impl Engine {
             .zip(&results)
             .any(|((_, _, fua), r)| *fua && r.is_ok())
         {
-            if let Err(e) = self.sync_wal() {
+            if let Err(e) = self.sync_replicated() {
                 let msg = e.to_string();
                 for ((_, _, fua), r) in reqs.iter().zip(results.iter_mut()) {
                     if *fua && r.is_ok() {

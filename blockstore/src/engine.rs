@@ -21,6 +21,7 @@ use crate::index::{Index, Loc};
 use crate::lease_timer::{LeaseClock, LeaseTimer};
 use crate::record::{record_len, Header, Kind, ALIGN, HEADER_LEN};
 use crate::recovery;
+use crate::replica::{LogPos, ReplicaGate, APPLIED_METADATA};
 use crate::role::{AccessState, Role, RoleState};
 use crate::role_machine::{Change, RoleError, RoleMachine};
 use crate::stats::Stats;
@@ -132,6 +133,12 @@ pub struct Engine {
     flusher: Flusher,
     lease_timer: LeaseTimer,
     pub(crate) stats: Stats,
+    /// The first record a standby still needs ([`crate::replica`]).
+    pub(crate) retention: Mutex<Option<LogPos>>,
+    /// The replication link flushes wait for, on a primary with standbys.
+    pub(crate) replica_gate: RwLock<Option<Arc<dyn ReplicaGate>>>,
+    /// On a standby: the primary LSN through which records were applied.
+    pub(crate) applied_lsn: AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -267,6 +274,14 @@ impl Engine {
             "recovered write-ahead log"
         );
         let role = RoleMachine::new(sb.role, sb.epoch);
+        let applied_lsn = match storage_handle.read_all(APPLIED_METADATA)? {
+            Some(b) => b
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+                .unwrap_or(0),
+            None => 0,
+        };
         let (access_tx, _) = tokio::sync::watch::channel(role.access_state(Instant::now()));
         let engine = Arc::new(Engine {
             storage: storage_handle,
@@ -303,6 +318,9 @@ impl Engine {
             flusher: Flusher::default(),
             lease_timer: LeaseTimer::default(),
             stats: Stats::default(),
+            retention: Mutex::new(None),
+            replica_gate: RwLock::new(None),
+            applied_lsn: AtomicU64::new(applied_lsn),
         });
         engine.flush_once()?;
         engine.new_generation()?;
@@ -518,7 +536,7 @@ impl Engine {
         }
         self.stats.add_write(data.len() as u64);
         if fua {
-            self.sync_wal()?;
+            self.sync_replicated()?;
         }
         Ok(())
     }
@@ -532,7 +550,7 @@ impl Engine {
     pub fn write_zeroes(&self, lba: u64, blocks: u64, fua: bool) -> Result<()> {
         self.zero_range(Kind::Zero, lba, blocks)?;
         if fua {
-            self.sync_wal()?;
+            self.sync_replicated()?;
         }
         Ok(())
     }
@@ -577,7 +595,7 @@ impl Engine {
     }
 
     /// Appends one record and indexes it.
-    fn append(&self, kind: Kind, lba: u64, blocks: u64, data: &[u8]) -> Result<()> {
+    pub(crate) fn append(&self, kind: Kind, lba: u64, blocks: u64, data: &[u8]) -> Result<()> {
         let data_crc = crc32c::crc32c(data);
         let rlen = record_len(data.len());
         let mut buf = vec![0u8; rlen as usize];
@@ -673,7 +691,7 @@ impl Engine {
     pub fn flush(&self) -> Result<()> {
         self.check_alive()?;
         self.stats.add_flush();
-        self.sync_wal()
+        self.sync_replicated()
     }
 
     /// Group commit: wait for an in-progress sync that covers us, or become the leader.
@@ -805,6 +823,8 @@ impl Engine {
     pub fn flush_once(&self) -> Result<bool> {
         let _only_one = lock(&self.flush_lock);
         self.check_alive()?;
+        // Read before the target: every record counted in it is below the target.
+        let applied = self.applied_lsn.load(Ordering::Acquire);
         let (target_lsn, target_virt) = {
             let log = lock(&self.log);
             if log.next_lsn == log.tail_lsn {
@@ -818,6 +838,17 @@ impl Engine {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .below(target_lsn);
+        let tail = self.retained_tail(
+            LogPos {
+                virt: target_virt,
+                lsn: target_lsn,
+            },
+            target_virt,
+        );
+        if entries.is_empty() && tail.lsn == lock(&self.log).tail_lsn {
+            // Only records a standby still needs are left, and they are in the extent already.
+            return Ok(false);
+        }
         let bs = u64::from(self.block_size());
         copy_to_extent(
             &entries,
@@ -828,11 +859,19 @@ impl Engine {
         )
         .map_err(|e| self.fail(e))?;
         self.extent.sync_data().map_err(|e| self.fail(e))?;
+        // Everything below the target is in the extent now; the tail stops at the retention
+        // floor when a standby still needs records (recovery then replays them again, which
+        // changes nothing).
         {
             let mut sb = lock(&self.sb);
-            sb.checkpoint_lsn = target_lsn;
-            sb.checkpoint_virt = target_virt;
+            sb.checkpoint_lsn = tail.lsn;
+            sb.checkpoint_virt = tail.virt;
             sb.store(self.meta.as_ref()).map_err(|e| self.fail(e))?;
+        }
+        if applied != 0 {
+            self.storage
+                .replace(APPLIED_METADATA, &applied.to_le_bytes())
+                .map_err(|e| self.fail(e))?;
         }
         {
             let _w = self.reclaim.write().unwrap_or_else(|e| e.into_inner());
@@ -841,8 +880,8 @@ impl Engine {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove_below(target_lsn);
             let mut log = lock(&self.log);
-            log.tail = target_virt;
-            log.tail_lsn = target_lsn;
+            log.tail = tail.virt;
+            log.tail_lsn = tail.lsn;
             self.stats.set_log_used(log.head - log.tail);
         }
         self.space_cv.notify_all();

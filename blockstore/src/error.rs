@@ -69,6 +69,14 @@ pub enum Error {
         /// The epoch the request carried.
         presented: u64,
     },
+    /// Log records a standby needs were already freed: it needs a full resync.
+    #[error("log records from LSN {wanted} were recycled (oldest kept: {oldest})")]
+    LogRecycled {
+        /// The first LSN asked for.
+        wanted: u64,
+        /// The oldest LSN still in the log.
+        oldest: u64,
+    },
     /// Another role change is being persisted; retry once it finished.
     #[error("a role change is already in progress")]
     RoleChangeInProgress,

@@ -23,6 +23,7 @@ mod index;
 mod lease_timer;
 mod record;
 mod recovery;
+pub mod replica;
 pub mod role;
 pub mod role_machine;
 #[cfg(feature = "testkit")]

@@ -1,0 +1,294 @@
+//! The engine's side of replication.
+//!
+//! A primary ships its log records to its standbys and acknowledges a flush only once every
+//! in-sync standby has them durable; a standby applies what it receives to its own log. The
+//! protocol and its state machines live in [`crate::repl`]; this module is what they need from
+//! the engine:
+//!
+//! - reading the log from a position for shipping ([`Engine::read_log`]) and finding where a
+//!   reconnecting standby's position is in it ([`Engine::log_pos_after`]);
+//! - holding records a standby still needs: the checkpoint does not free log space past the
+//!   retention floor ([`Engine::set_retention`]), up to a bound, beyond which the standby needs a
+//!   full resync;
+//! - waiting for standbys before a flush or FUA write is acknowledged ([`ReplicaGate`]);
+//! - on a standby, appending a primary's records ([`Engine::apply_replicated`]) and making
+//!   them durable ([`Engine::sync_applied`]), with the primary's position of what was applied
+//!   kept across restarts.
+//!
+//! Positions are the primary's LSNs. The primary's log also spends LSNs on padding records at
+//! the end of the file, which are never shipped, so a standby sees gaps in the sequence.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::engine::{lock, Engine};
+use crate::error::{Error, Result};
+use crate::record::{record_len, Header, Kind, HEADER_LEN};
+use crate::role::Role;
+
+/// Metadata holding the primary LSN a standby had applied as of its last checkpoint.
+pub(crate) const APPLIED_METADATA: &str = "meta-repl-applied";
+
+/// A position in the log: the record with `lsn` starts at virtual offset `virt` (physical offset
+/// `virt % log size`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LogPos {
+    /// Virtual offset of the record.
+    pub virt: u64,
+    /// Its LSN.
+    pub lsn: u64,
+}
+
+/// What a shipped record does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ShippedKind {
+    /// Data for the blocks.
+    Write,
+    /// Deallocate the blocks.
+    Trim,
+    /// Zero the blocks.
+    Zero,
+}
+
+/// One log record as replication ships it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShippedRecord {
+    /// The primary's LSN of the record.
+    pub lsn: u64,
+    /// What it does.
+    pub kind: ShippedKind,
+    /// First block.
+    pub lba: u64,
+    /// Number of blocks.
+    pub blocks: u32,
+    /// The data of a write (`blocks` blocks); empty otherwise.
+    pub data: Vec<u8>,
+}
+
+/// What the engine needs from the replication link of a primary.
+pub trait ReplicaGate: Send + Sync + std::fmt::Debug {
+    /// Returns once every in-sync standby holds the log durable through `lsn` (the last record
+    /// appended before the flush began), or once the standbys that did not answer in time were
+    /// durably declared out of sync. An error fails the flush: the primary was fenced, or could
+    /// not record a standby's loss.
+    fn wait_durable(&self, lsn: u64) -> Result<()>;
+}
+
+impl Engine {
+    /// The log position of the first record after `lsn` (the head when there is none yet), for
+    /// a standby that holds everything through `lsn`. Fails with [`Error::LogRecycled`] when
+    /// records after `lsn` are no longer in the log (the standby needs a full resync).
+    pub fn log_pos_after(&self, lsn: u64) -> Result<LogPos> {
+        self.check_alive()?;
+        let _r = self.reclaim.read().unwrap_or_else(|e| e.into_inner());
+        let (tail, tail_lsn, head, next_lsn) = {
+            let log = lock(&self.log);
+            (log.tail, log.tail_lsn, log.head, log.next_lsn)
+        };
+        if lsn.saturating_add(1) < tail_lsn {
+            return Err(Error::LogRecycled {
+                wanted: lsn.saturating_add(1),
+                oldest: tail_lsn,
+            });
+        }
+        if lsn.saturating_add(1) >= next_lsn {
+            return Ok(LogPos {
+                virt: head,
+                lsn: next_lsn,
+            });
+        }
+        let mut pos = LogPos {
+            virt: tail,
+            lsn: tail_lsn,
+        };
+        while pos.virt < head {
+            let (hdr, next) = self.header_at(pos)?;
+            if hdr.lsn > lsn {
+                return Ok(pos);
+            }
+            pos = next;
+        }
+        Ok(LogPos {
+            virt: head,
+            lsn: next_lsn,
+        })
+    }
+
+    /// Reads the header of the record at `pos` and the position of the record after it.
+    fn header_at(&self, pos: LogPos) -> Result<(Header, LogPos)> {
+        let w = self.wal_size;
+        let phys = pos.virt % w;
+        let mut h = [0u8; HEADER_LEN];
+        self.wal.read_at(&mut h, phys).map_err(|e| self.fail(e))?;
+        let max = self.max_record_blocks * u64::from(self.block_size);
+        let Some((hdr, _crc)) = Header::parse(&h, max).filter(|(hdr, _)| hdr.lsn == pos.lsn) else {
+            return Err(Error::CorruptLog {
+                lsn: pos.lsn,
+                offset: phys,
+                reason: "no record where the log says one is".into(),
+            });
+        };
+        let next_virt = match hdr.kind {
+            Kind::Wrap => pos.virt + (w - phys),
+            _ => pos.virt + record_len(hdr.data_len as usize),
+        };
+        Ok((
+            hdr,
+            LogPos {
+                virt: next_virt,
+                lsn: hdr.lsn + 1,
+            },
+        ))
+    }
+
+    /// Reads the records from `from` towards the head, up to about `max_bytes` of data (at least
+    /// one record), skipping padding. Returns them and the position after the last one read.
+    /// Fails with [`Error::LogRecycled`] when `from` was freed already.
+    pub fn read_log(&self, from: LogPos, max_bytes: usize) -> Result<(Vec<ShippedRecord>, LogPos)> {
+        self.check_alive()?;
+        let _r = self.reclaim.read().unwrap_or_else(|e| e.into_inner());
+        let (tail_lsn, head) = {
+            let log = lock(&self.log);
+            (log.tail_lsn, log.head)
+        };
+        if from.lsn < tail_lsn {
+            return Err(Error::LogRecycled {
+                wanted: from.lsn,
+                oldest: tail_lsn,
+            });
+        }
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut pos = from;
+        while pos.virt < head && (out.is_empty() || bytes < max_bytes) {
+            let (hdr, next) = self.header_at(pos)?;
+            let kind = match hdr.kind {
+                Kind::Wrap => {
+                    pos = next;
+                    continue;
+                }
+                Kind::Write => ShippedKind::Write,
+                Kind::Trim => ShippedKind::Trim,
+                Kind::Zero => ShippedKind::Zero,
+            };
+            let mut data = vec![0u8; hdr.data_len as usize];
+            if !data.is_empty() {
+                let phys = pos.virt % self.wal_size + HEADER_LEN as u64;
+                self.wal
+                    .read_at(&mut data, phys)
+                    .map_err(|e| self.fail(e))?;
+            }
+            bytes += data.len().max(1);
+            out.push(ShippedRecord {
+                lsn: hdr.lsn,
+                kind,
+                lba: hdr.lba,
+                blocks: hdr.blocks,
+                data,
+            });
+            pos = next;
+        }
+        Ok((out, pos))
+    }
+
+    /// Keeps the records from `floor` on in the log (the first record the slowest standby still
+    /// needs), or with `None` lets every checkpoint free what it copied. The floor holds only
+    /// while it is less than half the log behind the head; past that the checkpoint frees the
+    /// records anyway and the standby must resync (a standby never stops the primary's writes).
+    pub fn set_retention(&self, floor: Option<LogPos>) {
+        *lock(&self.retention) = floor;
+    }
+
+    /// Where the checkpoint up to `target` may move the log tail: `target`, or the retention
+    /// floor when one holds records that are still within bounds.
+    pub(crate) fn retained_tail(&self, target: LogPos, head: u64) -> LogPos {
+        match *lock(&self.retention) {
+            Some(floor)
+                if floor.lsn < target.lsn
+                    && floor.virt >= lock(&self.log).tail
+                    && head - floor.virt <= self.wal_size / 2 =>
+            {
+                floor
+            }
+            _ => target,
+        }
+    }
+
+    /// Installs (or removes) the replication link a flush must wait for.
+    pub fn set_replica_gate(&self, gate: Option<Arc<dyn ReplicaGate>>) {
+        *self.replica_gate.write().unwrap_or_else(|e| e.into_inner()) = gate;
+    }
+
+    /// Makes every write acknowledged so far durable here and on every in-sync standby.
+    pub(crate) fn sync_replicated(&self) -> Result<()> {
+        let last = lock(&self.log).next_lsn.saturating_sub(1);
+        self.sync_wal()?;
+        let gate = self
+            .replica_gate
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match gate {
+            Some(g) => g.wait_durable(last),
+            None => Ok(()),
+        }
+    }
+
+    /// On a standby (or a rebuilding node): appends the primary's `records` in order. The host
+    /// write gate does not apply (a standby refuses host I/O); a primary refuses.
+    pub fn apply_replicated(&self, records: &[ShippedRecord]) -> Result<()> {
+        self.check_alive()?;
+        let role = self.role_state().role;
+        if role == Role::Primary {
+            return Err(Error::Invalid(
+                "a primary does not apply another node's records".into(),
+            ));
+        }
+        let _c = self.caw.read().unwrap_or_else(|e| e.into_inner());
+        for r in records {
+            let blocks = u64::from(r.blocks);
+            self.check_range(r.lba, blocks)?;
+            match r.kind {
+                ShippedKind::Write => {
+                    if r.data.len() as u64 != blocks * u64::from(self.block_size) {
+                        return Err(Error::Invalid(format!(
+                            "record {} carries {} bytes for {blocks} blocks",
+                            r.lsn,
+                            r.data.len()
+                        )));
+                    }
+                    // This log may hold smaller records than the primary's.
+                    let chunk = (self.max_record_blocks * u64::from(self.block_size)) as usize;
+                    let mut lba = r.lba;
+                    for part in r.data.chunks(chunk.max(1)) {
+                        let n = (part.len() / self.block_size as usize) as u64;
+                        self.append(Kind::Write, lba, n, part)?;
+                        lba += n;
+                    }
+                }
+                ShippedKind::Trim => self.append(Kind::Trim, r.lba, blocks, &[])?,
+                ShippedKind::Zero => self.append(Kind::Zero, r.lba, blocks, &[])?,
+            }
+            self.applied_lsn.fetch_max(r.lsn, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    /// The primary LSN through which this standby has applied records (not necessarily durable).
+    pub fn applied_lsn(&self) -> u64 {
+        self.applied_lsn.load(Ordering::Acquire)
+    }
+
+    /// Makes what was applied durable and returns the primary LSN it covers.
+    pub fn sync_applied(&self) -> Result<u64> {
+        let applied = self.applied_lsn();
+        self.sync_wal()?;
+        Ok(applied)
+    }
+
+    /// Sets the applied position after a full resync: the standby holds the primary's image as
+    /// of `lsn`.
+    pub fn reset_applied(&self, lsn: u64) {
+        self.applied_lsn.store(lsn, Ordering::Release);
+    }
+}

@@ -1,0 +1,195 @@
+//! The engine's side of replication: a primary's log read for shipping and applied on a
+//! standby gives the same image; records a standby needs are retained; flushes wait for the
+//! replication gate; a standby's applied position survives a restart.
+
+use std::sync::{Arc, Mutex};
+
+use blockstore::engine::{create, CreateOptions, Engine, OpenOptions};
+use blockstore::replica::{LogPos, ReplicaGate};
+use blockstore::sim::{SimRng, SimStorage};
+use blockstore::testkit::write_data;
+use blockstore::{Error, Role};
+
+const BS: usize = 512;
+const BLOCKS: u64 = 256;
+
+fn volume(role: Role, wal: u64) -> SimStorage {
+    let disk = SimStorage::new();
+    create(
+        &disk,
+        &CreateOptions {
+            block_size: BS as u32,
+            capacity_bytes: BLOCKS * BS as u64,
+            wal_bytes: wal,
+            role,
+            ..CreateOptions::default()
+        },
+    )
+    .unwrap();
+    disk
+}
+
+fn quiet() -> OpenOptions {
+    OpenOptions {
+        background_flusher: false,
+        ..OpenOptions::default()
+    }
+}
+
+fn image(e: &Engine) -> Vec<u8> {
+    // A standby refuses host reads: read through a primary view of the same image.
+    e.read(0, BLOCKS).unwrap()
+}
+
+/// A mixed workload with enough data to wrap a small log several times.
+fn workload(e: &Engine, rounds: u64) {
+    for i in 0..rounds {
+        let lba = (i * 7) % (BLOCKS - 4);
+        e.write(lba, &write_data(i + 1, lba, 3, BS), false).unwrap();
+        if i % 5 == 0 {
+            e.trim((i * 3) % BLOCKS, 1).unwrap();
+        }
+        if i % 7 == 0 {
+            e.write_zeroes((i * 11) % BLOCKS, 2, false).unwrap();
+        }
+    }
+}
+
+/// Ships everything from `pos` to the standby, returning the new position.
+fn ship(p: &Engine, s: &Engine, mut pos: LogPos) -> LogPos {
+    loop {
+        let (recs, next) = p.read_log(pos, 64 << 10).unwrap();
+        if recs.is_empty() {
+            return next;
+        }
+        s.apply_replicated(&recs).unwrap();
+        pos = next;
+    }
+}
+
+#[test]
+fn a_shipped_log_applied_on_a_standby_gives_the_same_image() {
+    let pd = volume(Role::Primary, 64 * 1024);
+    let sd = volume(Role::Standby, 32 * 1024);
+    let p = Engine::open(&pd, quiet()).unwrap();
+    let s = Engine::open(&sd, quiet()).unwrap();
+    p.set_retention(Some(p.log_pos_after(0).unwrap()));
+    let mut pos = p.log_pos_after(0).unwrap();
+    for round in 0..6 {
+        workload(&p, 20 + round);
+        pos = ship(&p, &s, pos);
+        // Nothing the standby has not got is freed: retention follows its position.
+        p.set_retention(Some(pos));
+        p.flush_once().unwrap();
+    }
+    let last = pos.lsn - 1;
+    assert_eq!(s.sync_applied().unwrap(), last);
+    // Compare the images: promote the standby's copy to read it.
+    s.set_role(Role::Primary, 9).unwrap();
+    assert_eq!(image(&p), image(&s));
+}
+
+#[test]
+fn records_a_standby_needs_are_kept_and_others_recycled() {
+    let pd = volume(Role::Primary, 64 * 1024);
+    let p = Engine::open(&pd, quiet()).unwrap();
+    workload(&p, 10);
+    let start = p.log_pos_after(0).unwrap();
+    p.set_retention(Some(start));
+    p.flush_once().unwrap();
+    let (recs, _) = p.read_log(start, usize::MAX).unwrap();
+    assert!(!recs.is_empty(), "retained records are still readable");
+    assert_eq!(p.log_pos_after(0).unwrap(), start);
+    // Without a floor the checkpoint frees them: the standby would need a full resync.
+    p.set_retention(None);
+    workload(&p, 1);
+    p.flush_once().unwrap();
+    assert!(matches!(
+        p.read_log(start, usize::MAX),
+        Err(Error::LogRecycled { .. })
+    ));
+    assert!(matches!(p.log_pos_after(0), Err(Error::LogRecycled { .. })));
+}
+
+#[test]
+fn retention_never_stops_the_primary_writing() {
+    // A floor that would hold more than half the log is dropped by the checkpoint.
+    let pd = volume(Role::Primary, 32 * 1024);
+    let p = Engine::open(&pd, quiet()).unwrap();
+    p.set_retention(Some(p.log_pos_after(0).unwrap()));
+    workload(&p, 400);
+    p.flush().unwrap();
+}
+
+#[derive(Debug, Default)]
+struct Gate {
+    asked: Mutex<Vec<u64>>,
+    fail: bool,
+}
+
+impl ReplicaGate for Gate {
+    fn wait_durable(&self, lsn: u64) -> blockstore::Result<()> {
+        self.asked.lock().unwrap().push(lsn);
+        if self.fail {
+            return Err(Error::Invalid("fenced".into()));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn flushes_and_fua_writes_wait_for_the_standbys() {
+    let pd = volume(Role::Primary, 64 * 1024);
+    let p = Engine::open(&pd, quiet()).unwrap();
+    let gate = Arc::new(Gate::default());
+    p.set_replica_gate(Some(gate.clone()));
+    p.write(0, &write_data(1, 0, 1, BS), false).unwrap();
+    assert!(
+        gate.asked.lock().unwrap().is_empty(),
+        "a plain write waits for nobody"
+    );
+    p.flush().unwrap();
+    p.write(1, &write_data(2, 1, 1, BS), true).unwrap();
+    let asked = gate.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert!(
+        asked[0] < asked[1],
+        "each waits for its own last record: {asked:?}"
+    );
+    let failing = Arc::new(Gate {
+        fail: true,
+        ..Gate::default()
+    });
+    p.set_replica_gate(Some(failing));
+    assert!(
+        p.flush().is_err(),
+        "a flush the standbys could not cover fails"
+    );
+    p.set_replica_gate(None);
+    p.flush().unwrap();
+}
+
+#[test]
+fn a_standby_keeps_its_applied_position_across_a_crash() {
+    let pd = volume(Role::Primary, 64 * 1024);
+    let sd = volume(Role::Standby, 64 * 1024);
+    let p = Engine::open(&pd, quiet()).unwrap();
+    let s = Engine::open(&sd, quiet()).unwrap();
+    workload(&p, 15);
+    let pos = ship(&p, &s, p.log_pos_after(0).unwrap());
+    let durable = s.sync_applied().unwrap();
+    assert_eq!(durable, pos.lsn - 1);
+    assert!(
+        matches!(s.write(0, &[0; BS], false), Err(Error::NotServing(_))),
+        "a standby refuses host writes"
+    );
+    assert!(
+        p.apply_replicated(&[]).is_err(),
+        "a primary applies nothing"
+    );
+    s.flush_once().unwrap();
+    let sd = sd.crash(&mut SimRng::new(7));
+    drop(s);
+    let s = Engine::open(&sd, quiet()).unwrap();
+    assert_eq!(s.applied_lsn(), durable);
+}
