@@ -8,6 +8,7 @@
 //! from which [`role::access_state`] derives the one access state both protocols show hosts.
 //!
 //! [`Engine`] is the synchronous core; [`Volume`] is the async API the gateway uses.
+//! [`repl`] holds primary/standby replication, sans-IO: its wire format and state machines.
 //!
 //! With the `testkit` feature the crate also exports what its crash tests, the crash-loop child
 //! and the benchmarks share: a simulated disk that loses power (`sim`), self-identifying block
@@ -24,6 +25,7 @@ mod lease_timer;
 mod record;
 mod recovery;
 pub mod replica;
+pub mod repl;
 pub mod role;
 pub mod role_machine;
 #[cfg(feature = "testkit")]
