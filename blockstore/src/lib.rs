@@ -24,8 +24,8 @@ mod index;
 mod lease_timer;
 mod record;
 mod recovery;
-pub mod replica;
 pub mod repl;
+pub mod replica;
 pub mod role;
 pub mod role_machine;
 #[cfg(feature = "testkit")]

@@ -5,3 +5,5 @@
 //! protocol runs under the deterministic simulation tests without a network.
 
 pub mod frame;
+pub mod primary;
+pub mod standby;

@@ -1,0 +1,620 @@
+//! The primary's view of one standby, as a sans-IO state machine.
+//!
+//! A [`PrimaryPeer`] lives as long as the standby is configured, across connections. It decides
+//! what to send (the handshake, the log records in order and pipelined, barriers) and when a
+//! flush may count the standby as durable; the driver owns the engine, the socket and the clock,
+//! and reports back: records read from the log ([`PrimaryPeer::ship`]), frames received
+//! ([`PrimaryPeer::receive`]), time ([`PrimaryPeer::handle_timeout`]).
+//!
+//! The durability contract (synchronous by default): while the standby is in sync, a flush is
+//! acknowledged only once the standby acknowledged a barrier covering it ([`PrimaryEvent::
+//! Durable`]). One barrier serves every flush waiting when it is sent (group commit across the
+//! network). If the standby does not answer within the replication timeout, the peer asks the
+//! driver to record durably that it is out of sync ([`PrimaryEvent::Degrade`]) and only after
+//! [`PrimaryPeer::degraded`] releases the waiting flushes without it. A standby out of sync
+//! counts for nothing until it has caught up again ([`PrimaryEvent::InSync`]). A standby holding
+//! a newer epoch fences this primary ([`PrimaryEvent::Fence`]).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::frame::{Frame, Hello, Record, Records};
+
+/// Who this primary is and how it replicates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrimaryConfig {
+    /// The volume's identity.
+    pub volume_uuid: [u8; 16],
+    /// This node's id.
+    pub node_id: [u8; 16],
+    /// Logical block size.
+    pub block_size: u32,
+    /// Capacity in blocks.
+    pub capacity_blocks: u64,
+    /// How long a flush waits for the standby before it is declared out of sync (below the
+    /// hosts' command timeouts: SCSI 30 s, NVMe io_timeout 30 s).
+    pub timeout: Duration,
+}
+
+/// Whether the standby counts for flushes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SyncState {
+    /// Every flush waits for it.
+    InSync,
+    /// It missed acknowledged writes; flushes go on without it until it caught up.
+    OutOfSync,
+    /// It did not answer in time; the driver is recording that it is out of sync and flushes
+    /// keep waiting until that is durable.
+    Degrading,
+}
+
+/// Work for the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrimaryEvent {
+    /// Read the log from the first record after `after` and hand it to [`PrimaryPeer::ship`]
+    /// (or call [`PrimaryPeer::resync_needed`] when those records were recycled).
+    NeedRecords {
+        /// The standby holds (or was sent) everything through this LSN.
+        after: u64,
+    },
+    /// As far as this standby is concerned, flushes of records through this LSN may complete.
+    Durable(u64),
+    /// Record durably that the standby is out of sync from `since_lsn` (in this epoch), then
+    /// call [`PrimaryPeer::degraded`].
+    Degrade {
+        /// The standby's last acknowledged durable LSN.
+        since_lsn: u64,
+    },
+    /// The standby caught up and counts for flushes again (record that durably too).
+    InSync,
+    /// The standby holds a newer epoch: this node must stop serving (fence itself).
+    Fence(u64),
+}
+
+/// One connection's progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Conn {
+    /// The standby's Hello arrived.
+    ready: bool,
+    /// The last record LSN sent.
+    shipped: u64,
+    /// Everything through this LSN was sent or is padding the standby never sees.
+    covered: u64,
+    /// A read of the log is outstanding.
+    reading: bool,
+    /// The last read reached the head of the log.
+    at_head: bool,
+    /// The barrier in flight: (barrier LSN, LSN it covers, when sent).
+    barrier: Option<(u64, u64, Instant)>,
+}
+
+/// The primary's view of one standby.
+#[derive(Debug)]
+pub struct PrimaryPeer {
+    cfg: PrimaryConfig,
+    epoch: u64,
+    sync: SyncState,
+    /// The standby's last acknowledged durable LSN (in the primary's numbering).
+    durable: u64,
+    /// The highest LSN a flush waits for, and since when the oldest such wait runs.
+    wanted: Option<(u64, Instant)>,
+    /// Flushes through this LSN were released.
+    released: u64,
+    conn: Option<Conn>,
+    out: VecDeque<Frame>,
+    events: VecDeque<PrimaryEvent>,
+    fenced: bool,
+}
+
+impl PrimaryPeer {
+    /// The view of a standby whose persisted state is `sync` (a new pairing starts out of sync:
+    /// the standby has to catch up first) at the primary's `epoch`.
+    pub fn new(cfg: PrimaryConfig, epoch: u64, sync: SyncState) -> Self {
+        PrimaryPeer {
+            cfg,
+            epoch,
+            sync: if sync == SyncState::Degrading {
+                SyncState::OutOfSync
+            } else {
+                sync
+            },
+            durable: 0,
+            wanted: None,
+            released: 0,
+            conn: None,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            fenced: false,
+        }
+    }
+
+    /// Whether the standby counts for flushes.
+    pub fn sync_state(&self) -> SyncState {
+        self.sync
+    }
+
+    /// The standby's last acknowledged durable LSN.
+    pub fn durable_lsn(&self) -> u64 {
+        self.durable
+    }
+
+    /// Whether a connection is up and past its handshake.
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_some_and(|c| c.ready)
+    }
+
+    /// The next frame to send on the current connection.
+    pub fn poll_frame(&mut self) -> Option<Frame> {
+        self.out.pop_front()
+    }
+
+    /// The next piece of work for the driver.
+    pub fn poll_event(&mut self) -> Option<PrimaryEvent> {
+        self.events.pop_front()
+    }
+
+    /// A connection to the standby is up: the Hello goes out first.
+    pub fn connected(&mut self) {
+        self.out.clear();
+        self.conn = Some(Conn {
+            ready: false,
+            shipped: 0,
+            covered: 0,
+            reading: false,
+            at_head: false,
+            barrier: None,
+        });
+        self.out.push_back(Frame::Hello(Hello {
+            volume_uuid: self.cfg.volume_uuid,
+            node_id: self.cfg.node_id,
+            epoch: self.epoch,
+            role: crate::role::Role::Primary.to_u8(),
+            durable_lsn: 0,
+            block_size: self.cfg.block_size,
+            capacity_blocks: self.cfg.capacity_blocks,
+        }));
+    }
+
+    /// The connection is gone (closed, broken, refused). Waiting flushes keep waiting until the
+    /// timeout declares the standby out of sync, or a new connection catches up.
+    pub fn disconnected(&mut self) {
+        self.conn = None;
+        self.out.clear();
+    }
+
+    /// Takes one frame from the standby.
+    pub fn receive(&mut self, frame: Frame, now: Instant) {
+        if self.fenced {
+            return;
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        match frame {
+            Frame::Hello(h) if !conn.ready => {
+                if h.volume_uuid != self.cfg.volume_uuid || h.block_size != self.cfg.block_size {
+                    self.disconnected();
+                    return;
+                }
+                if h.epoch > self.epoch {
+                    self.fence(h.epoch);
+                    return;
+                }
+                conn.ready = true;
+                conn.shipped = h.durable_lsn;
+                conn.covered = h.durable_lsn;
+                conn.reading = true;
+                self.durable = h.durable_lsn;
+                self.events.push_back(PrimaryEvent::NeedRecords {
+                    after: h.durable_lsn,
+                });
+            }
+            Frame::Ack {
+                epoch, durable_lsn, ..
+            } if conn.ready => {
+                if epoch > self.epoch {
+                    self.fence(epoch);
+                    return;
+                }
+                if epoch < self.epoch {
+                    return;
+                }
+                self.durable = self.durable.max(durable_lsn);
+                if let Some((lsn, covers, _)) = conn.barrier {
+                    if durable_lsn >= lsn {
+                        conn.barrier = None;
+                        self.barrier_acked(covers);
+                    }
+                }
+                self.maybe_barrier(now);
+            }
+            Frame::Fenced { epoch } => {
+                if epoch > self.epoch {
+                    self.fence(epoch);
+                } else {
+                    self.disconnected();
+                }
+            }
+            _ => self.disconnected(),
+        }
+    }
+
+    fn fence(&mut self, epoch: u64) {
+        self.fenced = true;
+        self.disconnected();
+        self.events.push_back(PrimaryEvent::Fence(epoch));
+    }
+
+    /// A barrier covering everything through `covers` was acknowledged durable.
+    fn barrier_acked(&mut self, covers: u64) {
+        match self.sync {
+            SyncState::InSync => self.release(covers),
+            // Caught up: the standby holds every record of every flush acknowledged without it,
+            // so from now on it counts (the driver records that durably).
+            SyncState::OutOfSync if covers >= self.released => {
+                self.sync = SyncState::InSync;
+                self.events.push_back(PrimaryEvent::InSync);
+                self.release(covers);
+            }
+            _ => {}
+        }
+    }
+
+    fn release(&mut self, through: u64) {
+        if through > self.released {
+            self.released = through;
+            self.events.push_back(PrimaryEvent::Durable(through));
+        }
+        if self.wanted.is_some_and(|(w, _)| w <= through) {
+            self.wanted = None;
+        }
+    }
+
+    /// Records read from the log for this standby: `records` follow the last ones shipped, and
+    /// everything through `covered` is now sent or padding. `at_head` says the read reached
+    /// the head of the log.
+    pub fn ship(&mut self, records: Vec<Record>, covered: u64, at_head: bool, now: Instant) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        conn.reading = false;
+        conn.at_head = at_head;
+        if let Some(last) = records.last().map(|r| r.lsn) {
+            self.out.push_back(Frame::Records(Records {
+                epoch: self.epoch,
+                prev_lsn: conn.shipped,
+                records,
+            }));
+            conn.shipped = last;
+        }
+        conn.covered = conn.covered.max(covered);
+        if !at_head {
+            conn.reading = true;
+            self.events.push_back(PrimaryEvent::NeedRecords {
+                after: conn.covered,
+            });
+        }
+        self.maybe_barrier(now);
+    }
+
+    /// The log grew (a write was appended): ship it when no read is outstanding.
+    pub fn log_grew(&mut self) {
+        if let Some(conn) = self.conn.as_mut().filter(|c| c.ready && !c.reading) {
+            conn.reading = true;
+            conn.at_head = false;
+            self.events.push_back(PrimaryEvent::NeedRecords {
+                after: conn.covered,
+            });
+        }
+    }
+
+    /// The records the standby needs were recycled: it needs a full resync, which the driver
+    /// runs; the standby stays out of sync until it has caught up after it.
+    pub fn resync_needed(&mut self) {
+        if let Some(conn) = self.conn.as_mut() {
+            conn.reading = false;
+        }
+        if self.sync == SyncState::InSync {
+            self.sync = SyncState::Degrading;
+            self.events.push_back(PrimaryEvent::Degrade {
+                since_lsn: self.durable,
+            });
+        }
+    }
+
+    /// A full resync copied the image as of `start_lsn`: shipping goes on from there.
+    pub fn resync_done(&mut self, start_lsn: u64) {
+        if let Some(conn) = self.conn.as_mut() {
+            conn.shipped = start_lsn;
+            conn.covered = start_lsn;
+            conn.reading = true;
+            self.events
+                .push_back(PrimaryEvent::NeedRecords { after: start_lsn });
+        }
+    }
+
+    /// A flush waits for records through `lsn`. It completes as far as this standby goes when
+    /// [`PrimaryEvent::Durable`] reaches `lsn` (at once when the standby is out of sync).
+    pub fn need_durable(&mut self, lsn: u64, now: Instant) {
+        if self.fenced {
+            return;
+        }
+        if self.sync == SyncState::OutOfSync {
+            // Acknowledged without the standby: it must hold this before it counts again.
+            self.released = self.released.max(lsn);
+            self.events.push_back(PrimaryEvent::Durable(lsn));
+            return;
+        }
+        if lsn <= self.released {
+            self.events.push_back(PrimaryEvent::Durable(self.released));
+            return;
+        }
+        self.wanted = Some(match self.wanted {
+            Some((w, since)) => (w.max(lsn), since),
+            None => (lsn, now),
+        });
+        self.log_grew();
+        self.maybe_barrier(now);
+    }
+
+    /// Sends a barrier when none is in flight and either flushes wait and the records they
+    /// need are out, or an out-of-sync standby has been sent the whole log (to learn that it
+    /// caught up).
+    fn maybe_barrier(&mut self, now: Instant) {
+        let sync = self.sync;
+        let wanted = self.wanted.map(|(w, _)| w);
+        let Some(conn) = self.conn.as_mut().filter(|c| c.ready) else {
+            return;
+        };
+        if conn.barrier.is_some() {
+            return;
+        }
+        let at_head = conn.at_head && !conn.reading;
+        let send = match (sync, wanted) {
+            (SyncState::OutOfSync, _) => at_head,
+            (_, Some(w)) => conn.covered >= w || at_head,
+            (_, None) => false,
+        };
+        if send {
+            conn.barrier = Some((conn.shipped, conn.covered, now));
+            self.out.push_back(Frame::Barrier {
+                epoch: self.epoch,
+                lsn: conn.shipped,
+            });
+        }
+    }
+
+    /// When [`PrimaryPeer::handle_timeout`] must run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.sync, self.wanted) {
+            (SyncState::InSync, Some((_, since))) => Some(since + self.cfg.timeout),
+            _ => None,
+        }
+    }
+
+    /// Declares the standby out of sync when a flush has waited longer than the timeout.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.sync != SyncState::InSync {
+            return;
+        }
+        if let Some((_, since)) = self.wanted {
+            if now >= since + self.cfg.timeout {
+                self.sync = SyncState::Degrading;
+                self.events.push_back(PrimaryEvent::Degrade {
+                    since_lsn: self.durable,
+                });
+            }
+        }
+    }
+
+    /// The driver recorded durably that the standby is out of sync: waiting flushes go on.
+    pub fn degraded(&mut self) {
+        if self.sync == SyncState::Degrading {
+            self.sync = SyncState::OutOfSync;
+            if let Some((w, _)) = self.wanted.take() {
+                self.events.push_back(PrimaryEvent::Durable(w));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repl::frame::RecordKind;
+
+    const UUID: [u8; 16] = [7; 16];
+
+    fn cfg() -> PrimaryConfig {
+        PrimaryConfig {
+            volume_uuid: UUID,
+            node_id: [1; 16],
+            block_size: 512,
+            capacity_blocks: 100,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn standby_hello(epoch: u64, durable: u64) -> Frame {
+        Frame::Hello(Hello {
+            volume_uuid: UUID,
+            node_id: [2; 16],
+            epoch,
+            role: crate::role::Role::Standby.to_u8(),
+            durable_lsn: durable,
+            block_size: 512,
+            capacity_blocks: 100,
+        })
+    }
+
+    fn rec(lsn: u64) -> Record {
+        Record {
+            lsn,
+            kind: RecordKind::Zero,
+            lba: 0,
+            blocks: 1,
+            data: bytes::Bytes::new(),
+        }
+    }
+
+    fn frames(p: &mut PrimaryPeer) -> Vec<Frame> {
+        std::iter::from_fn(|| p.poll_frame()).collect()
+    }
+
+    fn events(p: &mut PrimaryPeer) -> Vec<PrimaryEvent> {
+        std::iter::from_fn(|| p.poll_event()).collect()
+    }
+
+    /// A peer connected to a standby holding everything through `durable`, shipped to `head`.
+    fn connected(sync: SyncState, durable: u64) -> PrimaryPeer {
+        let mut p = PrimaryPeer::new(cfg(), 3, sync);
+        p.connected();
+        assert!(matches!(frames(&mut p)[..], [Frame::Hello(_)]));
+        p.receive(standby_hello(3, durable), Instant::now());
+        assert_eq!(
+            events(&mut p),
+            vec![PrimaryEvent::NeedRecords { after: durable }]
+        );
+        p
+    }
+
+    #[test]
+    fn one_barrier_serves_every_waiting_flush_and_completes_them_once_acked() {
+        let t0 = Instant::now();
+        let mut p = connected(SyncState::InSync, 10);
+        p.ship(vec![rec(11), rec(12)], 12, true, t0);
+        assert!(matches!(&frames(&mut p)[..], [Frame::Records(r)] if r.prev_lsn == 10));
+        p.need_durable(12, t0);
+        p.need_durable(11, t0);
+        assert_eq!(
+            frames(&mut p),
+            vec![Frame::Barrier { epoch: 3, lsn: 12 }],
+            "one barrier for both flushes"
+        );
+        // The log is also read on to its head for later flushes.
+        assert_eq!(
+            events(&mut p),
+            vec![PrimaryEvent::NeedRecords { after: 12 }]
+        );
+        p.ship(vec![], 13, true, t0); // LSN 13 was padding
+        assert_eq!(frames(&mut p), vec![], "one barrier in flight at a time");
+        assert_eq!(events(&mut p), vec![], "nothing completes before the ack");
+        p.receive(
+            Frame::Ack {
+                epoch: 3,
+                received_lsn: 12,
+                durable_lsn: 12,
+            },
+            t0,
+        );
+        assert_eq!(events(&mut p), vec![PrimaryEvent::Durable(12)]);
+        // A flush through the padding needs a barrier that covers it.
+        p.need_durable(13, t0);
+        assert_eq!(frames(&mut p), vec![Frame::Barrier { epoch: 3, lsn: 12 }]);
+        events(&mut p);
+        p.receive(
+            Frame::Ack {
+                epoch: 3,
+                received_lsn: 12,
+                durable_lsn: 12,
+            },
+            t0,
+        );
+        assert_eq!(events(&mut p), vec![PrimaryEvent::Durable(13)]);
+        p.need_durable(13, t0);
+        assert_eq!(
+            events(&mut p),
+            vec![PrimaryEvent::Durable(13)],
+            "already covered"
+        );
+    }
+
+    #[test]
+    fn a_silent_standby_is_declared_out_of_sync_durably_before_flushes_go_on() {
+        let t0 = Instant::now();
+        let mut p = connected(SyncState::InSync, 0);
+        p.ship(vec![rec(1)], 1, true, t0);
+        p.need_durable(1, t0);
+        frames(&mut p);
+        events(&mut p);
+        p.disconnected();
+        assert_eq!(p.poll_timeout(), Some(t0 + cfg().timeout));
+        p.handle_timeout(t0 + Duration::from_secs(1));
+        assert_eq!(
+            events(&mut p),
+            vec![],
+            "within the timeout the flush keeps waiting"
+        );
+        p.handle_timeout(t0 + cfg().timeout);
+        assert_eq!(events(&mut p), vec![PrimaryEvent::Degrade { since_lsn: 0 }]);
+        assert_eq!(p.sync_state(), SyncState::Degrading);
+        assert_eq!(
+            events(&mut p),
+            vec![],
+            "not released before the record is durable"
+        );
+        p.degraded();
+        assert_eq!(events(&mut p), vec![PrimaryEvent::Durable(1)]);
+        // Out of sync, later flushes do not wait for it.
+        p.need_durable(5, t0);
+        assert_eq!(events(&mut p), vec![PrimaryEvent::Durable(5)]);
+    }
+
+    #[test]
+    fn an_out_of_sync_standby_counts_again_once_caught_up() {
+        let t0 = Instant::now();
+        let mut p = connected(SyncState::OutOfSync, 4);
+        p.need_durable(6, t0);
+        assert_eq!(
+            events(&mut p),
+            vec![PrimaryEvent::Durable(6)],
+            "out of sync: no wait"
+        );
+        p.ship(vec![rec(5), rec(6)], 6, false, t0);
+        assert_eq!(events(&mut p), vec![PrimaryEvent::NeedRecords { after: 6 }]);
+        assert!(
+            !frames(&mut p)
+                .iter()
+                .any(|f| matches!(f, Frame::Barrier { .. })),
+            "no probe before the whole log was sent"
+        );
+        p.ship(vec![rec(7)], 7, true, t0);
+        assert_eq!(
+            frames(&mut p).last(),
+            Some(&Frame::Barrier { epoch: 3, lsn: 7 }),
+            "at the head: a barrier asks whether the standby caught up"
+        );
+        p.receive(
+            Frame::Ack {
+                epoch: 3,
+                received_lsn: 7,
+                durable_lsn: 7,
+            },
+            t0,
+        );
+        assert_eq!(
+            events(&mut p),
+            vec![PrimaryEvent::InSync, PrimaryEvent::Durable(7)]
+        );
+        assert_eq!(p.sync_state(), SyncState::InSync);
+        // From now on flushes wait for it.
+        p.need_durable(8, t0);
+        assert_eq!(events(&mut p), vec![PrimaryEvent::NeedRecords { after: 7 }]);
+    }
+
+    #[test]
+    fn a_standby_with_a_newer_epoch_fences_the_primary() {
+        let mut p = PrimaryPeer::new(cfg(), 3, SyncState::InSync);
+        p.connected();
+        frames(&mut p);
+        p.receive(standby_hello(4, 0), Instant::now());
+        assert_eq!(events(&mut p), vec![PrimaryEvent::Fence(4)]);
+        assert!(!p.is_connected());
+        p.need_durable(1, Instant::now());
+        assert_eq!(
+            events(&mut p),
+            vec![],
+            "a fenced primary acknowledges nothing"
+        );
+    }
+}

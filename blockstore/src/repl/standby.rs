@@ -1,0 +1,462 @@
+//! The standby's side of one replication connection, as a sans-IO state machine.
+//!
+//! Frames from the primary go in ([`StandbyLink::receive`]); frames to send and work for the
+//! driver come out ([`StandbyLink::poll_frame`], [`StandbyLink::poll_event`]). The driver owns
+//! the engine: it applies the records an [`StandbyEvent::Apply`] carries, makes them durable on
+//! [`StandbyEvent::Sync`] and reports back with [`StandbyLink::synced`], which answers the
+//! primary's barrier. The link refuses records of another epoch and records that do not follow
+//! the last one it took (a gap means a lost frame: the connection must start over from the
+//! standby's durable position).
+
+use std::collections::VecDeque;
+
+use super::frame::{Frame, Hello, Record};
+
+/// Who this standby is and what it holds, for the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StandbyConfig {
+    /// The volume's identity: both nodes must hold the same volume.
+    pub volume_uuid: [u8; 16],
+    /// This node's id.
+    pub node_id: [u8; 16],
+    /// Logical block size (must match the primary's).
+    pub block_size: u32,
+    /// Capacity in blocks.
+    pub capacity_blocks: u64,
+}
+
+/// Work for the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StandbyEvent {
+    /// The primary holds a newer epoch: persist it (the standby adopts it) before going on.
+    AdoptEpoch(u64),
+    /// Append these records to the local log, in order.
+    Apply(Vec<Record>),
+    /// Make everything applied durable, then call [`StandbyLink::synced`].
+    Sync,
+    /// A full resync begins: the image is about to be replaced.
+    ResyncBegin {
+        /// The primary's LSN the copied image corresponds to.
+        start_lsn: u64,
+    },
+    /// One range of the primary's image: write `data`, or deallocate when `None`.
+    ResyncExtent {
+        /// First block.
+        lba: u64,
+        /// Number of blocks.
+        blocks: u32,
+        /// The blocks' data; `None` for a deallocated range.
+        data: Option<bytes::Bytes>,
+    },
+    /// The copy is complete: the applied position is now `start_lsn`; records follow.
+    ResyncEnd {
+        /// The primary's LSN of the copied image.
+        start_lsn: u64,
+    },
+}
+
+/// Why the link closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StandbyClose {
+    /// The primary serves another volume.
+    #[error("the primary serves another volume or geometry")]
+    WrongVolume,
+    /// The primary's epoch is older than ours: it is fenced (we told it so).
+    #[error("the primary's epoch {theirs} is older than ours ({ours})")]
+    StaleEpoch {
+        /// Our epoch.
+        ours: u64,
+        /// The primary's.
+        theirs: u64,
+    },
+    /// A frame the protocol does not allow here.
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
+    /// Records did not follow the last one taken.
+    #[error("records after {expected} expected, got a batch after {got}")]
+    Gap {
+        /// The last LSN taken.
+        expected: u64,
+        /// The batch's previous LSN.
+        got: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    AwaitHello,
+    Streaming,
+    Resyncing { start_lsn: u64 },
+    Closed,
+}
+
+/// The standby's side of one connection.
+#[derive(Debug)]
+pub struct StandbyLink {
+    cfg: StandbyConfig,
+    state: State,
+    epoch: u64,
+    /// The last primary LSN taken (applied or handed to the driver to apply).
+    received: u64,
+    /// The last primary LSN known durable here.
+    durable: u64,
+    /// Barriers answered once the driver reports durability.
+    barrier_pending: bool,
+    out: VecDeque<Frame>,
+    events: VecDeque<StandbyEvent>,
+    closed: Option<StandbyClose>,
+}
+
+impl StandbyLink {
+    /// A link for a standby at `epoch` holding the primary's records through `durable_lsn`.
+    /// Its Hello is queued at once.
+    pub fn new(cfg: StandbyConfig, epoch: u64, durable_lsn: u64) -> Self {
+        let mut l = StandbyLink {
+            cfg,
+            state: State::AwaitHello,
+            epoch,
+            received: durable_lsn,
+            durable: durable_lsn,
+            barrier_pending: false,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            closed: None,
+        };
+        l.out.push_back(Frame::Hello(l.hello()));
+        l
+    }
+
+    fn hello(&self) -> Hello {
+        Hello {
+            volume_uuid: self.cfg.volume_uuid,
+            node_id: self.cfg.node_id,
+            epoch: self.epoch,
+            role: crate::role::Role::Standby.to_u8(),
+            durable_lsn: self.durable,
+            block_size: self.cfg.block_size,
+            capacity_blocks: self.cfg.capacity_blocks,
+        }
+    }
+
+    /// The next frame to send.
+    pub fn poll_frame(&mut self) -> Option<Frame> {
+        self.out.pop_front()
+    }
+
+    /// The next piece of work for the driver.
+    pub fn poll_event(&mut self) -> Option<StandbyEvent> {
+        self.events.pop_front()
+    }
+
+    /// Why the link closed, once it has: the driver drops the connection.
+    pub fn close_reason(&self) -> Option<&StandbyClose> {
+        self.closed.as_ref()
+    }
+
+    /// The last primary LSN taken.
+    pub fn received_lsn(&self) -> u64 {
+        self.received
+    }
+
+    fn close(&mut self, why: StandbyClose) {
+        if self.closed.is_none() {
+            self.closed = Some(why);
+            self.state = State::Closed;
+        }
+    }
+
+    /// Checks a frame's epoch: an older one fences the primary (we say so and close), a newer
+    /// one than the handshake's is a protocol error (a new epoch means a new connection).
+    fn same_epoch(&mut self, epoch: u64) -> bool {
+        if epoch < self.epoch {
+            self.out.push_back(Frame::Fenced { epoch: self.epoch });
+            self.close(StandbyClose::StaleEpoch {
+                ours: self.epoch,
+                theirs: epoch,
+            });
+            return false;
+        }
+        if epoch > self.epoch {
+            self.close(StandbyClose::Protocol("epoch changed within a connection"));
+            return false;
+        }
+        true
+    }
+
+    /// Takes one frame from the primary.
+    pub fn receive(&mut self, frame: Frame) {
+        if self.state == State::Closed {
+            return;
+        }
+        match (self.state, frame) {
+            (State::AwaitHello, Frame::Hello(h)) => self.on_hello(&h),
+            (State::AwaitHello, _) => self.close(StandbyClose::Protocol("frame before Hello")),
+            (_, Frame::Hello(_)) => self.close(StandbyClose::Protocol("second Hello")),
+            (State::Streaming, Frame::Records(r)) => {
+                if !self.same_epoch(r.epoch) {
+                    return;
+                }
+                if r.prev_lsn != self.received {
+                    self.close(StandbyClose::Gap {
+                        expected: self.received,
+                        got: r.prev_lsn,
+                    });
+                    return;
+                }
+                let mut last = r.prev_lsn;
+                for rec in &r.records {
+                    if rec.lsn <= last {
+                        self.close(StandbyClose::Protocol("record LSNs must increase"));
+                        return;
+                    }
+                    last = rec.lsn;
+                }
+                self.received = last;
+                if !r.records.is_empty() {
+                    self.events.push_back(StandbyEvent::Apply(r.records));
+                }
+            }
+            (State::Streaming | State::Resyncing { .. }, Frame::Barrier { epoch, lsn }) => {
+                if !self.same_epoch(epoch) {
+                    return;
+                }
+                if lsn > self.received {
+                    self.close(StandbyClose::Protocol("barrier beyond the records sent"));
+                    return;
+                }
+                if !self.barrier_pending {
+                    self.barrier_pending = true;
+                    self.events.push_back(StandbyEvent::Sync);
+                }
+            }
+            (State::Streaming, Frame::ResyncStart { epoch, start_lsn }) => {
+                if !self.same_epoch(epoch) {
+                    return;
+                }
+                self.state = State::Resyncing { start_lsn };
+                self.events
+                    .push_back(StandbyEvent::ResyncBegin { start_lsn });
+            }
+            (
+                State::Resyncing { .. },
+                Frame::ResyncExtent {
+                    epoch,
+                    lba,
+                    blocks,
+                    data,
+                },
+            ) => {
+                if !self.same_epoch(epoch) {
+                    return;
+                }
+                if lba
+                    .checked_add(u64::from(blocks))
+                    .is_none_or(|end| end > self.cfg.capacity_blocks)
+                {
+                    self.close(StandbyClose::Protocol("resync extent beyond the volume"));
+                    return;
+                }
+                self.events
+                    .push_back(StandbyEvent::ResyncExtent { lba, blocks, data });
+            }
+            (State::Resyncing { start_lsn }, Frame::ResyncDone { epoch }) => {
+                if !self.same_epoch(epoch) {
+                    return;
+                }
+                self.received = start_lsn;
+                self.state = State::Streaming;
+                self.events.push_back(StandbyEvent::ResyncEnd { start_lsn });
+            }
+            (_, Frame::Fenced { epoch }) => {
+                // The primary holds a newer epoch than we announced: adopt it and start over.
+                if epoch > self.epoch {
+                    self.events.push_back(StandbyEvent::AdoptEpoch(epoch));
+                }
+                self.close(StandbyClose::Protocol("fenced by the primary"));
+            }
+            (_, _) => self.close(StandbyClose::Protocol("unexpected frame")),
+        }
+    }
+
+    fn on_hello(&mut self, h: &Hello) {
+        if h.volume_uuid != self.cfg.volume_uuid
+            || h.block_size != self.cfg.block_size
+            || h.capacity_blocks > self.cfg.capacity_blocks
+        {
+            self.close(StandbyClose::WrongVolume);
+            return;
+        }
+        if h.epoch < self.epoch {
+            self.out.push_back(Frame::Fenced { epoch: self.epoch });
+            self.close(StandbyClose::StaleEpoch {
+                ours: self.epoch,
+                theirs: h.epoch,
+            });
+            return;
+        }
+        if h.epoch > self.epoch {
+            self.epoch = h.epoch;
+            self.events.push_back(StandbyEvent::AdoptEpoch(h.epoch));
+        }
+        self.state = State::Streaming;
+    }
+
+    /// The driver made everything applied durable through `durable_lsn`: answer the barrier.
+    pub fn synced(&mut self, durable_lsn: u64) {
+        self.durable = self.durable.max(durable_lsn);
+        if std::mem::take(&mut self.barrier_pending) && self.state != State::Closed {
+            self.out.push_back(Frame::Ack {
+                epoch: self.epoch,
+                received_lsn: self.received,
+                durable_lsn: self.durable,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repl::frame::{RecordKind, Records};
+
+    const UUID: [u8; 16] = [7; 16];
+
+    fn cfg() -> StandbyConfig {
+        StandbyConfig {
+            volume_uuid: UUID,
+            node_id: [2; 16],
+            block_size: 512,
+            capacity_blocks: 100,
+        }
+    }
+
+    fn hello(epoch: u64) -> Frame {
+        Frame::Hello(Hello {
+            volume_uuid: UUID,
+            node_id: [1; 16],
+            epoch,
+            role: crate::role::Role::Primary.to_u8(),
+            durable_lsn: 0,
+            block_size: 512,
+            capacity_blocks: 100,
+        })
+    }
+
+    fn rec(lsn: u64) -> Record {
+        Record {
+            lsn,
+            kind: RecordKind::Trim,
+            lba: 1,
+            blocks: 1,
+            data: bytes::Bytes::new(),
+        }
+    }
+
+    fn records(epoch: u64, prev: u64, lsns: &[u64]) -> Frame {
+        Frame::Records(Records {
+            epoch,
+            prev_lsn: prev,
+            records: lsns.iter().map(|&l| rec(l)).collect(),
+        })
+    }
+
+    #[test]
+    fn records_are_applied_in_order_and_a_barrier_is_acked_once_durable() {
+        let mut l = StandbyLink::new(cfg(), 3, 10);
+        assert!(matches!(l.poll_frame(), Some(Frame::Hello(h)) if h.durable_lsn == 10));
+        l.receive(hello(3));
+        l.receive(records(3, 10, &[11, 13]));
+        l.receive(records(3, 13, &[14]));
+        assert_eq!(
+            l.poll_event(),
+            Some(StandbyEvent::Apply(vec![rec(11), rec(13)]))
+        );
+        assert_eq!(l.poll_event(), Some(StandbyEvent::Apply(vec![rec(14)])));
+        l.receive(Frame::Barrier { epoch: 3, lsn: 14 });
+        l.receive(Frame::Barrier { epoch: 3, lsn: 13 });
+        assert_eq!(
+            l.poll_event(),
+            Some(StandbyEvent::Sync),
+            "one sync for both"
+        );
+        assert_eq!(l.poll_event(), None);
+        assert_eq!(l.poll_frame(), None, "no ack before the data is durable");
+        l.synced(14);
+        assert_eq!(
+            l.poll_frame(),
+            Some(Frame::Ack {
+                epoch: 3,
+                received_lsn: 14,
+                durable_lsn: 14
+            })
+        );
+        assert!(l.close_reason().is_none());
+    }
+
+    #[test]
+    fn a_gap_or_an_older_epoch_closes_the_link() {
+        let mut l = StandbyLink::new(cfg(), 3, 10);
+        l.receive(hello(3));
+        l.receive(records(3, 9, &[12]));
+        assert_eq!(
+            l.close_reason(),
+            Some(&StandbyClose::Gap {
+                expected: 10,
+                got: 9
+            })
+        );
+        assert_eq!(l.poll_event(), None, "nothing of the bad batch is applied");
+
+        let mut l = StandbyLink::new(cfg(), 5, 0);
+        l.poll_frame();
+        l.receive(hello(4));
+        assert_eq!(l.poll_frame(), Some(Frame::Fenced { epoch: 5 }));
+        assert!(matches!(
+            l.close_reason(),
+            Some(StandbyClose::StaleEpoch { ours: 5, theirs: 4 })
+        ));
+    }
+
+    #[test]
+    fn a_newer_primary_epoch_is_adopted_before_anything_is_applied() {
+        let mut l = StandbyLink::new(cfg(), 3, 0);
+        l.receive(hello(6));
+        l.receive(records(6, 0, &[1]));
+        assert_eq!(l.poll_event(), Some(StandbyEvent::AdoptEpoch(6)));
+        assert_eq!(l.poll_event(), Some(StandbyEvent::Apply(vec![rec(1)])));
+        l.receive(records(5, 1, &[2]));
+        assert!(matches!(
+            l.close_reason(),
+            Some(StandbyClose::StaleEpoch { ours: 6, theirs: 5 })
+        ));
+    }
+
+    #[test]
+    fn a_full_resync_replaces_the_position() {
+        let mut l = StandbyLink::new(cfg(), 2, 0);
+        l.receive(hello(2));
+        l.receive(Frame::ResyncStart {
+            epoch: 2,
+            start_lsn: 40,
+        });
+        l.receive(Frame::ResyncExtent {
+            epoch: 2,
+            lba: 0,
+            blocks: 4,
+            data: None,
+        });
+        l.receive(Frame::ResyncDone { epoch: 2 });
+        l.receive(records(2, 40, &[41]));
+        let events: Vec<_> = std::iter::from_fn(|| l.poll_event()).collect();
+        assert_eq!(events.len(), 4, "{events:?}");
+        assert_eq!(events[2], StandbyEvent::ResyncEnd { start_lsn: 40 });
+        assert_eq!(l.received_lsn(), 41);
+        l.receive(Frame::ResyncExtent {
+            epoch: 2,
+            lba: 99,
+            blocks: 2,
+            data: None,
+        });
+        assert!(l.close_reason().is_some(), "extents only during a resync");
+    }
+}
