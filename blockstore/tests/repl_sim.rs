@@ -9,7 +9,7 @@
 //! promoted (every block holds what the last acknowledged flush before the crash wrote there, or
 //! something written after it); and a primary that learns of a newer epoch serves nothing.
 //!
-//! `TANDEM_REPL_SEEDS` sets how many seeds run (default 300).
+//! `TANDEM_REPL_SEEDS` sets how many seeds run (default 2000, a few seconds).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -389,7 +389,7 @@ fn every_acknowledged_flush_survives_a_failover() {
     let seeds: u64 = std::env::var("TANDEM_REPL_SEEDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(300);
+        .unwrap_or(2000);
     let mut t = Tally::default();
     for seed in 0..seeds {
         run(seed, &mut t);
