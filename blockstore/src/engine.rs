@@ -21,7 +21,7 @@ use crate::index::{Index, Loc};
 use crate::lease_timer::{LeaseClock, LeaseTimer};
 use crate::record::{record_len, Header, Kind, ALIGN, HEADER_LEN};
 use crate::recovery;
-use crate::replica::{LogPos, ReplicaGate, APPLIED_METADATA};
+use crate::replica_gate::{LogPos, ReplicaGate, APPLIED_METADATA};
 use crate::role::{AccessState, Role, RoleState};
 use crate::role_machine::{Change, RoleError, RoleMachine};
 use crate::stats::Stats;

@@ -26,6 +26,7 @@ mod record;
 mod recovery;
 pub mod repl;
 pub mod replica;
+mod replica_gate;
 pub mod role;
 pub mod role_machine;
 #[cfg(feature = "testkit")]

@@ -24,20 +24,8 @@ use std::sync::Arc;
 use crate::engine::{lock, Engine};
 use crate::error::{Error, Result};
 use crate::record::{record_len, Header, Kind, HEADER_LEN};
+pub use crate::replica_gate::{LogPos, ReplicaGate};
 use crate::role::Role;
-
-/// Metadata holding the primary LSN a standby had applied as of its last checkpoint.
-pub(crate) const APPLIED_METADATA: &str = "meta-repl-applied";
-
-/// A position in the log: the record with `lsn` starts at virtual offset `virt` (physical offset
-/// `virt % log size`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct LogPos {
-    /// Virtual offset of the record.
-    pub virt: u64,
-    /// Its LSN.
-    pub lsn: u64,
-}
 
 /// What a shipped record does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,15 +51,6 @@ pub struct ShippedRecord {
     pub blocks: u32,
     /// The data of a write (`blocks` blocks); empty otherwise.
     pub data: Vec<u8>,
-}
-
-/// What the engine needs from the replication link of a primary.
-pub trait ReplicaGate: Send + Sync + std::fmt::Debug {
-    /// Returns once every in-sync standby holds the log durable through `lsn` (the last record
-    /// appended before the flush began), or once the standbys that did not answer in time were
-    /// durably declared out of sync. An error fails the flush: the primary was fenced, or could
-    /// not record a standby's loss.
-    fn wait_durable(&self, lsn: u64) -> Result<()>;
 }
 
 impl Engine {
