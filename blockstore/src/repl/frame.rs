@@ -32,6 +32,8 @@
 
 mod decode;
 mod encode;
+#[cfg(any(test, feature = "fuzz"))]
+mod fuzz;
 #[cfg(test)]
 mod tests;
 
@@ -39,6 +41,8 @@ use bytes::Bytes;
 
 pub use decode::Decoder;
 pub use encode::{encode, encoded_len};
+#[cfg(any(test, feature = "fuzz"))]
+pub use fuzz::fuzz_repl_frame;
 
 /// Marks the start of every frame, so a stream that is not ours (or lost its framing) is
 /// refused at the first header. The bytes "TRPL" read as a little-endian u32.
@@ -246,54 +250,6 @@ impl FrameError {
             | FrameError::TooLarge { .. }
             | FrameError::Checksum
             | FrameError::Malformed(_) => true,
-        }
-    }
-}
-
-/// Fuzz entry point (the `repl_frame` cargo-fuzz target is a one-line call to it; the unit
-/// tests run it under proptest). Pushes the input into a [`Decoder`] in two chunks and checks
-/// every decoded frame survives encode then decode unchanged, and that an error sticks.
-///
-/// The first byte steers: bit 0 set corrects the CRC of every frame in the rest first (so the
-/// fuzzer reaches the body parsers instead of stopping at the checksum); the other seven bits
-/// place the split between the two chunks, from the start (0) to the end (127).
-#[cfg(any(test, feature = "fuzz"))]
-pub fn fuzz_repl_frame(data: &[u8]) {
-    let Some((&control, stream)) = data.split_first() else {
-        return;
-    };
-    let mut input = stream.to_vec();
-    if control & 1 == 1 {
-        encode::fix_crcs(&mut input);
-    }
-    let split = input.len() * usize::from(control >> 1) / 127;
-    let (first, second) = input.split_at(split.min(input.len()));
-    let mut dec = Decoder::new();
-    dec.push(first);
-    let mut pushed_second = false;
-    loop {
-        match dec.next_frame() {
-            Ok(Some(frame)) => {
-                let mut bytes = Vec::new();
-                encode(&frame, &mut bytes);
-                assert_eq!(bytes.len(), encoded_len(&frame));
-                let mut again = Decoder::new();
-                again.push(&bytes);
-                assert_eq!(again.next_frame(), Ok(Some(frame)));
-                assert_eq!(again.next_frame(), Ok(None));
-                assert_eq!(again.buffered(), 0);
-            }
-            Ok(None) if !pushed_second => {
-                dec.push(second);
-                pushed_second = true;
-            }
-            Ok(None) => break,
-            Err(e) => {
-                assert!(e.is_fatal());
-                dec.push(first);
-                assert_eq!(dec.next_frame(), Err(e));
-                break;
-            }
         }
     }
 }
