@@ -247,14 +247,29 @@ async fn the_dashboard_shows_each_host_under_its_protocol_and_live_rates() {
         still.contains(INITIATOR) && !still.contains(HOST_B),
         "{still}"
     );
-    // Live throughput: a line per protocol in both charts, and a non-zero current rate.
+    // Live throughput: in both charts a line per protocol that rises above zero (the charts'
+    // zero line is at y = 132), and a current rate in the legends.
     for chart in ["data-chart=\"bytes\"", "data-chart=\"iops\""] {
         let svg = element(volume, chart, "</svg>");
-        assert!(svg.contains("<polyline class=\"iscsi\""), "{svg}");
-        assert!(svg.contains("<polyline class=\"nvme\""), "{svg}");
+        for proto in ["iscsi", "nvme"] {
+            let at = svg
+                .find(&format!("<polyline class=\"{proto}\""))
+                .unwrap_or_else(|| panic!("no {proto} line in {chart}: {svg}"));
+            let tag = &svg[at..at + svg[at..].find('>').unwrap()];
+            let points = tag.split("points=\"").nth(1).unwrap_or_default();
+            let above_zero = points.split_whitespace().any(|p| {
+                p.split_once(',')
+                    .and_then(|(_, y)| y.trim_end_matches('"').parse::<f64>().ok())
+                    .is_some_and(|y| y < 131.0)
+            });
+            assert!(above_zero, "{proto} never above zero in {chart}: {svg}");
+        }
     }
     let legend = element(volume, "class=\"legend\"", "</div>");
-    assert!(!legend.contains("NVMe/TCP 0 B/s") && !legend.contains("-</span>"));
+    assert!(
+        legend.contains("B/s") && !legend.contains("-</span>"),
+        "{legend}"
+    );
 
     let shots = tempfile::tempdir().unwrap();
     let png = shots.path().join("dashboard.png");
