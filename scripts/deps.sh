@@ -8,7 +8,9 @@
 # What it installs: libiscsi-bin (iscsi-test-cu, iscsi-inq, iscsi-ls, iscsi-readcapacity16),
 # qemu-utils + qemu-block-extra + qemu-system-x86 at one version (qemu-img with its iscsi://
 # driver, and the QEMU that boots the guest running the kernel's initiators), kmod, cpio, binutils,
-# xz-utils. About 150 MB of packages; a minute or two on a fresh machine.
+# xz-utils, chromium (the headless browser the dashboard test loads the admin page in) and
+# dpkg-dev (dpkg-shlibdeps, which `cargo deb` runs for the package test). About 450 MB of
+# packages (chromium is 300 of them); a few minutes on a fresh machine.
 #
 # Why the QEMU packages are installed together at one version: qemu-img loads its iscsi:// driver
 # from qemu-block-extra, and QEMU loads only modules built for its own version. A machine can start
@@ -134,10 +136,21 @@ check_tools() {
     probe "kill must run" bash -c 'command -v kill'
     probe "perl must open a socket (a stand-in server in the harness' own tests)" \
         perl -MIO::Socket::INET -e 1
+    # Debian's headless Chromium, as the dashboard test runs it (as root: no sandbox): it must
+    # load a page, run its script and print the resulting DOM.
+    probe "chromium must run a page's script headless and dump the DOM" \
+        bash -c 'd=$(mktemp -d); trap "rm -rf $d" EXIT
+            chromium --headless --no-sandbox --disable-gpu --no-first-run \
+                --user-data-dir="$d" --virtual-time-budget=1000 --dump-dom \
+                "data:text/html,<body><script>document.body.id=\"ran\"</script></body>" \
+                2>/dev/null | grep -q "id=\"ran\""'
+    # The package test: `dpkg -x` unpacks the built package; cargo-deb runs dpkg-shlibdeps.
+    probe "dpkg must run" dpkg --version
+    probe "dpkg-shlibdeps (dpkg-dev) must run" dpkg-shlibdeps --version
 }
 
 if [ "${1:-}" != "--check" ]; then
-    install_missing libiscsi-bin kmod cpio binutils xz-utils
+    install_missing libiscsi-bin kmod cpio binutils xz-utils chromium dpkg-dev
     install_qemu_set
 fi
 check_tools

@@ -1,5 +1,6 @@
 //! The admin HTTP API of the daemon: `GET /v1/volumes` (the [`VolumesDoc`] `tandem status`
-//! prints) and `GET /metrics` (Prometheus text exposition). Read-only, no authentication:
+//! prints), `GET /metrics` (Prometheus text exposition) and the operator's dashboard
+//! ([`crate::dashboard`]: `GET /`, `GET /v1/dashboard`). Read-only, no authentication:
 //! it listens on loopback by default (`[admin] listen`).
 
 use std::convert::Infallible;
@@ -137,6 +138,10 @@ fn route(view: &NodeView, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             "GET only\n".into(),
         );
     }
+    // The operator's dashboard (crate::dashboard): `GET /` and `GET /v1/dashboard`.
+    if let Some(resp) = crate::dashboard::route(view, req.uri().path()) {
+        return resp;
+    }
     match req.uri().path() {
         "/v1/volumes" => match serde_json::to_string_pretty(&view.volumes()) {
             Ok(json) => reply(StatusCode::OK, "application/json", json),
@@ -175,6 +180,8 @@ pub async fn start(
         .map_err(|e| format!("admin API {listen}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     let view = Arc::new(view);
+    // The dashboard's rate history (crate::dashboard), sampled until shutdown.
+    crate::dashboard::spawn_sampler(Arc::clone(&view), shutdown);
     let mut stop = shutdown.subscribe();
     let task = tokio::spawn(async move {
         loop {

@@ -413,6 +413,9 @@ mod tests {
 pub const EXAMPLE: &str = include_str!("example.toml");
 
 #[cfg(test)]
+mod fields;
+
+#[cfg(test)]
 mod example_tests {
     use super::*;
 
@@ -424,6 +427,56 @@ mod example_tests {
         assert!(
             docs.contains(EXAMPLE),
             "docs/configuration.md must embed example.toml"
+        );
+        assert_eq!(
+            include_str!("../../packaging/tandem.toml"),
+            EXAMPLE,
+            "packaging/tandem.toml (the Debian package's /etc/tandem/tandem.toml) is \
+             `tandem example-config`'s output: regenerate it"
+        );
+    }
+
+    /// The field paths of docs/configuration.md's reference table (its rows' first cells).
+    fn documented_fields(docs: &str) -> std::collections::BTreeSet<String> {
+        let table = &docs[docs
+            .find("## Reference")
+            .expect("a \"## Reference\" section")..];
+        table
+            .lines()
+            .take_while(|l| !l.starts_with("```"))
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|row| row.split_once('`'))
+            .map(|(path, _)| path.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn the_reference_table_has_a_row_for_every_field_and_no_other() {
+        let fields = fields::paths::<Config>();
+        for must in [
+            "data_dir",
+            "volume.wal_size",
+            "iscsi.target.chap.allow_md5",
+            "nvme.subsystem.namespace.nsid",
+            "nvme.discovery_advertise",
+            "admin.listen",
+        ] {
+            assert!(fields.contains(must), "the walk missed {must}: {fields:?}");
+        }
+        assert!(
+            !fields.contains("nvme.subsystem.any_host"),
+            "not a file key"
+        );
+        let rows = documented_fields(include_str!("../../docs/configuration.md"));
+        let undocumented: Vec<_> = fields.difference(&rows).collect();
+        let unknown: Vec<_> = rows.difference(&fields).collect();
+        assert!(
+            undocumented.is_empty(),
+            "fields without a row in docs/configuration.md: {undocumented:?}"
+        );
+        assert!(
+            unknown.is_empty(),
+            "rows in docs/configuration.md naming no field: {unknown:?}"
         );
     }
 }

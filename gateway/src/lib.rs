@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod config;
 pub mod counters;
+pub mod dashboard;
 pub mod driver;
 pub mod exports;
 pub mod frontends;

@@ -1,0 +1,384 @@
+//! The operator's dashboard on the admin port: `GET /` is a web page showing every volume with
+//! its role, epoch and access state, the hosts on iSCSI and on NVMe/TCP, the migration's
+//! progress and live throughput; `GET /v1/dashboard` is the JSON the page's script polls.
+//!
+//! It exists because the people running Tandem are moving a fleet from iSCSI to NVMe/TCP and
+//! want to watch that move, not read `/v1/volumes`. The page is served by the daemon itself
+//! (no external assets), so it works on a management network without internet access.
+//!
+//! Rates come from a short history ([`History`]) that a sampler task ([`spawn_sampler`]) fills
+//! every [`SAMPLE_EVERY`] from the per-host I/O counters, summed per volume and protocol.
+//! Latency is not shown: the daemon keeps counters only (no per-command timings) today.
+
+mod page;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Response, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use crate::counters::IoSnapshot;
+use crate::status::{NodeView, VolumeStatus, VolumesDoc};
+
+/// How often the sampler takes the counters.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// How many samples each volume keeps: five minutes at [`SAMPLE_EVERY`].
+pub const SAMPLES_KEPT: usize = 300;
+
+/// Per-second rates of one protocol on one volume over one sample interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rates {
+    /// Bytes read per second.
+    pub read_bytes: f64,
+    /// Bytes written per second.
+    pub write_bytes: f64,
+    /// Read commands per second.
+    pub reads: f64,
+    /// Write commands per second.
+    pub writes: f64,
+    /// Other commands (flush, trim, inquiry, ...) per second.
+    pub other: f64,
+}
+
+/// One point of a volume's history: the rates of each protocol over the interval ending at `t`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// End of the interval, milliseconds since the Unix epoch.
+    pub t_ms: u64,
+    /// Hosts on iSCSI.
+    pub iscsi: Rates,
+    /// Hosts on NVMe/TCP.
+    pub nvme: Rates,
+}
+
+/// The migration at a glance: distinct host names on each protocol, over every volume.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Migration {
+    /// Hosts (initiator IQNs) with an iSCSI session now.
+    pub iscsi_hosts: usize,
+    /// Hosts (host NQNs) with an NVMe/TCP controller now.
+    pub nvme_hosts: usize,
+    /// The hosts still on iSCSI, by initiator name: the ones left to move.
+    pub still_on_iscsi: Vec<String>,
+}
+
+/// One volume's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumeSeries {
+    /// Volume name.
+    pub volume: String,
+    /// Oldest first, at most [`SAMPLES_KEPT`].
+    pub samples: Vec<Sample>,
+}
+
+/// The document `GET /v1/dashboard` returns: everything the page shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DashboardDoc {
+    /// Seconds between samples.
+    pub sample_every_secs: u64,
+    /// Hosts per protocol.
+    pub migration: Migration,
+    /// The volumes as `GET /v1/volumes` shows them.
+    pub volumes: Vec<VolumeStatus>,
+    /// Recent rates per volume and protocol.
+    pub series: Vec<VolumeSeries>,
+}
+
+/// Identity of one host's counters between samples: a reconnect is a new key.
+type HostKey = (String, &'static str, String, String, u64);
+
+#[derive(Debug, Default)]
+struct Inner {
+    last: Option<(Instant, BTreeMap<HostKey, IoSnapshot>)>,
+    series: BTreeMap<String, VecDeque<Sample>>,
+}
+
+/// The recent rates of every volume, kept in memory by the admin API for the dashboard.
+#[derive(Debug, Default)]
+pub struct History {
+    inner: Mutex<Inner>,
+}
+
+fn rates(d: &IoSnapshot, secs: f64) -> Rates {
+    Rates {
+        read_bytes: d.read_bytes as f64 / secs,
+        write_bytes: d.write_bytes as f64 / secs,
+        reads: d.reads as f64 / secs,
+        writes: d.writes as f64 / secs,
+        other: d.other as f64 / secs,
+    }
+}
+
+fn delta(now: &IoSnapshot, before: &IoSnapshot) -> IoSnapshot {
+    IoSnapshot {
+        reads: now.reads.saturating_sub(before.reads),
+        writes: now.writes.saturating_sub(before.writes),
+        read_bytes: now.read_bytes.saturating_sub(before.read_bytes),
+        write_bytes: now.write_bytes.saturating_sub(before.write_bytes),
+        other: now.other.saturating_sub(before.other),
+    }
+}
+
+impl History {
+    /// Records one sample of `doc` taken at `at` (`t_ms`: the same moment on the wall clock).
+    ///
+    /// Each host's counters are compared with its own previous reading; a host that connected
+    /// since the last sample counts from zero, so attaching or leaving never shows as a spike or
+    /// a negative rate. The first call only sets the baseline.
+    pub fn record(&self, doc: &VolumesDoc, at: Instant, t_ms: u64) {
+        let mut now = BTreeMap::new();
+        for v in &doc.volumes {
+            for (proto, list) in [("iscsi", &v.hosts.iscsi), ("nvme", &v.hosts.nvme)] {
+                for h in list {
+                    let key = (
+                        v.name.clone(),
+                        proto,
+                        h.host.clone(),
+                        h.address.clone(),
+                        h.since_unix,
+                    );
+                    now.insert(key, h.io);
+                }
+            }
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((then, before)) = &inner.last {
+            let secs = at.saturating_duration_since(*then).as_secs_f64();
+            if secs > 0.0 {
+                let mut sums: BTreeMap<&str, [IoSnapshot; 2]> = doc
+                    .volumes
+                    .iter()
+                    .map(|v| (v.name.as_str(), Default::default()))
+                    .collect();
+                for (key, io) in &now {
+                    let d = delta(io, before.get(key).unwrap_or(&IoSnapshot::default()));
+                    if let Some(s) = sums.get_mut(key.0.as_str()) {
+                        s[usize::from(key.1 == "nvme")].add(&d);
+                    }
+                }
+                let added: Vec<(String, Sample)> = sums
+                    .into_iter()
+                    .map(|(name, [i, n])| {
+                        let sample = Sample {
+                            t_ms,
+                            iscsi: rates(&i, secs),
+                            nvme: rates(&n, secs),
+                        };
+                        (name.to_string(), sample)
+                    })
+                    .collect();
+                for (name, sample) in added {
+                    let ring = inner.series.entry(name).or_default();
+                    if ring.len() == SAMPLES_KEPT {
+                        ring.pop_front();
+                    }
+                    ring.push_back(sample);
+                }
+            }
+        }
+        inner.last = Some((at, now));
+    }
+
+    /// The samples of volume `name`, oldest first.
+    pub fn samples(&self, name: &str) -> Vec<Sample> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .series
+            .get(name)
+            .map(|r| r.iter().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Counts the distinct hosts on each protocol over every volume.
+pub fn migration(doc: &VolumesDoc) -> Migration {
+    let mut iscsi = BTreeSet::new();
+    let mut nvme = BTreeSet::new();
+    for v in &doc.volumes {
+        iscsi.extend(v.hosts.iscsi.iter().map(|h| h.host.clone()));
+        nvme.extend(v.hosts.nvme.iter().map(|h| h.host.clone()));
+    }
+    Migration {
+        iscsi_hosts: iscsi.len(),
+        nvme_hosts: nvme.len(),
+        still_on_iscsi: iscsi.into_iter().collect(),
+    }
+}
+
+/// What the page shows now.
+pub fn document(view: &NodeView) -> DashboardDoc {
+    let doc = view.volumes();
+    let series = doc
+        .volumes
+        .iter()
+        .map(|v| VolumeSeries {
+            volume: v.name.clone(),
+            samples: view.history.samples(&v.name),
+        })
+        .collect();
+    DashboardDoc {
+        sample_every_secs: SAMPLE_EVERY.as_secs(),
+        migration: migration(&doc),
+        volumes: doc.volumes,
+        series,
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Starts the task that samples `view`'s counters into its [`History`] every [`SAMPLE_EVERY`]
+/// until `shutdown` is raised.
+pub fn spawn_sampler(
+    view: Arc<NodeView>,
+    shutdown: &crate::shutdown::Shutdown,
+) -> tokio::task::JoinHandle<()> {
+    let mut stop = shutdown.subscribe();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SAMPLE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            view.history
+                .record(&view.volumes(), Instant::now(), unix_ms());
+        }
+    })
+}
+
+fn reply(content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    r.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+/// Answers the dashboard's paths (`/`, `/v1/dashboard`); `None` for any other path.
+pub fn route(view: &NodeView, path: &str) -> Option<Response<Full<Bytes>>> {
+    match path {
+        "/" => Some(reply(
+            "text/html; charset=utf-8",
+            page::render(&document(view)),
+        )),
+        "/v1/dashboard" => Some(match serde_json::to_string(&document(view)) {
+            Ok(json) => reply("application/json", json),
+            Err(e) => {
+                let mut r = reply("text/plain", e.to_string());
+                *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                r
+            }
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{HostStatus, Hosts};
+
+    fn doc(iscsi: &[(&str, IoSnapshot)], nvme: &[(&str, IoSnapshot)]) -> VolumesDoc {
+        let host = |(name, io): &(&str, IoSnapshot)| HostStatus {
+            host: name.to_string(),
+            via: "t".into(),
+            address: "127.0.0.1:1".into(),
+            since_unix: 7,
+            io: *io,
+        };
+        let json = serde_json::json!({
+            "name": "v", "uuid": "u", "size_bytes": 0, "block_size": 512, "role": "primary",
+            "epoch": 1, "access_state": "optimized",
+            "engine": {"reads":0,"writes":0,"read_bytes":0,"write_bytes":0,"flushes":0,
+                       "flusher_runs":0,"log_used_bytes":0,"log_size_bytes":0,"dirty_blocks":0},
+            "exports": {"iscsi": [], "nvme": []},
+            "reservation": {"generation": 0, "kind": null, "holder": null, "registrants": []},
+            "hosts": {"iscsi": [], "nvme": []}
+        });
+        let mut v: VolumeStatus = serde_json::from_value(json).unwrap();
+        v.hosts = Hosts {
+            iscsi: iscsi.iter().map(host).collect(),
+            nvme: nvme.iter().map(host).collect(),
+        };
+        VolumesDoc { volumes: vec![v] }
+    }
+
+    fn io(reads: u64, read_bytes: u64) -> IoSnapshot {
+        IoSnapshot {
+            reads,
+            read_bytes,
+            ..IoSnapshot::default()
+        }
+    }
+
+    #[test]
+    fn rates_are_per_protocol_and_per_second_and_a_new_host_counts_from_zero() {
+        let h = History::default();
+        let t0 = Instant::now();
+        h.record(&doc(&[("i", io(10, 5120))], &[]), t0, 0);
+        assert!(
+            h.samples("v").is_empty(),
+            "the first reading is the baseline"
+        );
+        let t1 = t0 + Duration::from_secs(2);
+        h.record(
+            &doc(&[("i", io(30, 15360))], &[("n", io(4, 16384))]),
+            t1,
+            2000,
+        );
+        let s = h.samples("v");
+        assert_eq!(s.len(), 1);
+        assert_eq!((s[0].iscsi.reads, s[0].iscsi.read_bytes), (10.0, 5120.0));
+        assert_eq!((s[0].nvme.reads, s[0].nvme.read_bytes), (2.0, 8192.0));
+        // the iSCSI host leaves: no negative rate
+        h.record(&doc(&[], &[("n", io(4, 16384))]), t1 + SAMPLE_EVERY, 3000);
+        let s = h.samples("v");
+        assert_eq!(
+            (s[1].iscsi, s[1].nvme),
+            (Rates::default(), Rates::default())
+        );
+    }
+
+    #[test]
+    fn the_ring_keeps_the_last_minutes_only() {
+        let h = History::default();
+        let t0 = Instant::now();
+        for i in 0..(SAMPLES_KEPT as u64 + 20) {
+            h.record(
+                &doc(&[], &[("n", io(i, 0))]),
+                t0 + SAMPLE_EVERY * i as u32,
+                i,
+            );
+        }
+        let s = h.samples("v");
+        assert_eq!(s.len(), SAMPLES_KEPT);
+        assert_eq!(s.last().unwrap().t_ms, SAMPLES_KEPT as u64 + 19);
+        assert_eq!(s[0].t_ms, 20);
+    }
+
+    #[test]
+    fn migration_counts_distinct_hosts_per_protocol() {
+        let d = doc(
+            &[("iqn.b", io(0, 0)), ("iqn.a", io(0, 0))],
+            &[("nqn.c", io(0, 0))],
+        );
+        let m = migration(&d);
+        assert_eq!((m.iscsi_hosts, m.nvme_hosts), (2, 1));
+        assert_eq!(m.still_on_iscsi, ["iqn.a", "iqn.b"]);
+    }
+}
