@@ -130,7 +130,11 @@ fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<
 }
 
 /// Answers one request.
-fn route(view: &NodeView, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn route(
+    view: &NodeView,
+    history: &crate::dashboard::History,
+    req: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -139,7 +143,7 @@ fn route(view: &NodeView, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         );
     }
     // The operator's dashboard (crate::dashboard): `GET /` and `GET /v1/dashboard`.
-    if let Some(resp) = crate::dashboard::route(view, req.uri().path()) {
+    if let Some(resp) = crate::dashboard::route(view, history, req.uri().path()) {
         return resp;
     }
     match req.uri().path() {
@@ -181,7 +185,8 @@ pub async fn start(
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     let view = Arc::new(view);
     // The dashboard's rate history (crate::dashboard), sampled until shutdown.
-    crate::dashboard::spawn_sampler(Arc::clone(&view), shutdown);
+    let history = Arc::new(crate::dashboard::History::default());
+    crate::dashboard::spawn_sampler(Arc::clone(&view), Arc::clone(&history), shutdown);
     let mut stop = shutdown.subscribe();
     let task = tokio::spawn(async move {
         loop {
@@ -197,9 +202,10 @@ pub async fn start(
                 _ = stop.changed() => return,
             };
             let view = Arc::clone(&view);
+            let history = Arc::clone(&history);
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let resp = route(&view, &req);
+                    let resp = route(&view, &history, &req);
                     async move { Ok::<_, Infallible>(resp) }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);

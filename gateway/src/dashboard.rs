@@ -10,7 +10,10 @@
 //! every [`SAMPLE_EVERY`] from the per-host I/O counters, summed per volume and protocol.
 //! Latency is not shown: the daemon keeps counters only (no per-command timings) today.
 
+mod doc;
 mod page;
+
+pub use doc::{DashboardDoc, Migration, Rates, Sample, VolumeSeries};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -19,75 +22,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Response, StatusCode};
-use serde::{Deserialize, Serialize};
 
 use crate::counters::IoSnapshot;
-use crate::status::{NodeView, VolumeStatus, VolumesDoc};
+use crate::status::{NodeView, VolumesDoc};
 
 /// How often the sampler takes the counters.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// How many samples each volume keeps: five minutes at [`SAMPLE_EVERY`].
 pub const SAMPLES_KEPT: usize = 300;
-
-/// Per-second rates of one protocol on one volume over one sample interval.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Rates {
-    /// Bytes read per second.
-    pub read_bytes: f64,
-    /// Bytes written per second.
-    pub write_bytes: f64,
-    /// Read commands per second.
-    pub reads: f64,
-    /// Write commands per second.
-    pub writes: f64,
-    /// Other commands (flush, trim, inquiry, ...) per second.
-    pub other: f64,
-}
-
-/// One point of a volume's history: the rates of each protocol over the interval ending at `t`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Sample {
-    /// End of the interval, milliseconds since the Unix epoch.
-    pub t_ms: u64,
-    /// Hosts on iSCSI.
-    pub iscsi: Rates,
-    /// Hosts on NVMe/TCP.
-    pub nvme: Rates,
-}
-
-/// The migration at a glance: distinct host names on each protocol, over every volume.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Migration {
-    /// Hosts (initiator IQNs) with an iSCSI session now.
-    pub iscsi_hosts: usize,
-    /// Hosts (host NQNs) with an NVMe/TCP controller now.
-    pub nvme_hosts: usize,
-    /// The hosts still on iSCSI, by initiator name: the ones left to move.
-    pub still_on_iscsi: Vec<String>,
-}
-
-/// One volume's history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VolumeSeries {
-    /// Volume name.
-    pub volume: String,
-    /// Oldest first, at most [`SAMPLES_KEPT`].
-    pub samples: Vec<Sample>,
-}
-
-/// The document `GET /v1/dashboard` returns: everything the page shows.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DashboardDoc {
-    /// Seconds between samples.
-    pub sample_every_secs: u64,
-    /// Hosts per protocol.
-    pub migration: Migration,
-    /// The volumes as `GET /v1/volumes` shows them.
-    pub volumes: Vec<VolumeStatus>,
-    /// Recent rates per volume and protocol.
-    pub series: Vec<VolumeSeries>,
-}
 
 /// Identity of one host's counters between samples: a reconnect is a new key.
 type HostKey = (String, &'static str, String, String, u64);
@@ -211,14 +154,14 @@ pub fn migration(doc: &VolumesDoc) -> Migration {
 }
 
 /// What the page shows now.
-pub fn document(view: &NodeView) -> DashboardDoc {
+pub fn document(view: &NodeView, history: &History) -> DashboardDoc {
     let doc = view.volumes();
     let series = doc
         .volumes
         .iter()
         .map(|v| VolumeSeries {
             volume: v.name.clone(),
-            samples: view.history.samples(&v.name),
+            samples: history.samples(&v.name),
         })
         .collect();
     DashboardDoc {
@@ -235,10 +178,11 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Starts the task that samples `view`'s counters into its [`History`] every [`SAMPLE_EVERY`]
-/// until `shutdown` is raised.
+/// Starts the task that samples `view`'s counters into `history` every [`SAMPLE_EVERY`] until
+/// `shutdown` is raised.
 pub fn spawn_sampler(
     view: Arc<NodeView>,
+    history: Arc<History>,
     shutdown: &crate::shutdown::Shutdown,
 ) -> tokio::task::JoinHandle<()> {
     let mut stop = shutdown.subscribe();
@@ -250,8 +194,7 @@ pub fn spawn_sampler(
                 _ = tick.tick() => {}
                 _ = stop.changed() => return,
             }
-            view.history
-                .record(&view.volumes(), Instant::now(), unix_ms());
+            history.record(&view.volumes(), Instant::now(), unix_ms());
         }
     })
 }
@@ -270,13 +213,13 @@ fn reply(content_type: &'static str, body: String) -> Response<Full<Bytes>> {
 }
 
 /// Answers the dashboard's paths (`/`, `/v1/dashboard`); `None` for any other path.
-pub fn route(view: &NodeView, path: &str) -> Option<Response<Full<Bytes>>> {
+pub fn route(view: &NodeView, history: &History, path: &str) -> Option<Response<Full<Bytes>>> {
     match path {
         "/" => Some(reply(
             "text/html; charset=utf-8",
-            page::render(&document(view)),
+            page::render(&document(view, history)),
         )),
-        "/v1/dashboard" => Some(match serde_json::to_string(&document(view)) {
+        "/v1/dashboard" => Some(match serde_json::to_string(&document(view, history)) {
             Ok(json) => reply("application/json", json),
             Err(e) => {
                 let mut r = reply("text/plain", e.to_string());
@@ -291,7 +234,7 @@ pub fn route(view: &NodeView, path: &str) -> Option<Response<Full<Bytes>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{HostStatus, Hosts};
+    use crate::status::{HostStatus, Hosts, VolumeStatus};
 
     fn doc(iscsi: &[(&str, IoSnapshot)], nvme: &[(&str, IoSnapshot)]) -> VolumesDoc {
         let host = |(name, io): &(&str, IoSnapshot)| HostStatus {

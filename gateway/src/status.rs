@@ -148,8 +148,6 @@ pub struct NodeView {
     pub iscsi: Option<Arc<IscsiShared>>,
     /// The NVMe/TCP front end's shared state, when it runs.
     pub nvme: Option<Arc<NvmeShared>>,
-    /// Recent rates per volume and protocol, for the dashboard (filled by its sampler).
-    pub history: Arc<crate::dashboard::History>,
 }
 
 fn lower_debug(v: impl std::fmt::Debug) -> String {
@@ -164,7 +162,6 @@ impl NodeView {
             targets: fronts.targets.clone(),
             iscsi: fronts.iscsi.as_ref().map(|i| Arc::clone(&i.shared)),
             nvme: fronts.nvme.as_ref().map(|n| Arc::clone(&n.shared)),
-            history: Arc::default(),
         }
     }
 

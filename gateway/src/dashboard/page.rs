@@ -1,7 +1,7 @@
 //! The dashboard page rendered on the server: the same sections the page's script redraws
 //! from `/v1/dashboard`, so the page shows the node's state before (or without) the script.
 
-use super::DashboardDoc;
+use super::doc::DashboardDoc;
 use crate::status::{HostStatus, VolumeStatus};
 
 /// The page: CSS, the layout and the inline script, with markers where the state goes.
