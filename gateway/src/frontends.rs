@@ -99,7 +99,8 @@ pub fn print_attach_help(cfg: &Config, vols: &Volumes, fronts: &Frontends) {
         if let (Some(d), Some(p), Some(bound)) = (disc, cfg.nvme.portals.first(), n.bound.first()) {
             let addr = crate::nvme::config::advertised(p, *bound);
             println!("attach with nvme-cli:");
-            println!("  nvme discover -t tcp -a {} -s {}", d.ip(), d.port());
+            let ip = cfg.nvme.discovery_advertise.unwrap_or(d.ip());
+            println!("  nvme discover -t tcp -a {ip} -s {}", d.port());
             for s in &cfg.nvme.subsystems {
                 println!(
                     "  nvme connect -t tcp -a {} -s {} -n {}",
