@@ -8,8 +8,8 @@
 # What it installs: libiscsi-bin (iscsi-test-cu, iscsi-inq, iscsi-ls, iscsi-readcapacity16),
 # qemu-utils + qemu-block-extra + qemu-system-x86 at one version (qemu-img with its iscsi://
 # driver, and the QEMU that boots the guest running the kernel's initiators), kmod, cpio, binutils,
-# xz-utils, and systemd when systemd-analyze is missing (it checks the unit file). About 150 MB of
-# packages; a minute or two on a fresh machine.
+# xz-utils, systemd when systemd-analyze is missing (it checks the unit file), git when missing (the
+# build stamps the commit). About 150 MB of packages; a minute or two on a fresh machine.
 #
 # Why the QEMU packages are installed together at one version: qemu-img loads its iscsi:// driver
 # from qemu-block-extra, and QEMU loads only modules built for its own version. A machine can start
@@ -137,11 +137,14 @@ check_tools() {
         perl -MIO::Socket::INET -e 1
     # The systemd unit's check (gateway/tests/systemd.rs) runs it offline, no systemd running.
     probe "systemd-analyze (systemd) must verify a unit file" systemd-analyze --version
+    # gateway/build.rs stamps the binary with the commit it is built from (tandem_build_info).
+    probe "git must report the checkout's commit" git --version
 }
 
 if [ "${1:-}" != "--check" ]; then
     install_missing libiscsi-bin kmod cpio binutils xz-utils
     command -v systemd-analyze >/dev/null || install_missing systemd
+    command -v git >/dev/null || install_missing git
     install_qemu_set
 fi
 check_tools

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::status::NodeView;
 
-pub(crate) fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
@@ -45,9 +45,12 @@ fn route(view: &NodeView, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/metrics" => reply(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            crate::metrics::expose::node_text(view),
+            crate::exposition::node_text(view),
         ),
-        "/healthz" | "/readyz" => crate::health::answer(req.uri().path(), &view.readiness),
+        "/healthz" | "/readyz" => {
+            let (status, body) = crate::health::answer(req.uri().path(), &view.readiness);
+            reply(status, "text/plain", body)
+        }
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
 }

@@ -7,9 +7,7 @@
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Response, StatusCode};
+use hyper::StatusCode;
 
 const STARTING: u8 = 0;
 const READY: u8 = 1;
@@ -49,8 +47,8 @@ impl Readiness {
     }
 }
 
-/// The answer to `GET /healthz` or `GET /readyz` (`path`).
-pub fn answer(path: &str, ready: &Readiness) -> Response<Full<Bytes>> {
+/// The status and body of the answer to `GET /healthz` or `GET /readyz` (`path`).
+pub fn answer(path: &str, ready: &Readiness) -> (StatusCode, String) {
     let status = if path == "/readyz" && !ready.is_ready() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -61,7 +59,7 @@ pub fn answer(path: &str, ready: &Readiness) -> Response<Full<Bytes>> {
     } else {
         "ok\n".to_string()
     };
-    crate::admin::reply(status, "text/plain", body)
+    (status, body)
 }
 
 #[cfg(test)]
@@ -71,20 +69,14 @@ mod tests {
     #[test]
     fn ready_only_between_start_and_stop() {
         let r = Readiness::default();
-        assert_eq!(
-            answer("/readyz", &r).status(),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        assert_eq!(answer("/healthz", &r).status(), StatusCode::OK);
+        assert_eq!(answer("/readyz", &r).0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(answer("/healthz", &r).0, StatusCode::OK);
         r.set_ready();
-        assert_eq!(answer("/readyz", &r).status(), StatusCode::OK);
+        assert_eq!(answer("/readyz", &r).0, StatusCode::OK);
         r.set_stopping();
         r.set_ready();
-        assert_eq!(
-            answer("/readyz", &r).status(),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
+        assert_eq!(answer("/readyz", &r).0, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(r.describe(), "stopping");
-        assert_eq!(answer("/healthz", &r).status(), StatusCode::OK);
+        assert_eq!(answer("/healthz", &r).0, StatusCode::OK);
     }
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod counters;
 pub mod driver;
 pub mod exports;
+pub mod exposition;
 pub mod frontends;
 pub mod health;
 pub mod iscsi;

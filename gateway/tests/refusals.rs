@@ -60,7 +60,7 @@ const READ10: [u8; 10] = [0x28, 0, 0, 0, 0, 8, 0, 0, 1, 0];
 
 /// The value of sample `series` (exact name and labels) in the node's `/metrics` text.
 fn sample(view: &NodeView, series: &str) -> u64 {
-    let text = gateway::metrics::expose::node_text(view);
+    let text = gateway::exposition::node_text(view);
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .unwrap_or_else(|| panic!("no {series} in {text}"))

@@ -3,10 +3,8 @@
 //! histogram per volume, protocol and operation), the commands refused or failed by kind, and
 //! failed logins and refused connects. The instruments are made once per node
 //! ([`Metrics::new`]); each volume target holds its own handles ([`VolumeMetrics`]), so the data
-//! path records without a map lookup. [`expose`] writes them, with everything the operator view
+//! path records without a map lookup. [`crate::exposition`] writes them, with everything the operator view
 //! knows, as the Prometheus text `GET /metrics` serves.
-
-pub mod expose;
 
 use std::time::Duration;
 
@@ -284,7 +282,7 @@ mod tests {
             Duration::from_micros(30),
             &BlockResult::MediumError,
         );
-        let text = expose::encode(&m, |_| {});
+        let text = crate::exposition::encode(&m, |_| {});
         assert!(
             text.contains(
                 r#"tandem_command_latency_seconds_count{volume="a",protocol="nvme",op="write"} 1"#

@@ -1,4 +1,4 @@
-//! The Prometheus text `GET /metrics` serves: the node's live instruments ([`super::Metrics`])
+//! The Prometheus text `GET /metrics` serves: the node's live instruments ([`Metrics`])
 //! and, read from the operator view at scrape time, the volumes' engine counters, role, epoch
 //! and access state, the attached hosts per protocol, and the build.
 //!
@@ -17,8 +17,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::Metrics;
 use crate::counters::IoSnapshot;
+use crate::metrics::Metrics;
 use crate::status::{NodeView, VolumesDoc};
 
 /// Labels of a per-volume series.
