@@ -97,12 +97,14 @@ fn signal(child: &Child, sig: libc::c_int) {
     assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
 }
 
-#[test]
-fn daemon_notifies_ready_and_stopping_and_survives_sighup() {
+/// Starts `tandem [args] serve` on free loopback ports with a notify socket; returns the
+/// daemon (stderr piped), the socket, and the directory holding both.
+fn start(args: &[&str]) -> (Child, UnixDatagram, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+    let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(args)
         .args(["serve", "--data-dir"])
         .arg(dir.path().join("data"))
         .args([
@@ -119,9 +121,26 @@ fn daemon_notifies_ready_and_stopping_and_survives_sighup() {
         ])
         .env("NOTIFY_SOCKET", &sock_path)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    (child, sock, dir)
+}
+
+/// Stops the daemon with SIGTERM (checking it says STOPPING=1 and exits 0); returns its log.
+fn stop(mut child: Child, sock: &UnixDatagram) -> String {
+    signal(&child, libc::SIGTERM);
+    wait_for(sock, "STOPPING=1", Duration::from_secs(30));
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    log
+}
+
+#[test]
+fn daemon_notifies_ready_and_stopping_and_survives_sighup() {
+    let (mut child, sock, _dir) = start(&[]);
     let seen = wait_for(&sock, "READY=1", Duration::from_secs(60));
     assert!(!seen.iter().any(|m| m.contains("STOPPING=1")), "{seen:?}");
 
@@ -136,8 +155,33 @@ fn daemon_notifies_ready_and_stopping_and_survives_sighup() {
         "SIGHUP is not a state change"
     );
 
-    signal(&child, libc::SIGTERM);
-    wait_for(&sock, "STOPPING=1", Duration::from_secs(30));
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{status:?}");
+    let log = stop(child, &sock);
+    assert!(log.contains("SIGHUP"), "{log}");
+    // stderr is not a terminal here: plain text, no colour codes
+    assert!(!log.contains('\u{1b}'), "{log:?}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("INFO") && l.contains("ready")),
+        "{log}"
+    );
+}
+
+#[test]
+fn json_log_format_writes_one_object_per_line() {
+    let (child, sock, _dir) = start(&["--log-format", "json"]);
+    wait_for(&sock, "READY=1", Duration::from_secs(60));
+    let log = stop(child, &sock);
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let opened = lines
+        .iter()
+        .find(|v| v["fields"]["message"] == "opened volume")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(opened["fields"]["volume"], "default");
+    assert_eq!(opened["level"], "INFO");
+    assert!(lines
+        .iter()
+        .any(|v| v["fields"]["message"] == "volumes flushed and closed"));
 }
