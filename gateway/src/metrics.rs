@@ -18,9 +18,9 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     /// iSCSI.
-    Iscsi,
+    Iscsi = 0,
     /// NVMe/TCP.
-    Nvme,
+    Nvme = 1,
 }
 
 impl Protocol {
@@ -39,14 +39,14 @@ impl Protocol {
 /// The `op` label of a latency sample: what an operator tells apart in a latency graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    /// Reads (and the read side of nothing else).
-    Read,
+    /// Reads.
+    Read = 0,
     /// Anything carrying data to the volume: writes, write-zeroes, compare-and-write.
-    Write,
+    Write = 1,
     /// Cache flushes (SYNCHRONIZE CACHE, NVMe Flush).
-    Flush,
+    Flush = 2,
     /// Everything else that reaches the volume: trims, LBA status, reservation persistence.
-    Other,
+    Other = 3,
 }
 
 impl Op {
@@ -81,13 +81,13 @@ impl Op {
 pub enum Refusal {
     /// The path's access state does not serve I/O: an ALUA NOT READY (iSCSI) or ANA path status
     /// (NVMe) answer.
-    AccessState,
+    AccessState = 0,
     /// A reservation held by another host excludes the command.
-    ReservationConflict,
+    ReservationConflict = 1,
     /// The volume's storage failed (medium error, write fault).
-    MediumError,
+    MediumError = 2,
     /// Anything else the target failed on (a bug or an unexpected volume error).
-    Internal,
+    Internal = 3,
 }
 
 impl Refusal {
@@ -217,11 +217,8 @@ impl Metrics {
     }
 }
 
-fn index<T: PartialEq>(all: &[T], v: T) -> usize {
-    all.iter().position(|x| *x == v).unwrap_or(0)
-}
-
-/// One volume's handles on the node's instruments.
+/// One volume's handles on the node's instruments, indexed by the enums' discriminants (the
+/// order of their `ALL` lists).
 #[derive(Debug, Clone)]
 pub struct VolumeMetrics {
     latency: [[Histogram; 4]; 2],
@@ -231,10 +228,7 @@ pub struct VolumeMetrics {
 impl VolumeMetrics {
     /// Records one executed block operation: its latency, and its result if a refusal.
     pub fn executed(&self, protocol: Protocol, op: Op, took: Duration, result: &BlockResult) {
-        let p = index(&Protocol::ALL, protocol);
-        if let Some(h) = self.latency.get(p).and_then(|a| a.get(index(&Op::ALL, op))) {
-            h.observe(took.as_secs_f64());
-        }
+        self.latency[protocol as usize][op as usize].observe(took.as_secs_f64());
         if let Some(r) = Refusal::of(result) {
             self.refused(protocol, r);
         }
@@ -243,20 +237,26 @@ impl VolumeMetrics {
     /// Counts a command refused before it reached the volume (by the protocol's logical unit,
     /// its reservation check or its ANA state).
     pub fn refused(&self, protocol: Protocol, why: Refusal) {
-        let p = index(&Protocol::ALL, protocol);
-        if let Some(c) = self
-            .errors
-            .get(p)
-            .and_then(|a| a.get(index(&Refusal::ALL, why)))
-        {
-            c.inc();
-        }
+        self.errors[protocol as usize][why as usize].inc();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handles_are_indexed_in_label_order() {
+        for (i, p) in Protocol::ALL.into_iter().enumerate() {
+            assert_eq!(p as usize, i);
+        }
+        for (i, o) in Op::ALL.into_iter().enumerate() {
+            assert_eq!(o as usize, i);
+        }
+        for (i, r) in Refusal::ALL.into_iter().enumerate() {
+            assert_eq!(r as usize, i);
+        }
+    }
 
     #[test]
     fn ops_and_refusals_are_labelled_by_kind() {
