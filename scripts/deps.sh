@@ -8,9 +8,10 @@
 # What it installs: libiscsi-bin (iscsi-test-cu, iscsi-inq, iscsi-ls, iscsi-readcapacity16),
 # qemu-utils + qemu-block-extra + qemu-system-x86 at one version (qemu-img with its iscsi://
 # driver, and the QEMU that boots the guest running the kernel's initiators), kmod, cpio, binutils,
-# xz-utils, chromium (the headless browser the dashboard test loads the admin page in) and
-# dpkg-dev (dpkg-shlibdeps, which `cargo deb` runs for the package test). About 450 MB of
-# packages (chromium is 300 of them); a few minutes on a fresh machine.
+# xz-utils, chromium (the headless browser the dashboard test loads the admin page in),
+# dpkg-dev (dpkg-shlibdeps, which `cargo deb` runs for the package test), systemd when
+# systemd-analyze is missing (it checks the unit file) and git when missing (the build stamps the
+# commit). About 450 MB of packages (chromium is 300 of them); a few minutes on a fresh machine.
 #
 # Why the QEMU packages are installed together at one version: qemu-img loads its iscsi:// driver
 # from qemu-block-extra, and QEMU loads only modules built for its own version. A machine can start
@@ -147,10 +148,16 @@ check_tools() {
     # The package test: `dpkg -x` unpacks the built package; cargo-deb runs dpkg-shlibdeps.
     probe "dpkg must run" dpkg --version
     probe "dpkg-shlibdeps (dpkg-dev) must run" dpkg-shlibdeps --version
+    # The systemd unit's check (gateway/tests/systemd.rs) runs it offline, no systemd running.
+    probe "systemd-analyze (systemd) must verify a unit file" systemd-analyze --version
+    # gateway/build.rs stamps the binary with the commit it is built from (tandem_build_info).
+    probe "git must report the checkout's commit" git --version
 }
 
 if [ "${1:-}" != "--check" ]; then
     install_missing libiscsi-bin kmod cpio binutils xz-utils chromium dpkg-dev
+    command -v systemd-analyze >/dev/null || install_missing systemd
+    command -v git >/dev/null || install_missing git
     install_qemu_set
 fi
 check_tools

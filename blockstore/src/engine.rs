@@ -372,11 +372,23 @@ impl Engine {
         &self.meta_path
     }
 
+    /// The volume's directory (where its superblock lives), which names the volume in log
+    /// lines: the engine does not know the name its user gave it.
+    pub(crate) fn volume_dir(&self) -> std::path::PathBuf {
+        self.meta_path
+            .parent()
+            .map_or_else(|| self.meta_path.clone(), std::path::Path::to_path_buf)
+    }
+
     /// Marks the engine failed after an I/O error and passes the error on.
     pub(crate) fn fail(&self, e: impl Into<Error>) -> Error {
         let e = e.into();
         if !self.failed.swap(true, Ordering::SeqCst) {
-            tracing::error!(error = %e, "volume failed; it must be reopened");
+            tracing::error!(
+                volume = %self.volume_dir().display(),
+                error = %e,
+                "volume failed; it must be reopened"
+            );
         }
         self.space_cv.notify_all();
         self.sync_cv.notify_all();
@@ -1006,6 +1018,10 @@ impl Flush for Engine {
     fn log_pressure(&self) -> bool {
         let log = lock(&self.log);
         (log.head - log.tail) * 8 >= self.wal_size
+    }
+
+    fn location(&self) -> std::path::PathBuf {
+        self.volume_dir()
     }
 }
 

@@ -21,6 +21,8 @@ pub(crate) trait Flush: Send + Sync + 'static {
     fn log_pending(&self) -> bool;
     /// Whether the log is full enough to be worth a checkpoint right away.
     fn log_pressure(&self) -> bool;
+    /// Where the volume lives, to name it in the log line of a failure.
+    fn location(&self) -> std::path::PathBuf;
 }
 
 /// The handle the engine keeps to its flusher thread (if it runs one).
@@ -40,7 +42,11 @@ impl Flusher {
             if requested || due || target.log_pressure() {
                 last_run = Instant::now();
                 if let Err(e) = target.flush_once() {
-                    tracing::error!(error = %e, "flusher stopped");
+                    tracing::error!(
+                        volume = %target.location().display(),
+                        error = %e,
+                        "flusher stopped"
+                    );
                     return None;
                 }
             }

@@ -1,7 +1,8 @@
-//! The admin HTTP API of the daemon: `GET /v1/volumes` (the [`VolumesDoc`] `tandem status`
-//! prints), `GET /metrics` (Prometheus text exposition) and the operator's dashboard
-//! ([`crate::dashboard`]: `GET /`, `GET /v1/dashboard`). Read-only, no authentication:
-//! it listens on loopback by default (`[admin] listen`).
+//! The admin HTTP API of the daemon: `GET /v1/volumes` (the [`crate::status::VolumesDoc`]
+//! `tandem status` prints), `GET /metrics` (Prometheus text exposition, [`crate::metrics`]),
+//! `GET /healthz` / `GET /readyz` ([`crate::health`]) and the operator's dashboard
+//! ([`crate::dashboard`]: `GET /`, `GET /v1/dashboard`). Read-only, no authentication: it
+//! listens on loopback by default (`[admin] listen`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -11,114 +12,9 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::status::{NodeView, VolumesDoc};
-
-/// Labels of a per-volume series.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VolumeLabels {
-    volume: String,
-}
-
-/// Labels of a per-volume, per-protocol series.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ProtocolLabels {
-    volume: String,
-    protocol: String,
-}
-
-/// Labels of a per-host series.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct HostLabels {
-    volume: String,
-    protocol: String,
-    host: String,
-    address: String,
-}
-
-fn counter_family<L>(reg: &mut Registry, name: &str, help: &str) -> Family<L, Counter>
-where
-    L: EncodeLabelSet + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
-{
-    let f = Family::<L, Counter>::default();
-    reg.register(name, help, f.clone());
-    f
-}
-
-fn gauge_family<L>(reg: &mut Registry, name: &str, help: &str) -> Family<L, Gauge>
-where
-    L: EncodeLabelSet + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
-{
-    let f = Family::<L, Gauge>::default();
-    reg.register(name, help, f.clone());
-    f
-}
-
-fn gauge(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// The Prometheus text exposition of `doc`.
-pub fn metrics_text(doc: &VolumesDoc) -> String {
-    let mut reg = Registry::with_prefix("tandem");
-    let reads = counter_family(&mut reg, "volume_reads", "Read requests served");
-    let writes = counter_family(&mut reg, "volume_writes", "Write requests served");
-    let rbytes = counter_family(&mut reg, "volume_read_bytes", "Bytes read by hosts");
-    let wbytes = counter_family(&mut reg, "volume_write_bytes", "Bytes written by hosts");
-    let flushes = counter_family(&mut reg, "volume_flushes", "Flush requests");
-    let runs = counter_family(
-        &mut reg,
-        "volume_flusher_runs",
-        "Flusher runs that copied data",
-    );
-    let log_used = gauge_family(&mut reg, "volume_log_used_bytes", "Write-ahead log in use");
-    let log_size = gauge_family(&mut reg, "volume_log_size_bytes", "Write-ahead log size");
-    let dirty = gauge_family(&mut reg, "volume_dirty_blocks", "Blocks only in the log");
-    let hosts = gauge_family(&mut reg, "volume_hosts", "Hosts attached, per protocol");
-    let cmds = counter_family(&mut reg, "host_commands", "Commands of an attached host");
-    for v in &doc.volumes {
-        let l = VolumeLabels {
-            volume: v.name.clone(),
-        };
-        let e = &v.engine;
-        reads.get_or_create(&l).inc_by(e.reads);
-        writes.get_or_create(&l).inc_by(e.writes);
-        rbytes.get_or_create(&l).inc_by(e.read_bytes);
-        wbytes.get_or_create(&l).inc_by(e.write_bytes);
-        flushes.get_or_create(&l).inc_by(e.flushes);
-        runs.get_or_create(&l).inc_by(e.flusher_runs);
-        log_used.get_or_create(&l).set(gauge(e.log_used_bytes));
-        log_size.get_or_create(&l).set(gauge(e.log_size_bytes));
-        dirty.get_or_create(&l).set(gauge(e.dirty_blocks));
-        for (protocol, list) in [("iscsi", &v.hosts.iscsi), ("nvme", &v.hosts.nvme)] {
-            let pl = ProtocolLabels {
-                volume: v.name.clone(),
-                protocol: protocol.into(),
-            };
-            hosts.get_or_create(&pl).set(list.len() as i64);
-            for h in list {
-                let hl = HostLabels {
-                    volume: v.name.clone(),
-                    protocol: protocol.into(),
-                    host: h.host.clone(),
-                    address: h.address.clone(),
-                };
-                cmds.get_or_create(&hl).inc_by(h.io.commands());
-            }
-        }
-    }
-    let mut out = String::new();
-    if prometheus_client::encoding::text::encode(&mut out, &reg).is_err() {
-        out.clear();
-    }
-    out
-}
+use crate::status::NodeView;
 
 fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -158,8 +54,12 @@ fn route(
         "/metrics" => reply(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics_text(&view.volumes()),
+            crate::exposition::node_text(view),
         ),
+        "/healthz" | "/readyz" => {
+            let (status, body) = crate::health::answer(req.uri().path(), &view.readiness);
+            reply(status, "text/plain", body)
+        }
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
 }

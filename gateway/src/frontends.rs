@@ -15,6 +15,8 @@ pub struct Frontends {
     pub targets: crate::target::Targets,
     /// The SCSI logical unit of every served volume, by volume name.
     pub lus: crate::lu::Lus,
+    /// The node's live metrics, which both front ends and every volume target record in.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl Frontends {
@@ -36,17 +38,20 @@ impl Frontends {
 /// Starts every enabled front end, both on the one block target of each volume (so one
 /// reservation state per volume whatever the protocol).
 pub async fn start(cfg: &Config, vols: &Volumes, shutdown: Shutdown) -> Result<Frontends, String> {
-    let targets = crate::target::build_all(vols).await?;
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+    let targets = crate::target::build_all(vols, &metrics).await?;
     let mut f = Frontends {
         lus: crate::lu::build_all(cfg, &targets),
         targets: targets.clone(),
+        metrics: std::sync::Arc::clone(&metrics),
         ..Frontends::default()
     };
     if cfg.iscsi.enabled {
-        f.iscsi = Some(crate::iscsi::start(cfg, &f.lus, shutdown.clone()).await?);
+        let m = std::sync::Arc::clone(&metrics);
+        f.iscsi = Some(crate::iscsi::start(cfg, &f.lus, shutdown.clone(), m).await?);
     }
     if cfg.nvme.enabled && crate::nvme::exports_anything(cfg) {
-        f.nvme = Some(crate::nvme::start(cfg, vols, &targets, shutdown).await?);
+        f.nvme = Some(crate::nvme::start(cfg, vols, &targets, shutdown, metrics).await?);
     } else if cfg.nvme.enabled {
         tracing::info!(
             "NVMe/TCP: no volume named \"default\" and no [[nvme.subsystem]]: not listening"
@@ -94,7 +99,8 @@ pub fn print_attach_help(cfg: &Config, vols: &Volumes, fronts: &Frontends) {
         if let (Some(d), Some(p), Some(bound)) = (disc, cfg.nvme.portals.first(), n.bound.first()) {
             let addr = crate::nvme::config::advertised(p, *bound);
             println!("attach with nvme-cli:");
-            println!("  nvme discover -t tcp -a {} -s {}", d.ip(), d.port());
+            let ip = cfg.nvme.discovery_advertise.unwrap_or(d.ip());
+            println!("  nvme discover -t tcp -a {ip} -s {}", d.port());
             for s in &cfg.nvme.subsystems {
                 println!(
                     "  nvme connect -t tcp -a {} -s {} -n {}",

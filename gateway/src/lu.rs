@@ -9,6 +9,7 @@ use proto_iscsi::scsi::{Begun, Completion, LogicalUnit, LuConfig, Nexus, PortGro
 
 use crate::config::Config;
 use crate::counters::IoCounters;
+use crate::metrics::{Protocol, Refusal};
 use crate::target::{Targets, VolumeTarget};
 use crate::volumes::ServedVolume;
 
@@ -107,14 +108,35 @@ impl LuHandle {
         match begun {
             Begun::Done(c) => {
                 counters.other();
+                if let Some(why) = refusal(&c) {
+                    self.target.metrics().refused(Protocol::Iscsi, why);
+                }
                 (c, used)
             }
             Begun::Io { op, task } => {
                 let (kind, bytes) = op.kind_and_bytes(self.volume.volume.block_size());
                 counters.count(kind, bytes);
-                let result = self.target.execute(op).await;
+                let result = self.target.execute(Protocol::Iscsi, op).await;
                 (self.lock().io_done(task, result), used)
             }
         }
+    }
+}
+
+/// The refusal a completion the logical unit answered by itself is: a RESERVATION CONFLICT, or
+/// the ALUA NOT READY answer of a path whose access state does not serve the command (LOGICAL
+/// UNIT NOT ACCESSIBLE, 04/0A-0C).
+fn refusal(c: &Completion) -> Option<Refusal> {
+    use proto_iscsi::scsi::{SenseKey, Status};
+    match (c.status, &c.sense) {
+        (Status::ReservationConflict, _) => Some(Refusal::ReservationConflict),
+        (Status::CheckCondition, Some(s))
+            if s.key == SenseKey::NotReady
+                && s.asc.0 == 0x04
+                && (0x0A..=0x0C).contains(&s.asc.1) =>
+        {
+            Some(Refusal::AccessState)
+        }
+        _ => None,
     }
 }

@@ -1,18 +1,36 @@
-//! `tandem serve`: open the volumes, start the front ends, stop cleanly on SIGINT / SIGTERM.
+//! `tandem serve`: open the volumes, start the front ends, tell systemd and `/readyz` when the
+//! node is ready, stop cleanly on SIGINT / SIGTERM, and survive SIGHUP.
+
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::config::Config;
 use crate::volumes;
 
+/// Tells the service manager (systemd's `NOTIFY_SOCKET`, `Type=notify`) about the node's state;
+/// without a manager there is nobody to tell and nothing happens.
+fn notify(state: sd_notify::NotifyState<'_>) {
+    if let Err(e) = sd_notify::notify(&[state]) {
+        tracing::warn!(error = %e, "cannot notify the service manager");
+    }
+}
+
 /// Runs the daemon until a termination signal, then finishes in-flight work, flushes and closes.
 pub async fn run(cfg: Config) -> Result<(), String> {
+    // Watched from the start, so that a signal during start-up is not the default action
+    // (SIGHUP would kill the process).
+    let mut signals = Signals::watch()?;
     let vols = volumes::open_all(&cfg).await?;
     let shutdown = crate::shutdown::new();
     let fronts = crate::frontends::start(&cfg, &vols, shutdown.clone()).await?;
+    let view = crate::status::NodeView::new(&cfg, &fronts);
+    let readiness = view.readiness.clone();
+    // The admin API outlives the front ends' drain (its own stop), so `/readyz` says 503
+    // while the node shuts down rather than going silent.
+    let admin_stop = crate::shutdown::new();
     // The admin API is for operators; a taken port must not stop hosts' I/O (several
     // daemons on one machine, e.g. tests, share the default), so it is reported, not fatal.
     let admin = if cfg.admin.enabled {
-        let view = crate::status::NodeView::new(&cfg, &fronts);
-        match crate::admin::start(cfg.admin.listen, view, &shutdown).await {
+        match crate::admin::start(cfg.admin.listen, view, &admin_stop).await {
             Ok(a) => Some(a),
             Err(e) => {
                 tracing::error!(error = %e, "admin API not started (tandem status and /metrics are unavailable)");
@@ -29,30 +47,55 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             a.bound, a.bound
         );
     }
-    wait_for_signal().await;
+    readiness.set_ready();
+    notify(sd_notify::NotifyState::Ready);
+    tracing::info!("ready: every front end listens, every volume is open");
+    signals.until_termination().await;
+    readiness.set_stopping();
+    notify(sd_notify::NotifyState::Stopping);
     tracing::info!("shutting down: finishing in-flight commands");
     let _ = shutdown.send(true);
     fronts.join().await;
+    volumes::close_all(&vols).await;
+    tracing::info!("volumes flushed and closed");
+    let _ = admin_stop.send(true);
     if let Some(a) = admin {
         let _ = a.task.await;
     }
-    volumes::close_all(&vols).await;
-    tracing::info!("volumes flushed and closed");
     Ok(())
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// The signals the daemon acts on.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn watch() -> Result<Signals, String> {
+        let on =
+            |k: SignalKind, name: &str| signal(k).map_err(|e| format!("cannot watch {name}: {e}"));
+        Ok(Signals {
+            term: on(SignalKind::terminate(), "SIGTERM")?,
+            int: on(SignalKind::interrupt(), "SIGINT")?,
+            hup: on(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+
+    /// Waits for SIGINT or SIGTERM. SIGHUP (a reload request from `systemctl reload` or a
+    /// closed terminal) never stops the node: nothing of the configuration can change without
+    /// a restart yet, so it is logged and ignored.
+    async fn until_termination(&mut self) {
+        loop {
+            tokio::select! {
+                _ = self.int.recv() => return tracing::info!("SIGINT"),
+                _ = self.term.recv() => return tracing::info!("SIGTERM"),
+                _ = self.hup.recv() => tracing::warn!(
+                    "SIGHUP: reloading the configuration is not supported yet; \
+                     restart the daemon to apply changes (still serving)"
+                ),
+            }
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
-        _ = term.recv() => tracing::info!("SIGTERM"),
     }
 }

@@ -148,6 +148,11 @@ pub struct NodeView {
     pub iscsi: Option<Arc<IscsiShared>>,
     /// The NVMe/TCP front end's shared state, when it runs.
     pub nvme: Option<Arc<NvmeShared>>,
+    /// The node's live metrics (latency, refusals, failed logins).
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Whether the node serves hosts yet (or still), for `/readyz`: starting until the daemon
+    /// says it is ready.
+    pub readiness: crate::health::Readiness,
 }
 
 fn lower_debug(v: impl std::fmt::Debug) -> String {
@@ -162,6 +167,8 @@ impl NodeView {
             targets: fronts.targets.clone(),
             iscsi: fronts.iscsi.as_ref().map(|i| Arc::clone(&i.shared)),
             nvme: fronts.nvme.as_ref().map(|n| Arc::clone(&n.shared)),
+            metrics: Arc::clone(&fronts.metrics),
+            readiness: crate::health::Readiness::default(),
         }
     }
 

@@ -16,6 +16,7 @@ use block_core::{
 use blockstore::Error as VolError;
 use bytes::Bytes;
 
+use crate::metrics::{Metrics, Op, Protocol, VolumeMetrics};
 use crate::volumes::{ServedVolume, Volumes};
 
 /// Name of the volume metadata holding the reservation state.
@@ -37,20 +38,29 @@ pub struct VolumeTarget {
     /// Serialises reservation writes so the stored state is always the newest one.
     persist: tokio::sync::Mutex<()>,
     notices: tokio::sync::broadcast::Sender<NoticeBatch>,
+    metrics: VolumeMetrics,
 }
 
-/// Builds the target of every served volume, restoring each one's reservations.
-pub async fn build_all(vols: &Volumes) -> Result<Targets, String> {
+/// Builds the target of every served volume, restoring each one's reservations; each records
+/// its commands in `metrics`.
+pub async fn build_all(vols: &Volumes, metrics: &Metrics) -> Result<Targets, String> {
     let mut out = BTreeMap::new();
     for (name, v) in vols {
-        out.insert(name.clone(), VolumeTarget::open(Arc::clone(v)).await?);
+        out.insert(
+            name.clone(),
+            VolumeTarget::open(Arc::clone(v), metrics).await?,
+        );
     }
     Ok(out)
 }
 
 impl VolumeTarget {
-    /// The target of `volume`, with the reservation state stored with it.
-    pub async fn open(volume: Arc<ServedVolume>) -> Result<Arc<VolumeTarget>, String> {
+    /// The target of `volume`, with the reservation state stored with it, recording its
+    /// commands in `metrics`.
+    pub async fn open(
+        volume: Arc<ServedVolume>,
+        metrics: &Metrics,
+    ) -> Result<Arc<VolumeTarget>, String> {
         let resv = SharedReservations::new();
         if let Some(bytes) = volume
             .volume
@@ -66,12 +76,19 @@ impl VolumeTarget {
             })?;
             resv.lock().restore(state);
         }
+        let metrics = metrics.volume(&volume.name);
         Ok(Arc::new(VolumeTarget {
             volume,
+            metrics,
             resv,
             persist: tokio::sync::Mutex::new(()),
             notices: tokio::sync::broadcast::channel(64).0,
         }))
+    }
+
+    /// The volume's handles on the node's metrics (for refusals decided before the executor).
+    pub fn metrics(&self) -> &VolumeMetrics {
+        &self.metrics
     }
 
     /// The volume's one reservation state.
@@ -109,8 +126,18 @@ impl VolumeTarget {
             .await
     }
 
-    /// Carries out one block operation on the volume: the one executor for both protocols.
-    pub async fn execute(&self, op: BlockOp) -> BlockResult {
+    /// Carries out one block operation on the volume for a host on `protocol`: the one
+    /// executor for both protocols, and so the one place their latency and volume errors are
+    /// measured.
+    pub async fn execute(&self, protocol: Protocol, op: BlockOp) -> BlockResult {
+        let kind = Op::of(&op);
+        let start = std::time::Instant::now();
+        let r = self.run(op).await;
+        self.metrics.executed(protocol, kind, start.elapsed(), &r);
+        r
+    }
+
+    async fn run(&self, op: BlockOp) -> BlockResult {
         let v = &self.volume.volume;
         let write = !matches!(op, BlockOp::Read { .. } | BlockOp::GetLbaStatus { .. });
         let r = match op {

@@ -391,6 +391,57 @@ fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
     }
 }
 
+/// Every `metric{label=..., ...}` selector of a PromQL expression: the metric and the label
+/// names it matches on.
+fn selectors(expr: &str) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(open) = rest.find('{') {
+        let name: String = rest[..open]
+            .chars()
+            .rev()
+            .take_while(|c| c.is_ascii_alphanumeric() || "_:".contains(*c))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let Some(close) = rest[open..].find('}') else {
+            break;
+        };
+        let body = &rest[open + 1..open + close];
+        let mut labels = Vec::new();
+        for part in body.split(',') {
+            let label: String = part
+                .trim()
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !label.is_empty() {
+                labels.push(label);
+            }
+        }
+        if !name.is_empty() {
+            out.push((name, labels));
+        }
+        rest = &rest[open + close + 1..];
+    }
+    out
+}
+
+#[test]
+fn selectors_are_found_in_promql() {
+    assert_eq!(
+        selectors(r#"rate(a_total{volume=~"$volume", protocol="nvme"}[1m]) / b{x!="1"}"#),
+        [
+            (
+                "a_total".to_string(),
+                vec!["volume".to_string(), "protocol".to_string()]
+            ),
+            ("b".to_string(), vec!["x".to_string()])
+        ]
+    );
+}
+
 #[test]
 fn metric_names_are_found_in_promql() {
     assert_eq!(
@@ -443,5 +494,31 @@ async fn every_grafana_query_names_a_metric_the_daemon_exports() {
         }
     }
     assert!(checked >= 8, "only {checked} metric references");
+    // Every label a selector matches on exists on some series of that metric: a query on a
+    // label the daemon does not export matches nothing.
+    let mut labels: std::collections::HashMap<&str, std::collections::HashSet<String>> =
+        std::collections::HashMap::new();
+    for l in metrics.lines().filter(|l| !l.starts_with('#')) {
+        if let Some((name, body)) = l.split_once('{') {
+            let body = body.split('}').next().unwrap_or("");
+            let set = labels.entry(name).or_default();
+            for part in body.split(',') {
+                if let Some((k, _)) = part.split_once('=') {
+                    set.insert(k.trim().to_string());
+                }
+            }
+        }
+    }
+    for expr in &all {
+        for (metric, used) in selectors(expr) {
+            let have = labels.get(metric.as_str()).cloned().unwrap_or_default();
+            for label in used {
+                assert!(
+                    have.contains(&label),
+                    "{expr:?} selects {metric} by {label:?}, which its series do not carry ({have:?})"
+                );
+            }
+        }
+    }
     fleet.stop().await;
 }

@@ -37,10 +37,21 @@ async fn status_lists_hosts_per_protocol_with_moving_counters() {
     let iscsi_addr = fronts.iscsi.as_ref().unwrap().bound[0];
     let target = node.cfg.iscsi.targets[0].iqn.clone();
     let view = NodeView::new(&node.cfg, fronts);
+    let readiness = view.readiness.clone();
     let admin = gateway::admin::start("127.0.0.1:0".parse().unwrap(), view, &node.shutdown)
         .await
         .unwrap();
     let fetch = move || tokio::task::spawn_blocking(move || status::fetch(admin.bound).unwrap());
+    let get = move |path: &'static str| {
+        tokio::task::spawn_blocking(move || status::get(admin.bound, path))
+    };
+
+    // alive at once; ready only when the daemon says so
+    assert_eq!(get("/healthz").await.unwrap().unwrap(), "ok\n");
+    let not_ready = get("/readyz").await.unwrap().unwrap_err().to_string();
+    assert!(not_ready.contains("503"), "{not_ready}");
+    readiness.set_ready();
+    assert_eq!(get("/readyz").await.unwrap().unwrap(), "ready\n");
 
     let doc = fetch().await.unwrap();
     let v = &doc.volumes[0];
@@ -79,9 +90,52 @@ async fn status_lists_hosts_per_protocol_with_moving_counters() {
     assert!(v.hosts.nvme.iter().all(|h| h.host != INITIATOR));
     assert!(v.engine.writes >= 1);
 
-    // counters move
+    // counters move, and so do the latency histograms of each protocol's reads only
+    let m1 = get("/metrics").await.unwrap().unwrap();
     assert_eq!(sess.read_block().await, 0);
     c.read(0, 1, 8, 1, bs).await.unwrap();
+    let m2 = get("/metrics").await.unwrap().unwrap();
+    let count = |text: &str, protocol: &str, op: &str| {
+        sample(
+            text,
+            &format!(
+                r#"tandem_command_latency_seconds_count{{volume="default",protocol="{protocol}",op="{op}"}}"#
+            ),
+        )
+    };
+    assert!(count(&m1, "iscsi", "read") >= 2, "{m1}");
+    assert_eq!(count(&m1, "nvme", "read"), 1, "{m1}");
+    assert_eq!(count(&m1, "nvme", "write"), 1, "{m1}");
+    assert_eq!(count(&m2, "iscsi", "read"), count(&m1, "iscsi", "read") + 1);
+    assert_eq!(count(&m2, "nvme", "read"), 2);
+    for unchanged in [("nvme", "write"), ("iscsi", "write"), ("nvme", "flush")] {
+        let (p, o) = unchanged;
+        assert_eq!(count(&m2, p, o), count(&m1, p, o), "{p} {o}");
+    }
+    // host series: by host name and protocol, never by address or volume
+    let host = |text: &str, protocol: &str, name: &str, host: &str| {
+        sample(
+            text,
+            &format!(r#"tandem_{name}{{protocol="{protocol}",host="{host}"}}"#),
+        )
+    };
+    assert_eq!(host(&m2, "nvme", "host_connections", HOST_B), 1);
+    assert_eq!(host(&m2, "iscsi", "host_connections", INITIATOR), 1);
+    assert_eq!(
+        host(&m2, "nvme", "host_commands_total", HOST_B),
+        host(&m1, "nvme", "host_commands_total", HOST_B) + 1
+    );
+    assert!(host(&m2, "iscsi", "host_commands_total", INITIATOR) >= 3);
+    for l in m2.lines().filter(|l| l.starts_with("tandem_host_")) {
+        assert!(
+            !l.contains("address=") && !l.contains("127.0.0.1") && !l.contains("volume="),
+            "{l}"
+        );
+    }
+    assert!(m2.contains(r#"tandem_volume_role{volume="default",state="primary"} 1"#));
+    assert!(m2.contains(r#"tandem_volume_alua_state{volume="default",state="active_optimized"} 1"#));
+    assert!(m2.contains(r#"tandem_volume_ana_state{volume="default",state="optimized"} 1"#));
+    assert!(m2.contains("tandem_build_info{version="), "{m2}");
     let doc2 = fetch().await.unwrap();
     let v2 = &doc2.volumes[0];
     assert_eq!(
@@ -151,4 +205,13 @@ async fn status_lists_hosts_per_protocol_with_moving_counters() {
     }
     assert!(gone, "hosts still listed after they left");
     node.stop().await;
+}
+
+/// The value of the sample named exactly `series` (name and labels) in a Prometheus text.
+fn sample(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in {text}"))
+        .parse()
+        .unwrap()
 }

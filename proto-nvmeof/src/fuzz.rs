@@ -68,6 +68,7 @@ pub fn connection(input: &[u8]) {
                     let result = IoResult::Block(result);
                     conn.io_done(tag, result);
                 }
+                Event::PathRefused { .. } => {}
                 Event::Close(_) => return,
             }
         }

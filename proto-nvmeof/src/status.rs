@@ -119,6 +119,15 @@ impl Status {
     pub fn code(self) -> u16 {
         self.0 & 0x7FF
     }
+
+    /// Whether this is one of the ANA path statuses (persistent loss, inaccessible, change):
+    /// the answer of a path whose access state does not serve I/O.
+    pub fn is_ana_path(self) -> bool {
+        matches!(
+            Status(self.code()),
+            Status::ANA_PERSISTENT_LOSS | Status::ANA_INACCESSIBLE | Status::ANA_TRANSITION
+        )
+    }
 }
 
 #[cfg(test)]
@@ -134,7 +143,10 @@ mod tests {
         ] {
             assert_eq!(s.sct(), Status::SCT_PATH);
             assert!(!s.is_dnr());
+            assert!(s.is_ana_path() && s.dnr().is_ana_path());
         }
+        assert!(!Status::RESERVATION_CONFLICT.is_ana_path());
+        assert!(!Status::SUCCESS.is_ana_path());
         assert_eq!(Status::ANA_TRANSITION.sc(), 0x03);
         assert!(Status::INVALID_FIELD.dnr().is_dnr());
         assert_eq!(Status::CONNECT_INVALID_HOST.sct(), 1);

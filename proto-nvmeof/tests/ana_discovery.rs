@@ -113,6 +113,8 @@ fn ana_change_completes_held_aer_and_bumps_chgcnt() {
     let cqe = single_cqe(&io.command(&mut t, rw_sqe(0x02, cid, 1, 0, 1, false), &[]));
     assert_eq!(cqe.status, Status::ANA_INACCESSIBLE);
     assert!(!cqe.status.is_dnr());
+    // and the driver hears of the refusal (the node counts it)
+    assert_eq!(io.path_refused, vec![(1, Status::ANA_INACCESSIBLE)]);
 
     let (log2, _) = get_log(&mut admin, &mut t, lid::ANA, 0, 4096, false);
     assert_ne!(le64(&log2, 0), chg1, "CHGCNT must change");

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use proto_iscsi::login::LoginError;
 use proto_iscsi::pdu::TmfFunction;
 use proto_iscsi::scsi::{absent_lun, Completion, Nexus};
 use proto_iscsi::session::{CloseReason, Command, Connection, Event};
@@ -14,6 +15,7 @@ use tokio::net::TcpStream;
 use super::shared::{IscsiShared, SessionInfo, Target};
 use crate::counters::IoCounters;
 use crate::driver::{self, Commands, Ended, Flow, Handler};
+use crate::metrics::Protocol;
 
 /// The portal a connection arrived on.
 #[derive(Debug, Clone, Copy)]
@@ -147,6 +149,11 @@ impl Handler for Iscsi {
 
     fn finish(self, _: &Connection, ended: &Ended<CloseReason>) {
         tracing::info!(peer = %self.peer, reason = ended.to_string().as_str(), "iSCSI connection closed");
+        if let Ended::Core(CloseReason::LoginFailed(e)) = ended {
+            self.shared
+                .metrics
+                .login_failed(Protocol::Iscsi, login_failure(e));
+        }
         let Some(l) = self.logged else { return };
         if let Ok(mut sessions) = self.shared.sessions.lock() {
             sessions.remove(&l.nexus.id);
@@ -188,4 +195,15 @@ fn command_future(
         };
         (cmd.itt, c, used)
     })
+}
+
+/// The `kind` label of a failed login.
+fn login_failure(e: &LoginError) -> &'static str {
+    match e {
+        LoginError::Chap(_) => "chap",
+        LoginError::AuthRequired => "auth_required",
+        LoginError::NotAuthorized => "not_authorized",
+        LoginError::TargetNotFound => "target_not_found",
+        _ => "other",
+    }
 }

@@ -58,7 +58,12 @@ pub struct IscsiFrontend {
 }
 
 /// Builds targets and LUs and starts one listener per portal.
-pub async fn start(cfg: &Config, lus: &Lus, shutdown: Shutdown) -> Result<IscsiFrontend, String> {
+pub async fn start(
+    cfg: &Config,
+    lus: &Lus,
+    shutdown: Shutdown,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> Result<IscsiFrontend, String> {
     let ic = &cfg.iscsi;
     let mut targets = HashMap::new();
     for t in &ic.targets {
@@ -106,6 +111,7 @@ pub async fn start(cfg: &Config, lus: &Lus, shutdown: Shutdown) -> Result<IscsiF
         ic.discovery_chap.as_ref().map_or(TargetAuth::None, chap),
         send_targets,
         ConnectionConfig::default(),
+        metrics,
     ));
     let mut tasks = Vec::new();
     for (i, (listener, tpgt)) in listeners.into_iter().enumerate() {

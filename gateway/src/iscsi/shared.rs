@@ -55,6 +55,8 @@ pub struct IscsiShared {
     nexus: AtomicU64,
     /// Live sessions by nexus id.
     pub sessions: Mutex<BTreeMap<u64, SessionInfo>>,
+    /// The node's metrics (failed logins are counted here).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl IscsiShared {
@@ -64,6 +66,7 @@ impl IscsiShared {
         discovery_auth: TargetAuth,
         send_targets: Vec<DiscoveredTarget>,
         conn_cfg: ConnectionConfig,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> IscsiShared {
         IscsiShared {
             targets,
@@ -73,6 +76,7 @@ impl IscsiShared {
             tsih: AtomicU16::new(1),
             nexus: AtomicU64::new(1),
             sessions: Mutex::new(BTreeMap::new()),
+            metrics,
         }
     }
 
@@ -98,6 +102,7 @@ impl IscsiShared {
             discovery_auth,
             Vec::new(),
             ConnectionConfig::default(),
+            Arc::default(),
         )
     }
 }

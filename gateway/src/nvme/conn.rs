@@ -16,6 +16,7 @@ use super::exec;
 use super::shared::{Control, NvmeShared};
 use crate::counters::IoCounters;
 use crate::driver::{self, Commands, Ended, Flow, Handler};
+use crate::metrics::{Protocol, Refusal};
 use crate::target::VolumeTarget;
 
 /// The NVMe/TCP side of one connection.
@@ -51,6 +52,17 @@ pub(super) async fn serve(
     driver::drive(stream, conn, handler, Some(ctl_rx), shutdown).await;
 }
 
+impl Nvme {
+    /// The volume target behind namespace `nsid` of the connection's subsystem (looked up once).
+    fn target(&mut self, conn: &Connection, nsid: u32) -> Option<Arc<VolumeTarget>> {
+        let shared = &self.shared;
+        self.volumes
+            .entry(nsid)
+            .or_insert_with(|| conn.subnqn().and_then(|nqn| shared.volume(nqn, nsid)))
+            .clone()
+    }
+}
+
 impl Handler for Nvme {
     type Core = Connection;
     type Done = (IoTag, IoResult);
@@ -71,19 +83,26 @@ impl Handler for Nvme {
                     ?admission,
                     "NVMe connect"
                 );
-                if !matches!(admission, proto_nvmeof::Admission::Refused { .. }) {
+                if let proto_nvmeof::Admission::Refused { status, .. } = &admission {
+                    let kind = if *status == proto_nvmeof::Status::CONNECT_INVALID_HOST {
+                        "host_not_allowed"
+                    } else {
+                        "refused"
+                    };
+                    self.shared.metrics.login_failed(Protocol::Nvme, kind);
+                } else {
                     let c = &req.connect;
                     self.who = Some(proto_nvmeof::reservation::registrant(&c.hostnqn, c.host_id));
                 }
                 conn.connect_done(Instant::now(), admission);
             }
+            Event::PathRefused { nsid, .. } => {
+                if let Some(t) = self.target(conn, nsid) {
+                    t.metrics().refused(Protocol::Nvme, Refusal::AccessState);
+                }
+            }
             Event::Io { tag, nsid, op } => {
-                let shared = &self.shared;
-                let target = self
-                    .volumes
-                    .entry(nsid)
-                    .or_insert_with(|| conn.subnqn().and_then(|nqn| shared.volume(nqn, nsid)))
-                    .clone();
+                let target = self.target(conn, nsid);
                 let who = self.who.clone();
                 let counters = Arc::clone(&self.counters);
                 commands.push(Box::pin(async move {

@@ -7,6 +7,7 @@ use proto_nvmeof::reservation;
 use proto_nvmeof::{IoOp, IoResult, ReservationRequest};
 
 use crate::counters::IoCounters;
+use crate::metrics::{Protocol, Refusal};
 use crate::target::VolumeTarget;
 
 /// Carries out one operation from NVMe host `who` on volume target `t`: every command first
@@ -25,10 +26,12 @@ pub(super) async fn run(
     };
     counters.count(kind, bytes);
     if !t.reservations().lock().allows(who, op.access()) {
+        t.metrics()
+            .refused(Protocol::Nvme, Refusal::ReservationConflict);
         return IoResult::Block(BlockResult::ReservationConflict);
     }
     match op {
-        IoOp::Block(op) => IoResult::Block(t.execute(op).await),
+        IoOp::Block(op) => IoResult::Block(t.execute(Protocol::Nvme, op).await),
         IoOp::Reservation(req) => reserve(t, who, req).await,
     }
 }
@@ -38,7 +41,11 @@ pub(super) async fn run(
 /// not believe a change that would not survive a restart).
 async fn reserve(t: &VolumeTarget, who: &Registrant, req: ReservationRequest) -> IoResult {
     let (outcome, fx) = reservation::apply(&mut t.reservations().lock(), who, req);
-    if fx.changed && t.execute(BlockOp::PersistReservations).await != BlockResult::Ok {
+    if fx.changed
+        && t.execute(Protocol::Nvme, BlockOp::PersistReservations)
+            .await
+            != BlockResult::Ok
+    {
         return IoResult::Block(BlockResult::MediumError);
     }
     IoResult::Reservation(outcome)

@@ -60,6 +60,7 @@ pub async fn start(
     vols: &Volumes,
     targets: &Targets,
     shutdown: Shutdown,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<NvmeFrontend, String> {
     let nc = &cfg.nvme;
     let mut listeners = Vec::new();
@@ -80,7 +81,12 @@ pub async fn start(
         ..TargetConfig::default()
     });
     let built = subsys::build(cfg, targets, &bound, &discovery_bound)?;
-    let shared = Arc::new(NvmeShared::new(built.registry, target, built.namespaces));
+    let shared = Arc::new(NvmeShared::new(
+        built.registry,
+        target,
+        built.namespaces,
+        metrics,
+    ));
     let mut tasks = subsys::follow_access_states(&shared, vols, &shutdown);
     tasks.extend(notices::follow_reservation_notices(&shared, &shutdown));
     for l in listeners {

@@ -79,6 +79,8 @@ pub struct NvmeShared {
     pub(super) namespaces: HashMap<(String, u32), Arc<VolumeTarget>>,
     pub(super) conns: Mutex<HashMap<u64, ConnEntry>>,
     pub(super) next_conn: AtomicU64,
+    /// The node's metrics (refused connects are counted here).
+    pub(super) metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -91,6 +93,7 @@ impl NvmeShared {
         registry: Registry,
         target: Arc<TargetConfig>,
         namespaces: HashMap<(String, u32), Arc<VolumeTarget>>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> NvmeShared {
         NvmeShared {
             registry: Mutex::new(registry),
@@ -98,6 +101,7 @@ impl NvmeShared {
             namespaces,
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
+            metrics,
         }
     }
 

@@ -219,7 +219,15 @@ impl Connection {
             }
             Queue::Io { subsys, requester } => {
                 match io::start(&sqe, data, subsys, *requester, &cfg) {
-                    Start::Done(r) => self.send_response(r, max_data),
+                    Start::Done(r) => {
+                        if r.status.is_ana_path() {
+                            self.events.push_back(Event::PathRefused {
+                                nsid: sqe.nsid(),
+                                status: r.status,
+                            });
+                        }
+                        self.send_response(r, max_data)
+                    }
                     Start::Issue(op, pending) => {
                         self.commands.insert(
                             cid,

@@ -43,6 +43,15 @@ pub enum Event {
         /// The operation.
         op: IoOp,
     },
+    /// An I/O command to namespace `nsid` was answered by the core itself with an ANA path
+    /// status (the path is inaccessible or changing): nothing to do, but the node counts these
+    /// refusals for its operators, and they never reach the gateway as an [`Event::Io`].
+    PathRefused {
+        /// Namespace the command addressed.
+        nsid: u32,
+        /// The ANA status it was answered with.
+        status: Status,
+    },
     /// Flush the pending output, then close the connection.
     Close(CloseReason),
 }

@@ -98,6 +98,8 @@ pub struct Host {
     pub digests: Digests,
     pub now: Instant,
     pub closed: Option<CloseReason>,
+    /// (NSID, status) of every I/O command the core refused for its ANA state.
+    pub path_refused: Vec<(u32, proto_nvmeof::Status)>,
     inbox: Vec<u8>,
     next_cid: u16,
 }
@@ -109,6 +111,7 @@ impl Host {
             digests: Digests::default(),
             now,
             closed: None,
+            path_refused: Vec::new(),
             inbox: Vec::new(),
             next_cid: 0,
         }
@@ -148,6 +151,7 @@ impl Host {
                     let r = t.run(nsid, op);
                     assert!(self.conn.io_done(tag, r));
                 }
+                Event::PathRefused { nsid, status } => self.path_refused.push((nsid, status)),
                 Event::Close(reason) => self.closed = Some(reason),
             }
         }
