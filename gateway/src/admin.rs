@@ -1,6 +1,7 @@
 //! The admin HTTP API of the daemon: `GET /v1/volumes` (the [`VolumesDoc`] `tandem status`
-//! prints) and `GET /metrics` (Prometheus text exposition). Read-only, no authentication:
-//! it listens on loopback by default (`[admin] listen`).
+//! prints), `GET /metrics` (Prometheus text exposition), and the operator's role changes
+//! `POST /v1/volumes/{name}/promote` and `/demote` (JSON [`RoleChangeReply`], errors as JSON
+//! [`ErrorReply`]). No authentication: it listens on loopback by default (`[admin] listen`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -128,13 +129,81 @@ fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<
     r
 }
 
+/// The answer to a role change (`POST /v1/volumes/{name}/promote` or `/demote`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RoleChangeReply {
+    /// The volume.
+    pub volume: String,
+    /// Its role now.
+    pub role: String,
+    /// Its epoch now.
+    pub epoch: u64,
+}
+
+/// An error of the admin API, as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ErrorReply {
+    /// What went wrong.
+    pub error: String,
+}
+
+fn json_error(status: StatusCode, error: String) -> Response<Full<Bytes>> {
+    let body = serde_json::to_string(&ErrorReply { error }).unwrap_or_default();
+    reply(status, "application/json", body)
+}
+
+/// Promotes or demotes a volume: the operator's failover commands.
+async fn change_role(view: &NodeView, name: &str, action: &str) -> Response<Full<Bytes>> {
+    let Some(lu) = view.targets.get(name) else {
+        return json_error(StatusCode::NOT_FOUND, format!("no volume {name:?}"));
+    };
+    let v = &lu.volume.volume;
+    let r = match action {
+        "promote" => v.promote().await,
+        _ => v.demote().await,
+    };
+    match r {
+        Ok(()) => {
+            let st = v.role_state();
+            tracing::warn!(volume = %name, role = st.role.name(), epoch = st.epoch, "{action}d by the operator");
+            let body = RoleChangeReply {
+                volume: name.to_string(),
+                role: st.role.name().to_string(),
+                epoch: st.epoch,
+            };
+            reply(
+                StatusCode::OK,
+                "application/json",
+                serde_json::to_string_pretty(&body).unwrap_or_default(),
+            )
+        }
+        Err(
+            e @ (blockstore::Error::StaleEpoch { .. }
+            | blockstore::Error::RoleChangeInProgress
+            | blockstore::Error::Invalid(_)),
+        ) => json_error(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
 /// Answers one request.
-fn route(view: &NodeView, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(view: &NodeView, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() == Method::POST {
+        let path = req.uri().path();
+        let action = path
+            .strip_prefix("/v1/volumes/")
+            .and_then(|rest| rest.rsplit_once('/'))
+            .filter(|(name, a)| !name.is_empty() && (*a == "promote" || *a == "demote"));
+        return match action {
+            Some((name, a)) => change_role(view, name, a).await,
+            None => json_error(StatusCode::NOT_FOUND, format!("no such action {path:?}")),
+        };
+    }
     if req.method() != Method::GET {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            "GET only\n".into(),
+            "GET, or POST /v1/volumes/NAME/promote|demote\n".into(),
         );
     }
     match req.uri().path() {
@@ -192,8 +261,8 @@ pub async fn start(
             let view = Arc::clone(&view);
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let resp = route(&view, &req);
-                    async move { Ok::<_, Infallible>(resp) }
+                    let view = Arc::clone(&view);
+                    async move { Ok::<_, Infallible>(route(&view, &req).await) }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
                 if let Err(e) = hyper::server::conn::http1::Builder::new()

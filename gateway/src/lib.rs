@@ -12,6 +12,7 @@ pub mod iscsi;
 pub mod lu;
 pub mod net;
 pub mod nvme;
+pub mod replication;
 pub mod serve;
 pub mod shutdown;
 pub mod sink;

@@ -6,12 +6,18 @@ use crate::volumes;
 /// Runs the daemon until a termination signal, then finishes in-flight work, flushes and closes.
 pub async fn run(cfg: Config) -> Result<(), String> {
     let vols = volumes::open_all(&cfg).await?;
+    // Replication first: a primary's flushes must wait for its standby from the first command.
+    let repl = crate::replication::start(&cfg, &vols).await?;
+    if let Some(addr) = repl.listening {
+        println!("replication listening on {addr}");
+    }
     let shutdown = crate::shutdown::new();
     let fronts = crate::frontends::start(&cfg, &vols, shutdown.clone()).await?;
     // The admin API is for operators; a taken port must not stop hosts' I/O (several
     // daemons on one machine, e.g. tests, share the default), so it is reported, not fatal.
     let admin = if cfg.admin.enabled {
-        let view = crate::status::NodeView::new(&cfg, &fronts);
+        let mut view = crate::status::NodeView::new(&cfg, &fronts);
+        view.replication = repl.statuses.clone();
         match crate::admin::start(cfg.admin.listen, view, &shutdown).await {
             Ok(a) => Some(a),
             Err(e) => {
@@ -36,6 +42,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     if let Some(a) = admin {
         let _ = a.task.await;
     }
+    repl.stop().await;
     volumes::close_all(&vols).await;
     tracing::info!("volumes flushed and closed");
     Ok(())
