@@ -33,6 +33,7 @@ fn free_port() -> u16 {
 /// One `tandem serve` process, killed when dropped.
 struct Node {
     child: Child,
+    cfg_path: std::path::PathBuf,
     admin: SocketAddr,
     nvme: SocketAddr,
     repl: SocketAddr,
@@ -83,11 +84,29 @@ uuid = "{UUID}"
     );
     let cfg_path = dir.path().join("tandem.toml");
     std::fs::write(&cfg_path, config).unwrap();
-    let log = std::fs::File::create(dir.path().join("log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+    let child = spawn(dir.path(), &cfg_path, nvme);
+    let node = Node {
+        child,
+        cfg_path,
+        admin,
+        nvme,
+        repl,
+        _dir: dir,
+    };
+    node.wait_up();
+    node
+}
+
+fn spawn(dir: &std::path::Path, cfg_path: &std::path::Path, nvme: SocketAddr) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("log"))
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_tandem"))
         .arg("serve")
         .arg("--config")
-        .arg(&cfg_path)
+        .arg(cfg_path)
         .args([
             "--nvme-listen",
             &nvme.to_string(),
@@ -95,31 +114,30 @@ uuid = "{UUID}"
             "127.0.0.1:0",
         ])
         .env("RUST_LOG", "info")
-        .current_dir(dir.path())
+        .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .unwrap();
-    let node = Node {
-        child,
-        admin,
-        nvme,
-        repl,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while status::fetch(admin).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{role} did not start: {}",
-            node.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    node
+        .unwrap()
 }
 
 impl Node {
+    fn wait_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while status::fetch(self.admin).is_err() {
+            assert!(Instant::now() < deadline, "did not start: {}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the killed process again on the same data, ports and configuration.
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(self._dir.path(), &self.cfg_path, self.nvme);
+        self.wait_up();
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("log")).unwrap_or_default()
     }
@@ -340,4 +358,52 @@ fn a_flush_waits_for_a_stopped_standby_until_the_timeout_then_goes_on_out_of_syn
         "{}",
         primary.log()
     );
+}
+
+#[test]
+fn the_old_primary_back_after_a_failover_is_fenced_by_the_promoted_standby() {
+    let (mut primary, standby) = pair(10_000);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = connect(primary.nvme).await;
+        c.write(0, 1, 7, Bytes::from(block(1, 7)), BS, false)
+            .await
+            .unwrap();
+        c.flush(0, 1).await.unwrap();
+    });
+    primary.child.kill().unwrap();
+    promote(&standby);
+    // Operator errors are JSON with a 4xx status.
+    let e = status::post(standby.admin, "/v1/volumes/nope/promote")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("404") && e.contains("no volume"), "{e}");
+    primary.restart();
+    // Its handshake meets epoch 2: it stops serving and persists that it is stale.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = primary.doc().volumes[0].clone();
+        if v.access_state == "unavailable" && v.epoch == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not fenced: {v:?}\n{}",
+            primary.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rt.block_on(async {
+        let c = connect(primary.nvme).await;
+        assert!(
+            c.write(0, 1, 8, Bytes::from(block(2, 8)), BS, false)
+                .await
+                .is_err(),
+            "a fenced primary takes no writes"
+        );
+        let c = connect(standby.nvme).await;
+        let b = c.read(0, 1, 7, 1, BS).await.unwrap();
+        assert_eq!(identify(&b, 7), Ok(1));
+    });
+    assert!(primary.log().contains("newer epoch"), "{}", primary.log());
 }

@@ -179,15 +179,13 @@ async fn work(vol: &StandbyVolume, link: &mut StandbyLink, tx: &FrameSender) -> 
                 }
                 StandbyEvent::Apply(recs) => {
                     let lock = vol.apply.clone();
-                    let last = blocking(move || {
+                    blocking(move || {
                         let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
                         let recs: Vec<_> = recs.into_iter().map(wire::from_wire).collect();
-                        e.apply_replicated(&recs)?;
-                        Ok(e.applied_lsn())
+                        e.apply_replicated(&recs)
                     })
                     .await
                     .map_err(|e| format!("applying records: {e}"))?;
-                    let _ = last;
                 }
                 StandbyEvent::Sync => {
                     let d = blocking(move || e.sync_applied())
