@@ -82,6 +82,16 @@ pub fn metrics_text(doc: &VolumesDoc) -> String {
     let dirty = gauge_family(&mut reg, "volume_dirty_blocks", "Blocks only in the log");
     let hosts = gauge_family(&mut reg, "volume_hosts", "Hosts attached, per protocol");
     let cmds = counter_family(&mut reg, "host_commands", "Commands of an attached host");
+    let in_sync = gauge_family(
+        &mut reg,
+        "volume_replication_in_sync",
+        "1 when the standby counts for flushes (in sync), 0 when out of sync or degrading",
+    );
+    let repl_lsn = gauge_family(
+        &mut reg,
+        "volume_replication_durable_lsn",
+        "The standby's acknowledged durable LSN (on a standby: the LSN applied)",
+    );
     for v in &doc.volumes {
         let l = VolumeLabels {
             volume: v.name.clone(),
@@ -96,6 +106,13 @@ pub fn metrics_text(doc: &VolumesDoc) -> String {
         log_used.get_or_create(&l).set(gauge(e.log_used_bytes));
         log_size.get_or_create(&l).set(gauge(e.log_size_bytes));
         dirty.get_or_create(&l).set(gauge(e.dirty_blocks));
+        if let Some(r) = &v.replication {
+            if let Some(s) = r.sync_state {
+                let on = s == crate::replication::state::SyncName::InSync;
+                in_sync.get_or_create(&l).set(i64::from(on));
+            }
+            repl_lsn.get_or_create(&l).set(gauge(r.durable_lsn));
+        }
         for (protocol, list) in [("iscsi", &v.hosts.iscsi), ("nvme", &v.hosts.nvme)] {
             let pl = ProtocolLabels {
                 volume: v.name.clone(),

@@ -345,6 +345,11 @@ fn a_flush_waits_for_a_stopped_standby_until_the_timeout_then_goes_on_out_of_syn
         );
         assert!(waited < Duration::from_secs(10), "waited {waited:?}");
         assert_eq!(primary.sync_state().as_deref(), Some("out_of_sync"));
+        let metrics = status::get(primary.admin, "/metrics").unwrap();
+        assert!(
+            metrics.contains("tandem_volume_replication_in_sync{volume=\"default\"} 0"),
+            "{metrics}"
+        );
         // Out of sync, flushes no longer wait for it.
         let t = Instant::now();
         c.flush(0, 1).await.unwrap();
