@@ -173,6 +173,16 @@ fn max_record_blocks(wal_bytes: u64, block_size: u32) -> u64 {
 
 /// Creates a new volume in `storage`. Fails with [`Error::Exists`] if one is there.
 pub fn create(storage: &dyn Storage, opts: &CreateOptions) -> Result<[u8; 16]> {
+    create_with_uuid(storage, opts, *uuid::Uuid::new_v4().as_bytes())
+}
+
+/// Creates a new volume in `storage` with the identity `uuid`: the two nodes of a replicated
+/// volume serve the same volume, so both are created with the UUID the configuration gives.
+pub fn create_with_uuid(
+    storage: &dyn Storage,
+    opts: &CreateOptions,
+    uuid: [u8; 16],
+) -> Result<[u8; 16]> {
     let bs = opts.block_size;
     if bs != 512 && bs != 4096 {
         return Err(Error::InvalidGeometry(format!(
@@ -210,7 +220,6 @@ pub fn create(storage: &dyn Storage, opts: &CreateOptions) -> Result<[u8; 16]> {
         off += n as u64;
     }
     wal.sync_data()?;
-    let uuid = *uuid::Uuid::new_v4().as_bytes();
     let meta = storage.create(SUPERBLOCK_FILE)?;
     let mut sb = Superblock {
         seq: 0,

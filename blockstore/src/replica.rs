@@ -54,6 +54,12 @@ pub struct ShippedRecord {
 }
 
 impl Engine {
+    /// The LSN of the last record appended (0 before the first): a cheap check (one short
+    /// lock) a replication driver polls to learn that the log grew and must be shipped.
+    pub fn last_lsn(&self) -> u64 {
+        lock(&self.log).next_lsn.saturating_sub(1)
+    }
+
     /// The log position of the first record after `lsn` (the head when there is none yet), for
     /// a standby that holds everything through `lsn`. Fails with [`Error::LogRecycled`] when
     /// records after `lsn` are no longer in the log (the standby needs a full resync).

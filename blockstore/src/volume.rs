@@ -126,6 +126,17 @@ impl Volume {
         blocking(move || create(&storage, &opts)).await
     }
 
+    /// Creates a volume in directory `dir` with a given identity (see
+    /// [`crate::engine::create_with_uuid`]).
+    pub async fn create_with_uuid(
+        dir: impl AsRef<Path>,
+        opts: CreateOptions,
+        uuid: [u8; 16],
+    ) -> Result<[u8; 16]> {
+        let storage = DirStorage::new(dir);
+        blocking(move || crate::engine::create_with_uuid(&storage, &opts, uuid)).await
+    }
+
     /// Opens (and recovers) the volume in directory `dir`.
     pub async fn open(dir: impl AsRef<Path>, opts: OpenOptions) -> Result<Volume> {
         let storage = DirStorage::new(dir);

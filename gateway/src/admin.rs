@@ -1,7 +1,8 @@
 //! The admin HTTP API of the daemon: `GET /v1/volumes` (the [`crate::status::VolumesDoc`]
 //! `tandem status` prints), `GET /metrics` (Prometheus text exposition, [`crate::metrics`]),
 //! `GET /healthz` / `GET /readyz` ([`crate::health`]) and the operator's dashboard
-//! ([`crate::dashboard`]: `GET /`, `GET /v1/dashboard`). Read-only, no authentication: it
+//! ([`crate::dashboard`]: `GET /`, `GET /v1/dashboard`), and the operator's role changes
+//! (`POST /v1/volumes/{name}/promote|demote`, [`crate::operator`]). No authentication: it
 //! listens on loopback by default (`[admin] listen`).
 
 use std::convert::Infallible;
@@ -26,16 +27,20 @@ fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<
 }
 
 /// Answers one request.
-fn route(
+async fn route(
     view: &NodeView,
     history: &crate::dashboard::History,
     req: &Request<Incoming>,
 ) -> Response<Full<Bytes>> {
+    // The operator's role changes (crate::operator).
+    if req.method() == Method::POST {
+        return crate::operator::post(view, req.uri().path()).await;
+    }
     if req.method() != Method::GET {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            "GET only\n".into(),
+            "GET, or POST /v1/volumes/NAME/promote|demote\n".into(),
         );
     }
     // The operator's dashboard (crate::dashboard): `GET /` and `GET /v1/dashboard`.
@@ -105,8 +110,9 @@ pub async fn start(
             let history = Arc::clone(&history);
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let resp = route(&view, &history, &req);
-                    async move { Ok::<_, Infallible>(resp) }
+                    let view = Arc::clone(&view);
+                    let history = Arc::clone(&history);
+                    async move { Ok::<_, Infallible>(route(&view, &history, &req).await) }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
                 if let Err(e) = hyper::server::conn::http1::Builder::new()

@@ -47,6 +47,56 @@ pub struct Config {
     pub nvme: crate::nvme::config::NvmeConfig,
     /// The admin HTTP API (`tandem status`, Prometheus metrics).
     pub admin: AdminConfig,
+    /// This node's identity (for replication handshakes).
+    pub node: NodeConfig,
+    /// The replication listener and timeout, used when a volume names a `peer`.
+    pub replication: ReplicationConfig,
+}
+
+/// This node's identity. Replication handshakes carry it so each side knows which node it talks
+/// to; without a configured id one is generated on first start and kept in the data directory.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// 16 bytes as 32 hex digits; default: generated once and persisted as `<data_dir>/node-id`.
+    pub id: Option<String>,
+}
+
+/// Replication between this node and the peers named by volumes (`[[volume]] peer`). Nothing
+/// listens and nothing dials unless a volume has a peer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationConfig {
+    /// Where this node accepts its primaries' connections (for volumes it holds as standby).
+    pub listen: SocketAddr,
+    /// How long a flush waits for an in-sync standby before the standby is durably declared out
+    /// of sync and flushes go on without it. Keep it well below the hosts' command timeouts
+    /// (SCSI 30 s, Linux NVMe io_timeout 30 s), so hosts never time out while it runs.
+    pub timeout_ms: u64,
+}
+
+/// Where the replication listener binds by default (a port of its own beside the admin API's).
+pub const DEFAULT_REPLICATION_LISTEN: &str = "127.0.0.1:9750";
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9750)),
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// The role a replicated volume starts in on this node (when it is created; afterwards the
+/// persisted role, changed by promote / demote, decides).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeRole {
+    /// Serves hosts and ships its log to the peer (dials it).
+    #[default]
+    Primary,
+    /// Receives the primary's log (accepts it on `[replication] listen`); refuses host I/O.
+    Standby,
 }
 
 /// The admin HTTP API: `GET /v1/volumes` (what `tandem status` shows) and `GET /metrics`.
@@ -89,6 +139,45 @@ pub struct VolumeConfig {
     /// Write-ahead log size when created.
     #[serde(default = "default_wal_size")]
     pub wal_size: Size,
+    /// Role on this node when the volume is created (replicated volumes only).
+    #[serde(default)]
+    pub role: VolumeRole,
+    /// The other node's replication address ("host:port"): a primary dials it, a standby
+    /// expects its primary from there. Without it the volume is not replicated.
+    #[serde(default)]
+    pub peer: Option<String>,
+    /// The volume UUID (both nodes must create the volume with the same one); required with
+    /// `peer`, optional otherwise (default: random at creation).
+    #[serde(default)]
+    pub uuid: Option<String>,
+}
+
+impl VolumeConfig {
+    /// A plain (not replicated) volume with the default block and log sizes.
+    pub fn new(name: &str, size: Size) -> VolumeConfig {
+        VolumeConfig {
+            name: name.to_string(),
+            path: None,
+            size,
+            block_size: default_block_size(),
+            wal_size: default_wal_size(),
+            role: VolumeRole::Primary,
+            peer: None,
+            uuid: None,
+        }
+    }
+
+    /// The configured UUID, parsed.
+    pub fn parsed_uuid(&self) -> Result<Option<[u8; 16]>, String> {
+        self.uuid
+            .as_deref()
+            .map(|u| {
+                uuid::Uuid::parse_str(u)
+                    .map(|u| *u.as_bytes())
+                    .map_err(|e| format!("volume {:?}: uuid {u:?}: {e}", self.name))
+            })
+            .transpose()
+    }
 }
 
 /// A byte count written as a number or with a binary unit suffix (KiB, MiB, GiB, TiB).
@@ -230,16 +319,12 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("tandem-data"),
-            volumes: vec![VolumeConfig {
-                name: "default".into(),
-                path: None,
-                size: default_size(),
-                block_size: default_block_size(),
-                wal_size: default_wal_size(),
-            }],
+            volumes: vec![VolumeConfig::new("default", default_size())],
             iscsi: IscsiConfig::default(),
             nvme: Default::default(),
             admin: AdminConfig::default(),
+            node: NodeConfig::default(),
+            replication: ReplicationConfig::default(),
         }
     }
 }
@@ -306,6 +391,13 @@ impl Config {
                     v.name
                 ));
             }
+            v.parsed_uuid().map_err(ConfigError::Invalid)?;
+            if v.peer.is_some() && v.uuid.is_none() {
+                return bad(format!(
+                    "volume {:?} has a peer but no uuid: both nodes must create it with the same uuid",
+                    v.name
+                ));
+            }
         }
         let mut iqns = std::collections::HashSet::new();
         for t in &self.iscsi.targets {
@@ -337,7 +429,19 @@ impl Config {
         if self.iscsi.enabled && self.iscsi.portals.is_empty() {
             return bad("iSCSI is enabled but has no portal".into());
         }
+        if let Some(id) = &self.node.id {
+            crate::replication::node::parse_id(id).map_err(ConfigError::Invalid)?;
+        }
+        if self.replication.timeout_ms == 0 {
+            return bad("[replication] timeout_ms must be positive".into());
+        }
         self.nvme.validate(&names).map_err(ConfigError::Invalid)
+    }
+
+    /// Whether any volume is replicated (names a peer): only then does the node listen for
+    /// replication.
+    pub fn replicated(&self) -> bool {
+        self.volumes.iter().any(|v| v.peer.is_some())
     }
 
     /// The directory of a volume.
@@ -406,6 +510,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("t.toml"), "{e}");
+    }
+
+    #[test]
+    fn replicated_volumes_need_a_uuid_and_defaults_stay_single_node() {
+        let c = Config::default();
+        assert!(!c.replicated());
+        assert_eq!(c.replication.timeout_ms, 10_000);
+        let text = r#"
+            [node]
+            id = "000102030405060708090a0b0c0d0e0f"
+            [replication]
+            listen = "127.0.0.1:9751"
+            timeout_ms = 1000
+            [[volume]]
+            name = "default"
+            role = "standby"
+            peer = "127.0.0.1:9750"
+            uuid = "6f1c1f0e-8d3a-4a43-9a55-7d9a0b1f0c11"
+        "#;
+        let c = Config::parse(text, Path::new("t.toml")).unwrap();
+        assert!(c.replicated());
+        assert_eq!(c.volumes[0].role, VolumeRole::Standby);
+        assert_eq!(c.replication.listen.port(), 9751);
+        let e = Config::parse(
+            &text.replace("uuid = \"6f1c1f0e-8d3a-4a43-9a55-7d9a0b1f0c11\"", ""),
+            Path::new("t.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no uuid"), "{e}");
+        let e = Config::parse(&text.replace("0e0f", "0e"), Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node id"), "{e}");
     }
 }
 

@@ -37,13 +37,7 @@ pub fn parse_export(s: &str) -> Result<(String, bool, bool), String> {
 pub fn add_volume(cfg: &mut Config, name: &str, size: Size) {
     match cfg.volumes.iter_mut().find(|v| v.name == name) {
         Some(v) => v.size = size,
-        None => cfg.volumes.push(VolumeConfig {
-            name: name.to_string(),
-            path: None,
-            size,
-            block_size: 512,
-            wal_size: Size(128 << 20),
-        }),
+        None => cfg.volumes.push(VolumeConfig::new(name, size)),
     }
 }
 

@@ -169,6 +169,16 @@ fn volumes(reg: &mut Registry, doc: &VolumesDoc) {
         "volume_role",
         "Role of the volume on this node (1 for the current role)",
     );
+    let in_sync = gauge_family(
+        reg,
+        "volume_replication_in_sync",
+        "1 when the standby counts for flushes (in sync), 0 when out of sync or degrading",
+    );
+    let repl_lsn = gauge_family(
+        reg,
+        "volume_replication_durable_lsn",
+        "The standby's acknowledged durable LSN (on a standby: the LSN applied)",
+    );
     for v in &doc.volumes {
         let l = VolumeLabels {
             volume: v.name.clone(),
@@ -184,6 +194,13 @@ fn volumes(reg: &mut Registry, doc: &VolumesDoc) {
         log_size.get_or_create(&l).set(gauge(e.log_size_bytes));
         dirty.get_or_create(&l).set(gauge(e.dirty_blocks));
         epoch.get_or_create(&l).set(gauge(v.epoch));
+        if let Some(r) = &v.replication {
+            if let Some(s) = r.sync_state {
+                let on = s == crate::replication::state::SyncName::InSync;
+                in_sync.get_or_create(&l).set(i64::from(on));
+            }
+            repl_lsn.get_or_create(&l).set(gauge(r.durable_lsn));
+        }
         for r in ROLES {
             let sl = StateLabels {
                 volume: v.name.clone(),

@@ -16,6 +16,8 @@ pub mod lu;
 pub mod metrics;
 pub mod net;
 pub mod nvme;
+pub mod operator;
+pub mod replication;
 pub mod serve;
 pub mod shutdown;
 pub mod sink;

@@ -54,6 +54,45 @@ enum Command {
     Bench(BenchCommand),
     /// Show the volumes of a running daemon and the hosts attached over each protocol.
     Status(StatusArgs),
+    /// Change a volume's role on a running daemon (failover by the operator).
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum VolumeCommand {
+    /// Make this node the volume's primary under a new epoch (after the old primary failed).
+    Promote(RoleArgs),
+    /// Make this node a standby of the volume under a new epoch.
+    Demote(RoleArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RoleArgs {
+    /// The volume's name.
+    name: String,
+    /// The daemon's admin API address (`[admin] listen`).
+    #[arg(long, default_value = gateway::config::DEFAULT_ADMIN_LISTEN)]
+    admin: std::net::SocketAddr,
+}
+
+fn change_role(action: &str, args: &RoleArgs) -> ExitCode {
+    let path = format!("/v1/volumes/{}/{action}", args.name);
+    match gateway::status::post(args.admin, &path)
+        .map_err(|e| e.to_string())
+        .and_then(|body| {
+            serde_json::from_str::<gateway::operator::RoleChangeReply>(&body)
+                .map_err(|e| format!("unexpected answer {body:?}: {e}"))
+        }) {
+        Ok(r) => {
+            println!("volume {}: role {} epoch {}", r.volume, r.role, r.epoch);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tandem volume {action}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -151,6 +190,8 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     match cli.command {
         Command::Status(args) => status(&args),
+        Command::Volume(VolumeCommand::Promote(args)) => change_role("promote", &args),
+        Command::Volume(VolumeCommand::Demote(args)) => change_role("demote", &args),
         Command::ExampleConfig => {
             print!("{}", gateway::config::EXAMPLE);
             ExitCode::SUCCESS

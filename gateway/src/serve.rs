@@ -20,9 +20,15 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     // (SIGHUP would kill the process).
     let mut signals = Signals::watch()?;
     let vols = volumes::open_all(&cfg).await?;
+    // Replication first: a primary's flushes must wait for its standby from the first command.
+    let repl = crate::replication::start(&cfg, &vols).await?;
+    if let Some(addr) = repl.listening {
+        println!("replication listening on {addr}");
+    }
     let shutdown = crate::shutdown::new();
     let fronts = crate::frontends::start(&cfg, &vols, shutdown.clone()).await?;
-    let view = crate::status::NodeView::new(&cfg, &fronts);
+    let mut view = crate::status::NodeView::new(&cfg, &fronts);
+    view.replication = repl.statuses.clone();
     let readiness = view.readiness.clone();
     // The admin API outlives the front ends' drain (its own stop), so `/readyz` says 503
     // while the node shuts down rather than going silent.
@@ -56,6 +62,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     tracing::info!("shutting down: finishing in-flight commands");
     let _ = shutdown.send(true);
     fronts.join().await;
+    repl.stop().await;
     volumes::close_all(&vols).await;
     tracing::info!("volumes flushed and closed");
     let _ = admin_stop.send(true);

@@ -48,6 +48,9 @@ pub struct VolumeStatus {
     pub reservation: ReservationStatus,
     /// Hosts attached now, per protocol.
     pub hosts: Hosts,
+    /// Replication with the peer node, for a replicated volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<crate::replication::state::ReplicationStatus>,
 }
 
 /// The engine counters of a volume.
@@ -153,6 +156,8 @@ pub struct NodeView {
     /// Whether the node serves hosts yet (or still), for `/readyz`: starting until the daemon
     /// says it is ready.
     pub readiness: crate::health::Readiness,
+    /// Replication status of the replicated volumes (empty for a single node).
+    pub replication: crate::replication::Statuses,
 }
 
 fn lower_debug(v: impl std::fmt::Debug) -> String {
@@ -169,6 +174,7 @@ impl NodeView {
             nvme: fronts.nvme.as_ref().map(|n| Arc::clone(&n.shared)),
             metrics: Arc::clone(&fronts.metrics),
             readiness: crate::health::Readiness::default(),
+            replication: Default::default(),
         }
     }
 
@@ -203,6 +209,7 @@ impl NodeView {
                     exports: self.exports(name),
                     reservation: reservation(lu.reservations().lock().state()),
                     hosts: self.hosts(name),
+                    replication: self.replication.get(name).map(|s| s.get()),
                 }
             })
             .collect();
@@ -309,14 +316,24 @@ pub enum FetchError {
 
 /// GET `path` from the admin API with a plain HTTP/1.1 request; returns the body of a 200.
 pub fn get(addr: SocketAddr, path: &str) -> Result<String, FetchError> {
+    request(addr, "GET", path)
+}
+
+/// POST (with an empty body) to `path` of the admin API; returns the body of a 200. Another
+/// status is an error carrying the body (the API's JSON error).
+pub fn post(addr: SocketAddr, path: &str) -> Result<String, FetchError> {
+    request(addr, "POST", path)
+}
+
+fn request(addr: SocketAddr, method: &str, path: &str) -> Result<String, FetchError> {
     let io = |source| FetchError::Io { addr, source };
     let proto = |what: String| FetchError::Protocol { addr, what };
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(io)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
+    s.set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(io)?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .map_err(io)?;
     let mut raw = Vec::new();
@@ -327,7 +344,7 @@ pub fn get(addr: SocketAddr, path: &str) -> Result<String, FetchError> {
         .ok_or_else(|| proto("no end of headers".into()))?;
     let status = head.lines().next().unwrap_or_default();
     if status.split_whitespace().nth(1) != Some("200") {
-        return Err(proto(format!("answered {status:?}")));
+        return Err(proto(format!("answered {status:?}: {}", body.trim())));
     }
     Ok(body.to_string())
 }
@@ -359,6 +376,22 @@ pub fn table(doc: &VolumesDoc, now_unix: u64) -> String {
             "volume {}  uuid {}  {} bytes ({}-byte blocks)  role {} epoch {}  {}\n",
             v.name, v.uuid, v.size_bytes, v.block_size, v.role, v.epoch, v.access_state
         ));
+        if let Some(r) = &v.replication {
+            let state = r.sync_state.map_or("-", |s| s.as_str());
+            out.push_str(&format!(
+                "  replication {} peer {} ({}) state {} durable lsn {} mode {}\n",
+                r.side,
+                r.peer,
+                if r.connected {
+                    "connected"
+                } else {
+                    "not connected"
+                },
+                state,
+                r.durable_lsn,
+                r.mode
+            ));
+        }
         if let Some(kind) = &v.reservation.kind {
             out.push_str(&format!(
                 "  reservation {kind} held by {}\n",

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use blockstore::{CreateOptions, OpenOptions, Role, Volume};
 
-use crate::config::Config;
+use crate::config::{Config, VolumeRole};
 
 /// One served volume.
 #[derive(Debug)]
@@ -25,21 +25,38 @@ pub async fn open_all(cfg: &Config) -> Result<Volumes, String> {
     for v in &cfg.volumes {
         let dir = cfg.volume_dir(v);
         if !dir.join(blockstore::engine::SUPERBLOCK_FILE).exists() {
+            let role = match v.role {
+                VolumeRole::Primary => Role::Primary,
+                VolumeRole::Standby => Role::Standby,
+            };
             let opts = CreateOptions {
                 block_size: v.block_size,
                 capacity_bytes: v.size.0,
                 wal_bytes: v.wal_size.0,
-                role: Role::Primary,
+                role,
                 epoch: 1,
             };
-            Volume::create(&dir, opts)
-                .await
-                .map_err(|e| format!("creating volume {:?} in {}: {e}", v.name, dir.display()))?;
+            match v.parsed_uuid()? {
+                Some(u) => Volume::create_with_uuid(&dir, opts, u).await,
+                None => Volume::create(&dir, opts).await,
+            }
+            .map_err(|e| format!("creating volume {:?} in {}: {e}", v.name, dir.display()))?;
             tracing::info!(volume = %v.name, dir = %dir.display(), bytes = v.size.0, "created volume");
         }
         let volume = Volume::open(&dir, OpenOptions::default())
             .await
             .map_err(|e| format!("opening volume {:?} in {}: {e}", v.name, dir.display()))?;
+        if let Some(u) = v.parsed_uuid()? {
+            if u != volume.uuid() {
+                return Err(format!(
+                    "volume {:?} in {} has uuid {}, but the configuration says {}",
+                    v.name,
+                    dir.display(),
+                    uuid::Uuid::from_bytes(volume.uuid()),
+                    uuid::Uuid::from_bytes(u)
+                ));
+            }
+        }
         tracing::info!(
             volume = %v.name,
             uuid = %uuid::Uuid::from_bytes(volume.uuid()),

@@ -128,4 +128,10 @@ fn the_debian_package_installs_a_working_tandem() {
             doc.join(f).display()
         );
     }
+    let unit = scratch.path().join("lib/systemd/system/tandem.service");
+    let text = std::fs::read_to_string(&unit).expect("the package installs the systemd unit");
+    assert!(
+        text.contains("ExecStart=/usr/bin/tandem serve"),
+        "the unit starts the installed binary"
+    );
 }

@@ -1,0 +1,131 @@
+//! The primary's [`ReplicaGate`]: the engine's flushes and FUA writes, on the volume's blocking
+//! I/O threads, wait here until the replication task reports the standby durable (or durably
+//! out of sync). One wait per flush, one network barrier for all of them (the peer state
+//! machine groups them).
+
+use std::sync::{Condvar, Mutex};
+
+use blockstore::replica::ReplicaGate;
+use blockstore::{AccessState, Error, Result};
+use tokio::sync::mpsc::UnboundedSender;
+
+#[derive(Debug, Default)]
+struct State {
+    /// Flushes of records through this LSN may complete.
+    released: u64,
+    /// A newer epoch fenced this node: nothing completes any more.
+    fenced: Option<u64>,
+    /// The replication task is gone (shutdown) or could not record a standby's loss.
+    failed: Option<String>,
+}
+
+/// Where flushes wait for the standby.
+#[derive(Debug)]
+pub struct Gate {
+    st: Mutex<State>,
+    cv: Condvar,
+    /// Tells the replication task that a flush waits for an LSN.
+    need: UnboundedSender<u64>,
+}
+
+impl Gate {
+    /// A gate whose waits are announced on `need`.
+    pub fn new(need: UnboundedSender<u64>) -> Gate {
+        Gate {
+            st: Mutex::new(State::default()),
+            cv: Condvar::new(),
+            need,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Flushes through `lsn` may complete.
+    pub fn release(&self, lsn: u64) {
+        let mut st = self.lock();
+        if lsn > st.released {
+            st.released = lsn;
+            self.cv.notify_all();
+        }
+    }
+
+    /// A newer epoch fenced this node: every waiting and later flush fails (retryable for the
+    /// hosts: the path is unavailable).
+    pub fn fence(&self, epoch: u64) {
+        self.lock().fenced = Some(epoch);
+        self.cv.notify_all();
+    }
+
+    /// The replication task stopped: waiting and later flushes fail with `why`.
+    pub fn fail(&self, why: String) {
+        let mut st = self.lock();
+        if st.failed.is_none() {
+            st.failed = Some(why);
+        }
+        self.cv.notify_all();
+    }
+
+    fn refused(st: &State) -> Option<Error> {
+        if st.fenced.is_some() {
+            return Some(Error::NotServing(AccessState::Unavailable));
+        }
+        st.failed
+            .as_ref()
+            .map(|w| Error::Io(std::io::Error::other(format!("replication: {w}"))))
+    }
+}
+
+impl ReplicaGate for Gate {
+    fn wait_durable(&self, lsn: u64) -> Result<()> {
+        let mut st = self.lock();
+        if let Some(e) = Self::refused(&st) {
+            return Err(e);
+        }
+        if st.released >= lsn {
+            return Ok(());
+        }
+        if self.need.send(lsn).is_err() {
+            return Err(Error::Closed);
+        }
+        loop {
+            if let Some(e) = Self::refused(&st) {
+                return Err(e);
+            }
+            if st.released >= lsn {
+                return Ok(());
+            }
+            st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_flush_waits_for_its_release_and_fails_once_fenced() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let g = Arc::new(Gate::new(tx));
+        let g2 = g.clone();
+        let t = std::thread::spawn(move || g2.wait_durable(7));
+        assert_eq!(rx.blocking_recv(), Some(7), "the wait is announced");
+        g.release(6);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(!t.is_finished(), "6 does not cover 7");
+        g.release(7);
+        t.join().unwrap().unwrap();
+        assert!(g.wait_durable(7).is_ok(), "already released");
+        let g3 = g.clone();
+        let t = std::thread::spawn(move || g3.wait_durable(9));
+        assert_eq!(rx.blocking_recv(), Some(9));
+        g.fence(4);
+        assert!(matches!(
+            t.join().unwrap(),
+            Err(Error::NotServing(AccessState::Unavailable))
+        ));
+    }
+}

@@ -1,0 +1,124 @@
+//! What a replicated volume's status shows, and what the primary persists about its standby.
+//!
+//! The primary records durably (volume metadata [`PEER_METADATA`]) whether its standby is in
+//! sync, and from which LSN and epoch it is not, before it acknowledges any flush without it:
+//! after a crash the primary must not count a standby in sync that missed acknowledged writes.
+
+use std::sync::Mutex;
+
+use blockstore::repl::primary::SyncState;
+use serde::{Deserialize, Serialize};
+
+/// Volume metadata name of the primary's record of its standby.
+pub const PEER_METADATA: &str = "meta-repl-peer";
+
+/// The primary's persisted record of its standby.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRecord {
+    /// "in_sync" or "out_of_sync".
+    pub state: SyncName,
+    /// The standby's last acknowledged durable LSN when it fell out of sync.
+    pub since_lsn: u64,
+    /// The primary's epoch then.
+    pub epoch: u64,
+}
+
+/// A sync state as status and metadata spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncName {
+    /// Every flush waits for the standby.
+    InSync,
+    /// Flushes go on without the standby until it caught up.
+    OutOfSync,
+    /// The standby timed out; being recorded out of sync (flushes still wait).
+    Degrading,
+}
+
+impl SyncName {
+    /// The name status prints (as in the JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncName::InSync => "in_sync",
+            SyncName::OutOfSync => "out_of_sync",
+            SyncName::Degrading => "degrading",
+        }
+    }
+}
+
+impl From<SyncState> for SyncName {
+    fn from(s: SyncState) -> Self {
+        match s {
+            SyncState::InSync => SyncName::InSync,
+            SyncState::OutOfSync => SyncName::OutOfSync,
+            SyncState::Degrading => SyncName::Degrading,
+        }
+    }
+}
+
+impl PeerRecord {
+    /// Parses the stored record; `None` (a new pairing, or unreadable) counts as out of sync.
+    pub fn parse(bytes: &[u8]) -> Option<PeerRecord> {
+        serde_json::from_slice(bytes).ok()
+    }
+
+    /// The stored form.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The state the primary's peer starts from.
+    pub fn sync_state(&self) -> SyncState {
+        match self.state {
+            SyncName::InSync => SyncState::InSync,
+            SyncName::OutOfSync | SyncName::Degrading => SyncState::OutOfSync,
+        }
+    }
+}
+
+/// Replication status of one volume, as `GET /v1/volumes` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationStatus {
+    /// The peer's replication address.
+    pub peer: String,
+    /// This node's side: "primary" (ships to the peer) or "standby" (receives).
+    pub side: String,
+    /// Whether a connection to the peer is up (past its handshake).
+    pub connected: bool,
+    /// On the primary: whether the standby counts for flushes (in_sync, out_of_sync,
+    /// degrading). On a standby: not known here (the primary decides).
+    pub sync_state: Option<SyncName>,
+    /// On the primary: the standby's last acknowledged durable LSN. On a standby: the
+    /// primary's LSN through which records were applied.
+    pub durable_lsn: u64,
+    /// "sync": flushes wait for an in-sync standby (the only mode so far).
+    pub mode: String,
+}
+
+/// The live status of one replicated volume, updated by its replication task.
+#[derive(Debug)]
+pub struct StatusCell(Mutex<ReplicationStatus>);
+
+impl StatusCell {
+    /// A status for a volume replicating with `peer` from `side`.
+    pub fn new(peer: &str, side: &str, sync_state: Option<SyncName>) -> StatusCell {
+        StatusCell(Mutex::new(ReplicationStatus {
+            peer: peer.to_string(),
+            side: side.to_string(),
+            connected: false,
+            sync_state,
+            durable_lsn: 0,
+            mode: "sync".into(),
+        }))
+    }
+
+    /// The status now.
+    pub fn get(&self) -> ReplicationStatus {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Changes the status.
+    pub fn update(&self, f: impl FnOnce(&mut ReplicationStatus)) {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
