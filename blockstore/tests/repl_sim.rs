@@ -15,10 +15,10 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use blockstore::engine::{create, CreateOptions, Engine, OpenOptions};
-use blockstore::repl::frame::{self, Frame, Record, RecordKind};
+use blockstore::repl::frame::{self, Frame, Record};
 use blockstore::repl::primary::{PrimaryConfig, PrimaryEvent, PrimaryPeer, SyncState};
 use blockstore::repl::standby::{StandbyConfig, StandbyEvent, StandbyLink};
-use blockstore::replica::{ShippedKind, ShippedRecord};
+use blockstore::replica::ShippedRecord;
 use blockstore::sim::{SimRng, SimStorage};
 use blockstore::testkit::{identify, write_data};
 use blockstore::{AccessState, Error, Role};
@@ -47,34 +47,6 @@ fn disk(role: Role) -> SimStorage {
     )
     .unwrap();
     d
-}
-
-fn to_frame_record(r: ShippedRecord) -> Record {
-    Record {
-        lsn: r.lsn,
-        kind: match r.kind {
-            ShippedKind::Write => RecordKind::Write,
-            ShippedKind::Trim => RecordKind::Trim,
-            ShippedKind::Zero => RecordKind::Zero,
-        },
-        lba: r.lba,
-        blocks: r.blocks,
-        data: r.data.into(),
-    }
-}
-
-fn to_shipped(r: Record) -> ShippedRecord {
-    ShippedRecord {
-        lsn: r.lsn,
-        kind: match r.kind {
-            RecordKind::Write => ShippedKind::Write,
-            RecordKind::Trim => ShippedKind::Trim,
-            RecordKind::Zero => ShippedKind::Zero,
-        },
-        lba: r.lba,
-        blocks: r.blocks,
-        data: r.data.to_vec(),
-    }
 }
 
 /// Frames in flight, each through the real codec.
@@ -329,7 +301,7 @@ fn pump(
                     Ok(pos) => {
                         let (recs, next) = p.read_log(pos, 16 << 10).unwrap();
                         let at_head = p.read_log(next, 1).unwrap().0.is_empty();
-                        let recs: Vec<_> = recs.into_iter().map(to_frame_record).collect();
+                        let recs: Vec<_> = recs.into_iter().map(Record::from).collect();
                         peer.ship(recs, next.lsn - 1, at_head, now);
                     }
                     Err(Error::LogRecycled { .. }) => peer.resync_needed(),
@@ -354,7 +326,12 @@ fn pump(
                 match ev {
                     StandbyEvent::AdoptEpoch(e) => s.observe_epoch(e).unwrap(),
                     StandbyEvent::Apply(recs) => s
-                        .apply_replicated(&recs.into_iter().map(to_shipped).collect::<Vec<_>>())
+                        .apply_replicated(
+                            &recs
+                                .into_iter()
+                                .map(ShippedRecord::from)
+                                .collect::<Vec<_>>(),
+                        )
                         .unwrap(),
                     StandbyEvent::Sync => {
                         let d = s.sync_applied().unwrap();

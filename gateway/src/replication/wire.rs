@@ -5,8 +5,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use blockstore::repl::frame::{self, Decoder, Frame, FrameError, Record, RecordKind};
-use blockstore::replica::{ShippedKind, ShippedRecord};
+use blockstore::repl::frame::{self, Decoder, Frame, FrameError, Record};
+use blockstore::replica::ShippedRecord;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -110,30 +110,10 @@ pub fn split(stream: TcpStream) -> (FrameReader, FrameSender) {
 
 /// A log record read for shipping, as a wire record (the data moves, no copy).
 pub fn to_wire(r: ShippedRecord) -> Record {
-    Record {
-        lsn: r.lsn,
-        kind: match r.kind {
-            ShippedKind::Write => RecordKind::Write,
-            ShippedKind::Trim => RecordKind::Trim,
-            ShippedKind::Zero => RecordKind::Zero,
-        },
-        lba: r.lba,
-        blocks: r.blocks,
-        data: r.data.into(),
-    }
+    r.into()
 }
 
 /// A received wire record, as the engine applies it.
 pub fn from_wire(r: Record) -> ShippedRecord {
-    ShippedRecord {
-        lsn: r.lsn,
-        kind: match r.kind {
-            RecordKind::Write => ShippedKind::Write,
-            RecordKind::Trim => ShippedKind::Trim,
-            RecordKind::Zero => ShippedKind::Zero,
-        },
-        lba: r.lba,
-        blocks: r.blocks,
-        data: r.data.to_vec(),
-    }
+    r.into()
 }
