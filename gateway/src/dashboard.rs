@@ -1,14 +1,16 @@
 //! The operator's dashboard on the admin port: `GET /` is a web page showing every volume with
 //! its role, epoch and access state, the hosts on iSCSI and on NVMe/TCP, the migration's
-//! progress and live throughput; `GET /v1/dashboard` is the JSON the page's script polls.
+//! progress, live throughput and latency; `GET /v1/dashboard` is the JSON the page's script
+//! polls.
 //!
 //! It exists because the people running Tandem are moving a fleet from iSCSI to NVMe/TCP and
 //! want to watch that move, not read `/v1/volumes`. The page is served by the daemon itself
 //! (no external assets), so it works on a management network without internet access.
 //!
 //! Rates come from a short history ([`History`]) that a sampler task ([`spawn_sampler`]) fills
-//! every [`SAMPLE_EVERY`] from the per-host I/O counters, summed per volume and protocol.
-//! Latency is not shown: the daemon keeps counters only (no per-command timings) today.
+//! every [`SAMPLE_EVERY`] from the per-host I/O counters, summed per volume and protocol, and
+//! the mean latency per volume and protocol from the running totals every volume keeps of its
+//! executed commands ([`crate::metrics::LatencyTotals`]).
 
 mod doc;
 mod page;
@@ -24,6 +26,7 @@ use http_body_util::Full;
 use hyper::{Response, StatusCode};
 
 use crate::counters::IoSnapshot;
+use crate::metrics::LatencyTotals;
 use crate::status::{NodeView, VolumesDoc};
 
 /// How often the sampler takes the counters.
@@ -35,9 +38,29 @@ pub const SAMPLES_KEPT: usize = 300;
 /// Identity of one host's counters between samples: a reconnect is a new key.
 type HostKey = (String, &'static str, String, String, u64);
 
+/// The latency totals of every volume (by name), per protocol in [`crate::metrics::Protocol::ALL`]
+/// order: what [`History::record`] takes besides the host counters.
+pub type LatencyReading = BTreeMap<String, [LatencyTotals; 2]>;
+
+/// The latency totals of every volume of `view` now.
+pub fn latency_reading(view: &NodeView) -> LatencyReading {
+    view.targets
+        .iter()
+        .map(|(name, t)| (name.clone(), t.metrics().latency_totals()))
+        .collect()
+}
+
+/// The previous reading, which the next sample is compared with.
+#[derive(Debug)]
+struct Last {
+    at: Instant,
+    hosts: BTreeMap<HostKey, IoSnapshot>,
+    latency: LatencyReading,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
-    last: Option<(Instant, BTreeMap<HostKey, IoSnapshot>)>,
+    last: Option<Last>,
     series: BTreeMap<String, VecDeque<Sample>>,
 }
 
@@ -54,7 +77,16 @@ fn rates(d: &IoSnapshot, secs: f64) -> Rates {
         reads: d.reads as f64 / secs,
         writes: d.writes as f64 / secs,
         other: d.other as f64 / secs,
+        latency_us: None,
     }
+}
+
+/// The mean latency in microseconds of the commands counted between two readings; `None` when
+/// none ran.
+fn mean_latency_us(now: LatencyTotals, before: LatencyTotals) -> Option<f64> {
+    let commands = now.commands.saturating_sub(before.commands);
+    let nanos = now.nanos.saturating_sub(before.nanos);
+    (commands > 0).then(|| nanos as f64 / commands as f64 / 1000.0)
 }
 
 fn delta(now: &IoSnapshot, before: &IoSnapshot) -> IoSnapshot {
@@ -68,12 +100,15 @@ fn delta(now: &IoSnapshot, before: &IoSnapshot) -> IoSnapshot {
 }
 
 impl History {
-    /// Records one sample of `doc` taken at `at` (`t_ms`: the same moment on the wall clock).
+    /// Records one sample of `doc` and `latency` taken at `at` (`t_ms`: the same moment on the
+    /// wall clock).
     ///
     /// Each host's counters are compared with its own previous reading; a host that connected
     /// since the last sample counts from zero, so attaching or leaving never shows as a spike or
-    /// a negative rate. The first call only sets the baseline.
-    pub fn record(&self, doc: &VolumesDoc, at: Instant, t_ms: u64) {
+    /// a negative rate. Each volume's latency totals are compared with the previous reading too:
+    /// a sample's `latency_us` is the mean over the interval, `None` when no command ran. The
+    /// first call only sets the baseline.
+    pub fn record(&self, doc: &VolumesDoc, latency: &LatencyReading, at: Instant, t_ms: u64) {
         let mut now = BTreeMap::new();
         for v in &doc.volumes {
             for (proto, list) in [("iscsi", &v.hosts.iscsi), ("nvme", &v.hosts.nvme)] {
@@ -90,8 +125,10 @@ impl History {
             }
         }
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((then, before)) = &inner.last {
-            let secs = at.saturating_duration_since(*then).as_secs_f64();
+        if let Some(last) = &inner.last {
+            let before = &last.hosts;
+            let idle = [LatencyTotals::default(); 2];
+            let secs = at.saturating_duration_since(last.at).as_secs_f64();
             if secs > 0.0 {
                 let mut sums: BTreeMap<&str, [IoSnapshot; 2]> = doc
                     .volumes
@@ -107,11 +144,15 @@ impl History {
                 let added: Vec<(String, Sample)> = sums
                     .into_iter()
                     .map(|(name, [i, n])| {
-                        let sample = Sample {
+                        let took = latency.get(name).unwrap_or(&idle);
+                        let took_before = last.latency.get(name).unwrap_or(&idle);
+                        let mut sample = Sample {
                             t_ms,
                             iscsi: rates(&i, secs),
                             nvme: rates(&n, secs),
                         };
+                        sample.iscsi.latency_us = mean_latency_us(took[0], took_before[0]);
+                        sample.nvme.latency_us = mean_latency_us(took[1], took_before[1]);
                         (name.to_string(), sample)
                     })
                     .collect();
@@ -124,7 +165,11 @@ impl History {
                 }
             }
         }
-        inner.last = Some((at, now));
+        inner.last = Some(Last {
+            at,
+            hosts: now,
+            latency: latency.clone(),
+        });
     }
 
     /// The samples of volume `name`, oldest first.
@@ -194,7 +239,8 @@ pub fn spawn_sampler(
                 _ = tick.tick() => {}
                 _ = stop.changed() => return,
             }
-            history.record(&view.volumes(), Instant::now(), unix_ms());
+            let latency = latency_reading(&view);
+            history.record(&view.volumes(), &latency, Instant::now(), unix_ms());
         }
     })
 }
@@ -269,11 +315,46 @@ mod tests {
         }
     }
 
+    /// No latency totals for any volume (they read as zero).
+    fn none() -> LatencyReading {
+        LatencyReading::new()
+    }
+
+    /// Latency totals of volume `v`: (commands, nanoseconds) on iSCSI and on NVMe/TCP.
+    fn latency(iscsi: (u64, u64), nvme: (u64, u64)) -> LatencyReading {
+        let t = |(commands, nanos)| LatencyTotals { commands, nanos };
+        LatencyReading::from([("v".to_string(), [t(iscsi), t(nvme)])])
+    }
+
+    #[test]
+    fn latency_is_the_mean_over_the_interval_per_protocol_and_none_when_idle() {
+        let h = History::default();
+        let t0 = Instant::now();
+        let d = doc(&[("i", io(0, 0))], &[("n", io(0, 0))]);
+        h.record(&d, &latency((10, 5_000_000), (4, 400_000)), t0, 0);
+        // iSCSI: 20 commands taking 5 ms in all (250 µs each); NVMe/TCP: 6 taking 0.3 ms (50 µs)
+        let t1 = t0 + SAMPLE_EVERY;
+        h.record(&d, &latency((30, 10_000_000), (10, 700_000)), t1, 1000);
+        // idle: the totals do not move
+        let t2 = t1 + SAMPLE_EVERY;
+        h.record(&d, &latency((30, 10_000_000), (10, 700_000)), t2, 2000);
+        let s = h.samples("v");
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].iscsi.latency_us, Some(250.0));
+        assert_eq!(s[0].nvme.latency_us, Some(50.0));
+        assert_eq!((s[1].iscsi.latency_us, s[1].nvme.latency_us), (None, None));
+        // no totals at all (a volume without commands yet) is idle too
+        h.record(&d, &none(), t2 + SAMPLE_EVERY, 3000);
+        assert_eq!(h.samples("v")[2].iscsi.latency_us, None);
+        let json = serde_json::to_value(s[0]).unwrap();
+        assert_eq!(json["nvme"]["latency_us"], 50.0);
+    }
+
     #[test]
     fn rates_are_per_protocol_and_per_second_and_a_new_host_counts_from_zero() {
         let h = History::default();
         let t0 = Instant::now();
-        h.record(&doc(&[("i", io(10, 5120))], &[]), t0, 0);
+        h.record(&doc(&[("i", io(10, 5120))], &[]), &none(), t0, 0);
         assert!(
             h.samples("v").is_empty(),
             "the first reading is the baseline"
@@ -281,6 +362,7 @@ mod tests {
         let t1 = t0 + Duration::from_secs(2);
         h.record(
             &doc(&[("i", io(30, 15360))], &[("n", io(4, 16384))]),
+            &none(),
             t1,
             2000,
         );
@@ -289,7 +371,12 @@ mod tests {
         assert_eq!((s[0].iscsi.reads, s[0].iscsi.read_bytes), (10.0, 5120.0));
         assert_eq!((s[0].nvme.reads, s[0].nvme.read_bytes), (2.0, 8192.0));
         // the iSCSI host leaves: no negative rate
-        h.record(&doc(&[], &[("n", io(4, 16384))]), t1 + SAMPLE_EVERY, 3000);
+        h.record(
+            &doc(&[], &[("n", io(4, 16384))]),
+            &none(),
+            t1 + SAMPLE_EVERY,
+            3000,
+        );
         let s = h.samples("v");
         assert_eq!(
             (s[1].iscsi, s[1].nvme),
@@ -304,6 +391,7 @@ mod tests {
         for i in 0..(SAMPLES_KEPT as u64 + 20) {
             h.record(
                 &doc(&[], &[("n", io(i, 0))]),
+                &none(),
                 t0 + SAMPLE_EVERY * i as u32,
                 i,
             );

@@ -5,7 +5,12 @@
 //! ([`Metrics::new`]); each volume target holds its own handles ([`VolumeMetrics`]), so the data
 //! path records without a map lookup. [`crate::exposition`] writes them, with everything the operator view
 //! knows, as the Prometheus text `GET /metrics` serves.
+//!
+//! Besides the histograms, each volume keeps per protocol a running total of latency and a count
+//! of executed commands ([`LatencyTotals`]), which the dashboard turns into a mean per sample.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use block_core::{BlockOp, BlockResult};
@@ -202,7 +207,11 @@ impl Metrics {
                     .clone()
             })
         });
-        VolumeMetrics { latency, errors }
+        VolumeMetrics {
+            latency,
+            errors,
+            totals: Arc::default(),
+        }
     }
 
     /// Counts a failed iSCSI login or a refused NVMe Connect, by `kind` (`chap`,
@@ -223,12 +232,35 @@ impl Metrics {
 pub struct VolumeMetrics {
     latency: [[Histogram; 4]; 2],
     errors: [[Counter; 4]; 2],
+    /// Per protocol: executed commands and their summed latency, shared by every clone.
+    totals: Arc<[RunningTotals; 2]>,
+}
+
+/// One protocol's running totals, updated with relaxed atomics (no lock on the data path).
+#[derive(Debug, Default)]
+struct RunningTotals {
+    commands: AtomicU64,
+    nanos: AtomicU64,
+}
+
+/// What one protocol's commands on a volume took since the volume was opened: a reading of the
+/// running totals, to be compared with an earlier reading.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LatencyTotals {
+    /// Block operations executed.
+    pub commands: u64,
+    /// Their latencies summed, in nanoseconds.
+    pub nanos: u64,
 }
 
 impl VolumeMetrics {
     /// Records one executed block operation: its latency, and its result if a refusal.
     pub fn executed(&self, protocol: Protocol, op: Op, took: Duration, result: &BlockResult) {
         self.latency[protocol as usize][op as usize].observe(took.as_secs_f64());
+        let t = &self.totals[protocol as usize];
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        t.nanos.fetch_add(nanos, Ordering::Relaxed);
+        t.commands.fetch_add(1, Ordering::Relaxed);
         if let Some(r) = Refusal::of(result) {
             self.refused(protocol, r);
         }
@@ -238,6 +270,16 @@ impl VolumeMetrics {
     /// its reservation check or its ANA state).
     pub fn refused(&self, protocol: Protocol, why: Refusal) {
         self.errors[protocol as usize][why as usize].inc();
+    }
+
+    /// The running latency totals of each protocol, indexed like [`Protocol::ALL`]. The two
+    /// counters are read apart, so a reading may count a command's latency without the command
+    /// (or the other way round); over a sample interval that is noise.
+    pub fn latency_totals(&self) -> [LatencyTotals; 2] {
+        self.totals.each_ref().map(|t| LatencyTotals {
+            commands: t.commands.load(Ordering::Relaxed),
+            nanos: t.nanos.load(Ordering::Relaxed),
+        })
     }
 }
 
@@ -313,5 +355,30 @@ mod tests {
         assert!(text.contains(
             r#"tandem_command_errors_total{volume="a",protocol="iscsi",kind="medium_error"} 0"#
         ));
+    }
+
+    #[test]
+    fn latency_totals_are_per_protocol_and_shared_by_clones() {
+        let a = Metrics::new().volume("a");
+        let clone = a.clone();
+        for us in [10, 30] {
+            clone.executed(
+                Protocol::Iscsi,
+                Op::Read,
+                Duration::from_micros(us),
+                &BlockResult::Ok,
+            );
+        }
+        a.refused(Protocol::Nvme, Refusal::AccessState);
+        assert_eq!(
+            a.latency_totals(),
+            [
+                LatencyTotals {
+                    commands: 2,
+                    nanos: 40_000
+                },
+                LatencyTotals::default()
+            ]
+        );
     }
 }

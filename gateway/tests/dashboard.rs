@@ -208,6 +208,13 @@ async fn the_dashboard_shows_each_host_under_its_protocol_and_live_rates() {
         last.nvme.read_bytes >= 4096.0 * last.nvme.reads - 1.0,
         "{last:?}"
     );
+    // the mean latency of each protocol's commands over the interval
+    for (proto, rates) in [("iscsi", last.iscsi), ("nvme", last.nvme)] {
+        assert!(
+            rates.latency_us.is_some_and(|us| us > 0.0),
+            "no {proto} latency in {last:?}"
+        );
+    }
     // the server-rendered page (what a browser without the script shows)
     let served = fleet.get("/").await;
     assert!(served.contains(INITIATOR) && served.contains(HOST_B));
@@ -247,9 +254,14 @@ async fn the_dashboard_shows_each_host_under_its_protocol_and_live_rates() {
         still.contains(INITIATOR) && !still.contains(HOST_B),
         "{still}"
     );
-    // Live throughput: in both charts a line per protocol that rises above zero (the charts'
-    // zero line is at y = 132), and a current rate in the legends.
-    for chart in ["data-chart=\"bytes\"", "data-chart=\"iops\""] {
+    // Live throughput and latency: in the three charts a line per protocol that rises above
+    // zero (the charts' zero line is at y = 132), and a current rate in the legends.
+    assert!(volume.contains("Latency (mean, \u{b5}s)"), "{volume}");
+    for chart in [
+        "data-chart=\"bytes\"",
+        "data-chart=\"iops\"",
+        "data-chart=\"latency\"",
+    ] {
         let svg = element(volume, chart, "</svg>");
         for proto in ["iscsi", "nvme"] {
             let at = svg

@@ -1,4 +1,4 @@
-//! The document `GET /v1/dashboard` returns and the page renders: the rates, the migration's
+//! The document `GET /v1/dashboard` returns and the page renders: the rates and latency, the migration's
 //! progress and the volumes. Kept apart so the page renderer and the history both use it without
 //! depending on each other.
 
@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::status::VolumeStatus;
 
-/// Per-second rates of one protocol on one volume over one sample interval.
+/// Per-second rates and mean latency of one protocol on one volume over one sample interval.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rates {
     /// Bytes read per second.
@@ -19,6 +19,10 @@ pub struct Rates {
     pub writes: f64,
     /// Other commands (flush, trim, inquiry, ...) per second.
     pub other: f64,
+    /// Mean latency of the block operations executed over the interval, in microseconds;
+    /// `None` (JSON `null`) when none ran.
+    #[serde(default)]
+    pub latency_us: Option<f64>,
 }
 
 /// One point of a volume's history: the rates of each protocol over the interval ending at `t`.

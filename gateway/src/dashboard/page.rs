@@ -88,9 +88,11 @@ fn volume(v: &VolumeStatus) -> String {
          {epoch}</b> \u{b7} {mib} MiB \u{b7} uuid {uuid}</p>\n\
          <div class=\"protos\">{i}{n}</div>\n\
          <div class=\"charts\"><figure><figcaption>Throughput (read + write)</figcaption>\
-         <svg class=\"chart\" data-chart=\"bytes\" viewBox=\"0 0 560 150\"></svg></figure>\
+         <svg class=\"chart\" data-chart=\"bytes\" viewBox=\"0 0 400 150\"></svg></figure>\
          <figure><figcaption>Commands per second</figcaption><svg class=\"chart\" \
-         data-chart=\"iops\" viewBox=\"0 0 560 150\"></svg></figure></div>\n</section>",
+         data-chart=\"iops\" viewBox=\"0 0 400 150\"></svg></figure>\
+         <figure><figcaption>Latency (mean, \u{b5}s)</figcaption><svg class=\"chart\" \
+         data-chart=\"latency\" viewBox=\"0 0 400 150\"></svg></figure></div>\n</section>",
         name = esc(&v.name),
         state = esc(&v.access_state),
         role = esc(&v.role),
