@@ -162,6 +162,8 @@ async fn verify_workload(c: &Controller, io_size: u32, op: Op) {
         queue_depth: 32,
         duration: Duration::from_millis(400),
         verify: true,
+        fua: false,
+        flush_every: 0,
     };
     let r = bench::run(&c.io, &w).await.unwrap();
     assert_eq!(r.errors, 0, "{io_size} bytes: {r:?}");
@@ -191,6 +193,30 @@ async fn writes_read_back_at_queue_depth_32_in_capsule_and_r2t() {
     c.flush(0, 1).await.unwrap();
     verify_workload(&c, 4096, Op::Write).await;
     verify_workload(&c, 128 << 10, Op::Write).await;
+    // The benchmark's durable modes: FUA writes, and a Flush after every 4 writes per slot.
+    let flushes_before = node.vols["default"].volume.stats().flushes;
+    let w = Workload {
+        nsid: 1,
+        op: Op::Write,
+        pattern: Pattern::Random,
+        io_size: 4096,
+        lba_size: 512,
+        span_blocks: 64 << 11,
+        queue_depth: 8,
+        duration: Duration::from_millis(300),
+        verify: false,
+        fua: true,
+        flush_every: 4,
+    };
+    let r = bench::run(&c.io, &w).await.unwrap();
+    assert_eq!(r.errors, 0, "{r:?}");
+    assert!(r.ios >= 8 && r.mean_latency() > Duration::ZERO, "{r:?}");
+    let flushes = node.vols["default"].volume.stats().flushes - flushes_before;
+    assert!(
+        flushes >= (r.ios / 4).saturating_sub(8),
+        "{flushes} flushes for {} writes",
+        r.ios
+    );
     // out of range is an LBA Out of Range error with DNR, not a dropped connection
     let cap = node.vols["default"].volume.capacity_blocks();
     match c.read(0, 1, cap - 1, 8, 512).await {

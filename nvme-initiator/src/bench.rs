@@ -54,6 +54,11 @@ pub struct Workload {
     pub duration: Duration,
     /// Writes: read every block back and compare. Reads: check the returned length.
     pub verify: bool,
+    /// Writes: set Force Unit Access (durable before completion).
+    pub fua: bool,
+    /// Writes: each worker sends a Flush after every this many of its writes (0: never); the
+    /// flush counts in the latency of the write it follows.
+    pub flush_every: u32,
 }
 
 /// What a run achieved.
@@ -67,6 +72,8 @@ pub struct Report {
     pub elapsed: Duration,
     /// Operations that failed or did not verify.
     pub errors: u64,
+    /// Time from submitting each completed operation to its completion, summed.
+    pub latency: Duration,
 }
 
 impl Report {
@@ -78,6 +85,11 @@ impl Report {
     /// Payload megabytes (10^6 bytes) per second.
     pub fn mb_per_s(&self) -> f64 {
         self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Mean time per completed operation.
+    pub fn mean_latency(&self) -> Duration {
+        self.latency / u32::try_from(self.ios.max(1)).unwrap_or(u32::MAX)
     }
 }
 
@@ -131,6 +143,7 @@ pub async fn run(queues: &[Arc<Queue>], w: &Workload) -> Result<Report> {
                 };
                 let lba = slot * u64::from(blocks);
                 seq += w.queue_depth as u64;
+                let issued = Instant::now();
                 let ok = match w.op {
                     Op::Read => {
                         let sqe = rw(io::READ, w.nsid, lba, blocks, false);
@@ -149,12 +162,22 @@ pub async fn run(queues: &[Arc<Queue>], w: &Workload) -> Result<Report> {
                         } else {
                             fixed.clone()
                         };
-                        let sqe = rw(io::WRITE, w.nsid, lba, blocks, false);
-                        let wrote = q
+                        let sqe = rw(io::WRITE, w.nsid, lba, blocks, w.fua);
+                        let mut wrote = q
                             .submit(sqe, Data::Write(data.clone()))
                             .await
                             .and_then(|c| c.ok())
                             .is_ok();
+                        if wrote && w.flush_every > 0 && (r.ios + 1) % u64::from(w.flush_every) == 0
+                        {
+                            let mut flush = proto_nvmeof::Sqe::new(io::FLUSH, 0);
+                            flush.set_nsid(w.nsid);
+                            wrote = q
+                                .submit(flush, Data::None)
+                                .await
+                                .and_then(|c| c.ok())
+                                .is_ok();
+                        }
                         if wrote && w.verify {
                             let sqe = rw(io::READ, w.nsid, lba, blocks, false);
                             matches!(
@@ -169,6 +192,7 @@ pub async fn run(queues: &[Arc<Queue>], w: &Workload) -> Result<Report> {
                 if ok {
                     r.ios += 1;
                     r.bytes += u64::from(w.io_size);
+                    r.latency += issued.elapsed();
                 } else {
                     r.errors += 1;
                     if q.closed().is_some() {
@@ -185,6 +209,7 @@ pub async fn run(queues: &[Arc<Queue>], w: &Workload) -> Result<Report> {
         total.ios += r.ios;
         total.bytes += r.bytes;
         total.errors += r.errors;
+        total.latency += r.latency;
     }
     total.elapsed = start.elapsed();
     Ok(total)

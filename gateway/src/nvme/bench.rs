@@ -53,13 +53,21 @@ pub struct NvmeBenchArgs {
     /// Also measure the loopback TCP ceiling for the same sizes and queue depth.
     #[arg(long)]
     pub tcp_ceiling: bool,
+    /// Writes with Force Unit Access (durable, and on a replicated volume on the standby too,
+    /// before completion).
+    #[arg(long)]
+    pub fua: bool,
+    /// Each in-flight slot sends a Flush after every this many writes (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub flush_every: u32,
 }
 
 fn line(label: &str, r: &Report) -> String {
     format!(
-        "{label:<34} {:>10.0} IOPS {:>9.1} MB/s  ({} I/Os, {} errors, {:.1} s)",
+        "{label:<34} {:>10.0} IOPS {:>9.1} MB/s {:>9.1} us mean  ({} I/Os, {} errors, {:.1} s)",
         r.iops(),
         r.mb_per_s(),
+        r.mean_latency().as_secs_f64() * 1e6,
         r.ios,
         r.errors,
         r.elapsed.as_secs_f64()
@@ -110,9 +118,17 @@ pub async fn run(a: NvmeBenchArgs) -> Result<(), String> {
         queue_depth: a.qd,
         duration: Duration::from_secs_f64(a.duration),
         verify: a.verify,
+        fua: a.fua,
+        flush_every: a.flush_every,
     };
     let r = bench::run(&c.io, &w).await.map_err(|e| e.to_string())?;
-    let label = format!("nvme {} {} bs={} qd={}", a.pattern, a.op, a.bs, a.qd);
+    let mut label = format!("nvme {} {} bs={} qd={}", a.pattern, a.op, a.bs, a.qd);
+    if a.fua {
+        label.push_str(" fua");
+    }
+    if a.flush_every > 0 {
+        label.push_str(&format!(" flush/{}", a.flush_every));
+    }
     println!(
         "{}  [in-capsule limit {} B]",
         line(&label, &r),
