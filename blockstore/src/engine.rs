@@ -8,7 +8,8 @@
 //! publishes the access state when a lease runs out. Both see the engine only through narrow
 //! traits ([`Flush`], [`LeaseClock`]) implemented here.
 //!
-//! Lock order (outer first): `caw`, `flush_lock`, `log`, `reclaim`, `index`, `sb`, `sync`, `role`.
+//! Lock order (outer first): `caw`, `flush_lock`, `retention`, `log`, `reclaim`, `index`, `sb`,
+//! `sync`, `role`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
