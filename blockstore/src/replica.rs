@@ -206,7 +206,7 @@ impl Engine {
 
     /// Makes every write acknowledged so far durable here and on every in-sync standby.
     pub(crate) fn sync_replicated(&self) -> Result<()> {
-        let last = lock(&self.log).next_lsn.saturating_sub(1);
+        let last = self.last_lsn();
         self.sync_wal()?;
         let gate = self
             .replica_gate

@@ -192,7 +192,7 @@ fn run(seed: u64, tally: &mut Tally) {
             6 | 7 => {
                 // A host flush: local sync first, then the standby's release.
                 let upto = model.snapshot();
-                let last = last_lsn(&p);
+                let last = p.last_lsn();
                 p.flush().unwrap();
                 pending.push(Flush { lsn: last, upto });
                 peer.need_durable(last, now);
@@ -268,11 +268,6 @@ fn run(seed: u64, tally: &mut Tally) {
     tally.failovers += u64::from(promoted_in_sync);
     tally.flushes += acked_flushes;
     tally.degraded += degraded;
-}
-
-fn last_lsn(p: &Engine) -> u64 {
-    // The LSN of the last record: everything before the head.
-    p.log_pos_after(u64::MAX - 1).map_or(0, |pos| pos.lsn - 1)
 }
 
 #[allow(clippy::too_many_arguments)]
