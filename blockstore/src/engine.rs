@@ -105,7 +105,7 @@ struct SyncState {
 
 /// The volume engine.
 pub struct Engine {
-    storage: Arc<dyn Storage>,
+    pub(crate) storage: Arc<dyn Storage>,
     pub(crate) meta: Arc<dyn BlockFile>,
     pub(crate) wal: Arc<dyn BlockFile>,
     pub(crate) extent: Arc<dyn BlockFile>,
@@ -159,7 +159,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The engine's error for a change the role machine refused.
-fn role_error(e: RoleError) -> Error {
+pub(crate) fn role_error(e: RoleError) -> Error {
     match e {
         RoleError::StaleEpoch { current, presented } => Error::StaleEpoch { current, presented },
         RoleError::Busy => Error::RoleChangeInProgress,
@@ -509,7 +509,7 @@ impl Engine {
     }
 
     /// Persists a change the role machine started, then completes it.
-    fn persist_role(&self, change: Change) -> Result<()> {
+    pub(crate) fn persist_role(&self, change: Change) -> Result<()> {
         self.publish_access();
         let persisted = {
             let mut sb = lock(&self.sb);

@@ -20,6 +20,7 @@ pub mod error;
 mod executor;
 mod extent_copy;
 mod flusher;
+mod handover;
 mod index;
 mod lease_timer;
 mod record;

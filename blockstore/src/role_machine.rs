@@ -118,9 +118,23 @@ impl RoleMachine {
         self.begin(Role::Primary, self.st.epoch + 1)
     }
 
-    /// Stops serving and becomes a standby under a new epoch.
+    /// Becomes primary after a planned handover in which the old primary stepped down under
+    /// `seen`: the new term is newer than both (`max(epoch, seen) + 1`), so anything of the old
+    /// primary's term is stale here.
+    pub fn promote_after(&mut self, seen: u64) -> Result<Change, RoleError> {
+        self.begin(Role::Primary, self.st.epoch.max(seen) + 1)
+    }
+
+    /// Becomes a standby. A serving primary ends its term: the epoch rises by one, so nothing of
+    /// that term is accepted any more. Any other role (a standby, a stale or fenced old
+    /// primary) keeps the newest epoch it knows: a standby's epoch follows its primary's, and
+    /// one raised above it would fence the primary it is to follow.
     pub fn demote(&mut self) -> Result<Change, RoleError> {
-        self.begin(Role::Standby, self.st.epoch + 1)
+        if self.st.role == Role::Primary && self.fenced_by.is_none() {
+            return self.begin(Role::Standby, self.st.epoch + 1);
+        }
+        let epoch = self.st.epoch.max(self.fenced_by.unwrap_or(0));
+        self.begin(Role::Standby, epoch)
     }
 
     /// Completes `change` once it is durable (`persisted`), or abandons it when persisting
@@ -261,6 +275,47 @@ mod tests {
         m.finish(c, true);
         assert_eq!(m.fenced_by(), None);
         assert_eq!(m.access_state(now), AccessState::Standby);
+    }
+
+    #[test]
+    fn only_a_serving_primary_raises_the_epoch_when_demoted() {
+        // A fenced old primary follows under the epoch that fenced it, not a newer one (which
+        // would fence the primary it is to follow).
+        let mut m = RoleMachine::new(Role::Primary, 1);
+        let c = m.observe_epoch(2).unwrap();
+        m.finish(c, true);
+        assert_eq!(m.state().role, Role::Stale);
+        let c = m.demote().unwrap();
+        assert_eq!(
+            c,
+            Change {
+                role: Role::Standby,
+                epoch: 2
+            }
+        );
+        m.finish(c, true);
+        assert_eq!(m.access_state(Instant::now()), AccessState::Standby);
+        // The same when persisting the fence had failed.
+        let mut m = RoleMachine::new(Role::Primary, 1);
+        let c = m.observe_epoch(3).unwrap();
+        m.finish(c, false);
+        let c = m.demote().unwrap();
+        assert_eq!(c.epoch, 3);
+        m.finish(c, true);
+        assert_eq!(m.fenced_by(), None);
+        // A standby demoted again keeps its epoch.
+        let c = m.demote().unwrap();
+        assert_eq!(c.epoch, 3);
+        m.finish(c, true);
+        // A handover: the old primary stepped down to 4; the new term is 5.
+        let c = m.promote_after(4).unwrap();
+        assert_eq!(
+            c,
+            Change {
+                role: Role::Primary,
+                epoch: 5
+            }
+        );
     }
 
     #[test]
