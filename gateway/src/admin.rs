@@ -2,7 +2,7 @@
 //! `tandem status` prints), `GET /metrics` (Prometheus text exposition, [`crate::metrics`]),
 //! `GET /healthz` / `GET /readyz` ([`crate::health`]) and the operator's dashboard
 //! ([`crate::dashboard`]: `GET /`, `GET /v1/dashboard`), and the operator's role changes
-//! (`POST /v1/volumes/{name}/promote|demote`, [`crate::operator`]). No authentication: it
+//! (`POST /v1/volumes/{name}/promote|demote|switchover`, [`crate::operator`]). No authentication: it
 //! listens on loopback by default (`[admin] listen`).
 
 use std::convert::Infallible;
@@ -34,13 +34,14 @@ async fn route(
 ) -> Response<Full<Bytes>> {
     // The operator's role changes (crate::operator).
     if req.method() == Method::POST {
-        return crate::operator::post(view, req.uri().path()).await;
+        return crate::operator::post(view, req.uri().path(), req.uri().query().unwrap_or(""))
+            .await;
     }
     if req.method() != Method::GET {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            "GET, or POST /v1/volumes/NAME/promote|demote\n".into(),
+            "GET, or POST /v1/volumes/NAME/promote|demote|switchover\n".into(),
         );
     }
     // The operator's dashboard (crate::dashboard): `GET /` and `GET /v1/dashboard`.

@@ -62,9 +62,31 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum VolumeCommand {
     /// Make this node the volume's primary under a new epoch (after the old primary failed).
-    Promote(RoleArgs),
-    /// Make this node a standby of the volume under a new epoch.
+    /// A standby not known to be in sync is refused unless --force.
+    Promote(PromoteArgs),
+    /// Make this node a standby of the volume (a serving primary ends its term: epoch + 1).
     Demote(RoleArgs),
+    /// Planned switchover: the primary (this node) hands the volume to its in-sync standby
+    /// with no acknowledged write lost, then follows it as its standby.
+    Switchover(SwitchoverArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct PromoteArgs {
+    #[command(flatten)]
+    role: RoleArgs,
+    /// Promote even a standby that is not known to be in sync (prints what may be lost).
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct SwitchoverArgs {
+    #[command(flatten)]
+    role: RoleArgs,
+    /// The node to hand the volume to: its admin API address (`[admin] listen` there).
+    #[arg(long)]
+    to: std::net::SocketAddr,
 }
 
 #[derive(Debug, clap::Args)]
@@ -76,8 +98,9 @@ struct RoleArgs {
     admin: std::net::SocketAddr,
 }
 
-fn change_role(action: &str, args: &RoleArgs) -> ExitCode {
-    let path = format!("/v1/volumes/{}/{action}", args.name);
+fn change_role(action: &str, args: &RoleArgs, force: bool) -> ExitCode {
+    let query = if force { "?force=1" } else { "" };
+    let path = format!("/v1/volumes/{}/{action}{query}", args.name);
     match gateway::status::post(args.admin, &path)
         .map_err(|e| e.to_string())
         .and_then(|body| {
@@ -86,10 +109,35 @@ fn change_role(action: &str, args: &RoleArgs) -> ExitCode {
         }) {
         Ok(r) => {
             println!("volume {}: role {} epoch {}", r.volume, r.role, r.epoch);
+            if let Some(loss) = r.loss {
+                println!("{loss}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("tandem volume {action}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn switchover(args: &SwitchoverArgs) -> ExitCode {
+    let path = format!("/v1/volumes/{}/switchover?to={}", args.role.name, args.to);
+    match gateway::status::post(args.role.admin, &path)
+        .map_err(|e| e.to_string())
+        .and_then(|body| {
+            serde_json::from_str::<gateway::replication::switchover::SwitchoverReply>(&body)
+                .map_err(|e| format!("unexpected answer {body:?}: {e}"))
+        }) {
+        Ok(r) => {
+            println!(
+                "volume {}: primary now at {} (epoch {}); this node is {} (epoch {})",
+                r.volume, r.new_primary, r.new_epoch, r.role, r.epoch
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tandem volume switchover: {e}");
             ExitCode::FAILURE
         }
     }
@@ -190,8 +238,11 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     match cli.command {
         Command::Status(args) => status(&args),
-        Command::Volume(VolumeCommand::Promote(args)) => change_role("promote", &args),
-        Command::Volume(VolumeCommand::Demote(args)) => change_role("demote", &args),
+        Command::Volume(VolumeCommand::Promote(args)) => {
+            change_role("promote", &args.role, args.force)
+        }
+        Command::Volume(VolumeCommand::Demote(args)) => change_role("demote", &args, false),
+        Command::Volume(VolumeCommand::Switchover(args)) => switchover(&args),
         Command::ExampleConfig => {
             print!("{}", gateway::config::EXAMPLE);
             ExitCode::SUCCESS

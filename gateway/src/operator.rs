@@ -1,11 +1,19 @@
-//! The operator's role changes over the admin API: `POST /v1/volumes/{name}/promote` and
-//! `/demote` (JSON [`RoleChangeReply`], errors as JSON [`ErrorReply`]), which `tandem volume
-//! promote|demote` calls.
+//! The operator's role changes over the admin API (JSON answers, errors as JSON
+//! [`ErrorReply`]), which `tandem volume promote|demote|switchover` calls:
+//!
+//! - `POST /v1/volumes/{name}/promote` ([`RoleChangeReply`]); on a replicated volume also
+//!   `?force=1` (promote a standby that is not known to be in sync) and
+//!   `?handover_epoch=E&through=L` (the second half of a switchover, sent by the old primary;
+//!   [`crate::replication::switchover::HandoverReply`]);
+//! - `POST /v1/volumes/{name}/demote` ([`RoleChangeReply`]);
+//! - `POST /v1/volumes/{name}/switchover?to=ADMIN_ADDR`
+//!   ([`crate::replication::switchover::SwitchoverReply`]).
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Response, StatusCode};
 
+use crate::replication::switchover::{self, OpError};
 use crate::status::NodeView;
 
 /// The answer to a role change.
@@ -17,6 +25,9 @@ pub struct RoleChangeReply {
     pub role: String,
     /// Its epoch now.
     pub epoch: u64,
+    /// A forced promotion: what may have been lost (for the operator to read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<String>,
 }
 
 /// An error of the admin API, as JSON a person can act on.
@@ -43,47 +54,130 @@ fn json_error(status: StatusCode, error: String) -> Response<Full<Bytes>> {
     )
 }
 
+fn ok<T: serde::Serialize>(body: &T) -> Response<Full<Bytes>> {
+    json(
+        StatusCode::OK,
+        serde_json::to_string_pretty(body).unwrap_or_default(),
+    )
+}
+
+fn op_error(e: OpError) -> Response<Full<Bytes>> {
+    match e {
+        OpError::Conflict(m) => json_error(StatusCode::CONFLICT, m),
+        OpError::Failed(m) => json_error(StatusCode::INTERNAL_SERVER_ERROR, m),
+    }
+}
+
+/// The value of `key` in a query string (`a=1&b=2`), if present.
+fn param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+fn number(query: &str, key: &str) -> Result<Option<u64>, Response<Full<Bytes>>> {
+    param(query, key)
+        .map(|v| {
+            v.parse().map_err(|_| {
+                json_error(StatusCode::BAD_REQUEST, format!("{key}={v:?} is not a number"))
+            })
+        })
+        .transpose()
+}
+
 /// Answers a `POST` to the admin API: a role change, or 404 for any other path.
-pub async fn post(view: &NodeView, path: &str) -> Response<Full<Bytes>> {
+pub async fn post(view: &NodeView, path: &str, query: &str) -> Response<Full<Bytes>> {
     let action = path
         .strip_prefix("/v1/volumes/")
         .and_then(|rest| rest.rsplit_once('/'))
-        .filter(|(name, a)| !name.is_empty() && (*a == "promote" || *a == "demote"));
+        .filter(|(name, a)| {
+            !name.is_empty() && matches!(*a, "promote" | "demote" | "switchover")
+        });
+    let Some((name, action)) = action else {
+        return json_error(StatusCode::NOT_FOUND, format!("no such action {path:?}"));
+    };
+    if view.targets.get(name).is_none() {
+        return json_error(StatusCode::NOT_FOUND, format!("no volume {name:?}"));
+    }
     match action {
-        Some((name, a)) => change_role(view, name, a).await,
-        None => json_error(StatusCode::NOT_FOUND, format!("no such action {path:?}")),
+        "switchover" => switch_over(view, name, query).await,
+        "promote" => match number(query, "handover_epoch") {
+            Err(r) => r,
+            Ok(Some(seen)) => handover(view, name, seen, query).await,
+            Ok(None) => change_role(view, name, "promote", query).await,
+        },
+        _ => change_role(view, name, "demote", query).await,
+    }
+}
+
+async fn switch_over(view: &NodeView, name: &str, query: &str) -> Response<Full<Bytes>> {
+    let Some(h) = view.replicas.get(name) else {
+        return json_error(
+            StatusCode::CONFLICT,
+            format!("volume {name:?} is not replicated (no peer): nothing to switch over to"),
+        );
+    };
+    let Some(to) = param(query, "to").and_then(|v| v.parse().ok()) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "switchover needs to=ADDR, the target node's admin API address".into(),
+        );
+    };
+    match switchover::switchover(h, to).await {
+        Ok(r) => ok(&r),
+        Err(e) => op_error(e),
+    }
+}
+
+async fn handover(view: &NodeView, name: &str, seen: u64, query: &str) -> Response<Full<Bytes>> {
+    let Some(h) = view.replicas.get(name) else {
+        return json_error(
+            StatusCode::CONFLICT,
+            format!("volume {name:?} is not replicated here: it cannot take over"),
+        );
+    };
+    let through = match number(query, "through") {
+        Ok(t) => t.unwrap_or(0),
+        Err(r) => return r,
+    };
+    match switchover::promote_handover(h, seen, through).await {
+        Ok(r) => ok(&r),
+        Err(e) => op_error(e),
     }
 }
 
 /// Promotes or demotes a volume: the operator's failover commands.
-async fn change_role(view: &NodeView, name: &str, action: &str) -> Response<Full<Bytes>> {
+async fn change_role(
+    view: &NodeView,
+    name: &str,
+    action: &str,
+    query: &str,
+) -> Response<Full<Bytes>> {
     let Some(t) = view.targets.get(name) else {
         return json_error(StatusCode::NOT_FOUND, format!("no volume {name:?}"));
     };
     let v = &t.volume.volume;
-    let r = match action {
-        "promote" => v.promote().await,
-        _ => v.demote().await,
+    let force = param(query, "force").is_some_and(|f| f != "0" && f != "false");
+    let mut loss = None;
+    let r = match (view.replicas.get(name), action) {
+        (Some(h), "promote") => switchover::promote(h, force).await.map(|l| loss = l),
+        (Some(h), _) => switchover::demote(h).await,
+        (None, "promote") => v.promote().await.map_err(switchover::op_error),
+        (None, _) => v.demote().await.map_err(switchover::op_error),
     };
     match r {
         Ok(()) => {
             let st = v.role_state();
-            tracing::warn!(volume = %name, role = st.role.name(), epoch = st.epoch, "{action}d by the operator");
-            let body = RoleChangeReply {
+            tracing::warn!(volume = %name, role = st.role.name(), epoch = st.epoch, forced = force, "{action}d by the operator");
+            ok(&RoleChangeReply {
                 volume: name.to_string(),
                 role: st.role.name().to_string(),
                 epoch: st.epoch,
-            };
-            json(
-                StatusCode::OK,
-                serde_json::to_string_pretty(&body).unwrap_or_default(),
-            )
+                loss,
+            })
         }
-        Err(
-            e @ (blockstore::Error::StaleEpoch { .. }
-            | blockstore::Error::RoleChangeInProgress
-            | blockstore::Error::Invalid(_)),
-        ) => json_error(StatusCode::CONFLICT, e.to_string()),
-        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => op_error(e),
     }
 }

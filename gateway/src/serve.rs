@@ -29,6 +29,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let fronts = crate::frontends::start(&cfg, &vols, shutdown.clone()).await?;
     let mut view = crate::status::NodeView::new(&cfg, &fronts);
     view.replication = repl.statuses.clone();
+    view.replicas = repl.handles.clone();
     let readiness = view.readiness.clone();
     // The admin API outlives the front ends' drain (its own stop), so `/readyz` says 503
     // while the node shuts down rather than going silent.

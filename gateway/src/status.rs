@@ -158,6 +158,8 @@ pub struct NodeView {
     pub readiness: crate::health::Readiness,
     /// Replication status of the replicated volumes (empty for a single node).
     pub replication: crate::replication::Statuses,
+    /// The replicated volumes' drivers (what the operator's role changes act on).
+    pub replicas: crate::replication::Handles,
 }
 
 fn lower_debug(v: impl std::fmt::Debug) -> String {
@@ -175,6 +177,7 @@ impl NodeView {
             metrics: Arc::clone(&fronts.metrics),
             readiness: crate::health::Readiness::default(),
             replication: Default::default(),
+            replicas: Default::default(),
         }
     }
 

@@ -27,6 +27,7 @@
 //! - 6 `ResyncStart`: epoch u64, start_lsn u64.
 //! - 7 `ResyncExtent`: epoch u64, lba u64, blocks u32, has_data u8 (0 or 1), then the data.
 //! - 8 `ResyncDone`: epoch u64.
+//! - 9 `PeerState`: epoch u64, in_sync u8 (0 or 1), primary_lsn u64.
 //!
 //! A body must be exactly as long as its fields: trailing bytes are an error.
 
@@ -71,6 +72,7 @@ mod kind {
     pub const RESYNC_START: u8 = 6;
     pub const RESYNC_EXTENT: u8 = 7;
     pub const RESYNC_DONE: u8 = 8;
+    pub const PEER_STATE: u8 = 9;
 }
 
 /// One replication message: what primary and standby say to each other.
@@ -123,6 +125,19 @@ pub enum Frame {
     ResyncDone {
         /// Epoch of the primary.
         epoch: u64,
+    },
+    /// Primary to standby: how the primary counts the standby now, so that the standby knows
+    /// (and persists) whether it may be promoted without losing an acknowledged flush. Sent
+    /// when the connection is ready and whenever the primary recorded a change.
+    PeerState {
+        /// Epoch of the primary.
+        epoch: u64,
+        /// True: every flush the primary acknowledges waits for this standby (it holds every
+        /// acknowledged flush, or will before the flush is acknowledged). False: the primary
+        /// acknowledges flushes without it (it fell behind, or needs a full resync).
+        in_sync: bool,
+        /// The primary's last LSN when it sent this.
+        primary_lsn: u64,
     },
 }
 

@@ -17,6 +17,9 @@ struct State {
     fenced: Option<u64>,
     /// The replication task is gone (shutdown) or could not record a standby's loss.
     failed: Option<String>,
+    /// The volume stopped being primary here (a demotion): a flush still waiting fails with
+    /// the retryable transitioning state, so hosts retry on the new primary.
+    stood_down: bool,
 }
 
 /// Where flushes wait for the standby.
@@ -58,6 +61,13 @@ impl Gate {
         self.cv.notify_all();
     }
 
+    /// The volume is no longer primary on this node: waiting and later flushes fail with a
+    /// retryable state (never an error that reaches a filesystem).
+    pub fn stand_down(&self) {
+        self.lock().stood_down = true;
+        self.cv.notify_all();
+    }
+
     /// The replication task stopped: waiting and later flushes fail with `why`.
     pub fn fail(&self, why: String) {
         let mut st = self.lock();
@@ -68,6 +78,9 @@ impl Gate {
     }
 
     fn refused(st: &State) -> Option<Error> {
+        if st.stood_down {
+            return Some(Error::NotServing(AccessState::Transitioning));
+        }
         if st.fenced.is_some() {
             return Some(Error::NotServing(AccessState::Unavailable));
         }

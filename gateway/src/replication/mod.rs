@@ -1,40 +1,85 @@
 //! Replication between two `tandem serve` nodes: the I/O driver around the sans-IO state
 //! machines of [`blockstore::repl`].
 //!
-//! A volume whose configuration names a `peer` is replicated. On the node where it is primary,
-//! a task ([`primary`]) dials the peer and ships the log; flushes and FUA writes wait in a
-//! [`gate::Gate`] until the standby has them durable (synchronous replication, the only mode).
-//! On the standby node the replication listener ([`standby`]) accepts the primary and applies
-//! what it ships. Which side a node takes is decided by the volume's configured `role`.
-//! Not here yet (later steps of issue 12): full resync of a standby whose records were
-//! recycled, planned switchover, and the driver following a role change made at run time
-//! (after `promote`, the promoted node does not start shipping to the old primary).
+//! A volume whose configuration names a `peer` is replicated. Each such volume runs a small
+//! supervisor ([`supervisor`]) that follows the volume's role as the engine's role machine
+//! holds it (the single source of truth; the supervisor watches the engine's access state,
+//! which every role change moves): while the volume is primary here it runs the shipping task
+//! ([`primary`]), which dials the peer and ships the log, with flushes and FUA writes waiting
+//! in a [`gate::Gate`] until the standby has them durable (synchronous replication, the only
+//! mode). Whatever the role, the replication listener ([`standby`]) accepts the peer's
+//! primary for the volume: a standby applies what it ships; a primary or a stale old primary
+//! applies nothing but still meets the other side's epoch (an older one is answered with
+//! `Fenced`, a newer one fences this node). So after `promote` the promoted node ships to
+//! the old primary, and a demoted node follows, with no restart.
+//!
+//! Roles at start: the configured `role` is the role a volume is created with (first start);
+//! afterwards the role and epoch persisted in the volume's superblock decide, whatever the
+//! configuration says, and a node that restarts as an old primary is fenced by the first
+//! newer epoch it meets. Planned switchover: [`switchover`].
 
 pub mod gate;
 pub mod node;
 pub mod primary;
 pub mod standby;
+pub mod standby_sync;
 pub mod state;
+pub mod supervisor;
+pub mod switchover;
 pub mod wire;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use blockstore::repl::primary::PrimaryConfig;
+use blockstore::Engine;
 
-use crate::config::{Config, VolumeRole};
+use crate::config::Config;
 use crate::volumes::Volumes;
-use state::{StatusCell, SyncName};
+use state::StatusCell;
 
 /// Replication status of every replicated volume, by name (what status and the admin API
 /// show).
 pub type Statuses = Arc<BTreeMap<String, Arc<StatusCell>>>;
 
+/// Every replicated volume's driver state, by name (what the operator's commands act on).
+pub type Handles = Arc<BTreeMap<String, Arc<Replicated>>>;
+
+/// One replicated volume as its supervisor and the operator's commands see it.
+pub struct Replicated {
+    /// Volume name.
+    pub name: String,
+    /// The volume's engine (its role machine decides everything).
+    pub engine: Arc<Engine>,
+    /// The peer's replication address.
+    pub peer: String,
+    /// This node's id.
+    pub node_id: [u8; 16],
+    /// How long a flush waits for a silent standby.
+    pub timeout: Duration,
+    /// What status shows.
+    pub status: Arc<StatusCell>,
+    /// The volume as the replication listener receives it.
+    pub receiver: Arc<standby::StandbyVolume>,
+    /// Whether the supervisor runs the shipping task now (true) or not.
+    pub shipping: tokio::sync::watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Replicated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replicated")
+            .field("name", &self.name)
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The running replication of a node.
 pub struct Replication {
     /// Per-volume status.
     pub statuses: Statuses,
+    /// Per-volume driver state.
+    pub handles: Handles,
     /// The listener's bound address, when one runs.
     pub listening: Option<std::net::SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -42,11 +87,12 @@ pub struct Replication {
 }
 
 /// Starts replication for every volume that names a peer: the listener (when any does) and a
-/// shipping task per volume this node holds as primary. Nothing runs for a single node.
+/// supervisor per volume. Nothing runs for a single node.
 pub async fn start(cfg: &Config, vols: &Volumes) -> Result<Replication, String> {
     let stop = tokio::sync::watch::channel(false).0;
     let mut r = Replication {
         statuses: Arc::new(BTreeMap::new()),
+        handles: Arc::new(BTreeMap::new()),
         listening: None,
         tasks: Vec::new(),
         stop,
@@ -57,50 +103,38 @@ pub async fn start(cfg: &Config, vols: &Volumes) -> Result<Replication, String> 
     let node_id = node::load_or_create(cfg.node.id.as_deref(), &cfg.data_dir)?;
     let timeout = Duration::from_millis(cfg.replication.timeout_ms);
     let mut statuses = BTreeMap::new();
+    let mut handles = BTreeMap::new();
     let mut receivable = BTreeMap::new();
     for v in &cfg.volumes {
         let (Some(peer), Some(served)) = (&v.peer, vols.get(&v.name)) else {
             continue;
         };
         let engine = served.volume.engine().clone();
-        match v.role {
-            VolumeRole::Primary => {
-                let status = Arc::new(StatusCell::new(peer, "primary", Some(SyncName::OutOfSync)));
-                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-                let gate = Arc::new(gate::Gate::new(tx));
-                engine.set_replica_gate(Some(gate.clone()));
-                let pcfg = PrimaryConfig {
-                    volume_uuid: engine.uuid(),
-                    node_id,
-                    block_size: engine.block_size(),
-                    capacity_blocks: engine.capacity_blocks(),
-                    timeout,
-                };
-                let task = primary::PrimaryTask::new(
-                    v.name.clone(),
-                    engine,
-                    peer.clone(),
-                    pcfg,
-                    gate,
-                    rx,
-                    status.clone(),
-                );
-                r.tasks.push(tokio::spawn(task.run(r.stop.subscribe())));
-                statuses.insert(v.name.clone(), status);
-            }
-            VolumeRole::Standby => {
-                let status = Arc::new(StatusCell::new(peer, "standby", None));
-                receivable.insert(
-                    engine.uuid(),
-                    Arc::new(standby::StandbyVolume::new(
-                        v.name.clone(),
-                        engine,
-                        status.clone(),
-                    )),
-                );
-                statuses.insert(v.name.clone(), status);
-            }
-        }
+        let status = Arc::new(StatusCell::new(peer, "standby", None));
+        status.update(|s| s.node_id = hex::encode(node_id));
+        let receiver = Arc::new(standby::StandbyVolume::new(
+            v.name.clone(),
+            engine.clone(),
+            status.clone(),
+        ));
+        receivable.insert(engine.uuid(), receiver.clone());
+        let h = Arc::new(Replicated {
+            name: v.name.clone(),
+            engine,
+            peer: peer.clone(),
+            node_id,
+            timeout,
+            status: status.clone(),
+            receiver,
+            shipping: tokio::sync::watch::channel(false).0,
+        });
+        // The first decision is made before anything is served: a primary's flushes wait
+        // for its standby from the first command on.
+        let first = supervisor::Supervisor::start(h.clone());
+        r.tasks
+            .push(tokio::spawn(first.run(h.clone(), r.stop.subscribe())));
+        statuses.insert(v.name.clone(), status);
+        handles.insert(v.name.clone(), h);
     }
     let listener = crate::net::bind(cfg.replication.listen)
         .map_err(|e| format!("replication listener {}: {e}", cfg.replication.listen))?;
@@ -114,6 +148,7 @@ pub async fn start(cfg: &Config, vols: &Volumes) -> Result<Replication, String> 
         r.stop.subscribe(),
     )));
     r.statuses = Arc::new(statuses);
+    r.handles = Arc::new(handles);
     Ok(r)
 }
 

@@ -50,6 +50,9 @@ pub struct PrimaryTask {
     pub status: Arc<StatusCell>,
     /// Set when the next dial must wait longer than the backoff (a standby needing a resync).
     hold_off: Option<Duration>,
+    /// The stored record says the standby's image has no position in this log (this node was
+    /// promoted without a handover): it needs a full resync whatever position it offers.
+    force_resync: bool,
 }
 
 /// What woke the task.
@@ -109,6 +112,7 @@ impl PrimaryTask {
             need,
             status,
             hold_off: None,
+            force_resync: false,
         }
     }
 
@@ -122,6 +126,7 @@ impl PrimaryTask {
             .and_then(|b| PeerRecord::parse(&b));
         // A new pairing starts out of sync: the standby has to catch up first.
         let sync = stored.map_or(SyncState::OutOfSync, |r| r.sync_state());
+        self.force_resync = stored.is_some_and(|r| r.resync);
         let epoch = self.engine.role_state().epoch;
         let mut peer = PrimaryPeer::new(self.cfg, epoch, sync);
         tracing::info!(volume = %self.name, peer = %self.peer_addr, state = ?sync, epoch, "replicating to the standby");
@@ -140,6 +145,10 @@ impl PrimaryTask {
             }
             if conn.is_some() {
                 if peer.is_connected() {
+                    if !ready_seen {
+                        let in_sync = peer.sync_state() != SyncState::OutOfSync;
+                        self.tell(&conn, in_sync);
+                    }
                     ready_seen = true;
                 } else if ready_seen || dialed_at.elapsed() > HANDSHAKE {
                     // The peer state machine dropped the connection (a bad handshake or
@@ -183,7 +192,13 @@ impl PrimaryTask {
                         peer.need_durable(l, now);
                     }
                 }
-                Wake::Frame(Ok(f)) => peer.receive(f, now),
+                Wake::Frame(Ok(f)) => {
+                    if let blockstore::repl::frame::Frame::Hello(h) = &f {
+                        let id = hex::encode(h.node_id);
+                        self.status.update(|s| s.peer_node_id = Some(id));
+                    }
+                    peer.receive(f, now)
+                }
                 Wake::Frame(Err(e)) => {
                     tracing::warn!(volume = %self.name, peer = %self.peer_addr, error = %e, "replication connection lost");
                     conn = None;
@@ -242,6 +257,17 @@ impl PrimaryTask {
         }
     }
 
+    /// Tells the standby how it counts now (it records that for its own promotion).
+    fn tell(&self, conn: &Option<(FrameReader, FrameSender)>, in_sync: bool) {
+        if let Some((_, tx)) = conn {
+            tx.send(&blockstore::repl::frame::Frame::PeerState {
+                epoch: self.engine.role_state().epoch,
+                in_sync,
+                primary_lsn: self.engine.last_lsn(),
+            });
+        }
+    }
+
     /// Sends the peer's frames and does its work until it has none. Returns false once the node
     /// was fenced (the task ends).
     async fn drive(
@@ -281,6 +307,15 @@ impl PrimaryTask {
     ) -> bool {
         let epoch = self.engine.role_state().epoch;
         match ev {
+            PrimaryEvent::NeedRecords { after } if self.force_resync => {
+                tracing::error!(volume = %self.name, peer = %self.peer_addr, after,
+                    "this node was promoted without a handover: the standby's image may hold writes this node never had, so it needs a full resync (not in this version); it stays out of sync");
+                peer.resync_needed();
+                self.tell(conn, false);
+                *conn = None;
+                peer.disconnected();
+                self.hold_off = Some(RESYNC_RETRY);
+            }
             PrimaryEvent::NeedRecords { after } => {
                 let e = self.engine.clone();
                 let r = blocking(move || {
@@ -299,6 +334,7 @@ impl PrimaryTask {
                         tracing::error!(volume = %self.name, peer = %self.peer_addr, wanted, oldest,
                             "the standby needs records the log no longer holds: it needs a full resync, which this version cannot do yet; it stays out of sync");
                         peer.resync_needed();
+                        self.tell(conn, false);
                         // Drop the connection until later; flushes go on once it is recorded
                         // out of sync.
                         *conn = None;
@@ -318,6 +354,7 @@ impl PrimaryTask {
                     state: SyncName::OutOfSync,
                     since_lsn,
                     epoch,
+                    resync: self.force_resync,
                 };
                 let e = self.engine.clone();
                 match blocking(move || e.save_metadata(PEER_METADATA, &rec.to_bytes())).await {
@@ -325,6 +362,7 @@ impl PrimaryTask {
                         tracing::warn!(volume = %self.name, peer = %self.peer_addr, since_lsn, epoch,
                             "the standby did not answer within the replication timeout: recorded out of sync; flushes go on without it");
                         peer.degraded();
+                        self.tell(conn, false);
                     }
                     Err(e) => {
                         tracing::error!(volume = %self.name, error = %e, "cannot record that the standby is out of sync: failing flushes");
@@ -338,11 +376,13 @@ impl PrimaryTask {
                     state: SyncName::InSync,
                     since_lsn: peer.durable_lsn(),
                     epoch,
+                    resync: false,
                 };
                 let e = self.engine.clone();
                 match blocking(move || e.save_metadata(PEER_METADATA, &rec.to_bytes())).await {
                     Ok(()) => {
-                        tracing::info!(volume = %self.name, peer = %self.peer_addr, lsn = peer.durable_lsn(), "the standby is in sync")
+                        tracing::info!(volume = %self.name, peer = %self.peer_addr, lsn = peer.durable_lsn(), "the standby is in sync");
+                        self.tell(conn, true);
                     }
                     Err(e) => {
                         tracing::error!(volume = %self.name, error = %e, "cannot record that the standby is in sync")

@@ -34,6 +34,9 @@ pub struct StandbyVolume {
     apply: Arc<Mutex<()>>,
     /// The link serving the volume now; a new primary connection replaces it.
     current: Mutex<Option<AbortHandle>>,
+    /// Set while a switchover records this node's position in the new primary's log: a
+    /// primary that connects meanwhile is turned away (it retries).
+    held: std::sync::atomic::AtomicBool,
 }
 
 impl StandbyVolume {
@@ -45,7 +48,14 @@ impl StandbyVolume {
             status,
             apply: Arc::new(Mutex::new(())),
             current: Mutex::new(None),
+            held: Default::default(),
         }
+    }
+
+    /// Turns primaries away (`true`) until called with `false`: the handover of a switchover
+    /// sets where this node stands in the new primary's log before the new primary connects.
+    pub fn hold(&self, on: bool) {
+        self.held.store(on, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -83,6 +93,9 @@ pub async fn accept_loop(
                             return tracing::warn!(%from, uuid = %uuid::Uuid::from_bytes(hello.volume_uuid),
                                 "a primary offers a volume this node does not hold as a replicated volume");
                         };
+                        if vol.held.load(std::sync::atomic::Ordering::SeqCst) {
+                            return tracing::info!(volume = %vol.name, %from, "a primary connected during a switchover's handover: turned away (it retries)");
+                        }
                         let link = tokio::spawn(serve_link(vol.clone(), node_id, Frame::Hello(hello), rd, tx, stop));
                         let old = vol
                             .current
@@ -151,7 +164,16 @@ async fn serve_link(
             _ = stop.changed() => break "the node is shutting down".to_string(),
         };
         match f {
-            Ok(f) => link.receive(f),
+            // What the primary says about this standby is the driver's to record.
+            Ok(Frame::PeerState {
+                epoch,
+                in_sync,
+                primary_lsn,
+            }) => super::standby_sync::told(&vol, epoch, in_sync, primary_lsn).await,
+            Ok(f) => {
+                super::standby_sync::saw(&vol, &f);
+                link.receive(f)
+            }
             Err(e) => break format!("connection: {e}"),
         }
     };
@@ -176,6 +198,14 @@ async fn work(vol: &StandbyVolume, link: &mut StandbyLink, tx: &FrameSender) -> 
                         .await
                         .map_err(|e| format!("adopting epoch {epoch}: {e}"))?;
                     tracing::info!(volume = %vol.name, epoch, "adopted the primary's epoch");
+                }
+                StandbyEvent::Apply(_) if vol.engine.role_state().role != blockstore::Role::Standby => {
+                    // A primary (fenced by this link or not) or a stale old primary applies
+                    // nothing: its image is its own until it is demoted knowingly.
+                    return Err(format!(
+                        "this node is {} here, not a standby: it applies no records",
+                        vol.engine.role_state().role.name()
+                    ));
                 }
                 StandbyEvent::Apply(recs) => {
                     let lock = vol.apply.clone();

@@ -21,6 +21,11 @@ pub struct PeerRecord {
     pub since_lsn: u64,
     /// The primary's epoch then.
     pub epoch: u64,
+    /// The standby's image has no known position in this node's log (this node was promoted
+    /// without a handover, so the other node may hold writes this one never had): it needs a
+    /// full resync before it counts, whatever position it offers.
+    #[serde(default)]
+    pub resync: bool,
 }
 
 /// A sync state as status and metadata spell it.
@@ -70,8 +75,8 @@ impl PeerRecord {
     /// The state the primary's peer starts from.
     pub fn sync_state(&self) -> SyncState {
         match self.state {
-            SyncName::InSync => SyncState::InSync,
-            SyncName::OutOfSync | SyncName::Degrading => SyncState::OutOfSync,
+            SyncName::InSync if !self.resync => SyncState::InSync,
+            _ => SyncState::OutOfSync,
         }
     }
 }
@@ -86,13 +91,25 @@ pub struct ReplicationStatus {
     /// Whether a connection to the peer is up (past its handshake).
     pub connected: bool,
     /// On the primary: whether the standby counts for flushes (in_sync, out_of_sync,
-    /// degrading). On a standby: not known here (the primary decides).
+    /// degrading). On a standby: what its primary last told it (in_sync, out_of_sync; out of
+    /// sync when never told), persisted ([`super::standby_sync`]).
     pub sync_state: Option<SyncName>,
     /// On the primary: the standby's last acknowledged durable LSN. On a standby: the
     /// primary's LSN through which records were applied.
     pub durable_lsn: u64,
     /// "sync": flushes wait for an in-sync standby (the only mode so far).
     pub mode: String,
+    /// This node's replication id (hex): what the peer's status shows as `peer_node_id`.
+    #[serde(default)]
+    pub node_id: String,
+    /// The id of the node at the other end of the connection, once its Hello arrived: a
+    /// switchover goes only to the node this primary's in-sync standby is.
+    #[serde(default)]
+    pub peer_node_id: Option<String>,
+    /// On a standby: the primary's last LSN it knows of (from what the primary shipped and
+    /// said), the other end of a forced promotion's loss window.
+    #[serde(default)]
+    pub primary_lsn: Option<u64>,
 }
 
 /// The live status of one replicated volume, updated by its replication task.
@@ -109,6 +126,9 @@ impl StatusCell {
             sync_state,
             durable_lsn: 0,
             mode: "sync".into(),
+            node_id: String::new(),
+            peer_node_id: None,
+            primary_lsn: None,
         }))
     }
 

@@ -97,7 +97,7 @@ fn check_header(header: &[u8; HEADER_LEN]) -> Result<(u8, u32, u32), FrameError>
     if version != VERSION {
         return Err(FrameError::UnsupportedVersion(version));
     }
-    if !(kind::HELLO..=kind::RESYNC_DONE).contains(&kind) {
+    if !(kind::HELLO..=kind::PEER_STATE).contains(&kind) {
         return Err(FrameError::UnknownKind(kind));
     }
     if reserved != 0 {
@@ -198,6 +198,21 @@ fn parse_body(kind: u8, body: &Bytes) -> Result<Frame, FrameError> {
         kind::RESYNC_DONE => Frame::ResyncDone {
             epoch: epoch_only("resync done body too short")?,
         },
+        kind::PEER_STATE => {
+            let (rest, (epoch, in_sync, primary_lsn)) =
+                fields(body, (le_u64, le_u8, le_u64), "peer state body too short")?;
+            end(rest)?;
+            let in_sync = match in_sync {
+                0 => false,
+                1 => true,
+                _ => return Err(FrameError::Malformed("peer state in_sync is not 0 or 1")),
+            };
+            Frame::PeerState {
+                epoch,
+                in_sync,
+                primary_lsn,
+            }
+        }
         other => return Err(FrameError::UnknownKind(other)),
     })
 }

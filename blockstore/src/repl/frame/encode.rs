@@ -27,6 +27,7 @@ fn body_len(frame: &Frame) -> usize {
         }
         Frame::Barrier { .. } | Frame::ResyncStart { .. } => 16,
         Frame::Ack { .. } => 24,
+        Frame::PeerState { .. } => 17,
         Frame::Fenced { .. } | Frame::ResyncDone { .. } => 8,
         Frame::ResyncExtent { data, .. } => 8 + 8 + 4 + 1 + data.as_ref().map_or(0, |d| d.len()),
     }
@@ -42,6 +43,7 @@ fn kind_code(frame: &Frame) -> u8 {
         Frame::ResyncStart { .. } => kind::RESYNC_START,
         Frame::ResyncExtent { .. } => kind::RESYNC_EXTENT,
         Frame::ResyncDone { .. } => kind::RESYNC_DONE,
+        Frame::PeerState { .. } => kind::PEER_STATE,
     }
 }
 
@@ -108,6 +110,15 @@ fn encode_body(frame: &Frame, out: &mut Vec<u8>) {
             durable_lsn,
         } => u64s(out, &[*epoch, *received_lsn, *durable_lsn]),
         Frame::Fenced { epoch } | Frame::ResyncDone { epoch } => u64s(out, &[*epoch]),
+        Frame::PeerState {
+            epoch,
+            in_sync,
+            primary_lsn,
+        } => {
+            u64s(out, &[*epoch]);
+            out.push(u8::from(*in_sync));
+            u64s(out, &[*primary_lsn]);
+        }
         Frame::ResyncStart { epoch, start_lsn } => u64s(out, &[*epoch, *start_lsn]),
         Frame::ResyncExtent {
             epoch,

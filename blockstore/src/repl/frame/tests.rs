@@ -101,6 +101,13 @@ fn frame() -> impl Strategy<Value = Frame> {
             }
         }),
         any::<u64>().prop_map(|epoch| Frame::ResyncDone { epoch }),
+        (any::<u64>(), any::<bool>(), any::<u64>()).prop_map(|(epoch, in_sync, primary_lsn)| {
+            Frame::PeerState {
+                epoch,
+                in_sync,
+                primary_lsn,
+            }
+        }),
     ]
 }
 
@@ -236,7 +243,7 @@ fn header_errors_are_typed() {
     assert_eq!(decode_err(&with(0, b'X')), FrameError::BadMagic);
     assert_eq!(decode_err(&with(4, 2)), FrameError::UnsupportedVersion(2));
     assert_eq!(decode_err(&with(5, 0)), FrameError::UnknownKind(0));
-    assert_eq!(decode_err(&with(5, 9)), FrameError::UnknownKind(9));
+    assert_eq!(decode_err(&with(5, 10)), FrameError::UnknownKind(10));
     assert_eq!(decode_err(&with(7, 1)), FrameError::ReservedNonZero);
     assert_eq!(decode_err(&with(20, 1)), FrameError::Checksum);
     assert_eq!(decode_err(&with(13, 0xA5)), FrameError::Checksum);
@@ -278,6 +285,13 @@ fn malformed_bodies_are_typed() {
         block_size: 4096,
         capacity_blocks: 1 << 20,
     });
+    let state = Frame::PeerState {
+        epoch: 3,
+        in_sync: true,
+        primary_lsn: 9,
+    };
+    let bad_flag = crafted(&state, |b| b[8] = 2);
+    assert_eq!(decode_err(&bad_flag), m("peer state in_sync is not 0 or 1"));
     let bad_role = crafted(&hello, |b| b[40] = 5);
     assert_eq!(decode_err(&bad_role), m("unknown role in hello"));
 
