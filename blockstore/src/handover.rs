@@ -106,12 +106,18 @@ mod tests {
         assert_eq!(e.access_state(), AccessState::Optimized, "serves again");
         assert_eq!(e.role_state().epoch, 3);
         e.demote_drained(|e| e.flush()).unwrap();
-        assert_eq!((e.role_state().role, e.role_state().epoch), (Role::Standby, 4));
+        assert_eq!(
+            (e.role_state().role, e.role_state().epoch),
+            (Role::Standby, 4)
+        );
         // The peer stepped down under 4... and this node takes over under 5 (as in the
         // return trip of a switchover).
         let last = e.promote_after(4).unwrap();
         assert_eq!(last, e.last_lsn());
-        assert_eq!((e.role_state().role, e.role_state().epoch), (Role::Primary, 5));
+        assert_eq!(
+            (e.role_state().role, e.role_state().epoch),
+            (Role::Primary, 5)
+        );
         e.set_applied_position(9).unwrap();
         assert_eq!(e.applied_lsn(), 9);
     }

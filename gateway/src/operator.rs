@@ -81,7 +81,10 @@ fn number(query: &str, key: &str) -> Result<Option<u64>, Response<Full<Bytes>>> 
     param(query, key)
         .map(|v| {
             v.parse().map_err(|_| {
-                json_error(StatusCode::BAD_REQUEST, format!("{key}={v:?} is not a number"))
+                json_error(
+                    StatusCode::BAD_REQUEST,
+                    format!("{key}={v:?} is not a number"),
+                )
             })
         })
         .transpose()
@@ -92,9 +95,7 @@ pub async fn post(view: &NodeView, path: &str, query: &str) -> Response<Full<Byt
     let action = path
         .strip_prefix("/v1/volumes/")
         .and_then(|rest| rest.rsplit_once('/'))
-        .filter(|(name, a)| {
-            !name.is_empty() && matches!(*a, "promote" | "demote" | "switchover")
-        });
+        .filter(|(name, a)| !name.is_empty() && matches!(*a, "promote" | "demote" | "switchover"));
     let Some((name, action)) = action else {
         return json_error(StatusCode::NOT_FOUND, format!("no such action {path:?}"));
     };

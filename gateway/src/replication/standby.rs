@@ -199,7 +199,9 @@ async fn work(vol: &StandbyVolume, link: &mut StandbyLink, tx: &FrameSender) -> 
                         .map_err(|e| format!("adopting epoch {epoch}: {e}"))?;
                     tracing::info!(volume = %vol.name, epoch, "adopted the primary's epoch");
                 }
-                StandbyEvent::Apply(_) if vol.engine.role_state().role != blockstore::Role::Standby => {
+                StandbyEvent::Apply(_)
+                    if vol.engine.role_state().role != blockstore::Role::Standby =>
+                {
                     // A primary (fenced by this link or not) or a stale old primary applies
                     // nothing: its image is its own until it is demoted knowingly.
                     return Err(format!(

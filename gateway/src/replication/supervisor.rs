@@ -104,6 +104,8 @@ impl Supervisor {
                     s.gate.stand_down();
                 }
                 h.engine.set_replica_gate(None);
+                // Nothing is shipped from this log any more.
+                h.engine.set_retention(None);
                 let _ = s.stop.send(true);
                 if let Some(t) = s.task.take() {
                     // It ends at its next wake; once it did, its connection is closed and

@@ -123,8 +123,10 @@ pub async fn promote_handover(
             )));
         }
         // The old primary holds exactly this node's image: the new term starts with it in
-        // sync (a flush waits for it as soon as it is back).
+        // sync (a flush waits for it as soon as it is back), and the log keeps everything
+        // after this point for it until it connected.
         let last = e.last_lsn();
+        e.set_retention(Some(e.log_pos_after(last)?));
         save_peer_record(
             &e,
             PeerRecord {
