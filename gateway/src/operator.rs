@@ -77,15 +77,12 @@ fn param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-fn number(query: &str, key: &str) -> Result<Option<u64>, Response<Full<Bytes>>> {
+/// The number `key` holds in the query, if present; an error names a value that is none.
+fn number(query: &str, key: &str) -> Result<Option<u64>, String> {
     param(query, key)
         .map(|v| {
-            v.parse().map_err(|_| {
-                json_error(
-                    StatusCode::BAD_REQUEST,
-                    format!("{key}={v:?} is not a number"),
-                )
-            })
+            v.parse()
+                .map_err(|_| format!("{key}={v:?} is not a number"))
         })
         .transpose()
 }
@@ -99,13 +96,13 @@ pub async fn post(view: &NodeView, path: &str, query: &str) -> Response<Full<Byt
     let Some((name, action)) = action else {
         return json_error(StatusCode::NOT_FOUND, format!("no such action {path:?}"));
     };
-    if view.targets.get(name).is_none() {
+    if !view.targets.contains_key(name) {
         return json_error(StatusCode::NOT_FOUND, format!("no volume {name:?}"));
     }
     match action {
         "switchover" => switch_over(view, name, query).await,
         "promote" => match number(query, "handover_epoch") {
-            Err(r) => r,
+            Err(e) => json_error(StatusCode::BAD_REQUEST, e),
             Ok(Some(seen)) => handover(view, name, seen, query).await,
             Ok(None) => change_role(view, name, "promote", query).await,
         },
@@ -141,7 +138,7 @@ async fn handover(view: &NodeView, name: &str, seen: u64, query: &str) -> Respon
     };
     let through = match number(query, "through") {
         Ok(t) => t.unwrap_or(0),
-        Err(r) => return r,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
     };
     match switchover::promote_handover(h, seen, through).await {
         Ok(r) => ok(&r),
@@ -180,5 +177,21 @@ async fn change_role(
             })
         }
         Err(e) => op_error(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters() {
+        let q = "handover_epoch=4&through=17&force";
+        assert_eq!(number(q, "handover_epoch"), Ok(Some(4)));
+        assert_eq!(number(q, "through"), Ok(Some(17)));
+        assert_eq!(number(q, "absent"), Ok(None));
+        assert_eq!(param(q, "force"), Some(""));
+        assert!(number("through=x", "through").is_err());
+        assert_eq!(param("to=127.0.0.1:9740", "to"), Some("127.0.0.1:9740"));
     }
 }

@@ -19,6 +19,7 @@
 //! newer epoch it meets. Planned switchover: [`switchover`].
 
 pub mod gate;
+pub mod handle;
 pub mod node;
 pub mod primary;
 pub mod standby;
@@ -32,10 +33,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use blockstore::Engine;
-
 use crate::config::Config;
 use crate::volumes::Volumes;
+pub use handle::Replicated;
 use state::StatusCell;
 
 /// Replication status of every replicated volume, by name (what status and the admin API
@@ -44,35 +44,6 @@ pub type Statuses = Arc<BTreeMap<String, Arc<StatusCell>>>;
 
 /// Every replicated volume's driver state, by name (what the operator's commands act on).
 pub type Handles = Arc<BTreeMap<String, Arc<Replicated>>>;
-
-/// One replicated volume as its supervisor and the operator's commands see it.
-pub struct Replicated {
-    /// Volume name.
-    pub name: String,
-    /// The volume's engine (its role machine decides everything).
-    pub engine: Arc<Engine>,
-    /// The peer's replication address.
-    pub peer: String,
-    /// This node's id.
-    pub node_id: [u8; 16],
-    /// How long a flush waits for a silent standby.
-    pub timeout: Duration,
-    /// What status shows.
-    pub status: Arc<StatusCell>,
-    /// The volume as the replication listener receives it.
-    pub receiver: Arc<standby::StandbyVolume>,
-    /// Whether the supervisor runs the shipping task now (true) or not.
-    pub shipping: tokio::sync::watch::Sender<bool>,
-}
-
-impl std::fmt::Debug for Replicated {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Replicated")
-            .field("name", &self.name)
-            .field("peer", &self.peer)
-            .finish_non_exhaustive()
-    }
-}
 
 /// The running replication of a node.
 pub struct Replication {

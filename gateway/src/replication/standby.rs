@@ -169,9 +169,12 @@ async fn serve_link(
                 epoch,
                 in_sync,
                 primary_lsn,
-            }) => super::standby_sync::told(&vol, epoch, in_sync, primary_lsn).await,
+            }) => {
+                let (e, s) = (&vol.engine, &vol.status);
+                super::standby_sync::told(&vol.name, e, s, epoch, in_sync, primary_lsn).await
+            }
             Ok(f) => {
-                super::standby_sync::saw(&vol, &f);
+                super::standby_sync::saw(&vol.status, &f);
                 link.receive(f)
             }
             Err(e) => break format!("connection: {e}"),

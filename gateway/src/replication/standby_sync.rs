@@ -17,13 +17,10 @@
 
 use std::sync::Arc;
 
-use blockstore::{Engine, Role};
+use blockstore::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::standby::StandbyVolume;
-use super::state::SyncName;
-use super::switchover::OpError;
-use super::Replicated;
+use super::state::{StatusCell, SyncName};
 
 /// Volume metadata name of the standby's record of its own sync state.
 pub const STANDBY_METADATA: &str = "meta-repl-standby";
@@ -71,18 +68,24 @@ pub fn shown(e: &Engine) -> SyncName {
 }
 
 /// Records (durably, when it changed) what the primary said about this standby.
-pub async fn told(vol: &Arc<StandbyVolume>, epoch: u64, in_sync: bool, primary_lsn: u64) {
+pub async fn told(
+    name: &str,
+    engine: &Arc<Engine>,
+    status: &StatusCell,
+    epoch: u64,
+    in_sync: bool,
+    primary_lsn: u64,
+) {
     let state = if in_sync {
         SyncName::InSync
     } else {
         SyncName::OutOfSync
     };
-    vol.status.update(|s| {
+    status.update(|s| {
         s.sync_state = Some(state);
         s.primary_lsn = Some(s.primary_lsn.unwrap_or(0).max(primary_lsn));
     });
-    let e = vol.engine.clone();
-    let name = vol.name.clone();
+    let e = engine.clone();
     let r = tokio::task::spawn_blocking(move || {
         let old = StandbyRecord::load(&e);
         if old.is_some_and(|o| o.state == state && o.epoch == epoch) {
@@ -110,62 +113,12 @@ pub async fn told(vol: &Arc<StandbyVolume>, epoch: u64, in_sync: bool, primary_l
 }
 
 /// Notes the primary LSNs a frame shows (for the loss window of a forced promotion).
-pub fn saw(vol: &StandbyVolume, f: &blockstore::repl::frame::Frame) {
+pub fn saw(status: &StatusCell, f: &blockstore::repl::frame::Frame) {
     use blockstore::repl::frame::Frame;
     let lsn = match f {
         Frame::Records(r) => r.records.last().map_or(r.prev_lsn, |r| r.lsn),
         Frame::Barrier { lsn, .. } => *lsn,
         _ => return,
     };
-    vol.status
-        .update(|s| s.primary_lsn = Some(s.primary_lsn.unwrap_or(0).max(lsn)));
-}
-
-/// Whether the volume may be promoted here: `Ok(None)` when it is known in sync (or is no
-/// standby and the role machine decides), `Ok(Some(loss))` when forced although it is not,
-/// an error naming the positions otherwise.
-pub async fn check_promotable(h: &Arc<Replicated>, force: bool) -> Result<Option<String>, OpError> {
-    let e = h.engine.clone();
-    let st = e.role_state();
-    if st.role == Role::Primary {
-        return Ok(None);
-    }
-    let rec = tokio::task::spawn_blocking(move || StandbyRecord::load(&e))
-        .await
-        .map_err(|e| OpError::Failed(e.to_string()))?;
-    if st.role == Role::Standby && rec.is_some_and(|r| r.in_sync()) {
-        return Ok(None);
-    }
-    let held = h.engine.applied_lsn();
-    let seen = h
-        .status
-        .get()
-        .primary_lsn
-        .unwrap_or(0)
-        .max(rec.map_or(0, |r| r.primary_lsn));
-    let why = match (st.role, rec) {
-        (Role::Standby, Some(r)) => format!(
-            "its primary declared it out of sync (epoch {}) and it did not catch up since",
-            r.epoch
-        ),
-        (Role::Standby, None) => "its primary never said it was in sync".to_string(),
-        (role, _) => format!("it is {} here, not an in-sync standby", role.name()),
-    };
-    let window = format!(
-        "this node holds the primary's log through LSN {held} (epoch {}); the primary was last known at LSN {seen}{}",
-        st.epoch,
-        if seen > held {
-            format!(": writes after LSN {held} may be lost, and any the primary acknowledged after it was last heard from")
-        } else {
-            ": writes the primary acknowledged after it was last heard from may be lost".to_string()
-        }
-    );
-    if !force {
-        return Err(OpError::Conflict(format!(
-            "volume {}: not promoted: {why}. {window}. Promoting it may lose acknowledged writes; `tandem volume promote --force` promotes anyway",
-            h.name
-        )));
-    }
-    tracing::warn!(volume = %h.name, held, seen, epoch = st.epoch, "forced promotion of a standby that is not in sync");
-    Ok(Some(format!("forced: {why}; {window}")))
+    status.update(|s| s.primary_lsn = Some(s.primary_lsn.unwrap_or(0).max(lsn)));
 }

@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use blockstore::{Engine, Error, Role};
 
+use super::standby_sync::StandbyRecord;
 use super::state::{PeerRecord, SyncName, PEER_METADATA};
 use super::Replicated;
 use crate::status::{self, FetchError};
@@ -155,7 +156,7 @@ pub async fn promote_handover(
 /// so it will need a full resync.
 pub async fn promote(h: &Arc<Replicated>, force: bool) -> Result<Option<String>, OpError> {
     let e = h.engine.clone();
-    let loss = super::standby_sync::check_promotable(h, force).await?;
+    let loss = check_promotable(h, force).await?;
     blocking(move || {
         let st = e.role_state();
         if st.role == Role::Primary {
@@ -182,14 +183,31 @@ pub async fn promote(h: &Arc<Replicated>, force: bool) -> Result<Option<String>,
 pub async fn demote(h: &Arc<Replicated>) -> Result<(), OpError> {
     let e = h.engine.clone();
     blocking(move || {
-        let was = e.role_state().role;
+        let was = e.role_state();
         e.demote()?;
-        if was != Role::Standby {
+        if was.role != Role::Standby {
             e.set_applied_position(0)?;
+            StandbyRecord {
+                state: SyncName::OutOfSync,
+                primary_lsn: 0,
+                epoch: was.epoch,
+            }
+            .save(&e)?;
         }
         Ok(())
     })
-    .await
+    .await?;
+    show_standby_state(h);
+    Ok(())
+}
+
+/// Shows the standby's recorded sync state (the supervisor may have looked before it was
+/// written).
+fn show_standby_state(h: &Replicated) {
+    if h.engine.role_state().role == Role::Standby {
+        let shown = super::standby_sync::shown(&h.engine);
+        h.status.update(|s| s.sync_state = Some(shown));
+    }
 }
 
 /// A planned switchover of the volume to the node whose admin API is `to`.
@@ -323,8 +341,20 @@ async fn hand_over(
         }
     };
     let e = h.engine.clone();
-    let at = reply.handover_lsn;
-    blocking(move || e.set_applied_position(at)).await?;
+    let (at, new_epoch) = (reply.handover_lsn, reply.epoch);
+    blocking(move || {
+        e.set_applied_position(at)?;
+        // This node holds exactly the new primary's image: in sync, should it be needed
+        // before the new primary connected and said so.
+        StandbyRecord {
+            state: SyncName::InSync,
+            primary_lsn: at,
+            epoch: new_epoch,
+        }
+        .save(&e)
+    })
+    .await?;
+    show_standby_state(h);
     tracing::warn!(volume = %h.name, new_primary = %to, new_epoch = reply.epoch, handover_lsn = at, "switchover done: this node follows the new primary");
     Ok(SwitchoverReply {
         volume: h.name.clone(),
@@ -333,4 +363,53 @@ async fn hand_over(
         new_primary: to.to_string(),
         new_epoch: reply.epoch,
     })
+}
+
+/// Whether the volume may be promoted here: `Ok(None)` when it is known in sync (or is no
+/// standby and the role machine decides), `Ok(Some(loss))` when forced although it is not,
+/// an error naming the positions otherwise.
+pub async fn check_promotable(h: &Arc<Replicated>, force: bool) -> Result<Option<String>, OpError> {
+    let e = h.engine.clone();
+    let st = e.role_state();
+    if st.role == Role::Primary {
+        return Ok(None);
+    }
+    let rec = tokio::task::spawn_blocking(move || StandbyRecord::load(&e))
+        .await
+        .map_err(|e| OpError::Failed(e.to_string()))?;
+    if st.role == Role::Standby && rec.is_some_and(|r| r.in_sync()) {
+        return Ok(None);
+    }
+    let held = h.engine.applied_lsn();
+    let seen = h
+        .status
+        .get()
+        .primary_lsn
+        .unwrap_or(0)
+        .max(rec.map_or(0, |r| r.primary_lsn));
+    let why = match (st.role, rec) {
+        (Role::Standby, Some(r)) => format!(
+            "its primary declared it out of sync (epoch {}) and it did not catch up since",
+            r.epoch
+        ),
+        (Role::Standby, None) => "its primary never said it was in sync".to_string(),
+        (role, _) => format!("it is {} here, not an in-sync standby", role.name()),
+    };
+    let window = format!(
+        "this node holds the primary's log through LSN {held} (epoch {}); the primary was last known at LSN {seen}{}",
+        st.epoch,
+        if seen > held {
+            format!(": writes after LSN {held} may be lost, and any the primary acknowledged after it was last heard from")
+        } else {
+            ": writes the primary acknowledged after it was last heard from may be lost".to_string()
+        }
+    );
+    if !force {
+        return Err(OpError::Conflict(format!(
+            "volume {}: not promoted: {why}. {window}. Promoting it may lose acknowledged writes; `tandem volume promote --force` promotes anyway",
+            h.name
+        )));
+    }
+    tracing::warn!(volume = %h.name, held, seen, epoch = st.epoch, "forced promotion of a standby that is not in sync");
+    Ok(Some(format!("forced: {why}; {window}")))
 }

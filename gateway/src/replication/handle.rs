@@ -1,0 +1,39 @@
+//! One replicated volume's driver state, shared by its supervisor, the replication listener
+//! and the operator's role changes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use blockstore::Engine;
+
+use super::standby::StandbyVolume;
+use super::state::StatusCell;
+
+/// One replicated volume as its supervisor and the operator's commands see it.
+pub struct Replicated {
+    /// Volume name.
+    pub name: String,
+    /// The volume's engine (its role machine decides everything).
+    pub engine: Arc<Engine>,
+    /// The peer's replication address.
+    pub peer: String,
+    /// This node's id.
+    pub node_id: [u8; 16],
+    /// How long a flush waits for a silent standby.
+    pub timeout: Duration,
+    /// What status shows.
+    pub status: Arc<StatusCell>,
+    /// The volume as the replication listener receives it.
+    pub receiver: Arc<StandbyVolume>,
+    /// Whether the supervisor runs the shipping task now (true) or not.
+    pub shipping: tokio::sync::watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Replicated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replicated")
+            .field("name", &self.name)
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
