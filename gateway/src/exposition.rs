@@ -172,7 +172,9 @@ fn volumes(reg: &mut Registry, doc: &VolumesDoc) {
     let in_sync = gauge_family(
         reg,
         "volume_replication_in_sync",
-        "1 when the standby counts for flushes (in sync), 0 when out of sync or degrading",
+        "On a primary: 1 when the standby counts for flushes (in sync), 0 when out of sync or \
+         degrading. On a standby: 1 when its primary last said it is in sync (promotable \
+         without --force)",
     );
     let repl_lsn = gauge_family(
         reg,

@@ -381,8 +381,14 @@ pub fn table(doc: &VolumesDoc, now_unix: u64) -> String {
         ));
         if let Some(r) = &v.replication {
             let state = r.sync_state.map_or("-", |s| s.as_str());
+            // A standby also shows how far it knows the primary got (a forced promotion's
+            // loss window).
+            let primary_at = match (r.side.as_str(), r.primary_lsn) {
+                ("standby", Some(p)) => format!(" primary lsn {p}"),
+                _ => String::new(),
+            };
             out.push_str(&format!(
-                "  replication {} peer {} ({}) state {} durable lsn {} mode {}\n",
+                "  replication {} peer {} ({}) state {} durable lsn {}{} mode {}\n",
                 r.side,
                 r.peer,
                 if r.connected {
@@ -392,6 +398,7 @@ pub fn table(doc: &VolumesDoc, now_unix: u64) -> String {
                 },
                 state,
                 r.durable_lsn,
+                primary_at,
                 r.mode
             ));
         }

@@ -249,6 +249,15 @@ fn an_out_of_sync_standby_is_promoted_only_by_force_which_tells_the_loss_window(
         metrics.contains("tandem_volume_replication_in_sync{volume=\"default\"} 0"),
         "{metrics}"
     );
+    let table = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["status", "--admin", &standby.admin.to_string()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("replication standby") && table.contains("state out_of_sync"),
+        "{table}"
+    );
     let out = standby.cli(&["promote", "default"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "promoted without --force");
