@@ -67,7 +67,8 @@ pub struct NodeConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReplicationConfig {
-    /// Where this node accepts its primaries' connections (for volumes it holds as standby).
+    /// Where this node accepts its primaries' connections (for every replicated volume: a standby
+    /// applies what the primary ships; any other role still meets its epoch).
     pub listen: SocketAddr,
     /// How long a flush waits for an in-sync standby before the standby is durably declared out
     /// of sync and flushes go on without it. Keep it well below the hosts' command timeouts

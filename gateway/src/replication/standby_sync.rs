@@ -13,7 +13,7 @@
 //! serving once the standby is promoted.
 //!
 //! `promote` of a standby that is not in sync is refused; `promote --force` promotes anyway
-//! and tells what may be lost.
+//! and tells what may be lost ([`super::switchover::check_promotable`]).
 
 use std::sync::Arc;
 
