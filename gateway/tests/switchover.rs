@@ -363,3 +363,54 @@ fn an_old_primary_back_after_a_failover_is_fenced_then_follows_once_demoted() {
     );
     assert_eq!(b.vol().access_state, "optimized");
 }
+
+#[test]
+fn a_node_restarted_after_a_switchover_keeps_its_persisted_role_and_follows_again() {
+    let (mut a, b) = pair(3000);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let write = |node: &Node, lba: u64, id: u64| {
+        rt.block_on(async {
+            let c = connect(node.nvme).await.unwrap();
+            c.write(0, 1, lba, Bytes::from(block(id, lba)), BS, false)
+                .await
+                .unwrap();
+            c.flush(0, 1).await.unwrap();
+        })
+    };
+    // Some history first, so that the handover position is not the start of the log.
+    for lba in 10..40 {
+        write(&a, lba, lba);
+    }
+    a.switchover_to(&b);
+    let in_sync = |v: &gateway::status::VolumeStatus| {
+        v.replication
+            .as_ref()
+            .is_some_and(|r| r.connected && r.sync_state.is_some_and(|s| s.as_str() == "in_sync"))
+    };
+    b.wait("in sync", Duration::from_secs(20), in_sync);
+    write(&b, 1, 1);
+    // Its configuration still says primary; the persisted role (standby, under the new
+    // primary's epoch 3, adopted from its handshake) wins.
+    a.child.kill().unwrap();
+    a.restart();
+    let v = a.vol();
+    assert_eq!((v.role.as_str(), v.epoch), ("standby", 3), "{v:?}");
+    // It offers the position it recorded at the handover, so the new primary goes on
+    // shipping from there (no full resync) and counts it in sync again.
+    b.wait("in sync again", Duration::from_secs(20), in_sync);
+    write(&b, 2, 2);
+    a.wait("told in sync", Duration::from_secs(10), |v| {
+        v.replication
+            .as_ref()
+            .is_some_and(|r| r.sync_state.is_some_and(|s| s.as_str() == "in_sync"))
+    });
+    b.switchover_to(&a);
+    let blocks = rt.block_on(read_span(a.nvme));
+    assert_eq!(identify(&blocks[1], 1), Ok(1));
+    assert_eq!(identify(&blocks[2], 2), Ok(2));
+    for lba in 10..40u64 {
+        assert_eq!(identify(&blocks[lba as usize], lba), Ok(lba));
+    }
+    assert_eq!(a.vol().epoch, 5);
+    assert!(!b.log().contains("full resync"), "{}", b.log());
+}
