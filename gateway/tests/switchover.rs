@@ -119,6 +119,18 @@ fn switchover_and_back_under_a_running_writer_loses_nothing() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let w = Writer::start(&rt, &a, &b);
     wait_flushes(&a, 20);
+    // Refused, changing nothing, when the target is not the in-sync standby, or from a node
+    // that is not the primary.
+    for (from, to, why) in [
+        (&a, a.admin.to_string(), "is not the in-sync standby"),
+        (&a, "127.0.0.1:9".to_string(), "the target"),
+        (&b, a.admin.to_string(), "starts on the serving primary"),
+    ] {
+        let out = from.cli(&["switchover", "default", "--to", &to]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(why), "{err}");
+    }
+    assert_eq!(a.vol().access_state, "optimized");
     let out = a.switchover_to(&b);
     assert!(out.contains("epoch 3"), "{out}");
     let (va, vb) = (a.vol(), b.vol());

@@ -177,14 +177,21 @@ pub async fn promote(h: &Arc<Replicated>, force: bool) -> Result<Option<String>,
     Ok(loss)
 }
 
-/// The operator's `demote`: a primary or a stale old primary becomes a standby. Its image then
+/// The operator's `demote`: a primary (drained first) or a stale old primary becomes a
+/// standby. Its image then
 /// has no known position in the primary's log (it may hold writes the primary never had): it
 /// follows once the primary brought it up to date with a full resync.
 pub async fn demote(h: &Arc<Replicated>) -> Result<(), OpError> {
     let e = h.engine.clone();
     blocking(move || {
         let was = e.role_state();
-        e.demote()?;
+        if was.role == Role::Primary && !was.transitioning {
+            // A serving primary drains: what hosts had in flight finishes (a FUA write or a
+            // flush waiting for the standby completes normally) before it stops serving.
+            e.demote_drained(|e| e.flush())?;
+        } else {
+            e.demote()?;
+        }
         if was.role != Role::Standby {
             e.set_applied_position(0)?;
             StandbyRecord {
