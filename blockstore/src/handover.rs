@@ -52,6 +52,13 @@ impl Engine {
         Ok(last)
     }
 
+    /// Role, epoch and the access state taken together (one look at the role machine), so a
+    /// view never pairs a new epoch with an old state or the reverse.
+    pub fn role_snapshot(&self) -> (crate::role::RoleState, crate::role::AccessState) {
+        let m = lock(&self.role);
+        (m.state(), m.access_state(std::time::Instant::now()))
+    }
+
     /// Sets, durably, the position in the primary's log through which this standby holds the
     /// primary's image: after a handover (the new primary's last LSN when it took over), or
     /// 0 when the image has no known position in the primary's log (a full resync follows).

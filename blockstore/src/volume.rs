@@ -352,6 +352,11 @@ impl Volume {
         self.engine.access_state()
     }
 
+    /// Role state and access state from one look at the role machine.
+    pub fn role_snapshot(&self) -> (RoleState, AccessState) {
+        self.engine.role_snapshot()
+    }
+
     /// Watches access-state changes (for ALUA / ANA notifications).
     pub fn watch_access(&self) -> tokio::sync::watch::Receiver<AccessState> {
         self.engine.watch_access()

@@ -189,7 +189,7 @@ impl NodeView {
             .map(|(name, lu)| {
                 let v = &lu.volume.volume;
                 let st = v.stats();
-                let role = v.role_state();
+                let (role, access) = v.role_snapshot();
                 VolumeStatus {
                     name: name.clone(),
                     uuid: uuid::Uuid::from_bytes(v.uuid()).to_string(),
@@ -197,7 +197,7 @@ impl NodeView {
                     block_size: v.block_size(),
                     role: lower_debug(role.role),
                     epoch: role.epoch,
-                    access_state: lower_debug(v.access_state()),
+                    access_state: lower_debug(access),
                     engine: EngineStats {
                         reads: st.reads,
                         writes: st.writes,

@@ -136,7 +136,27 @@ impl PrimaryTask {
         let mut ready_seen = false;
         let mut dialed_at = Instant::now();
         let mut seen_lsn = 0u64;
-        let mut retained_at = Instant::now();
+        // Until the standby's position is known, the log keeps everything after the position
+        // the stored record names (a handover's starting point) or, when the log no longer
+        // holds that, everything from here on; the first tick after the standby connected
+        // moves the floor to its position.
+        let (e, since) = (
+            self.engine.clone(),
+            stored.map_or(u64::MAX, |r| r.since_lsn),
+        );
+        let _ = blocking(move || {
+            let last = e.last_lsn();
+            let pos = match e.log_pos_after(since.min(last)) {
+                Ok(p) => p,
+                Err(_) => e.log_pos_after(last)?,
+            };
+            e.set_retention(Some(pos));
+            Ok(())
+        })
+        .await;
+        let mut retained_at = Instant::now()
+            .checked_sub(RETENTION_EVERY)
+            .unwrap_or_else(Instant::now);
         let mut tick = tokio::time::interval(GROWTH_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

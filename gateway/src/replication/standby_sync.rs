@@ -67,7 +67,8 @@ pub fn shown(e: &Engine) -> SyncName {
     }
 }
 
-/// Records (durably, when it changed) what the primary said about this standby.
+/// Records (durably, when it changed) what the primary said about this standby; ignored
+/// unless the volume is a standby here.
 pub async fn told(
     name: &str,
     engine: &Arc<Engine>,
@@ -76,15 +77,15 @@ pub async fn told(
     in_sync: bool,
     primary_lsn: u64,
 ) {
+    if engine.role_state().role != blockstore::Role::Standby {
+        // Only a standby's record means anything (a primary's link only meets epochs).
+        return;
+    }
     let state = if in_sync {
         SyncName::InSync
     } else {
         SyncName::OutOfSync
     };
-    status.update(|s| {
-        s.sync_state = Some(state);
-        s.primary_lsn = Some(s.primary_lsn.unwrap_or(0).max(primary_lsn));
-    });
     let e = engine.clone();
     let r = tokio::task::spawn_blocking(move || {
         let old = StandbyRecord::load(&e);
@@ -110,6 +111,12 @@ pub async fn told(
         }
         Err(e) => tracing::error!(volume = %name, error = %e, "recording the sync state failed"),
     }
+    // Shown once recorded (a promotion reads the record); shown even if recording failed,
+    // and a promotion then refuses on what is shown.
+    status.update(|s| {
+        s.sync_state = Some(state);
+        s.primary_lsn = Some(s.primary_lsn.unwrap_or(0).max(primary_lsn));
+    });
 }
 
 /// Notes the primary LSNs a frame shows (for the loss window of a forced promotion).

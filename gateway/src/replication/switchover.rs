@@ -384,7 +384,12 @@ pub async fn check_promotable(h: &Arc<Replicated>, force: bool) -> Result<Option
     let rec = tokio::task::spawn_blocking(move || StandbyRecord::load(&e))
         .await
         .map_err(|e| OpError::Failed(e.to_string()))?;
-    if st.role == Role::Standby && rec.is_some_and(|r| r.in_sync()) {
+    // What the node shows must agree (it is updated even when recording failed).
+    let shown = h.status.get().sync_state;
+    if st.role == Role::Standby
+        && rec.is_some_and(|r| r.in_sync())
+        && shown != Some(SyncName::OutOfSync)
+    {
         return Ok(None);
     }
     let held = h.engine.applied_lsn();
