@@ -178,9 +178,8 @@ pub async fn promote(h: &Arc<Replicated>, force: bool) -> Result<Option<String>,
 }
 
 /// The operator's `demote`: a primary (drained first) or a stale old primary becomes a
-/// standby. Its image then
-/// has no known position in the primary's log (it may hold writes the primary never had): it
-/// follows once the primary brought it up to date with a full resync.
+/// standby. Its image then has no known position in the primary's log (it may hold writes the
+/// primary never had): it follows once the primary brought it up to date with a full resync.
 pub async fn demote(h: &Arc<Replicated>) -> Result<(), OpError> {
     let e = h.engine.clone();
     blocking(move || {
