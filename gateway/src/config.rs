@@ -108,6 +108,24 @@ pub struct AdminConfig {
     pub enabled: bool,
     /// Listen address.
     pub listen: SocketAddr,
+    /// How long a client may take to send a request's headers, and may stay idle between
+    /// requests, before its connection is closed (slow-loris protection).
+    pub header_read_timeout_ms: u64,
+    /// How long answering one request may take before it is answered 503.
+    pub request_timeout_ms: u64,
+    /// Connections served at the same time; more are answered 503 and closed.
+    pub max_connections: usize,
+}
+
+impl AdminConfig {
+    /// The limits the admin server enforces.
+    pub fn limits(&self) -> crate::admin::AdminLimits {
+        crate::admin::AdminLimits {
+            header_read_timeout: std::time::Duration::from_millis(self.header_read_timeout_ms),
+            request_timeout: std::time::Duration::from_millis(self.request_timeout_ms),
+            max_connections: self.max_connections,
+        }
+    }
 }
 
 /// Where the admin API listens by default (and where `tandem status` looks).
@@ -118,6 +136,9 @@ impl Default for AdminConfig {
         AdminConfig {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9740)),
+            header_read_timeout_ms: 5_000,
+            request_timeout_ms: 30_000,
+            max_connections: 64,
         }
     }
 }
@@ -490,6 +511,13 @@ impl Config {
         if let Some(id) = &self.node.id {
             crate::replication::node::parse_id(id).map_err(ConfigError::Invalid)?;
         }
+        let a = &self.admin;
+        if a.header_read_timeout_ms == 0 || a.request_timeout_ms == 0 || a.max_connections == 0 {
+            return bad(
+                "[admin] header_read_timeout_ms, request_timeout_ms and max_connections must be positive"
+                    .into(),
+            );
+        }
         if self.replication.timeout_ms == 0 {
             return bad("[replication] timeout_ms must be positive".into());
         }
@@ -592,14 +620,20 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("needs both target_username and target_secret"), "{e}");
+        assert!(
+            e.contains("needs both target_username and target_secret"),
+            "{e}"
+        );
         let e = Config::parse(
             &CHAP_TARGET.replace("target_secret = \"target-secret-22\"", ""),
             Path::new("t.toml"),
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("needs both target_username and target_secret"), "{e}");
+        assert!(
+            e.contains("needs both target_username and target_secret"),
+            "{e}"
+        );
         let e = Config::parse(
             &CHAP_TARGET.replace("target-secret-22", "initiator-secret-1"),
             Path::new("t.toml"),
@@ -623,8 +657,11 @@ mod tests {
                 &format!("iqn = \"iqn.2026-11.io.tandem:db\"\nallowed_initiators = {list}"),
             )
         };
-        let c = Config::parse(&with("[\"iqn.1994-05.com.redhat:h1\"]"), Path::new("t.toml"))
-            .unwrap();
+        let c = Config::parse(
+            &with("[\"iqn.1994-05.com.redhat:h1\"]"),
+            Path::new("t.toml"),
+        )
+        .unwrap();
         assert_eq!(
             c.iscsi.targets[0].allowed_initiators.as_deref(),
             Some(&["iqn.1994-05.com.redhat:h1".to_string()][..])

@@ -29,7 +29,11 @@ impl IscsiShared {
             Question::SendTargets { initiator } => Answer::SendTargets(
                 self.send_targets
                     .iter()
-                    .filter(|d| self.targets.get(&d.name).is_some_and(|t| t.admits(&initiator)))
+                    .filter(|d| {
+                        self.targets
+                            .get(&d.name)
+                            .is_some_and(|t| t.admits(&initiator))
+                    })
                     .cloned()
                     .collect(),
             ),
@@ -79,10 +83,12 @@ mod tests {
                     luns: Default::default(),
                 },
             );
-            shared.send_targets.push(proto_iscsi::login::DiscoveredTarget {
-                name: iqn.into(),
-                addresses: vec!["127.0.0.1:3260,1".into()],
-            });
+            shared
+                .send_targets
+                .push(proto_iscsi::login::DiscoveredTarget {
+                    name: iqn.into(),
+                    addresses: vec!["127.0.0.1:3260,1".into()],
+                });
         }
         let admit = |initiator: &str| {
             shared.answer(Question::Admit {
@@ -90,7 +96,10 @@ mod tests {
                 target: Some("iqn.t:closed".into()),
             })
         };
-        assert_eq!(admit("iqn.h:other"), Answer::Admit(Err(Refusal::NotAuthorized)));
+        assert_eq!(
+            admit("iqn.h:other"),
+            Answer::Admit(Err(Refusal::NotAuthorized))
+        );
         // iSCSI names compare without regard to case.
         assert_eq!(admit("iqn.h:allowed"), Answer::Admit(Ok(TargetAuth::None)));
         let listed = |initiator: &str| match shared.answer(Question::SendTargets {
