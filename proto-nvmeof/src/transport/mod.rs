@@ -7,6 +7,7 @@
 //! with [`Connection::handle_timeout`] (quinn-style, as `proto_iscsi::session::Connection`).
 //! Commands are tagged with their CID so any number can be in flight at once.
 
+mod auth;
 mod command;
 
 use std::collections::{HashMap, VecDeque};
@@ -134,6 +135,8 @@ pub struct Connection {
     sqflow_disabled: bool,
     cntlid: Option<u16>,
     close_reason: Option<CloseReason>,
+    /// In-band authentication of this queue ([`auth`]).
+    auth: auth::Gate,
 }
 
 impl Connection {
@@ -158,6 +161,7 @@ impl Connection {
             sqflow_disabled: false,
             cntlid: None,
             close_reason: None,
+            auth: auth::Gate::default(),
         }
     }
 
