@@ -468,7 +468,7 @@ fn dhchap_secret(fill: u8, transform: Option<proto_nvmeof::auth::HashId>) -> Str
 /// `DHHC-1` secret format both ways (`nvme check-dhchap-key` accepts Tandem's secrets, Tandem's
 /// parser accepts `nvme gen-dhchap-key`'s), a host that has a secret cannot use the
 /// subsystem without authenticating, and a host without one still can. When the guest
-/// kernel has DH-HMAC-CHAP (CONFIG_NVME_AUTH, the `nvme-common` module), the script also
+/// kernel has DH-HMAC-CHAP (CONFIG_NVME_AUTH: a module in drivers/nvme/common), the script also
 /// connects with the right secret (and I/O), is refused with a wrong one, and runs
 /// bidirectional authentication with the right and a wrong controller secret. Debian
 /// bookworm's 6.1 kernel is built without CONFIG_NVME_AUTH: there the kernel itself refuses
@@ -522,7 +522,8 @@ refused() {
     check "$1: no controller is left" [ -z "$(nvme_ctrl)" ]
 }
 refused "no secret"
-if [ -e "/lib/modules/$(uname -r)/kernel/drivers/nvme/common/nvme-common.ko" ]; then
+# CONFIG_NVME_AUTH builds drivers/nvme/common: nvme-common.ko in 6.1, nvme-auth.ko from 6.7 on.
+if ls /lib/modules/$(uname -r)/kernel/drivers/nvme/common/ 2>/dev/null | grep -q -E '^nvme-(common|auth)\.ko'; then
     echo "guest kernel: DH-HMAC-CHAP available"
     connect_as "the right secret" --dhchap-secret="$SECRET"
     check "the right secret connects" [ $rc -eq 0 ]
@@ -538,7 +539,7 @@ if [ -e "/lib/modules/$(uname -r)/kernel/drivers/nvme/common/nvme-common.ko" ]; 
     nvme_disconnect
     refused "a wrong controller secret" --dhchap-secret="$SECRET" --dhchap-ctrl-secret="$WRONG_CTRL_SECRET"
 else
-    echo "guest kernel: built without CONFIG_NVME_AUTH (no nvme-common module)"
+    echo "guest kernel: built without CONFIG_NVME_AUTH (no drivers/nvme/common module)"
     refused "the right secret, on a kernel that cannot authenticate" --dhchap-secret="$SECRET"
     dmesg | grep -i -E 'nvme|auth' | tail -4
     check "the kernel refused to authenticate (not Tandem refusing the host)" sh -c "dmesg | grep -q 'authentication setup failed'"
