@@ -95,6 +95,16 @@ impl Default for AdminLimits {
     }
 }
 
+impl From<&crate::config::AdminConfig> for AdminLimits {
+    fn from(c: &crate::config::AdminConfig) -> Self {
+        AdminLimits {
+            header_read_timeout: Duration::from_millis(c.header_read_timeout_ms),
+            request_timeout: Duration::from_millis(c.request_timeout_ms),
+            max_connections: c.max_connections,
+        }
+    }
+}
+
 /// The answer to a connection beyond `max_connections`, written before closing it.
 const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
 content-length: 27\r\nconnection: close\r\nretry-after: 1\r\n\r\ntoo many admin connections\n";

@@ -117,17 +117,6 @@ pub struct AdminConfig {
     pub max_connections: usize,
 }
 
-impl AdminConfig {
-    /// The limits the admin server enforces.
-    pub fn limits(&self) -> crate::admin::AdminLimits {
-        crate::admin::AdminLimits {
-            header_read_timeout: std::time::Duration::from_millis(self.header_read_timeout_ms),
-            request_timeout: std::time::Duration::from_millis(self.request_timeout_ms),
-            max_connections: self.max_connections,
-        }
-    }
-}
-
 /// Where the admin API listens by default (and where `tandem status` looks).
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9740";
 

@@ -38,7 +38,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let admin = if cfg.admin.enabled {
         match crate::admin::start_with_limits(
             cfg.admin.listen,
-            cfg.admin.limits(),
+            (&cfg.admin).into(),
             view,
             &admin_stop,
         )

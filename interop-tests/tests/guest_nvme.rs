@@ -495,9 +495,9 @@ fn dhchap_authentication_with_the_kernel_host() {
         .name("nvme-dhchap")
         .env("AUTH_HOSTNQN", AUTH_HOSTNQN)
         .env("SECRET", &secret)
-        .env("WRONG_SECRET", &dhchap_secret(0x43, Some(HashId::Sha256)))
+        .env("WRONG_SECRET", dhchap_secret(0x43, Some(HashId::Sha256)))
         .env("CTRL_SECRET", &ctrl)
-        .env("WRONG_CTRL_SECRET", &dhchap_secret(0x44, None))
+        .env("WRONG_CTRL_SECRET", dhchap_secret(0x44, None))
         .timeout(GUEST_TIMEOUT)
         .script(script(
             r#"

@@ -6,8 +6,19 @@ use bytes::Bytes;
 use proto_nvmeof::auth::{self, failure_explanation, DhchapSecret, Finish, HostAuth};
 
 use crate::error::{Error, Result};
-use crate::host::HostOptions;
 use crate::queue::{Data, Queue};
+
+/// The host's identity and secrets (from its `HostOptions`).
+pub(crate) struct Who<'a> {
+    /// Host NQN.
+    pub hostnqn: &'a str,
+    /// The host's secret.
+    pub secret: Option<&'a str>,
+    /// The controller's secret (bidirectional authentication).
+    pub ctrl_secret: Option<&'a str>,
+    /// DH group ids to offer (empty: all).
+    pub dhgroups: &'a [u8],
+}
 
 /// Largest payload the host reads with one Authentication Receive.
 const RECEIVE_LEN: u32 = 4096;
@@ -30,27 +41,21 @@ async fn receive(q: &Queue) -> Result<Bytes> {
 }
 
 /// Runs the DH-HMAC-CHAP transaction on queue `qid` of a controller of `subnqn`.
-pub(crate) async fn authenticate(
-    q: &Queue,
-    opts: &HostOptions,
-    subnqn: &str,
-    qid: u16,
-) -> Result<()> {
-    let Some(host_secret) = &opts.dhchap_secret else {
+pub(crate) async fn authenticate(q: &Queue, who: &Who<'_>, subnqn: &str, qid: u16) -> Result<()> {
+    let Some(host_secret) = who.secret else {
         return Err(Error::Auth(
             "the controller requires authentication and the host has no DH-HMAC-CHAP secret".into(),
         ));
     };
     let host_secret = secret(host_secret, "host secret")?;
-    let ctrl_secret = opts
-        .dhchap_ctrl_secret
-        .as_deref()
+    let ctrl_secret = who
+        .ctrl_secret
         .map(|s| secret(s, "controller secret"))
         .transpose()?;
     let mut rng = rand::thread_rng();
-    let mut tx = HostAuth::new(&opts.hostnqn, subnqn, host_secret, ctrl_secret, qid);
-    if !opts.dhchap_dhgroups.is_empty() {
-        tx.dhgroups = opts.dhchap_dhgroups.clone();
+    let mut tx = HostAuth::new(who.hostnqn, subnqn, host_secret, ctrl_secret, qid);
+    if !who.dhgroups.is_empty() {
+        tx.dhgroups = who.dhgroups.to_vec();
     }
     send(q, tx.negotiate()).await?;
     let challenge = receive(q).await?;

@@ -126,7 +126,13 @@ async fn fabric_connect(q: &Queue, c: &Connect, opts: &HostOptions) -> Result<u1
         .ok()?;
     let dw0 = done.cqe.dw0();
     if dw0 & (proto_nvmeof::auth::CONNECT_ATR | proto_nvmeof::auth::CONNECT_ASCR) != 0 {
-        crate::auth::authenticate(q, opts, &c.subnqn, c.qid).await?;
+        let who = crate::auth::Who {
+            hostnqn: &opts.hostnqn,
+            secret: opts.dhchap_secret.as_deref(),
+            ctrl_secret: opts.dhchap_ctrl_secret.as_deref(),
+            dhgroups: &opts.dhchap_dhgroups,
+        };
+        crate::auth::authenticate(q, &who, &c.subnqn, c.qid).await?;
     }
     Ok(dw0 as u16)
 }

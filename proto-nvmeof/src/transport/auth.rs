@@ -1,7 +1,7 @@
 //! In-band authentication of a queue: after a Connect whose host the subsystem makes
 //! authenticate, the queue runs a DH-HMAC-CHAP transaction ([`crate::auth::ControllerAuth`])
 //! over Authentication Send / Receive, and refuses every other command with Authentication
-//! Required until it succeeded.
+//! Required until it succeeded. The queue's state is a [`super::gate::Gate`].
 
 use std::time::Instant;
 
@@ -10,47 +10,11 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::{Connection, Queue};
-use crate::auth::{self, ControllerAuth, SendOutcome, CONNECT_ATR};
+use crate::auth::{self, SendOutcome};
 use crate::cqe::Response;
-use crate::fabrics::{fctype, Connect};
-use crate::sqe::{Sqe, OPC_FABRICS};
+use crate::fabrics::fctype;
+use crate::sqe::Sqe;
 use crate::status::Status;
-use crate::subsystem::Subsystem;
-
-/// Where the queue stands with authentication.
-#[derive(Debug, Default)]
-pub(super) struct Gate {
-    /// The transaction, while the queue must authenticate (None: not required, or done).
-    pending: Option<Box<ControllerAuth>>,
-    /// Randomness for challenges and DH exponents, seeded by the driver
-    /// ([`Connection::seed_auth`]); without it no transaction can start.
-    rng: Option<StdRng>,
-}
-
-impl Gate {
-    /// Sets the queue up for `connect` to `subsys`: the ATR bit for the Connect response
-    /// when the host must authenticate, else 0.
-    pub(super) fn require(&mut self, subsys: &Subsystem, connect: &Connect) -> u32 {
-        match subsys.dhchap.get(&connect.hostnqn) {
-            Some(policy) => {
-                self.pending = Some(Box::new(ControllerAuth::new(
-                    std::sync::Arc::clone(policy),
-                    &connect.hostnqn,
-                    &subsys.nqn,
-                )));
-                CONNECT_ATR
-            }
-            None => 0,
-        }
-    }
-
-    /// Whether `sqe` must be refused because the queue has not authenticated yet.
-    pub(super) fn blocks(&self, sqe: &Sqe) -> bool {
-        self.pending.is_some()
-            && !(sqe.opcode() == OPC_FABRICS
-                && matches!(sqe.fctype(), fctype::AUTH_SEND | fctype::AUTH_RECEIVE))
-    }
-}
 
 impl Connection {
     /// Supplies the randomness of this connection's authentication transactions (32 bytes

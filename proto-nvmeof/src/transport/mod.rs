@@ -9,6 +9,7 @@
 
 mod auth;
 mod command;
+mod gate;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -135,8 +136,8 @@ pub struct Connection {
     sqflow_disabled: bool,
     cntlid: Option<u16>,
     close_reason: Option<CloseReason>,
-    /// In-band authentication of this queue ([`auth`]).
-    auth: auth::Gate,
+    /// In-band authentication of this queue.
+    auth: gate::Gate,
 }
 
 impl Connection {
@@ -161,7 +162,7 @@ impl Connection {
             sqflow_disabled: false,
             cntlid: None,
             close_reason: None,
-            auth: auth::Gate::default(),
+            auth: gate::Gate::default(),
         }
     }
 
