@@ -466,7 +466,8 @@ fn dhchap_secret(fill: u8, transform: Option<proto_nvmeof::auth::HashId>) -> Str
 
 /// NVMe in-band authentication with the kernel's host: nvme-cli and Tandem agree on the
 /// `DHHC-1` secret format both ways (`nvme check-dhchap-key` accepts Tandem's secrets, Tandem's
-/// parser accepts `nvme gen-dhchap-key`'s), a host that has a secret cannot use the
+/// parser accepts `nvme gen-dhchap-key`'s) and on the key transformation (libnvme's, for a
+/// given secret, hash and NQN, equals Tandem's), a host that has a secret cannot use the
 /// subsystem without authenticating, and a host without one still can. When the guest
 /// kernel has DH-HMAC-CHAP (CONFIG_NVME_AUTH: a module in drivers/nvme/common), the script also
 /// connects with the right secret (and I/O), is refused with a wrong one, and runs
@@ -497,12 +498,17 @@ fn dhchap_authentication_with_the_kernel_host() {
         .env("SECRET", &secret)
         .env("WRONG_SECRET", dhchap_secret(0x43, Some(HashId::Sha256)))
         .env("CTRL_SECRET", &ctrl)
+        .env("KAT_SECRET_HEX", hex::encode((0u8..32).collect::<Vec<u8>>()))
         .env("WRONG_CTRL_SECRET", dhchap_secret(0x44, None))
         .timeout(GUEST_TIMEOUT)
         .script(script(
             r#"
 gen=$(nvme gen-dhchap-key --hmac=1 --nqn="$AUTH_HOSTNQN") || fail "nvme gen-dhchap-key"
 echo "GENKEY $gen"
+# A given secret with a hash and an NQN: libnvme transforms it as the specification says.
+gen=$(nvme gen-dhchap-key --secret="$KAT_SECRET_HEX" --key-length=32 --hmac=1 --nqn="$AUTH_HOSTNQN") \
+    || fail "nvme gen-dhchap-key --secret"
+echo "GENKAT $gen"
 check "nvme-cli accepts Tandem's host secret" nvme check-dhchap-key --key="$SECRET"
 check "nvme-cli accepts Tandem's controller secret" nvme check-dhchap-key --key="$CTRL_SECRET"
 # connect_as WHAT OPTIONS...: one nvme connect as the authenticating host; sets rc and took.
@@ -560,6 +566,24 @@ nvme_disconnect
     let parsed = proto_nvmeof::auth::DhchapSecret::parse(key.trim())
         .unwrap_or_else(|e| panic!("nvme gen-dhchap-key's {key:?}: {e}"));
     assert_eq!(parsed.transform, Some(HashId::Sha256));
+    let kat = out
+        .console
+        .lines()
+        .find_map(|l| l.split("GENKAT ").nth(1))
+        .expect("the guest printed the key made from the given secret");
+    let kat = proto_nvmeof::auth::DhchapSecret::parse(kat.trim()).expect("GENKAT parses");
+    let ours = proto_nvmeof::auth::DhchapSecret {
+        transform: Some(HashId::Sha256),
+        key: (0u8..32).collect(),
+    };
+    // libnvme (an independent implementation) transforms a given secret with the hash and
+    // the NQN exactly as Tandem transforms a secret with that hash indicator.
+    assert_eq!(
+        hex::encode(&kat.key),
+        hex::encode(ours.transformed(AUTH_HOSTNQN)),
+        "nvme gen-dhchap-key's transformed key differs from Tandem's"
+    );
+    assert_ne!(kat.key, ours.key);
     println!(
         "dhchap_authentication_with_the_kernel_host: {:?}",
         started.elapsed()
