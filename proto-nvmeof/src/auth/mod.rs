@@ -34,8 +34,10 @@ pub const CONNECT_ASCR: u32 = 1 << 18;
 pub const SECP_DHCHAP: u8 = 0xE9;
 /// SPSP0 and SPSP1 of the authentication commands.
 pub const SPSP: u8 = 0x01;
-/// Largest authentication payload accepted or requested (an ffdhe8192 Reply is 1168 bytes).
-pub const MAX_PAYLOAD: u32 = 4096;
+/// Largest TL / AL accepted. The messages are small (an ffdhe8192 Reply is 1168 bytes) and
+/// Linux asks with AL 4096, but a host may offer a larger receive buffer; nothing is allocated
+/// from these lengths (send data arrives through the transport's own limits).
+pub const MAX_PAYLOAD: u32 = 1 << 16;
 
 /// Why an Authentication Send / Receive command is malformed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
