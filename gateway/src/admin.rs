@@ -8,6 +8,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -70,6 +71,74 @@ async fn route(
     }
 }
 
+/// Limits that keep the admin API available to the operator when clients misbehave: a
+/// client that trickles its request headers (slow loris) or idles between requests is
+/// dropped after `header_read_timeout`; a request not answered within `request_timeout` gets
+/// 503; at most `max_connections` connections are served at once, and the ones beyond are
+/// answered 503 and closed at once (not queued: a flood must not delay the operator forever).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminLimits {
+    /// How long a client may take to send a request's headers (and may idle between two).
+    pub header_read_timeout: Duration,
+    /// How long answering one request may take.
+    pub request_timeout: Duration,
+    /// Connections served at the same time.
+    pub max_connections: usize,
+}
+
+impl Default for AdminLimits {
+    fn default() -> Self {
+        AdminLimits {
+            header_read_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 64,
+        }
+    }
+}
+
+impl From<&crate::config::AdminConfig> for AdminLimits {
+    fn from(c: &crate::config::AdminConfig) -> Self {
+        AdminLimits {
+            header_read_timeout: Duration::from_millis(c.header_read_timeout_ms),
+            request_timeout: Duration::from_millis(c.request_timeout_ms),
+            max_connections: c.max_connections,
+        }
+    }
+}
+
+/// The answer to a connection beyond `max_connections`, written before closing it.
+const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
+content-length: 27\r\nconnection: close\r\nretry-after: 1\r\n\r\ntoo many admin connections\n";
+
+/// Answers `req`, or 503 when that takes longer than `limit`.
+async fn bounded(
+    limit: Duration,
+    answer: impl std::future::Future<Output = Response<Full<Bytes>>>,
+) -> Response<Full<Bytes>> {
+    match tokio::time::timeout(limit, answer).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!(?limit, "admin request timed out");
+            reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "request timed out\n".into(),
+            )
+        }
+    }
+}
+
+/// Tells a connection beyond the limit so, without waiting long for a client that reads
+/// nothing, and closes it.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt as _;
+    let write = async {
+        stream.write_all(TOO_MANY).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
+
 /// The running admin API.
 #[derive(Debug)]
 pub struct AdminServer {
@@ -79,9 +148,20 @@ pub struct AdminServer {
     pub task: tokio::task::JoinHandle<()>,
 }
 
-/// Binds `listen` and serves the admin API until `shutdown` is signalled.
+/// Binds `listen` and serves the admin API with the default [`AdminLimits`] until `shutdown`
+/// is signalled.
 pub async fn start(
     listen: SocketAddr,
+    view: NodeView,
+    shutdown: &crate::shutdown::Shutdown,
+) -> Result<AdminServer, String> {
+    start_with_limits(listen, AdminLimits::default(), view, shutdown).await
+}
+
+/// Binds `listen` and serves the admin API within `limits` until `shutdown` is signalled.
+pub async fn start_with_limits(
+    listen: SocketAddr,
+    limits: AdminLimits,
     view: NodeView,
     shutdown: &crate::shutdown::Shutdown,
 ) -> Result<AdminServer, String> {
@@ -93,38 +173,83 @@ pub async fn start(
     // The dashboard's rate history (crate::dashboard), sampled until shutdown.
     let history = Arc::new(crate::dashboard::History::default());
     crate::dashboard::spawn_sampler(Arc::clone(&view), Arc::clone(&history), shutdown);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let mut stop = shutdown.subscribe();
     let task = tokio::spawn(async move {
         loop {
-            let stream = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 r = listener.accept() => match r {
-                    Ok((s, _)) => s,
+                    Ok(s) => s,
                     Err(e) => {
                         tracing::warn!(error = %e, "admin accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 },
                 _ = stop.changed() => return,
             };
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                tracing::warn!(%peer, max = limits.max_connections, "admin connection refused: too many connections");
+                tokio::spawn(refuse(stream));
+                continue;
+            };
             let view = Arc::clone(&view);
             let history = Arc::clone(&history);
             tokio::spawn(async move {
+                let _slot = slot;
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let view = Arc::clone(&view);
                     let history = Arc::clone(&history);
-                    async move { Ok::<_, Infallible>(route(&view, &history, &req).await) }
+                    async move {
+                        let answer = bounded(limits.request_timeout, route(&view, &history, &req));
+                        Ok::<_, Infallible>(answer.await)
+                    }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
                 if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(limits.header_read_timeout)
                     .serve_connection(io, svc)
                     .await
                 {
-                    tracing::debug!(error = %e, "admin connection ended");
+                    tracing::debug!(error = %e, %peer, "admin connection ended");
                 }
             });
         }
     });
     tracing::info!(%bound, "admin API listening");
     Ok(AdminServer { bound, task })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_slower_than_the_limit_is_answered_503() {
+        let slow = async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            reply(StatusCode::OK, "text/plain", String::new())
+        };
+        let r = bounded(Duration::from_millis(50), slow).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let fast = async { reply(StatusCode::OK, "text/plain", String::new()) };
+        assert_eq!(
+            bounded(Duration::from_millis(50), fast).await.status(),
+            StatusCode::OK
+        );
+    }
+
+    #[test]
+    fn the_refusal_is_a_well_formed_response() {
+        let text = std::str::from_utf8(TOO_MANY).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(body.len(), len);
+    }
 }

@@ -109,6 +109,13 @@ pub struct AdminConfig {
     pub enabled: bool,
     /// Listen address.
     pub listen: SocketAddr,
+    /// How long a client may take to send a request's headers, and may stay idle between
+    /// requests, before its connection is closed (slow-loris protection).
+    pub header_read_timeout_ms: u64,
+    /// How long answering one request may take before it is answered 503.
+    pub request_timeout_ms: u64,
+    /// Connections served at the same time; more are answered 503 and closed.
+    pub max_connections: usize,
 }
 
 /// Where the admin API listens by default (and where `tandem status` looks).
@@ -119,6 +126,9 @@ impl Default for AdminConfig {
         AdminConfig {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9740)),
+            header_read_timeout_ms: 5_000,
+            request_timeout_ms: 30_000,
+            max_connections: 64,
         }
     }
 }
@@ -280,6 +290,9 @@ pub struct TargetConfig {
     pub luns: Vec<LunConfig>,
     /// CHAP for this target (none when absent).
     pub chap: Option<ChapConfig>,
+    /// Initiator names (IQN/EUI/NAA) allowed to log in to this target and to see it in
+    /// SendTargets; absent: any initiator.
+    pub allowed_initiators: Option<Vec<String>>,
 }
 
 /// One LUN of a target.
@@ -311,6 +324,41 @@ pub struct ChapConfig {
 
 fn yes() -> bool {
     true
+}
+
+impl ChapConfig {
+    /// Refuses settings a login could only fail with, or that weaken CHAP: mutual CHAP with
+    /// only one of `target_username` / `target_secret`, an initiator secret equal to the
+    /// target's (RFC 7143 section 12.1.3 forbids it: a reflection of the target's challenge
+    /// would authenticate), and empty names or secrets. `what` names the section in messages.
+    pub fn validate(&self, what: &str) -> Result<(), String> {
+        if self.username.is_empty() || self.secret.is_empty() {
+            return Err(format!("{what}: username and secret must not be empty"));
+        }
+        match (&self.target_username, &self.target_secret) {
+            (None, None) => Ok(()),
+            (Some(_), None) | (None, Some(_)) => Err(format!(
+                "{what}: mutual CHAP needs both target_username and target_secret \
+                 (only one of them is set)"
+            )),
+            (Some(n), Some(s)) if n.is_empty() || s.is_empty() => Err(format!(
+                "{what}: target_username and target_secret must not be empty"
+            )),
+            (Some(_), Some(s)) if s == &self.secret => Err(format!(
+                "{what}: target_secret must differ from the initiator's secret \
+                 (RFC 7143 12.1.3: identical secrets let a reflected challenge authenticate)"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Whether `n` has the form of an iSCSI name (`iqn.`, `eui.` or `naa.`).
+fn iscsi_name(n: &str) -> bool {
+    ["iqn.", "eui.", "naa."]
+        .iter()
+        .any(|p| n.get(..4).is_some_and(|h| h.eq_ignore_ascii_case(p)))
+        && n.len() <= 223
 }
 
 /// The IQN of the default target.
@@ -346,6 +394,7 @@ impl Default for IscsiConfig {
                     volume: "default".into(),
                 }],
                 chap: None,
+                allowed_initiators: None,
             }],
             discovery_chap: None,
         }
@@ -402,10 +451,7 @@ impl Config {
         }
         let mut iqns = std::collections::HashSet::new();
         for t in &self.iscsi.targets {
-            if !t.iqn.starts_with("iqn.")
-                && !t.iqn.starts_with("eui.")
-                && !t.iqn.starts_with("naa.")
-            {
+            if !iscsi_name(&t.iqn) {
                 return bad(format!(
                     "target name {:?} is not an iqn./eui./naa. name",
                     t.iqn
@@ -413,6 +459,25 @@ impl Config {
             }
             if !iqns.insert(t.iqn.as_str()) {
                 return bad(format!("target {:?} is defined twice", t.iqn));
+            }
+            if let Some(c) = &t.chap {
+                c.validate(&format!("target {:?} chap", t.iqn))
+                    .map_err(ConfigError::Invalid)?;
+            }
+            if let Some(list) = &t.allowed_initiators {
+                if list.is_empty() {
+                    return bad(format!(
+                        "target {:?}: allowed_initiators is empty, so no initiator could log in \
+                         (leave it out to admit any initiator)",
+                        t.iqn
+                    ));
+                }
+                if let Some(n) = list.iter().find(|n| !iscsi_name(n)) {
+                    return bad(format!(
+                        "target {:?}: allowed_initiators entry {n:?} is not an iqn./eui./naa. name",
+                        t.iqn
+                    ));
+                }
             }
             let mut ids = std::collections::HashSet::new();
             for l in &t.luns {
@@ -427,11 +492,21 @@ impl Config {
                 }
             }
         }
+        if let Some(c) = &self.iscsi.discovery_chap {
+            c.validate("discovery_chap").map_err(ConfigError::Invalid)?;
+        }
         if self.iscsi.enabled && self.iscsi.portals.is_empty() {
             return bad("iSCSI is enabled but has no portal".into());
         }
         if let Some(id) = &self.node.id {
             crate::replication::node::parse_id(id).map_err(ConfigError::Invalid)?;
+        }
+        let a = &self.admin;
+        if a.header_read_timeout_ms == 0 || a.request_timeout_ms == 0 || a.max_connections == 0 {
+            return bad(
+                "[admin] header_read_timeout_ms, request_timeout_ms and max_connections must be positive"
+                    .into(),
+            );
         }
         if self.replication.timeout_ms == 0 {
             return bad("[replication] timeout_ms must be positive".into());
@@ -511,6 +586,84 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("t.toml"), "{e}");
+    }
+
+    const CHAP_TARGET: &str = r#"
+            [[iscsi.target]]
+            iqn = "iqn.2026-11.io.tandem:db"
+            [[iscsi.target.lun]]
+            id = 0
+            volume = "default"
+            [iscsi.target.chap]
+            username = "host1"
+            secret = "initiator-secret-1"
+            target_username = "tandem"
+            target_secret = "target-secret-22"
+        "#;
+
+    #[test]
+    fn one_sided_mutual_chap_and_identical_secrets_are_refused() {
+        Config::parse(CHAP_TARGET, Path::new("t.toml")).unwrap();
+        let e = Config::parse(
+            &CHAP_TARGET.replace("target_username = \"tandem\"", ""),
+            Path::new("t.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("needs both target_username and target_secret"),
+            "{e}"
+        );
+        let e = Config::parse(
+            &CHAP_TARGET.replace("target_secret = \"target-secret-22\"", ""),
+            Path::new("t.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("needs both target_username and target_secret"),
+            "{e}"
+        );
+        let e = Config::parse(
+            &CHAP_TARGET.replace("target-secret-22", "initiator-secret-1"),
+            Path::new("t.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("must differ from the initiator's secret"), "{e}");
+        // discovery CHAP is checked the same way
+        let disc = "[iscsi.discovery_chap]\nusername = \"h\"\nsecret = \"s-123456789012\"\ntarget_secret = \"t-123456789012\"\n";
+        let e = Config::parse(disc, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("discovery_chap: mutual CHAP needs both"), "{e}");
+    }
+
+    #[test]
+    fn allowed_initiators_must_be_iscsi_names_and_not_empty() {
+        let with = |list: &str| {
+            CHAP_TARGET.replace(
+                "iqn = \"iqn.2026-11.io.tandem:db\"",
+                &format!("iqn = \"iqn.2026-11.io.tandem:db\"\nallowed_initiators = {list}"),
+            )
+        };
+        let c = Config::parse(
+            &with("[\"iqn.1994-05.com.redhat:h1\"]"),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.iscsi.targets[0].allowed_initiators.as_deref(),
+            Some(&["iqn.1994-05.com.redhat:h1".to_string()][..])
+        );
+        let e = Config::parse(&with("[]"), Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("allowed_initiators is empty"), "{e}");
+        let e = Config::parse(&with("[\"host1\"]"), Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not an iqn./eui./naa. name"), "{e}");
     }
 
     #[test]

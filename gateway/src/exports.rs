@@ -55,6 +55,7 @@ pub fn add_export(cfg: &mut Config, volume: &str, iscsi: bool, nvme: bool) -> Re
                 iqn: DEFAULT_IQN.into(),
                 luns: Vec::new(),
                 chap: None,
+                allowed_initiators: None,
             });
         }
         let t = &mut cfg.iscsi.targets[0];

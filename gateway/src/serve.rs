@@ -37,7 +37,14 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     // The admin API is for operators; a taken port must not stop hosts' I/O (several
     // daemons on one machine, e.g. tests, share the default), so it is reported, not fatal.
     let admin = if cfg.admin.enabled {
-        match crate::admin::start(cfg.admin.listen, view, &admin_stop).await {
+        match crate::admin::start_with_limits(
+            cfg.admin.listen,
+            (&cfg.admin).into(),
+            view,
+            &admin_stop,
+        )
+        .await
+        {
             Ok(a) => Some(a),
             Err(e) => {
                 tracing::error!(error = %e, "admin API not started (tandem status and /metrics are unavailable)");

@@ -66,7 +66,7 @@ impl Shared {
             Question::AllocateTsih => {
                 Answer::Tsih(Some(self.tsih.fetch_add(1, Ordering::Relaxed).max(1)))
             }
-            Question::SendTargets => Answer::SendTargets(vec![DiscoveredTarget {
+            Question::SendTargets { .. } => Answer::SendTargets(vec![DiscoveredTarget {
                 name: self.iqn.clone(),
                 addresses: vec![format!("{},1", self.listen)],
             }]),

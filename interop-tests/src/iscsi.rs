@@ -33,6 +33,9 @@ pub struct TargetSetup {
     pub block_size: u32,
     /// Extra TOML inserted into the target table (for example a `[iscsi.target.chap]` table).
     pub target_extra: String,
+    /// Extra keys of the target table itself, written before its LUNs (for example
+    /// `allowed_initiators = [...]`).
+    pub target_keys: String,
     /// Address advertised to hosts (for guests: 10.0.2.2).
     pub advertise: Option<String>,
 }
@@ -44,6 +47,7 @@ impl Default for TargetSetup {
             size: 256 << 20,
             block_size: 512,
             target_extra: String::new(),
+            target_keys: String::new(),
             advertise: None,
         }
     }
@@ -70,8 +74,8 @@ impl IscsiTarget {
             }
         }
         toml.push_str(&format!(
-            "[[iscsi.target]]\niqn = \"{TEST_IQN}\"\n[[iscsi.target.lun]]\nid = 0\nvolume = \"vol\"\n{}\n",
-            setup.target_extra
+            "[[iscsi.target]]\niqn = \"{TEST_IQN}\"\n{}\n[[iscsi.target.lun]]\nid = 0\nvolume = \"vol\"\n{}\n",
+            setup.target_keys, setup.target_extra
         ));
         let cfg = config_dir.path().join("tandem.toml");
         std::fs::write(&cfg, toml).map_err(|e| HarnessError::Process(e.to_string()))?;

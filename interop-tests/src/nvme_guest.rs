@@ -53,6 +53,8 @@ pub struct DualSetup {
     pub block_size: u32,
     /// Host NQNs the subsystem admits.
     pub allowed_hosts: Vec<String>,
+    /// TOML appended to the configuration (for example `[[nvme.host]]` tables).
+    pub extra: String,
 }
 
 impl Default for DualSetup {
@@ -61,6 +63,7 @@ impl Default for DualSetup {
             size: 128 << 20,
             block_size: 512,
             allowed_hosts: vec![GUEST_HOSTNQN.into(), INITIATOR_HOSTNQN.into()],
+            extra: String::new(),
         }
     }
 }
@@ -105,7 +108,9 @@ allowed_hosts = [{hosts}]
 [[nvme.subsystem.namespace]]
 nsid = 1
 volume = "vol"
+{extra}
 "#,
+            extra = setup.extra,
             size = setup.size,
             bs = setup.block_size,
             hosts = hosts.join(", "),

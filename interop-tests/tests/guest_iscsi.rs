@@ -430,6 +430,67 @@ logout
     println!("chap_and_digests: {:?}", started.elapsed());
 }
 
+/// An initiator not on a target's `allowed_initiators` neither sees the target in SendTargets
+/// nor logs in to it (open-iscsi reports the 0x0202 refusal as an authorization failure); the
+/// same guest under an allowed initiator name (an open-iscsi iface with its own
+/// `iface.initiatorname`) discovers it and logs in. A second target without a list shows that
+/// discovery itself works for the refused name.
+#[test]
+fn initiator_acl_filters_discovery_and_login() {
+    const ALLOWED: &str = "iqn.2025-01.test.tandem:allowed";
+    const OPEN_IQN: &str = "iqn.2026-11.io.tandem:open";
+    let _one = one_guest_at_a_time();
+    let started = Instant::now();
+    let t = target(TargetSetup {
+        target_keys: format!("allowed_initiators = [\"{ALLOWED}\"]"),
+        target_extra: format!(
+            "[[iscsi.target]]\niqn = \"{OPEN_IQN}\"\n[[iscsi.target.lun]]\nid = 0\nvolume = \"vol\"\n"
+        ),
+        ..TargetSetup::default()
+    });
+    let out = iscsi_guest(&t, None)
+        .name("acl")
+        .env("ALLOWED", ALLOWED)
+        .env("OPEN_IQN", OPEN_IQN)
+        .timeout(GUEST_TIMEOUT)
+        .script(script(
+            r#"
+lacks() { ! has "$1" "$2"; }
+echo "guest initiator: $(cat /etc/iscsi/initiatorname.iscsi)"
+out=$(iscsiadm -m discovery -t sendtargets -p "$PORTAL" 2>&1)
+echo "$out"
+check "discovery lists the target without a list" has "$out" " $OPEN_IQN\$"
+check "discovery hides the listed target from an initiator not on its list" lacks "$out" " $IQN\$"
+iscsiadm -m node -o new -T "$IQN" -p "$PORTAL" >/dev/null || fail "creating the node record"
+_out=$(iscsiadm -m node -T "$IQN" -p "$PORTAL" --login 2>&1)
+_rc=$?
+echo "$_out"
+# open-iscsi: 24 = ISCSI_ERR_LOGIN_AUTH_FAILED (status class 2, 0x0202 authorization failure).
+check "an initiator not on the list is refused (24), got $_rc" [ $_rc -eq 24 ]
+[ -z "$(session_disk)" ] || fail "a disk appeared for a refused initiator"
+iscsiadm -m node -o delete -T "$IQN" -p "$PORTAL" >/dev/null
+iscsiadm -m iface -I allowed -o new >/dev/null || fail "iface new"
+iscsiadm -m iface -I allowed -o update -n iface.initiatorname -v "$ALLOWED" >/dev/null \
+    || fail "iface initiatorname"
+out=$(iscsiadm -m discovery -t sendtargets -p "$PORTAL" -I allowed 2>&1)
+echo "$out"
+check "the allowed initiator discovers the listed target" has "$out" " $IQN\$"
+iscsiadm -m node -T "$IQN" -p "$PORTAL" -I allowed --login || fail "login as $ALLOWED"
+wait_disk
+check "the allowed initiator's disk reads" dd if="$DEV" of=/dev/null bs=4096 count=1 iflag=direct
+iscsiadm -m node -T "$IQN" -p "$PORTAL" -I allowed --logout || fail "logout"
+[ -z "$(session_disk)" ] || fail "the disk is still there after logout"
+"#,
+        ))
+        .run()
+        .expect("guest run");
+    assert_guest(&out, "acl");
+    println!(
+        "initiator_acl_filters_discovery_and_login: {:?}",
+        started.elapsed()
+    );
+}
+
 /// Guest side of the restart tests. `writer BASE [DD_FLAGS]` writes 1 MiB chunks (each from
 /// another place of `/tandem/random.bin`) at BASE MiB, BASE+1 MiB, ... with direct I/O until
 /// `/tmp/stop` exists, and records in `/tmp/progress` how many chunks completed; a failed write

@@ -452,3 +452,140 @@ nvme_disconnect
     );
     println!("unlisted_host_is_refused_quickly: {:?}", started.elapsed());
 }
+
+/// The host NQN of the DH-HMAC-CHAP guest test (it has secrets in `[[nvme.host]]`).
+const AUTH_HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-a07c-4a07-8a07-0000000a07c0";
+
+fn dhchap_secret(fill: u8, transform: Option<proto_nvmeof::auth::HashId>) -> String {
+    proto_nvmeof::auth::DhchapSecret {
+        transform,
+        key: vec![fill; transform.map_or(32, |h| h.digest_len())],
+    }
+    .to_text()
+}
+
+/// NVMe in-band authentication with the kernel's host: nvme-cli and Tandem agree on the
+/// `DHHC-1` secret format both ways (`nvme check-dhchap-key` accepts Tandem's secrets, Tandem's
+/// parser accepts `nvme gen-dhchap-key`'s) and on the key transformation (libnvme's, for a
+/// given secret, hash and NQN, equals Tandem's), a host that has a secret cannot use the
+/// subsystem without authenticating, and a host without one still can. When the guest
+/// kernel has DH-HMAC-CHAP (CONFIG_NVME_AUTH: a module in drivers/nvme/common), the script also
+/// connects with the right secret (and I/O), is refused with a wrong one, and runs
+/// bidirectional authentication with the right and a wrong controller secret. Debian
+/// bookworm's 6.1 kernel is built without CONFIG_NVME_AUTH: there the kernel itself refuses
+/// to authenticate ("authentication setup failed"), which the script checks instead.
+#[test]
+fn dhchap_authentication_with_the_kernel_host() {
+    use proto_nvmeof::auth::HashId;
+    let _one = one_guest_at_a_time();
+    let started = Instant::now();
+    let secret = dhchap_secret(0x41, Some(HashId::Sha256));
+    let ctrl = dhchap_secret(0x42, None);
+    let t = target(DualSetup {
+        allowed_hosts: vec![
+            interop_tests::nvme_guest::GUEST_HOSTNQN.into(),
+            AUTH_HOSTNQN.into(),
+        ],
+        extra: format!(
+            "[[nvme.host]]\nnqn = \"{AUTH_HOSTNQN}\"\ndhchap_secret = \"{secret}\"\n\
+             dhchap_ctrl_secret = \"{ctrl}\"\n"
+        ),
+        ..DualSetup::default()
+    });
+    let out = dual_guest(&t, None)
+        .name("nvme-dhchap")
+        .env("AUTH_HOSTNQN", AUTH_HOSTNQN)
+        .env("SECRET", &secret)
+        .env("WRONG_SECRET", dhchap_secret(0x43, Some(HashId::Sha256)))
+        .env("CTRL_SECRET", &ctrl)
+        .env("KAT_SECRET_HEX", hex::encode((0u8..32).collect::<Vec<u8>>()))
+        .env("WRONG_CTRL_SECRET", dhchap_secret(0x44, None))
+        .timeout(GUEST_TIMEOUT)
+        .script(script(
+            r#"
+gen=$(nvme gen-dhchap-key --hmac=1 --nqn="$AUTH_HOSTNQN") || fail "nvme gen-dhchap-key"
+echo "GENKEY $gen"
+# A given secret with a hash and an NQN: libnvme transforms it as the specification says.
+gen=$(nvme gen-dhchap-key --secret="$KAT_SECRET_HEX" --key-length=32 --hmac=1 --nqn="$AUTH_HOSTNQN") \
+    || fail "nvme gen-dhchap-key --secret"
+echo "GENKAT $gen"
+check "nvme-cli accepts Tandem's host secret" nvme check-dhchap-key --key="$SECRET"
+check "nvme-cli accepts Tandem's controller secret" nvme check-dhchap-key --key="$CTRL_SECRET"
+# connect_as WHAT OPTIONS...: one nvme connect as the authenticating host; sets rc and took.
+connect_as() {
+    _what=$1; shift
+    _t0=$(now)
+    _out=$(nvme connect -t tcp -a "$TANDEM_HOST" -s "$NVME_PORT" -n "$NQN" --hostnqn="$AUTH_HOSTNQN" "$@" 2>&1)
+    rc=$?
+    took=$(awk "BEGIN { print $(now) - $_t0 }")
+    echo "$_out"
+    echo "$_what: nvme connect exit status $rc after $took s"
+}
+refused() {
+    connect_as "$@"
+    check "$1: refused" [ $rc -ne 0 ]
+    check "$1: refused fast (under 10 s)" awk "BEGIN { exit !($took < 10) }"
+    check "$1: no controller is left" [ -z "$(nvme_ctrl)" ]
+}
+refused "no secret"
+# CONFIG_NVME_AUTH builds drivers/nvme/common: nvme-common.ko in 6.1, nvme-auth.ko from 6.7 on.
+if ls /lib/modules/$(uname -r)/kernel/drivers/nvme/common/ 2>/dev/null | grep -q -E '^nvme-(common|auth)\.ko'; then
+    echo "guest kernel: DH-HMAC-CHAP available"
+    connect_as "the right secret" --dhchap-secret="$SECRET"
+    check "the right secret connects" [ $rc -eq 0 ]
+    wait_ns
+    dd if=/tandem/random.bin of=$NDEV bs=1M count=2 oflag=direct 2>/dev/null || fail "dd"
+    DEV=$NDEV
+    check "I/O on the authenticated controller" disk_is 0 $((2 << 20)) /tandem/random.bin
+    nvme_disconnect
+    refused "a wrong secret" --dhchap-secret="$WRONG_SECRET"
+    connect_as "bidirectional" --dhchap-secret="$SECRET" --dhchap-ctrl-secret="$CTRL_SECRET"
+    check "bidirectional authentication connects" [ $rc -eq 0 ]
+    wait_ns
+    nvme_disconnect
+    refused "a wrong controller secret" --dhchap-secret="$SECRET" --dhchap-ctrl-secret="$WRONG_CTRL_SECRET"
+else
+    echo "guest kernel: built without CONFIG_NVME_AUTH (no drivers/nvme/common module)"
+    refused "the right secret, on a kernel that cannot authenticate" --dhchap-secret="$SECRET"
+    dmesg | grep -i -E 'nvme|auth' | tail -4
+    check "the kernel refused to authenticate (not Tandem refusing the host)" sh -c "dmesg | grep -q 'authentication setup failed'"
+fi
+nvme_connect --hostnqn="$HOSTNQN"
+check "a host without a secret still connects" [ -n "$CTRL" ]
+nvme_disconnect
+"#,
+        ))
+        .run()
+        .expect("guest run");
+    assert_guest(&out, "nvme-dhchap");
+    let key = out
+        .console
+        .lines()
+        .find_map(|l| l.split("GENKEY ").nth(1))
+        .expect("the guest printed nvme gen-dhchap-key's key");
+    let parsed = proto_nvmeof::auth::DhchapSecret::parse(key.trim())
+        .unwrap_or_else(|e| panic!("nvme gen-dhchap-key's {key:?}: {e}"));
+    assert_eq!(parsed.transform, Some(HashId::Sha256));
+    let kat = out
+        .console
+        .lines()
+        .find_map(|l| l.split("GENKAT ").nth(1))
+        .expect("the guest printed the key made from the given secret");
+    let kat = proto_nvmeof::auth::DhchapSecret::parse(kat.trim()).expect("GENKAT parses");
+    let ours = proto_nvmeof::auth::DhchapSecret {
+        transform: Some(HashId::Sha256),
+        key: (0u8..32).collect(),
+    };
+    // libnvme (an independent implementation) transforms a given secret with the hash and
+    // the NQN exactly as Tandem transforms a secret with that hash indicator.
+    assert_eq!(
+        hex::encode(&kat.key),
+        hex::encode(ours.transformed(AUTH_HOSTNQN)),
+        "nvme gen-dhchap-key's transformed key differs from Tandem's"
+    );
+    assert_ne!(kat.key, ours.key);
+    println!(
+        "dhchap_authentication_with_the_kernel_host: {:?}",
+        started.elapsed()
+    );
+}

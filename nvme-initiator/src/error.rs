@@ -26,6 +26,9 @@ pub enum Error {
     /// The connection is gone.
     #[error("connection closed: {0}")]
     Closed(String),
+    /// In-band authentication (DH-HMAC-CHAP) failed or could not start.
+    #[error("authentication failed: {0}")]
+    Auth(String),
     /// The controller did not become ready in time.
     #[error("timed out: {0}")]
     Timeout(String),

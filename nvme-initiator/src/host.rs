@@ -33,6 +33,14 @@ pub struct HostOptions {
     pub io_queues: u16,
     /// Commands in flight per I/O queue.
     pub queue_depth: u16,
+    /// The host's DH-HMAC-CHAP secret (`DHHC-1:...`, as `nvme connect --dhchap-secret`):
+    /// used when the controller asks for authentication.
+    pub dhchap_secret: Option<String>,
+    /// The controller's DH-HMAC-CHAP secret (`--dhchap-ctrl-secret`): with it the host also
+    /// authenticates the controller (bidirectional).
+    pub dhchap_ctrl_secret: Option<String>,
+    /// DH group ids to offer (empty: every group, as Linux does).
+    pub dhchap_dhgroups: Vec<u8>,
 }
 
 impl Default for HostOptions {
@@ -45,6 +53,9 @@ impl Default for HostOptions {
             digests: Digests::default(),
             io_queues: 1,
             queue_depth: 32,
+            dhchap_secret: None,
+            dhchap_ctrl_secret: None,
+            dhchap_dhgroups: Vec::new(),
         }
     }
 }
@@ -106,13 +117,24 @@ fn connect_cmd(opts: &HostOptions, subnqn: &str, qid: u16, sqsize: u16, cntlid: 
     }
 }
 
-async fn fabric_connect(q: &Queue, c: &Connect) -> Result<u16> {
+/// Connects queue `q` and, when the controller asks for it (ATR), authenticates it.
+async fn fabric_connect(q: &Queue, c: &Connect, opts: &HostOptions) -> Result<u16> {
     let (sqe, data) = c.encode(0);
     let done = q
         .submit(sqe, Data::InCapsule(Bytes::from(data)))
         .await?
         .ok()?;
-    Ok(done.cqe.dw0() as u16)
+    let dw0 = done.cqe.dw0();
+    if dw0 & (proto_nvmeof::auth::CONNECT_ATR | proto_nvmeof::auth::CONNECT_ASCR) != 0 {
+        let who = crate::auth::Who {
+            hostnqn: &opts.hostnqn,
+            secret: opts.dhchap_secret.as_deref(),
+            ctrl_secret: opts.dhchap_ctrl_secret.as_deref(),
+            dhgroups: &opts.dhchap_dhgroups,
+        };
+        crate::auth::authenticate(q, &who, &c.subnqn, c.qid).await?;
+    }
+    Ok(dw0 as u16)
 }
 
 impl Controller {
@@ -120,8 +142,12 @@ impl Controller {
     /// controller), enables it, reads Identify Controller and connects the I/O queues.
     pub async fn connect(addr: SocketAddr, subnqn: &str, opts: &HostOptions) -> Result<Self> {
         let admin = Arc::new(Queue::open(addr, opts.digests, 32).await?);
-        let cntlid =
-            fabric_connect(&admin, &connect_cmd(opts, subnqn, 0, 31, CNTLID_DYNAMIC)).await?;
+        let cntlid = fabric_connect(
+            &admin,
+            &connect_cmd(opts, subnqn, 0, 31, CNTLID_DYNAMIC),
+            opts,
+        )
+        .await?;
         let mut c = Controller {
             admin,
             io: Vec::new(),
@@ -158,7 +184,7 @@ impl Controller {
         for qid in 1..=n {
             let q = Queue::open(addr, opts.digests, depth).await?;
             q.set_in_capsule(c.identify.in_capsule_bytes());
-            fabric_connect(&q, &connect_cmd(opts, subnqn, qid, depth, cntlid)).await?;
+            fabric_connect(&q, &connect_cmd(opts, subnqn, qid, depth, cntlid), opts).await?;
             c.io.push(Arc::new(q));
         }
         Ok(c)

@@ -7,6 +7,7 @@
 //! come from the same definitions the target decodes, checked against the specification by
 //! that crate's tests.
 
+mod auth;
 pub mod bench;
 pub mod discovery;
 pub mod error;

@@ -76,6 +76,36 @@ pub fn connection(input: &[u8]) {
     }
 }
 
+/// Decodes `input` as an authentication message, then drives a controller-side DH-HMAC-CHAP
+/// transaction with pieces of it as AUTH_Send payloads (each piece's length from its first
+/// byte), reading the controller's answer after each.
+pub fn auth_messages(input: &[u8]) {
+    use crate::auth::{AuthMessage, ControllerAuth, DhchapPolicy, DhchapSecret};
+    use rand::SeedableRng;
+    if let Ok(m) = AuthMessage::decode(input) {
+        let _ = AuthMessage::decode(&m.encode());
+    }
+    let secret = DhchapSecret {
+        transform: None,
+        key: vec![7; 32],
+    };
+    let policy = Arc::new(DhchapPolicy::new(secret.clone(), Some(secret)));
+    let mut c = ControllerAuth::new(
+        policy,
+        "nqn.2024-01.io.tandem:host",
+        "nqn.2024-01.io.tandem:fuzz",
+    );
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let mut rest = input;
+    while let Some((&n, tail)) = rest.split_first() {
+        let n = (usize::from(n) * 8).min(tail.len());
+        let (piece, tail) = tail.split_at(n);
+        c.send(piece);
+        let _ = AuthMessage::decode(&c.receive(&mut rng));
+        rest = tail;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

@@ -8,6 +8,7 @@
 //! [`Connection::connect_done`] and [`Connection::io_done`], tagged with the command's CID, so
 //! any number of commands can be in flight per queue.
 
+pub mod auth;
 mod cqe;
 pub mod discovery;
 pub mod fabrics;

@@ -67,6 +67,8 @@ impl Status {
     pub const CONNECT_RESTART_DISC: Status = Status(0x183);
     /// Fabrics Connect: the host is not allowed to connect.
     pub const CONNECT_INVALID_HOST: Status = Status(0x184);
+    /// Authentication required: the queue has not completed in-band authentication.
+    pub const AUTH_REQUIRED: Status = Status(0x191);
     /// Compare failure.
     pub const COMPARE_FAILED: Status = Status(0x285);
     /// Unrecovered read error.

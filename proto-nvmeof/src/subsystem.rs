@@ -7,6 +7,7 @@
 //! raise asynchronous events (ANA change, namespace attribute change).
 
 use crate::status::Status;
+use std::sync::Arc;
 
 /// ANA state of a group (NVMe base 2.0 section 8.1.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -110,6 +111,8 @@ pub struct Subsystem {
     pub ieee_company_id: u32,
     /// Host NQNs allowed to connect; None allows any host.
     pub allowed_hosts: Option<Vec<String>>,
+    /// Hosts that must authenticate with DH-HMAC-CHAP, by host NQN, with their secrets.
+    pub dhchap: std::collections::BTreeMap<String, Arc<crate::auth::DhchapPolicy>>,
     /// Namespaces, any order.
     pub namespaces: Vec<Namespace>,
     /// Whether ANA is advertised (CMIC bit 3, ANA log, path statuses).
@@ -134,6 +137,7 @@ impl Subsystem {
             firmware: "0.1".to_string(),
             ieee_company_id: crate::ident::DEFAULT_COMPANY_ID,
             allowed_hosts: None,
+            dhchap: std::collections::BTreeMap::new(),
             namespaces: Vec::new(),
             ana_enabled: true,
             ana_groups: vec![AnaGroup {

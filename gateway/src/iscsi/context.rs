@@ -14,15 +14,29 @@ impl IscsiShared {
             Question::SessionExists { .. } => Answer::SessionExists(false),
             Question::Admit { target: None, .. } => Answer::Admit(Ok(self.discovery_auth.clone())),
             Question::Admit {
-                target: Some(t), ..
-            } => Answer::Admit(
-                self.targets
-                    .get(&t)
-                    .map(|t| t.auth.clone())
-                    .ok_or(Refusal::NotFound),
-            ),
+                target: Some(t),
+                initiator,
+            } => Answer::Admit(match self.targets.get(&t) {
+                None => Err(Refusal::NotFound),
+                Some(t) if !t.admits(&initiator) => {
+                    tracing::warn!(%initiator, target = %t.iqn, "iSCSI initiator not on the target's allowed_initiators");
+                    Err(Refusal::NotAuthorized)
+                }
+                Some(t) => Ok(t.auth.clone()),
+            }),
             Question::AllocateTsih => Answer::Tsih(Some(self.next_tsih())),
-            Question::SendTargets => Answer::SendTargets(self.send_targets.clone()),
+            // Discovery lists only the targets this initiator may log in to.
+            Question::SendTargets { initiator } => Answer::SendTargets(
+                self.send_targets
+                    .iter()
+                    .filter(|d| {
+                        self.targets
+                            .get(&d.name)
+                            .is_some_and(|t| t.admits(&initiator))
+                    })
+                    .cloned()
+                    .collect(),
+            ),
         }
     }
 }
@@ -51,5 +65,50 @@ mod tests {
                 Answer::Tsih(Some(0) | None)
             ));
         }
+    }
+
+    #[test]
+    fn initiators_off_the_list_neither_log_in_nor_discover() {
+        let mut shared = IscsiShared::for_tests(TargetAuth::None);
+        for (iqn, acl) in [
+            ("iqn.t:open", None),
+            ("iqn.t:closed", Some(vec!["IQN.h:Allowed".to_string()])),
+        ] {
+            shared.targets.insert(
+                iqn.into(),
+                super::super::Target {
+                    iqn: iqn.into(),
+                    auth: TargetAuth::None,
+                    allowed_initiators: acl,
+                    luns: Default::default(),
+                },
+            );
+            shared
+                .send_targets
+                .push(proto_iscsi::login::DiscoveredTarget {
+                    name: iqn.into(),
+                    addresses: vec!["127.0.0.1:3260,1".into()],
+                });
+        }
+        let admit = |initiator: &str| {
+            shared.answer(Question::Admit {
+                initiator: initiator.into(),
+                target: Some("iqn.t:closed".into()),
+            })
+        };
+        assert_eq!(
+            admit("iqn.h:other"),
+            Answer::Admit(Err(Refusal::NotAuthorized))
+        );
+        // iSCSI names compare without regard to case.
+        assert_eq!(admit("iqn.h:allowed"), Answer::Admit(Ok(TargetAuth::None)));
+        let listed = |initiator: &str| match shared.answer(Question::SendTargets {
+            initiator: initiator.into(),
+        }) {
+            Answer::SendTargets(v) => v.into_iter().map(|d| d.name).collect::<Vec<_>>(),
+            a => panic!("{a:?}"),
+        };
+        assert_eq!(listed("iqn.h:other"), ["iqn.t:open"]);
+        assert_eq!(listed("iqn.h:allowed"), ["iqn.t:open", "iqn.t:closed"]);
     }
 }

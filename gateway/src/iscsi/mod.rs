@@ -80,6 +80,7 @@ pub async fn start(
             Target {
                 iqn: t.iqn.clone(),
                 auth,
+                allowed_initiators: t.allowed_initiators.clone(),
                 luns,
             },
         );

@@ -21,8 +21,20 @@ pub struct Target {
     pub iqn: String,
     /// How initiators authenticate.
     pub auth: TargetAuth,
+    /// Initiator names allowed to log in and to see the target in SendTargets (compared
+    /// ignoring ASCII case, as iSCSI names are); `None`: any initiator.
+    pub allowed_initiators: Option<Vec<String>>,
     /// LUN number to logical unit.
     pub luns: BTreeMap<u16, Arc<LuHandle>>,
+}
+
+impl Target {
+    /// Whether `initiator` may log in to this target (and see it in discovery).
+    pub fn admits(&self, initiator: &str) -> bool {
+        self.allowed_initiators
+            .as_ref()
+            .is_none_or(|l| l.iter().any(|a| a.eq_ignore_ascii_case(initiator)))
+    }
 }
 
 /// A session as the operator sees it.

@@ -27,6 +27,9 @@ pub struct NvmeConfig {
     /// Subsystems this node exports.
     #[serde(rename = "subsystem")]
     pub subsystems: Vec<SubsystemConfig>,
+    /// Hosts that must authenticate (DH-HMAC-CHAP) on every subsystem they connect to.
+    #[serde(rename = "host")]
+    pub hosts: Vec<NvmeHostConfig>,
     /// First controller id this node hands out. Give every node exporting the same subsystem
     /// a disjoint range: native multipath needs CNTLIDs unique across the subsystem.
     pub cntlid_min: u16,
@@ -46,6 +49,75 @@ pub struct NvmePortalConfig {
     /// Address the discovery log gives hosts (default: the listen address). Set it when hosts
     /// reach this node through another address, or when listening on a wildcard address.
     pub advertise: Option<SocketAddr>,
+}
+
+/// A host that authenticates with DH-HMAC-CHAP (NVMe in-band authentication). Secrets are
+/// in the `DHHC-1:hh:base64:` form `nvme gen-dhchap-key` prints; keep them out of version
+/// control.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NvmeHostConfig {
+    /// The host's NQN.
+    pub nqn: String,
+    /// The host's secret (`nvme connect --dhchap-secret`).
+    pub dhchap_secret: String,
+    /// The controller's secret (`--dhchap-ctrl-secret`), for hosts that also authenticate
+    /// the controller (bidirectional); without it such hosts are refused.
+    pub dhchap_ctrl_secret: Option<String>,
+    /// Hash functions accepted, preferred first (`sha256`, `sha384`, `sha512`; default: all,
+    /// SHA-256 first).
+    pub dhchap_hashes: Option<Vec<String>>,
+    /// DH groups accepted, preferred first (`ffdhe2048` .. `ffdhe8192`, `null` for none;
+    /// default: all, ffdhe2048 first and `null` last).
+    pub dhchap_dhgroups: Option<Vec<String>>,
+}
+
+impl NvmeHostConfig {
+    /// The controller-side policy for this host, or why the entry is unusable.
+    pub fn policy(&self) -> Result<proto_nvmeof::auth::DhchapPolicy, String> {
+        use proto_nvmeof::auth::{DhGroup, DhchapPolicy, DhchapSecret, HashId};
+        let what = format!("nvme host {:?}", self.nqn);
+        let host = DhchapSecret::parse(&self.dhchap_secret)
+            .map_err(|e| format!("{what}: dhchap_secret: {e}"))?;
+        let ctrl = self
+            .dhchap_ctrl_secret
+            .as_deref()
+            .map(|c| DhchapSecret::parse(c).map_err(|e| format!("{what}: dhchap_ctrl_secret: {e}")))
+            .transpose()?;
+        if ctrl.as_ref().is_some_and(|c| c.key == host.key) {
+            return Err(format!(
+                "{what}: dhchap_ctrl_secret must differ from dhchap_secret (with one key \
+                 for both directions a reflected challenge would authenticate)"
+            ));
+        }
+        let mut p = DhchapPolicy::new(host, ctrl);
+        if let Some(hs) = &self.dhchap_hashes {
+            p.hashes = hs
+                .iter()
+                .map(|h| {
+                    HashId::from_name(h).ok_or_else(|| {
+                        format!("{what}: unknown hash {h:?} (sha256, sha384, sha512)")
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(gs) = &self.dhchap_dhgroups {
+            p.dhgroups = gs
+                .iter()
+                .map(|g| {
+                    DhGroup::from_name(g).ok_or_else(|| {
+                        format!("{what}: unknown DH group {g:?} (null, ffdhe2048 .. ffdhe8192)")
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        if p.hashes.is_empty() || p.dhgroups.is_empty() {
+            return Err(format!(
+                "{what}: dhchap_hashes and dhchap_dhgroups must not be empty"
+            ));
+        }
+        Ok(p)
+    }
 }
 
 /// One NVM subsystem.
@@ -101,6 +173,7 @@ impl Default for NvmeConfig {
                 }],
                 any_host: true,
             }],
+            hosts: Vec::new(),
             cntlid_min: 1,
             cntlid_max: 0xFFEF,
             in_capsule_size: 16384,
@@ -129,6 +202,16 @@ impl NvmeConfig {
         }
         if self.in_capsule_size > 1 << 20 || !self.in_capsule_size.is_multiple_of(16) {
             return Err("nvme: in_capsule_size must be a multiple of 16, at most 1 MiB".into());
+        }
+        let mut hosts = HashSet::new();
+        for h in &self.hosts {
+            if !valid_nqn(&h.nqn) {
+                return Err(format!("nvme: host {:?} is not a host NQN", h.nqn));
+            }
+            if !hosts.insert(h.nqn.as_str()) {
+                return Err(format!("nvme: host {:?} is defined twice", h.nqn));
+            }
+            h.policy()?;
         }
         let mut nqns = HashSet::new();
         for s in &self.subsystems {
@@ -261,6 +344,47 @@ mod tests {
         let c = Config::parse(iscsi_only, Path::new("t.toml")).unwrap();
         assert!(!crate::nvme::exports_anything(&c));
         assert!(crate::nvme::exports_anything(&Config::default()));
+    }
+
+    #[test]
+    fn dhchap_hosts_parse_and_bad_secrets_are_refused_clearly() {
+        // Secrets as `nvme gen-dhchap-key` prints them (32 bytes, SHA-256 indicator / none).
+        let host = "DHHC-1:01:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh+KfiaR:";
+        let ctrl = proto_nvmeof::auth::DhchapSecret {
+            transform: None,
+            key: vec![9; 32],
+        }
+        .to_text();
+        let text = format!(
+            "[[nvme.host]]\nnqn = \"nqn.2014-08.org.nvmexpress:uuid:h1\"\n\
+             dhchap_secret = \"{host}\"\ndhchap_ctrl_secret = \"{ctrl}\"\n\
+             dhchap_dhgroups = [\"ffdhe3072\", \"null\"]\n"
+        );
+        let c = Config::parse(&text, Path::new("t.toml")).unwrap();
+        let p = c.nvme.hosts[0].policy().unwrap();
+        assert_eq!(
+            p.dhgroups,
+            [
+                proto_nvmeof::auth::DhGroup::Ffdhe3072,
+                proto_nvmeof::auth::DhGroup::Null
+            ]
+        );
+        assert!(p.ctrl_secret.is_some());
+        let err = |t: String| {
+            Config::parse(&t, Path::new("t.toml"))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err(text.replace("KfiaR", "KfiaS"));
+        assert!(e.contains("dhchap_secret") && e.contains("CRC-32"), "{e}");
+        let e = err(text.replace(&ctrl, host));
+        assert!(e.contains("must differ from dhchap_secret"), "{e}");
+        let e = err(text.replace("ffdhe3072", "ffdhe1024"));
+        assert!(e.contains("unknown DH group \"ffdhe1024\""), "{e}");
+        let e = err(text.replace("DHHC-1:01", "DHHC-1:09"));
+        assert!(e.contains("hash indicator"), "{e}");
+        let e = err(format!("{text}{text}"));
+        assert!(e.contains("defined twice"), "{e}");
     }
 
     #[test]

@@ -40,7 +40,9 @@ pub(super) async fn serve(
 ) {
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
     let (id, counters) = shared.register_conn(ctl_tx, peer);
-    let conn = Connection::new(Arc::clone(&shared.target));
+    let mut conn = Connection::new(Arc::clone(&shared.target));
+    // DH-HMAC-CHAP challenges and exponents come from the operating system's generator.
+    conn.seed_auth(rand::random());
     let handler = Nvme {
         shared,
         peer,

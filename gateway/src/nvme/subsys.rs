@@ -56,6 +56,10 @@ pub(super) fn build(
         } else {
             Some(sc.allowed_hosts.clone().unwrap_or_default())
         };
+        // Hosts with a DH-HMAC-CHAP secret authenticate on every subsystem.
+        for h in &nc.hosts {
+            s.dhchap.insert(h.nqn.clone(), Arc::new(h.policy()?));
+        }
         // Reservations act on each volume's one SCSI/NVMe reservation state.
         s.reservations = true;
         s.ana_groups.clear();

@@ -38,9 +38,12 @@ pub enum Question {
     /// The login is complete: the new session needs a TSIH (non-zero, unique among live
     /// sessions). Answer with [`Answer::Tsih`].
     AllocateTsih,
-    /// A SendTargets text request: which targets (with their portals) may be reported? Answer
-    /// with [`Answer::SendTargets`].
-    SendTargets,
+    /// A SendTargets text request: which targets (with their portals) may be reported to this
+    /// initiator (only those it may log in to)? Answer with [`Answer::SendTargets`].
+    SendTargets {
+        /// The discovery session's InitiatorName.
+        initiator: String,
+    },
 }
 
 /// The driver's answer to a [`Question`], given with [`super::Connection::answer`].

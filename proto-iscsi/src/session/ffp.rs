@@ -485,7 +485,11 @@ impl Connection {
         let targets = match self.answers.send_targets.take() {
             Some(v) => v,
             None if asks_targets => {
-                self.ask(Question::SendTargets, Pdu::TextRequest(t));
+                let initiator = self
+                    .params_ref()
+                    .map(|p| p.initiator_name.clone())
+                    .unwrap_or_default();
+                self.ask(Question::SendTargets { initiator }, Pdu::TextRequest(t));
                 return;
             }
             None => Vec::new(),

@@ -35,10 +35,14 @@ impl Ctx {
                 self.tsih += 1;
                 Answer::Tsih(Some(self.tsih))
             }
-            Question::SendTargets => Answer::SendTargets(vec![DiscoveredTarget {
-                name: TARGET.into(),
-                addresses: vec!["10.0.2.2:3260,1".into()],
-            }]),
+            // The driver filters by initiator (ACLs): only iqn.x:h may see the target.
+            Question::SendTargets { initiator } if initiator == "iqn.x:h" => {
+                Answer::SendTargets(vec![DiscoveredTarget {
+                    name: TARGET.into(),
+                    addresses: vec!["10.0.2.2:3260,1".into()],
+                }])
+            }
+            Question::SendTargets { .. } => Answer::SendTargets(Vec::new()),
         }
     }
 }

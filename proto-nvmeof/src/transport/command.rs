@@ -205,6 +205,9 @@ impl Connection {
             Direction::ControllerToHost => sqe.sgl().length as usize,
             _ => 0,
         };
+        if self.auth.blocks(&sqe) {
+            return self.send_response(Response::status(cid, Status::AUTH_REQUIRED.dnr()), 0);
+        }
         if sqe.opcode() == OPC_FABRICS {
             return self.fabrics(now, sqe, data);
         }
@@ -262,6 +265,9 @@ impl Connection {
             (fctype::PROPERTY_SET, Queue::Admin(c)) => {
                 c.touch(now);
                 c.property_set(&sqe)
+            }
+            (fctype::AUTH_SEND | fctype::AUTH_RECEIVE, _) => {
+                return self.authenticate(now, sqe, &data)
             }
             (fctype::PROPERTY_GET | fctype::PROPERTY_SET, _) => {
                 Response::status(cid, Status::INVALID_FIELD.dnr())
@@ -343,12 +349,17 @@ impl Connection {
         self.commands.remove(&cid);
         let resp = match admission {
             Admission::Admin { cntlid, target } if connect.qid == 0 => {
+                let atr = match &target {
+                    crate::registry::AdminTarget::Io(s) => self.auth.require(s, &connect),
+                    crate::registry::AdminTarget::Discovery(_) => 0,
+                };
                 let ctrl = Controller::new(Arc::clone(&self.cfg), cntlid, &connect, target, now);
                 self.queue = Queue::Admin(Box::new(ctrl));
                 self.cntlid = Some(cntlid);
-                Response::dw0(cid, u32::from(cntlid))
+                Response::dw0(cid, u32::from(cntlid) | atr)
             }
             Admission::Io { cntlid, subsystem } if connect.qid != 0 => {
+                let atr = self.auth.require(&subsystem, &connect);
                 self.queue = Queue::Io {
                     subsys: subsystem,
                     requester: Requester {
@@ -357,7 +368,7 @@ impl Connection {
                     },
                 };
                 self.cntlid = Some(cntlid);
-                Response::dw0(cid, u32::from(cntlid))
+                Response::dw0(cid, u32::from(cntlid) | atr)
             }
             Admission::Refused { status, dw0 } => Response {
                 cid,

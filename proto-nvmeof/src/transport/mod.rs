@@ -7,7 +7,9 @@
 //! with [`Connection::handle_timeout`] (quinn-style, as `proto_iscsi::session::Connection`).
 //! Commands are tagged with their CID so any number can be in flight at once.
 
+mod auth;
 mod command;
+mod gate;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -134,6 +136,8 @@ pub struct Connection {
     sqflow_disabled: bool,
     cntlid: Option<u16>,
     close_reason: Option<CloseReason>,
+    /// In-band authentication of this queue.
+    auth: gate::Gate,
 }
 
 impl Connection {
@@ -158,6 +162,7 @@ impl Connection {
             sqflow_disabled: false,
             cntlid: None,
             close_reason: None,
+            auth: gate::Gate::default(),
         }
     }
 

@@ -1,0 +1,265 @@
+//! The finite-field Diffie-Hellman groups of RFC 7919 (ffdhe2048 .. ffdhe8192, generator 2)
+//! that DH-HMAC-CHAP negotiates (NVMe base 2.0 section 8.13.5.2), and the exchange itself:
+//! short random exponents, public values and shared secrets padded to the group size.
+//!
+//! The primes are the RFC's: p = 2^b - 2^(b-64) + (floor(2^(b-130) * e) + X) * 2^64 - 1 with
+//! its X per group. A test checks each against that definition's fixed words and the bit length.
+
+use num_bigint::BigUint;
+
+/// A DH group identifier (DHGID) of DH-HMAC-CHAP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DhGroup {
+    /// No Diffie-Hellman exchange: plain HMAC-CHAP.
+    Null,
+    /// ffdhe2048.
+    Ffdhe2048,
+    /// ffdhe3072.
+    Ffdhe3072,
+    /// ffdhe4096.
+    Ffdhe4096,
+    /// ffdhe6144.
+    Ffdhe6144,
+    /// ffdhe8192.
+    Ffdhe8192,
+}
+
+/// Bytes of the random private exponent: 512 bits, at least twice the security strength of
+/// every group (RFC 7919 section 5.2 allows short exponents of that size), so an 8192-bit
+/// exchange stays cheap.
+pub const EXPONENT_LEN: usize = 64;
+
+impl DhGroup {
+    /// Every group, by identifier.
+    pub const ALL: [DhGroup; 6] = [
+        DhGroup::Null,
+        DhGroup::Ffdhe2048,
+        DhGroup::Ffdhe3072,
+        DhGroup::Ffdhe4096,
+        DhGroup::Ffdhe6144,
+        DhGroup::Ffdhe8192,
+    ];
+
+    /// The DHGID.
+    pub fn id(self) -> u8 {
+        match self {
+            DhGroup::Null => 0,
+            DhGroup::Ffdhe2048 => 1,
+            DhGroup::Ffdhe3072 => 2,
+            DhGroup::Ffdhe4096 => 3,
+            DhGroup::Ffdhe6144 => 4,
+            DhGroup::Ffdhe8192 => 5,
+        }
+    }
+
+    /// The group with identifier `id`.
+    pub fn from_id(id: u8) -> Option<DhGroup> {
+        DhGroup::ALL.into_iter().find(|g| g.id() == id)
+    }
+
+    /// The name nvme-cli and the kernel use (`null`, `ffdhe2048`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            DhGroup::Null => "null",
+            DhGroup::Ffdhe2048 => "ffdhe2048",
+            DhGroup::Ffdhe3072 => "ffdhe3072",
+            DhGroup::Ffdhe4096 => "ffdhe4096",
+            DhGroup::Ffdhe6144 => "ffdhe6144",
+            DhGroup::Ffdhe8192 => "ffdhe8192",
+        }
+    }
+
+    /// The group named `name`.
+    pub fn from_name(name: &str) -> Option<DhGroup> {
+        DhGroup::ALL.into_iter().find(|g| g.name() == name)
+    }
+
+    /// Bytes of a public value or shared secret (0 for the null group).
+    pub fn value_len(self) -> usize {
+        self.prime_hex().len() / 2
+    }
+
+    /// Whether this is the null group (no exchange).
+    pub fn is_null(self) -> bool {
+        self == DhGroup::Null
+    }
+
+    fn prime_hex(self) -> &'static str {
+        match self {
+            DhGroup::Null => "",
+            DhGroup::Ffdhe2048 => FFDHE2048,
+            DhGroup::Ffdhe3072 => FFDHE3072,
+            DhGroup::Ffdhe4096 => FFDHE4096,
+            DhGroup::Ffdhe6144 => FFDHE6144,
+            DhGroup::Ffdhe8192 => FFDHE8192,
+        }
+    }
+
+    /// The group's prime (None for the null group).
+    pub fn prime(self) -> Option<BigUint> {
+        BigUint::parse_bytes(self.prime_hex().as_bytes(), 16)
+    }
+
+    /// The public value 2^x mod p for the private exponent `x` (big-endian), padded to the
+    /// group size. Empty for the null group.
+    pub fn public_value(self, x: &[u8]) -> Vec<u8> {
+        let Some(p) = self.prime() else {
+            return Vec::new();
+        };
+        let y = BigUint::from(2u8).modpow(&BigUint::from_bytes_be(x), &p);
+        padded(&y, self.value_len())
+    }
+
+    /// The shared secret peer^x mod p, padded to the group size; None when `peer` is not a
+    /// valid public value of the group (wrong length, or not within 2..=p-2).
+    pub fn shared_secret(self, x: &[u8], peer: &[u8]) -> Option<Vec<u8>> {
+        let p = self.prime()?;
+        if peer.len() != self.value_len() {
+            return None;
+        }
+        let y = BigUint::from_bytes_be(peer);
+        let one = BigUint::from(1u8);
+        if y <= one || y >= &p - &one {
+            return None;
+        }
+        let z = y.modpow(&BigUint::from_bytes_be(x), &p);
+        Some(padded(&z, self.value_len()))
+    }
+}
+
+fn padded(n: &BigUint, len: usize) -> Vec<u8> {
+    let b = n.to_bytes_be();
+    let mut out = vec![0u8; len.saturating_sub(b.len())];
+    out.extend_from_slice(&b);
+    out
+}
+
+/// The ffdhe2048 prime (RFC 7919 appendix A).
+const FFDHE2048: &str = concat!(
+    "FFFFFFFFFFFFFFFFADF85458A2BB4A9AAFDC5620273D3CF1D8B9C583CE2D3695A9E13641146433FBCC939DCE249B3EF9",
+    "7D2FE363630C75D8F681B202AEC4617AD3DF1ED5D5FD65612433F51F5F066ED0856365553DED1AF3B557135E7F57C935",
+    "984F0C70E0E68B77E2A689DAF3EFE8721DF158A136ADE73530ACCA4F483A797ABC0AB182B324FB61D108A94BB2C8E3FB",
+    "B96ADAB760D7F4681D4F42A3DE394DF4AE56EDE76372BB190B07A7C8EE0A6D709E02FCE1CDF7E2ECC03404CD28342F61",
+    "9172FE9CE98583FF8E4F1232EEF28183C3FE3B1B4C6FAD733BB5FCBC2EC22005C58EF1837D1683B2C6F34A26C1B2EFFA",
+    "886B423861285C97FFFFFFFFFFFFFFFF",
+);
+
+/// The ffdhe3072 prime (RFC 7919 appendix A).
+const FFDHE3072: &str = concat!(
+    "FFFFFFFFFFFFFFFFADF85458A2BB4A9AAFDC5620273D3CF1D8B9C583CE2D3695A9E13641146433FBCC939DCE249B3EF9",
+    "7D2FE363630C75D8F681B202AEC4617AD3DF1ED5D5FD65612433F51F5F066ED0856365553DED1AF3B557135E7F57C935",
+    "984F0C70E0E68B77E2A689DAF3EFE8721DF158A136ADE73530ACCA4F483A797ABC0AB182B324FB61D108A94BB2C8E3FB",
+    "B96ADAB760D7F4681D4F42A3DE394DF4AE56EDE76372BB190B07A7C8EE0A6D709E02FCE1CDF7E2ECC03404CD28342F61",
+    "9172FE9CE98583FF8E4F1232EEF28183C3FE3B1B4C6FAD733BB5FCBC2EC22005C58EF1837D1683B2C6F34A26C1B2EFFA",
+    "886B4238611FCFDCDE355B3B6519035BBC34F4DEF99C023861B46FC9D6E6C9077AD91D2691F7F7EE598CB0FAC186D91C",
+    "AEFE130985139270B4130C93BC437944F4FD4452E2D74DD364F2E21E71F54BFF5CAE82AB9C9DF69EE86D2BC522363A0D",
+    "ABC521979B0DEADA1DBF9A42D5C4484E0ABCD06BFA53DDEF3C1B20EE3FD59D7C25E41D2B66C62E37FFFFFFFFFFFFFFFF",
+);
+
+/// The ffdhe4096 prime (RFC 7919 appendix A).
+const FFDHE4096: &str = concat!(
+    "FFFFFFFFFFFFFFFFADF85458A2BB4A9AAFDC5620273D3CF1D8B9C583CE2D3695A9E13641146433FBCC939DCE249B3EF9",
+    "7D2FE363630C75D8F681B202AEC4617AD3DF1ED5D5FD65612433F51F5F066ED0856365553DED1AF3B557135E7F57C935",
+    "984F0C70E0E68B77E2A689DAF3EFE8721DF158A136ADE73530ACCA4F483A797ABC0AB182B324FB61D108A94BB2C8E3FB",
+    "B96ADAB760D7F4681D4F42A3DE394DF4AE56EDE76372BB190B07A7C8EE0A6D709E02FCE1CDF7E2ECC03404CD28342F61",
+    "9172FE9CE98583FF8E4F1232EEF28183C3FE3B1B4C6FAD733BB5FCBC2EC22005C58EF1837D1683B2C6F34A26C1B2EFFA",
+    "886B4238611FCFDCDE355B3B6519035BBC34F4DEF99C023861B46FC9D6E6C9077AD91D2691F7F7EE598CB0FAC186D91C",
+    "AEFE130985139270B4130C93BC437944F4FD4452E2D74DD364F2E21E71F54BFF5CAE82AB9C9DF69EE86D2BC522363A0D",
+    "ABC521979B0DEADA1DBF9A42D5C4484E0ABCD06BFA53DDEF3C1B20EE3FD59D7C25E41D2B669E1EF16E6F52C3164DF4FB",
+    "7930E9E4E58857B6AC7D5F42D69F6D187763CF1D5503400487F55BA57E31CC7A7135C886EFB4318AED6A1E012D9E6832",
+    "A907600A918130C46DC778F971AD0038092999A333CB8B7A1A1DB93D7140003C2A4ECEA9F98D0ACC0A8291CDCEC97DCF",
+    "8EC9B55A7F88A46B4DB5A851F44182E1C68A007E5E655F6AFFFFFFFFFFFFFFFF",
+);
+
+/// The ffdhe6144 prime (RFC 7919 appendix A).
+const FFDHE6144: &str = concat!(
+    "FFFFFFFFFFFFFFFFADF85458A2BB4A9AAFDC5620273D3CF1D8B9C583CE2D3695A9E13641146433FBCC939DCE249B3EF9",
+    "7D2FE363630C75D8F681B202AEC4617AD3DF1ED5D5FD65612433F51F5F066ED0856365553DED1AF3B557135E7F57C935",
+    "984F0C70E0E68B77E2A689DAF3EFE8721DF158A136ADE73530ACCA4F483A797ABC0AB182B324FB61D108A94BB2C8E3FB",
+    "B96ADAB760D7F4681D4F42A3DE394DF4AE56EDE76372BB190B07A7C8EE0A6D709E02FCE1CDF7E2ECC03404CD28342F61",
+    "9172FE9CE98583FF8E4F1232EEF28183C3FE3B1B4C6FAD733BB5FCBC2EC22005C58EF1837D1683B2C6F34A26C1B2EFFA",
+    "886B4238611FCFDCDE355B3B6519035BBC34F4DEF99C023861B46FC9D6E6C9077AD91D2691F7F7EE598CB0FAC186D91C",
+    "AEFE130985139270B4130C93BC437944F4FD4452E2D74DD364F2E21E71F54BFF5CAE82AB9C9DF69EE86D2BC522363A0D",
+    "ABC521979B0DEADA1DBF9A42D5C4484E0ABCD06BFA53DDEF3C1B20EE3FD59D7C25E41D2B669E1EF16E6F52C3164DF4FB",
+    "7930E9E4E58857B6AC7D5F42D69F6D187763CF1D5503400487F55BA57E31CC7A7135C886EFB4318AED6A1E012D9E6832",
+    "A907600A918130C46DC778F971AD0038092999A333CB8B7A1A1DB93D7140003C2A4ECEA9F98D0ACC0A8291CDCEC97DCF",
+    "8EC9B55A7F88A46B4DB5A851F44182E1C68A007E5E0DD9020BFD64B645036C7A4E677D2C38532A3A23BA4442CAF53EA6",
+    "3BB454329B7624C8917BDD64B1C0FD4CB38E8C334C701C3ACDAD0657FCCFEC719B1F5C3E4E46041F388147FB4CFDB477",
+    "A52471F7A9A96910B855322EDB6340D8A00EF092350511E30ABEC1FFF9E3A26E7FB29F8C183023C3587E38DA0077D9B4",
+    "763E4E4B94B2BBC194C6651E77CAF992EEAAC0232A281BF6B3A739C1226116820AE8DB5847A67CBEF9C9091B462D538C",
+    "D72B03746AE77F5E62292C311562A846505DC82DB854338AE49F5235C95B91178CCF2DD5CACEF403EC9D1810C6272B04",
+    "5B3B71F9DC6B80D63FDD4A8E9ADB1E6962A69526D43161C1A41D570D7938DAD4A40E329CD0E40E65FFFFFFFFFFFFFFFF",
+);
+
+/// The ffdhe8192 prime (RFC 7919 appendix A).
+const FFDHE8192: &str = concat!(
+    "FFFFFFFFFFFFFFFFADF85458A2BB4A9AAFDC5620273D3CF1D8B9C583CE2D3695A9E13641146433FBCC939DCE249B3EF9",
+    "7D2FE363630C75D8F681B202AEC4617AD3DF1ED5D5FD65612433F51F5F066ED0856365553DED1AF3B557135E7F57C935",
+    "984F0C70E0E68B77E2A689DAF3EFE8721DF158A136ADE73530ACCA4F483A797ABC0AB182B324FB61D108A94BB2C8E3FB",
+    "B96ADAB760D7F4681D4F42A3DE394DF4AE56EDE76372BB190B07A7C8EE0A6D709E02FCE1CDF7E2ECC03404CD28342F61",
+    "9172FE9CE98583FF8E4F1232EEF28183C3FE3B1B4C6FAD733BB5FCBC2EC22005C58EF1837D1683B2C6F34A26C1B2EFFA",
+    "886B4238611FCFDCDE355B3B6519035BBC34F4DEF99C023861B46FC9D6E6C9077AD91D2691F7F7EE598CB0FAC186D91C",
+    "AEFE130985139270B4130C93BC437944F4FD4452E2D74DD364F2E21E71F54BFF5CAE82AB9C9DF69EE86D2BC522363A0D",
+    "ABC521979B0DEADA1DBF9A42D5C4484E0ABCD06BFA53DDEF3C1B20EE3FD59D7C25E41D2B669E1EF16E6F52C3164DF4FB",
+    "7930E9E4E58857B6AC7D5F42D69F6D187763CF1D5503400487F55BA57E31CC7A7135C886EFB4318AED6A1E012D9E6832",
+    "A907600A918130C46DC778F971AD0038092999A333CB8B7A1A1DB93D7140003C2A4ECEA9F98D0ACC0A8291CDCEC97DCF",
+    "8EC9B55A7F88A46B4DB5A851F44182E1C68A007E5E0DD9020BFD64B645036C7A4E677D2C38532A3A23BA4442CAF53EA6",
+    "3BB454329B7624C8917BDD64B1C0FD4CB38E8C334C701C3ACDAD0657FCCFEC719B1F5C3E4E46041F388147FB4CFDB477",
+    "A52471F7A9A96910B855322EDB6340D8A00EF092350511E30ABEC1FFF9E3A26E7FB29F8C183023C3587E38DA0077D9B4",
+    "763E4E4B94B2BBC194C6651E77CAF992EEAAC0232A281BF6B3A739C1226116820AE8DB5847A67CBEF9C9091B462D538C",
+    "D72B03746AE77F5E62292C311562A846505DC82DB854338AE49F5235C95B91178CCF2DD5CACEF403EC9D1810C6272B04",
+    "5B3B71F9DC6B80D63FDD4A8E9ADB1E6962A69526D43161C1A41D570D7938DAD4A40E329CCFF46AAA36AD004CF600C838",
+    "1E425A31D951AE64FDB23FCEC9509D43687FEB69EDD1CC5E0B8CC3BDF64B10EF86B63142A3AB8829555B2F747C932665",
+    "CB2C0F1CC01BD70229388839D2AF05E454504AC78B7582822846C0BA35C35F5C59160CC046FD8251541FC68C9C86B022",
+    "BB7099876A460E7451A8A93109703FEE1C217E6C3826E52C51AA691E0E423CFC99E9E31650C1217B624816CDAD9A95F9",
+    "D5B8019488D9C0A0A1FE3075A577E23183F81D4A3F2FA4571EFC8CE0BA8A4FE8B6855DFE72B0A66EDED2FBABFBE58A30",
+    "FAFABE1C5D71A87E2F741EF8C1FE86FEA6BBFDE530677F0D97D11D49F7A8443D0822E506A9F4614E011E2A94838FF88C",
+    "D68C8BB7C5C6424CFFFFFFFFFFFFFFFF",
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn primes_have_the_rfc_7919_form() {
+        for g in &DhGroup::ALL[1..] {
+            let p = g.prime().unwrap();
+            let bits = g.value_len() * 8;
+            assert_eq!(p.bits() as usize, bits, "{g:?}");
+            let hex = g.prime_hex();
+            // The top and bottom 64 bits are all ones; the next 64 come from e.
+            assert!(hex.starts_with("FFFFFFFFFFFFFFFFADF85458A2BB4A9A"), "{g:?}");
+            assert!(hex.ends_with("FFFFFFFFFFFFFFFF"), "{g:?}");
+            // p = 2q + 1 with 2 generating the order-q subgroup: 2^q = 1 mod p.
+            let q = (&p - 1u8) >> 1;
+            assert_eq!(
+                BigUint::from(2u8).modpow(&q, &p),
+                BigUint::from(1u8),
+                "{g:?}"
+            );
+        }
+        // The last words of ffdhe2048 as RFC 7919 prints them.
+        assert!(FFDHE2048.ends_with("886B423861285C97FFFFFFFFFFFFFFFF"));
+    }
+
+    #[test]
+    fn both_sides_reach_the_same_secret_and_bad_public_values_are_refused() {
+        for g in [DhGroup::Ffdhe2048, DhGroup::Ffdhe3072] {
+            let (a, b) = ([0x11u8; EXPONENT_LEN], [0x5Au8; EXPONENT_LEN]);
+            let (ya, yb) = (g.public_value(&a), g.public_value(&b));
+            assert_eq!(ya.len(), g.value_len());
+            let s1 = g.shared_secret(&a, &yb).unwrap();
+            assert_eq!(Some(s1.clone()), g.shared_secret(&b, &ya));
+            assert_eq!(s1.len(), g.value_len());
+            assert_eq!(g.shared_secret(&a, &yb[1..]), None);
+            let mut one = vec![0u8; g.value_len()];
+            *one.last_mut().unwrap() = 1;
+            assert_eq!(g.shared_secret(&a, &one), None);
+            let pm1 = padded(&(g.prime().unwrap() - 1u8), g.value_len());
+            assert_eq!(g.shared_secret(&a, &pm1), None);
+        }
+        assert!(DhGroup::Null.public_value(&[1]).is_empty());
+        assert_eq!(DhGroup::Null.shared_secret(&[1], &[]), None);
+    }
+}
