@@ -177,6 +177,8 @@ pub struct PrimaryPeer {
     events: VecDeque<PrimaryEvent>,
     fenced: bool,
     resync: Option<Resync>,
+    /// Bytes of data per resync chunk ([`RESYNC_CHUNK_BYTES`] unless a test changed it).
+    resync_chunk: u64,
 }
 
 impl PrimaryPeer {
@@ -199,7 +201,14 @@ impl PrimaryPeer {
             events: VecDeque::new(),
             fenced: false,
             resync: None,
+            resync_chunk: RESYNC_CHUNK_BYTES,
         }
+    }
+
+    /// Changes the data per resync chunk (at least one block; at most [`RESYNC_CHUNK_BYTES`]):
+    /// the simulation uses tiny chunks so that writes land between them.
+    pub fn set_resync_chunk(&mut self, bytes: u64) {
+        self.resync_chunk = bytes.min(RESYNC_CHUNK_BYTES);
     }
 
     /// Whether the standby counts for flushes.
@@ -496,7 +505,7 @@ impl PrimaryPeer {
     /// frames here (nothing to read); an allocated run is asked for a chunk at a time.
     pub fn next_resync_step(&mut self) -> ResyncStep {
         let bs = u64::from(self.cfg.block_size).max(1);
-        let chunk = (RESYNC_CHUNK_BYTES / bs).clamp(1, u64::from(u32::MAX));
+        let chunk = (self.resync_chunk / bs).clamp(1, u64::from(u32::MAX));
         let capacity = self.cfg.capacity_blocks;
         let epoch = self.epoch;
         let Some(r) = self
