@@ -6,9 +6,9 @@
 //! [`gate::Gate`] until the standby has them durable (synchronous replication, the only mode).
 //! On the standby node the replication listener ([`standby`]) accepts the primary and applies
 //! what it ships. Which side a node takes is decided by the volume's configured `role`.
-//! Not here yet (later steps of issue 12): full resync of a standby whose records were
-//! recycled, planned switchover, and the driver following a role change made at run time
-//! (after `promote`, the promoted node does not start shipping to the old primary).
+//! Not here yet (later steps of issue 12): planned switchover, and the driver following a role
+//! change made at run time (after `promote`, the promoted node does not start shipping to the
+//! old primary).
 
 pub mod gate;
 pub mod node;
@@ -84,7 +84,8 @@ pub async fn start(cfg: &Config, vols: &Volumes) -> Result<Replication, String> 
                     gate,
                     rx,
                     status.clone(),
-                );
+                )
+                .with_resync_rate(cfg.replication.resync_rate_bytes());
                 r.tasks.push(tokio::spawn(task.run(r.stop.subscribe())));
                 statuses.insert(v.name.clone(), status);
             }
