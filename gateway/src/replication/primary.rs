@@ -57,6 +57,8 @@ pub struct PrimaryTask {
     pub status: Arc<StatusCell>,
     /// Paces and measures a full resync.
     pacer: rebuild::Pacer,
+    /// A full resync began since the standby was last in sync.
+    rebuilding: bool,
 }
 
 /// What woke the task.
@@ -94,6 +96,10 @@ async fn sleep_until(t: Option<Instant>) {
     }
 }
 
+/// The least TCP user timeout of a replication connection (the replication timeout when
+/// longer): a standby's disk stall must not look like a partition.
+const USER_TIMEOUT_MIN: Duration = Duration::from_secs(3);
+
 /// How long a connection may stay without a completed handshake.
 const HANDSHAKE: Duration = Duration::from_secs(5);
 
@@ -117,6 +123,7 @@ impl PrimaryTask {
             need,
             status,
             pacer: rebuild::Pacer::new(None),
+            rebuilding: false,
         }
     }
 
@@ -233,6 +240,11 @@ impl PrimaryTask {
                     {
                         Ok(Ok(s)) => {
                             tracing::info!(volume = %self.name, peer = %self.peer_addr, "connected to the standby");
+                            // Data unacknowledged by the standby's TCP for longer than this
+                            // breaks the connection (a partition), so the next dial starts
+                            // over from what the standby holds.
+                            let _ = socket2::SockRef::from(&s)
+                                .set_tcp_user_timeout(Some(self.cfg.timeout.max(USER_TIMEOUT_MIN)));
                             conn = Some(wire::split(s));
                             ready_seen = false;
                             dialed_at = Instant::now();
@@ -389,6 +401,7 @@ impl PrimaryTask {
                         tracing::info!(volume = %self.name, peer = %self.peer_addr, start_lsn = start, bytes,
                             "full resync of the standby begins: copying the allocated regions, then the log from the start");
                         self.pacer.restart();
+                        self.rebuilding = true;
                         peer.resync_started(start, plan);
                     }
                     Err(e) => {
@@ -426,7 +439,7 @@ impl PrimaryTask {
                     epoch,
                 };
                 let e = self.engine.clone();
-                let rebuilt = self.status.get().resync.is_some();
+                let rebuilt = std::mem::take(&mut self.rebuilding);
                 match blocking(move || e.save_metadata(PEER_METADATA, &rec.to_bytes())).await {
                     Ok(()) => {
                         if rebuilt {
