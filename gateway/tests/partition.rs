@@ -146,6 +146,8 @@ struct NodeSpec<'a> {
     admin: SocketAddr,
     nvme: SocketAddr,
     wal: &'a str,
+    /// Extra lines of the `[replication]` section.
+    replication: &'a str,
 }
 
 fn start(dir: &Path, spec: NodeSpec<'_>) -> Node {
@@ -156,6 +158,7 @@ data_dir = "{data}"
 [replication]
 listen = "{repl}"
 timeout_ms = {TIMEOUT_MS}
+{replication}
 [admin]
 listen = "{admin}"
 [iscsi]
@@ -172,6 +175,7 @@ uuid = "{UUID}"
         repl = spec.repl,
         admin = spec.admin,
         wal = spec.wal,
+        replication = spec.replication,
         role = spec.role,
         peer = spec.peer,
     );
@@ -272,7 +276,7 @@ impl Node {
 }
 
 /// A primary on loopback and its standby in the namespace `ns`.
-fn pair(ns: &Netns, root: &Path, wal: &str) -> (Node, Node) {
+fn pair(ns: &Netns, root: &Path, wal: &str, replication: &str) -> (Node, Node) {
     let srepl = format!("{}:9750", ns.inside);
     let prepl = format!("127.0.0.1:{}", free_port());
     let standby = start(
@@ -285,6 +289,7 @@ fn pair(ns: &Netns, root: &Path, wal: &str) -> (Node, Node) {
             admin: format!("{}:9740", ns.inside).parse().unwrap(),
             nvme: "127.0.0.1:4420".parse().unwrap(),
             wal,
+            replication,
         },
     );
     let primary = start(
@@ -297,6 +302,7 @@ fn pair(ns: &Netns, root: &Path, wal: &str) -> (Node, Node) {
             admin: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
             nvme: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
             wal,
+            replication,
         },
     );
     primary.wait_sync_state("in_sync", Duration::from_secs(30));
@@ -309,6 +315,8 @@ struct Load {
     writes: AtomicU64,
     flushes: AtomicU64,
     bytes: AtomicU64,
+    /// The longest a flush took, in microseconds.
+    longest_flush_us: AtomicU64,
 }
 
 /// Writes `blocks`-block chunks of changing data across the volume and flushes after every
@@ -340,7 +348,10 @@ async fn writer(
             load.bytes
                 .fetch_add(u64::from(blocks * BS), Ordering::Relaxed);
         }
+        let t = Instant::now();
         c.flush(0, 1).await.expect("flush");
+        load.longest_flush_us
+            .fetch_max(t.elapsed().as_micros() as u64, Ordering::Relaxed);
         load.flushes.fetch_add(1, Ordering::Relaxed);
         if !pace.is_zero() {
             tokio::time::sleep(pace).await;
@@ -379,13 +390,27 @@ struct Case {
     pace: Duration,
     /// How long the link stays down.
     outage: Duration,
+    /// Extra lines of both nodes' `[replication]` section.
+    replication: &'static str,
+}
+
+/// What a partition run saw.
+struct Outcome {
+    primary_log: String,
+    standby_log: String,
+    /// Full resyncs the primary's status counted.
+    resyncs_completed: u64,
+    /// The rebuild's progress as the admin API showed it while it ran, if it was seen.
+    progress_seen: Vec<gateway::replication::state::ResyncStatus>,
+    /// `/metrics` once the standby rejoined.
+    metrics: String,
 }
 
 /// Runs one partition under load; returns both nodes' logs and the writer's load.
-fn partition(c: &Case) -> (String, String, Arc<Load>, u64) {
+fn partition(c: &Case) -> Outcome {
     let ns = Netns::create(c.case);
     let root = tempfile::tempdir().unwrap();
-    let (mut primary, mut standby) = pair(&ns, root.path(), c.wal);
+    let (mut primary, mut standby) = pair(&ns, root.path(), c.wal, c.replication);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let load = Arc::new(Load::default());
@@ -408,9 +433,19 @@ fn partition(c: &Case) -> (String, String, Arc<Load>, u64) {
     ns.link(false);
     primary.wait_sync_state("out_of_sync", Duration::from_secs(15));
     let noticed = cut.elapsed();
+    // The flush that was waiting when the link went down was released only after the
+    // replication timeout (it may have begun waiting a little before the cut), once the
+    // primary had recorded the standby out of sync.
+    let f0 = load.flushes.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while load.flushes.load(Ordering::Relaxed) <= f0 {
+        assert!(Instant::now() < deadline, "no flush completed out of sync");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let longest = Duration::from_micros(load.longest_flush_us.load(Ordering::Relaxed));
     assert!(
-        noticed >= Duration::from_millis(TIMEOUT_MS),
-        "out of sync after {noticed:?}, before the timeout"
+        longest >= Duration::from_millis(TIMEOUT_MS),
+        "out of sync {noticed:?} after the cut, but no flush waited the timeout (longest {longest:?})"
     );
     let metrics = status::get(primary.admin, "/metrics").unwrap();
     assert!(
@@ -430,7 +465,25 @@ fn partition(c: &Case) -> (String, String, Arc<Load>, u64) {
     // Healed: the standby catches up under the same load and rejoins.
     ns.link(true);
     let healed = Instant::now();
-    primary.wait_sync_state("in_sync", Duration::from_secs(45));
+    // Rejoining; a rebuild's progress shows in the admin API while it runs.
+    let mut progress_seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let r = primary.replication();
+        if let Some(p) = r.resync.clone() {
+            progress_seen.push(p);
+        }
+        if r.connected && r.sync_state.map(|s| s.as_str()) == Some("in_sync") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never in sync again: {r:?}\n{}",
+            primary.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let metrics = status::get(primary.admin, "/metrics").unwrap();
     println!(
         "case {}: out of sync {noticed:?} after the cut; {} MiB written during the partition; in sync {:?} after the heal",
         c.case,
@@ -472,19 +525,27 @@ fn partition(c: &Case) -> (String, String, Arc<Load>, u64) {
         load.flushes.load(Ordering::Relaxed),
         crc32c::crc32c(&a)
     );
-    (plog, slog, load, completed)
+    Outcome {
+        primary_log: plog,
+        standby_log: slog,
+        resyncs_completed: completed,
+        progress_seen,
+        metrics,
+    }
 }
 
 #[test]
 fn a_partitioned_standby_is_dropped_after_the_timeout_and_catches_up_from_the_log() {
     // A paced writer and a log large enough to hold the partition's writes: a log catch-up.
-    let (plog, _, _, completed) = partition(&Case {
+    let o = partition(&Case {
         case: 1,
         wal: "64MiB",
         blocks: 8,
         pace: Duration::from_millis(5),
         outage: Duration::from_secs(5),
+        replication: "",
     });
+    let (plog, completed) = (o.primary_log, o.resyncs_completed);
     assert!(plog.contains("recorded out of sync"), "{plog}");
     assert!(
         !plog.contains("full resync of the standby begins"),
@@ -495,17 +556,55 @@ fn a_partitioned_standby_is_dropped_after_the_timeout_and_catches_up_from_the_lo
 
 #[test]
 fn a_standby_whose_records_were_recycled_during_the_partition_is_rebuilt_under_writes() {
-    // An unpaced writer overruns the small log during the partition: a full resync, with the
-    // writer going on through it.
-    let (plog, slog, _, completed) = partition(&Case {
+    // An unpaced writer overruns the small log during the partition (it keeps at most half of
+    // it, 4 MiB, for the standby): a full resync, with the writer going on through it.
+    // The rebuild is limited to 32 MiB/s: the 16 MiB copy takes at least half a second,
+    // long enough for its progress to be seen.
+    let o = partition(&Case {
         case: 2,
-        wal: "1MiB",
+        wal: "8MiB",
         blocks: 32,
         pace: Duration::ZERO,
         outage: Duration::from_secs(6),
+        replication: "resync_rate_mib_s = 32",
     });
+    let (plog, slog, completed) = (o.primary_log, o.standby_log, o.resyncs_completed);
+    let copying: Vec<_> = o
+        .progress_seen
+        .iter()
+        .filter(|p| p.phase == "copying")
+        .collect();
+    assert!(
+        !copying.is_empty(),
+        "the rebuild's progress never showed: {:?}",
+        o.progress_seen
+    );
+    for p in &copying {
+        assert_eq!(p.rate_limit_bytes_per_s, Some(32 << 20));
+        assert!(p.total_bytes > 0 && p.done_bytes <= p.total_bytes, "{p:?}");
+    }
+    assert!(
+        copying
+            .windows(2)
+            .all(|w| w[0].start_lsn != w[1].start_lsn || w[0].done_bytes <= w[1].done_bytes),
+        "progress goes forward within a copy"
+    );
+    assert!(
+        o.metrics
+            .contains("tandem_volume_replication_resyncs_completed_total{volume=\"default\"} 1"),
+        "{}",
+        o.metrics
+    );
+    assert!(o
+        .metrics
+        .contains("tandem_volume_replication_resync_active{volume=\"default\"} 0"));
     assert!(plog.contains("recorded out of sync"), "{plog}");
-    assert!(plog.contains("full resync of the standby begins"), "{plog}");
+    let begun = plog.matches("full resync of the standby begins").count();
+    println!(
+        "case 2: {begun} full resync(s) begun, progress seen {} times",
+        o.progress_seen.len()
+    );
+    assert!(begun >= 1, "{plog}");
     assert!(
         plog.contains("full resync complete"),
         "{plog}\nstandby log:\n{slog}"
