@@ -471,3 +471,35 @@ pub fn table(doc: &VolumesDoc, now_unix: u64) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::resync_line;
+    use crate::replication::state::ResyncStatus;
+
+    #[test]
+    fn a_rebuild_shows_progress_rate_eta_and_limit() {
+        let mut r = ResyncStatus {
+            phase: "copying".into(),
+            start_lsn: 1079,
+            total_bytes: 16 << 20,
+            done_bytes: 6 << 20,
+            rate_bytes_per_s: 32 << 20,
+            eta_seconds: Some(1),
+            rate_limit_bytes_per_s: Some(32 << 20),
+        };
+        assert_eq!(
+            resync_line(&r),
+            "rebuild copying from lsn 1079: 6.0 of 16.0 MiB (37%) at 32.0 MiB/s, eta 1 s (limit 32 MiB/s)"
+        );
+        // A standby knows only what it received.
+        r.total_bytes = 0;
+        r.rate_bytes_per_s = 0;
+        r.eta_seconds = None;
+        r.rate_limit_bytes_per_s = None;
+        assert_eq!(
+            resync_line(&r),
+            "rebuild copying from lsn 1079: 6.0 MiB received"
+        );
+    }
+}
