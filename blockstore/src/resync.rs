@@ -23,11 +23,8 @@ use std::sync::atomic::Ordering;
 use crate::engine::{lock, Engine};
 use crate::error::{Error, Result};
 use crate::record::Kind;
-use crate::replica_gate::APPLIED_METADATA;
+use crate::replica_gate::{APPLIED_METADATA, RESYNC_METADATA};
 use crate::role::Role;
-
-/// Metadata marking a standby whose full resync has not completed (non-empty while it runs).
-pub(crate) const RESYNC_METADATA: &str = "meta-repl-resync";
 
 /// One run of the volume as a full resync copies it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
