@@ -34,8 +34,10 @@ use bytes::Bytes;
 use super::frame::{Frame, Hello, Record, Records};
 use crate::resync::Run;
 
-/// Largest chunk of data one `ResyncExtent` carries (well under the frame limit).
-pub const RESYNC_CHUNK_BYTES: u64 = 1 << 20;
+mod resync;
+
+use resync::{Resync, Shape};
+pub use resync::{ResyncPhase, ResyncProgress, ResyncStep, RESYNC_CHUNK_BYTES};
 
 /// Who this primary is and how it replicates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,58 +91,6 @@ pub enum PrimaryEvent {
     /// The standby needs a full resync: note the log's last LSN as the start, keep the log
     /// from there (retention), list the volume's runs and call [`PrimaryPeer::resync_started`].
     StartResync,
-}
-
-/// Where a full resync is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ResyncPhase {
-    /// Asked the driver to start it.
-    Starting,
-    /// Copying the volume's regions.
-    Copying,
-    /// The copy is sent; shipping the log from the start until the standby caught up.
-    CatchingUp,
-}
-
-/// Progress of a full resync, for status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ResyncProgress {
-    /// Where it is.
-    pub phase: ResyncPhase,
-    /// The log's last LSN when the copy began: the log is shipped after it.
-    pub start_lsn: u64,
-    /// The log's last LSN when the copy ended (0 before).
-    pub end_lsn: u64,
-    /// Bytes of allocated data to copy.
-    pub total_bytes: u64,
-    /// Bytes of it sent so far.
-    pub done_bytes: u64,
-}
-
-/// What the driver does next for a running resync ([`PrimaryPeer::next_resync_step`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResyncStep {
-    /// Nothing now (no copy running, or a read is outstanding).
-    Idle,
-    /// Read these blocks and hand them to [`PrimaryPeer::resync_extent`].
-    Read {
-        /// First block.
-        lba: u64,
-        /// Number of blocks (at most [`RESYNC_CHUNK_BYTES`] of data).
-        blocks: u32,
-    },
-    /// Every region is sent: call [`PrimaryPeer::resync_copied`] with the log's last LSN.
-    Finish,
-}
-
-/// A running full resync.
-#[derive(Debug, Clone)]
-struct Resync {
-    progress: ResyncProgress,
-    /// Runs still to send, in order.
-    plan: VecDeque<Run>,
-    /// A read handed to the driver and not returned yet.
-    reading: bool,
 }
 
 /// One connection's progress.
@@ -271,25 +221,32 @@ impl PrimaryPeer {
 
     /// Whether a resync is being set up or copying (no log shipping, no barriers then).
     fn copying(&self) -> bool {
-        self.resync
-            .as_ref()
-            .is_some_and(|r| r.progress.phase != ResyncPhase::CatchingUp)
+        self.resync.as_ref().is_some_and(Resync::copying)
+    }
+
+    fn shape(&self) -> Shape {
+        Shape {
+            epoch: self.epoch,
+            block_size: u64::from(self.cfg.block_size),
+            capacity: self.cfg.capacity_blocks,
+            chunk_bytes: self.resync_chunk,
+        }
     }
 
     /// Progress of the running full resync, if one runs.
     pub fn resync_progress(&self) -> Option<ResyncProgress> {
-        self.resync.as_ref().map(|r| r.progress)
+        self.resync.as_ref().map(Resync::progress)
     }
 
     /// The LSN after which the log must keep records for this standby (the driver moves the
     /// engine's retention floor there), or `None` to leave the floor where it is (a resync
     /// being set up: the driver places it itself).
     pub fn retention_lsn(&self) -> Option<u64> {
-        match self.resync.as_ref().map(|r| r.progress.phase) {
+        match self.resync.as_ref().map(Resync::progress) {
             None => Some(self.durable),
-            Some(ResyncPhase::Starting) => None,
-            Some(ResyncPhase::Copying) => self.resync.as_ref().map(|r| r.progress.start_lsn),
-            Some(ResyncPhase::CatchingUp) => self.conn.map(|c| c.covered),
+            Some(p) if p.phase == ResyncPhase::Starting => None,
+            Some(p) if p.phase == ResyncPhase::Copying => Some(p.start_lsn),
+            Some(_) => self.conn.map(|c| c.covered),
         }
     }
 
@@ -364,8 +321,8 @@ impl PrimaryPeer {
 
     /// A barrier covering everything through `covers` was acknowledged durable.
     fn barrier_acked(&mut self, covers: u64) {
-        if let Some(r) = &self.resync {
-            if r.progress.phase != ResyncPhase::CatchingUp || covers < r.progress.end_lsn {
+        if let Some(p) = self.resync.as_ref().map(Resync::progress) {
+            if p.phase != ResyncPhase::CatchingUp || covers < p.end_lsn {
                 return;
             }
             // The standby applied the log through the copy's end: its image is whole.
@@ -458,17 +415,7 @@ impl PrimaryPeer {
         conn.reading = false;
         conn.at_head = false;
         conn.barrier = None;
-        self.resync = Some(Resync {
-            progress: ResyncProgress {
-                phase: ResyncPhase::Starting,
-                start_lsn: 0,
-                end_lsn: 0,
-                total_bytes: 0,
-                done_bytes: 0,
-            },
-            plan: VecDeque::new(),
-            reading: false,
-        });
+        self.resync = Some(Resync::new());
         self.events.push_back(PrimaryEvent::StartResync);
     }
 
@@ -476,120 +423,48 @@ impl PrimaryPeer {
     /// (its last LSN when the copy began) and `plan` lists the volume's runs
     /// ([`crate::Engine::resync_plan`]). The standby is told, then the runs follow.
     pub fn resync_started(&mut self, start_lsn: u64, plan: Vec<Run>) {
-        let bs = u64::from(self.cfg.block_size);
-        let Some(r) = self
+        let s = self.shape();
+        if let Some(f) = self
             .resync
             .as_mut()
-            .filter(|r| r.progress.phase == ResyncPhase::Starting)
-        else {
-            return;
-        };
-        r.progress.phase = ResyncPhase::Copying;
-        r.progress.start_lsn = start_lsn;
-        r.progress.total_bytes = plan
-            .iter()
-            .filter(|run| run.mapped)
-            .map(|run| run.blocks.saturating_mul(bs))
-            .sum();
-        r.plan = plan
-            .into_iter()
-            .filter(|run| run.blocks > 0 && run.lba < self.cfg.capacity_blocks)
-            .collect();
-        self.out.push_back(Frame::ResyncStart {
-            epoch: self.epoch,
-            start_lsn,
-        });
+            .and_then(|r| r.started(s, start_lsn, plan))
+        {
+            self.out.push_back(f);
+        }
     }
 
     /// The next thing the driver does for the running copy. Deallocated runs go out as
     /// frames here (nothing to read); an allocated run is asked for a chunk at a time.
     pub fn next_resync_step(&mut self) -> ResyncStep {
-        let bs = u64::from(self.cfg.block_size).max(1);
-        let chunk = (self.resync_chunk / bs).clamp(1, u64::from(u32::MAX));
-        let capacity = self.cfg.capacity_blocks;
-        let epoch = self.epoch;
-        let Some(r) = self
-            .resync
-            .as_mut()
-            .filter(|r| r.progress.phase == ResyncPhase::Copying && !r.reading)
-        else {
-            return ResyncStep::Idle;
-        };
-        while let Some(run) = r.plan.front_mut() {
-            let end = run.lba.saturating_add(run.blocks).min(capacity);
-            if run.lba >= end {
-                r.plan.pop_front();
-                continue;
-            }
-            if run.mapped {
-                let n = (end - run.lba).min(chunk);
-                let lba = run.lba;
-                run.lba += n;
-                run.blocks = end - run.lba;
-                r.reading = true;
-                // n <= chunk <= u32::MAX.
-                return ResyncStep::Read {
-                    lba,
-                    blocks: u32::try_from(n).unwrap_or(u32::MAX),
-                };
-            }
-            let n = (end - run.lba).min(u64::from(u32::MAX));
-            self.out.push_back(Frame::ResyncExtent {
-                epoch,
-                lba: run.lba,
-                blocks: u32::try_from(n).unwrap_or(u32::MAX),
-                data: None,
-            });
-            run.lba += n;
-            run.blocks = end - run.lba;
+        let s = self.shape();
+        match self.resync.as_mut() {
+            Some(r) => r.next_step(s, &mut self.out),
+            None => ResyncStep::Idle,
         }
-        ResyncStep::Finish
     }
 
     /// The data of the chunk [`ResyncStep::Read`] asked for (read after the copy's start, so
     /// possibly newer: the log shipped afterwards overwrites it in order). A chunk of zeros
     /// goes out as a deallocation.
     pub fn resync_extent(&mut self, lba: u64, blocks: u32, data: Bytes) {
-        let epoch = self.epoch;
-        let Some(r) = self
+        let s = self.shape();
+        if let Some(f) = self
             .resync
             .as_mut()
-            .filter(|r| r.progress.phase == ResyncPhase::Copying && r.reading)
-        else {
-            return;
-        };
-        r.reading = false;
-        r.progress.done_bytes = r.progress.done_bytes.saturating_add(data.len() as u64);
-        let data = if data.iter().all(|&b| b == 0) {
-            None
-        } else {
-            Some(data)
-        };
-        self.out.push_back(Frame::ResyncExtent {
-            epoch,
-            lba,
-            blocks,
-            data,
-        });
+            .and_then(|r| r.extent(s, lba, blocks, data))
+        {
+            self.out.push_back(f);
+        }
     }
 
     /// Every region is sent; `end_lsn` is the log's last LSN now. The standby is told, and
     /// the log is shipped from the copy's start.
     pub fn resync_copied(&mut self, end_lsn: u64) {
-        let Some(r) = self
-            .resync
-            .as_mut()
-            .filter(|r| r.progress.phase == ResyncPhase::Copying && !r.reading)
-        else {
+        let s = self.shape();
+        let Some((done, start)) = self.resync.as_mut().and_then(|r| r.copied(s, end_lsn)) else {
             return;
         };
-        r.progress.phase = ResyncPhase::CatchingUp;
-        r.progress.end_lsn = end_lsn.max(r.progress.start_lsn);
-        let start = r.progress.start_lsn;
-        self.out.push_back(Frame::ResyncDone {
-            epoch: self.epoch,
-            end_lsn: r.progress.end_lsn,
-        });
+        self.out.push_back(done);
         if let Some(conn) = self.conn.as_mut() {
             conn.shipped = start;
             conn.covered = start;
@@ -693,7 +568,7 @@ mod tests {
 
     const UUID: [u8; 16] = [7; 16];
 
-    fn cfg() -> PrimaryConfig {
+    pub(super) fn cfg() -> PrimaryConfig {
         PrimaryConfig {
             volume_uuid: UUID,
             node_id: [1; 16],
@@ -703,7 +578,7 @@ mod tests {
         }
     }
 
-    fn standby_hello(epoch: u64, durable: u64) -> Frame {
+    pub(super) fn standby_hello(epoch: u64, durable: u64) -> Frame {
         Frame::Hello(Hello {
             volume_uuid: UUID,
             node_id: [2; 16],
@@ -716,7 +591,7 @@ mod tests {
         })
     }
 
-    fn rec(lsn: u64) -> Record {
+    pub(super) fn rec(lsn: u64) -> Record {
         Record {
             lsn,
             kind: RecordKind::Zero,
@@ -726,11 +601,11 @@ mod tests {
         }
     }
 
-    fn frames(p: &mut PrimaryPeer) -> Vec<Frame> {
+    pub(super) fn frames(p: &mut PrimaryPeer) -> Vec<Frame> {
         std::iter::from_fn(|| p.poll_frame()).collect()
     }
 
-    fn events(p: &mut PrimaryPeer) -> Vec<PrimaryEvent> {
+    pub(super) fn events(p: &mut PrimaryPeer) -> Vec<PrimaryEvent> {
         std::iter::from_fn(|| p.poll_event()).collect()
     }
 
@@ -885,144 +760,5 @@ mod tests {
             vec![],
             "a fenced primary acknowledges nothing"
         );
-    }
-
-    #[test]
-    fn a_full_resync_copies_then_catches_up_before_the_standby_counts() {
-        let t0 = Instant::now();
-        let big = PrimaryConfig {
-            capacity_blocks: 5000,
-            ..cfg()
-        };
-        let mut p = PrimaryPeer::new(big, 3, SyncState::InSync);
-        p.connected();
-        frames(&mut p);
-        p.receive(standby_hello(3, 4), t0);
-        events(&mut p);
-        // The records after 4 were recycled.
-        p.resync_needed();
-        assert_eq!(
-            events(&mut p),
-            vec![
-                PrimaryEvent::Degrade { since_lsn: 4 },
-                PrimaryEvent::StartResync
-            ]
-        );
-        p.degraded();
-        events(&mut p);
-        assert_eq!(p.retention_lsn(), None, "the driver places the floor");
-        let run = |lba, blocks, mapped| Run {
-            lba,
-            blocks,
-            mapped,
-        };
-        p.resync_started(20, vec![run(0, 10, false), run(10, 3000, true)]);
-        assert_eq!(p.retention_lsn(), Some(20));
-        assert_eq!(
-            frames(&mut p),
-            vec![Frame::ResyncStart {
-                epoch: 3,
-                start_lsn: 20
-            }]
-        );
-        // Writes go on during the copy: nothing is shipped, no barrier goes out.
-        p.log_grew();
-        p.need_durable(25, t0);
-        assert_eq!(events(&mut p), vec![PrimaryEvent::Durable(25)]);
-        let step = p.next_resync_step();
-        assert_eq!(
-            step,
-            ResyncStep::Read {
-                lba: 10,
-                blocks: 2048
-            }
-        );
-        assert_eq!(p.next_resync_step(), ResyncStep::Idle, "one read at a time");
-        assert!(matches!(
-            &frames(&mut p)[..],
-            [Frame::ResyncExtent {
-                lba: 0,
-                blocks: 10,
-                data: None,
-                ..
-            }]
-        ));
-        p.resync_extent(10, 2048, Bytes::from(vec![1u8; 2048 * 512]));
-        assert_eq!(
-            p.next_resync_step(),
-            ResyncStep::Read {
-                lba: 2058,
-                blocks: 952
-            }
-        );
-        p.resync_extent(2058, 952, Bytes::from(vec![0u8; 952 * 512]));
-        let sent = frames(&mut p);
-        assert!(
-            matches!(&sent[0], Frame::ResyncExtent { data: Some(d), .. } if d.len() == 2048 * 512)
-        );
-        assert!(
-            matches!(&sent[1], Frame::ResyncExtent { data: None, .. }),
-            "zeros go out as a deallocation"
-        );
-        let prog = p.resync_progress().unwrap();
-        assert_eq!(
-            (prog.done_bytes, prog.total_bytes),
-            (3000 * 512, 3000 * 512)
-        );
-        assert_eq!(p.next_resync_step(), ResyncStep::Finish);
-        p.resync_copied(26);
-        assert_eq!(
-            frames(&mut p),
-            vec![Frame::ResyncDone {
-                epoch: 3,
-                end_lsn: 26
-            }]
-        );
-        assert_eq!(
-            events(&mut p),
-            vec![PrimaryEvent::NeedRecords { after: 20 }]
-        );
-        p.ship(vec![rec(21), rec(26)], 26, true, t0);
-        assert_eq!(
-            frames(&mut p).last(),
-            Some(&Frame::Barrier { epoch: 3, lsn: 26 })
-        );
-        assert_eq!(p.sync_state(), SyncState::OutOfSync);
-        p.receive(
-            Frame::Ack {
-                epoch: 3,
-                received_lsn: 26,
-                durable_lsn: 26,
-            },
-            t0,
-        );
-        assert_eq!(
-            events(&mut p),
-            vec![PrimaryEvent::InSync, PrimaryEvent::Durable(26)]
-        );
-        assert_eq!(p.resync_progress(), None);
-    }
-
-    #[test]
-    fn a_standby_announcing_an_incomplete_resync_gets_a_new_one_and_a_drop_abandons_it() {
-        let mut p = PrimaryPeer::new(cfg(), 3, SyncState::OutOfSync);
-        p.connected();
-        frames(&mut p);
-        let Frame::Hello(mut h) = standby_hello(3, 50) else {
-            unreachable!()
-        };
-        h.resync_incomplete = true;
-        p.receive(Frame::Hello(h), Instant::now());
-        assert_eq!(events(&mut p), vec![PrimaryEvent::StartResync]);
-        assert_eq!(
-            p.durable_lsn(),
-            0,
-            "a partial image holds nothing that counts"
-        );
-        p.resync_started(60, vec![]);
-        assert_eq!(p.next_resync_step(), ResyncStep::Finish);
-        p.disconnected();
-        assert_eq!(p.resync_progress(), None);
-        assert_eq!(p.next_resync_step(), ResyncStep::Idle);
     }
 }
