@@ -12,14 +12,15 @@
 //! Full resync: the log is small and its records are recycled while the standby is away (the
 //! retention floor follows the standby as the driver moves it, bounded by the engine), so the
 //! standby gets rebuilt: the primary copies its allocated regions in tiny chunks while the
-//! workload goes on writing, the standby crashes at random (also mid-copy, so it comes back
-//! announcing an incomplete resync) and the primary's end-of-run crash often lands mid-copy.
+//! workload goes on writing, the standby loses power at random moments of a resync (it comes
+//! back announcing it incomplete) and the primary's end-of-run crash often lands mid-copy.
 //! Checked: the primary never counts a standby in sync whose image is partial, a standby whose
 //! resync did not complete refuses to be promoted, and in about a third of the seeds the run ends
 //! with a settle phase (writes stop, the link is up) after which the standby, promoted, holds
 //! exactly the primary's image.
 //!
-//! `TANDEM_REPL_SEEDS` sets how many seeds run (default 2000, a few seconds).
+//! `TANDEM_REPL_SEEDS` sets how many seeds run (default 2000, about 15 s of CPU in a debug
+//! build), `TANDEM_REPL_FIRST_SEED` the first one (to replay a failing seed alone).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
