@@ -135,6 +135,8 @@ check_tools() {
     probe "apt-get must run" apt-get --version
     probe "apt-cache must run" apt-cache --version
     probe "kill must run" bash -c 'command -v kill'
+    # The partition tests put a standby in a network namespace of their own (veth pair).
+    probe "ip (iproute2) must list network namespaces" ip netns list
     probe "perl must open a socket (a stand-in server in the harness' own tests)" \
         perl -MIO::Socket::INET -e 1
     # Debian's headless Chromium, as the dashboard test runs it (as root: no sandbox): it must
@@ -155,7 +157,7 @@ check_tools() {
 }
 
 if [ "${1:-}" != "--check" ]; then
-    install_missing libiscsi-bin kmod cpio binutils xz-utils chromium dpkg-dev
+    install_missing libiscsi-bin kmod cpio binutils xz-utils chromium dpkg-dev iproute2
     command -v systemd-analyze >/dev/null || install_missing systemd
     command -v git >/dev/null || install_missing git
     install_qemu_set

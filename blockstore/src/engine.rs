@@ -22,7 +22,7 @@ use crate::index::{Index, Loc};
 use crate::lease_timer::{LeaseClock, LeaseTimer};
 use crate::record::{record_len, Header, Kind, ALIGN, HEADER_LEN};
 use crate::recovery;
-use crate::replica_gate::{LogPos, ReplicaGate, APPLIED_METADATA};
+use crate::replica_gate::{LogPos, ReplicaGate, APPLIED_METADATA, RESYNC_METADATA};
 use crate::role::{AccessState, Role, RoleState};
 use crate::role_machine::{Change, RoleError, RoleMachine};
 use crate::stats::Stats;
@@ -140,6 +140,8 @@ pub struct Engine {
     pub(crate) replica_gate: RwLock<Option<Arc<dyn ReplicaGate>>>,
     /// On a standby: the primary LSN through which records were applied.
     pub(crate) applied_lsn: AtomicU64,
+    /// On a standby: a full resync began and its image is not consistent yet ([`crate::resync`]).
+    pub(crate) resyncing: AtomicBool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -292,6 +294,9 @@ impl Engine {
                 .unwrap_or(0),
             None => 0,
         };
+        let resyncing = storage_handle
+            .read_all(RESYNC_METADATA)?
+            .is_some_and(|b| !b.is_empty());
         let (access_tx, _) = tokio::sync::watch::channel(role.access_state(Instant::now()));
         let engine = Arc::new(Engine {
             storage: storage_handle,
@@ -331,6 +336,7 @@ impl Engine {
             retention: Mutex::new(None),
             replica_gate: RwLock::new(None),
             applied_lsn: AtomicU64::new(applied_lsn),
+            resyncing: AtomicBool::new(resyncing),
         });
         engine.flush_once()?;
         engine.new_generation()?;
@@ -482,9 +488,18 @@ impl Engine {
         self.persist_role(change)
     }
 
-    /// Becomes primary under a new epoch (the current one plus one).
+    /// Becomes primary under a new epoch (the current one plus one). Refused while a full
+    /// resync has not completed: the image is a mix of copied regions, not any state the
+    /// primary ever acknowledged.
     pub fn promote(&self) -> Result<()> {
         self.check_alive()?;
+        if self.resync_incomplete() {
+            return Err(Error::Invalid(
+                "a full resync of this volume has not completed: its image is not consistent, \
+                 it cannot be promoted"
+                    .into(),
+            ));
+        }
         let change = lock(&self.role).promote().map_err(role_error)?;
         self.persist_role(change)
     }

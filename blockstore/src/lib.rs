@@ -28,6 +28,7 @@ mod recovery;
 pub mod repl;
 pub mod replica;
 mod replica_gate;
+pub mod resync;
 pub mod role;
 pub mod role_machine;
 #[cfg(feature = "testkit")]

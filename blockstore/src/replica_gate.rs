@@ -1,12 +1,17 @@
-//! The two things the engine itself holds for replication: the position in the log a standby
-//! still needs (the retention floor) and the link a flush waits for ([`ReplicaGate`]). Kept apart
-//! from [`crate::replica`], which implements the engine's replication operations, so that the
-//! engine depends on these types without depending on those operations.
+//! What the engine itself holds for replication: the position in the log a standby still needs
+//! (the retention floor), the link a flush waits for ([`ReplicaGate`]) and the names of the
+//! replication metadata it reads at open. Kept apart from [`crate::replica`] and
+//! [`crate::resync`], which implement the engine's replication operations, so that the engine
+//! depends on these without depending on those operations.
 
 use crate::error::Result;
 
 /// Metadata holding the primary LSN a standby had applied as of its last checkpoint.
 pub(crate) const APPLIED_METADATA: &str = "meta-repl-applied";
+
+/// Metadata marking a standby whose full resync has not completed (non-empty while it runs; see
+/// [`crate::resync`]).
+pub(crate) const RESYNC_METADATA: &str = "meta-repl-resync";
 
 /// A position in the log: the record with `lsn` starts at virtual offset `virt` (physical offset
 /// `virt % log size`).

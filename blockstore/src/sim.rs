@@ -272,6 +272,32 @@ impl BlockFile for SimFile {
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
         self.mutate(Pending::Punch { offset, len })
     }
+
+    /// The simulated file system keeps sectors of zeros as holes (like one that detects zero
+    /// writes): a sector holding any non-zero byte is data, anything else (past the end too)
+    /// is a hole. Enough for what the engine asks (`SEEK_DATA`/`SEEK_HOLE` runs), exact at
+    /// sector granularity.
+    fn allocation(&self, offset: u64, max: u64) -> io::Result<(bool, u64)> {
+        if self.disk.is_dead() {
+            return Err(dead_error());
+        }
+        Ok(self.with(|st| {
+            let sector = SECTOR as u64;
+            let is_data = |at: u64| -> bool {
+                let start = (at - at % sector) as usize;
+                let end = (start + SECTOR).min(st.current.len());
+                st.current
+                    .get(start..end)
+                    .is_some_and(|s| s.iter().any(|&b| b != 0))
+            };
+            let first = is_data(offset);
+            let mut len = sector - offset % sector;
+            while len < max && is_data(offset + len) == first {
+                len += sector;
+            }
+            (first, len.min(max))
+        }))
+    }
 }
 
 impl Storage for SimStorage {

@@ -193,3 +193,60 @@ fn a_standby_keeps_its_applied_position_across_a_crash() {
     let s = Engine::open(&sd, quiet()).unwrap();
     assert_eq!(s.applied_lsn(), durable);
 }
+
+/// A full resync at the engine level: the plan names only written regions (from the index and
+/// the extent's holes); a standby marked mid-resync stays marked across a crash and refuses to
+/// be promoted; once the copy and the log from its start are applied, the mark is cleared and
+/// the promoted standby holds the primary's image.
+#[test]
+fn a_full_resync_copies_written_regions_and_a_partial_copy_cannot_be_promoted() {
+    let pd = volume(Role::Primary, 64 * 1024);
+    let p = Engine::open(&pd, quiet()).unwrap();
+    p.write(10, &write_data(1, 10, 4, BS), false).unwrap();
+    p.write(200, &write_data(2, 200, 2, BS), false).unwrap();
+    p.flush_once().unwrap(); // into the extent: its holes answer for the rest
+    p.write(100, &write_data(3, 100, 1, BS), false).unwrap(); // only in the log's index
+    let plan = p.resync_plan().unwrap();
+    let mapped: Vec<(u64, u64)> = plan
+        .iter()
+        .filter(|r| r.mapped)
+        .map(|r| (r.lba, r.blocks))
+        .collect();
+    assert_eq!(mapped, vec![(10, 4), (100, 1), (200, 2)]);
+    assert_eq!(
+        plan.iter().map(|r| r.blocks).sum::<u64>(),
+        BLOCKS,
+        "the runs cover the volume once"
+    );
+    let start = p.last_lsn();
+
+    // The standby holds something else, and crashes in the middle of the copy.
+    let sd = volume(Role::Standby, 64 * 1024);
+    let s = Engine::open(&sd, quiet()).unwrap();
+    s.begin_resync().unwrap();
+    let first = plan[0];
+    s.apply_resync_extent(first.lba, first.blocks, None)
+        .unwrap();
+    let sd = sd.crash(&mut SimRng::new(3));
+    drop(s);
+    let s = Engine::open(&sd, quiet()).unwrap();
+    assert!(s.resync_incomplete(), "the mark survives the crash");
+    assert!(s.promote().is_err(), "a partial image is not promotable");
+
+    // The whole resync: regions, then the log written meanwhile from the start.
+    s.begin_resync().unwrap();
+    p.write(11, &write_data(4, 11, 1, BS), false).unwrap(); // lands during the copy
+    for r in &plan {
+        let data = r.mapped.then(|| p.read(r.lba, r.blocks).unwrap());
+        s.apply_resync_extent(r.lba, r.blocks, data.as_deref())
+            .unwrap();
+    }
+    s.resync_copied(start).unwrap();
+    let pos = p.log_pos_after(start).unwrap();
+    ship(&p, &s, pos);
+    assert!(s.resync_incomplete(), "not whole before finish_resync");
+    assert_eq!(s.finish_resync().unwrap(), p.last_lsn());
+    assert!(!s.resync_incomplete());
+    s.promote().unwrap();
+    assert_eq!(image(&s), image(&p));
+}

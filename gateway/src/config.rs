@@ -74,6 +74,17 @@ pub struct ReplicationConfig {
     /// of sync and flushes go on without it. Keep it well below the hosts' command timeouts
     /// (SCSI 30 s, Linux NVMe io_timeout 30 s), so hosts never time out while it runs.
     pub timeout_ms: u64,
+    /// Upper bound on the data a full resync (rebuild of a standby whose records were
+    /// recycled) copies per second, in MiB/s, so the rebuild leaves disk and network to the
+    /// hosts' I/O; 0 (the default) copies as fast as the standby takes it.
+    pub resync_rate_mib_s: u64,
+}
+
+impl ReplicationConfig {
+    /// The rebuild's rate limit in bytes per second (`None`: unlimited).
+    pub fn resync_rate_bytes(&self) -> Option<u64> {
+        (self.resync_rate_mib_s > 0).then(|| self.resync_rate_mib_s.saturating_mul(1 << 20))
+    }
 }
 
 /// Where the replication listener binds by default (a port of its own beside the admin API's).
@@ -84,6 +95,7 @@ impl Default for ReplicationConfig {
         ReplicationConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9750)),
             timeout_ms: 10_000,
+            resync_rate_mib_s: 0,
         }
     }
 }
@@ -677,6 +689,7 @@ mod tests {
             [replication]
             listen = "127.0.0.1:9751"
             timeout_ms = 1000
+            resync_rate_mib_s = 40
             [[volume]]
             name = "default"
             role = "standby"
@@ -687,6 +700,8 @@ mod tests {
         assert!(c.replicated());
         assert_eq!(c.volumes[0].role, VolumeRole::Standby);
         assert_eq!(c.replication.listen.port(), 9751);
+        assert_eq!(c.replication.resync_rate_bytes(), Some(40 << 20));
+        assert_eq!(Config::default().replication.resync_rate_bytes(), None);
         let e = Config::parse(
             &text.replace("uuid = \"6f1c1f0e-8d3a-4a43-9a55-7d9a0b1f0c11\"", ""),
             Path::new("t.toml"),

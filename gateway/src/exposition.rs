@@ -181,6 +181,36 @@ fn volumes(reg: &mut Registry, doc: &VolumesDoc) {
         "volume_replication_durable_lsn",
         "The standby's acknowledged durable LSN (on a standby: the LSN applied)",
     );
+    let resync_active = gauge_family(
+        reg,
+        "volume_replication_resync_active",
+        "1 while a full resync (rebuild) of the standby runs",
+    );
+    let resync_total = gauge_family(
+        reg,
+        "volume_replication_resync_total_bytes",
+        "Allocated bytes the running full resync copies (0 on a standby: not known there)",
+    );
+    let resync_done = gauge_family(
+        reg,
+        "volume_replication_resync_done_bytes",
+        "Bytes the running full resync has copied",
+    );
+    let resync_rate = gauge_family(
+        reg,
+        "volume_replication_resync_rate_bytes_per_second",
+        "Copy rate of the running full resync over the last seconds",
+    );
+    let resync_eta = gauge_family(
+        reg,
+        "volume_replication_resync_eta_seconds",
+        "Seconds the running full resync still needs at its rate (-1 when not known)",
+    );
+    let resyncs = counter_family(
+        reg,
+        "volume_replication_resyncs_completed",
+        "Full resyncs completed since the node started",
+    );
     for v in &doc.volumes {
         let l = VolumeLabels {
             volume: v.name.clone(),
@@ -202,6 +232,21 @@ fn volumes(reg: &mut Registry, doc: &VolumesDoc) {
                 in_sync.get_or_create(&l).set(i64::from(on));
             }
             repl_lsn.get_or_create(&l).set(gauge(r.durable_lsn));
+            let rs = r.resync.as_ref();
+            resync_active.get_or_create(&l).set(i64::from(rs.is_some()));
+            resync_total
+                .get_or_create(&l)
+                .set(gauge(rs.map_or(0, |s| s.total_bytes)));
+            resync_done
+                .get_or_create(&l)
+                .set(gauge(rs.map_or(0, |s| s.done_bytes)));
+            resync_rate
+                .get_or_create(&l)
+                .set(gauge(rs.map_or(0, |s| s.rate_bytes_per_s)));
+            resync_eta
+                .get_or_create(&l)
+                .set(rs.and_then(|s| s.eta_seconds).map_or(-1, gauge));
+            resyncs.get_or_create(&l).inc_by(r.resyncs_completed);
         }
         for r in ROLES {
             let sl = StateLabels {

@@ -371,6 +371,34 @@ fn ago(secs: u64) -> String {
     }
 }
 
+/// One line about a running full resync: phase, bytes copied of the total, rate, ETA, limit.
+fn resync_line(r: &crate::replication::state::ResyncStatus) -> String {
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    let mut line = format!("rebuild {} from lsn {}", r.phase, r.start_lsn);
+    if r.total_bytes > 0 {
+        line.push_str(&format!(
+            ": {:.1} of {:.1} MiB ({}%)",
+            mib(r.done_bytes),
+            mib(r.total_bytes),
+            r.done_bytes * 100 / r.total_bytes
+        ));
+    } else {
+        line.push_str(&format!(": {:.1} MiB received", mib(r.done_bytes)));
+    }
+    if r.rate_bytes_per_s > 0 {
+        line.push_str(&format!(" at {:.1} MiB/s", mib(r.rate_bytes_per_s)));
+    }
+    if let Some(eta) = r.eta_seconds {
+        line.push_str(&format!(", eta {eta} s"));
+    }
+    match r.rate_limit_bytes_per_s {
+        Some(l) => line.push_str(&format!(" (limit {:.0} MiB/s)", mib(l))),
+        None if r.total_bytes > 0 => line.push_str(" (no rate limit)"),
+        None => {}
+    }
+    line
+}
+
 /// The human-readable table `tandem status` prints; `now_unix` makes "connected for" exact.
 pub fn table(doc: &VolumesDoc, now_unix: u64) -> String {
     let mut out = String::new();
@@ -401,6 +429,9 @@ pub fn table(doc: &VolumesDoc, now_unix: u64) -> String {
                 primary_at,
                 r.mode
             ));
+            if let Some(rs) = &r.resync {
+                out.push_str(&format!("  {}\n", resync_line(rs)));
+            }
         }
         if let Some(kind) = &v.reservation.kind {
             out.push_str(&format!(
@@ -449,4 +480,36 @@ pub fn table(doc: &VolumesDoc, now_unix: u64) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resync_line;
+    use crate::replication::state::ResyncStatus;
+
+    #[test]
+    fn a_rebuild_shows_progress_rate_eta_and_limit() {
+        let mut r = ResyncStatus {
+            phase: "copying".into(),
+            start_lsn: 1079,
+            total_bytes: 16 << 20,
+            done_bytes: 6 << 20,
+            rate_bytes_per_s: 32 << 20,
+            eta_seconds: Some(1),
+            rate_limit_bytes_per_s: Some(32 << 20),
+        };
+        assert_eq!(
+            resync_line(&r),
+            "rebuild copying from lsn 1079: 6.0 of 16.0 MiB (37%) at 32.0 MiB/s, eta 1 s (limit 32 MiB/s)"
+        );
+        // A standby knows only what it received.
+        r.total_bytes = 0;
+        r.rate_bytes_per_s = 0;
+        r.eta_seconds = None;
+        r.rate_limit_bytes_per_s = None;
+        assert_eq!(
+            resync_line(&r),
+            "rebuild copying from lsn 1079: 6.0 MiB received"
+        );
+    }
 }

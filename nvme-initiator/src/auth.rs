@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 use proto_nvmeof::auth::{self, failure_explanation, DhchapSecret, Finish, HostAuth};
+use rand::SeedableRng;
 
 use crate::error::{Error, Result};
 use crate::queue::{Data, Queue};
@@ -52,7 +53,8 @@ pub(crate) async fn authenticate(q: &Queue, who: &Who<'_>, subnqn: &str, qid: u1
         .ctrl_secret
         .map(|s| secret(s, "controller secret"))
         .transpose()?;
-    let mut rng = rand::thread_rng();
+    // A Send RNG: the transaction's future may move between threads.
+    let mut rng = rand::rngs::StdRng::from_entropy();
     let mut tx = HostAuth::new(who.hostnqn, subnqn, host_secret, ctrl_secret, qid);
     if !who.dhgroups.is_empty() {
         tx.dhgroups = who.dhgroups.to_vec();

@@ -18,7 +18,7 @@
 //!
 //! Bodies, by kind:
 //! - 1 `Hello`: volume_uuid \[16\], node_id \[16\], epoch u64, role u8, durable_lsn u64,
-//!   block_size u32, capacity_blocks u64.
+//!   block_size u32, capacity_blocks u64, resync_incomplete u8 (0 or 1).
 //! - 2 `Records`: epoch u64, prev_lsn u64, count u32, then `count` records of lsn u64, kind u8
 //!   (1 write, 2 trim, 3 zero: the log's codes), lba u64, blocks u32, data_len u32, data.
 //! - 3 `Barrier`: epoch u64, lsn u64.
@@ -26,7 +26,7 @@
 //! - 5 `Fenced`: epoch u64.
 //! - 6 `ResyncStart`: epoch u64, start_lsn u64.
 //! - 7 `ResyncExtent`: epoch u64, lba u64, blocks u32, has_data u8 (0 or 1), then the data.
-//! - 8 `ResyncDone`: epoch u64.
+//! - 8 `ResyncDone`: epoch u64, end_lsn u64.
 //! - 9 `PeerState`: epoch u64, in_sync u8 (0 or 1), primary_lsn u64.
 //!
 //! A body must be exactly as long as its fields: trailing bytes are an error.
@@ -49,7 +49,8 @@ pub use fuzz::fuzz_repl_frame;
 /// refused at the first header. The bytes "TRPL" read as a little-endian u32.
 pub const MAGIC: u32 = 0x4C50_5254;
 /// Wire format version; a peer speaking another one is refused rather than misread.
-pub const VERSION: u8 = 1;
+/// Version 2 added the Hello's `resync_incomplete` and the `ResyncDone`'s `end_lsn`.
+pub const VERSION: u8 = 2;
 /// Length of the fixed frame header, the unit the decoder reads before trusting anything.
 pub const HEADER_LEN: usize = 16;
 /// Largest body accepted: a 4 MiB batch of record data plus room for the record headers.
@@ -121,10 +122,14 @@ pub enum Frame {
         /// The region's contents, `blocks * block_size` bytes; `None` for a deallocated range.
         data: Option<Bytes>,
     },
-    /// The extent part of a full resync is complete.
+    /// The extent part of a full resync is complete: records from the `ResyncStart`'s
+    /// `start_lsn` follow, and the standby's image is consistent (whole, promotable) only once
+    /// it applied them through `end_lsn`, the primary's last LSN when the copy ended.
     ResyncDone {
         /// Epoch of the primary.
         epoch: u64,
+        /// The primary's last LSN when the last region was read.
+        end_lsn: u64,
     },
     /// Primary to standby: how the primary counts the standby now, so that the standby knows
     /// (and persists) whether it may be promoted without losing an acknowledged flush. Sent
@@ -159,6 +164,10 @@ pub struct Hello {
     pub block_size: u32,
     /// Capacity of the sender's volume in blocks.
     pub capacity_blocks: u64,
+    /// Sent by a standby whose last full resync did not complete (it crashed or lost the
+    /// connection mid-copy): its image is not consistent and its position means nothing, so
+    /// the primary must start a full resync again. Always false from a primary.
+    pub resync_incomplete: bool,
 }
 
 /// A batch of log records, shipped without waiting for the previous batch's reply.

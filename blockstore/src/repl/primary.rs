@@ -14,11 +14,30 @@
 //! [`PrimaryPeer::degraded`] releases the waiting flushes without it. A standby out of sync
 //! counts for nothing until it has caught up again ([`PrimaryEvent::InSync`]). A standby holding
 //! a newer epoch fences this primary ([`PrimaryEvent::Fence`]).
+//!
+//! Full resync (rebuild): when the records a standby needs were recycled, or the standby says
+//! its last resync did not complete, the peer asks the driver to start one
+//! ([`PrimaryEvent::StartResync`]): the driver notes the log's last LSN as the start, holds the
+//! log from there and lists the volume's runs ([`PrimaryPeer::resync_started`]); then, at the
+//! pace it chooses (flow control, rate limit), it reads the chunks the peer asks for
+//! ([`PrimaryPeer::next_resync_step`], [`PrimaryPeer::resync_extent`]) and finally reports the
+//! log's last LSN when the copy ended ([`PrimaryPeer::resync_copied`]). The log is then shipped
+//! from the start; the standby counts again only once it acknowledged a barrier covering the
+//! copy's end and every flush acknowledged without it (the same catch-up rule as after a
+//! timeout). No barrier goes out while the copy runs.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use super::frame::{Frame, Hello, Record, Records};
+use crate::resync::Run;
+
+mod resync;
+
+use resync::{Resync, Shape};
+pub use resync::{ResyncPhase, ResyncProgress, ResyncStep, RESYNC_CHUNK_BYTES};
 
 /// Who this primary is and how it replicates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +88,9 @@ pub enum PrimaryEvent {
     InSync,
     /// The standby holds a newer epoch: this node must stop serving (fence itself).
     Fence(u64),
+    /// The standby needs a full resync: note the log's last LSN as the start, keep the log
+    /// from there (retention), list the volume's runs and call [`PrimaryPeer::resync_started`].
+    StartResync,
 }
 
 /// One connection's progress.
@@ -104,6 +126,9 @@ pub struct PrimaryPeer {
     out: VecDeque<Frame>,
     events: VecDeque<PrimaryEvent>,
     fenced: bool,
+    resync: Option<Resync>,
+    /// Bytes of data per resync chunk ([`RESYNC_CHUNK_BYTES`] unless a test changed it).
+    resync_chunk: u64,
 }
 
 impl PrimaryPeer {
@@ -125,7 +150,15 @@ impl PrimaryPeer {
             out: VecDeque::new(),
             events: VecDeque::new(),
             fenced: false,
+            resync: None,
+            resync_chunk: RESYNC_CHUNK_BYTES,
         }
+    }
+
+    /// Changes the data per resync chunk (at least one block; at most [`RESYNC_CHUNK_BYTES`]):
+    /// the simulation uses tiny chunks so that writes land between them.
+    pub fn set_resync_chunk(&mut self, bytes: u64) {
+        self.resync_chunk = bytes.min(RESYNC_CHUNK_BYTES);
     }
 
     /// Whether the standby counts for flushes.
@@ -172,14 +205,49 @@ impl PrimaryPeer {
             durable_lsn: 0,
             block_size: self.cfg.block_size,
             capacity_blocks: self.cfg.capacity_blocks,
+            resync_incomplete: false,
         }));
     }
 
     /// The connection is gone (closed, broken, refused). Waiting flushes keep waiting until the
-    /// timeout declares the standby out of sync, or a new connection catches up.
+    /// timeout declares the standby out of sync, or a new connection catches up. A resync in
+    /// progress is abandoned: the standby announces it incomplete and the next connection
+    /// starts it over.
     pub fn disconnected(&mut self) {
         self.conn = None;
         self.out.clear();
+        self.resync = None;
+    }
+
+    /// Whether a resync is being set up or copying (no log shipping, no barriers then).
+    fn copying(&self) -> bool {
+        self.resync.as_ref().is_some_and(Resync::copying)
+    }
+
+    fn shape(&self) -> Shape {
+        Shape {
+            epoch: self.epoch,
+            block_size: u64::from(self.cfg.block_size),
+            capacity: self.cfg.capacity_blocks,
+            chunk_bytes: self.resync_chunk,
+        }
+    }
+
+    /// Progress of the running full resync, if one runs.
+    pub fn resync_progress(&self) -> Option<ResyncProgress> {
+        self.resync.as_ref().map(Resync::progress)
+    }
+
+    /// The LSN after which the log must keep records for this standby (the driver moves the
+    /// engine's retention floor there), or `None` to leave the floor where it is (a resync
+    /// being set up: the driver places it itself).
+    pub fn retention_lsn(&self) -> Option<u64> {
+        match self.resync.as_ref().map(Resync::progress) {
+            None => Some(self.durable),
+            Some(p) if p.phase == ResyncPhase::Starting => None,
+            Some(p) if p.phase == ResyncPhase::Copying => Some(p.start_lsn),
+            Some(_) => self.conn.map(|c| c.covered),
+        }
     }
 
     /// Takes one frame from the standby.
@@ -201,6 +269,12 @@ impl PrimaryPeer {
                     return;
                 }
                 conn.ready = true;
+                if h.resync_incomplete {
+                    // Its image is a partial copy: nothing it holds counts.
+                    self.durable = 0;
+                    self.resync_needed();
+                    return;
+                }
                 conn.shipped = h.durable_lsn;
                 conn.covered = h.durable_lsn;
                 conn.reading = true;
@@ -247,6 +321,13 @@ impl PrimaryPeer {
 
     /// A barrier covering everything through `covers` was acknowledged durable.
     fn barrier_acked(&mut self, covers: u64) {
+        if let Some(p) = self.resync.as_ref().map(Resync::progress) {
+            if p.phase != ResyncPhase::CatchingUp || covers < p.end_lsn {
+                return;
+            }
+            // The standby applied the log through the copy's end: its image is whole.
+            self.resync = None;
+        }
         match self.sync {
             SyncState::InSync => self.release(covers),
             // Caught up: the standby holds every record of every flush acknowledged without it,
@@ -274,6 +355,10 @@ impl PrimaryPeer {
     /// everything through `covered` is now sent or padding. `at_head` says the read reached
     /// the head of the log.
     pub fn ship(&mut self, records: Vec<Record>, covered: u64, at_head: bool, now: Instant) {
+        if self.copying() {
+            // A read from before the resync began: the log goes out after the copy.
+            return;
+        }
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
@@ -299,6 +384,9 @@ impl PrimaryPeer {
 
     /// The log grew (a write was appended): ship it when no read is outstanding.
     pub fn log_grew(&mut self) {
+        if self.copying() {
+            return;
+        }
         if let Some(conn) = self.conn.as_mut().filter(|c| c.ready && !c.reading) {
             conn.reading = true;
             conn.at_head = false;
@@ -308,11 +396,12 @@ impl PrimaryPeer {
         }
     }
 
-    /// The records the standby needs were recycled: it needs a full resync, which the driver
-    /// runs; the standby stays out of sync until it has caught up after it.
+    /// The records the standby needs were recycled, or its last resync did not complete: it
+    /// needs a full resync ([`PrimaryEvent::StartResync`]). It is out of sync from now on
+    /// (recorded durably first when it was in sync) until it has caught up after the copy.
     pub fn resync_needed(&mut self) {
-        if let Some(conn) = self.conn.as_mut() {
-            conn.reading = false;
+        if self.copying() {
+            return;
         }
         if self.sync == SyncState::InSync {
             self.sync = SyncState::Degrading;
@@ -320,16 +409,69 @@ impl PrimaryPeer {
                 since_lsn: self.durable,
             });
         }
+        let Some(conn) = self.conn.as_mut().filter(|c| c.ready) else {
+            return;
+        };
+        conn.reading = false;
+        conn.at_head = false;
+        conn.barrier = None;
+        self.resync = Some(Resync::new());
+        self.events.push_back(PrimaryEvent::StartResync);
     }
 
-    /// A full resync copied the image as of `start_lsn`: shipping goes on from there.
-    pub fn resync_done(&mut self, start_lsn: u64) {
+    /// The driver started the resync the peer asked for: the log is kept after `start_lsn`
+    /// (its last LSN when the copy began) and `plan` lists the volume's runs
+    /// ([`crate::Engine::resync_plan`]). The standby is told, then the runs follow.
+    pub fn resync_started(&mut self, start_lsn: u64, plan: Vec<Run>) {
+        let s = self.shape();
+        if let Some(f) = self
+            .resync
+            .as_mut()
+            .and_then(|r| r.started(s, start_lsn, plan))
+        {
+            self.out.push_back(f);
+        }
+    }
+
+    /// The next thing the driver does for the running copy. Deallocated runs go out as
+    /// frames here (nothing to read); an allocated run is asked for a chunk at a time.
+    pub fn next_resync_step(&mut self) -> ResyncStep {
+        let s = self.shape();
+        match self.resync.as_mut() {
+            Some(r) => r.next_step(s, &mut self.out),
+            None => ResyncStep::Idle,
+        }
+    }
+
+    /// The data of the chunk [`ResyncStep::Read`] asked for (read after the copy's start, so
+    /// possibly newer: the log shipped afterwards overwrites it in order). A chunk of zeros
+    /// goes out as a deallocation.
+    pub fn resync_extent(&mut self, lba: u64, blocks: u32, data: Bytes) {
+        let s = self.shape();
+        if let Some(f) = self
+            .resync
+            .as_mut()
+            .and_then(|r| r.extent(s, lba, blocks, data))
+        {
+            self.out.push_back(f);
+        }
+    }
+
+    /// Every region is sent; `end_lsn` is the log's last LSN now. The standby is told, and
+    /// the log is shipped from the copy's start.
+    pub fn resync_copied(&mut self, end_lsn: u64) {
+        let s = self.shape();
+        let Some((done, start)) = self.resync.as_mut().and_then(|r| r.copied(s, end_lsn)) else {
+            return;
+        };
+        self.out.push_back(done);
         if let Some(conn) = self.conn.as_mut() {
-            conn.shipped = start_lsn;
-            conn.covered = start_lsn;
+            conn.shipped = start;
+            conn.covered = start;
             conn.reading = true;
+            conn.at_head = false;
             self.events
-                .push_back(PrimaryEvent::NeedRecords { after: start_lsn });
+                .push_back(PrimaryEvent::NeedRecords { after: start });
         }
     }
 
@@ -363,10 +505,11 @@ impl PrimaryPeer {
     fn maybe_barrier(&mut self, now: Instant) {
         let sync = self.sync;
         let wanted = self.wanted.map(|(w, _)| w);
+        let copying = self.copying();
         let Some(conn) = self.conn.as_mut().filter(|c| c.ready) else {
             return;
         };
-        if conn.barrier.is_some() {
+        if conn.barrier.is_some() || copying {
             return;
         }
         let at_head = conn.at_head && !conn.reading;
@@ -425,7 +568,7 @@ mod tests {
 
     const UUID: [u8; 16] = [7; 16];
 
-    fn cfg() -> PrimaryConfig {
+    pub(super) fn cfg() -> PrimaryConfig {
         PrimaryConfig {
             volume_uuid: UUID,
             node_id: [1; 16],
@@ -435,7 +578,7 @@ mod tests {
         }
     }
 
-    fn standby_hello(epoch: u64, durable: u64) -> Frame {
+    pub(super) fn standby_hello(epoch: u64, durable: u64) -> Frame {
         Frame::Hello(Hello {
             volume_uuid: UUID,
             node_id: [2; 16],
@@ -444,10 +587,11 @@ mod tests {
             durable_lsn: durable,
             block_size: 512,
             capacity_blocks: 100,
+            resync_incomplete: false,
         })
     }
 
-    fn rec(lsn: u64) -> Record {
+    pub(super) fn rec(lsn: u64) -> Record {
         Record {
             lsn,
             kind: RecordKind::Zero,
@@ -457,11 +601,11 @@ mod tests {
         }
     }
 
-    fn frames(p: &mut PrimaryPeer) -> Vec<Frame> {
+    pub(super) fn frames(p: &mut PrimaryPeer) -> Vec<Frame> {
         std::iter::from_fn(|| p.poll_frame()).collect()
     }
 
-    fn events(p: &mut PrimaryPeer) -> Vec<PrimaryEvent> {
+    pub(super) fn events(p: &mut PrimaryPeer) -> Vec<PrimaryEvent> {
         std::iter::from_fn(|| p.poll_event()).collect()
     }
 

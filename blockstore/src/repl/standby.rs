@@ -7,6 +7,16 @@
 //! primary's barrier. The link refuses records of another epoch and records that do not follow
 //! the last one it took (a gap means a lost frame: the connection must start over from the
 //! standby's durable position).
+//!
+//! Full resync: only a primary (the Hello says so) of the standby's epoch or a newer one can
+//! start one; an older epoch is fenced as for records. Between `ResyncStart` and `ResyncDone`
+//! only regions come (no records, no barriers); the driver marks the image durably as being
+//! replaced first ([`StandbyEvent::ResyncBegin`]). After `ResyncDone` the records from the
+//! copy's start follow, and the first barrier once they reach the copy's end asks the driver to
+//! clear that mark ([`StandbyEvent::ResyncComplete`]) before it is acknowledged, so the primary
+//! never counts this standby in sync while its image is partial. A standby that starts with the
+//! mark still set (it crashed or lost the connection mid-resync) says so in its Hello
+//! ([`StandbyLink::needing_resync`]).
 
 use std::collections::VecDeque;
 
@@ -52,7 +62,12 @@ pub enum StandbyEvent {
     ResyncEnd {
         /// The primary's LSN of the copied image.
         start_lsn: u64,
+        /// The image is consistent once the records through this LSN are applied.
+        end_lsn: u64,
     },
+    /// The records through the copy's end are applied: make them durable and clear the
+    /// resync mark (before the [`StandbyEvent::Sync`] that follows is acknowledged).
+    ResyncComplete,
 }
 
 /// Why the link closed.
@@ -90,6 +105,17 @@ enum State {
     Closed,
 }
 
+/// Where this standby's image stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Image {
+    /// Consistent as of the position it announced or applied since.
+    Whole,
+    /// A resync did not complete (announced in the Hello) or is copying now.
+    Partial,
+    /// Copied; consistent once records through this LSN are applied.
+    CatchingUp(u64),
+}
+
 /// The standby's side of one connection.
 #[derive(Debug)]
 pub struct StandbyLink {
@@ -102,6 +128,7 @@ pub struct StandbyLink {
     durable: u64,
     /// Barriers answered once the driver reports durability.
     barrier_pending: bool,
+    image: Image,
     out: VecDeque<Frame>,
     events: VecDeque<StandbyEvent>,
     closed: Option<StandbyClose>,
@@ -111,6 +138,16 @@ impl StandbyLink {
     /// A link for a standby at `epoch` holding the primary's records through `durable_lsn`.
     /// Its Hello is queued at once.
     pub fn new(cfg: StandbyConfig, epoch: u64, durable_lsn: u64) -> Self {
+        Self::build(cfg, epoch, durable_lsn, Image::Whole)
+    }
+
+    /// A link for a standby at `epoch` whose last full resync did not complete: its Hello says
+    /// so, and the primary starts the resync over.
+    pub fn needing_resync(cfg: StandbyConfig, epoch: u64) -> Self {
+        Self::build(cfg, epoch, 0, Image::Partial)
+    }
+
+    fn build(cfg: StandbyConfig, epoch: u64, durable_lsn: u64, image: Image) -> Self {
         let mut l = StandbyLink {
             cfg,
             state: State::AwaitHello,
@@ -118,12 +155,18 @@ impl StandbyLink {
             received: durable_lsn,
             durable: durable_lsn,
             barrier_pending: false,
+            image,
             out: VecDeque::new(),
             events: VecDeque::new(),
             closed: None,
         };
         l.out.push_back(Frame::Hello(l.hello()));
         l
+    }
+
+    /// Whether this standby's image is whole (no resync announced, running or catching up).
+    pub fn image_whole(&self) -> bool {
+        self.image == Image::Whole
     }
 
     fn hello(&self) -> Hello {
@@ -135,6 +178,7 @@ impl StandbyLink {
             durable_lsn: self.durable,
             block_size: self.cfg.block_size,
             capacity_blocks: self.cfg.capacity_blocks,
+            resync_incomplete: self.image != Image::Whole,
         }
     }
 
@@ -216,7 +260,7 @@ impl StandbyLink {
                     self.events.push_back(StandbyEvent::Apply(r.records));
                 }
             }
-            (State::Streaming | State::Resyncing { .. }, Frame::Barrier { epoch, lsn }) => {
+            (State::Streaming, Frame::Barrier { epoch, lsn }) => {
                 if !self.same_epoch(epoch) {
                     return;
                 }
@@ -224,16 +268,34 @@ impl StandbyLink {
                     self.close(StandbyClose::Protocol("barrier beyond the records sent"));
                     return;
                 }
+                if self.image == Image::Partial {
+                    self.close(StandbyClose::Protocol(
+                        "a barrier before the full resync this standby needs",
+                    ));
+                    return;
+                }
+                if let Image::CatchingUp(end) = self.image {
+                    if self.received >= end {
+                        self.image = Image::Whole;
+                        self.events.push_back(StandbyEvent::ResyncComplete);
+                    }
+                }
                 if !self.barrier_pending {
                     self.barrier_pending = true;
                     self.events.push_back(StandbyEvent::Sync);
                 }
+            }
+            (State::Resyncing { .. }, Frame::Barrier { .. }) => {
+                self.close(StandbyClose::Protocol("a barrier during a resync copy"));
             }
             (State::Streaming, Frame::ResyncStart { epoch, start_lsn }) => {
                 if !self.same_epoch(epoch) {
                     return;
                 }
                 self.state = State::Resyncing { start_lsn };
+                self.image = Image::Partial;
+                // Nothing held here counts until the resync completes.
+                self.durable = 0;
                 self.events
                     .push_back(StandbyEvent::ResyncBegin { start_lsn });
             }
@@ -259,13 +321,19 @@ impl StandbyLink {
                 self.events
                     .push_back(StandbyEvent::ResyncExtent { lba, blocks, data });
             }
-            (State::Resyncing { start_lsn }, Frame::ResyncDone { epoch }) => {
+            (State::Resyncing { start_lsn }, Frame::ResyncDone { epoch, end_lsn }) => {
                 if !self.same_epoch(epoch) {
+                    return;
+                }
+                if end_lsn < start_lsn {
+                    self.close(StandbyClose::Protocol("resync ends before it starts"));
                     return;
                 }
                 self.received = start_lsn;
                 self.state = State::Streaming;
-                self.events.push_back(StandbyEvent::ResyncEnd { start_lsn });
+                self.image = Image::CatchingUp(end_lsn);
+                self.events
+                    .push_back(StandbyEvent::ResyncEnd { start_lsn, end_lsn });
             }
             (_, Frame::Fenced { epoch }) => {
                 // The primary holds a newer epoch than we announced: adopt it and start over.
@@ -279,6 +347,11 @@ impl StandbyLink {
     }
 
     fn on_hello(&mut self, h: &Hello) {
+        if crate::role::Role::from_u8(h.role) != Some(crate::role::Role::Primary) {
+            // Only the primary of the epoch ships records or serves a rebuild.
+            self.close(StandbyClose::Protocol("the peer is not a primary"));
+            return;
+        }
         if h.volume_uuid != self.cfg.volume_uuid
             || h.block_size != self.cfg.block_size
             || h.capacity_blocks > self.cfg.capacity_blocks
@@ -339,6 +412,7 @@ mod tests {
             durable_lsn: 0,
             block_size: 512,
             capacity_blocks: 100,
+            resync_incomplete: false,
         })
     }
 
@@ -445,12 +519,29 @@ mod tests {
             blocks: 4,
             data: None,
         });
-        l.receive(Frame::ResyncDone { epoch: 2 });
+        l.receive(Frame::ResyncDone {
+            epoch: 2,
+            end_lsn: 41,
+        });
         l.receive(records(2, 40, &[41]));
         let events: Vec<_> = std::iter::from_fn(|| l.poll_event()).collect();
         assert_eq!(events.len(), 4, "{events:?}");
-        assert_eq!(events[2], StandbyEvent::ResyncEnd { start_lsn: 40 });
+        assert_eq!(
+            events[2],
+            StandbyEvent::ResyncEnd {
+                start_lsn: 40,
+                end_lsn: 41
+            }
+        );
         assert_eq!(l.received_lsn(), 41);
+        assert!(
+            !l.image_whole(),
+            "not whole before the barrier past the end"
+        );
+        l.receive(Frame::Barrier { epoch: 2, lsn: 41 });
+        assert_eq!(l.poll_event(), Some(StandbyEvent::ResyncComplete));
+        assert_eq!(l.poll_event(), Some(StandbyEvent::Sync));
+        assert!(l.image_whole());
         l.receive(Frame::ResyncExtent {
             epoch: 2,
             lba: 99,
@@ -458,5 +549,39 @@ mod tests {
             data: None,
         });
         assert!(l.close_reason().is_some(), "extents only during a resync");
+    }
+
+    #[test]
+    fn a_resync_needs_the_primary_of_the_current_epoch() {
+        // An older epoch's resync is refused (and fenced).
+        let mut l = StandbyLink::new(cfg(), 5, 0);
+        l.poll_frame();
+        l.receive(hello(5));
+        l.receive(Frame::ResyncStart {
+            epoch: 4,
+            start_lsn: 1,
+        });
+        assert_eq!(l.poll_frame(), Some(Frame::Fenced { epoch: 5 }));
+        assert!(matches!(
+            l.close_reason(),
+            Some(StandbyClose::StaleEpoch { ours: 5, theirs: 4 })
+        ));
+        assert_eq!(l.poll_event(), None, "nothing of the image is replaced");
+        // A peer that is not a primary serves no rebuild.
+        let mut l = StandbyLink::new(cfg(), 5, 0);
+        let Frame::Hello(mut h) = hello(5) else {
+            unreachable!()
+        };
+        h.role = crate::role::Role::Standby.to_u8();
+        l.receive(Frame::Hello(h));
+        assert!(l.close_reason().is_some());
+        // A standby with a partial image says so, and takes no barrier before a resync.
+        let mut l = StandbyLink::needing_resync(cfg(), 5);
+        assert!(
+            matches!(l.poll_frame(), Some(Frame::Hello(h)) if h.resync_incomplete && h.durable_lsn == 0)
+        );
+        l.receive(hello(5));
+        l.receive(Frame::Barrier { epoch: 5, lsn: 0 });
+        assert!(l.close_reason().is_some());
     }
 }

@@ -21,6 +21,8 @@ pub struct Replicated {
     pub node_id: [u8; 16],
     /// How long a flush waits for a silent standby.
     pub timeout: Duration,
+    /// The full resync's rate limit, bytes per second (none: unlimited).
+    pub resync_rate: Option<u64>,
     /// What status shows.
     pub status: Arc<StatusCell>,
     /// The volume as the replication listener receives it.

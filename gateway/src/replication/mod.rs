@@ -95,6 +95,7 @@ pub async fn start(cfg: &Config, vols: &Volumes) -> Result<Replication, String> 
             peer: peer.clone(),
             node_id,
             timeout,
+            resync_rate: cfg.replication.resync_rate_bytes(),
             status: status.clone(),
             receiver,
             shipping: tokio::sync::watch::channel(false).0,

@@ -6,11 +6,21 @@
 //! every [`GROWTH_TICK`] (one short lock) and calls [`PrimaryPeer::log_grew`] when it moved, so
 //! writes ship in the background, pipelined, without the write path knowing about replication.
 //! A flush does not wait for that tick: its `need_durable` asks for the log at once.
+//!
+//! Full resync (rebuild): when the standby's records were recycled (or it announces an
+//! incomplete resync), the task notes the log's last LSN, holds the log from there (the
+//! retention floor), lists the volume's allocated runs and streams them chunk by chunk, paced
+//! by `[replication] resync_rate_mib_s` and by the socket's queue ([`rebuild`]), while host I/O
+//! goes on; then it ships the log from the noted LSN until the standby caught up.
+
+mod rebuild;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use blockstore::repl::primary::{PrimaryConfig, PrimaryEvent, PrimaryPeer, SyncState};
+use blockstore::repl::primary::{
+    PrimaryConfig, PrimaryEvent, PrimaryPeer, ResyncPhase, ResyncStep, SyncState,
+};
 use blockstore::{Engine, Error, Role};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
@@ -28,9 +38,6 @@ const RETENTION_EVERY: Duration = Duration::from_millis(200);
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
-/// How long a standby whose records were recycled is left alone (it needs a full resync,
-/// which is not implemented yet) before the next try.
-const RESYNC_RETRY: Duration = Duration::from_secs(10);
 
 /// Everything the task needs about its volume.
 pub struct PrimaryTask {
@@ -48,11 +55,13 @@ pub struct PrimaryTask {
     pub need: UnboundedReceiver<u64>,
     /// What status shows.
     pub status: Arc<StatusCell>,
-    /// Set when the next dial must wait longer than the backoff (a standby needing a resync).
-    hold_off: Option<Duration>,
     /// The stored record says the standby's image has no position in this log (this node was
     /// promoted without a handover): it needs a full resync whatever position it offers.
     force_resync: bool,
+    /// Paces and measures a full resync.
+    pacer: rebuild::Pacer,
+    /// A full resync began since the standby was last in sync.
+    rebuilding: bool,
 }
 
 /// What woke the task.
@@ -63,6 +72,7 @@ enum Wake {
     Timeout,
     Dial,
     Tick,
+    Copy,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -89,6 +99,10 @@ async fn sleep_until(t: Option<Instant>) {
     }
 }
 
+/// The least TCP user timeout of a replication connection (the replication timeout when
+/// longer): a standby's disk stall must not look like a partition.
+const USER_TIMEOUT_MIN: Duration = Duration::from_secs(3);
+
 /// How long a connection may stay without a completed handshake.
 const HANDSHAKE: Duration = Duration::from_secs(5);
 
@@ -111,9 +125,16 @@ impl PrimaryTask {
             gate,
             need,
             status,
-            hold_off: None,
             force_resync: false,
+            pacer: rebuild::Pacer::new(None),
+            rebuilding: false,
         }
+    }
+
+    /// Limits the data a full resync copies to `bytes_per_s` (`None`: unlimited, the default).
+    pub fn with_resync_rate(mut self, bytes_per_s: Option<u64>) -> PrimaryTask {
+        self.pacer = rebuild::Pacer::new(bytes_per_s);
+        self
     }
 
     /// Runs until `stop` (then waiting flushes fail) or until a newer epoch fenced the node.
@@ -178,20 +199,31 @@ impl PrimaryTask {
                     peer.disconnected();
                 }
             }
-            if let Some(d) = self.hold_off.take() {
-                next_dial = Some(Instant::now() + d);
-            }
             if conn.is_none() && next_dial.is_none() {
                 next_dial = Some(Instant::now() + backoff);
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
+            let resync = peer.resync_progress().map(|p| self.pacer.status(&p));
             self.status.update(|s| {
                 s.connected = peer.is_connected();
                 s.sync_state = Some(SyncName::from(peer.sync_state()));
                 s.durable_lsn = peer.durable_lsn();
+                s.resync = resync;
             });
             let timeout = peer.poll_timeout().map(Instant::from_std);
             let connected = conn.is_some();
+            // The copy reads its next chunk when the rate limit allows and the standby has
+            // taken most of what was sent.
+            let copy_at = match (&conn, peer.resync_progress()) {
+                (Some((_, tx)), Some(p)) if p.phase == ResyncPhase::Copying => {
+                    Some(if tx.queued() > rebuild::QUEUE_HIGH {
+                        Instant::now() + rebuild::QUEUE_POLL
+                    } else {
+                        self.pacer.next_at()
+                    })
+                }
+                _ => None,
+            };
             let wake = tokio::select! {
                 _ = stop.changed() => Wake::Stop,
                 n = self.need.recv() => n.map_or(Wake::Stop, Wake::Need),
@@ -199,6 +231,7 @@ impl PrimaryTask {
                 _ = sleep_until(timeout) => Wake::Timeout,
                 _ = sleep_until(next_dial), if !connected => Wake::Dial,
                 _ = tick.tick(), if connected => Wake::Tick,
+                _ = sleep_until(copy_at), if copy_at.is_some() => Wake::Copy,
             };
             let now = std::time::Instant::now();
             match wake {
@@ -225,6 +258,7 @@ impl PrimaryTask {
                     peer.disconnected();
                 }
                 Wake::Timeout => peer.handle_timeout(now),
+                Wake::Copy => self.copy_step(&mut peer, &mut conn).await,
                 Wake::Dial => {
                     next_dial = None;
                     if self.engine.role_state().role != Role::Primary {
@@ -241,6 +275,11 @@ impl PrimaryTask {
                     {
                         Ok(Ok(s)) => {
                             tracing::info!(volume = %self.name, peer = %self.peer_addr, "connected to the standby");
+                            // Data unacknowledged by the standby's TCP for longer than this
+                            // breaks the connection (a partition), so the next dial starts
+                            // over from what the standby holds.
+                            let _ = socket2::SockRef::from(&s)
+                                .set_tcp_user_timeout(Some(self.cfg.timeout.max(USER_TIMEOUT_MIN)));
                             conn = Some(wire::split(s));
                             ready_seen = false;
                             dialed_at = Instant::now();
@@ -261,12 +300,15 @@ impl PrimaryTask {
                         seen_lsn = last;
                         peer.log_grew();
                     }
-                    if peer.is_connected() && retained_at.elapsed() >= RETENTION_EVERY {
+                    let keep = peer.retention_lsn();
+                    if let Some(keep) = keep
+                        .filter(|_| peer.is_connected() && retained_at.elapsed() >= RETENTION_EVERY)
+                    {
                         retained_at = Instant::now();
-                        let (e, durable) = (self.engine.clone(), peer.durable_lsn());
+                        let e = self.engine.clone();
                         // Keep what the standby still needs (bounded by the engine).
                         let _ = blocking(move || {
-                            let pos = e.log_pos_after(durable)?;
+                            let pos = e.log_pos_after(keep)?;
                             e.set_retention(Some(pos));
                             Ok(())
                         })
@@ -319,6 +361,38 @@ impl PrimaryTask {
         }
     }
 
+    /// One step of a running copy: reads the chunk the peer asks for (on a blocking thread)
+    /// and hands it over, or reports the copy complete with the log's last LSN.
+    async fn copy_step(
+        &mut self,
+        peer: &mut PrimaryPeer,
+        conn: &mut Option<(FrameReader, FrameSender)>,
+    ) {
+        match peer.next_resync_step() {
+            ResyncStep::Idle => {}
+            ResyncStep::Read { lba, blocks } => {
+                let e = self.engine.clone();
+                match blocking(move || e.read(lba, u64::from(blocks))).await {
+                    Ok(data) => {
+                        self.pacer.sent(data.len() as u64);
+                        peer.resync_extent(lba, blocks, data.into());
+                    }
+                    Err(e) => {
+                        tracing::error!(volume = %self.name, error = %e, lba, "reading the volume for the standby's resync failed");
+                        *conn = None;
+                        peer.disconnected();
+                    }
+                }
+            }
+            ResyncStep::Finish => {
+                let end = self.engine.last_lsn();
+                tracing::info!(volume = %self.name, peer = %self.peer_addr, end_lsn = end,
+                    "full resync: the regions are copied; shipping the log written meanwhile");
+                peer.resync_copied(end);
+            }
+        }
+    }
+
     async fn handle(
         &mut self,
         peer: &mut PrimaryPeer,
@@ -328,13 +402,10 @@ impl PrimaryTask {
         let epoch = self.engine.role_state().epoch;
         match ev {
             PrimaryEvent::NeedRecords { after } if self.force_resync => {
-                tracing::error!(volume = %self.name, peer = %self.peer_addr, after,
-                    "this node was promoted without a handover: the standby's image may hold writes this node never had, so it needs a full resync (not in this version); it stays out of sync");
+                tracing::warn!(volume = %self.name, peer = %self.peer_addr, after,
+                    "this node was promoted without a handover: the standby's image may hold writes this node never had, so it gets a full resync (it is out of sync until it caught up)");
                 peer.resync_needed();
                 self.tell(conn, false);
-                *conn = None;
-                peer.disconnected();
-                self.hold_off = Some(RESYNC_RETRY);
             }
             PrimaryEvent::NeedRecords { after } => {
                 let e = self.engine.clone();
@@ -351,18 +422,47 @@ impl PrimaryTask {
                         peer.ship(recs, next.lsn - 1, at_head, std::time::Instant::now());
                     }
                     Err(Error::LogRecycled { wanted, oldest }) => {
-                        tracing::error!(volume = %self.name, peer = %self.peer_addr, wanted, oldest,
-                            "the standby needs records the log no longer holds: it needs a full resync, which this version cannot do yet; it stays out of sync");
+                        tracing::warn!(volume = %self.name, peer = %self.peer_addr, wanted, oldest,
+                            "the standby needs records the log no longer holds: it gets a full resync (it is out of sync until it caught up)");
                         peer.resync_needed();
                         self.tell(conn, false);
-                        // Drop the connection until later; flushes go on once it is recorded
-                        // out of sync.
-                        *conn = None;
-                        peer.disconnected();
-                        self.hold_off = Some(RESYNC_RETRY);
                     }
                     Err(e) => {
                         tracing::error!(volume = %self.name, error = %e, "reading the log for the standby failed");
+                        *conn = None;
+                        peer.disconnected();
+                    }
+                }
+            }
+            PrimaryEvent::StartResync => {
+                let e = self.engine.clone();
+                let r = blocking(move || {
+                    // The copy starts at the log's last LSN; the log is held from there.
+                    let pos = e.log_pos_after(e.last_lsn())?;
+                    e.set_retention(Some(pos));
+                    Ok((pos.lsn - 1, e.resync_plan()?))
+                })
+                .await;
+                match r {
+                    Ok((start, plan)) => {
+                        let bs = u64::from(self.cfg.block_size);
+                        let bytes: u64 = plan
+                            .iter()
+                            .filter(|r| r.mapped)
+                            .map(|r| r.blocks * bs)
+                            .sum();
+                        tracing::info!(volume = %self.name, peer = %self.peer_addr, start_lsn = start, bytes,
+                            "full resync of the standby begins: copying the allocated regions, then the log from the start");
+                        self.pacer.restart();
+                        self.rebuilding = true;
+                        // From here the standby's image is rebuilt from this node's: the log
+                        // catch-up after the copy is an ordinary one. (A copy cut short is
+                        // started again: the standby says so in its Hello.)
+                        self.force_resync = false;
+                        peer.resync_started(start, plan);
+                    }
+                    Err(e) => {
+                        tracing::error!(volume = %self.name, error = %e, "cannot start a full resync");
                         *conn = None;
                         peer.disconnected();
                     }
@@ -399,8 +499,13 @@ impl PrimaryTask {
                     resync: false,
                 };
                 let e = self.engine.clone();
+                let rebuilt = std::mem::take(&mut self.rebuilding);
                 match blocking(move || e.save_metadata(PEER_METADATA, &rec.to_bytes())).await {
                     Ok(()) => {
+                        if rebuilt {
+                            self.status.update(|s| s.resyncs_completed += 1);
+                            tracing::info!(volume = %self.name, peer = %self.peer_addr, "full resync complete");
+                        }
                         tracing::info!(volume = %self.name, peer = %self.peer_addr, lsn = peer.durable_lsn(), "the standby is in sync");
                         self.tell(conn, true);
                     }

@@ -2,8 +2,11 @@
 //! primary's Hello names, and runs a sans-IO [`StandbyLink`] for it: records applied to the
 //! engine in order, barriers answered once they are durable, newer epochs adopted.
 //!
-//! Full resync (a primary whose log no longer holds what this standby needs) is a later step:
-//! the resync events close the connection with a log line saying so.
+//! Full resync (a primary whose log no longer holds what this standby needs): the image is
+//! marked durably as being replaced before the first region is written, the copied regions go
+//! through the engine's log, and the mark is cleared only once the records through the copy's
+//! end are applied and durable (then the barrier is acknowledged). A standby that restarts with
+//! the mark set announces it, and the primary starts the resync over.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -14,7 +17,7 @@ use blockstore::repl::standby::{StandbyConfig, StandbyEvent, StandbyLink};
 use blockstore::{Engine, Error};
 use tokio::task::AbortHandle;
 
-use super::state::StatusCell;
+use super::state::{ResyncStatus, StatusCell};
 use super::wire::{self, FrameReader, FrameSender};
 
 /// How long a new connection may take to send its Hello.
@@ -148,9 +151,15 @@ async fn serve_link(
         block_size: vol.engine.block_size(),
         capacity_blocks: vol.engine.capacity_blocks(),
     };
-    let mut link = StandbyLink::new(cfg, vol.engine.role_state().epoch, durable);
+    let epoch = vol.engine.role_state().epoch;
+    let incomplete = vol.engine.resync_incomplete();
+    let mut link = if incomplete {
+        StandbyLink::needing_resync(cfg, epoch)
+    } else {
+        StandbyLink::new(cfg, epoch, durable)
+    };
     link.receive(hello);
-    tracing::info!(volume = %name, durable, "a primary connected");
+    tracing::info!(volume = %name, durable, resync_incomplete = incomplete, "a primary connected");
     vol.status.update(|s| {
         s.connected = true;
         s.durable_lsn = durable;
@@ -185,7 +194,14 @@ async fn serve_link(
         tx.send(&f);
     }
     tracing::warn!(volume = %name, reason = %why, "the primary's replication connection closed");
-    vol.status.update(|s| s.connected = false);
+    let partial = vol.engine.resync_incomplete();
+    vol.status.update(|s| {
+        s.connected = false;
+        if let Some(r) = s.resync.as_mut().filter(|_| partial) {
+            // The next connection starts it over.
+            r.phase = "interrupted".into();
+        }
+    });
 }
 
 /// Does the link's work and sends its frames; an error ends the connection.
@@ -229,10 +245,65 @@ async fn work(vol: &StandbyVolume, link: &mut StandbyLink, tx: &FrameSender) -> 
                     link.synced(d);
                     vol.status.update(|s| s.durable_lsn = d);
                 }
-                StandbyEvent::ResyncBegin { .. }
-                | StandbyEvent::ResyncExtent { .. }
-                | StandbyEvent::ResyncEnd { .. } => {
-                    return Err("the primary starts a full resync, which this version cannot do yet (a later step): closing".into());
+                StandbyEvent::ResyncBegin { start_lsn } => {
+                    blocking(move || e.begin_resync())
+                        .await
+                        .map_err(|e| format!("starting a full resync: {e}"))?;
+                    tracing::warn!(volume = %vol.name, start_lsn,
+                        "the primary starts a full resync: this standby's image is being replaced (not promotable until it completes)");
+                    vol.status.update(|s| {
+                        s.resync = Some(ResyncStatus {
+                            phase: "copying".into(),
+                            start_lsn,
+                            total_bytes: 0,
+                            done_bytes: 0,
+                            rate_bytes_per_s: 0,
+                            eta_seconds: None,
+                            rate_limit_bytes_per_s: None,
+                        })
+                    });
+                }
+                StandbyEvent::ResyncExtent { lba, blocks, data } => {
+                    let lock = vol.apply.clone();
+                    let n = data.as_ref().map_or(0, |d| d.len() as u64);
+                    blocking(move || {
+                        let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
+                        e.apply_resync_extent(lba, u64::from(blocks), data.as_deref())
+                    })
+                    .await
+                    .map_err(|e| format!("writing a resync region: {e}"))?;
+                    vol.status.update(|s| {
+                        if let Some(r) = s.resync.as_mut() {
+                            r.done_bytes += n;
+                        }
+                    });
+                }
+                StandbyEvent::ResyncEnd { start_lsn, end_lsn } => {
+                    blocking(move || e.resync_copied(start_lsn))
+                        .await
+                        .map_err(|e| format!("ending a resync copy: {e}"))?;
+                    tracing::info!(volume = %vol.name, start_lsn, end_lsn,
+                        "full resync: regions copied; applying the primary's log from the copy's start");
+                    vol.status.update(|s| {
+                        if let Some(r) = s.resync.as_mut() {
+                            r.phase = "catching_up".into();
+                        }
+                    });
+                }
+                StandbyEvent::ResyncComplete => {
+                    let lock = vol.apply.clone();
+                    let d = blocking(move || {
+                        let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
+                        e.finish_resync()
+                    })
+                    .await
+                    .map_err(|e| format!("completing a full resync: {e}"))?;
+                    tracing::info!(volume = %vol.name, lsn = d, "full resync complete: the image is whole again");
+                    vol.status.update(|s| {
+                        s.resync = None;
+                        s.resyncs_completed += 1;
+                        s.durable_lsn = d;
+                    });
                 }
             }
         }

@@ -110,6 +110,32 @@ pub struct ReplicationStatus {
     /// said), the other end of a forced promotion's loss window.
     #[serde(default)]
     pub primary_lsn: Option<u64>,
+    /// The full resync (rebuild) running now, if one does.
+    #[serde(default)]
+    pub resync: Option<ResyncStatus>,
+    /// Full resyncs completed since the node started (the standby rejoined after each).
+    #[serde(default)]
+    pub resyncs_completed: u64,
+}
+
+/// Progress of a full resync (rebuild) of the standby, as status shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResyncStatus {
+    /// "starting", "copying" (the volume's allocated regions are streamed) or "catching_up"
+    /// (the log is shipped from where the copy began).
+    pub phase: String,
+    /// The primary's LSN when the copy began (the log is shipped after it).
+    pub start_lsn: u64,
+    /// Bytes of allocated data the copy streams (on a standby: 0, not known there).
+    pub total_bytes: u64,
+    /// Bytes copied so far (sent by the primary, received by a standby).
+    pub done_bytes: u64,
+    /// Copy rate over the last seconds, bytes per second.
+    pub rate_bytes_per_s: u64,
+    /// Seconds the copy needs at that rate (none while it is not known).
+    pub eta_seconds: Option<u64>,
+    /// The configured rate limit, bytes per second (none: unlimited).
+    pub rate_limit_bytes_per_s: Option<u64>,
 }
 
 /// The live status of one replicated volume, updated by its replication task.
@@ -129,6 +155,8 @@ impl StatusCell {
             node_id: String::new(),
             peer_node_id: None,
             primary_lsn: None,
+            resync: None,
+            resyncs_completed: 0,
         }))
     }
 

@@ -161,7 +161,8 @@ fn start_shipping(h: &Arc<Replicated>) -> Shipping {
         gate.clone(),
         rx,
         h.status.clone(),
-    );
+    )
+    .with_resync_rate(h.resync_rate);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     Shipping {
         gate,

@@ -74,6 +74,11 @@ impl FrameSender {
         }
         self.tx.send(bytes).is_ok()
     }
+
+    /// Bytes queued and not yet written to the socket (a full resync paces itself by it).
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
 }
 
 async fn write_loop(

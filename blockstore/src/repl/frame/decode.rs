@@ -195,9 +195,10 @@ fn parse_body(kind: u8, body: &Bytes) -> Result<Frame, FrameError> {
             Frame::ResyncStart { epoch, start_lsn }
         }
         kind::RESYNC_EXTENT => parse_extent(body)?,
-        kind::RESYNC_DONE => Frame::ResyncDone {
-            epoch: epoch_only("resync done body too short")?,
-        },
+        kind::RESYNC_DONE => {
+            let (epoch, end_lsn) = two("resync done body too short")?;
+            Frame::ResyncDone { epoch, end_lsn }
+        }
         kind::PEER_STATE => {
             let (rest, (epoch, in_sync, primary_lsn)) =
                 fields(body, (le_u64, le_u8, le_u64), "peer state body too short")?;
@@ -220,16 +221,23 @@ fn parse_body(kind: u8, body: &Bytes) -> Result<Frame, FrameError> {
 fn parse_hello(body: In<'_>) -> Result<Hello, FrameError> {
     let uuid = take(16usize).map_opt(|s: In<'_>| <[u8; 16]>::try_from(s).ok());
     let node = take(16usize).map_opt(|s: In<'_>| <[u8; 16]>::try_from(s).ok());
-    let (rest, (volume_uuid, node_id, epoch, role, durable_lsn, block_size, capacity_blocks)) =
-        fields(
-            body,
-            (uuid, node, le_u64, le_u8, le_u64, le_u32, le_u64),
-            "hello body too short",
-        )?;
+    let (
+        rest,
+        (volume_uuid, node_id, epoch, role, durable_lsn, block_size, capacity_blocks, resync),
+    ) = fields(
+        body,
+        (uuid, node, le_u64, le_u8, le_u64, le_u32, le_u64, le_u8),
+        "hello body too short",
+    )?;
     end(rest)?;
     if Role::from_u8(role).is_none() {
         return Err(FrameError::Malformed("unknown role in hello"));
     }
+    let resync_incomplete = match resync {
+        0 => false,
+        1 => true,
+        _ => return Err(FrameError::Malformed("hello resync flag is not 0 or 1")),
+    };
     Ok(Hello {
         volume_uuid,
         node_id,
@@ -238,6 +246,7 @@ fn parse_hello(body: In<'_>) -> Result<Hello, FrameError> {
         durable_lsn,
         block_size,
         capacity_blocks,
+        resync_incomplete,
     })
 }
 

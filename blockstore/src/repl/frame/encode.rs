@@ -17,7 +17,7 @@ pub fn encoded_len(frame: &Frame) -> usize {
 
 fn body_len(frame: &Frame) -> usize {
     match frame {
-        Frame::Hello(_) => 16 + 16 + 8 + 1 + 8 + 4 + 8,
+        Frame::Hello(_) => 16 + 16 + 8 + 1 + 8 + 4 + 8 + 1,
         Frame::Records(r) => {
             RECORDS_HEADER_LEN
                 + r.records
@@ -25,10 +25,10 @@ fn body_len(frame: &Frame) -> usize {
                     .map(|rec| RECORD_HEADER_LEN + rec.data.len())
                     .sum::<usize>()
         }
-        Frame::Barrier { .. } | Frame::ResyncStart { .. } => 16,
+        Frame::Barrier { .. } | Frame::ResyncStart { .. } | Frame::ResyncDone { .. } => 16,
         Frame::Ack { .. } => 24,
         Frame::PeerState { .. } => 17,
-        Frame::Fenced { .. } | Frame::ResyncDone { .. } => 8,
+        Frame::Fenced { .. } => 8,
         Frame::ResyncExtent { data, .. } => 8 + 8 + 4 + 1 + data.as_ref().map_or(0, |d| d.len()),
     }
 }
@@ -95,6 +95,7 @@ fn encode_body(frame: &Frame, out: &mut Vec<u8>) {
             out.extend_from_slice(&h.durable_lsn.to_le_bytes());
             out.extend_from_slice(&h.block_size.to_le_bytes());
             out.extend_from_slice(&h.capacity_blocks.to_le_bytes());
+            out.push(u8::from(h.resync_incomplete));
         }
         Frame::Records(r) => {
             u64s(out, &[r.epoch, r.prev_lsn]);
@@ -109,7 +110,8 @@ fn encode_body(frame: &Frame, out: &mut Vec<u8>) {
             received_lsn,
             durable_lsn,
         } => u64s(out, &[*epoch, *received_lsn, *durable_lsn]),
-        Frame::Fenced { epoch } | Frame::ResyncDone { epoch } => u64s(out, &[*epoch]),
+        Frame::Fenced { epoch } => u64s(out, &[*epoch]),
+        Frame::ResyncDone { epoch, end_lsn } => u64s(out, &[*epoch, *end_lsn]),
         Frame::PeerState {
             epoch,
             in_sync,

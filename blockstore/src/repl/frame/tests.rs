@@ -61,9 +61,10 @@ fn hello() -> impl Strategy<Value = Hello> {
         any::<u64>(),
         any::<u32>(),
         any::<u64>(),
+        any::<bool>(),
     );
     (ids, rest).prop_map(
-        |((volume_uuid, node_id), (epoch, role, durable_lsn, bs, cap))| Hello {
+        |((volume_uuid, node_id), (epoch, role, durable_lsn, bs, cap, resync_incomplete))| Hello {
             volume_uuid,
             node_id,
             epoch,
@@ -71,6 +72,7 @@ fn hello() -> impl Strategy<Value = Hello> {
             durable_lsn,
             block_size: bs,
             capacity_blocks: cap,
+            resync_incomplete,
         },
     )
 }
@@ -100,7 +102,8 @@ fn frame() -> impl Strategy<Value = Frame> {
                 data,
             }
         }),
-        any::<u64>().prop_map(|epoch| Frame::ResyncDone { epoch }),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(epoch, end_lsn)| Frame::ResyncDone { epoch, end_lsn }),
         (any::<u64>(), any::<bool>(), any::<u64>()).prop_map(|(epoch, in_sync, primary_lsn)| {
             Frame::PeerState {
                 epoch,
@@ -241,7 +244,8 @@ fn header_errors_are_typed() {
         b
     };
     assert_eq!(decode_err(&with(0, b'X')), FrameError::BadMagic);
-    assert_eq!(decode_err(&with(4, 2)), FrameError::UnsupportedVersion(2));
+    assert_eq!(decode_err(&with(4, 1)), FrameError::UnsupportedVersion(1));
+    assert_eq!(decode_err(&with(4, 3)), FrameError::UnsupportedVersion(3));
     assert_eq!(decode_err(&with(5, 0)), FrameError::UnknownKind(0));
     assert_eq!(decode_err(&with(5, 10)), FrameError::UnknownKind(10));
     assert_eq!(decode_err(&with(7, 1)), FrameError::ReservedNonZero);
@@ -284,6 +288,7 @@ fn malformed_bodies_are_typed() {
         durable_lsn: 5,
         block_size: 4096,
         capacity_blocks: 1 << 20,
+        resync_incomplete: false,
     });
     let state = Frame::PeerState {
         epoch: 3,
@@ -294,6 +299,17 @@ fn malformed_bodies_are_typed() {
     assert_eq!(decode_err(&bad_flag), m("peer state in_sync is not 0 or 1"));
     let bad_role = crafted(&hello, |b| b[40] = 5);
     assert_eq!(decode_err(&bad_role), m("unknown role in hello"));
+    let bad_resync = crafted(&hello, |b| b[61] = 2);
+    assert_eq!(
+        decode_err(&bad_resync),
+        m("hello resync flag is not 0 or 1")
+    );
+    let done = Frame::ResyncDone {
+        epoch: 1,
+        end_lsn: 9,
+    };
+    let short_done = crafted(&done, |b| b.truncate(8));
+    assert_eq!(decode_err(&short_done), m("resync done body too short"));
 
     // A declared count that cannot fit is refused before allocating (u32::MAX records of at
     // least 25 bytes would be a 100 GiB Vec).
@@ -351,7 +367,7 @@ fn golden_bytes() {
         lsn: 0x0102,
     }]);
     let mut expected = b"TRPL".to_vec();
-    expected.extend_from_slice(&[1, 3, 0, 0, 16, 0, 0, 0]);
+    expected.extend_from_slice(&[VERSION, 3, 0, 0, 16, 0, 0, 0]);
     let body = [7, 0, 0, 0, 0, 0, 0, 0, 2, 1, 0, 0, 0, 0, 0, 0];
     let crc = crc32c::crc32c_append(crc32c::crc32c(&expected), &body);
     expected.extend_from_slice(&crc.to_le_bytes());
