@@ -169,6 +169,16 @@ enum Phase {
     Closed,
 }
 
+/// A command handed to the caller and not completed yet.
+#[derive(Debug, Clone, Copy)]
+struct Running {
+    lun: Lun,
+    /// ExpectedDataTransferLength.
+    expected: u32,
+    /// Whether it holds a CmdSN slot (it was not immediate).
+    slot: bool,
+}
+
 /// A multi-PDU Text response being sent in pieces.
 #[derive(Debug)]
 struct PendingText {
@@ -194,8 +204,13 @@ pub struct Connection {
     writes: HashMap<u32, WriteTask>,
     /// Writes whose solicited part waits for budget, in arrival order.
     r2t_queue: VecDeque<u32>,
-    /// Commands handed to the caller and not completed yet, with the bytes they hold.
-    executing: HashMap<u32, (Lun, u32, usize)>,
+    /// Commands handed to the caller and not completed yet.
+    executing: HashMap<u32, Running>,
+    /// Non-immediate SCSI commands admitted and not finished: each holds one CmdSN slot of
+    /// the window until it completes or is aborted.
+    slots: u32,
+    /// When the connection started (login must end by `started + login_timeout`).
+    started: Option<Instant>,
     aborted: HashSet<u32>,
     budget_used: usize,
     next_ttt: u32,
@@ -230,6 +245,8 @@ impl Connection {
             writes: HashMap::new(),
             r2t_queue: VecDeque::new(),
             executing: HashMap::new(),
+            slots: 0,
+            started: None,
             aborted: HashSet::new(),
             budget_used: 0,
             next_ttt: 1,
@@ -247,8 +264,9 @@ impl Connection {
     /// A new connection in the login phase, started at `now`: login must complete by
     /// `now + login_timeout`. ([`Connection::new`] starts the clock at the first bytes.)
     pub fn new_at(cfg: ConnectionConfig, rng_seed: [u8; 32], now: Instant) -> Self {
-        let _ = now;
-        Connection::new(cfg, rng_seed)
+        let mut c = Connection::new(cfg, rng_seed);
+        c.started = Some(now);
+        c
     }
 
     /// Feeds bytes received at `now`; PDUs are processed as they become complete (unless a
@@ -258,6 +276,7 @@ impl Connection {
             return;
         }
         self.last_rx = Some(now);
+        self.started.get_or_insert(now);
         self.inbuf.extend_from_slice(data);
         self.process_input();
     }
@@ -374,13 +393,23 @@ impl Connection {
         t
     }
 
-    /// A fixed window: a target must never advertise a MaxCmdSN below one it sent before
-    /// (commands already sent under it would be dropped), so back-pressure on a slow volume
-    /// comes from the caller not reading the socket, not from shrinking the window.
+    /// The window slides as commands finish, not as they are admitted: every admitted
+    /// non-immediate SCSI command holds a slot until it completes or is aborted, so at most
+    /// `cmd_window` of them are outstanding. MaxCmdSN never goes back (a target must never
+    /// advertise one below what it sent before): admitting a command raises ExpCmdSN and the
+    /// slots together, finishing one frees a slot.
     fn max_cmd_sn(&self) -> u32 {
         self.exp_cmd_sn
             .wrapping_add(self.cfg.cmd_window.max(1))
             .wrapping_sub(1)
+            .wrapping_sub(self.slots.min(self.cfg.cmd_window.max(1)))
+    }
+
+    /// Frees the CmdSN slot a finished task held.
+    fn release_slot(&mut self, held: bool) {
+        if held {
+            self.slots = self.slots.saturating_sub(1);
+        }
     }
 
     fn seq_values(&self) -> crate::pdu::StatusSeq {

@@ -720,7 +720,11 @@ fn the_cmdsn_window_slides_on_completion() {
     done.data = Bytes::from_static(&[0; 512]);
     i.conn.complete(0, &done, 0);
     let r = i.recv();
-    assert_eq!(max_cmd_sn_seen(&r), Some(base + 16), "one completion, one more slot");
+    assert_eq!(
+        max_cmd_sn_seen(&r),
+        Some(base + 16),
+        "one completion, one more slot"
+    );
 }
 
 /// Issue 14, item 1: immediate commands do not take a CmdSN slot, so their number is capped
