@@ -415,6 +415,22 @@ impl Connection {
         self.pump_r2t_queue();
     }
 
+    /// Aborts the tasks on `lun` (every task when `None`) for a reason outside this
+    /// connection: a PREEMPT AND ABORT by another I_T nexus, or the reinstatement of this
+    /// session. They get no response (TAS=0); late Data-Out and their completions are
+    /// swallowed, and [`super::Event::Aborted`] names them so the driver stops them.
+    pub fn abort_tasks(&mut self, lun: Option<crate::pdu::Lun>) {
+        let v = match lun {
+            Some(l) => self.tasks_on_lun(l),
+            None => {
+                let mut v: Vec<u32> = self.writes.keys().copied().collect();
+                v.extend(self.executing.keys().copied());
+                v
+            }
+        };
+        self.abort_itts(v);
+    }
+
     fn tasks_on_lun(&self, lun: crate::pdu::Lun) -> Vec<u32> {
         let mut v: Vec<u32> = self
             .writes

@@ -211,6 +211,9 @@ pub struct Connection {
     slots: u32,
     /// When the connection started (login must end by `started + login_timeout`).
     started: Option<Instant>,
+    /// The initiator and target names of the login (from its admission question), for
+    /// [`Question::Reinstate`].
+    login_names: Option<(String, Option<String>)>,
     aborted: HashSet<u32>,
     budget_used: usize,
     next_ttt: u32,
@@ -247,6 +250,7 @@ impl Connection {
             executing: HashMap::new(),
             slots: 0,
             started: None,
+            login_names: None,
             aborted: HashSet::new(),
             budget_used: 0,
             next_ttt: 1,
@@ -327,6 +331,9 @@ impl Connection {
 
     /// Puts `pdu` aside and asks `q`; processing resumes with [`Connection::answer`].
     fn ask(&mut self, q: Question, pdu: crate::pdu::Pdu) {
+        if let Question::Admit { initiator, target } = &q {
+            self.login_names = Some((initiator.clone(), target.clone()));
+        }
         self.blocked = Some(Blocked { pdu });
         self.events.push_back(Event::Question(q));
     }

@@ -31,6 +31,7 @@ impl Ctx {
             } else {
                 Err(Refusal::NotFound)
             }),
+            Question::Reinstate { .. } => Answer::Reinstated,
             Question::AllocateTsih => {
                 self.tsih += 1;
                 Answer::Tsih(Some(self.tsih))
@@ -564,6 +565,11 @@ fn a_login_waits_for_its_answers_and_holds_later_input() {
     );
     assert!(c.is_asking() && c.take_output().is_empty());
     c.answer(Answer::Admit(Ok(TargetAuth::None)));
+    assert!(matches!(
+        c.poll_event(),
+        Some(Event::Question(Question::Reinstate { .. }))
+    ));
+    c.answer(Answer::Reinstated);
     assert_eq!(
         c.poll_event(),
         Some(Event::Question(Question::AllocateTsih))
@@ -786,4 +792,77 @@ fn a_login_that_does_not_finish_in_time_closes() {
     assert_eq!(c.poll_timeout(), None);
     c.receive(t0, &[0x43]);
     assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(5)));
+}
+
+/// Issue 14, item 3: a new session asks for the old session of its I_T nexus to be closed
+/// before it is given a TSIH, and nothing of its login answer goes out before.
+#[test]
+fn a_new_session_waits_for_the_reinstatement_of_its_nexus() {
+    let mut c = Connection::new(ConnectionConfig::default(), [1; 32]);
+    let mut b = BytesMut::new();
+    first_login(TARGET, 5)
+        .encode(Digests::NONE, &mut b)
+        .unwrap();
+    c.receive(Instant::now(), &b);
+    assert!(matches!(
+        c.poll_event(),
+        Some(Event::Question(Question::Admit { .. }))
+    ));
+    c.answer(Answer::Admit(Ok(TargetAuth::None)));
+    assert_eq!(
+        c.poll_event(),
+        Some(Event::Question(Question::Reinstate {
+            isid: [0x80, 0, 0, 1, 0, 0],
+            initiator: "iqn.1994-05.com.redhat:host".into(),
+            target: TARGET.into(),
+        }))
+    );
+    assert!(c.take_output().is_empty() && c.params().is_none());
+    c.answer(Answer::Reinstated);
+    assert_eq!(
+        c.poll_event(),
+        Some(Event::Question(Question::AllocateTsih))
+    );
+    c.answer(Answer::Tsih(Some(7)));
+    assert!(matches!(c.poll_event(), Some(Event::LoggedIn(_))));
+}
+
+/// Tasks aborted from outside the connection (PREEMPT AND ABORT, reinstatement) are named
+/// in an event, answer nothing, and free their CmdSN slots.
+#[test]
+fn tasks_aborted_from_outside_answer_nothing_and_free_their_slots() {
+    let cfg = ConnectionConfig {
+        cmd_window: 4,
+        ..ConnectionConfig::default()
+    };
+    let mut i = Initiator::new(cfg);
+    i.normal_login();
+    let base = i.cmd_sn;
+    i.command(1, true, false, 512, &[], true);
+    // A write waiting for its solicited data.
+    i.command(2, false, true, 1 << 20, &[], true);
+    i.events();
+    i.recv();
+    i.conn.abort_tasks(Some(Default::default()));
+    let ev = i.events();
+    let [Event::Aborted(v)] = &ev[..] else {
+        panic!("{ev:?}")
+    };
+    let mut v = v.clone();
+    v.sort_unstable();
+    assert_eq!(v, vec![1, 2]);
+    i.conn.complete(1, &Completion::good(), 0);
+    assert!(i.recv().is_empty(), "an aborted task answers nothing");
+    i.send(Pdu::NopOut(NopOut {
+        itt: 9,
+        ttt: RESERVED_TAG,
+        cmd_sn: i.cmd_sn,
+        immediate: true,
+        ..NopOut::default()
+    }));
+    assert_eq!(
+        max_cmd_sn_seen(&i.recv()),
+        Some(base + 5),
+        "both slots are free again"
+    );
 }
