@@ -83,7 +83,11 @@ fn discovery_controllers_are_capped_and_io_controllers_still_get_ids() {
         let mut h = Host::new(&t, now);
         h.icreq(&mut t, Digests::default());
         let cqe = h.connect(&mut t, 0, CNTLID_DYNAMIC, DISCOVERY_NQN, 0);
-        assert_eq!(cqe.status.is_success(), i < 3, "discovery connect {i}: {cqe:?}");
+        assert_eq!(
+            cqe.status.is_success(),
+            i < 3,
+            "discovery connect {i}: {cqe:?}"
+        );
         hosts.push(h);
     }
     // The I/O subsystem still admits controllers.

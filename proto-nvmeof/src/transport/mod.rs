@@ -137,6 +137,9 @@ pub struct Connection {
     sqflow_disabled: bool,
     cntlid: Option<u16>,
     close_reason: Option<CloseReason>,
+    /// When the connection started: its Connect must be admitted by
+    /// `started + connect_timeout_ms`.
+    started: Option<Instant>,
 }
 
 impl Connection {
@@ -161,14 +164,16 @@ impl Connection {
             sqflow_disabled: false,
             cntlid: None,
             close_reason: None,
+            started: None,
         }
     }
 
     /// A fresh connection started at `now`: its ICReq and Connect must be done by
     /// `now + connect_timeout_ms`. ([`Connection::new`] starts the clock at the first bytes.)
     pub fn new_at(cfg: Arc<TargetConfig>, now: Instant) -> Self {
-        let _ = now;
-        Connection::new(cfg)
+        let mut c = Connection::new(cfg);
+        c.started = Some(now);
+        c
     }
 
     /// Feeds bytes read from the socket at time `now`.
@@ -176,6 +181,7 @@ impl Connection {
         if self.phase == Phase::Closed {
             return;
         }
+        self.started.get_or_insert(now);
         self.inbuf.extend_from_slice(data);
         let mut pos = 0;
         while self.phase != Phase::Closed {
@@ -269,19 +275,39 @@ impl Connection {
         }
     }
 
-    /// When [`Connection::handle_timeout`] must next be called, if ever: the keep-alive
-    /// deadline of the association (admin queue only).
+    /// When [`Connection::handle_timeout`] must next be called, if ever: until a Connect is
+    /// admitted the connect deadline, then the keep-alive deadline of the association (admin
+    /// queue only).
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.phase == Phase::Closed {
             return None;
         }
+        if !self.bound() {
+            return self.connect_deadline();
+        }
         self.kato_deadline()
+    }
+
+    /// Whether a Connect bound this connection to a controller (admin or I/O queue).
+    fn bound(&self) -> bool {
+        matches!(self.queue, Queue::Admin(_) | Queue::Io { .. })
+    }
+
+    fn connect_deadline(&self) -> Option<Instant> {
+        let limit = std::time::Duration::from_millis(u64::from(self.cfg.connect_timeout_ms));
+        self.started.and_then(|t| t.checked_add(limit))
     }
 
     /// Checks the keep-alive timer at `now`. True means the association expired: the
     /// connection closes ([`Event::Close`] with [`CloseReason::KeepAliveExpired`]) and the
     /// gateway must release the CNTLID and close every I/O queue of the association.
     pub fn handle_timeout(&mut self, now: Instant) -> bool {
+        if !self.bound() {
+            if self.phase != Phase::Closed && self.connect_deadline().is_some_and(|d| now >= d) {
+                self.close(CloseReason::ConnectTimeout);
+            }
+            return false;
+        }
         let Queue::Admin(c) = &mut self.queue else {
             return false;
         };
