@@ -140,6 +140,9 @@ pub struct Connection {
     /// When the connection started: its Connect must be admitted by
     /// `started + connect_timeout_ms`.
     started: Option<Instant>,
+    /// Transfer tags of writes aborted while receiving data: H2CData already on its way
+    /// for them is dropped quietly (a short list; older tags are forgotten).
+    dropped_ttags: VecDeque<u16>,
 }
 
 impl Connection {
@@ -165,6 +168,7 @@ impl Connection {
             cntlid: None,
             close_reason: None,
             started: None,
+            dropped_ttags: VecDeque::new(),
         }
     }
 
