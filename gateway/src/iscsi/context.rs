@@ -21,6 +21,7 @@ impl IscsiShared {
                     .map(|t| t.auth.clone())
                     .ok_or(Refusal::NotFound),
             ),
+            Question::Reinstate { .. } => Answer::Reinstated,
             Question::AllocateTsih => Answer::Tsih(Some(self.next_tsih())),
             Question::SendTargets => Answer::SendTargets(self.send_targets.clone()),
         }
