@@ -3,6 +3,7 @@
 
 mod conn;
 mod context;
+mod live;
 mod shared;
 
 use std::collections::{BTreeMap, HashMap};
@@ -41,6 +42,16 @@ fn chap(c: &config::ChapConfig) -> TargetAuth {
     })
 }
 
+/// The connection settings `[limits]` asks for.
+fn connection_config(l: &config::LimitsConfig) -> ConnectionConfig {
+    ConnectionConfig {
+        cmd_window: l.iscsi_cmd_window,
+        write_budget: usize::try_from(l.iscsi_write_budget.0).unwrap_or(usize::MAX),
+        login_timeout: l.login_timeout(),
+        ..ConnectionConfig::default()
+    }
+}
+
 /// `address:port` as SendTargets writes it (IPv6 in brackets).
 fn portal_address(a: SocketAddr, tpgt: u16) -> String {
     format!("{a},{tpgt}")
@@ -63,6 +74,7 @@ pub async fn start(
     lus: &Lus,
     shutdown: Shutdown,
     metrics: Arc<crate::metrics::Metrics>,
+    limit: crate::net::ConnectionLimit,
 ) -> Result<IscsiFrontend, String> {
     let ic = &cfg.iscsi;
     let mut targets = HashMap::new();
@@ -110,9 +122,10 @@ pub async fn start(
         targets,
         ic.discovery_chap.as_ref().map_or(TargetAuth::None, chap),
         send_targets,
-        ConnectionConfig::default(),
+        connection_config(&cfg.limits),
         metrics,
     ));
+    live::add_abort_sinks(&shared);
     let mut tasks = Vec::new();
     for (i, (listener, tpgt)) in listeners.into_iter().enumerate() {
         let shared = shared.clone();
@@ -123,6 +136,7 @@ pub async fn start(
         };
         tasks.push(tokio::spawn(crate::net::accept_loop(
             listener,
+            Arc::clone(&limit),
             rx,
             move |stream, peer, rx| conn::serve(stream, peer, Arc::clone(&shared), port, rx),
         )));

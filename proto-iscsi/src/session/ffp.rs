@@ -415,19 +415,25 @@ impl Connection {
         self.pump_r2t_queue();
     }
 
-    /// Aborts the tasks on `lun` (every task when `None`) for a reason outside this
-    /// connection: a PREEMPT AND ABORT by another I_T nexus, or the reinstatement of this
-    /// session. They get no response (TAS=0); late Data-Out and their completions are
-    /// swallowed, and [`super::Event::Aborted`] names them so the driver stops them.
-    pub fn abort_tasks(&mut self, lun: Option<crate::pdu::Lun>) {
-        let v = match lun {
-            Some(l) => self.tasks_on_lun(l),
-            None => {
-                let mut v: Vec<u32> = self.writes.keys().copied().collect();
-                v.extend(self.executing.keys().copied());
-                v
-            }
-        };
+    /// Aborts the tasks on the LUN numbered `lun` (every task when `None`) for a reason
+    /// outside this connection: a PREEMPT AND ABORT by another I_T nexus, or the
+    /// reinstatement of this session. They get no response (TAS=0); late Data-Out and their
+    /// completions are swallowed, and [`super::Event::Aborted`] names them so the driver
+    /// stops them.
+    pub fn abort_tasks(&mut self, lun: Option<u16>) {
+        let on = |l: &crate::pdu::Lun| lun.is_none() || l.index() == lun;
+        let mut v: Vec<u32> = self
+            .writes
+            .iter()
+            .filter(|(_, t)| on(&t.cmd.lun))
+            .map(|(i, _)| *i)
+            .collect();
+        v.extend(
+            self.executing
+                .iter()
+                .filter(|(_, e)| on(&e.lun))
+                .map(|(i, _)| *i),
+        );
         self.abort_itts(v);
     }
 
