@@ -38,9 +38,9 @@ fn raise_open_files(wanted: usize) {
     }
     // Volumes, listeners and the admin API take a few dozen more.
     let needed = (wanted as u64).saturating_add(64);
-    if (lim.rlim_cur as u64) < needed {
+    if lim.rlim_cur < needed {
         tracing::warn!(
-            open_files = lim.rlim_cur as u64,
+            open_files = lim.rlim_cur,
             max_connections = wanted,
             "the open-file limit is below [limits] max_connections: connections beyond it fail to be accepted"
         );

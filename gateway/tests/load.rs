@@ -80,7 +80,7 @@ fn raise_open_files(needed: u64) {
         assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
     }
     assert!(
-        lim.rlim_cur as u64 >= needed,
+        lim.rlim_cur >= needed,
         "open-file hard limit {} is below the {needed} this test needs",
         lim.rlim_cur
     );
