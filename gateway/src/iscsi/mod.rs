@@ -1,6 +1,7 @@
 //! The iSCSI front end: portals (listeners), targets and their LUNs, and one task per
 //! connection in which [`crate::driver`] drives the sans-IO `proto_iscsi::session::Connection`.
 
+mod aborts;
 mod conn;
 mod context;
 mod live;
@@ -125,7 +126,7 @@ pub async fn start(
         connection_config(&cfg.limits),
         metrics,
     ));
-    live::add_abort_sinks(&shared);
+    aborts::add_abort_sinks(&shared);
     let mut tasks = Vec::new();
     for (i, (listener, tpgt)) in listeners.into_iter().enumerate() {
         let shared = shared.clone();
