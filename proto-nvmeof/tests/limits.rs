@@ -94,3 +94,26 @@ fn discovery_controllers_are_capped_and_io_controllers_still_get_ids() {
     let (_admin, cntlid) = admin_host(&mut t, now);
     assert!(t.reg.association(cntlid).is_some());
 }
+
+/// Before ICReq only an ICReq (128 bytes) is accepted, and before the Connect only a PDU of a
+/// Connect's size: a peer announcing a large PDU is closed instead of being buffered.
+#[test]
+fn a_large_pdu_before_connect_is_refused_not_buffered() {
+    let t0 = Instant::now();
+    let cfg = Arc::new(TargetConfig::default());
+    for icreq_first in [false, true] {
+        let mut t = Target::new(TargetConfig::default());
+        let mut h = Host::new(&t, t0);
+        if icreq_first {
+            h.icreq(&mut t, Digests::default());
+        }
+        // A command capsule header announcing a 1 MB PDU, then 64 KiB of it.
+        let mut hdr = vec![0x04, 0x00, 72, 72];
+        hdr.extend_from_slice(&1_000_000u32.to_le_bytes());
+        hdr.resize(72, 0);
+        h.conn.receive(t0, &hdr);
+        h.conn.receive(t0, &vec![0u8; 64 << 10]);
+        assert!(h.conn.is_closed(), "icreq_first={icreq_first}: still buffering");
+    }
+    let _ = cfg;
+}
