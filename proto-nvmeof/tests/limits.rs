@@ -113,7 +113,10 @@ fn a_large_pdu_before_connect_is_refused_not_buffered() {
         hdr.resize(72, 0);
         h.conn.receive(t0, &hdr);
         h.conn.receive(t0, &vec![0u8; 64 << 10]);
-        assert!(h.conn.is_closed(), "icreq_first={icreq_first}: still buffering");
+        assert!(
+            h.conn.is_closed(),
+            "icreq_first={icreq_first}: still buffering"
+        );
     }
     let _ = cfg;
 }

@@ -191,7 +191,7 @@ impl Connection {
         while self.phase != Phase::Closed {
             let cfg = DecoderConfig {
                 digests: self.digests,
-                max_plen: self.cfg.max_host_plen(),
+                max_plen: self.max_plen(),
             };
             let rest = self.inbuf.get(pos..).unwrap_or_default();
             let header: Vec<u8> = rest.get(..rest.len().min(128)).unwrap_or_default().to_vec();
@@ -290,6 +290,17 @@ impl Connection {
             return self.connect_deadline();
         }
         self.kato_deadline()
+    }
+
+    /// The largest PDU accepted now: an ICReq before the ICReq, a Connect capsule (its 1 KiB
+    /// of data) before the Connect, so a peer that has not connected cannot make the
+    /// connection buffer a large PDU.
+    fn max_plen(&self) -> u32 {
+        match self.phase {
+            Phase::AwaitIcReq => 128,
+            _ if !self.bound() => 72 + 4 + 1024 + 4 + 256,
+            _ => self.cfg.max_host_plen(),
+        }
     }
 
     /// Whether a Connect bound this connection to a controller (admin or I/O queue).
