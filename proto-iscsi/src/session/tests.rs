@@ -667,6 +667,21 @@ fn a_high_offset_unsolicited_data_out_pins_no_memory() {
     i.recv();
     let held = i.conn.write_memory();
     assert!(held <= 8 * 4096, "8 tiny Data-Outs pinned {held} bytes");
+    // In order, a tiny unsolicited Data-Out holds at most its first burst, not the command.
+    i.command(200, false, true, 16 << 20, &[], false);
+    i.send(Pdu::DataOut(DataOut {
+        final_: false,
+        itt: 200,
+        ttt: RESERVED_TAG,
+        buffer_offset: 0,
+        data: Bytes::from_static(&[0; 512]),
+        ..DataOut::default()
+    }));
+    let held = i.conn.write_memory() - held;
+    assert!(
+        held <= 256 << 10,
+        "a 512-byte Data-Out reserved {held} bytes"
+    );
 }
 
 /// Issue 14, item 1: an R2T-solicited write holds no memory for data that has not arrived.

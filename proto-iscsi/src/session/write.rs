@@ -110,9 +110,16 @@ impl WriteTask {
         }
         let end = offset as usize + data.len();
         if self.buf.len() < end {
-            // Reserve the rest of the command at once (never more: a doubling growth would
-            // hold up to twice the command), then fill any gap.
-            let want = (self.edtl as usize).max(end);
+            // Reserve at once what this part may need (never more: a doubling growth would
+            // hold up to twice the command): the unsolicited burst, which is bounded by
+            // FirstBurstLength, or the whole command once solicited data (charged to the
+            // write budget) arrives. Then fill any gap (only solicited ranges can leave one).
+            let part = if end <= self.unsolicited_len as usize {
+                self.unsolicited_len
+            } else {
+                self.edtl
+            };
+            let want = (part as usize).max(end);
             self.buf.reserve(want - self.buf.len());
             self.buf.resize(end, 0);
         }
