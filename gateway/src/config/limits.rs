@@ -12,7 +12,7 @@ use super::Size;
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Connections open at once over both protocols; beyond it new connections are closed at
-    /// once (and counted).
+    /// once (logged once per episode).
     pub max_connections: usize,
     /// Time a new connection has to complete its iSCSI login, or its NVMe/TCP ICReq and
     /// Connect, before it is dropped (milliseconds).

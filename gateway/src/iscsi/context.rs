@@ -21,6 +21,8 @@ impl IscsiShared {
                     .map(|t| t.auth.clone())
                     .ok_or(Refusal::NotFound),
             ),
+            // The connection answers this itself once the old session is gone
+            // (`super::live`); asked here, there is no live session to close.
             Question::Reinstate { .. } => Answer::Reinstated,
             Question::AllocateTsih => Answer::Tsih(Some(self.next_tsih())),
             Question::SendTargets => Answer::SendTargets(self.send_targets.clone()),
