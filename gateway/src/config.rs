@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod limits;
+pub use limits::LimitsConfig;
+
 /// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -51,6 +54,8 @@ pub struct Config {
     pub node: NodeConfig,
     /// The replication listener and timeout, used when a volume names a `peer`.
     pub replication: ReplicationConfig,
+    /// What peers may hold of this node (connections, login time, buffered commands).
+    pub limits: LimitsConfig,
 }
 
 /// This node's identity. Replication handshakes carry it so each side knows which node it talks
@@ -386,6 +391,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             node: NodeConfig::default(),
             replication: ReplicationConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -520,6 +526,7 @@ impl Config {
                     .into(),
             );
         }
+        self.limits.check().map_err(ConfigError::Invalid)?;
         if self.replication.timeout_ms == 0 {
             return bad("[replication] timeout_ms must be positive".into());
         }

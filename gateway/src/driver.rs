@@ -5,11 +5,13 @@
 //! commands, answering login questions, admitting Connects, messages from the rest of the node)
 //! is a [`Handler`] plugged into it.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Instant;
 
+use futures_util::future::{AbortHandle, Abortable};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -104,15 +106,72 @@ impl Core for proto_nvmeof::Connection {
 /// their first poll).
 pub type Running<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// The commands a connection has executing.
+/// The commands a connection has executing. A command started under a key (its task tag)
+/// can be stopped by that key: it is dropped where it waits and its result never reaches
+/// [`Handler::on_done`], so a later command reusing the tag gets only its own result.
 pub struct Commands<T> {
-    set: FuturesUnordered<Running<T>>,
+    set: FuturesUnordered<Running<(u64, Option<T>)>>,
+    /// Key to (internal id, abort handle) of the keyed commands running.
+    keyed: HashMap<u64, (u64, AbortHandle)>,
+    /// Internal id to key, to forget a finished command's handle.
+    ids: HashMap<u64, u64>,
+    next_id: u64,
 }
 
-impl<T> Commands<T> {
+impl<T: Send + 'static> Commands<T> {
+    fn new() -> Self {
+        Commands {
+            set: FuturesUnordered::new(),
+            keyed: HashMap::new(),
+            ids: HashMap::new(),
+            next_id: 0,
+        }
+    }
+
     /// Starts executing `f`; its result goes to [`Handler::on_done`].
     pub fn push(&mut self, f: Running<T>) {
-        self.set.push(f);
+        let id = self.id();
+        self.set.push(Box::pin(async move { (id, Some(f.await)) }));
+    }
+
+    /// Starts executing `f` under `key` (a task tag), so [`Commands::cancel`] can stop it.
+    pub fn push_keyed(&mut self, key: u64, f: Running<T>) {
+        let id = self.id();
+        let (handle, reg) = AbortHandle::new_pair();
+        if let Some((old, h)) = self.keyed.insert(key, (id, handle)) {
+            // The core never hands out a tag still running; stop the old one anyway.
+            h.abort();
+            self.ids.remove(&old);
+        }
+        self.ids.insert(id, key);
+        let f = Abortable::new(f, reg);
+        self.set.push(Box::pin(async move { (id, f.await.ok()) }));
+    }
+
+    /// Stops the command running under `key`, if any: it is dropped at once (a block
+    /// operation already handed to the volume's I/O threads completes there, unseen).
+    pub fn cancel(&mut self, key: u64) -> bool {
+        match self.keyed.remove(&key) {
+            Some((id, h)) => {
+                h.abort();
+                self.ids.remove(&id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id = self.next_id.wrapping_add(1);
+        self.next_id
+    }
+
+    /// Forgets a finished command's handle; its result, unless it was cancelled.
+    fn finished(&mut self, (id, out): (u64, Option<T>)) -> Option<T> {
+        if let Some(key) = self.ids.remove(&id) {
+            self.keyed.remove(&key);
+        }
+        out
     }
 
     /// How many are executing.
@@ -191,11 +250,21 @@ pub trait Handler: Send {
     fn on_done(&mut self, core: &mut Self::Core, done: Self::Done);
 
     /// Acts on a message from the node.
-    fn on_control(&mut self, core: &mut Self::Core, msg: Self::Control) -> Flow;
+    fn on_control(
+        &mut self,
+        core: &mut Self::Core,
+        msg: Self::Control,
+        commands: &mut Commands<Self::Done>,
+    ) -> Flow;
 
     /// The connection is over (no command executing any more): release what it held.
     fn finish(self, core: &Self::Core, ended: &Ended<<Self::Core as Core>::CloseReason>);
 }
+
+/// The read buffer a connection starts with.
+const READ_BUFFER_MIN: usize = 4 * 1024;
+/// The largest read buffer a connection grows to.
+const READ_BUFFER_MAX: usize = 256 * 1024;
 
 /// Sleeps until `deadline`, or forever without one.
 async fn until(deadline: Option<Instant>) {
@@ -215,10 +284,10 @@ pub async fn drive<H: Handler>(
     mut control: Option<mpsc::UnboundedReceiver<H::Control>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut commands = Commands {
-        set: FuturesUnordered::new(),
-    };
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut commands = Commands::new();
+    // Small until the peer sends more: an idle or half-open connection holds 4 KiB, a busy
+    // one grows its buffer (doubling while reads fill it) to READ_BUFFER_MAX.
+    let mut buf = vec![0u8; READ_BUFFER_MIN];
     let mut draining = *shutdown.borrow();
     let mut ended: Option<Ended<<H::Core as Core>::CloseReason>> = None;
     let mut can_write = true;
@@ -235,19 +304,28 @@ pub async fn drive<H: Handler>(
                 match r {
                     Ok(0) => ended = Some(Ended::PeerClosed),
                     Err(e) => ended = Some(Ended::ReadFailed(e.kind())),
-                    Ok(n) => core.receive(Instant::now(), buf.get(..n).unwrap_or_default()),
+                    Ok(n) => {
+                        core.receive(Instant::now(), buf.get(..n).unwrap_or_default());
+                        if n == buf.len() && buf.len() < READ_BUFFER_MAX {
+                            buf.resize(buf.len() * 2, 0);
+                        }
+                    }
                 }
             }
             Some(done) = commands.set.next(), if !commands.is_empty() => {
-                handler.on_done(&mut core, done);
+                if let Some(done) = commands.finished(done) {
+                    handler.on_done(&mut core, done);
+                }
                 // Collect every other command already done before writing.
                 while let Some(Some(done)) = commands.set.next().now_or_never() {
-                    handler.on_done(&mut core, done);
+                    if let Some(done) = commands.finished(done) {
+                        handler.on_done(&mut core, done);
+                    }
                 }
             }
             msg = recv(&mut control) => match msg {
                 Some(m) => {
-                    if let Flow::Close(why) = handler.on_control(&mut core, m) {
+                    if let Flow::Close(why) = handler.on_control(&mut core, m, &mut commands) {
                         ended.get_or_insert(Ended::Node(why));
                     }
                 }

@@ -46,12 +46,14 @@ pub async fn start(cfg: &Config, vols: &Volumes, shutdown: Shutdown) -> Result<F
         metrics: std::sync::Arc::clone(&metrics),
         ..Frontends::default()
     };
+    let limit = crate::net::connection_limit(cfg.limits.max_connections);
     if cfg.iscsi.enabled {
         let m = std::sync::Arc::clone(&metrics);
-        f.iscsi = Some(crate::iscsi::start(cfg, &f.lus, shutdown.clone(), m).await?);
+        let l = std::sync::Arc::clone(&limit);
+        f.iscsi = Some(crate::iscsi::start(cfg, &f.lus, shutdown.clone(), m, l).await?);
     }
     if cfg.nvme.enabled && crate::nvme::exports_anything(cfg) {
-        f.nvme = Some(crate::nvme::start(cfg, vols, &targets, shutdown, metrics).await?);
+        f.nvme = Some(crate::nvme::start(cfg, vols, &targets, shutdown, metrics, limit).await?);
     } else if cfg.nvme.enabled {
         tracing::info!(
             "NVMe/TCP: no volume named \"default\" and no [[nvme.subsystem]]: not listening"

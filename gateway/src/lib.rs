@@ -2,6 +2,7 @@
 //! volumes, runs the iSCSI and NVMe/TCP front ends over tokio sockets, and drives the sans-IO
 //! protocol state machines of `proto-iscsi` and `proto-nvmeof` against `blockstore` volumes.
 
+pub mod aborts;
 pub mod admin;
 pub mod config;
 pub mod counters;

@@ -111,13 +111,17 @@ impl LuHandle {
                 if let Some(why) = refusal(&c) {
                     self.target.metrics().refused(Protocol::Iscsi, why);
                 }
+                self.target.abort_tasks_of(&c.abort_registrants).await;
                 (c, used)
             }
             Begun::Io { op, task } => {
                 let (kind, bytes) = op.kind_and_bytes(self.volume.volume.block_size());
                 counters.count(kind, bytes);
                 let result = self.target.execute(Protocol::Iscsi, op).await;
-                (self.lock().io_done(task, result), used)
+                let c = self.lock().io_done(task, result);
+                // PREEMPT AND ABORT completes once the preempted hosts' tasks are aborted.
+                self.target.abort_tasks_of(&c.abort_registrants).await;
+                (c, used)
             }
         }
     }

@@ -1,10 +1,21 @@
 //! Socket set-up shared by the front ends (socket2): listeners and accepted connections.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+
+/// The node's connection limit, shared by every listener of both protocols: one permit per
+/// open connection.
+pub type ConnectionLimit = Arc<Semaphore>;
+
+/// A connection limit of `max` connections.
+pub fn connection_limit(max: usize) -> ConnectionLimit {
+    Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS)))
+}
 
 /// Binds a listening socket with SO_REUSEADDR, so a restarted daemon can take its port back
 /// while old connections linger in TIME_WAIT.
@@ -31,10 +42,12 @@ pub fn tune(stream: &TcpStream) {
 }
 
 /// Accepts connections on `listener` until shutdown, tuning each ([`tune`]) and serving it
-/// with `serve` as its own task; then stops listening and waits for every connection to
-/// finish (each sees the same shutdown signal and drains its in-flight commands).
+/// with `serve` as its own task while it holds a permit of `limit`; a connection beyond the
+/// limit is closed at once. Then stops listening and waits for every connection to finish
+/// (each sees the same shutdown signal and drains its in-flight commands).
 pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
+    limit: ConnectionLimit,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
     serve: F,
 ) where
@@ -42,12 +55,28 @@ pub async fn accept_loop<F, Fut>(
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let mut conns = JoinSet::new();
+    let mut refusing = false;
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
+                    let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+                        // Closed at once: holding it, even unread, would cost a descriptor
+                        // and kernel buffers. Logged once per episode, not per connection.
+                        if !refusing {
+                            tracing::warn!(%peer, "connection limit reached: refusing connections");
+                        }
+                        refusing = true;
+                        drop(stream);
+                        continue;
+                    };
+                    refusing = false;
                     tune(&stream);
-                    conns.spawn(serve(stream, peer, shutdown.clone()));
+                    let conn = serve(stream, peer, shutdown.clone());
+                    conns.spawn(async move {
+                        conn.await;
+                        drop(permit);
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");

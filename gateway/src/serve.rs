@@ -14,8 +14,42 @@ fn notify(state: sd_notify::NotifyState<'_>) {
     }
 }
 
+/// Raises the soft limit on open files to the hard limit, so `[limits] max_connections`
+/// connections (each a descriptor) fit; warns when even the hard limit is too low for them.
+fn raise_open_files(wanted: usize) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read / write the struct passed by reference.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    if !ok {
+        return;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    // Volumes, listeners and the admin API take a few dozen more.
+    let needed = (wanted as u64).saturating_add(64);
+    if lim.rlim_cur < needed {
+        tracing::warn!(
+            open_files = lim.rlim_cur,
+            max_connections = wanted,
+            "the open-file limit is below [limits] max_connections: connections beyond it fail to be accepted"
+        );
+    }
+}
+
 /// Runs the daemon until a termination signal, then finishes in-flight work, flushes and closes.
 pub async fn run(cfg: Config) -> Result<(), String> {
+    raise_open_files(cfg.limits.max_connections);
     // Watched from the start, so that a signal during start-up is not the default action
     // (SIGHUP would kill the process).
     let mut signals = Signals::watch()?;

@@ -63,6 +63,8 @@ impl Shared {
             } else {
                 Err(Refusal::NotFound)
             }),
+            // The sink keeps no sessions: nothing to close.
+            Question::Reinstate { .. } => Answer::Reinstated,
             Question::AllocateTsih => {
                 Answer::Tsih(Some(self.tsih.fetch_add(1, Ordering::Relaxed).max(1)))
             }

@@ -39,6 +39,8 @@ pub struct VolumeTarget {
     persist: tokio::sync::Mutex<()>,
     notices: tokio::sync::broadcast::Sender<NoticeBatch>,
     metrics: VolumeMetrics,
+    /// The front ends that abort preempted hosts' commands on this volume.
+    aborts: crate::aborts::AbortSinks,
 }
 
 /// Builds the target of every served volume, restoring each one's reservations; each records
@@ -83,6 +85,7 @@ impl VolumeTarget {
             resv,
             persist: tokio::sync::Mutex::new(()),
             notices: tokio::sync::broadcast::channel(64).0,
+            aborts: Default::default(),
         }))
     }
 
@@ -99,6 +102,20 @@ impl VolumeTarget {
     /// The volume's access state on this node.
     pub fn access_state(&self) -> AccessState {
         self.volume.volume.access_state()
+    }
+
+    /// Registers a front end able to abort hosts' commands on this volume.
+    pub fn add_abort_sink(&self, sink: std::sync::Weak<dyn crate::aborts::AbortSink>) {
+        self.aborts.add(sink);
+    }
+
+    /// Aborts the commands of the registrants a preempt-and-abort removed, over every
+    /// protocol, and returns once their connections have (see [`crate::aborts`]).
+    pub async fn abort_tasks_of(&self, victims: &[Registrant]) {
+        if !victims.is_empty() {
+            tracing::info!(volume = %self.volume.name, victims = victims.len(), "preempt and abort: aborting the preempted hosts' commands");
+        }
+        self.aborts.abort(&self.volume.name, victims).await;
     }
 
     /// Receives the reservation notices raised for registrants that are not SCSI nexuses, one

@@ -126,10 +126,11 @@ impl Controller {
     }
 
     pub(crate) fn set_kato(&mut self, ms: u32) {
-        let ms = if ms == 0 && self.is_discovery() {
-            self.cfg.discovery_kato_ms
-        } else {
-            ms
+        let ms = match ms {
+            0 if self.is_discovery() => self.cfg.discovery_kato_ms,
+            // An I/O association nobody keeps alive must still end some day.
+            0 => self.cfg.io_kato_default_ms,
+            ms => ms,
         };
         self.features.kato_ms = ms;
         self.kato = (ms != 0).then(|| Duration::from_millis(u64::from(ms)));

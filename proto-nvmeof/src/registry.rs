@@ -80,6 +80,7 @@ pub struct Registry {
     subsystems: BTreeMap<String, Arc<Subsystem>>,
     discovery_entries: Vec<DiscoveryEntry>,
     discovery: Arc<DiscoveryLog>,
+    discovery_limit: usize,
 }
 
 fn refused(status: Status, in_data: bool, offset: u16) -> Admission {
@@ -105,6 +106,7 @@ impl Registry {
                 genctr: 1,
                 ..DiscoveryLog::default()
             }),
+            discovery_limit: usize::MAX,
         }
     }
 
@@ -187,6 +189,12 @@ impl Registry {
         None
     }
 
+    /// Caps the discovery controllers live at once (each takes a CNTLID of this node's
+    /// range): beyond it a discovery Connect is refused with Controller Busy.
+    pub fn set_discovery_limit(&mut self, limit: usize) {
+        self.discovery_limit = limit;
+    }
+
     /// Decides on a Connect: subsystem known, host allowed, CNTLID valid, queue not taken.
     pub fn admit(&mut self, req: &ConnectRequest) -> Admission {
         let c = &req.connect;
@@ -221,6 +229,18 @@ impl Registry {
                     true,
                     connect_data_offset::CNTLID,
                 );
+            }
+            let discovering = || {
+                self.associations
+                    .values()
+                    .filter(|a| a.subnqn == DISCOVERY_NQN)
+                    .count()
+            };
+            if discovery && discovering() >= self.discovery_limit {
+                return Admission::Refused {
+                    status: Status::CONNECT_CTRL_BUSY,
+                    dw0: 0,
+                };
             }
             let Some(cntlid) = self.allocate() else {
                 return Admission::Refused {

@@ -39,6 +39,8 @@ impl Status {
     pub const KEEP_ALIVE_EXPIRED: Status = Status(0x019);
     /// Keep alive timeout invalid.
     pub const KEEP_ALIVE_INVALID: Status = Status(0x01A);
+    /// Command Aborted due to Preempt and Abort (a Reservation Acquire by another host).
+    pub const ABORTED_PREEMPT: Status = Status(0x01B);
     /// Transient transport error (e.g. data digest mismatch).
     pub const TRANSIENT_TRANSPORT_ERROR: Status = Status(0x022);
     /// LBA out of range.

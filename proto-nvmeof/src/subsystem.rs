@@ -231,6 +231,13 @@ pub struct TargetConfig {
     pub kas: u16,
     /// KATO used by a discovery controller whose host asked for none (milliseconds).
     pub discovery_kato_ms: u32,
+    /// KATO used by an I/O controller whose host asked for none (milliseconds): an
+    /// association nobody keeps alive still ends, and its CNTLID is released.
+    pub io_kato_default_ms: u32,
+    /// Time from a connection's start until its Connect must have been admitted
+    /// (milliseconds): a peer that opens a connection and sends no ICReq or no Connect is
+    /// dropped ([`crate::CloseReason::ConnectTimeout`]).
+    pub connect_timeout_ms: u32,
     /// CAP.TO: worst-case ready time in 500 ms units.
     pub cap_timeout: u8,
 }
@@ -255,6 +262,8 @@ impl Default for TargetConfig {
             anatt: 10,
             kas: 10,
             discovery_kato_ms: 120_000,
+            io_kato_default_ms: 120_000,
+            connect_timeout_ms: 15_000,
             cap_timeout: 15,
         }
     }

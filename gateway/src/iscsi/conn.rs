@@ -8,10 +8,12 @@ use std::sync::Arc;
 use proto_iscsi::login::LoginError;
 use proto_iscsi::pdu::TmfFunction;
 use proto_iscsi::scsi::{absent_lun, Completion, Nexus};
-use proto_iscsi::session::{CloseReason, Command, Connection, Event};
+use proto_iscsi::session::{Answer, CloseReason, Command, Connection, Event, Question};
 use rand::RngCore;
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 
+use super::live::{nexus_key, Control, Session};
 use super::shared::{IscsiShared, SessionInfo, Target};
 use crate::counters::IoCounters;
 use crate::driver::{self, Commands, Ended, Flow, Handler};
@@ -38,6 +40,10 @@ struct Iscsi {
     peer: SocketAddr,
     portal: Portal,
     logged: Option<Logged>,
+    /// This connection's id among the live ones.
+    id: u64,
+    /// Old sessions of this login's I_T nexus still to close before it may go on.
+    reinstating: usize,
 }
 
 /// Serves one connection until logout, error, peer close or shutdown.
@@ -52,26 +58,43 @@ pub async fn serve(
     cfg.portal_group_tag = portal.tpgt;
     let mut seed = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut seed);
-    let conn = Connection::new(cfg, seed);
+    let conn = Connection::new_at(cfg, seed, std::time::Instant::now());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let id = shared.live.register(tx);
     let handler = Iscsi {
         shared,
         peer,
         portal,
         logged: None,
+        id,
+        reinstating: 0,
     };
-    driver::drive(stream, conn, handler, None, shutdown).await;
+    driver::drive(stream, conn, handler, Some(rx), shutdown).await;
 }
 
 impl Handler for Iscsi {
     type Core = Connection;
     type Done = (u32, Completion, u32);
-    type Control = std::convert::Infallible;
+    type Control = Control;
 
     const MAX_IN_FLIGHT: usize = 256;
 
     fn on_event(&mut self, conn: &mut Connection, ev: Event, commands: &mut Commands<Self::Done>) {
         let shared = &self.shared;
         match ev {
+            Event::Question(Question::Reinstate {
+                isid,
+                initiator,
+                target,
+            }) => {
+                let key = nexus_key(isid, &initiator, &target);
+                self.reinstating = shared.live.reinstate(self.id, &key);
+                if self.reinstating == 0 {
+                    conn.answer(Answer::Reinstated);
+                } else {
+                    tracing::info!(%initiator, %target, isid = %hex::encode(isid), peer = %self.peer, "iSCSI session reinstatement: closing the old session first");
+                }
+            }
             Event::Question(q) => conn.answer(shared.answer(q)),
             Event::LoggedIn(s) => {
                 let p = &s.params;
@@ -85,6 +108,14 @@ impl Handler for Iscsi {
                 tracing::info!(initiator = %p.initiator_name, target = ?p.target_name, peer = %self.peer, "iSCSI login");
                 let counters = Arc::new(IoCounters::default());
                 if let Some(t) = &p.target_name {
+                    shared.live.logged_in(
+                        self.id,
+                        Session {
+                            key: nexus_key(s.isid, &p.initiator_name, t),
+                            registrant: proto_iscsi::scsi::pr::registrant(&nexus),
+                            target: t.clone(),
+                        },
+                    );
                     if let Ok(mut sessions) = shared.sessions.lock() {
                         sessions.insert(
                             nexus.id,
@@ -108,9 +139,16 @@ impl Handler for Iscsi {
                 let Some(l) = &self.logged else { return };
                 let target = l.target.as_ref().and_then(|t| shared.targets.get(t));
                 let counters = Arc::clone(&l.counters);
-                commands.push(command_future(cmd, target, Arc::clone(&l.nexus), counters));
+                let itt = u64::from(cmd.itt);
+                let f = command_future(cmd, target, Arc::clone(&l.nexus), counters);
+                commands.push_keyed(itt, f);
             }
-            Event::Aborted(_) => {}
+            // Aborted tasks really stop: a command reusing the tag gets its own result.
+            Event::Aborted(itts) => {
+                for itt in itts {
+                    commands.cancel(u64::from(itt));
+                }
+            }
             Event::Reset { function, lun } => {
                 if let Some(t) = self
                     .logged
@@ -143,8 +181,33 @@ impl Handler for Iscsi {
         conn.complete(itt, &c, used);
     }
 
-    fn on_control(&mut self, _: &mut Connection, msg: Self::Control) -> Flow {
-        match msg {}
+    fn on_control(
+        &mut self,
+        conn: &mut Connection,
+        msg: Control,
+        commands: &mut Commands<Self::Done>,
+    ) -> Flow {
+        match msg {
+            Control::Reinstate => {
+                conn.abort_tasks(None);
+                self.drain_events(conn, commands);
+                return Flow::Close("session reinstated by a new login");
+            }
+            Control::Reinstated => {
+                self.reinstating = self.reinstating.saturating_sub(1);
+                if self.reinstating == 0 {
+                    conn.answer(Answer::Reinstated);
+                }
+            }
+            Control::Abort { luns, done } => {
+                for lun in luns {
+                    conn.abort_tasks(Some(lun));
+                }
+                self.drain_events(conn, commands);
+                let _ = done.send(());
+            }
+        }
+        Flow::Continue
     }
 
     fn finish(self, _: &Connection, ended: &Ended<CloseReason>) {
@@ -154,14 +217,32 @@ impl Handler for Iscsi {
                 .metrics
                 .login_failed(Protocol::Iscsi, login_failure(e));
         }
-        let Some(l) = self.logged else { return };
-        if let Ok(mut sessions) = self.shared.sessions.lock() {
-            sessions.remove(&l.nexus.id);
-        }
-        if let Some(t) = l.target.as_ref().and_then(|t| self.shared.targets.get(t)) {
-            for lu in t.luns.values() {
-                lu.lock().nexus_lost(l.nexus.id);
+        if let Some(l) = self.logged {
+            if let Ok(mut sessions) = self.shared.sessions.lock() {
+                sessions.remove(&l.nexus.id);
             }
+            // I_T nexus loss: RESERVE(6) ends, persistent reservations stay (SPC-4).
+            if let Some(t) = l.target.as_ref().and_then(|t| self.shared.targets.get(t)) {
+                for lu in t.luns.values() {
+                    lu.lock().nexus_lost(l.nexus.id);
+                }
+            }
+        }
+        // Last: a login waiting for this session to end may go on now.
+        self.shared.live.finish(self.id);
+    }
+}
+
+impl Iscsi {
+    /// Handles the events the core raised outside the driver's own loop (aborts asked from
+    /// elsewhere), so their commands are stopped before this returns.
+    fn drain_events(
+        &mut self,
+        conn: &mut Connection,
+        commands: &mut Commands<(u32, Completion, u32)>,
+    ) {
+        while let Some(ev) = conn.poll_event() {
+            self.on_event(conn, ev, commands);
         }
     }
 }

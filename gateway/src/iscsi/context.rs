@@ -24,6 +24,9 @@ impl IscsiShared {
                 }
                 Some(t) => Ok(t.auth.clone()),
             }),
+            // The connection answers this itself once the old session is gone
+            // (`super::live`); asked here, there is no live session to close.
+            Question::Reinstate { .. } => Answer::Reinstated,
             Question::AllocateTsih => Answer::Tsih(Some(self.next_tsih())),
             // Discovery lists only the targets this initiator may log in to.
             Question::SendTargets { initiator } => Answer::SendTargets(

@@ -1,8 +1,10 @@
 //! The iSCSI front end: portals (listeners), targets and their LUNs, and one task per
 //! connection in which [`crate::driver`] drives the sans-IO `proto_iscsi::session::Connection`.
 
+mod aborts;
 mod conn;
 mod context;
+mod live;
 mod shared;
 
 use std::collections::{BTreeMap, HashMap};
@@ -41,6 +43,16 @@ fn chap(c: &config::ChapConfig) -> TargetAuth {
     })
 }
 
+/// The connection settings `[limits]` asks for.
+fn connection_config(l: &config::LimitsConfig) -> ConnectionConfig {
+    ConnectionConfig {
+        cmd_window: l.iscsi_cmd_window,
+        write_budget: usize::try_from(l.iscsi_write_budget.0).unwrap_or(usize::MAX),
+        login_timeout: l.login_timeout(),
+        ..ConnectionConfig::default()
+    }
+}
+
 /// `address:port` as SendTargets writes it (IPv6 in brackets).
 fn portal_address(a: SocketAddr, tpgt: u16) -> String {
     format!("{a},{tpgt}")
@@ -63,6 +75,7 @@ pub async fn start(
     lus: &Lus,
     shutdown: Shutdown,
     metrics: Arc<crate::metrics::Metrics>,
+    limit: crate::net::ConnectionLimit,
 ) -> Result<IscsiFrontend, String> {
     let ic = &cfg.iscsi;
     let mut targets = HashMap::new();
@@ -111,9 +124,10 @@ pub async fn start(
         targets,
         ic.discovery_chap.as_ref().map_or(TargetAuth::None, chap),
         send_targets,
-        ConnectionConfig::default(),
+        connection_config(&cfg.limits),
         metrics,
     ));
+    aborts::add_abort_sinks(&shared);
     let mut tasks = Vec::new();
     for (i, (listener, tpgt)) in listeners.into_iter().enumerate() {
         let shared = shared.clone();
@@ -124,6 +138,7 @@ pub async fn start(
         };
         tasks.push(tokio::spawn(crate::net::accept_loop(
             listener,
+            Arc::clone(&limit),
             rx,
             move |stream, peer, rx| conn::serve(stream, peer, Arc::clone(&shared), port, rx),
         )));

@@ -69,6 +69,8 @@ pub struct IscsiShared {
     pub sessions: Mutex<BTreeMap<u64, SessionInfo>>,
     /// The node's metrics (failed logins are counted here).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The live connections (session reinstatement, preempt-and-abort).
+    pub live: super::live::Live,
 }
 
 impl IscsiShared {
@@ -89,6 +91,7 @@ impl IscsiShared {
             nexus: AtomicU64::new(1),
             sessions: Mutex::new(BTreeMap::new()),
             metrics,
+            live: Default::default(),
         }
     }
 

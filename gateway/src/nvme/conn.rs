@@ -40,7 +40,7 @@ pub(super) async fn serve(
 ) {
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
     let (id, counters) = shared.register_conn(ctl_tx, peer);
-    let mut conn = Connection::new(Arc::clone(&shared.target));
+    let mut conn = Connection::new_at(Arc::clone(&shared.target), Instant::now());
     // DH-HMAC-CHAP challenges and exponents come from the operating system's generator.
     conn.seed_auth(rand::random());
     let handler = Nvme {
@@ -107,13 +107,16 @@ impl Handler for Nvme {
                 let target = self.target(conn, nsid);
                 let who = self.who.clone();
                 let counters = Arc::clone(&self.counters);
-                commands.push(Box::pin(async move {
-                    let r = match (target, who) {
-                        (Some(t), Some(who)) => exec::run(&t, &who, op, &counters).await,
-                        _ => IoResult::Block(block_core::BlockResult::Internal),
-                    };
-                    (tag, r)
-                }));
+                commands.push_keyed(
+                    u64::from(tag.0),
+                    Box::pin(async move {
+                        let r = match (target, who) {
+                            (Some(t), Some(who)) => exec::run(&t, &who, op, &counters).await,
+                            _ => IoResult::Block(block_core::BlockResult::Internal),
+                        };
+                        (tag, r)
+                    }),
+                );
             }
             // The driver reads the reason from the core.
             Event::Close(_) => {}
@@ -124,10 +127,25 @@ impl Handler for Nvme {
         conn.io_done(tag, result);
     }
 
-    fn on_control(&mut self, conn: &mut Connection, msg: Control) -> Flow {
+    fn on_control(
+        &mut self,
+        conn: &mut Connection,
+        msg: Control,
+        commands: &mut Commands<Self::Done>,
+    ) -> Flow {
         match msg {
             Control::Subsystem(s) => conn.update_subsystem(s),
             Control::ReservationNotice { kind, nsid } => conn.reservation_notice(kind, nsid),
+            Control::Abort { nsids, done } => {
+                // Each command completes with 0x1B now; those executing stop, so a CID the
+                // host reuses never gets their result.
+                for nsid in nsids {
+                    for tag in conn.abort_commands(nsid) {
+                        commands.cancel(u64::from(tag.0));
+                    }
+                }
+                let _ = done.send(());
+            }
             Control::Close => return Flow::Close("association ended"),
         }
         Flow::Continue

@@ -48,5 +48,8 @@ async fn reserve(t: &VolumeTarget, who: &Registrant, req: ReservationRequest) ->
     {
         return IoResult::Block(BlockResult::MediumError);
     }
+    // Preempt and Abort completes once the preempted hosts' commands are aborted.
+    let victims: Vec<Registrant> = fx.aborted.into_iter().filter(|v| v != who).collect();
+    t.abort_tasks_of(&victims).await;
     IoResult::Reservation(outcome)
 }

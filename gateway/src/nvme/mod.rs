@@ -61,6 +61,7 @@ pub async fn start(
     targets: &Targets,
     shutdown: Shutdown,
     metrics: Arc<crate::metrics::Metrics>,
+    limit: crate::net::ConnectionLimit,
 ) -> Result<NvmeFrontend, String> {
     let nc = &cfg.nvme;
     let mut listeners = Vec::new();
@@ -76,17 +77,24 @@ pub async fn start(
         discovery_bound.push(l.local_addr().map_err(|e| e.to_string())?);
         listeners.push(l);
     }
+    let limits = &cfg.limits;
     let target = Arc::new(TargetConfig {
         io_in_capsule: nc.in_capsule_size,
+        connect_timeout_ms: u32::try_from(limits.login_timeout_ms).unwrap_or(u32::MAX),
+        io_kato_default_ms: limits.nvme_default_kato_ms,
         ..TargetConfig::default()
     });
-    let built = subsys::build(cfg, targets, &bound, &discovery_bound)?;
+    let mut built = subsys::build(cfg, targets, &bound, &discovery_bound)?;
+    built
+        .registry
+        .set_discovery_limit(limits.nvme_max_discovery_controllers);
     let shared = Arc::new(NvmeShared::new(
         built.registry,
         target,
         built.namespaces,
         metrics,
     ));
+    shared.add_abort_sinks();
     let mut tasks = subsys::follow_access_states(&shared, vols, &shutdown);
     tasks.extend(notices::follow_reservation_notices(&shared, &shutdown));
     for l in listeners {
@@ -94,6 +102,7 @@ pub async fn start(
         let shared = shared.clone();
         tasks.push(tokio::spawn(crate::net::accept_loop(
             l,
+            Arc::clone(&limit),
             rx,
             move |stream, peer, rx| conn::serve(stream, peer, Arc::clone(&shared), rx),
         )));

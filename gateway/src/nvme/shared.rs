@@ -19,7 +19,7 @@ use crate::counters::{IoCounters, IoSnapshot};
 use crate::target::VolumeTarget;
 
 /// A message to one connection task from elsewhere in the node.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) enum Control {
     /// A new snapshot of the subsystem the connection serves.
     Subsystem(Arc<Subsystem>),
@@ -31,6 +31,14 @@ pub(super) enum Control {
         kind: proto_nvmeof::resv_notice::NoticeKind,
         /// The namespace.
         nsid: u32,
+    },
+    /// Another host preempted this one with Preempt and Abort: abort the commands on these
+    /// namespaces, then confirm.
+    Abort {
+        /// The namespaces (of this queue's subsystem) exporting the volume.
+        nsids: Vec<u32>,
+        /// Answered once the commands are aborted.
+        done: tokio::sync::oneshot::Sender<()>,
     },
 }
 
@@ -248,6 +256,18 @@ impl NvmeShared {
         }
     }
 
+    /// Registers this front end as the abort sink of every volume it exports.
+    pub(super) fn add_abort_sinks(self: &Arc<Self>) {
+        let weak: std::sync::Weak<NvmeShared> = Arc::downgrade(self);
+        let sink: std::sync::Weak<dyn crate::aborts::AbortSink> = weak;
+        let mut seen = std::collections::HashSet::new();
+        for t in self.namespaces.values() {
+            if seen.insert(t.volume.name.clone()) {
+                t.add_abort_sink(sink.clone());
+            }
+        }
+    }
+
     /// Changes subsystem `nqn` with `f` (which says whether it changed anything); installs
     /// the new snapshot and pushes it to every queue serving the subsystem. All under the
     /// registry lock, so concurrent changes never lose one another.
@@ -267,5 +287,40 @@ impl NvmeShared {
                 let _ = e.tx.send(Control::Subsystem(Arc::clone(&snapshot)));
             }
         }
+    }
+}
+
+impl crate::aborts::AbortSink for NvmeShared {
+    /// Every I/O queue of a preempted host reaching `volume` aborts its commands on the
+    /// namespaces exporting it.
+    fn abort(
+        &self,
+        volume: &str,
+        victims: &[block_core::Registrant],
+    ) -> Vec<tokio::sync::oneshot::Receiver<()>> {
+        let conns = lock(&self.conns);
+        let mut waits = Vec::new();
+        for e in conns.values() {
+            let (Some(who), Some(subnqn)) = (&e.who, &e.subnqn) else {
+                continue;
+            };
+            if e.qid == 0 || !victims.contains(who) {
+                continue;
+            }
+            let nsids: Vec<u32> = self
+                .namespaces
+                .iter()
+                .filter(|((n, _), t)| n == subnqn && t.volume.name == volume)
+                .map(|((_, nsid), _)| *nsid)
+                .collect();
+            if nsids.is_empty() {
+                continue;
+            }
+            let (done, rx) = tokio::sync::oneshot::channel();
+            if e.tx.send(Control::Abort { nsids, done }).is_ok() {
+                waits.push(rx);
+            }
+        }
+        waits
     }
 }

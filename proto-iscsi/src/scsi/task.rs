@@ -50,6 +50,10 @@ pub struct Completion {
     pub data: Bytes,
     /// I_T nexus ids whose tasks the caller must abort (PREEMPT AND ABORT), excluding the sender.
     pub abort_nexuses: Vec<u64>,
+    /// The registrants PREEMPT AND ABORT preempted (SCSI I_T nexuses and NVMe hosts alike,
+    /// the sender excluded): their tasks on this logical unit must be aborted before the
+    /// command completes, over whichever protocol they use.
+    pub abort_registrants: Vec<block_core::Registrant>,
 }
 
 impl Completion {
@@ -60,6 +64,7 @@ impl Completion {
             sense: None,
             data: Bytes::new(),
             abort_nexuses: Vec::new(),
+            abort_registrants: Vec::new(),
         }
     }
 
@@ -173,5 +178,8 @@ pub(crate) enum TaskKind {
     /// GET LBA STATUS issued.
     LbaStatus { lba: u64, alloc_len: u32 },
     /// PR state persisted; complete with GOOD and these aborts.
-    PrPersist { aborts: Vec<u64> },
+    PrPersist {
+        aborts: Vec<u64>,
+        victims: Vec<block_core::Registrant>,
+    },
 }

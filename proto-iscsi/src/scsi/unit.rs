@@ -389,17 +389,19 @@ impl LogicalUnit {
             .map(|(nid, _)| *nid)
             .collect();
         aborts.sort_unstable();
+        let victims: Vec<_> = fx.aborted.into_iter().filter(|v| *v != me).collect();
         if fx.changed {
             return Ok(Step::Io {
                 op: BlockOp::PersistReservations,
                 task: PendingTask {
                     nexus: nexus.id,
-                    kind: TaskKind::PrPersist { aborts },
+                    kind: TaskKind::PrPersist { aborts, victims },
                 },
             });
         }
         Ok(Step::Done(Completion {
             abort_nexuses: aborts,
+            abort_registrants: victims,
             ..Completion::good()
         }))
     }
@@ -407,9 +409,10 @@ impl LogicalUnit {
     /// Completes a command after the caller performed its [`BlockOp`].
     pub fn io_done(&mut self, task: PendingTask, result: BlockResult) -> Completion {
         match task.kind {
-            TaskKind::PrPersist { aborts } => match result {
+            TaskKind::PrPersist { aborts, victims } => match result {
                 BlockResult::Ok => Completion {
                     abort_nexuses: aborts,
+                    abort_registrants: victims,
                     ..Completion::good()
                 },
                 r => Completion::check(rw::result_sense(&r, true)),

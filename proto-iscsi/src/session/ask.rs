@@ -35,6 +35,18 @@ pub enum Question {
         /// TargetName of a normal session.
         target: Option<String>,
     },
+    /// A new normal session (TSIH 0) is about to enter full feature phase. A live session of
+    /// the same I_T nexus (same ISID, initiator and target) must be closed first: its
+    /// connection dropped and its tasks aborted (RFC 7143 6.3.5, session reinstatement).
+    /// Answer with [`Answer::Reinstated`] once no such session is left; the login waits.
+    Reinstate {
+        /// The initiator's ISID.
+        isid: [u8; 6],
+        /// InitiatorName.
+        initiator: String,
+        /// TargetName.
+        target: String,
+    },
     /// The login is complete: the new session needs a TSIH (non-zero, unique among live
     /// sessions). Answer with [`Answer::Tsih`].
     AllocateTsih,
@@ -57,6 +69,8 @@ pub enum Answer {
     Tsih(Option<u16>),
     /// The targets SendTargets may report.
     SendTargets(Vec<DiscoveredTarget>),
+    /// No older session of the I_T nexus is left (see [`Question::Reinstate`]).
+    Reinstated,
 }
 
 /// Answers collected for the PDU being processed (cleared once it is done).
@@ -65,6 +79,7 @@ pub(super) struct Answers {
     session_exists: Option<bool>,
     admit: Option<Result<TargetAuth, Refusal>>,
     tsih: Option<Option<u16>>,
+    pub(super) reinstated: bool,
     pub(super) send_targets: Option<Vec<DiscoveredTarget>>,
 }
 
@@ -75,6 +90,7 @@ impl Answers {
             Answer::Admit(r) => self.admit = Some(r),
             Answer::Tsih(t) => self.tsih = Some(t),
             Answer::SendTargets(v) => self.send_targets = Some(v),
+            Answer::Reinstated => self.reinstated = true,
         }
     }
 }

@@ -142,6 +142,19 @@ impl Connection {
             self.reject(RejectReason::TaskInProgress, &Pdu::ScsiCommand(c));
             return;
         }
+        // Immediate commands take no CmdSN slot, so they are capped on their own: at most
+        // `cmd_window` of them outstanding, beyond that they are rejected (RFC 7143 11.17.1).
+        let tasks = (self.writes.len() + self.executing.len()) as u64;
+        if c.immediate
+            && tasks.saturating_sub(u64::from(self.slots)) >= u64::from(self.cfg.cmd_window.max(1))
+        {
+            self.reject(RejectReason::ImmediateCommandReject, &Pdu::ScsiCommand(c));
+            return;
+        }
+        let slot = !c.immediate;
+        if slot {
+            self.slots = self.slots.saturating_add(1);
+        }
         let edtl = c.expected_data_transfer_length;
         if !c.data.is_empty()
             && (!c.write || !immediate_ok || c.data.len() as u32 > edtl.min(first_burst))
@@ -152,30 +165,36 @@ impl Connection {
         }
         if !c.write || edtl == 0 {
             c.data = Bytes::new();
-            self.deliver(Command {
-                itt: c.itt,
-                lun: c.lun,
-                cdb: c.cdb,
-                data_out: Bytes::new(),
-                expected_len: edtl,
-                read: c.read,
-                write: c.write,
-                data_dropped: false,
-            });
+            self.deliver(
+                slot,
+                Command {
+                    itt: c.itt,
+                    lun: c.lun,
+                    cdb: c.cdb,
+                    data_out: Bytes::new(),
+                    expected_len: edtl,
+                    read: c.read,
+                    write: c.write,
+                    data_dropped: false,
+                },
+            );
             return;
         }
         if c.data.len() as u32 == edtl && edtl <= self.cfg.max_command_bytes {
             // Everything came as immediate data: hand it on without copying.
-            self.deliver(Command {
-                itt: c.itt,
-                lun: c.lun,
-                cdb: c.cdb,
-                data_out: c.data,
-                expected_len: edtl,
-                read: c.read,
-                write: true,
-                data_dropped: false,
-            });
+            self.deliver(
+                slot,
+                Command {
+                    itt: c.itt,
+                    lun: c.lun,
+                    cdb: c.cdb,
+                    data_out: c.data,
+                    expected_len: edtl,
+                    read: c.read,
+                    write: true,
+                    data_dropped: false,
+                },
+            );
             return;
         }
         let unsolicited = if initial_r2t {
@@ -191,7 +210,8 @@ impl Connection {
         };
         let discarding = edtl > self.cfg.max_command_bytes;
         let itt = c.itt;
-        let task = WriteTask::new(c, unsolicited, discarding);
+        let mut task = WriteTask::new(c, unsolicited, discarding);
+        task.slot = slot;
         self.writes.insert(itt, task);
         self.progress_write(itt);
     }
@@ -220,7 +240,14 @@ impl Connection {
                     self.budget_used = self.budget_used.saturating_sub(t.charged as usize);
                     self.r2t_queue.retain(|&i| i != itt);
                     self.aborted.insert(itt);
-                    self.executing.insert(itt, (t.cmd.lun, t.edtl, 0));
+                    self.executing.insert(
+                        itt,
+                        super::Running {
+                            lun: t.cmd.lun,
+                            expected: t.edtl,
+                            slot: t.slot,
+                        },
+                    );
                     let failed = crate::scsi::Completion::check(crate::scsi::Sense::new(
                         crate::scsi::SenseKey::AbortedCommand,
                         crate::scsi::sense::ASC_DATA_PHASE_ERROR,
@@ -257,16 +284,19 @@ impl Connection {
             } else {
                 task.buf.freeze()
             };
-            self.deliver(Command {
-                itt,
-                lun: task.cmd.lun,
-                cdb: task.cmd.cdb,
-                data_out: data,
-                expected_len: task.edtl,
-                read: task.cmd.read,
-                write: true,
-                data_dropped,
-            });
+            self.deliver(
+                task.slot,
+                Command {
+                    itt,
+                    lun: task.cmd.lun,
+                    cdb: task.cmd.cdb,
+                    data_out: data,
+                    expected_len: task.edtl,
+                    read: task.cmd.read,
+                    write: true,
+                    data_dropped,
+                },
+            );
             self.pump_r2t_queue();
             return;
         }
@@ -321,10 +351,15 @@ impl Connection {
         }
     }
 
-    fn deliver(&mut self, cmd: Command) {
-        let held = cmd.data_out.len();
-        self.executing
-            .insert(cmd.itt, (cmd.lun, cmd.expected_len, held));
+    fn deliver(&mut self, slot: bool, cmd: Command) {
+        self.executing.insert(
+            cmd.itt,
+            super::Running {
+                lun: cmd.lun,
+                expected: cmd.expected_len,
+                slot,
+            },
+        );
         self.events.push_back(Event::Command(cmd));
     }
 
@@ -363,8 +398,11 @@ impl Connection {
         for itt in &itts {
             if let Some(t) = self.writes.remove(itt) {
                 self.budget_used = self.budget_used.saturating_sub(t.charged as usize);
+                self.release_slot(t.slot);
             }
-            self.executing.remove(itt);
+            if let Some(r) = self.executing.remove(itt) {
+                self.release_slot(r.slot);
+            }
             // Remembered so late Data-Out and the completion are swallowed quietly; the set is
             // bounded because a misbehaving initiator could abort without end.
             if self.aborted.len() >= 4096 {
@@ -377,6 +415,28 @@ impl Connection {
         self.pump_r2t_queue();
     }
 
+    /// Aborts the tasks on the LUN numbered `lun` (every task when `None`) for a reason
+    /// outside this connection: a PREEMPT AND ABORT by another I_T nexus, or the
+    /// reinstatement of this session. They get no response (TAS=0); late Data-Out and their
+    /// completions are swallowed, and [`super::Event::Aborted`] names them so the driver
+    /// stops them.
+    pub fn abort_tasks(&mut self, lun: Option<u16>) {
+        let on = |l: &crate::pdu::Lun| lun.is_none() || l.index() == lun;
+        let mut v: Vec<u32> = self
+            .writes
+            .iter()
+            .filter(|(_, t)| on(&t.cmd.lun))
+            .map(|(i, _)| *i)
+            .collect();
+        v.extend(
+            self.executing
+                .iter()
+                .filter(|(_, e)| on(&e.lun))
+                .map(|(i, _)| *i),
+        );
+        self.abort_itts(v);
+    }
+
     fn tasks_on_lun(&self, lun: crate::pdu::Lun) -> Vec<u32> {
         let mut v: Vec<u32> = self
             .writes
@@ -387,7 +447,7 @@ impl Connection {
         v.extend(
             self.executing
                 .iter()
-                .filter(|(_, e)| e.0 == lun)
+                .filter(|(_, e)| e.lun == lun)
                 .map(|(i, _)| *i),
         );
         v

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-use super::ask::Oracle;
+use super::ask::{Oracle, Question};
 use super::{CloseReason, Connection, Event, Phase, ProtocolError};
 use crate::login::{self, LoginOutcome};
 use crate::pdu::Pdu;
@@ -40,8 +40,19 @@ impl Connection {
             },
             &mut oracle,
         );
-        if let Some(q) = oracle.missing() {
+        if let Some(mut q) = oracle.missing() {
             *state = snapshot;
+            // Before a new normal session gets its TSIH, the old session of its I_T nexus
+            // must be gone (session reinstatement).
+            if let (Question::AllocateTsih, false, Some((initiator, Some(target)))) =
+                (&q, self.answers.reinstated, &self.login_names)
+            {
+                q = Question::Reinstate {
+                    isid: req.isid,
+                    initiator: initiator.clone(),
+                    target: target.clone(),
+                };
+            }
             self.ask(q, Pdu::LoginRequest(req));
             return;
         }

@@ -49,6 +49,9 @@ pub struct ConnectionConfig {
     pub nop_interval: Duration,
     /// Time the initiator has to answer a ping before the connection is dropped.
     pub nop_timeout: Duration,
+    /// Time from the connection's start to the end of login (full feature phase); a peer
+    /// that takes longer is dropped ([`CloseReason::LoginTimeout`]).
+    pub login_timeout: Duration,
 }
 
 impl Default for ConnectionConfig {
@@ -68,6 +71,7 @@ impl Default for ConnectionConfig {
             write_budget: 64 << 20,
             nop_interval: Duration::from_secs(10),
             nop_timeout: Duration::from_secs(10),
+            login_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -109,6 +113,9 @@ pub enum CloseReason {
     /// The initiator did not answer a NOP-In ping in time.
     #[error("NOP-In ping not answered in time")]
     PingTimeout,
+    /// Login did not complete within `login_timeout`.
+    #[error("login not completed in time")]
+    LoginTimeout,
     /// TARGET COLD RESET.
     #[error("target cold reset")]
     ColdReset,
@@ -162,6 +169,16 @@ enum Phase {
     Closed,
 }
 
+/// A command handed to the caller and not completed yet.
+#[derive(Debug, Clone, Copy)]
+struct Running {
+    lun: Lun,
+    /// ExpectedDataTransferLength.
+    expected: u32,
+    /// Whether it holds a CmdSN slot (it was not immediate).
+    slot: bool,
+}
+
 /// A multi-PDU Text response being sent in pieces.
 #[derive(Debug)]
 struct PendingText {
@@ -187,8 +204,16 @@ pub struct Connection {
     writes: HashMap<u32, WriteTask>,
     /// Writes whose solicited part waits for budget, in arrival order.
     r2t_queue: VecDeque<u32>,
-    /// Commands handed to the caller and not completed yet, with the bytes they hold.
-    executing: HashMap<u32, (Lun, u32, usize)>,
+    /// Commands handed to the caller and not completed yet.
+    executing: HashMap<u32, Running>,
+    /// Non-immediate SCSI commands admitted and not finished: each holds one CmdSN slot of
+    /// the window until it completes or is aborted.
+    slots: u32,
+    /// When the connection started (login must end by `started + login_timeout`).
+    started: Option<Instant>,
+    /// The initiator and target names of the login (from its admission question), for
+    /// [`Question::Reinstate`].
+    login_names: Option<(String, Option<String>)>,
     aborted: HashSet<u32>,
     budget_used: usize,
     next_ttt: u32,
@@ -223,6 +248,9 @@ impl Connection {
             writes: HashMap::new(),
             r2t_queue: VecDeque::new(),
             executing: HashMap::new(),
+            slots: 0,
+            started: None,
+            login_names: None,
             aborted: HashSet::new(),
             budget_used: 0,
             next_ttt: 1,
@@ -237,6 +265,14 @@ impl Connection {
         }
     }
 
+    /// A new connection in the login phase, started at `now`: login must complete by
+    /// `now + login_timeout`. ([`Connection::new`] starts the clock at the first bytes.)
+    pub fn new_at(cfg: ConnectionConfig, rng_seed: [u8; 32], now: Instant) -> Self {
+        let mut c = Connection::new(cfg, rng_seed);
+        c.started = Some(now);
+        c
+    }
+
     /// Feeds bytes received at `now`; PDUs are processed as they become complete (unless a
     /// [`Event::Question`] is waiting for its answer).
     pub fn receive(&mut self, now: Instant, data: &[u8]) {
@@ -244,6 +280,7 @@ impl Connection {
             return;
         }
         self.last_rx = Some(now);
+        self.started.get_or_insert(now);
         self.inbuf.extend_from_slice(data);
         self.process_input();
     }
@@ -294,6 +331,9 @@ impl Connection {
 
     /// Puts `pdu` aside and asks `q`; processing resumes with [`Connection::answer`].
     fn ask(&mut self, q: Question, pdu: crate::pdu::Pdu) {
+        if let Question::Admit { initiator, target } = &q {
+            self.login_names = Some((initiator.clone(), target.clone()));
+        }
         self.blocked = Some(Blocked { pdu });
         self.events.push_back(Event::Question(q));
     }
@@ -336,6 +376,12 @@ impl Connection {
         self.executing.len()
     }
 
+    /// Bytes of memory the write commands collecting their data hold (their buffers), so a
+    /// driver or test can see what a peer pins.
+    pub fn write_memory(&self) -> usize {
+        self.writes.values().map(|t| t.buf.capacity()).sum()
+    }
+
     fn close(&mut self, reason: CloseReason) {
         if !matches!(self.phase, Phase::Closed) {
             self.phase = Phase::Closed;
@@ -354,13 +400,23 @@ impl Connection {
         t
     }
 
-    /// A fixed window: a target must never advertise a MaxCmdSN below one it sent before
-    /// (commands already sent under it would be dropped), so back-pressure on a slow volume
-    /// comes from the caller not reading the socket, not from shrinking the window.
+    /// The window slides as commands finish, not as they are admitted: every admitted
+    /// non-immediate SCSI command holds a slot until it completes or is aborted, so at most
+    /// `cmd_window` of them are outstanding. MaxCmdSN never goes back (a target must never
+    /// advertise one below what it sent before): admitting a command raises ExpCmdSN and the
+    /// slots together, finishing one frees a slot.
     fn max_cmd_sn(&self) -> u32 {
         self.exp_cmd_sn
             .wrapping_add(self.cfg.cmd_window.max(1))
             .wrapping_sub(1)
+            .wrapping_sub(self.slots.min(self.cfg.cmd_window.max(1)))
+    }
+
+    /// Frees the CmdSN slot a finished task held.
+    fn release_slot(&mut self, held: bool) {
+        if held {
+            self.slots = self.slots.saturating_sub(1);
+        }
     }
 
     fn seq_values(&self) -> crate::pdu::StatusSeq {

@@ -28,10 +28,16 @@ impl Connection {
     /// is how many data-out bytes the command actually transferred (for the residual count).
     /// Completions of aborted or unknown tasks are ignored.
     pub fn complete(&mut self, itt: u32, c: &Completion, data_out_used: u32) {
-        let Some((lun, expected, _held)) = self.executing.remove(&itt) else {
+        let Some(super::Running {
+            lun,
+            expected,
+            slot,
+        }) = self.executing.remove(&itt)
+        else {
             self.aborted.remove(&itt);
             return;
         };
+        self.release_slot(slot);
         if self.is_closed() {
             return;
         }

@@ -31,6 +31,7 @@ impl Ctx {
             } else {
                 Err(Refusal::NotFound)
             }),
+            Question::Reinstate { .. } => Answer::Reinstated,
             Question::AllocateTsih => {
                 self.tsih += 1;
                 Answer::Tsih(Some(self.tsih))
@@ -568,6 +569,11 @@ fn a_login_waits_for_its_answers_and_holds_later_input() {
     );
     assert!(c.is_asking() && c.take_output().is_empty());
     c.answer(Answer::Admit(Ok(TargetAuth::None)));
+    assert!(matches!(
+        c.poll_event(),
+        Some(Event::Question(Question::Reinstate { .. }))
+    ));
+    c.answer(Answer::Reinstated);
     assert_eq!(
         c.poll_event(),
         Some(Event::Question(Question::AllocateTsih))
@@ -643,4 +649,239 @@ fn the_deadline_follows_idle_time_then_the_ping() {
     }));
     assert_eq!(i.conn.poll_timeout(), Some(t0 + Duration::from_secs(11)));
     assert!(i.events().is_empty());
+}
+
+/// Issue 14, item 1: ~100 bytes on the wire (a WRITE with a large EDTL and one unsolicited
+/// Data-Out at a high offset) must not pin the whole first burst.
+#[test]
+fn a_high_offset_unsolicited_data_out_pins_no_memory() {
+    let mut i = Initiator::new(ConnectionConfig::default());
+    i.normal_login();
+    for itt in 0..8u32 {
+        i.command(100 + itt, false, true, 16 << 20, &[], false);
+        i.send(Pdu::DataOut(DataOut {
+            final_: false,
+            itt: 100 + itt,
+            ttt: RESERVED_TAG,
+            buffer_offset: (256 << 10) - 512,
+            data: Bytes::from_static(&[0; 512]),
+            ..DataOut::default()
+        }));
+    }
+    i.recv();
+    let held = i.conn.write_memory();
+    assert!(held <= 8 * 4096, "8 tiny Data-Outs pinned {held} bytes");
+    // In order, a tiny unsolicited Data-Out holds at most its first burst, not the command.
+    i.command(200, false, true, 16 << 20, &[], false);
+    i.send(Pdu::DataOut(DataOut {
+        final_: false,
+        itt: 200,
+        ttt: RESERVED_TAG,
+        buffer_offset: 0,
+        data: Bytes::from_static(&[0; 512]),
+        ..DataOut::default()
+    }));
+    let held = i.conn.write_memory() - held;
+    assert!(
+        held <= 256 << 10,
+        "a 512-byte Data-Out reserved {held} bytes"
+    );
+}
+
+/// Issue 14, item 1: an R2T-solicited write holds no memory for data that has not arrived.
+#[test]
+fn a_solicited_write_holds_only_what_arrived() {
+    let mut i = Initiator::new(ConnectionConfig::default());
+    i.normal_login();
+    // F bit set, no data: everything is solicited by R2T.
+    i.command(7, false, true, 16 << 20, &[], true);
+    let r = i.recv();
+    assert!(matches!(r.first(), Some(Pdu::R2t(_))), "{r:?}");
+    let held = i.conn.write_memory();
+    assert!(held <= 4096, "an R2T with no data yet pinned {held} bytes");
+}
+
+fn max_cmd_sn_seen(pdus: &[Pdu]) -> Option<u32> {
+    pdus.iter().rev().find_map(|p| match p {
+        Pdu::NopIn(n) => Some(n.max_cmd_sn),
+        Pdu::ScsiResponse(r) => Some(r.max_cmd_sn),
+        Pdu::DataIn(d) => Some(d.max_cmd_sn),
+        Pdu::R2t(r) => Some(r.max_cmd_sn),
+        _ => None,
+    })
+}
+
+/// Issue 14, item 1: the CmdSN window slides when commands complete, not when they are
+/// admitted, so the commands a connection has outstanding stay within the window.
+#[test]
+fn the_cmdsn_window_slides_on_completion() {
+    let cfg = ConnectionConfig {
+        cmd_window: 16,
+        ..ConnectionConfig::default()
+    };
+    let mut i = Initiator::new(cfg);
+    i.normal_login();
+    let base = i.cmd_sn;
+    for itt in 0..40u32 {
+        i.command(itt, true, false, 512, &[], true);
+    }
+    let n = i
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Event::Command(_)))
+        .count();
+    assert_eq!(n, 16, "only the window's commands are admitted");
+    // A ping (immediate) reports the window: nothing completed, so it has not moved.
+    i.send(Pdu::NopOut(NopOut {
+        itt: 900,
+        ttt: RESERVED_TAG,
+        cmd_sn: i.cmd_sn,
+        immediate: true,
+        ..NopOut::default()
+    }));
+    let r = i.recv();
+    assert_eq!(max_cmd_sn_seen(&r), Some(base + 15));
+    let mut done = Completion::good();
+    done.data = Bytes::from_static(&[0; 512]);
+    i.conn.complete(0, &done, 0);
+    let r = i.recv();
+    assert_eq!(
+        max_cmd_sn_seen(&r),
+        Some(base + 16),
+        "one completion, one more slot"
+    );
+}
+
+/// Issue 14, item 1: immediate commands do not take a CmdSN slot, so their number is capped
+/// separately: beyond it they are rejected (reason 0x06) rather than queued without end.
+#[test]
+fn immediate_commands_beyond_the_cap_are_rejected() {
+    let cfg = ConnectionConfig {
+        cmd_window: 16,
+        ..ConnectionConfig::default()
+    };
+    let mut i = Initiator::new(cfg);
+    i.normal_login();
+    for itt in 0..100u32 {
+        let cmd_sn = i.cmd_sn;
+        i.send(Pdu::ScsiCommand(ScsiCommand {
+            immediate: true,
+            final_: true,
+            read: true,
+            itt,
+            expected_data_transfer_length: 512,
+            cmd_sn,
+            cdb: Bytes::from_static(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]),
+            ..ScsiCommand::default()
+        }));
+    }
+    let n = i
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Event::Command(_)))
+        .count();
+    assert!(n <= 32, "{n} immediate commands outstanding");
+    let rejects = i
+        .recv()
+        .iter()
+        .filter(|p| matches!(p, Pdu::Reject(r) if r.reason == crate::pdu::RejectReason::ImmediateCommandReject))
+        .count();
+    assert_eq!(rejects, 100 - n);
+}
+
+/// Issue 14, item 1: a peer that starts a login and never finishes it is dropped.
+#[test]
+fn a_login_that_does_not_finish_in_time_closes() {
+    let cfg = ConnectionConfig {
+        login_timeout: Duration::from_secs(5),
+        ..ConnectionConfig::default()
+    };
+    let t0 = Instant::now();
+    let mut c = Connection::new_at(cfg.clone(), [1; 32], t0);
+    assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(5)));
+    // Half a login PDU, then silence.
+    c.receive(t0 + Duration::from_secs(1), &[0x43, 0x87, 0, 0]);
+    assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(5)));
+    c.handle_timeout(t0 + Duration::from_secs(4));
+    assert!(!c.is_closed());
+    c.handle_timeout(t0 + Duration::from_secs(5));
+    assert_eq!(c.close_reason(), Some(&CloseReason::LoginTimeout));
+    // Without a start time the deadline counts from the first bytes.
+    let mut c = Connection::new(cfg, [1; 32]);
+    assert_eq!(c.poll_timeout(), None);
+    c.receive(t0, &[0x43]);
+    assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(5)));
+}
+
+/// Issue 14, item 3: a new session asks for the old session of its I_T nexus to be closed
+/// before it is given a TSIH, and nothing of its login answer goes out before.
+#[test]
+fn a_new_session_waits_for_the_reinstatement_of_its_nexus() {
+    let mut c = Connection::new(ConnectionConfig::default(), [1; 32]);
+    let mut b = BytesMut::new();
+    first_login(TARGET, 5)
+        .encode(Digests::NONE, &mut b)
+        .unwrap();
+    c.receive(Instant::now(), &b);
+    assert!(matches!(
+        c.poll_event(),
+        Some(Event::Question(Question::Admit { .. }))
+    ));
+    c.answer(Answer::Admit(Ok(TargetAuth::None)));
+    assert_eq!(
+        c.poll_event(),
+        Some(Event::Question(Question::Reinstate {
+            isid: [0x80, 0, 0, 1, 0, 0],
+            initiator: "iqn.1994-05.com.redhat:host".into(),
+            target: TARGET.into(),
+        }))
+    );
+    assert!(c.take_output().is_empty() && c.params().is_none());
+    c.answer(Answer::Reinstated);
+    assert_eq!(
+        c.poll_event(),
+        Some(Event::Question(Question::AllocateTsih))
+    );
+    c.answer(Answer::Tsih(Some(7)));
+    assert!(matches!(c.poll_event(), Some(Event::LoggedIn(_))));
+}
+
+/// Tasks aborted from outside the connection (PREEMPT AND ABORT, reinstatement) are named
+/// in an event, answer nothing, and free their CmdSN slots.
+#[test]
+fn tasks_aborted_from_outside_answer_nothing_and_free_their_slots() {
+    let cfg = ConnectionConfig {
+        cmd_window: 4,
+        ..ConnectionConfig::default()
+    };
+    let mut i = Initiator::new(cfg);
+    i.normal_login();
+    let base = i.cmd_sn;
+    i.command(1, true, false, 512, &[], true);
+    // A write waiting for its solicited data.
+    i.command(2, false, true, 1 << 20, &[], true);
+    i.events();
+    i.recv();
+    i.conn.abort_tasks(Some(0));
+    let ev = i.events();
+    let [Event::Aborted(v)] = &ev[..] else {
+        panic!("{ev:?}")
+    };
+    let mut v = v.clone();
+    v.sort_unstable();
+    assert_eq!(v, vec![1, 2]);
+    i.conn.complete(1, &Completion::good(), 0);
+    assert!(i.recv().is_empty(), "an aborted task answers nothing");
+    i.send(Pdu::NopOut(NopOut {
+        itt: 9,
+        ttt: RESERVED_TAG,
+        cmd_sn: i.cmd_sn,
+        immediate: true,
+        ..NopOut::default()
+    }));
+    assert_eq!(
+        max_cmd_sn_seen(&i.recv()),
+        Some(base + 5),
+        "both slots are free again"
+    );
 }

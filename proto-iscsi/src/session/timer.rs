@@ -1,5 +1,6 @@
 //! The connection's one timer, quinn-style: [`Connection::poll_timeout`] says when the driver
-//! must next call [`Connection::handle_timeout`]. In full feature phase an idle initiator is
+//! must next call [`Connection::handle_timeout`]. During login the connection closes when
+//! login has not completed `login_timeout` after the connection started. In full feature phase an idle initiator is
 //! pinged with NOP-In after `nop_interval`, and the connection closes when the ping goes
 //! unanswered for `nop_timeout`.
 
@@ -14,6 +15,11 @@ impl Connection {
     /// When [`Connection::handle_timeout`] must next be called, if ever: the ping deadline
     /// while a ping is unanswered, otherwise the end of the idle interval.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if matches!(self.phase, Phase::Login(_)) {
+            return self
+                .started
+                .and_then(|t| t.checked_add(self.cfg.login_timeout));
+        }
         if !matches!(self.phase, Phase::FullFeature(_)) {
             return None;
         }
@@ -29,6 +35,15 @@ impl Connection {
     /// been idle for `nop_interval`, closes ([`CloseReason::PingTimeout`]) when a ping went
     /// unanswered for `nop_timeout`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if matches!(self.phase, Phase::Login(_)) {
+            if self
+                .started
+                .is_some_and(|t| now.saturating_duration_since(t) >= self.cfg.login_timeout)
+            {
+                self.close(CloseReason::LoginTimeout);
+            }
+            return;
+        }
         if !matches!(self.phase, Phase::FullFeature(_)) {
             return;
         }

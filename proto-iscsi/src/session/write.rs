@@ -40,7 +40,9 @@ pub enum DataOutError {
 pub struct WriteTask {
     /// The command (its data segment moved into `buf`).
     pub cmd: ScsiCommand,
-    /// Data received so far, placed by offset; grown to the full length when R2Ts start.
+    /// Data received so far, placed by offset. It grows only as data arrives: unsolicited
+    /// data must come in order (DataPDUInOrder=Yes), and a gap before an R2T's range is
+    /// covered by the budget charged for the solicited part.
     pub buf: BytesMut,
     /// Expected data transfer length.
     pub edtl: u32,
@@ -64,6 +66,8 @@ pub struct WriteTask {
     pub charged: u32,
     /// DataSN the next unsolicited Data-Out must carry.
     pub unsolicited_data_sn: u32,
+    /// Whether the command holds a CmdSN slot (it was not immediate).
+    pub slot: bool,
 }
 
 impl WriteTask {
@@ -91,6 +95,7 @@ impl WriteTask {
             discarding,
             charged: 0,
             unsolicited_data_sn: 0,
+            slot: false,
         }
     }
 
@@ -105,6 +110,17 @@ impl WriteTask {
         }
         let end = offset as usize + data.len();
         if self.buf.len() < end {
+            // Reserve at once what this part may need (never more: a doubling growth would
+            // hold up to twice the command): the unsolicited burst, which is bounded by
+            // FirstBurstLength, or the whole command once solicited data (charged to the
+            // write budget) arrives. Then fill any gap (only solicited ranges can leave one).
+            let part = if end <= self.unsolicited_len as usize {
+                self.unsolicited_len
+            } else {
+                self.edtl
+            };
+            let want = (part as usize).max(end);
+            self.buf.reserve(want - self.buf.len());
             self.buf.resize(end, 0);
         }
         self.buf[offset as usize..end].copy_from_slice(data);
@@ -122,7 +138,13 @@ impl WriteTask {
         let len = data.len() as u32;
         let end = offset.checked_add(len).ok_or(DataOutError::OutOfBounds)?;
         if ttt == crate::pdu::RESERVED_TAG {
-            if self.unsolicited_done || end > self.unsolicited_len || end > self.edtl {
+            // In order (DataPDUInOrder=Yes): a Data-Out at a higher offset would make the
+            // buffer grow over bytes nobody sent.
+            if self.unsolicited_done
+                || end > self.unsolicited_len
+                || end > self.edtl
+                || offset != self.unsolicited_received
+            {
                 return Err(DataOutError::OutOfBounds);
             }
             if data_sn != self.unsolicited_data_sn {
@@ -141,7 +163,8 @@ impl WriteTask {
             return Err(DataOutError::UnknownTtt);
         };
         let b = self.bursts[i];
-        if offset < b.offset || end > b.offset + b.len {
+        // In order within the burst (DataPDUInOrder=Yes).
+        if offset != b.offset + b.received || end > b.offset + b.len {
             return Err(DataOutError::OutOfBounds);
         }
         if data_sn != b.next_data_sn {
@@ -166,9 +189,6 @@ impl WriteTask {
     pub fn next_burst(&mut self, ttt: u32, max_burst: u32) -> Option<Burst> {
         if !self.unsolicited_done || self.unrequested() == 0 {
             return None;
-        }
-        if !self.discarding && self.buf.len() < self.edtl as usize {
-            self.buf.resize(self.edtl as usize, 0);
         }
         let len = self.unrequested().min(max_burst.max(1));
         let b = Burst {

@@ -157,6 +157,10 @@ impl Connection {
             ..
         }) = self.commands.get_mut(&cid)
         else {
+            if self.dropped_ttags.contains(&d.ttag) {
+                // Data for a write aborted by Preempt and Abort, sent before the host heard.
+                return Ok(());
+            }
             return Err(out_of_range);
         };
         if d.ttag != r.ttag
@@ -408,6 +412,44 @@ impl Connection {
         let resp = io::finish(tag.0, pending, result, ana);
         self.send_response(resp, max_data);
         true
+    }
+
+    /// Aborts the I/O commands of namespace `nsid` (another host's Reservation Acquire with
+    /// Preempt and Abort preempted this host): each completes at once with Command Aborted
+    /// due to Preempt and Abort, writes still receiving data stop. Returns the tags of those
+    /// that were executing: the caller must stop them, and their completions are ignored.
+    pub fn abort_commands(&mut self, nsid: u32) -> Vec<IoTag> {
+        if !matches!(self.queue, Queue::Io { .. }) {
+            return Vec::new();
+        }
+        let mut cids: Vec<u16> = self
+            .commands
+            .iter()
+            .filter(|(_, c)| c.sqe.nsid() == nsid && !matches!(c.stage, Stage::Connecting))
+            .map(|(cid, _)| *cid)
+            .collect();
+        cids.sort_unstable();
+        let mut executing = Vec::new();
+        for cid in cids {
+            let Some(cmd) = self.commands.remove(&cid) else {
+                continue;
+            };
+            match cmd.stage {
+                Stage::WaitingForR2t => self.r2t_waiting.retain(|c| *c != cid),
+                Stage::Receiving(r) => {
+                    self.r2t_active = self.r2t_active.saturating_sub(1);
+                    if self.dropped_ttags.len() >= 64 {
+                        self.dropped_ttags.pop_front();
+                    }
+                    self.dropped_ttags.push_back(r.ttag);
+                }
+                Stage::Executing(_) => executing.push(IoTag(cid)),
+                Stage::Connecting => {}
+            }
+            self.send_response(Response::status(cid, Status::ABORTED_PREEMPT), 0);
+        }
+        self.pump_r2t();
+        executing
     }
 
     /// Number of commands received and not yet completed (excluding held AERs).

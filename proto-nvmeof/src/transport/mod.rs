@@ -70,6 +70,9 @@ pub enum CloseReason {
     /// The keep-alive timer expired: the whole association must be torn down.
     #[error("keep-alive timeout expired")]
     KeepAliveExpired,
+    /// No ICReq or no admitted Connect within `connect_timeout_ms` of the start.
+    #[error("no ICReq or Connect in time")]
+    ConnectTimeout,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +141,12 @@ pub struct Connection {
     close_reason: Option<CloseReason>,
     /// In-band authentication of this queue.
     auth: gate::Gate,
+    /// When the connection started: its Connect must be admitted by
+    /// `started + connect_timeout_ms`.
+    started: Option<Instant>,
+    /// Transfer tags of writes aborted while receiving data: H2CData already on its way
+    /// for them is dropped quietly (a short list; older tags are forgotten).
+    dropped_ttags: VecDeque<u16>,
 }
 
 impl Connection {
@@ -163,7 +172,17 @@ impl Connection {
             cntlid: None,
             close_reason: None,
             auth: gate::Gate::default(),
+            started: None,
+            dropped_ttags: VecDeque::new(),
         }
+    }
+
+    /// A fresh connection started at `now`: its ICReq and Connect must be done by
+    /// `now + connect_timeout_ms`. ([`Connection::new`] starts the clock at the first bytes.)
+    pub fn new_at(cfg: Arc<TargetConfig>, now: Instant) -> Self {
+        let mut c = Connection::new(cfg);
+        c.started = Some(now);
+        c
     }
 
     /// Feeds bytes read from the socket at time `now`.
@@ -171,12 +190,13 @@ impl Connection {
         if self.phase == Phase::Closed {
             return;
         }
+        self.started.get_or_insert(now);
         self.inbuf.extend_from_slice(data);
         let mut pos = 0;
         while self.phase != Phase::Closed {
             let cfg = DecoderConfig {
                 digests: self.digests,
-                max_plen: self.cfg.max_host_plen(),
+                max_plen: self.max_plen(),
             };
             let rest = self.inbuf.get(pos..).unwrap_or_default();
             let header: Vec<u8> = rest.get(..rest.len().min(128)).unwrap_or_default().to_vec();
@@ -264,19 +284,50 @@ impl Connection {
         }
     }
 
-    /// When [`Connection::handle_timeout`] must next be called, if ever: the keep-alive
-    /// deadline of the association (admin queue only).
+    /// When [`Connection::handle_timeout`] must next be called, if ever: until a Connect is
+    /// admitted the connect deadline, then the keep-alive deadline of the association (admin
+    /// queue only).
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.phase == Phase::Closed {
             return None;
         }
+        if !self.bound() {
+            return self.connect_deadline();
+        }
         self.kato_deadline()
+    }
+
+    /// The largest PDU accepted now: an ICReq before the ICReq, a Connect capsule (its 1 KiB
+    /// of data) before the Connect, so a peer that has not connected cannot make the
+    /// connection buffer a large PDU.
+    fn max_plen(&self) -> u32 {
+        match self.phase {
+            Phase::AwaitIcReq => 128,
+            _ if !self.bound() => 72 + 4 + 1024 + 4 + 256,
+            _ => self.cfg.max_host_plen(),
+        }
+    }
+
+    /// Whether a Connect bound this connection to a controller (admin or I/O queue).
+    fn bound(&self) -> bool {
+        matches!(self.queue, Queue::Admin(_) | Queue::Io { .. })
+    }
+
+    fn connect_deadline(&self) -> Option<Instant> {
+        let limit = std::time::Duration::from_millis(u64::from(self.cfg.connect_timeout_ms));
+        self.started.and_then(|t| t.checked_add(limit))
     }
 
     /// Checks the keep-alive timer at `now`. True means the association expired: the
     /// connection closes ([`Event::Close`] with [`CloseReason::KeepAliveExpired`]) and the
     /// gateway must release the CNTLID and close every I/O queue of the association.
     pub fn handle_timeout(&mut self, now: Instant) -> bool {
+        if !self.bound() {
+            if self.phase != Phase::Closed && self.connect_deadline().is_some_and(|d| now >= d) {
+                self.close(CloseReason::ConnectTimeout);
+            }
+            return false;
+        }
         let Queue::Admin(c) = &mut self.queue else {
             return false;
         };
