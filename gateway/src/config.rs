@@ -375,7 +375,16 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         let mut names = std::collections::HashSet::new();
+        let mut dirs = std::collections::HashMap::new();
         for v in &self.volumes {
+            // Two volumes in one directory would open the same files twice.
+            if let Some(other) = dirs.insert(lexical(&self.volume_dir(v)), v.name.as_str()) {
+                return bad(format!(
+                    "volumes {other:?} and {:?} name the same directory {}",
+                    v.name,
+                    self.volume_dir(v).display()
+                ));
+            }
             if v.name.is_empty() || v.name.contains('/') {
                 return bad(format!(
                     "volume name {:?} must be non-empty without '/'",
@@ -452,6 +461,15 @@ impl Config {
     }
 }
 
+/// `path` with `.` components and repeated or trailing separators removed (without touching
+/// the file system, which may not hold the directory yet), so spellings of one directory compare
+/// equal.
+fn lexical(path: &Path) -> PathBuf {
+    path.components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,6 +528,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("t.toml"), "{e}");
+    }
+
+    #[test]
+    fn a_volume_directory_named_twice_is_refused() {
+        let text = r#"
+            data_dir = "/var/lib/tandem"
+            [[volume]]
+            name = "a"
+            [[volume]]
+            name = "b"
+            path = "/var/lib/tandem/./a/"
+            [iscsi]
+            enabled = false
+        "#;
+        let e = Config::parse(text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("same directory"), "{e}");
+        let ok = text.replace("/./a/", "/b");
+        Config::parse(&ok, Path::new("t.toml")).unwrap();
     }
 
     #[test]
