@@ -100,10 +100,14 @@ pub enum Error {
     /// writes while it has room, then writes are refused (reads go on) until space is freed and
     /// the flusher can copy the log into the extent again. Front ends answer with the
     /// thin-provisioning space allocation failure (SCSI 07/27/07, NVMe Capacity Exceeded).
-    #[error("no space left on the file system under the volume; writes resume once space is freed")]
+    #[error(
+        "no space left on the file system under the volume; writes resume once space is freed"
+    )]
     NoSpace,
     /// Another process (or another open in this one) holds the volume's advisory lock.
-    #[error("volume at {path} is in use: another tandem process (or another volume entry) has it open")]
+    #[error(
+        "volume at {path} is in use: another tandem process (or another volume entry) has it open"
+    )]
     Locked {
         /// The locked file.
         path: PathBuf,

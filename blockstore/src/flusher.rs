@@ -46,11 +46,11 @@ impl Flusher {
                     // Retried every interval until the file system has room again.
                     Err(crate::error::Error::NoSpace) => {}
                     Err(e) => {
-                    tracing::error!(
-                        volume = %target.location().display(),
-                        error = %e,
-                        "flusher stopped"
-                    );
+                        tracing::error!(
+                            volume = %target.location().display(),
+                            error = %e,
+                            "flusher stopped"
+                        );
                         return None;
                     }
                 }

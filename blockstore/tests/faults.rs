@@ -184,7 +184,10 @@ fn a_full_file_system_refuses_writes_serves_reads_and_resumes_once_space_is_free
         "the log still takes writes while the extent cannot grow: {}",
         acked.len()
     );
-    assert!(e.space_exhausted(), "the engine reports the exhausted space");
+    assert!(
+        e.space_exhausted(),
+        "the engine reports the exhausted space"
+    );
     // Reads are served from the log and the extent.
     for &i in &acked {
         assert_eq!(e.read(i, 1).unwrap(), block(i), "block {i}");
@@ -230,7 +233,11 @@ impl BlockFile for PanickyFile {
         self.inner.read_at(buf, offset)
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
-        if self.armed.as_ref().is_some_and(|a| a.load(Ordering::SeqCst)) {
+        if self
+            .armed
+            .as_ref()
+            .is_some_and(|a| a.load(Ordering::SeqCst))
+        {
             panic!("injected panic in a log write");
         }
         self.inner.write_at(buf, offset)

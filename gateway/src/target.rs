@@ -229,6 +229,8 @@ pub fn volume_error(volume: &str, e: VolError, write: bool) -> BlockResult {
         VolError::Miscompare { offset } => BlockResult::Miscompare {
             offset: offset as u32,
         },
+        // The engine logged the exhaustion once; every refused write need not.
+        VolError::NoSpace => BlockResult::SpaceExhausted,
         VolError::Io(_) | VolError::Failed | VolError::LogFull { .. } => {
             tracing::error!(volume, error = %e, write, "volume I/O failed");
             BlockResult::MediumError

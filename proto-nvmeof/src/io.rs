@@ -323,6 +323,9 @@ pub(crate) fn finish(cid: u16, pending: Pending, result: IoResult, ana_enabled: 
             status(Status::READ_ERROR)
         }
         (_, BlockResult::MediumError) => status(Status::WRITE_FAULT),
+        // The thin-provisioning hard threshold: nothing was written; the host's block layer
+        // reports no space (Linux: BLK_STS_NOSPC).
+        (_, BlockResult::SpaceExhausted) => status(Status::CAPACITY_EXCEEDED.dnr()),
         (Pending::Write | Pending::Other, BlockResult::Ok) => status(Status::SUCCESS),
         (_, BlockResult::ReservationConflict) => status(Status::RESERVATION_CONFLICT.dnr()),
         (_, BlockResult::OutOfRange) => status(Status::LBA_OUT_OF_RANGE.dnr()),
@@ -378,6 +381,18 @@ mod tests {
             .status,
             Status::WRITE_FAULT
         );
+    }
+
+    #[test]
+    fn exhausted_space_is_capacity_exceeded() {
+        let st = finish(
+            7,
+            Pending::Write,
+            IoResult::Block(BlockResult::SpaceExhausted),
+            true,
+        )
+        .status;
+        assert_eq!(st, Status::CAPACITY_EXCEEDED.dnr());
     }
 
     #[test]
