@@ -236,7 +236,7 @@ impl Metrics {
 #[derive(Debug, Clone)]
 pub struct VolumeMetrics {
     latency: [[Histogram; 4]; 2],
-    errors: [[Counter; 4]; 2],
+    errors: [[Counter; 5]; 2],
     /// Per protocol: executed commands and their summed latency, shared by every clone.
     totals: Arc<[RunningTotals; 2]>,
 }

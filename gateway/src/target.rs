@@ -166,7 +166,11 @@ impl VolumeTarget {
                 // Deallocated blocks read as zeros, so a trim is a valid way to zero when the
                 // host allows deallocation.
                 if deallocate {
-                    v.trim(lba, u64::from(blocks)).await
+                    // FUA holds for the deallocation too: durable before completion.
+                    match v.trim(lba, u64::from(blocks)).await {
+                        Ok(()) if fua => v.flush().await,
+                        r => r,
+                    }
                 } else {
                     v.write_zeroes(lba, u64::from(blocks), fua).await
                 }
