@@ -51,6 +51,30 @@ pub struct Config {
     pub node: NodeConfig,
     /// The replication listener and timeout, used when a volume names a `peer`.
     pub replication: ReplicationConfig,
+    /// How the volumes' storage behaves under pressure.
+    pub storage: StorageConfig,
+}
+
+/// The hosts' command timeout both protocols' Linux initiators use by default (SCSI disk
+/// timeout, NVMe io_timeout): every wait a command may sit in must end well before it.
+pub const HOST_COMMAND_TIMEOUT_MS: u64 = 30_000;
+
+/// How the volumes' storage behaves under pressure.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// How long a write waits for room in a full write-ahead log (the flusher cannot keep up)
+    /// before it fails. It must end below the hosts' command timeouts (30 s), so a host gets an
+    /// answer instead of timing the command out and aborting it.
+    pub log_full_timeout_ms: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            log_full_timeout_ms: blockstore::engine::DEFAULT_LOG_FULL_TIMEOUT.as_millis() as u64,
+        }
+    }
 }
 
 /// This node's identity. Replication handshakes carry it so each side knows which node it talks
@@ -325,6 +349,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             node: NodeConfig::default(),
             replication: ReplicationConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -441,6 +466,13 @@ impl Config {
         if let Some(id) = &self.node.id {
             crate::replication::node::parse_id(id).map_err(ConfigError::Invalid)?;
         }
+        let t = self.storage.log_full_timeout_ms;
+        if t == 0 || t >= HOST_COMMAND_TIMEOUT_MS {
+            return bad(format!(
+                "[storage] log_full_timeout_ms = {t} must be positive and below the hosts' \
+                 {HOST_COMMAND_TIMEOUT_MS} ms command timeout"
+            ));
+        }
         if self.replication.timeout_ms == 0 {
             return bad("[replication] timeout_ms must be positive".into());
         }
@@ -528,6 +560,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("t.toml"), "{e}");
+    }
+
+    #[test]
+    fn the_log_full_wait_stays_below_host_command_timeouts() {
+        let c = Config::default();
+        assert_eq!(c.storage.log_full_timeout_ms, 20_000);
+        let e = Config::parse(
+            "[storage]\nlog_full_timeout_ms = 60000\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("below the hosts'"), "{e}");
+        let c = Config::parse(
+            "[storage]\nlog_full_timeout_ms = 5000\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.storage.log_full_timeout_ms, 5000);
     }
 
     #[test]

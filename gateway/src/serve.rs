@@ -19,7 +19,9 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     // Watched from the start, so that a signal during start-up is not the default action
     // (SIGHUP would kill the process).
     let mut signals = Signals::watch()?;
-    let vols = volumes::open_all(&cfg).await?;
+    // A volume that cannot open is reported and left out; the others serve.
+    let opened = volumes::open_available(&cfg).await?;
+    let vols = opened.volumes;
     // Replication first: a primary's flushes must wait for its standby from the first command.
     let repl = crate::replication::start(&cfg, &vols).await?;
     if let Some(addr) = repl.listening {
@@ -29,6 +31,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let fronts = crate::frontends::start(&cfg, &vols, shutdown.clone()).await?;
     let mut view = crate::status::NodeView::new(&cfg, &fronts);
     view.replication = repl.statuses.clone();
+    view.unavailable = opened.unavailable;
     let readiness = view.readiness.clone();
     // The admin API outlives the front ends' drain (its own stop), so `/readyz` says 503
     // while the node shuts down rather than going silent.
@@ -55,7 +58,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     }
     readiness.set_ready();
     notify(sd_notify::NotifyState::Ready);
-    tracing::info!("ready: every front end listens, every volume is open");
+    tracing::info!("ready: every front end listens, every available volume is open");
     signals.until_termination().await;
     readiness.set_stopping();
     notify(sd_notify::NotifyState::Stopping);

@@ -21,6 +21,18 @@ use crate::target::Targets;
 pub struct VolumesDoc {
     /// Every served volume, by name.
     pub volumes: Vec<VolumeStatus>,
+    /// Configured volumes that could not open (corrupt, missing files, ...) and are not served.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<UnavailableVolume>,
+}
+
+/// A configured volume the node could not open, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnavailableVolume {
+    /// Configured name.
+    pub name: String,
+    /// Why it did not open.
+    pub reason: String,
 }
 
 /// One volume as the operator sees it.
@@ -158,6 +170,8 @@ pub struct NodeView {
     pub readiness: crate::health::Readiness,
     /// Replication status of the replicated volumes (empty for a single node).
     pub replication: crate::replication::Statuses,
+    /// Configured volumes that did not open.
+    pub unavailable: Vec<crate::volumes::Unavailable>,
 }
 
 fn lower_debug(v: impl std::fmt::Debug) -> String {
@@ -175,6 +189,7 @@ impl NodeView {
             metrics: Arc::clone(&fronts.metrics),
             readiness: crate::health::Readiness::default(),
             replication: Default::default(),
+            unavailable: Vec::new(),
         }
     }
 
@@ -213,7 +228,18 @@ impl NodeView {
                 }
             })
             .collect();
-        VolumesDoc { volumes }
+        let unavailable = self
+            .unavailable
+            .iter()
+            .map(|u| UnavailableVolume {
+                name: u.name.clone(),
+                reason: u.reason.clone(),
+            })
+            .collect();
+        VolumesDoc {
+            volumes,
+            unavailable,
+        }
     }
 
     fn exports(&self, name: &str) -> Exports {
@@ -371,6 +397,9 @@ fn ago(secs: u64) -> String {
 /// The human-readable table `tandem status` prints; `now_unix` makes "connected for" exact.
 pub fn table(doc: &VolumesDoc, now_unix: u64) -> String {
     let mut out = String::new();
+    for u in &doc.unavailable {
+        out.push_str(&format!("volume {}  UNAVAILABLE  {}\n", u.name, u.reason));
+    }
     for v in &doc.volumes {
         out.push_str(&format!(
             "volume {}  uuid {}  {} bytes ({}-byte blocks)  role {} epoch {}  {}\n",
