@@ -586,18 +586,16 @@ mod tests {
         let text = r#"
             data_dir = "/var/lib/tandem"
             [[volume]]
-            name = "a"
+            name = "default"
             [[volume]]
             name = "b"
-            path = "/var/lib/tandem/./a/"
-            [iscsi]
-            enabled = false
+            path = "/var/lib/tandem/./default/"
         "#;
         let e = Config::parse(text, Path::new("t.toml"))
             .unwrap_err()
             .to_string();
         assert!(e.contains("same directory"), "{e}");
-        let ok = text.replace("/./a/", "/b");
+        let ok = text.replace("/./default/", "/b");
         Config::parse(&ok, Path::new("t.toml")).unwrap();
     }
 
