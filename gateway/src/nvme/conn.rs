@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::exec;
-use super::shared::{self, Control, NvmeShared};
+use super::shared::{Control, NvmeShared};
 use crate::counters::IoCounters;
 use crate::driver::{self, Commands, Ended, Flow, Handler};
 use crate::metrics::{Protocol, Refusal};
@@ -170,6 +170,7 @@ impl Handler for Nvme {
 
 #[cfg(test)]
 mod tests {
+    use super::super::shared;
     use super::*;
     use proto_nvmeof::fabrics::{Connect, CNTLID_DYNAMIC};
     use proto_nvmeof::{Admission, ConnectRequest, Registry, Subsystem, TargetConfig};
