@@ -233,3 +233,20 @@ async fn a_full_file_system_fails_writes_with_capacity_exceeded_and_other_volume
     }
     gateway::volumes::close_all(&vols).await;
 }
+
+#[tokio::test]
+async fn a_second_node_on_the_same_data_directory_stops_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1);
+    let first = gateway::volumes::open_available(&cfg).await.unwrap();
+    assert_eq!(first.volumes.len(), 1);
+    let err = gateway::volumes::open_available(&cfg).await.unwrap_err();
+    assert!(
+        err.contains("is in use") && err.contains("another tandem"),
+        "{err}"
+    );
+    gateway::volumes::close_all(&first.volumes).await;
+    let again = gateway::volumes::open_available(&cfg).await.unwrap();
+    assert_eq!(again.volumes.len(), 1, "free again once the first closed");
+    gateway::volumes::close_all(&again.volumes).await;
+}
