@@ -302,6 +302,13 @@ impl Engine {
             next_lsn = scan.next_lsn,
             "recovered write-ahead log"
         );
+        if let Some(tail) = &scan.torn_tail {
+            tracing::warn!(
+                volume = %meta_path.parent().unwrap_or(&meta_path).display(),
+                tail = %tail,
+                "cut off a torn log tail (writes never acknowledged as durable)"
+            );
+        }
         let role = RoleMachine::new(sb.role, sb.epoch);
         let applied_lsn = match storage_handle.read_all(APPLIED_METADATA)? {
             Some(b) => b
