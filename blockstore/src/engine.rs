@@ -417,6 +417,12 @@ impl Engine {
             .map_or_else(|| self.meta_path.clone(), std::path::Path::to_path_buf)
     }
 
+    /// Whether every write appended so far is durable in the log (no write completed since the
+    /// last log sync). Lets tests see what a completion promised without cutting the power.
+    pub fn all_durable(&self) -> bool {
+        self.durable_lsn.load(Ordering::Acquire) >= lock(&self.log).next_lsn
+    }
+
     /// Whether the file system under the volume ran out of space at the last checkpoint (writes
     /// are refused once the log is full; see [`Error::NoSpace`]).
     pub fn space_exhausted(&self) -> bool {
