@@ -113,7 +113,20 @@ async fn a_full_file_system_fails_writes_with_capacity_exceeded_and_other_volume
         volume("full", Some(fs.dir.join("full"))),
         volume("other", None),
         volume("broken", None),
+        volume("gone", None),
     ];
+    // A volume whose log file is missing: reported and left out too.
+    let gone = blockstore::DirStorage::new(dir.path().join("gone"));
+    blockstore::create(
+        &gone,
+        &blockstore::CreateOptions {
+            capacity_bytes: 1 << 20,
+            wal_bytes: 1 << 20,
+            ..blockstore::CreateOptions::default()
+        },
+    )
+    .unwrap();
+    std::fs::remove_file(dir.path().join("gone").join("wal")).unwrap();
     // A volume whose superblock is garbage: reported, left out, the others serve.
     let broken = dir.path().join("broken");
     std::fs::create_dir_all(&broken).unwrap();
@@ -138,12 +151,18 @@ async fn a_full_file_system_fails_writes_with_capacity_exceeded_and_other_volume
     cfg.validate().unwrap();
     let opened = gateway::volumes::open_available(&cfg).await.unwrap();
     assert_eq!(opened.volumes.keys().collect::<Vec<_>>(), ["full", "other"]);
-    assert_eq!(opened.unavailable.len(), 1);
+    assert_eq!(opened.unavailable.len(), 2);
     assert_eq!(opened.unavailable[0].name, "broken");
     assert!(
         opened.unavailable[0].reason.contains("corrupt superblock"),
         "{}",
         opened.unavailable[0].reason
+    );
+    assert_eq!(opened.unavailable[1].name, "gone");
+    assert!(
+        opened.unavailable[1].reason.contains("No such file"),
+        "{}",
+        opened.unavailable[1].reason
     );
     let vols = opened.volumes;
     let shutdown = tokio::sync::watch::channel(false).0;
@@ -153,7 +172,7 @@ async fn a_full_file_system_fails_writes_with_capacity_exceeded_and_other_volume
     let mut view = gateway::status::NodeView::new(&cfg, &fronts);
     view.unavailable = opened.unavailable;
     let doc = view.volumes();
-    assert_eq!(doc.unavailable.len(), 1, "{doc:?}");
+    assert_eq!(doc.unavailable.len(), 2, "{doc:?}");
     assert!(gateway::status::table(&doc, 0).contains("volume broken  UNAVAILABLE"));
     let addr = fronts.nvme.as_ref().unwrap().bound[0];
     let host = Controller::connect(
