@@ -141,6 +141,11 @@ pub enum BlockResult {
     ReservationConflict,
     /// The volume failed to read or write the data.
     MediumError,
+    /// The storage under the volume has no space left for the write (the thin-provisioning
+    /// hard threshold): nothing was written, reads go on, and writes succeed again once space
+    /// is freed. SCSI answers DATA PROTECT, SPACE ALLOCATION FAILED WRITE PROTECT (07/27/07);
+    /// NVMe answers Capacity Exceeded.
+    SpaceExhausted,
     /// Any other failure inside the gateway.
     Internal,
 }

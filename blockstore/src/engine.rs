@@ -74,7 +74,9 @@ pub struct OpenOptions {
     pub background_flusher: bool,
     /// The flusher runs at least this often while the log holds records.
     pub flush_interval: Duration,
-    /// How long a writer waits for log space before giving up with [`Error::LogFull`].
+    /// How long a writer waits for log space before giving up with [`Error::LogFull`]. Keep it
+    /// below the hosts' command timeouts (SCSI and the Linux NVMe host use 30 s), so a host sees
+    /// an error it can act on rather than timing the command out and aborting it.
     pub log_full_timeout: Duration,
 }
 
@@ -83,9 +85,18 @@ impl Default for OpenOptions {
         OpenOptions {
             background_flusher: true,
             flush_interval: Duration::from_millis(200),
-            log_full_timeout: Duration::from_secs(60),
+            log_full_timeout: DEFAULT_LOG_FULL_TIMEOUT,
         }
     }
+}
+
+/// The default of [`OpenOptions::log_full_timeout`]: well below the hosts' 30 s command
+/// timeouts.
+pub const DEFAULT_LOG_FULL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Whether an I/O error says the file system has no space (or quota) left.
+fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 /// Position of the log: appended up to `head`, checkpointed up to `tail`.
@@ -130,6 +141,9 @@ pub struct Engine {
     access_tx: tokio::sync::watch::Sender<AccessState>,
     failed: AtomicBool,
     closed: AtomicBool,
+    /// The last checkpoint found the file system full: the log takes writes while it has room,
+    /// then they fail with [`Error::NoSpace`] until a checkpoint succeeds again.
+    no_space: AtomicBool,
     pub(crate) opts: OpenOptions,
     flusher: Flusher,
     lease_timer: LeaseTimer,
@@ -262,6 +276,11 @@ impl Engine {
         }
         let meta = storage.open(SUPERBLOCK_FILE)?;
         let meta_path = storage.describe(SUPERBLOCK_FILE);
+        // One opener at a time: a second daemon on the same data directory, or the same
+        // directory configured twice, would interleave two logs in one file.
+        if !meta.try_lock()? {
+            return Err(Error::Locked { path: meta_path });
+        }
         let sb = Superblock::load(meta.as_ref(), &meta_path)?;
         let wal = storage.open(WAL_FILE)?;
         let extent = storage.open(EXTENT_FILE)?;
@@ -285,6 +304,13 @@ impl Engine {
             next_lsn = scan.next_lsn,
             "recovered write-ahead log"
         );
+        if let Some(tail) = &scan.torn_tail {
+            tracing::warn!(
+                volume = %meta_path.parent().unwrap_or(&meta_path).display(),
+                tail = %tail,
+                "cut off a torn log tail (writes never acknowledged as durable)"
+            );
+        }
         let role = RoleMachine::new(sb.role, sb.epoch);
         let applied_lsn = match storage_handle.read_all(APPLIED_METADATA)? {
             Some(b) => b
@@ -329,6 +355,7 @@ impl Engine {
             access_tx,
             failed: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            no_space: AtomicBool::new(false),
             opts,
             flusher: Flusher::default(),
             lease_timer: LeaseTimer::default(),
@@ -394,6 +421,36 @@ impl Engine {
         self.meta_path
             .parent()
             .map_or_else(|| self.meta_path.clone(), std::path::Path::to_path_buf)
+    }
+
+    /// Whether every write appended so far is durable in the log (no write completed since the
+    /// last log sync). Lets tests see what a completion promised without cutting the power.
+    pub fn all_durable(&self) -> bool {
+        self.durable_lsn.load(Ordering::Acquire) >= lock(&self.log).next_lsn
+    }
+
+    /// Whether the file system under the volume ran out of space at the last checkpoint (writes
+    /// are refused once the log is full; see [`Error::NoSpace`]).
+    pub fn space_exhausted(&self) -> bool {
+        self.no_space.load(Ordering::Acquire)
+    }
+
+    /// Runs `f`, containing a panic inside it: the engine cannot know what a panic left half
+    /// done, so it is marked failed (everything is refused until the volume is reopened and
+    /// recovered from its log), the panic is logged, and the caller gets [`Error::Failed`]
+    /// instead of an unwinding thread that would strand every request queued behind it.
+    pub(crate) fn contain<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            self.fail(Error::Io(std::io::Error::other(format!(
+                "a volume job panicked: {what}"
+            ))));
+            Error::Failed
+        })
     }
 
     /// Marks the engine failed after an I/O error and passes the error on.
@@ -647,6 +704,15 @@ impl Engine {
             if log.head + wrap + rlen - log.tail <= w {
                 break wrap;
             }
+            if self.no_space.load(Ordering::Acquire) {
+                // The flusher cannot free log space until the file system has room: refuse
+                // now (the flusher keeps retrying) instead of waiting out the timeout.
+                self.request_flush();
+                if let Some(since) = waited_since {
+                    self.stats.log_full_wait_ended(since.elapsed());
+                }
+                return Err(Error::NoSpace);
+            }
             let since = *waited_since.get_or_insert_with(|| {
                 self.stats.log_full_wait_started();
                 Instant::now()
@@ -887,14 +953,29 @@ impl Engine {
             return Ok(false);
         }
         let bs = u64::from(self.block_size());
-        copy_to_extent(
+        if let Err(e) = copy_to_extent(
             &entries,
             bs,
             self.wal.as_ref(),
             self.wal_size,
             self.extent.as_ref(),
-        )
-        .map_err(|e| self.fail(e))?;
+        ) {
+            if is_no_space(&e) {
+                // A write the file system refused for space changed nothing durable: the log
+                // still holds every record and the checkpoint did not move, so the next
+                // checkpoint copies the same records again once there is room.
+                if !self.no_space.swap(true, Ordering::AcqRel) {
+                    tracing::error!(
+                        volume = %self.volume_dir().display(),
+                        error = %e,
+                        "no space left for the volume's data: writes are refused once the log \
+                         is full, until space is freed"
+                    );
+                }
+                return Err(Error::NoSpace);
+            }
+            return Err(self.fail(e));
+        }
         self.extent.sync_data().map_err(|e| self.fail(e))?;
         // Everything below the target is in the extent now; the tail stops at the retention
         // floor when a standby still needs records (recovery then replays them again, which
@@ -920,6 +1001,12 @@ impl Engine {
             log.tail = tail.virt;
             log.tail_lsn = tail.lsn;
             self.stats.set_log_used(log.head - log.tail);
+        }
+        if self.no_space.swap(false, Ordering::AcqRel) {
+            tracing::info!(
+                volume = %self.volume_dir().display(),
+                "space available again: the volume takes writes"
+            );
         }
         self.space_cv.notify_all();
         self.stats.add_flusher_run(entries.len() as u64);
@@ -968,6 +1055,7 @@ impl Engine {
         };
         self.closed.store(true, Ordering::Release);
         self.space_cv.notify_all();
+        self.meta.unlock();
         r
     }
 

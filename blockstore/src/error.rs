@@ -96,6 +96,22 @@ pub enum Error {
         /// How long the writer waited for space.
         waited: std::time::Duration,
     },
+    /// The file system under the volume has no space left for its data: the log still takes
+    /// writes while it has room, then writes are refused (reads go on) until space is freed and
+    /// the flusher can copy the log into the extent again. Front ends answer with the
+    /// thin-provisioning space allocation failure (SCSI 07/27/07, NVMe Capacity Exceeded).
+    #[error(
+        "no space left on the file system under the volume; writes resume once space is freed"
+    )]
+    NoSpace,
+    /// Another process (or another open in this one) holds the volume's advisory lock.
+    #[error(
+        "volume at {path} is in use: another tandem process (or another volume entry) has it open"
+    )]
+    Locked {
+        /// The locked file.
+        path: PathBuf,
+    },
     /// An earlier I/O error left the volume in an unknown state; it refuses everything until it is
     /// reopened (and recovered from its log), because retrying a failed fdatasync can lie.
     #[error("volume failed after an earlier I/O error; reopen it to recover")]

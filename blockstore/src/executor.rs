@@ -106,7 +106,9 @@ fn worker(inner: &Inner) {
                 q.idle -= 1;
             }
         };
-        job();
+        // A panicking job must not take the thread with it (the jobs queued behind it would
+        // wait forever); its caller sees its answer channel dropped.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
     }
 }
 

@@ -41,13 +41,18 @@ impl Flusher {
             let due = last_run.elapsed() >= interval && target.log_pending();
             if requested || due || target.log_pressure() {
                 last_run = Instant::now();
-                if let Err(e) = target.flush_once() {
-                    tracing::error!(
-                        volume = %target.location().display(),
-                        error = %e,
-                        "flusher stopped"
-                    );
-                    return None;
+                match target.flush_once() {
+                    Ok(_) => {}
+                    // Retried every interval until the file system has room again.
+                    Err(crate::error::Error::NoSpace) => {}
+                    Err(e) => {
+                        tracing::error!(
+                            volume = %target.location().display(),
+                            error = %e,
+                            "flusher stopped"
+                        );
+                        return None;
+                    }
                 }
             }
             Some(interval)

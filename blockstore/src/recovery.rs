@@ -24,6 +24,9 @@ pub struct Scan {
     pub head_virt: u64,
     /// Records replayed.
     pub records: u64,
+    /// Why the log ended, when it ended at something that looked like a record but was damaged
+    /// (a torn tail: writes never acknowledged as durable, cut off); `None` at a clean end.
+    pub torn_tail: Option<String>,
 }
 
 /// Replays the log from the superblock's checkpoint.
@@ -36,6 +39,8 @@ pub fn scan(wal: &dyn BlockFile, sb: &Superblock, max_data: u64) -> Result<Scan>
     let mut records = 0;
     let mut hdr_buf = [0u8; HEADER_LEN];
     let mut data = Vec::new();
+    // Set when the end is a damaged record rather than the clean end of the log.
+    let mut torn = false;
     let end_reason = loop {
         if pos - sb.checkpoint_virt >= w {
             break "log full lap".to_string();
@@ -48,6 +53,7 @@ pub fn scan(wal: &dyn BlockFile, sb: &Superblock, max_data: u64) -> Result<Scan>
         if hdr.generation != sb.generation || hdr.lsn != expect {
             break format!("generation {} lsn {}", hdr.generation, hdr.lsn);
         }
+        torn = true;
         let rlen = record_len(hdr.data_len as usize);
         if phys + rlen > w {
             break "record crosses the end of the log".to_string();
@@ -86,6 +92,7 @@ pub fn scan(wal: &dyn BlockFile, sb: &Superblock, max_data: u64) -> Result<Scan>
         pos += rlen;
         expect += 1;
         records += 1;
+        torn = false;
     };
     check_no_durable_records_after(wal, sb, expect, pos, max_data, &end_reason)?;
     Ok(Scan {
@@ -93,6 +100,7 @@ pub fn scan(wal: &dyn BlockFile, sb: &Superblock, max_data: u64) -> Result<Scan>
         next_lsn: expect,
         head_virt: pos,
         records,
+        torn_tail: torn.then(|| format!("LSN {expect} at log offset {}: {end_reason}", pos % w)),
     })
 }
 

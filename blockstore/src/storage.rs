@@ -6,7 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,6 +39,14 @@ pub trait BlockFile: Send + Sync + 'static {
         let _ = offset;
         Ok((true, max))
     }
+    /// Takes an exclusive advisory lock on the file without waiting (`flock`): `Ok(false)` when
+    /// someone else holds it. Held until [`BlockFile::unlock`] or until the file is closed.
+    /// Storage without locks always succeeds.
+    fn try_lock(&self) -> io::Result<bool> {
+        Ok(true)
+    }
+    /// Releases the lock [`BlockFile::try_lock`] took.
+    fn unlock(&self) {}
 }
 
 /// Where a volume's files live.
@@ -59,6 +67,12 @@ pub trait Storage: Send + Sync + 'static {
     /// Reads a whole small file; `None` if it does not exist.
     fn read_all(&self, name: &str) -> io::Result<Option<Vec<u8>>>;
 }
+
+/// Mode of every file a volume creates: its data and metadata are the host's disks, readable by
+/// the owner (the daemon) only, whatever the umask.
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of a volume directory the storage creates.
+pub const DIR_MODE: u32 = 0o700;
 
 /// Real files in one directory.
 #[derive(Debug, Clone)]
@@ -85,12 +99,16 @@ impl Storage for DirStorage {
     }
 
     fn create(&self, name: &str) -> io::Result<Arc<dyn BlockFile>> {
-        std::fs::create_dir_all(&self.dir)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(&self.dir)?;
         let f = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(FILE_MODE)
             .open(self.dir.join(name))?;
         Ok(Arc::new(RealFile(f)))
     }
@@ -110,7 +128,12 @@ impl Storage for DirStorage {
     fn replace(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
         use std::io::Write;
         let tmp = self.dir.join(format!(".{name}.tmp"));
-        let mut f = File::create(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(FILE_MODE)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, self.dir.join(name))?;
@@ -228,6 +251,26 @@ impl BlockFile for RealFile {
             return Ok(());
         }
         Err(err)
+    }
+
+    fn try_lock(&self) -> io::Result<bool> {
+        loop {
+            // SAFETY: flock only reads its integer arguments; the descriptor is owned by self.
+            if unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(true);
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EWOULDBLOCK) => return Ok(false),
+                Some(libc::EINTR) => {}
+                _ => return Err(e),
+            }
+        }
+    }
+
+    fn unlock(&self) {
+        // SAFETY: as in try_lock.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
     }
 
     fn allocation(&self, offset: u64, max: u64) -> io::Result<(bool, u64)> {

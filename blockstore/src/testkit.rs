@@ -50,3 +50,15 @@ pub fn identify(block: &[u8], lba: u64) -> Result<u64, String> {
         ))
     }
 }
+
+/// What recovery finds at the end of the log on `storage` now: `Some(where and why)` when the
+/// log ends at a damaged record (a torn tail, which opening cuts off and reports), `None` at a
+/// clean end.
+pub fn torn_tail(storage: &dyn crate::storage::Storage) -> crate::Result<Option<String>> {
+    let name = crate::engine::SUPERBLOCK_FILE;
+    let meta = storage.open(name)?;
+    let sb = crate::superblock::Superblock::load(meta.as_ref(), &storage.describe(name))?;
+    let wal = storage.open(crate::engine::WAL_FILE)?;
+    let scan = crate::recovery::scan(wal.as_ref(), &sb, crate::engine::MAX_RECORD_DATA)?;
+    Ok(scan.torn_tail)
+}

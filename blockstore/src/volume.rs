@@ -93,6 +93,11 @@ impl WriteQueue {
     }
 }
 
+/// The answers to a batch of `n` writes whose job panicked.
+fn failed(n: usize) -> Vec<Result<()>> {
+    (0..n).map(|_| Err(Error::Failed)).collect()
+}
+
 /// Stops the volume's I/O threads when the last handle goes.
 struct ExecutorHandle(Executor);
 
@@ -160,14 +165,24 @@ impl Volume {
 
     /// Drains the write queue until it is empty (runs on an I/O thread).
     fn drain_writes(engine: &Engine, queue: &WriteQueue) {
-        while let Drained::Answered = queue.drain_once(|reqs| Some(engine.write_many(reqs))) {}
+        while let Drained::Answered = queue.drain_once(|reqs| {
+            Some(
+                engine
+                    .contain(|| engine.write_many(reqs))
+                    .unwrap_or_else(|_| failed(reqs.len())),
+            )
+        }) {}
     }
 
     /// Appends the queued writes on the calling thread with
     /// [`Engine::try_write_many_nowait`]. Returns `true` when the queue is done with (the
     /// batch answered and nothing new queued), `false` when an I/O thread must drain the rest.
     fn drain_inline(engine: &Engine, queue: &WriteQueue) -> bool {
-        match queue.drain_once(|reqs| engine.try_write_many_nowait(reqs)) {
+        match queue.drain_once(|reqs| {
+            engine
+                .contain(|| engine.try_write_many_nowait(reqs))
+                .unwrap_or_else(|_| Some(failed(reqs.len())))
+        }) {
             Drained::Empty => true,
             Drained::Declined => false,
             Drained::Answered => queue.stop_if_empty(),
@@ -182,7 +197,7 @@ impl Volume {
         let e = self.engine.clone();
         self.exec
             .0
-            .run(move || f(&e))
+            .run(move || e.contain(|| f(&e)).and_then(|r| r))
             .await
             .unwrap_or(Err(Error::Closed))
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use blockstore::engine::{create, CreateOptions, Engine, OpenOptions};
 use blockstore::sim::{SimRng, SimStorage};
 use blockstore::storage::Storage;
-use blockstore::testkit::{identify, write_data};
+use blockstore::testkit::{identify, torn_tail, write_data};
 use blockstore::testkit::{record_len, Header};
 use blockstore::{AccessState, DirStorage, Error, Role};
 
@@ -89,7 +89,12 @@ fn a_torn_tail_is_discarded_and_the_volume_opens() {
     let (off, h) = *recs.last().unwrap();
     assert_eq!(h.data_len, 4 * 512);
     assert!(record_len(h.data_len as usize) > 64 + 2000);
+    assert_eq!(torn_tail(&disk).unwrap(), None, "a clean end of the log");
     disk.corrupt_byte("wal", off + 64 + 2000);
+    let tail = torn_tail(&disk)
+        .unwrap()
+        .expect("the damaged tail is reported");
+    assert!(tail.contains("checksum mismatch"), "{tail}");
     let e = Engine::open(&disk, quiet()).unwrap();
     let data = e.read(0, 4).unwrap();
     for b in 0..4u64 {

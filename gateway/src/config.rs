@@ -56,6 +56,30 @@ pub struct Config {
     pub replication: ReplicationConfig,
     /// What peers may hold of this node (connections, login time, buffered commands).
     pub limits: LimitsConfig,
+    /// How the volumes' storage behaves under pressure.
+    pub storage: StorageConfig,
+}
+
+/// The hosts' command timeout both protocols' Linux initiators use by default (SCSI disk
+/// timeout, NVMe io_timeout): every wait a command may sit in must end well before it.
+pub const HOST_COMMAND_TIMEOUT_MS: u64 = 30_000;
+
+/// How the volumes' storage behaves under pressure.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// How long a write waits for room in a full write-ahead log (the flusher cannot keep up)
+    /// before it fails. It must end below the hosts' command timeouts (30 s), so a host gets an
+    /// answer instead of timing the command out and aborting it.
+    pub log_full_timeout_ms: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            log_full_timeout_ms: blockstore::engine::DEFAULT_LOG_FULL_TIMEOUT.as_millis() as u64,
+        }
+    }
 }
 
 /// This node's identity. Replication handshakes carry it so each side knows which node it talks
@@ -392,6 +416,7 @@ impl Default for Config {
             node: NodeConfig::default(),
             replication: ReplicationConfig::default(),
             limits: LimitsConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -443,7 +468,16 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         let mut names = std::collections::HashSet::new();
+        let mut dirs = std::collections::HashMap::new();
         for v in &self.volumes {
+            // Two volumes in one directory would open the same files twice.
+            if let Some(other) = dirs.insert(lexical(&self.volume_dir(v)), v.name.as_str()) {
+                return bad(format!(
+                    "volumes {other:?} and {:?} name the same directory {}",
+                    v.name,
+                    self.volume_dir(v).display()
+                ));
+            }
             if v.name.is_empty() || v.name.contains('/') {
                 return bad(format!(
                     "volume name {:?} must be non-empty without '/'",
@@ -527,6 +561,13 @@ impl Config {
             );
         }
         self.limits.check().map_err(ConfigError::Invalid)?;
+        let t = self.storage.log_full_timeout_ms;
+        if t == 0 || t >= HOST_COMMAND_TIMEOUT_MS {
+            return bad(format!(
+                "[storage] log_full_timeout_ms = {t} must be positive and below the hosts' \
+                 {HOST_COMMAND_TIMEOUT_MS} ms command timeout"
+            ));
+        }
         if self.replication.timeout_ms == 0 {
             return bad("[replication] timeout_ms must be positive".into());
         }
@@ -545,6 +586,15 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.data_dir.join(&v.name))
     }
+}
+
+/// `path` with `.` components and repeated or trailing separators removed (without touching
+/// the file system, which may not hold the directory yet), so spellings of one directory compare
+/// equal.
+fn lexical(path: &Path) -> PathBuf {
+    path.components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect()
 }
 
 #[cfg(test)]
@@ -683,6 +733,43 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not an iqn./eui./naa. name"), "{e}");
+    }
+
+    #[test]
+    fn the_log_full_wait_stays_below_host_command_timeouts() {
+        let c = Config::default();
+        assert_eq!(c.storage.log_full_timeout_ms, 20_000);
+        let e = Config::parse(
+            "[storage]\nlog_full_timeout_ms = 60000\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("below the hosts'"), "{e}");
+        let c = Config::parse(
+            "[storage]\nlog_full_timeout_ms = 5000\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.storage.log_full_timeout_ms, 5000);
+    }
+
+    #[test]
+    fn a_volume_directory_named_twice_is_refused() {
+        let text = r#"
+            data_dir = "/var/lib/tandem"
+            [[volume]]
+            name = "default"
+            [[volume]]
+            name = "b"
+            path = "/var/lib/tandem/./default/"
+        "#;
+        let e = Config::parse(text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("same directory"), "{e}");
+        let ok = text.replace("/./default/", "/b");
+        Config::parse(&ok, Path::new("t.toml")).unwrap();
     }
 
     #[test]

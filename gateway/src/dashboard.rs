@@ -304,7 +304,10 @@ mod tests {
             iscsi: iscsi.iter().map(host).collect(),
             nvme: nvme.iter().map(host).collect(),
         };
-        VolumesDoc { volumes: vec![v] }
+        VolumesDoc {
+            volumes: vec![v],
+            unavailable: Vec::new(),
+        }
     }
 
     fn io(reads: u64, read_bytes: u64) -> IoSnapshot {

@@ -48,6 +48,8 @@ pub struct LuHandle {
     /// The volume as a block target (reservations, executor).
     pub target: Arc<VolumeTarget>,
     lu: Mutex<LogicalUnit>,
+    /// The thin-provisioning soft threshold was reported for the current shortage of space.
+    space_low: std::sync::atomic::AtomicBool,
 }
 
 impl LuHandle {
@@ -72,6 +74,7 @@ impl LuHandle {
             volume: Arc::clone(&target.volume),
             target,
             lu: Mutex::new(lu),
+            space_low: std::sync::atomic::AtomicBool::new(false),
         });
         let mut rx = handle.volume.volume.watch_access();
         let weak = Arc::downgrade(&handle);
@@ -118,11 +121,31 @@ impl LuHandle {
                 let (kind, bytes) = op.kind_and_bytes(self.volume.volume.block_size());
                 counters.count(kind, bytes);
                 let result = self.target.execute(Protocol::Iscsi, op).await;
-                let c = self.lock().io_done(task, result);
+                let c = {
+                    let mut lu = self.lock();
+                    self.follow_space(&mut lu);
+                    lu.io_done(task, result)
+                };
                 // PREEMPT AND ABORT completes once the preempted hosts' tasks are aborted.
                 self.target.abort_tasks_of(&c.abort_registrants).await;
                 (c, used)
             }
+        }
+    }
+}
+
+impl LuHandle {
+    /// Raises the thin-provisioning soft threshold unit attention once when the file system
+    /// under the volume runs out of space (the log still takes writes; once it is full they fail
+    /// with 07/27/07), and re-arms it once space is back.
+    fn follow_space(&self, lu: &mut LogicalUnit) {
+        use std::sync::atomic::Ordering;
+        if self.volume.volume.engine().space_exhausted() {
+            if !self.space_low.swap(true, Ordering::AcqRel) {
+                lu.soft_threshold_reached();
+            }
+        } else {
+            self.space_low.store(false, Ordering::Release);
         }
     }
 }

@@ -93,15 +93,18 @@ pub enum Refusal {
     MediumError = 2,
     /// Anything else the target failed on (a bug or an unexpected volume error).
     Internal = 3,
+    /// The storage under the volume is out of space (thin-provisioning write protect).
+    SpaceExhausted = 4,
 }
 
 impl Refusal {
     /// Every kind, in label order.
-    pub const ALL: [Refusal; 4] = [
+    pub const ALL: [Refusal; 5] = [
         Refusal::AccessState,
         Refusal::ReservationConflict,
         Refusal::MediumError,
         Refusal::Internal,
+        Refusal::SpaceExhausted,
     ];
 
     /// The label value.
@@ -111,6 +114,7 @@ impl Refusal {
             Refusal::ReservationConflict => "reservation_conflict",
             Refusal::MediumError => "medium_error",
             Refusal::Internal => "internal",
+            Refusal::SpaceExhausted => "space_exhausted",
         }
     }
 
@@ -122,6 +126,7 @@ impl Refusal {
             BlockResult::ReservationConflict => Some(Refusal::ReservationConflict),
             BlockResult::MediumError => Some(Refusal::MediumError),
             BlockResult::Internal => Some(Refusal::Internal),
+            BlockResult::SpaceExhausted => Some(Refusal::SpaceExhausted),
             _ => None,
         }
     }
@@ -231,7 +236,7 @@ impl Metrics {
 #[derive(Debug, Clone)]
 pub struct VolumeMetrics {
     latency: [[Histogram; 4]; 2],
-    errors: [[Counter; 4]; 2],
+    errors: [[Counter; 5]; 2],
     /// Per protocol: executed commands and their summed latency, shared by every clone.
     totals: Arc<[RunningTotals; 2]>,
 }

@@ -53,7 +53,9 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     // Watched from the start, so that a signal during start-up is not the default action
     // (SIGHUP would kill the process).
     let mut signals = Signals::watch()?;
-    let vols = volumes::open_all(&cfg).await?;
+    // A volume that cannot open is reported and left out; the others serve.
+    let opened = volumes::open_available(&cfg).await?;
+    let vols = opened.volumes;
     // Replication first: a primary's flushes must wait for its standby from the first command.
     let repl = crate::replication::start(&cfg, &vols).await?;
     if let Some(addr) = repl.listening {
@@ -64,6 +66,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let mut view = crate::status::NodeView::new(&cfg, &fronts);
     view.replication = repl.statuses.clone();
     view.replicas = repl.handles.clone();
+    view.unavailable = opened.unavailable;
     let readiness = view.readiness.clone();
     // The admin API outlives the front ends' drain (its own stop), so `/readyz` says 503
     // while the node shuts down rather than going silent.
@@ -97,7 +100,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     }
     readiness.set_ready();
     notify(sd_notify::NotifyState::Ready);
-    tracing::info!("ready: every front end listens, every volume is open");
+    tracing::info!("ready: every front end listens, every available volume is open");
     signals.until_termination().await;
     readiness.set_stopping();
     notify(sd_notify::NotifyState::Stopping);

@@ -21,6 +21,18 @@ use crate::target::Targets;
 pub struct VolumesDoc {
     /// Every served volume, by name.
     pub volumes: Vec<VolumeStatus>,
+    /// Configured volumes that could not open (corrupt, missing files, ...) and are not served.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<UnavailableVolume>,
+}
+
+/// A configured volume the node could not open, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnavailableVolume {
+    /// Configured name.
+    pub name: String,
+    /// Why it did not open.
+    pub reason: String,
 }
 
 /// One volume as the operator sees it.
@@ -160,6 +172,8 @@ pub struct NodeView {
     pub replication: crate::replication::Statuses,
     /// The replicated volumes' drivers (what the operator's role changes act on).
     pub replicas: crate::replication::Handles,
+    /// Configured volumes that did not open.
+    pub unavailable: Vec<crate::volumes::Unavailable>,
 }
 
 fn lower_debug(v: impl std::fmt::Debug) -> String {
@@ -178,6 +192,7 @@ impl NodeView {
             readiness: crate::health::Readiness::default(),
             replication: Default::default(),
             replicas: Default::default(),
+            unavailable: Vec::new(),
         }
     }
 
@@ -216,7 +231,18 @@ impl NodeView {
                 }
             })
             .collect();
-        VolumesDoc { volumes }
+        let unavailable = self
+            .unavailable
+            .iter()
+            .map(|u| UnavailableVolume {
+                name: u.name.clone(),
+                reason: u.reason.clone(),
+            })
+            .collect();
+        VolumesDoc {
+            volumes,
+            unavailable,
+        }
     }
 
     fn exports(&self, name: &str) -> Exports {
@@ -402,6 +428,9 @@ fn resync_line(r: &crate::replication::state::ResyncStatus) -> String {
 /// The human-readable table `tandem status` prints; `now_unix` makes "connected for" exact.
 pub fn table(doc: &VolumesDoc, now_unix: u64) -> String {
     let mut out = String::new();
+    for u in &doc.unavailable {
+        out.push_str(&format!("volume {}  UNAVAILABLE  {}\n", u.name, u.reason));
+    }
     for v in &doc.volumes {
         out.push_str(&format!(
             "volume {}  uuid {}  {} bytes ({}-byte blocks)  role {} epoch {}  {}\n",

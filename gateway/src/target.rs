@@ -183,7 +183,11 @@ impl VolumeTarget {
                 // Deallocated blocks read as zeros, so a trim is a valid way to zero when the
                 // host allows deallocation.
                 if deallocate {
-                    v.trim(lba, u64::from(blocks)).await
+                    // FUA holds for the deallocation too: durable before completion.
+                    match v.trim(lba, u64::from(blocks)).await {
+                        Ok(()) if fua => v.flush().await,
+                        r => r,
+                    }
                 } else {
                     v.write_zeroes(lba, u64::from(blocks), fua).await
                 }
@@ -246,6 +250,8 @@ pub fn volume_error(volume: &str, e: VolError, write: bool) -> BlockResult {
         VolError::Miscompare { offset } => BlockResult::Miscompare {
             offset: offset as u32,
         },
+        // The engine logged the exhaustion once; every refused write need not.
+        VolError::NoSpace => BlockResult::SpaceExhausted,
         VolError::Io(_) | VolError::Failed | VolError::LogFull { .. } => {
             tracing::error!(volume, error = %e, write, "volume I/O failed");
             BlockResult::MediumError

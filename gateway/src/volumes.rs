@@ -1,11 +1,17 @@
 //! The volumes this node serves: opened (created on first run) from the configuration.
+//!
+//! A volume that cannot open (a corrupt superblock, damage inside its acknowledged log, a
+//! missing file, no space to create it) is reported and left out: the other volumes serve, and
+//! `tandem status` lists it as unavailable with the reason. A volume held by another process is
+//! different: a second daemon on the same data directory stops at once with a clear message.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use blockstore::{CreateOptions, OpenOptions, Role, Volume};
 
-use crate::config::{Config, VolumeRole};
+use crate::config::{Config, VolumeConfig, VolumeRole};
 
 /// One served volume.
 #[derive(Debug)]
@@ -19,60 +25,137 @@ pub struct ServedVolume {
 /// All served volumes by name.
 pub type Volumes = BTreeMap<String, Arc<ServedVolume>>;
 
-/// Opens every configured volume, creating those that do not exist yet.
+/// A configured volume that could not open, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable {
+    /// Its configured name.
+    pub name: String,
+    /// Why it did not open.
+    pub reason: String,
+}
+
+/// What [`open_available`] opened and what it could not.
+#[derive(Debug, Default)]
+pub struct Opened {
+    /// The volumes that serve.
+    pub volumes: Volumes,
+    /// The volumes left out, in configuration order.
+    pub unavailable: Vec<Unavailable>,
+}
+
+/// Opens every configured volume, creating those that do not exist yet; fails on the first
+/// that cannot open (for callers that need them all, such as tests and tools).
 pub async fn open_all(cfg: &Config) -> Result<Volumes, String> {
-    let mut out = BTreeMap::new();
+    let opened = open_available(cfg).await?;
+    match opened.unavailable.into_iter().next() {
+        Some(u) => Err(u.reason),
+        None => Ok(opened.volumes),
+    }
+}
+
+/// Opens every configured volume, creating those that do not exist yet. A volume that cannot
+/// open is logged and listed in [`Opened::unavailable`]; only a volume another process holds
+/// (a second daemon on the same data directory) fails the whole node.
+pub async fn open_available(cfg: &Config) -> Result<Opened, String> {
+    let mut out = Opened::default();
     for v in &cfg.volumes {
-        let dir = cfg.volume_dir(v);
-        if !dir.join(blockstore::engine::SUPERBLOCK_FILE).exists() {
-            let role = match v.role {
-                VolumeRole::Primary => Role::Primary,
-                VolumeRole::Standby => Role::Standby,
-            };
-            let opts = CreateOptions {
-                block_size: v.block_size,
-                capacity_bytes: v.size.0,
-                wal_bytes: v.wal_size.0,
-                role,
-                epoch: 1,
-            };
-            match v.parsed_uuid()? {
-                Some(u) => Volume::create_with_uuid(&dir, opts, u).await,
-                None => Volume::create(&dir, opts).await,
+        match open_one(cfg, v).await {
+            Ok(volume) => {
+                out.volumes.insert(
+                    v.name.clone(),
+                    Arc::new(ServedVolume {
+                        name: v.name.clone(),
+                        volume,
+                    }),
+                );
             }
-            .map_err(|e| format!("creating volume {:?} in {}: {e}", v.name, dir.display()))?;
-            tracing::info!(volume = %v.name, dir = %dir.display(), bytes = v.size.0, "created volume");
-        }
-        let volume = Volume::open(&dir, OpenOptions::default())
-            .await
-            .map_err(|e| format!("opening volume {:?} in {}: {e}", v.name, dir.display()))?;
-        if let Some(u) = v.parsed_uuid()? {
-            if u != volume.uuid() {
-                return Err(format!(
-                    "volume {:?} in {} has uuid {}, but the configuration says {}",
-                    v.name,
-                    dir.display(),
-                    uuid::Uuid::from_bytes(volume.uuid()),
-                    uuid::Uuid::from_bytes(u)
-                ));
+            Err(OpenError::Locked(reason)) => return Err(reason),
+            Err(OpenError::Unavailable(reason)) => {
+                tracing::error!(volume = %v.name, error = %reason, "volume unavailable: not served");
+                out.unavailable.push(Unavailable {
+                    name: v.name.clone(),
+                    reason,
+                });
             }
         }
-        tracing::info!(
-            volume = %v.name,
-            uuid = %uuid::Uuid::from_bytes(volume.uuid()),
-            blocks = volume.capacity_blocks(),
-            block_size = volume.block_size(),
-            "opened volume"
-        );
-        out.insert(
-            v.name.clone(),
-            Arc::new(ServedVolume {
-                name: v.name.clone(),
-                volume,
-            }),
-        );
     }
     Ok(out)
+}
+
+/// Why one volume did not open.
+enum OpenError {
+    /// Another process has it open: fatal for the node.
+    Locked(String),
+    /// Anything else: the volume is left out.
+    Unavailable(String),
+}
+
+fn classify(e: blockstore::Error, what: String) -> OpenError {
+    match e {
+        blockstore::Error::Locked { .. } => OpenError::Locked(format!(
+            "{what}: {e} (is another tandem running on this data directory?)"
+        )),
+        e => OpenError::Unavailable(format!("{what}: {e}")),
+    }
+}
+
+async fn open_one(cfg: &Config, v: &VolumeConfig) -> Result<Volume, OpenError> {
+    let dir = cfg.volume_dir(v);
+    let uuid = v.parsed_uuid().map_err(OpenError::Unavailable)?;
+    if !dir.join(blockstore::engine::SUPERBLOCK_FILE).exists() {
+        let role = match v.role {
+            VolumeRole::Primary => Role::Primary,
+            VolumeRole::Standby => Role::Standby,
+        };
+        let opts = CreateOptions {
+            block_size: v.block_size,
+            capacity_bytes: v.size.0,
+            wal_bytes: v.wal_size.0,
+            role,
+            epoch: 1,
+        };
+        match uuid {
+            Some(u) => Volume::create_with_uuid(&dir, opts, u).await,
+            None => Volume::create(&dir, opts).await,
+        }
+        .map_err(|e| {
+            classify(
+                e,
+                format!("creating volume {:?} in {}", v.name, dir.display()),
+            )
+        })?;
+        tracing::info!(volume = %v.name, dir = %dir.display(), bytes = v.size.0, "created volume");
+    }
+    let opts = OpenOptions {
+        log_full_timeout: Duration::from_millis(cfg.storage.log_full_timeout_ms),
+        ..OpenOptions::default()
+    };
+    let volume = Volume::open(&dir, opts).await.map_err(|e| {
+        classify(
+            e,
+            format!("opening volume {:?} in {}", v.name, dir.display()),
+        )
+    })?;
+    if let Some(u) = uuid {
+        if u != volume.uuid() {
+            let _ = volume.close().await;
+            return Err(OpenError::Unavailable(format!(
+                "volume {:?} in {} has uuid {}, but the configuration says {}",
+                v.name,
+                dir.display(),
+                uuid::Uuid::from_bytes(volume.uuid()),
+                uuid::Uuid::from_bytes(u)
+            )));
+        }
+    }
+    tracing::info!(
+        volume = %v.name,
+        uuid = %uuid::Uuid::from_bytes(volume.uuid()),
+        blocks = volume.capacity_blocks(),
+        block_size = volume.block_size(),
+        "opened volume"
+    );
+    Ok(volume)
 }
 
 /// Flushes and closes every volume.

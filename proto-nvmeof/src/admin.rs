@@ -142,6 +142,7 @@ impl Controller {
         if let FeatureEffect::Kato(ms) = effect {
             self.set_kato(ms);
         }
+        self.write_cache.set(self.features.write_cache);
         Ok(Response::dw0(sqe.cid(), dw0))
     }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::cqe::Response;
 use crate::discovery::DiscoveryLog;
 use crate::fabrics::{property, Connect, PropertyAccess};
-use crate::features::Features;
+use crate::features::{Features, WriteCache};
 use crate::identify::{OAES_ANA_CHANGE, OAES_DISC_CHANGE, OAES_NS_ATTR};
 use crate::registry::AdminTarget;
 use crate::resv_notice::{NoticeKind, Notices};
@@ -55,6 +55,8 @@ pub struct Controller {
     pub(crate) cc: u32,
     pub(crate) csts: u32,
     pub(crate) features: Features,
+    /// The Volatile Write Cache feature as the controller's I/O queues see it.
+    pub(crate) write_cache: WriteCache,
     kato: Option<Duration>,
     last_keep_alive: Instant,
     expired: bool,
@@ -72,6 +74,7 @@ impl Controller {
         cntlid: u16,
         connect: &Connect,
         target: AdminTarget,
+        write_cache: WriteCache,
         now: Instant,
     ) -> Self {
         let kind = match target {
@@ -87,6 +90,7 @@ impl Controller {
             cc: 0,
             csts: 0,
             features: Features::default(),
+            write_cache,
             kato: None,
             last_keep_alive: now,
             expired: false,

@@ -3,7 +3,50 @@
 //! cache, number of queues, async event configuration and keep-alive timer. Others are
 //! answered with Invalid Field so the host falls back to defaults.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use crate::status::Status;
+
+/// One controller's Volatile Write Cache setting, shared by its admin queue (where Set Features
+/// changes it) and its I/O queues (which, while it is off, make every write durable before it
+/// completes, as if it carried FUA). The queues of one association are separate connections,
+/// so the setting lives in memory they share; nothing here does I/O.
+#[derive(Debug, Clone)]
+pub struct WriteCache(Arc<AtomicBool>);
+
+impl WriteCache {
+    /// A new controller's setting: enabled, as Identify Controller's VWC field says.
+    pub fn new() -> Self {
+        WriteCache(Arc::new(AtomicBool::new(true)))
+    }
+
+    /// Whether the host leaves the volatile write cache on (writes may complete before they
+    /// are durable; a Flush or FUA makes them so).
+    pub fn enabled(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Records the host's choice.
+    pub(crate) fn set(&self, enabled: bool) {
+        self.0.store(enabled, Ordering::Release);
+    }
+}
+
+impl Default for WriteCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Two handles are equal when they are the same controller's setting.
+impl PartialEq for WriteCache {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for WriteCache {}
 
 /// Feature identifiers.
 pub mod fid {

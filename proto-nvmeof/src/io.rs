@@ -130,15 +130,17 @@ fn rw_len(ns: &Namespace, rw: &Rw, sqe: &Sqe, cfg: &TargetConfig) -> Result<usiz
     Ok(len as usize)
 }
 
-/// Starts I/O command `sqe` with its host-to-controller `data`.
+/// Starts I/O command `sqe` with its host-to-controller `data`. With `write_through` (the
+/// controller's volatile write cache is off) every write is durable before it completes.
 pub(crate) fn start(
     sqe: &Sqe,
     data: Bytes,
     subsys: &Subsystem,
     requester: Requester,
     cfg: &TargetConfig,
+    write_through: bool,
 ) -> Start {
-    match start_inner(sqe, data, subsys, requester, cfg) {
+    match start_inner(sqe, data, subsys, requester, cfg, write_through) {
         Ok(s) => s,
         Err(status) => Start::Done(Response::status(sqe.cid(), status)),
     }
@@ -150,6 +152,7 @@ fn start_inner(
     subsys: &Subsystem,
     requester: Requester,
     cfg: &TargetConfig,
+    write_through: bool,
 ) -> Result<Start, Status> {
     let cid = sqe.cid();
     let ns = subsys
@@ -180,7 +183,7 @@ fn start_inner(
                 IoOp::Block(BlockOp::Write {
                     lba: rw.lba,
                     data,
-                    fua: rw.fua,
+                    fua: rw.fua || write_through,
                 }),
                 Pending::Write,
             )
@@ -208,7 +211,7 @@ fn start_inner(
                     lba: rw.lba,
                     blocks: rw.blocks,
                     deallocate: sqe.cdw(12) & (1 << 25) != 0,
-                    fua: rw.fua,
+                    fua: rw.fua || write_through,
                 }),
                 Pending::Write,
             )
@@ -323,6 +326,9 @@ pub(crate) fn finish(cid: u16, pending: Pending, result: IoResult, ana_enabled: 
             status(Status::READ_ERROR)
         }
         (_, BlockResult::MediumError) => status(Status::WRITE_FAULT),
+        // The thin-provisioning hard threshold: nothing was written; the host's block layer
+        // reports no space (Linux: BLK_STS_NOSPC).
+        (_, BlockResult::SpaceExhausted) => status(Status::CAPACITY_EXCEEDED.dnr()),
         (Pending::Write | Pending::Other, BlockResult::Ok) => status(Status::SUCCESS),
         (_, BlockResult::ReservationConflict) => status(Status::RESERVATION_CONFLICT.dnr()),
         (_, BlockResult::OutOfRange) => status(Status::LBA_OUT_OF_RANGE.dnr()),
@@ -381,6 +387,18 @@ mod tests {
     }
 
     #[test]
+    fn exhausted_space_is_capacity_exceeded() {
+        let st = finish(
+            7,
+            Pending::Write,
+            IoResult::Block(BlockResult::SpaceExhausted),
+            true,
+        )
+        .status;
+        assert_eq!(st, Status::CAPACITY_EXCEEDED.dnr());
+    }
+
+    #[test]
     fn reservation_opcodes_are_invalid_when_not_offered() {
         let mut s = Subsystem::new("nqn.x", "s");
         s.namespaces.push(Namespace {
@@ -404,12 +422,12 @@ mod tests {
         });
         let data = Bytes::from(vec![0u8; 16]);
         assert!(matches!(
-            start(&sqe, data.clone(), &s, requester, &cfg),
+            start(&sqe, data.clone(), &s, requester, &cfg, false),
             Start::Issue(IoOp::Reservation(_), _)
         ));
         s.reservations = false;
         assert_eq!(
-            start(&sqe, data, &s, requester, &cfg),
+            start(&sqe, data, &s, requester, &cfg, false),
             Start::Done(Response::status(7, Status::INVALID_OPCODE.dnr()))
         );
     }

@@ -35,6 +35,7 @@ mod controller;
 pub use controller::Controller;
 pub use cqe::Cqe;
 pub use discovery::{AddressFamily, DiscoveryEntry, DiscoveryLog, Portal, DISCOVERY_NQN};
+pub use features::WriteCache;
 pub use ident::{namespace_ids, NamespaceIds};
 pub use io::{IoOp, IoResult, IoTag};
 pub use pdu::{Pdu, PduError};

@@ -13,6 +13,7 @@ use crate::discovery::{DiscoveryEntry, DiscoveryLog, DISCOVERY_NQN};
 use crate::fabrics::{
     connect_data_offset, connect_sqe_offset, invalid_param_dw0, Connect, CNTLID_DYNAMIC,
 };
+use crate::features::WriteCache;
 use crate::status::Status;
 use crate::subsystem::Subsystem;
 
@@ -41,6 +42,8 @@ pub enum Admission {
         cntlid: u16,
         /// What it serves.
         target: AdminTarget,
+        /// The controller's write cache setting (shared with its I/O queues).
+        write_cache: WriteCache,
     },
     /// An I/O queue of existing controller `cntlid`.
     Io {
@@ -48,6 +51,8 @@ pub enum Admission {
         cntlid: u16,
         /// Subsystem snapshot.
         subsystem: Arc<Subsystem>,
+        /// The controller's write cache setting, as its admin queue sets it.
+        write_cache: WriteCache,
     },
     /// Refused: complete the Connect with this status and DW0 (IATTR/IPO).
     Refused {
@@ -69,6 +74,8 @@ pub struct Association {
     pub host_id: [u8; 16],
     /// Connected I/O queue ids.
     pub io_queues: BTreeSet<u16>,
+    /// The controller's volatile write cache setting.
+    pub write_cache: WriteCache,
 }
 
 /// Node-wide NVMe-oF state shared by all connections.
@@ -255,13 +262,19 @@ impl Registry {
                     hostnqn: c.hostnqn.clone(),
                     host_id: c.host_id,
                     io_queues: BTreeSet::new(),
+                    write_cache: WriteCache::new(),
                 },
             );
+            let write_cache = self.associations[&cntlid].write_cache.clone();
             let target = match subsys {
                 Some(s) => AdminTarget::Io(s),
                 None => AdminTarget::Discovery(self.discovery()),
             };
-            return Admission::Admin { cntlid, target };
+            return Admission::Admin {
+                cntlid,
+                target,
+                write_cache,
+            };
         }
         let Some(subsys) = subsys else {
             return refused(
@@ -289,6 +302,7 @@ impl Registry {
                 Admission::Io {
                     cntlid: c.cntlid,
                     subsystem: subsys,
+                    write_cache: a.write_cache.clone(),
                 }
             }
             _ => refused(

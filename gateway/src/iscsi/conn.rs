@@ -28,18 +28,57 @@ pub struct Portal {
     pub relative_port: u16,
 }
 
+/// A logged-in session's nexus. Dropping it releases what the nexus held (its entry in the
+/// live sessions, its RESERVE(6) and unit attentions on every LU of its target): it runs however
+/// the connection task ends, a panic included.
 struct Logged {
+    shared: Arc<IscsiShared>,
     nexus: Arc<Nexus>,
     target: Option<String>,
     counters: Arc<IoCounters>,
 }
 
-/// The iSCSI side of one connection.
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let id = self.nexus.id;
+        self.shared
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        if let Some(t) = self
+            .target
+            .as_ref()
+            .and_then(|t| self.shared.targets.get(t))
+        {
+            for lu in t.luns.values() {
+                lu.lock().nexus_lost(id);
+            }
+        }
+    }
+}
+
+/// This connection's entry among the live ones. Dropping it (however the connection task
+/// ends, a panic included) ends the entry, so a login waiting to reinstate the session goes on.
+struct Live {
+    shared: Arc<IscsiShared>,
+    id: u64,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.shared.live.finish(self.id);
+    }
+}
+
+/// The iSCSI side of one connection. Fields drop in order: the nexus (`logged`) is released
+/// before the live entry (`_live`).
 struct Iscsi {
     shared: Arc<IscsiShared>,
     peer: SocketAddr,
     portal: Portal,
     logged: Option<Logged>,
+    _live: Live,
     /// This connection's id among the live ones.
     id: u64,
     /// Old sessions of this login's I_T nexus still to close before it may go on.
@@ -62,6 +101,10 @@ pub async fn serve(
     let (tx, rx) = mpsc::unbounded_channel();
     let id = shared.live.register(tx);
     let handler = Iscsi {
+        _live: Live {
+            shared: Arc::clone(&shared),
+            id,
+        },
         shared,
         peer,
         portal,
@@ -130,6 +173,7 @@ impl Handler for Iscsi {
                     }
                 }
                 self.logged = Some(Logged {
+                    shared: Arc::clone(shared),
                     nexus: Arc::new(nexus),
                     target: p.target_name.clone(),
                     counters,
@@ -217,19 +261,8 @@ impl Handler for Iscsi {
                 .metrics
                 .login_failed(Protocol::Iscsi, login_failure(e));
         }
-        if let Some(l) = self.logged {
-            if let Ok(mut sessions) = self.shared.sessions.lock() {
-                sessions.remove(&l.nexus.id);
-            }
-            // I_T nexus loss: RESERVE(6) ends, persistent reservations stay (SPC-4).
-            if let Some(t) = l.target.as_ref().and_then(|t| self.shared.targets.get(t)) {
-                for lu in t.luns.values() {
-                    lu.lock().nexus_lost(l.nexus.id);
-                }
-            }
-        }
-        // Last: a login waiting for this session to end may go on now.
-        self.shared.live.finish(self.id);
+        // Dropping `self` now releases the nexus (`Logged`), then the live entry (`Live`), so a
+        // login waiting for this session to end goes on last.
     }
 }
 
@@ -286,5 +319,155 @@ fn login_failure(e: &LoginError) -> &'static str {
         LoginError::NotAuthorized => "not_authorized",
         LoginError::TargetNotFound => "target_not_found",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+
+    use blockstore::engine::{create, CreateOptions, OpenOptions};
+    use blockstore::sim::SimStorage;
+    use bytes::Bytes;
+    use proto_iscsi::login::TargetAuth;
+    use proto_iscsi::scsi::Status;
+
+    use super::*;
+    use crate::lu::LuHandle;
+
+    const IQN: &str = "iqn.2026-11.io.tandem:panic";
+
+    fn nexus(id: u64) -> Nexus {
+        Nexus {
+            id,
+            initiator_port: format!("iqn.2026-11.test:host{id},i,0x00023d000001"),
+            target_port_group: crate::lu::NODE_PORT_GROUP,
+            relative_port: 1,
+        }
+    }
+
+    /// Runs `cdb` for `n` after clearing its power-on unit attention; returns the status.
+    async fn run(lu: &LuHandle, n: &Nexus, cdb: &[u8], data: &[u8]) -> Status {
+        let c = IoCounters::default();
+        let tur = [0u8; 6];
+        let _ = lu.execute(n, &tur, Bytes::new(), 0, &c).await;
+        let out = Bytes::copy_from_slice(data);
+        let (done, _) = lu.execute(n, cdb, out, data.len() as u32, &c).await;
+        done.status
+    }
+
+    #[tokio::test]
+    async fn a_connection_task_that_panics_still_releases_its_nexus() {
+        let disk = SimStorage::new();
+        create(
+            &disk,
+            &CreateOptions {
+                capacity_bytes: 1 << 20,
+                wal_bytes: 1 << 20,
+                ..CreateOptions::default()
+            },
+        )
+        .unwrap();
+        let volume = blockstore::Volume::open_storage(Arc::new(disk), OpenOptions::default())
+            .await
+            .unwrap();
+        let served = Arc::new(crate::volumes::ServedVolume {
+            name: "v".into(),
+            volume,
+        });
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let target = crate::target::VolumeTarget::open(served, &metrics)
+            .await
+            .unwrap();
+        let lu = LuHandle::new(target, vec![1], vec![0]);
+        let mut targets = HashMap::new();
+        targets.insert(
+            IQN.to_string(),
+            Target {
+                iqn: IQN.into(),
+                auth: TargetAuth::None,
+                luns: BTreeMap::from([(0, Arc::clone(&lu))]),
+                allowed_initiators: None,
+            },
+        );
+        let shared = Arc::new(IscsiShared::new(
+            targets,
+            TargetAuth::None,
+            Vec::new(),
+            Default::default(),
+            metrics,
+        ));
+        let (a, b) = (nexus(1), nexus(2));
+        // Nexus 1 takes RESERVE(6): nexus 2's writes conflict.
+        assert_eq!(
+            run(&lu, &a, &[0x16, 0, 0, 0, 0, 0], &[]).await,
+            Status::Good
+        );
+        let write10 = [0x2A, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        assert_eq!(
+            run(&lu, &b, &write10, &[1u8; 512]).await,
+            Status::ReservationConflict
+        );
+        shared.sessions.lock().unwrap().insert(
+            a.id,
+            SessionInfo {
+                initiator: "iqn.2026-11.test:host1".into(),
+                target: IQN.into(),
+                peer: "127.0.0.1:1".into(),
+                since_unix: 0,
+                counters: Arc::default(),
+            },
+        );
+        // The connection is live with a session; a second login of the same nexus waits for
+        // it to end (session reinstatement).
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let id = shared.live.register(tx);
+        let key = nexus_key([0, 1, 2, 3, 4, 5], "iqn.2026-11.test:host1", IQN);
+        shared.live.logged_in(
+            id,
+            Session {
+                key: key.clone(),
+                registrant: proto_iscsi::scsi::pr::registrant(&a),
+                target: IQN.into(),
+            },
+        );
+        let (wtx, mut wrx) = tokio::sync::mpsc::unbounded_channel();
+        let waiter = shared.live.register(wtx);
+        assert_eq!(shared.live.reinstate(waiter, &key), 1);
+        let handler = Iscsi {
+            _live: Live {
+                shared: Arc::clone(&shared),
+                id,
+            },
+            id,
+            reinstating: 0,
+            shared: Arc::clone(&shared),
+            peer: "127.0.0.1:1".parse().unwrap(),
+            portal: Portal {
+                tpgt: 1,
+                relative_port: 1,
+            },
+            logged: Some(Logged {
+                shared: Arc::clone(&shared),
+                nexus: Arc::new(a),
+                target: Some(IQN.into()),
+                counters: Arc::default(),
+            }),
+        };
+        let task = tokio::spawn(async move {
+            let _handler = handler;
+            panic!("injected panic in a connection task");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        assert!(shared.sessions.lock().unwrap().is_empty());
+        assert!(
+            matches!(wrx.try_recv(), Ok(Control::Reinstated)),
+            "the login waiting to reinstate the panicked session goes on"
+        );
+        assert_eq!(
+            run(&lu, &b, &write10, &[1u8; 512]).await,
+            Status::Good,
+            "the RESERVE(6) of the panicked connection's nexus is released"
+        );
     }
 }

@@ -82,9 +82,12 @@ pub async fn start(
     for t in &ic.targets {
         let mut luns = BTreeMap::new();
         for l in &t.luns {
-            let lu = lus
-                .get(&l.volume)
-                .ok_or_else(|| format!("LUN {} of {}: no volume {:?}", l.id, t.iqn, l.volume))?;
+            // The configuration names only configured volumes; one missing here did not open
+            // and is reported as unavailable.
+            let Some(lu) = lus.get(&l.volume) else {
+                tracing::warn!(target = %t.iqn, lun = l.id, volume = %l.volume, "LUN left out: its volume is unavailable");
+                continue;
+            };
             luns.insert(l.id, Arc::clone(lu));
         }
         let auth = t.chap.as_ref().map_or(TargetAuth::None, chap);

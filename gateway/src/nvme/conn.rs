@@ -19,11 +19,27 @@ use crate::driver::{self, Commands, Ended, Flow, Handler};
 use crate::metrics::{Protocol, Refusal};
 use crate::target::VolumeTarget;
 
+/// The connection's entry in the node's shared state. Dropping it releases what the
+/// connection held (its queue, and for an admin queue the whole association and its CNTLID):
+/// it runs however the connection task ends, a panic included, so nothing is leaked.
+struct Registration {
+    shared: Arc<NvmeShared>,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.shared.unregister_conn(self.id);
+    }
+}
+
 /// The NVMe/TCP side of one connection.
 struct Nvme {
     shared: Arc<NvmeShared>,
     peer: SocketAddr,
     id: u64,
+    /// Released when the handler is dropped (after `finish`, or while a panic unwinds).
+    _registration: Registration,
     counters: Arc<IoCounters>,
     volumes: HashMap<u32, Option<Arc<VolumeTarget>>>,
     /// The reservation identity of the host, known once its Connect is admitted.
@@ -43,18 +59,27 @@ pub(super) async fn serve(
     let mut conn = Connection::new_at(Arc::clone(&shared.target), Instant::now());
     // DH-HMAC-CHAP challenges and exponents come from the operating system's generator.
     conn.seed_auth(rand::random());
-    let handler = Nvme {
-        shared,
-        peer,
-        id,
-        counters,
-        volumes: HashMap::new(),
-        who: None,
-    };
+    let handler = Nvme::new(shared, peer, id, counters);
     driver::drive(stream, conn, handler, Some(ctl_rx), shutdown).await;
 }
 
 impl Nvme {
+    /// The handler of registered connection `id`.
+    fn new(shared: Arc<NvmeShared>, peer: SocketAddr, id: u64, counters: Arc<IoCounters>) -> Nvme {
+        Nvme {
+            _registration: Registration {
+                shared: Arc::clone(&shared),
+                id,
+            },
+            shared,
+            peer,
+            id,
+            counters,
+            volumes: HashMap::new(),
+            who: None,
+        }
+    }
+
     /// The volume target behind namespace `nsid` of the connection's subsystem (looked up once).
     fn target(&mut self, conn: &Connection, nsid: u32) -> Option<Arc<VolumeTarget>> {
         let shared = &self.shared;
@@ -159,6 +184,57 @@ impl Handler for Nvme {
             reason = ended.to_string().as_str(),
             "NVMe connection closed"
         );
-        self.shared.unregister_conn(self.id);
+        // Dropping `self` now releases the registration.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::shared;
+    use super::*;
+    use proto_nvmeof::fabrics::{Connect, CNTLID_DYNAMIC};
+    use proto_nvmeof::{Admission, ConnectRequest, Registry, Subsystem, TargetConfig};
+
+    #[tokio::test]
+    async fn a_connection_task_that_panics_still_releases_its_controller() {
+        const NQN: &str = "nqn.2026-11.io.tandem:panic";
+        let mut reg = Registry::new(1..=4);
+        reg.set_subsystem(Arc::new(Subsystem::new(NQN, "PANIC")));
+        let shared = Arc::new(NvmeShared::new(
+            reg,
+            Arc::new(TargetConfig::default()),
+            HashMap::new(),
+            Arc::new(crate::metrics::Metrics::new()),
+        ));
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let (id, counters) = shared.register_conn(tx, peer);
+        let req = ConnectRequest {
+            connect: Connect {
+                recfmt: 0,
+                qid: 0,
+                sqsize: 31,
+                cattr: 0,
+                kato_ms: 0,
+                host_id: [7; 16],
+                cntlid: CNTLID_DYNAMIC,
+                subnqn: NQN.into(),
+                hostnqn: "nqn.2014-08.org.nvmexpress:uuid:panic".into(),
+            },
+        };
+        let Admission::Admin { cntlid, .. } = shared.admit(id, &req) else {
+            panic!("the admin queue is admitted");
+        };
+        let handler = Nvme::new(Arc::clone(&shared), peer, id, counters);
+        let task = tokio::spawn(async move {
+            let _handler = handler;
+            panic!("injected panic in a connection task");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        assert!(
+            shared::lock(&shared.registry).association(cntlid).is_none(),
+            "the controller id of a panicked connection is released"
+        );
+        assert!(shared::lock(&shared.conns).is_empty());
     }
 }

@@ -64,15 +64,12 @@ pub(super) fn build(
         s.reservations = true;
         s.ana_groups.clear();
         for n in &sc.namespaces {
+            // The configuration names only configured volumes (checked at load); one missing
+            // here did not open and is reported as unavailable, or is the default subsystem's
+            // default volume that the configuration does not have.
             let Some(t) = targets.get(&n.volume) else {
-                if sc.any_host {
-                    tracing::info!(subsystem = %sc.nqn, volume = %n.volume, "no such volume: the default subsystem leaves it out");
-                    continue;
-                }
-                return Err(format!(
-                    "{} nsid {}: no volume {:?}",
-                    sc.nqn, n.nsid, n.volume
-                ));
+                tracing::warn!(subsystem = %sc.nqn, nsid = n.nsid, volume = %n.volume, "namespace left out: no such volume is open");
+                continue;
             };
             let v = &t.volume;
             s.namespaces.push(Namespace {

@@ -7,7 +7,9 @@ use super::alua::Alua;
 use super::capacity::lba_status_data;
 use super::cdb::{self, be16, be32, be64, Cdb};
 use super::config::LuConfig;
-use super::sense::{Sense, SenseKey, ASC_UNRECOVERED_READ_ERROR, ASC_WRITE_ERROR};
+use super::sense::{
+    Sense, SenseKey, ASC_SPACE_ALLOCATION_FAILED, ASC_UNRECOVERED_READ_ERROR, ASC_WRITE_ERROR,
+};
 use super::task::{BlockOp, BlockResult, Completion, PendingTask, Step, TaskKind};
 
 /// Fails with LBA OUT OF RANGE unless `[lba, lba + blocks)` lies within `capacity` blocks.
@@ -394,6 +396,9 @@ pub fn result_sense(r: &BlockResult, write: bool) -> Sense {
         BlockResult::AccessState(s) => s.not_ready().unwrap_or(Sense::internal()),
         BlockResult::MediumError if write => Sense::new(SenseKey::MediumError, ASC_WRITE_ERROR),
         BlockResult::MediumError => Sense::new(SenseKey::MediumError, ASC_UNRECOVERED_READ_ERROR),
+        BlockResult::SpaceExhausted => {
+            Sense::new(SenseKey::DataProtect, ASC_SPACE_ALLOCATION_FAILED)
+        }
         _ => Sense::internal(),
     }
 }
@@ -438,5 +443,24 @@ pub(crate) fn io_done(kind: TaskKind, result: BlockResult, capacity: u64) -> Com
             let write = matches!(k, TaskKind::Write | TaskKind::Caw);
             Completion::check(result_sense(&r, write))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exhausted_space_is_the_thin_provisioning_write_protect_answer() {
+        let s = result_sense(&BlockResult::SpaceExhausted, true);
+        assert_eq!(
+            (s.key, s.asc),
+            (SenseKey::DataProtect, ASC_SPACE_ALLOCATION_FAILED)
+        );
+        let c = io_done(TaskKind::Write, BlockResult::SpaceExhausted, 8);
+        assert_eq!(
+            c.sense.map(|s| (s.key, s.asc)),
+            Some((SenseKey::DataProtect, ASC_SPACE_ALLOCATION_FAILED))
+        );
     }
 }

@@ -22,6 +22,8 @@ pub enum SenseKey {
     IllegalRequest = 0x5,
     /// Something changed underneath the initiator (reset, capacity, ALUA state, reservations).
     UnitAttention = 0x6,
+    /// The medium refuses the write (SBC-3: thin provisioning space allocation failed).
+    DataProtect = 0x7,
     /// The command was aborted by the device server.
     AbortedCommand = 0xB,
     /// Source data did not match the medium (COMPARE AND WRITE, VERIFY with BYTCHK).
@@ -74,6 +76,10 @@ pub const ASC_CAPACITY_DATA_CHANGED: Asc = Asc(0x2A, 0x09);
 pub const ASC_SAVING_PARAMS_NOT_SUPPORTED: Asc = Asc(0x39, 0x00);
 /// 4B/00: the transport lost or reordered data of the command.
 pub const ASC_DATA_PHASE_ERROR: Asc = Asc(0x4B, 0x00);
+/// 27/07: space allocation failed write protect (thin provisioning hard threshold).
+pub const ASC_SPACE_ALLOCATION_FAILED: Asc = Asc(0x27, 0x07);
+/// 38/07: thin provisioning soft threshold reached (a unit attention).
+pub const ASC_THIN_PROVISIONING_SOFT_THRESHOLD: Asc = Asc(0x38, 0x07);
 /// 44/00: internal target failure.
 pub const ASC_INTERNAL_TARGET_FAILURE: Asc = Asc(0x44, 0x00);
 /// 55/04: insufficient registration resources.

@@ -15,7 +15,7 @@ use super::pr::{notice_asc, registrant};
 use super::pr_cmd::{self, PrOutError};
 use super::sense::{
     Asc, Sense, SenseKey, ASC_ASYMMETRIC_ACCESS_STATE_CHANGED, ASC_CAPACITY_DATA_CHANGED,
-    ASC_NO_ADDITIONAL_SENSE, ASC_POWER_ON_RESET,
+    ASC_NO_ADDITIONAL_SENSE, ASC_POWER_ON_RESET, ASC_THIN_PROVISIONING_SOFT_THRESHOLD,
 };
 use super::task::{Begun, BlockOp, BlockResult, Completion, Nexus, PendingTask, Step, TaskKind};
 use super::{capacity, inquiry, luns, mode, rw};
@@ -151,6 +151,14 @@ impl LogicalUnit {
             n.unit_attentions.clear();
             n.unit_attentions.push_back(ASC_POWER_ON_RESET);
         }
+    }
+
+    /// Reports that the storage under the unit reached its thin-provisioning soft threshold
+    /// (SBC-3 4.7.3.7): every I_T nexus gets UNIT ATTENTION, THIN PROVISIONING SOFT THRESHOLD
+    /// REACHED (06/38/07) before the writes that no longer fit fail with 07/27/07. The caller
+    /// raises it once per crossing.
+    pub fn soft_threshold_reached(&mut self) {
+        self.raise_all(ASC_THIN_PROVISIONING_SOFT_THRESHOLD);
     }
 
     fn raise_all(&mut self, asc: Asc) {

@@ -13,6 +13,9 @@
 
 mod ask;
 mod ffp;
+/// The fuzz entry for the full-feature session (cargo-fuzz target `session`).
+#[cfg(any(test, feature = "fuzz"))]
+pub mod fuzz;
 mod login_phase;
 mod respond;
 mod seq;

@@ -224,8 +224,13 @@ impl Connection {
                     self.send_response(r, limit);
                 }
             }
-            Queue::Io { subsys, requester } => {
-                match io::start(&sqe, data, subsys, *requester, &cfg) {
+            Queue::Io {
+                subsys,
+                requester,
+                write_cache,
+            } => {
+                let write_through = !write_cache.enabled();
+                match io::start(&sqe, data, subsys, *requester, &cfg, write_through) {
                     Start::Done(r) => {
                         if r.status.is_ana_path() {
                             self.events.push_back(Event::PathRefused {
@@ -352,20 +357,36 @@ impl Connection {
         };
         self.commands.remove(&cid);
         let resp = match admission {
-            Admission::Admin { cntlid, target } if connect.qid == 0 => {
+            Admission::Admin {
+                cntlid,
+                target,
+                write_cache,
+            } if connect.qid == 0 => {
                 let atr = match &target {
                     crate::registry::AdminTarget::Io(s) => self.auth.require(s, &connect),
                     crate::registry::AdminTarget::Discovery(_) => 0,
                 };
-                let ctrl = Controller::new(Arc::clone(&self.cfg), cntlid, &connect, target, now);
+                let ctrl = Controller::new(
+                    Arc::clone(&self.cfg),
+                    cntlid,
+                    &connect,
+                    target,
+                    write_cache,
+                    now,
+                );
                 self.queue = Queue::Admin(Box::new(ctrl));
                 self.cntlid = Some(cntlid);
                 Response::dw0(cid, u32::from(cntlid) | atr)
             }
-            Admission::Io { cntlid, subsystem } if connect.qid != 0 => {
+            Admission::Io {
+                cntlid,
+                subsystem,
+                write_cache,
+            } if connect.qid != 0 => {
                 let atr = self.auth.require(&subsystem, &connect);
                 self.queue = Queue::Io {
                     subsys: subsystem,
+                    write_cache,
                     requester: Requester {
                         host_id: connect.host_id,
                         cntlid,

@@ -93,6 +93,8 @@ enum Queue {
     Io {
         subsys: Arc<Subsystem>,
         requester: Requester,
+        /// The controller's write cache setting: while it is off every write is FUA.
+        write_cache: crate::features::WriteCache,
     },
 }
 

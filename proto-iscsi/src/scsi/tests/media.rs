@@ -323,3 +323,20 @@ fn sync_cache_flushes() {
     );
     assert_eq!(c.sense.unwrap().asc, ASC_LBA_OUT_OF_RANGE);
 }
+
+#[test]
+fn the_thin_provisioning_soft_threshold_is_a_unit_attention_on_every_nexus() {
+    let (mut lu, mut vol) = setup();
+    lu.soft_threshold_reached();
+    for id in [1, 2] {
+        let c = run(&mut lu, &mut vol, &nexus(id), &tur(), &[]);
+        assert_eq!(
+            sense_code(&c),
+            Some((
+                SenseKey::UnitAttention,
+                crate::scsi::sense::ASC_THIN_PROVISIONING_SOFT_THRESHOLD
+            ))
+        );
+        good(&run(&mut lu, &mut vol, &nexus(id), &tur(), &[]));
+    }
+}
