@@ -204,6 +204,7 @@ impl Engine {
                 blocks: *blocks as u32,
                 data_len: (*blocks * bs) as u32,
                 kind: Kind::Write,
+                origin: 0,
             };
             let len = lens[k] as usize;
             hdr.encode_record_parts(parts, crcs[k], &mut buf[off..off + len]);

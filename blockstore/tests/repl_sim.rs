@@ -14,6 +14,8 @@
 //! standby gets rebuilt: the primary copies its allocated regions in tiny chunks while the
 //! workload goes on writing, the standby loses power at random moments of a resync (it comes
 //! back announcing it incomplete) and the primary's end-of-run crash often lands mid-copy.
+//! The standby also loses power at any other moment (several times a run): it must come back
+//! announcing the position its recovered log holds, and never append a record it holds again.
 //! Checked: the primary never counts a standby in sync whose image is partial, a standby whose
 //! resync did not complete refuses to be promoted, and in about a third of the seeds the run ends
 //! with a settle phase (writes stop, the link is up) after which the standby, promoted, holds
@@ -138,6 +140,8 @@ struct Tally {
     resyncs_done: u64,
     /// Standby crashes while its resync mark was set.
     standby_crashes_mid_resync: u64,
+    /// Standby crashes outside a resync.
+    standby_crashes: u64,
     /// Runs whose primary crashed while a resync was in progress.
     primary_crashes_mid_resync: u64,
     /// Settle phases after which both images were compared equal.
@@ -237,13 +241,16 @@ fn run(seed: u64, tally: &mut Tally) {
             peer.connected();
             link = Some(sb.link(scfg));
         }
-        // The standby loses power in the middle of a resync (it must come back announcing it
-        // and be rebuilt again). Crashes at other times are not simulated here: a standby
-        // restarting from its last checkpoint's applied position re-appends records it already
-        // holds, and a second crash before they are synced again would lose newer ones (a
-        // known limit of the applied position, reported apart from the rebuild).
-        if sb.engine.resync_incomplete() && rng.below(20) == 0 {
-            tally.standby_crashes_mid_resync += 1;
+        // The standby loses power at any moment: in the middle of a resync (it must come back
+        // announcing it and be rebuilt again) or not (it must come back announcing exactly the
+        // position its log holds, so nothing it holds is appended again).
+        let resyncing = sb.engine.resync_incomplete();
+        if rng.below(if resyncing { 20 } else { 30 }) == 0 {
+            if resyncing {
+                tally.standby_crashes_mid_resync += 1;
+            } else {
+                tally.standby_crashes += 1;
+            }
             link = None;
             peer.disconnected();
             sb.crash(&mut rng);
@@ -568,9 +575,13 @@ fn every_acknowledged_flush_survives_a_failover() {
         run(seed, &mut t);
     }
     println!(
-        "replication simulation: {seeds} seeds, {} failovers to an in-sync standby checked, {} acknowledged flushes, {} standbys declared out of sync; full resyncs: {} begun, {} completed, {} standby crashes and {} primary crashes during one; {} settled images compared equal",
-        t.failovers, t.flushes, t.degraded, t.resyncs, t.resyncs_done,
+        "replication simulation: {seeds} seeds, {} failovers to an in-sync standby checked, {} acknowledged flushes, {} standbys declared out of sync, {} standby crashes outside a resync; full resyncs: {} begun, {} completed, {} standby crashes and {} primary crashes during one; {} settled images compared equal",
+        t.failovers, t.flushes, t.degraded, t.standby_crashes, t.resyncs, t.resyncs_done,
         t.standby_crashes_mid_resync, t.primary_crashes_mid_resync, t.compared
+    );
+    assert!(
+        t.standby_crashes >= seeds,
+        "too few standby crashes outside a resync"
     );
     assert!(t.failovers * 4 >= seeds, "too few failovers exercised");
     assert!(t.flushes >= seeds, "too few flushes acknowledged");
