@@ -284,10 +284,11 @@ impl Engine {
                 sb.wal_size
             )));
         }
-        let (checkpointed_applied, applied_from) = match storage_handle.read_all(APPLIED_METADATA)? {
-            Some(b) => decode_applied(&b),
-            None => (0, 0),
-        };
+        let (checkpointed_applied, applied_from) =
+            match storage_handle.read_all(APPLIED_METADATA)? {
+                Some(b) => decode_applied(&b),
+                None => (0, 0),
+            };
         let scan = recovery::scan(
             wal.as_ref(),
             &sb,

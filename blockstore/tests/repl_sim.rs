@@ -156,10 +156,14 @@ struct Standby {
 
 impl Standby {
     /// Power loss and restart: unsynced writes are lost, torn or kept.
-    fn crash(&mut self, rng: &mut SimRng) {
-        let d = self.disk.crash(rng);
+    /// Returns a copy of the disk as it was found (to inspect it apart).
+    fn crash(&mut self, rng: &mut SimRng) -> SimStorage {
+        let found = self.disk.crash(rng);
+        // Nothing is pending on the disk as found: each copy of it is the same.
+        let d = found.crash(&mut SimRng::new(0));
         self.engine = Engine::open(&d, quiet()).unwrap();
         self.disk = d;
+        found.crash(&mut SimRng::new(0))
     }
 
     /// A new link from what the standby holds durably (or its incomplete resync).
@@ -209,6 +213,7 @@ fn run(seed: u64, tally: &mut Tally) {
     // Tiny chunks, so that writes land between them.
     peer.set_resync_chunk(4 * BS as u64);
     let mut link: Option<StandbyLink> = None;
+    let mut since_connect = 0u64;
     let mut was_resyncing = false;
     // In a third of the runs the standby stays away long after a drop.
     let away = if rng.below(3) == 0 { 100 } else { 4 };
@@ -240,20 +245,33 @@ fn run(seed: u64, tally: &mut Tally) {
             wire = Wire::default();
             peer.connected();
             link = Some(sb.link(scfg));
+            since_connect = 0;
         }
+        since_connect += 1;
         // The standby loses power at any moment: in the middle of a resync (it must come back
         // announcing it and be rebuilt again) or not (it must come back announcing exactly the
         // position its log holds, so nothing it holds is appended again).
+        // Most often soon after a connection, while what the primary ships on reconnecting
+        // is applied and not yet synced.
         let resyncing = sb.engine.resync_incomplete();
-        if rng.below(if resyncing { 20 } else { 30 }) == 0 {
+        if rng.below(if since_connect <= 3 { 6 } else { 20 }) == 0 {
             if resyncing {
                 tally.standby_crashes_mid_resync += 1;
             } else {
                 tally.standby_crashes += 1;
             }
+            let in_sync = peer.sync_state() == SyncState::InSync;
             link = None;
             peer.disconnected();
-            sb.crash(&mut rng);
+            let found = sb.crash(&mut rng);
+            if in_sync && !resyncing {
+                // A standby the primary counts in sync holds every acknowledged flush (read
+                // through a promoted copy: a standby serves no reads).
+                let e = Engine::open(&found, quiet()).unwrap();
+                e.promote().unwrap();
+                let image = e.read(0, BLOCKS).unwrap();
+                model.check(&image, &format!("seed {seed}: standby after its crash"));
+            }
         }
         match rng.below(10) {
             0..=4 => {
