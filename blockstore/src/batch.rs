@@ -106,10 +106,9 @@ impl Engine {
             .any(|((_, _, fua), r)| *fua && r.is_ok())
         {
             if let Err(e) = self.sync_replicated() {
-                let msg = e.to_string();
                 for ((_, _, fua), r) in reqs.iter().zip(results.iter_mut()) {
                     if *fua && r.is_ok() {
-                        *r = Err(Error::Io(std::io::Error::other(msg.clone())));
+                        *r = Err(e.for_another_request());
                     }
                 }
             }
