@@ -391,20 +391,29 @@ fn an_old_primary_back_after_a_failover_is_fenced_then_follows_once_demoted() {
     // follows in sync.
     let w = Writer::start(&rt, &b, &a);
     wait_flushes(&b, 5);
-    b.wait(
-        "the old primary rebuilt into sync",
-        Duration::from_secs(60),
-        |v| {
-            v.replication.as_ref().is_some_and(|r| {
-                r.sync_state.is_some_and(|s| s.as_str() == "in_sync") && r.resyncs_completed >= 1
-            })
-        },
-    );
-    a.wait("told in sync", Duration::from_secs(20), |v| {
+    let in_sync = |v: &gateway::status::VolumeStatus| {
         v.replication
             .as_ref()
             .is_some_and(|r| r.sync_state.is_some_and(|s| s.as_str() == "in_sync"))
-    });
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (vb, va) = (b.vol(), a.vol());
+        let rebuilt = vb
+            .replication
+            .as_ref()
+            .is_some_and(|r| r.resyncs_completed >= 1);
+        if rebuilt && in_sync(&vb) && in_sync(&va) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old primary was never rebuilt into sync:\n{vb:?}\n{va:?}\n--- new primary:\n{}\n--- old primary:\n{}",
+            b.log(),
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     wait_flushes(&b, 5);
     let m = w.finish(&rt);
     assert!(
