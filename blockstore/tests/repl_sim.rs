@@ -21,7 +21,7 @@
 //! with a settle phase (writes stop, the link is up) after which the standby, promoted, holds
 //! exactly the primary's image.
 //!
-//! `TANDEM_REPL_SEEDS` sets how many seeds run (default 2000, about 15 s of CPU in a debug
+//! `TANDEM_REPL_SEEDS` sets how many seeds run (default 2000, about 18 s of CPU in a debug
 //! build), `TANDEM_REPL_FIRST_SEED` the first one (to replay a failing seed alone).
 
 use std::collections::{HashMap, VecDeque};
