@@ -106,10 +106,9 @@ impl Engine {
             .any(|((_, _, fua), r)| *fua && r.is_ok())
         {
             if let Err(e) = self.sync_replicated() {
-                let msg = e.to_string();
                 for ((_, _, fua), r) in reqs.iter().zip(results.iter_mut()) {
                     if *fua && r.is_ok() {
-                        *r = Err(Error::Io(std::io::Error::other(msg.clone())));
+                        *r = Err(e.for_another_request());
                     }
                 }
             }
@@ -204,6 +203,7 @@ impl Engine {
                 blocks: *blocks as u32,
                 data_len: (*blocks * bs) as u32,
                 kind: Kind::Write,
+                origin: 0,
             };
             let len = lens[k] as usize;
             hdr.encode_record_parts(parts, crcs[k], &mut buf[off..off + len]);

@@ -22,7 +22,9 @@ use crate::index::{Index, Loc};
 use crate::lease_timer::{LeaseClock, LeaseTimer};
 use crate::record::{record_len, Header, Kind, ALIGN, HEADER_LEN};
 use crate::recovery;
-use crate::replica_gate::{LogPos, ReplicaGate, APPLIED_METADATA, RESYNC_METADATA};
+use crate::replica_gate::{
+    decode_applied, encode_applied, LogPos, ReplicaGate, APPLIED_METADATA, RESYNC_METADATA,
+};
 use crate::role::{AccessState, Role, RoleState};
 use crate::role_machine::{Change, RoleError, RoleMachine};
 use crate::stats::Stats;
@@ -156,6 +158,9 @@ pub struct Engine {
     pub(crate) applied_lsn: AtomicU64,
     /// On a standby: a full resync began and its image is not consistent yet ([`crate::resync`]).
     pub(crate) resyncing: AtomicBool,
+    /// The first LSN of this log whose records' origins count towards the applied position
+    /// (set whenever the position is set anew: see [`crate::recovery`]).
+    pub(crate) applied_from: AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -298,10 +303,24 @@ impl Engine {
                 sb.wal_size
             )));
         }
-        let scan = recovery::scan(wal.as_ref(), &sb, mrb * u64::from(sb.block_size))?;
+        let (checkpointed_applied, applied_from) =
+            match storage_handle.read_all(APPLIED_METADATA)? {
+                Some(b) => decode_applied(&b),
+                None => (0, 0),
+            };
+        let scan = recovery::scan(
+            wal.as_ref(),
+            &sb,
+            mrb * u64::from(sb.block_size),
+            applied_from,
+        )?;
+        // A standby's applied position is what its log holds: the newest primary record the
+        // recovered log applies, or what the checkpoint stored when the log holds none since.
+        let applied_lsn = checkpointed_applied.max(scan.max_origin);
         tracing::info!(
             records = scan.records,
             next_lsn = scan.next_lsn,
+            applied_lsn,
             "recovered write-ahead log"
         );
         if let Some(tail) = &scan.torn_tail {
@@ -312,14 +331,6 @@ impl Engine {
             );
         }
         let role = RoleMachine::new(sb.role, sb.epoch);
-        let applied_lsn = match storage_handle.read_all(APPLIED_METADATA)? {
-            Some(b) => b
-                .get(..8)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_le_bytes)
-                .unwrap_or(0),
-            None => 0,
-        };
         let resyncing = storage_handle
             .read_all(RESYNC_METADATA)?
             .is_some_and(|b| !b.is_empty());
@@ -364,6 +375,7 @@ impl Engine {
             replica_gate: RwLock::new(None),
             applied_lsn: AtomicU64::new(applied_lsn),
             resyncing: AtomicBool::new(resyncing),
+            applied_from: AtomicU64::new(applied_from),
         });
         engine.flush_once()?;
         engine.new_generation()?;
@@ -690,6 +702,19 @@ impl Engine {
 
     /// Appends one record and indexes it.
     pub(crate) fn append(&self, kind: Kind, lba: u64, blocks: u64, data: &[u8]) -> Result<()> {
+        self.append_from(kind, lba, blocks, data, 0)
+    }
+
+    /// [`Engine::append`] for a record that applies (or completes applying) the primary's
+    /// record `origin` on a standby (0: none).
+    pub(crate) fn append_from(
+        &self,
+        kind: Kind,
+        lba: u64,
+        blocks: u64,
+        data: &[u8],
+        origin: u64,
+    ) -> Result<()> {
         let data_crc = crc32c::crc32c(data);
         let rlen = record_len(data.len());
         let mut buf = vec![0u8; rlen as usize];
@@ -749,6 +774,7 @@ impl Engine {
                 blocks: 0,
                 data_len: 0,
                 kind: Kind::Wrap,
+                origin: 0,
             };
             let mut wbuf = [0u8; ALIGN as usize];
             hdr.encode_record(&[], crc32c::crc32c(&[]), &mut wbuf);
@@ -768,6 +794,7 @@ impl Engine {
             blocks: blocks as u32,
             data_len: data.len() as u32,
             kind,
+            origin,
         };
         hdr.encode_record(data, data_crc, &mut buf);
         self.wal
@@ -928,6 +955,7 @@ impl Engine {
         self.check_alive()?;
         // Read before the target: every record counted in it is below the target.
         let applied = self.applied_lsn.load(Ordering::Acquire);
+        let applied_from = self.applied_from.load(Ordering::Acquire);
         let (target_lsn, target_virt) = {
             let log = lock(&self.log);
             if log.next_lsn == log.tail_lsn {
@@ -980,16 +1008,18 @@ impl Engine {
         // Everything below the target is in the extent now; the tail stops at the retention
         // floor when a standby still needs records (recovery then replays them again, which
         // changes nothing).
+        // The applied position goes first: once the new checkpoint is stored, recovery no
+        // longer sees the records it covers, so it must find their position stored already.
+        if applied != 0 {
+            self.storage
+                .replace(APPLIED_METADATA, &encode_applied(applied, applied_from))
+                .map_err(|e| self.fail(e))?;
+        }
         {
             let mut sb = lock(&self.sb);
             sb.checkpoint_lsn = tail.lsn;
             sb.checkpoint_virt = tail.virt;
             sb.store(self.meta.as_ref()).map_err(|e| self.fail(e))?;
-        }
-        if applied != 0 {
-            self.storage
-                .replace(APPLIED_METADATA, &applied.to_le_bytes())
-                .map_err(|e| self.fail(e))?;
         }
         {
             let _w = self.reclaim.write().unwrap_or_else(|e| e.into_inner());

@@ -124,5 +124,27 @@ pub enum Error {
     Io(#[from] io::Error),
 }
 
+impl Error {
+    /// The same failure for another request that shared the operation (one log sync or one
+    /// replication wait answers several FUA writes): every variant a front end maps to its own
+    /// status (a retryable ALUA / ANA state above all) stays what it is; only an I/O error,
+    /// which cannot be copied, becomes one with the same message.
+    pub fn for_another_request(&self) -> Error {
+        match self {
+            Error::NotServing(s) => Error::NotServing(*s),
+            Error::StaleEpoch { current, presented } => Error::StaleEpoch {
+                current: *current,
+                presented: *presented,
+            },
+            Error::RoleChangeInProgress => Error::RoleChangeInProgress,
+            Error::LogFull { waited } => Error::LogFull { waited: *waited },
+            Error::Failed => Error::Failed,
+            Error::Closed => Error::Closed,
+            Error::Io(e) => Error::Io(io::Error::new(e.kind(), e.to_string())),
+            other => Error::Io(io::Error::other(other.to_string())),
+        }
+    }
+}
+
 /// Result alias for the engine.
 pub type Result<T> = std::result::Result<T, Error>;

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 
 use crate::engine::{lock, role_error, Engine};
 use crate::error::Result;
-use crate::replica_gate::APPLIED_METADATA;
+use crate::replica_gate::{encode_applied, APPLIED_METADATA};
 
 impl Engine {
     /// Demotes a primary for a handover: begins the demotion (host I/O is refused from now on
@@ -62,13 +62,16 @@ impl Engine {
     /// Sets, durably, the position in the primary's log through which this standby holds the
     /// primary's image: after a handover (the new primary's last LSN when it took over), or
     /// 0 when the image has no known position in the primary's log (a full resync follows).
-    /// Serialised with the checkpoint, which stores the same position.
+    /// Serialised with the checkpoint, which stores the same position. The origins of the
+    /// records already in the log (another primary's LSNs, if any) no longer count towards it.
     pub fn set_applied_position(&self, lsn: u64) -> Result<()> {
         self.check_alive()?;
         let _only_one = lock(&self.flush_lock);
+        let from = lock(&self.log).next_lsn;
         self.applied_lsn.store(lsn, Ordering::Release);
+        self.applied_from.store(from, Ordering::Release);
         self.storage
-            .replace(APPLIED_METADATA, &lsn.to_le_bytes())
+            .replace(APPLIED_METADATA, &encode_applied(lsn, from))
             .map_err(|e| self.fail(e))
     }
 }

@@ -5,7 +5,12 @@
 //! (with the CRC field zero), so the data part can be summed before the log lock is taken.
 //!
 //! Header (little endian): magic u32, crc u32, lsn u64, generation u64, epoch u64, synced_lsn u64,
-//! lba u64, blocks u32, data_len u32, kind u8, 7 reserved bytes.
+//! lba u64, blocks u32, data_len u32, kind u8, origin u56.
+//!
+//! `origin` is, on a standby, the primary's LSN of the record this one applies (0 for a record
+//! the node wrote itself; when a primary's record is split into several here, only the last
+//! part carries it), so that recovery finds from the log itself how far the standby's image
+//! follows the primary's log ([`crate::recovery`]).
 //!
 //! `synced_lsn` is the LSN below which the log was known durable when the record was written:
 //! recovery uses it to tell a torn tail (discard) from damage to a record that was already durable
@@ -16,6 +21,8 @@ pub const HEADER_LEN: usize = 64;
 /// Record alignment in the log.
 pub const ALIGN: u64 = 512;
 const MAGIC: u32 = 0x4C41_5754; // "TWAL"
+/// The largest origin LSN a header holds (56 bits).
+pub const MAX_ORIGIN: u64 = (1 << 56) - 1;
 
 /// What a record does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +76,9 @@ pub struct Header {
     pub data_len: u32,
     /// What the record does.
     pub kind: Kind,
+    /// On a standby, the primary's LSN of the record this one applies (at most
+    /// [`MAX_ORIGIN`]); 0 otherwise.
+    pub origin: u64,
 }
 
 /// Total aligned length of a record with `data_len` bytes of data.
@@ -89,6 +99,7 @@ impl Header {
         h[48..52].copy_from_slice(&self.blocks.to_le_bytes());
         h[52..56].copy_from_slice(&self.data_len.to_le_bytes());
         h[56] = self.kind.code();
+        h[57..HEADER_LEN].copy_from_slice(&(self.origin & MAX_ORIGIN).to_le_bytes()[..7]);
         h
     }
 
@@ -118,9 +129,6 @@ impl Header {
         if h.len() < HEADER_LEN || u32::from_le_bytes(h[0..4].try_into().ok()?) != MAGIC {
             return None;
         }
-        if h[57..HEADER_LEN].iter().any(|&b| b != 0) {
-            return None;
-        }
         let u64at =
             |o: usize| -> Option<u64> { Some(u64::from_le_bytes(h[o..o + 8].try_into().ok()?)) };
         let u32at =
@@ -134,6 +142,11 @@ impl Header {
             blocks: u32at(48)?,
             data_len: u32at(52)?,
             kind: Kind::from_code(h[56])?,
+            origin: {
+                let mut o = [0u8; 8];
+                o[..7].copy_from_slice(&h[57..HEADER_LEN]);
+                u64::from_le_bytes(o)
+            },
         };
         if u64::from(hdr.data_len) > max_data {
             return None;
@@ -156,9 +169,10 @@ mod tests {
     proptest! {
         #[test]
         fn round_trip(lsn: u64, generation: u64, epoch: u64, synced: u64, lba: u64, blocks: u32,
-                      data in proptest::collection::vec(any::<u8>(), 0..2000), k in 1u8..5) {
+                      data in proptest::collection::vec(any::<u8>(), 0..2000), k in 1u8..5,
+                      origin in 0..=MAX_ORIGIN) {
             let hdr = Header { lsn, generation, epoch, synced_lsn: synced, lba, blocks,
-                data_len: data.len() as u32, kind: Kind::from_code(k).unwrap() };
+                data_len: data.len() as u32, kind: Kind::from_code(k).unwrap(), origin };
             let mut out = vec![0u8; record_len(data.len()) as usize];
             hdr.encode_record(&data, crc32c::crc32c(&data), &mut out);
             prop_assert_eq!(out.len() as u64 % ALIGN, 0);

@@ -6,6 +6,12 @@
 //! durable: discard and open) or damage in the middle (refuse to open) is decided by the later
 //! records: if any valid record of this generation with a higher LSN states that the failed LSN
 //! was already durable when it was written, acknowledged data would be lost.
+//!
+//! On a standby the scan also finds how far the recovered log follows the primary's log: the
+//! highest origin (the primary's LSN, see [`crate::record`]) among the records from the point
+//! where that position was last set ([`Scan::max_origin`]). With the position the last
+//! checkpoint stored, that is the applied position the standby announces again: exactly what
+//! its log holds, never the older position of its last checkpoint.
 
 use crate::error::{Error, Result};
 use crate::index::{Index, Loc};
@@ -27,16 +33,21 @@ pub struct Scan {
     /// Why the log ended, when it ended at something that looked like a record but was damaged
     /// (a torn tail: writes never acknowledged as durable, cut off); `None` at a clean end.
     pub torn_tail: Option<String>,
+    /// The highest origin (the primary's LSN) among the replayed records whose LSN is at
+    /// least the `origin_from` given to [`scan`]; 0 when there is none.
+    pub max_origin: u64,
 }
 
-/// Replays the log from the superblock's checkpoint.
-pub fn scan(wal: &dyn BlockFile, sb: &Superblock, max_data: u64) -> Result<Scan> {
+/// Replays the log from the superblock's checkpoint. Origins of records with an LSN below
+/// `origin_from` belong to an older position (another primary's log) and are not counted.
+pub fn scan(wal: &dyn BlockFile, sb: &Superblock, max_data: u64, origin_from: u64) -> Result<Scan> {
     let w = sb.wal_size;
     let bs = u64::from(sb.block_size);
     let mut index = Index::new(sb.block_size);
     let mut pos = sb.checkpoint_virt;
     let mut expect = sb.checkpoint_lsn;
     let mut records = 0;
+    let mut max_origin = 0u64;
     let mut hdr_buf = [0u8; HEADER_LEN];
     let mut data = Vec::new();
     // Set when the end is a damaged record rather than the clean end of the log.
@@ -89,6 +100,9 @@ pub fn scan(wal: &dyn BlockFile, sb: &Superblock, max_data: u64) -> Result<Scan>
                 index.insert(hdr.lba, u64::from(hdr.blocks), Loc::Zero { lsn });
             }
         }
+        if lsn >= origin_from {
+            max_origin = max_origin.max(hdr.origin);
+        }
         pos += rlen;
         expect += 1;
         records += 1;
@@ -101,6 +115,7 @@ pub fn scan(wal: &dyn BlockFile, sb: &Superblock, max_data: u64) -> Result<Scan>
         head_virt: pos,
         records,
         torn_tail: torn.then(|| format!("LSN {expect} at log offset {}: {end_reason}", pos % w)),
+        max_origin,
     })
 }
 

@@ -13,7 +13,9 @@
 //! - waiting for standbys before a flush or FUA write is acknowledged ([`ReplicaGate`]);
 //! - on a standby, appending a primary's records ([`Engine::apply_replicated`]) and making
 //!   them durable ([`Engine::sync_applied`]), with the primary's position of what was applied
-//!   kept across restarts.
+//!   kept across restarts: each appended record carries the primary's LSN (its origin), so
+//!   recovery derives the position from the log itself (see [`crate::recovery`]), and a record
+//!   at or below it is not applied again.
 //!
 //! Positions are the primary's LSNs. The primary's log also spends LSNs on padding records at
 //! the end of the file, which are never shipped, so a standby sees gaps in the sequence.
@@ -23,7 +25,7 @@ use std::sync::Arc;
 
 use crate::engine::{lock, Engine};
 use crate::error::{Error, Result};
-use crate::record::{record_len, Header, Kind, HEADER_LEN};
+use crate::record::{record_len, Header, Kind, HEADER_LEN, MAX_ORIGIN};
 pub use crate::replica_gate::{LogPos, ReplicaGate};
 use crate::role::Role;
 
@@ -231,6 +233,18 @@ impl Engine {
         }
         let _c = self.caw.read().unwrap_or_else(|e| e.into_inner());
         for r in records {
+            // Idempotent by LSN: a record this log holds already (shipped again after a
+            // reconnect) is not appended a second time, which would put an older version of
+            // its blocks after newer ones.
+            if r.lsn <= self.applied_lsn() {
+                continue;
+            }
+            if r.lsn > MAX_ORIGIN {
+                return Err(Error::Invalid(format!(
+                    "record LSN {} is beyond what a log records",
+                    r.lsn
+                )));
+            }
             let blocks = u64::from(r.blocks);
             self.check_range(r.lba, blocks)?;
             match r.kind {
@@ -242,17 +256,22 @@ impl Engine {
                             r.data.len()
                         )));
                     }
-                    // This log may hold smaller records than the primary's.
+                    // This log may hold smaller records than the primary's: only the last
+                    // part carries the origin, so a log that lost the later parts in a crash
+                    // does not count the record as applied.
                     let chunk = (self.max_record_blocks * u64::from(self.block_size)) as usize;
+                    let parts = r.data.chunks(chunk.max(1));
+                    let last = parts.len().saturating_sub(1);
                     let mut lba = r.lba;
-                    for part in r.data.chunks(chunk.max(1)) {
+                    for (i, part) in parts.enumerate() {
                         let n = (part.len() / self.block_size as usize) as u64;
-                        self.append(Kind::Write, lba, n, part)?;
+                        let origin = if i == last { r.lsn } else { 0 };
+                        self.append_from(Kind::Write, lba, n, part, origin)?;
                         lba += n;
                     }
                 }
-                ShippedKind::Trim => self.append(Kind::Trim, r.lba, blocks, &[])?,
-                ShippedKind::Zero => self.append(Kind::Zero, r.lba, blocks, &[])?,
+                ShippedKind::Trim => self.append_from(Kind::Trim, r.lba, blocks, &[], r.lsn)?,
+                ShippedKind::Zero => self.append_from(Kind::Zero, r.lba, blocks, &[], r.lsn)?,
             }
             self.applied_lsn.fetch_max(r.lsn, Ordering::AcqRel);
         }
@@ -272,8 +291,12 @@ impl Engine {
     }
 
     /// Sets the applied position after a full resync: the standby holds the primary's image as
-    /// of `lsn`.
+    /// of `lsn` (not durable by itself: the next checkpoint stores it). The origins of the
+    /// records already in the log no longer count towards it.
     pub fn reset_applied(&self, lsn: u64) {
+        let _f = lock(&self.flush_lock);
+        self.applied_from
+            .store(lock(&self.log).next_lsn, Ordering::Release);
         self.applied_lsn.store(lsn, Ordering::Release);
     }
 }

@@ -6,8 +6,30 @@
 
 use crate::error::Result;
 
-/// Metadata holding the primary LSN a standby had applied as of its last checkpoint.
+/// Metadata holding the primary LSN a standby had applied as of its last checkpoint (or as
+/// last set), and the first LSN of this node's log from which records' origins count towards
+/// it (records before belong to an older position: see [`crate::recovery`]). 16 bytes; an older
+/// 8-byte value has no such start (every origin counts: older logs carry none).
 pub(crate) const APPLIED_METADATA: &str = "meta-repl-applied";
+
+/// Encodes [`APPLIED_METADATA`]: the applied position and where the log's origins count from.
+pub(crate) fn encode_applied(applied: u64, from: u64) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&applied.to_le_bytes());
+    b[8..].copy_from_slice(&from.to_le_bytes());
+    b
+}
+
+/// Decodes [`APPLIED_METADATA`] (what [`encode_applied`] wrote, or an older 8-byte value).
+pub(crate) fn decode_applied(b: &[u8]) -> (u64, u64) {
+    let at = |o: usize| {
+        b.get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .unwrap_or(0)
+    };
+    (at(0), at(8))
+}
 
 /// Metadata marking a standby whose full resync has not completed (non-empty while it runs; see
 /// [`crate::resync`]).

@@ -23,7 +23,7 @@ use std::sync::atomic::Ordering;
 use crate::engine::{lock, Engine};
 use crate::error::{Error, Result};
 use crate::record::Kind;
-use crate::replica_gate::{APPLIED_METADATA, RESYNC_METADATA};
+use crate::replica_gate::{encode_applied, APPLIED_METADATA, RESYNC_METADATA};
 use crate::role::Role;
 
 /// One run of the volume as a full resync copies it.
@@ -87,6 +87,10 @@ impl Engine {
         self.save_metadata(RESYNC_METADATA, b"copying")?;
         self.resyncing.store(true, Ordering::Release);
         self.applied_lsn.store(0, Ordering::Release);
+        // The records from here on are the copy (no origin) and then the primary's log from
+        // the copy's start: only their origins count towards the new position.
+        self.applied_from
+            .store(lock(&self.log).next_lsn, Ordering::Release);
         Ok(())
     }
 
@@ -145,7 +149,8 @@ impl Engine {
         self.sync_wal()?;
         let _f = lock(&self.flush_lock);
         let applied = self.applied_lsn.load(Ordering::Acquire);
-        self.save_metadata(APPLIED_METADATA, &applied.to_le_bytes())?;
+        let from = self.applied_from.load(Ordering::Acquire);
+        self.save_metadata(APPLIED_METADATA, &encode_applied(applied, from))?;
         self.save_metadata(RESYNC_METADATA, b"")?;
         self.resyncing.store(false, Ordering::Release);
         Ok(applied)

@@ -59,6 +59,7 @@ pub fn torn_tail(storage: &dyn crate::storage::Storage) -> crate::Result<Option<
     let meta = storage.open(name)?;
     let sb = crate::superblock::Superblock::load(meta.as_ref(), &storage.describe(name))?;
     let wal = storage.open(crate::engine::WAL_FILE)?;
-    let scan = crate::recovery::scan(wal.as_ref(), &sb, crate::engine::MAX_RECORD_DATA)?;
+    // Origins are not asked for here (`u64::MAX`: none counted).
+    let scan = crate::recovery::scan(wal.as_ref(), &sb, crate::engine::MAX_RECORD_DATA, u64::MAX)?;
     Ok(scan.torn_tail)
 }

@@ -14,12 +14,14 @@
 //! standby gets rebuilt: the primary copies its allocated regions in tiny chunks while the
 //! workload goes on writing, the standby loses power at random moments of a resync (it comes
 //! back announcing it incomplete) and the primary's end-of-run crash often lands mid-copy.
+//! The standby also loses power at any other moment (several times a run): it must come back
+//! announcing the position its recovered log holds, and never append a record it holds again.
 //! Checked: the primary never counts a standby in sync whose image is partial, a standby whose
 //! resync did not complete refuses to be promoted, and in about a third of the seeds the run ends
 //! with a settle phase (writes stop, the link is up) after which the standby, promoted, holds
 //! exactly the primary's image.
 //!
-//! `TANDEM_REPL_SEEDS` sets how many seeds run (default 2000, about 15 s of CPU in a debug
+//! `TANDEM_REPL_SEEDS` sets how many seeds run (default 2000, about 18 s of CPU in a debug
 //! build), `TANDEM_REPL_FIRST_SEED` the first one (to replay a failing seed alone).
 
 use std::collections::{HashMap, VecDeque};
@@ -138,6 +140,8 @@ struct Tally {
     resyncs_done: u64,
     /// Standby crashes while its resync mark was set.
     standby_crashes_mid_resync: u64,
+    /// Standby crashes outside a resync.
+    standby_crashes: u64,
     /// Runs whose primary crashed while a resync was in progress.
     primary_crashes_mid_resync: u64,
     /// Settle phases after which both images were compared equal.
@@ -152,10 +156,14 @@ struct Standby {
 
 impl Standby {
     /// Power loss and restart: unsynced writes are lost, torn or kept.
-    fn crash(&mut self, rng: &mut SimRng) {
-        let d = self.disk.crash(rng);
+    /// Returns a copy of the disk as it was found (to inspect it apart).
+    fn crash(&mut self, rng: &mut SimRng) -> SimStorage {
+        let found = self.disk.crash(rng);
+        // Nothing is pending on the disk as found: each copy of it is the same.
+        let d = found.crash(&mut SimRng::new(0));
         self.engine = Engine::open(&d, quiet()).unwrap();
         self.disk = d;
+        found.crash(&mut SimRng::new(0))
     }
 
     /// A new link from what the standby holds durably (or its incomplete resync).
@@ -205,6 +213,7 @@ fn run(seed: u64, tally: &mut Tally) {
     // Tiny chunks, so that writes land between them.
     peer.set_resync_chunk(4 * BS as u64);
     let mut link: Option<StandbyLink> = None;
+    let mut since_connect = 0u64;
     let mut was_resyncing = false;
     // In a third of the runs the standby stays away long after a drop.
     let away = if rng.below(3) == 0 { 100 } else { 4 };
@@ -236,17 +245,33 @@ fn run(seed: u64, tally: &mut Tally) {
             wire = Wire::default();
             peer.connected();
             link = Some(sb.link(scfg));
+            since_connect = 0;
         }
-        // The standby loses power in the middle of a resync (it must come back announcing it
-        // and be rebuilt again). Crashes at other times are not simulated here: a standby
-        // restarting from its last checkpoint's applied position re-appends records it already
-        // holds, and a second crash before they are synced again would lose newer ones (a
-        // known limit of the applied position, reported apart from the rebuild).
-        if sb.engine.resync_incomplete() && rng.below(20) == 0 {
-            tally.standby_crashes_mid_resync += 1;
+        since_connect += 1;
+        // The standby loses power at any moment: in the middle of a resync (it must come back
+        // announcing it and be rebuilt again) or not (it must come back announcing exactly the
+        // position its log holds, so nothing it holds is appended again).
+        // Most often soon after a connection, while what the primary ships on reconnecting
+        // is applied and not yet synced.
+        let resyncing = sb.engine.resync_incomplete();
+        if rng.below(if since_connect <= 3 { 6 } else { 20 }) == 0 {
+            if resyncing {
+                tally.standby_crashes_mid_resync += 1;
+            } else {
+                tally.standby_crashes += 1;
+            }
+            let in_sync = peer.sync_state() == SyncState::InSync;
             link = None;
             peer.disconnected();
-            sb.crash(&mut rng);
+            let found = sb.crash(&mut rng);
+            if in_sync && !resyncing {
+                // A standby the primary counts in sync holds every acknowledged flush (read
+                // through a promoted copy: a standby serves no reads).
+                let e = Engine::open(&found, quiet()).unwrap();
+                e.promote().unwrap();
+                let image = e.read(0, BLOCKS).unwrap();
+                model.check(&image, &format!("seed {seed}: standby after its crash"));
+            }
         }
         match rng.below(10) {
             0..=4 => {
@@ -568,9 +593,13 @@ fn every_acknowledged_flush_survives_a_failover() {
         run(seed, &mut t);
     }
     println!(
-        "replication simulation: {seeds} seeds, {} failovers to an in-sync standby checked, {} acknowledged flushes, {} standbys declared out of sync; full resyncs: {} begun, {} completed, {} standby crashes and {} primary crashes during one; {} settled images compared equal",
-        t.failovers, t.flushes, t.degraded, t.resyncs, t.resyncs_done,
+        "replication simulation: {seeds} seeds, {} failovers to an in-sync standby checked, {} acknowledged flushes, {} standbys declared out of sync, {} standby crashes outside a resync; full resyncs: {} begun, {} completed, {} standby crashes and {} primary crashes during one; {} settled images compared equal",
+        t.failovers, t.flushes, t.degraded, t.standby_crashes, t.resyncs, t.resyncs_done,
         t.standby_crashes_mid_resync, t.primary_crashes_mid_resync, t.compared
+    );
+    assert!(
+        t.standby_crashes >= seeds,
+        "too few standby crashes outside a resync"
     );
     assert!(t.failovers * 4 >= seeds, "too few failovers exercised");
     assert!(t.flushes >= seeds, "too few flushes acknowledged");

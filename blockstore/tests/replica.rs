@@ -250,3 +250,51 @@ fn a_full_resync_copies_written_regions_and_a_partial_copy_cannot_be_promoted() 
     s.promote().unwrap();
     assert_eq!(image(&s), image(&p));
 }
+
+/// A standby that crashes announces what its recovered log holds, not the older position of
+/// its last checkpoint (the records carry the primary's LSN); records it holds already are not
+/// applied again; and after its position was set anew (a handover), origins from before no
+/// longer count.
+#[test]
+fn a_restarted_standby_announces_what_its_log_holds_and_ignores_records_it_has() {
+    let pd = volume(Role::Primary, 256 * 1024);
+    let sd = volume(Role::Standby, 256 * 1024);
+    let p = Engine::open(&pd, quiet()).unwrap();
+    let s = Engine::open(&sd, quiet()).unwrap();
+    workload(&p, 4);
+    let pos = ship(&p, &s, p.log_pos_after(0).unwrap());
+    s.flush_once().unwrap();
+    let checkpointed = s.applied_lsn();
+    // More records after the checkpoint, durable in the log only.
+    workload(&p, 6);
+    let start = p.log_pos_after(checkpointed).unwrap();
+    assert_eq!(start, pos);
+    ship(&p, &s, pos);
+    let durable = s.sync_applied().unwrap();
+    assert!(durable > checkpointed);
+    let sd = sd.crash(&mut SimRng::new(3));
+    drop(s);
+    let s = Engine::open(&sd, quiet()).unwrap();
+    assert_eq!(s.applied_lsn(), durable, "the position the log holds");
+    // The primary ships again from an older position: nothing is appended twice.
+    let before = s.last_lsn();
+    let (again, _) = p.read_log(start, usize::MAX).unwrap();
+    assert!(!again.is_empty());
+    s.apply_replicated(&again).unwrap();
+    assert_eq!(
+        s.last_lsn(),
+        before,
+        "records held already are not applied again"
+    );
+    // What was applied equals the primary's image.
+    s.promote().unwrap();
+    assert_eq!(image(&s), image(&p));
+    s.demote().unwrap();
+    // A handover sets the position anew in another primary's numbering: the origins already
+    // in the log no longer count after a crash.
+    s.set_applied_position(2).unwrap();
+    let sd = sd.crash(&mut SimRng::new(4));
+    drop(s);
+    let s = Engine::open(&sd, quiet()).unwrap();
+    assert_eq!(s.applied_lsn(), 2);
+}

@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -237,7 +238,13 @@ async fn connect(addr: SocketAddr) -> Controller {
 }
 
 /// Writes and flushes on `c` until an error (the primary died); returns what was acknowledged.
-async fn writer(c: Controller, seed: u64, first_id: u64) -> Model {
+/// `acked` counts the flushes acknowledged so far, for whoever waits for the first.
+async fn writer(
+    c: Controller,
+    seed: u64,
+    first_id: u64,
+    acked: Arc<std::sync::atomic::AtomicU64>,
+) -> Model {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut m = Model::default();
     let mut id = first_id;
@@ -260,6 +267,7 @@ async fn writer(c: Controller, seed: u64, first_id: u64) -> Model {
         for (lba, h) in &m.history {
             m.acked.insert(*lba, h.len() - 1);
         }
+        acked.store(m.flushes, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -291,8 +299,20 @@ fn every_acknowledged_flush_survives_kill_9_of_the_primary() {
     for round in 0..rounds {
         let (mut primary, standby) = pair(10_000);
         let c = rt.block_on(connect(primary.nvme));
-        let w = rt.spawn(writer(c, rng.gen(), round << 32));
-        std::thread::sleep(Duration::from_millis(rng.gen_range(20..400)));
+        let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let w = rt.spawn(writer(c, rng.gen(), round << 32, acked.clone()));
+        // The kill lands at a random point after the first acknowledged flush (however long a
+        // loaded machine takes to get there), so every round has acknowledged data to lose.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while acked.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            assert!(
+                Instant::now() < deadline && !w.is_finished(),
+                "round {round}: no flush was acknowledged within 60 s of the writer starting\n{}",
+                primary.log()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(rng.gen_range(0..400)));
         primary.child.kill().unwrap();
         let model = rt.block_on(w).unwrap();
         assert!(

@@ -308,7 +308,7 @@ fn an_out_of_sync_standby_is_promoted_only_by_force_which_tells_the_loss_window(
 
 #[test]
 fn an_old_primary_back_after_a_failover_is_fenced_then_follows_once_demoted() {
-    let (mut a, b) = pair(3000);
+    let (mut a, mut b) = pair(3000);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let c = connect(a.nvme).await.unwrap();
@@ -337,17 +337,35 @@ fn an_old_primary_back_after_a_failover_is_fenced_then_follows_once_demoted() {
     a.wait("fenced", Duration::from_secs(30), |v| {
         v.access_state == "unavailable" && v.epoch == 2 && v.role == "stale"
     });
+    // A switchover to it is refused with a clear reason: it is no in-sync standby (checked
+    // while it is stale, before anything can rebuild it).
+    let out = b.cli(&["switchover", "default", "--to", &a.admin.to_string()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("in-sync standby"),
+        "{err}"
+    );
+    assert_eq!(b.vol().access_state, "optimized");
     // Demoted, it follows under the promoted node's epoch (not a newer one, which would
-    // fence the primary it is to follow).
+    // fence the primary it is to follow). It may hold writes the new primary never had, so
+    // it counts as out of sync until a full resync.
     let out = a.cli(&["demote", "default"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && text.contains("role standby epoch 2"),
         "{text}"
     );
-    assert_eq!(a.vol().access_state, "standby");
-    // The promoted node connects to it: it may hold writes the new primary never had, so it
-    // counts as out of sync until a full resync (both sides say so).
+    let v = a.vol();
+    assert_eq!(v.access_state, "standby");
+    assert_eq!(
+        v.replication
+            .as_ref()
+            .and_then(|r| r.sync_state.map(|s| s.as_str().to_string()))
+            .as_deref(),
+        Some("out_of_sync"),
+        "{v:?}"
+    );
+    // The promoted node connects to it.
     b.wait(
         "connected to the old primary",
         Duration::from_secs(20),
@@ -357,12 +375,6 @@ fn an_old_primary_back_after_a_failover_is_fenced_then_follows_once_demoted() {
             })
         },
     );
-    a.wait("told out of sync", Duration::from_secs(20), |v| {
-        v.replication
-            .as_ref()
-            .is_some_and(|r| r.sync_state.is_some_and(|s| s.as_str() == "out_of_sync"))
-    });
-    assert_eq!(b.sync_state().as_deref(), Some("out_of_sync"));
     // The new primary serves on, unfenced.
     rt.block_on(async {
         let c = connect(b.nvme).await.unwrap();
@@ -375,14 +387,71 @@ fn an_old_primary_back_after_a_failover_is_fenced_then_follows_once_demoted() {
     });
     let v = b.vol();
     assert_eq!((v.role.as_str(), v.epoch), ("primary", 2));
-    // A switchover to it is refused with a clear reason.
-    let out = b.cli(&["switchover", "default", "--to", &a.admin.to_string()]);
-    let err = String::from_utf8_lossy(&out.stderr);
+    // The promoted node rebuilds it by a full resync while a host writes, and from then on it
+    // follows in sync.
+    let w = Writer::start(&rt, &b, &a);
+    wait_flushes(&b, 5);
+    let in_sync = |v: &gateway::status::VolumeStatus| {
+        v.replication
+            .as_ref()
+            .is_some_and(|r| r.sync_state.is_some_and(|s| s.as_str() == "in_sync"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (vb, va) = (b.vol(), a.vol());
+        let rebuilt = vb
+            .replication
+            .as_ref()
+            .is_some_and(|r| r.resyncs_completed >= 1);
+        if rebuilt && in_sync(&vb) && in_sync(&va) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old primary was never rebuilt into sync:\n{vb:?}\n{va:?}\n--- new primary:\n{}\n--- old primary:\n{}",
+            b.log(),
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    wait_flushes(&b, 5);
+    let m = w.finish(&rt);
     assert!(
-        !out.status.success() && err.contains("in-sync standby"),
-        "{err}"
+        m.flushes_on[0] > 0 && m.flushes_on[1] == 0,
+        "the writer was served by the new primary only: {:?} flushes, retried {:?}",
+        m.flushes_on,
+        m.retried
     );
-    assert_eq!(b.vol().access_state, "optimized");
+    // One more flush covers whatever a write that failed left in the log; the standby is in
+    // sync, so it has all of it durable once the flush returns.
+    rt.block_on(async {
+        let c = connect(b.nvme).await.unwrap();
+        c.flush(0, 1).await.unwrap();
+    });
+    assert_eq!(b.sync_state().as_deref(), Some("in_sync"), "{}", b.log());
+    let (primary, standby) = (b.image(false), a.image(true));
+    for (lba, img) in [
+        (7u64, &primary),
+        (7, &standby),
+        (8, &primary),
+        (8, &standby),
+    ] {
+        if !m.history.contains_key(&lba) {
+            let at = (lba * u64::from(BS)) as usize;
+            let want = if lba == 7 { 1 } else { 2 };
+            assert_eq!(identify(&img[at..at + BS as usize], lba), Ok(want));
+        }
+    }
+    for img in [&primary, &standby] {
+        for lba in m.history.keys() {
+            let at = (*lba * u64::from(BS)) as usize;
+            m.check(*lba, &img[at..at + BS as usize]);
+        }
+    }
+    assert!(
+        primary == standby,
+        "the rebuilt old primary differs from the new primary"
+    );
 }
 
 #[test]

@@ -219,12 +219,18 @@ async fn work(vol: &StandbyVolume, link: &mut StandbyLink, tx: &FrameSender) -> 
                     tracing::info!(volume = %vol.name, epoch, "adopted the primary's epoch");
                 }
                 StandbyEvent::Apply(_)
+                | StandbyEvent::ResyncBegin { .. }
+                | StandbyEvent::ResyncExtent { .. }
+                | StandbyEvent::ResyncEnd { .. }
+                | StandbyEvent::ResyncComplete
                     if vol.engine.role_state().role != blockstore::Role::Standby =>
                 {
                     // A primary (fenced by this link or not) or a stale old primary applies
-                    // nothing: its image is its own until it is demoted knowingly.
+                    // nothing, nor takes a full resync: its image is its own until it is
+                    // demoted knowingly (the demotion then resets its position, and a rebuild
+                    // done before would be undone).
                     return Err(format!(
-                        "this node is {} here, not a standby: it applies no records",
+                        "this node is {} here, not a standby: it applies no records and takes no resync",
                         vol.engine.role_state().role.name()
                     ));
                 }

@@ -184,21 +184,31 @@ pub async fn demote(h: &Arc<Replicated>) -> Result<(), OpError> {
     let e = h.engine.clone();
     blocking(move || {
         let was = e.role_state();
-        if was.role == Role::Primary && !was.transitioning {
-            // A serving primary drains: what hosts had in flight finishes (a FUA write or a
-            // flush waiting for the standby completes normally) before it stops serving.
-            e.demote_drained(|e| e.flush())?;
-        } else {
-            e.demote()?;
-        }
-        if was.role != Role::Standby {
+        // The image's position and sync record are reset before the volume becomes a standby:
+        // from that moment the listener may let the primary rebuild it, and a reset after
+        // that would undo the rebuild (the new standby would count itself out of sync with no
+        // position while the primary waits for it).
+        let reset = |e: &blockstore::Engine| {
             e.set_applied_position(0)?;
             StandbyRecord {
                 state: SyncName::OutOfSync,
                 primary_lsn: 0,
                 epoch: was.epoch,
             }
-            .save(&e)?;
+            .save(e)
+        };
+        if was.role == Role::Primary && !was.transitioning {
+            // A serving primary drains: what hosts had in flight finishes (a FUA write or a
+            // flush waiting for the standby completes normally) before it stops serving.
+            e.demote_drained(|e| {
+                e.flush()?;
+                reset(e)
+            })?;
+        } else {
+            if was.role != Role::Standby {
+                reset(&e)?;
+            }
+            e.demote()?;
         }
         Ok(())
     })

@@ -140,6 +140,26 @@ uuid = "{UUID}"
         self.wait_up();
     }
 
+    /// Reads the volume offline, the process killed first (a standby is promoted in that
+    /// offline copy, which one whose rebuild did not complete refuses), and returns blocks
+    /// `0..SPAN`.
+    pub fn image(&mut self, promote: bool) -> Vec<u8> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = self.dir.path().join("data").join("default");
+        let e = blockstore::Engine::open(
+            &blockstore::DirStorage::new(&dir),
+            blockstore::OpenOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("open {}: {e}", dir.display()));
+        if promote {
+            e.promote().expect("the standby's image is whole");
+        }
+        let out = e.read(0, SPAN).unwrap();
+        e.close().unwrap();
+        out
+    }
+
     /// The node's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
