@@ -38,6 +38,11 @@ pub const BOOT_MODULES: &[&str] = &[
 /// RAM and null block devices, and ext4 for filesystem tests.
 pub const EXTRA_MODULES: &[&str] = &["nvmet", "nvmet-tcp", "brd", "null_blk", "ext4"];
 
+/// Modules of NVMe in-band authentication (DH-HMAC-CHAP), put into images whose kernel has
+/// `CONFIG_NVME_AUTH` (the backports kernel); `nvme-core` depends on them there, so they load
+/// with it at boot.
+pub const AUTH_MODULES: &[&str] = &["nvme-keyring", "nvme-auth"];
+
 /// The XZ stream magic that starts the compressed payload inside a Debian bzImage.
 const XZ_MAGIC: &[u8] = &[0xFD, b'7', b'z', b'X', b'Z', 0x00];
 
@@ -101,8 +106,30 @@ pub fn extract_vmlinux(kernel_root: &Path, release: &str, out: &Path) -> Result<
     Ok(())
 }
 
+/// Writes the decompressed contents of the XZ file `src` to `dest`.
+fn decompress_xz(src: &Path, dest: &Path) -> Result<()> {
+    let file = fs::File::create(dest).map_err(io_err(format!("creating {}", dest.display())))?;
+    let res = Command::new("xz")
+        .arg("-dc")
+        .arg(src)
+        .stdout(file)
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(io_err("starting xz"))?;
+    if !res.status.success() {
+        return Err(HarnessError::Image(format!(
+            "xz could not decompress {}: {}",
+            src.display(),
+            String::from_utf8_lossy(&res.stderr)
+        )));
+    }
+    Ok(())
+}
+
 /// Copies `modules` and everything they depend on from the extracted kernel package into
 /// `image_root`, then runs `depmod` there so busybox `modprobe` resolves dependencies in the guest.
+/// XZ-compressed modules (`.ko.xz`, newer Debian kernels) are stored decompressed, so busybox
+/// `modprobe` needs no decompression support.
 pub fn install_modules(
     kernel_root: &Path,
     release: &str,
@@ -139,7 +166,11 @@ pub fn install_modules(
             let dest = dest_dir.join(rel);
             fs::create_dir_all(dest.parent().unwrap_or(&dest_dir))
                 .map_err(io_err("creating a module directory"))?;
-            fs::copy(&path, &dest).map_err(io_err(format!("copying {}", path.display())))?;
+            if path.extension().is_some_and(|e| e == "xz") {
+                decompress_xz(&path, &dest.with_extension(""))?;
+            } else {
+                fs::copy(&path, &dest).map_err(io_err(format!("copying {}", path.display())))?;
+            }
         }
     }
     for f in [
