@@ -157,9 +157,10 @@ pub fn fetch_kernel(
             })?
         }
     };
-    found.into_iter().next().ok_or_else(|| {
-        HarnessError::Image(format!("no .deb for the kernel package {package}"))
-    })
+    found
+        .into_iter()
+        .next()
+        .ok_or_else(|| HarnessError::Image(format!("no .deb for the kernel package {package}")))
 }
 
 /// Runs `apt-get update` at most once per process; used when apt metadata is missing or stale.
@@ -249,12 +250,7 @@ fn cached_deb(debs: &Path, package: &str) -> Result<Option<PathBuf>> {
 /// `apt-get download` (into a private directory first, so concurrent builds never see partial files).
 pub fn fetch(debs: &Path, packages: &[String]) -> Result<Vec<PathBuf>> {
     fetch_with(debs, packages, |tmp, missing| {
-        with_apt_retry(|| {
-            run_in(
-                tmp,
-                Command::new("apt-get").arg("download").args(missing),
-            )
-        })
+        with_apt_retry(|| run_in(tmp, Command::new("apt-get").arg("download").args(missing)))
     })
 }
 

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use crate::cpio::CpioWriter;
 use crate::error::{io_err, Result};
 use crate::image::GuestImage;
-use crate::packages::KernelSuite;
 use crate::init::{EXIT_MARKER, START_MARKER, TEST_DIR};
+use crate::packages::KernelSuite;
 
 /// Default time limit for one guest run, boot included.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(180);

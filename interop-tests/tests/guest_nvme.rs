@@ -512,13 +512,16 @@ gen=$(nvme gen-dhchap-key --secret="$KAT_SECRET_HEX" --key-length=32 --hmac=1 --
 echo "GENKAT $gen"
 check "nvme-cli accepts Tandem's host secret" nvme check-dhchap-key --key="$SECRET"
 check "nvme-cli accepts Tandem's controller secret" nvme check-dhchap-key --key="$CTRL_SECRET"
-# connect_as WHAT OPTIONS...: one nvme connect as the authenticating host; sets rc and took.
+# connect_as WHAT OPTIONS...: one nvme connect as the authenticating host; sets rc, took and
+# kmsg (the kernel's messages during the connect).
 connect_as() {
     _what=$1; shift
+    dmesg -c >/dev/null
     _t0=$(now)
     _out=$(nvme connect -t tcp -a "$TANDEM_HOST" -s "$NVME_PORT" -n "$NQN" --hostnqn="$AUTH_HOSTNQN" "$@" 2>&1)
     rc=$?
     took=$(awk "BEGIN { print $(now) - $_t0 }")
+    kmsg=$(dmesg)
     echo "$_out"
     echo "$_what: nvme connect exit status $rc after $took s"
 }
@@ -533,17 +536,21 @@ echo "guest kernel: $(uname -r)"
 check "the guest kernel has DH-HMAC-CHAP (nvme-auth is loaded)" grep -q '^nvme_auth ' /proc/modules
 connect_as "the right secret" --dhchap-secret="$SECRET"
 check "the right secret connects" [ $rc -eq 0 ]
+check "the kernel authenticated the admin queue" has "$kmsg" 'qid 0: authenticated'
 wait_ns
 dd if=/tandem/random.bin of=$NDEV bs=1M count=2 oflag=direct 2>/dev/null || fail "dd"
 DEV=$NDEV
 check "I/O on the authenticated controller" disk_is 0 $((2 << 20)) /tandem/random.bin
 nvme_disconnect
 refused "a wrong secret" --dhchap-secret="$WRONG_SECRET"
+check "a wrong secret: Tandem rejected the host's response" has "$kmsg" 'authentication failed'
 connect_as "bidirectional" --dhchap-secret="$SECRET" --dhchap-ctrl-secret="$CTRL_SECRET"
 check "bidirectional authentication connects" [ $rc -eq 0 ]
+check "bidirectional: the kernel verified Tandem's response" has "$kmsg" 'qid 0: controller authenticated'
 wait_ns
 nvme_disconnect
 refused "a wrong controller secret" --dhchap-secret="$SECRET" --dhchap-ctrl-secret="$WRONG_CTRL_SECRET"
+check "a wrong controller secret: the kernel rejected Tandem's response" has "$kmsg" 'controller authentication failed'
 nvme_connect --hostnqn="$HOSTNQN"
 check "a host without a secret still connects" [ -n "$CTRL" ]
 nvme_disconnect
