@@ -82,16 +82,16 @@ fn backports_options(state: &Path) -> Vec<String> {
 /// How old the private backports package lists may get before `apt-get update` refreshes them.
 const BACKPORTS_LISTS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
-/// The age of the newest private package list below `lists`; `None` when there is none.
-fn lists_age(lists: &Path) -> Option<Duration> {
-    fs::read_dir(lists)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with("Release"))
-        .filter_map(|e| e.metadata().and_then(|m| m.modified()).ok())
-        .max()
-        .map(|t| t.elapsed().unwrap_or_default())
+/// The file whose modification time records the last successful `apt-get update` of the
+/// private state (apt keeps the server's times on the lists themselves).
+const UPDATED_STAMP: &str = "updated";
+
+/// How long ago the private state below `state` was last updated; `None` when never.
+fn lists_age(state: &Path) -> Option<Duration> {
+    let modified = fs::metadata(state.join(UPDATED_STAMP))
+        .and_then(|m| m.modified())
+        .ok()?;
+    Some(modified.elapsed().unwrap_or_default())
 }
 
 /// Prepares the private apt state for the backports suite below `state` and runs
@@ -106,11 +106,12 @@ fn backports_apt(state: &Path) -> Result<Vec<String>> {
     fs::write(state.join("sources.list"), format!("{BACKPORTS_SOURCE}\n"))
         .map_err(io_err("writing the backports sources.list"))?;
     let options = backports_options(state);
-    let age = lists_age(&state.join("lists"));
+    let age = lists_age(state);
     if !*updated && age.is_none_or(|a| a >= BACKPORTS_LISTS_MAX_AGE) {
         eprintln!("interop-tests: apt-get update ({BACKPORTS_SOURCE}, private state)");
         match run(Command::new("apt-get").args(&options).arg("update")) {
-            Ok(_) => {}
+            Ok(_) => fs::write(state.join(UPDATED_STAMP), b"")
+                .map_err(io_err("writing the apt update stamp"))?,
             // Stale lists still name a kernel whose image may be cached: keep going offline.
             Err(e) if age.is_some() => {
                 eprintln!("interop-tests: apt-get update failed, using the old lists: {e}")
