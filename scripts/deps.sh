@@ -8,7 +8,7 @@
 # What it installs: libiscsi-bin (iscsi-test-cu, iscsi-inq, iscsi-ls, iscsi-readcapacity16),
 # qemu-utils + qemu-block-extra + qemu-system-x86 at one version (qemu-img with its iscsi://
 # driver, and the QEMU that boots the guest running the kernel's initiators), kmod, cpio, binutils,
-# xz-utils, chromium (the headless browser the dashboard test loads the admin page in),
+# xz-utils, zstd (the backports guest kernel is zstd-compressed), chromium (the headless browser the dashboard test loads the admin page in),
 # dpkg-dev (dpkg-shlibdeps, which `cargo deb` runs for the package test), systemd when
 # systemd-analyze is missing (it checks the unit file) and git when missing (the build stamps the
 # commit). About 450 MB of packages (chromium is 300 of them); a few minutes on a fresh machine.
@@ -130,6 +130,7 @@ check_tools() {
     probe "modprobe (kmod) must run" modprobe --version
     probe "readelf (binutils) must run" readelf --version
     probe "xz (xz-utils) must decompress" bash -c 'echo ok | xz | xz -d | grep -q ok'
+    probe "zstd must decompress" bash -c 'echo ok | zstd -q | zstd -dq | grep -q ok'
     probe "cpio must write an archive" bash -c 'echo /dev/null | cpio -o -H newc >/dev/null 2>&1'
     probe "dpkg-deb must run" dpkg-deb --version
     probe "apt-get must run" apt-get --version
@@ -157,7 +158,7 @@ check_tools() {
 }
 
 if [ "${1:-}" != "--check" ]; then
-    install_missing libiscsi-bin kmod cpio binutils xz-utils chromium dpkg-dev iproute2
+    install_missing libiscsi-bin kmod cpio binutils xz-utils zstd chromium dpkg-dev iproute2
     command -v systemd-analyze >/dev/null || install_missing systemd
     command -v git >/dev/null || install_missing git
     install_qemu_set

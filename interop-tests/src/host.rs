@@ -16,6 +16,7 @@ pub const HOST_TOOLS: &[(&str, &str)] = &[
     ("modprobe", "kmod"),
     ("readelf", "binutils"),
     ("xz", "xz-utils"),
+    ("zstd", "zstd"),
     ("cpio", "cpio"),
     ("dpkg-deb", "dpkg"),
     ("apt-get", "apt"),

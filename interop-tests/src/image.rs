@@ -15,9 +15,9 @@ use crate::cpio::CpioWriter;
 use crate::error::{io_err, HarnessError, Result};
 use crate::host::{ensure_host_tools, run};
 use crate::init::{init_script, ETC_FILES};
-use crate::kernel::{self, BOOT_MODULES, EXTRA_MODULES};
+use crate::kernel::{self, AUTH_MODULES, BOOT_MODULES, EXTRA_MODULES};
 use crate::libs::{self, LibraryIndex};
-use crate::packages::{self, EXTRA_LIBRARY_PACKAGES, TOOL_PACKAGES};
+use crate::packages::{self, KernelSuite, EXTRA_LIBRARY_PACKAGES, TOOL_PACKAGES};
 use crate::paths::cache_dir;
 
 /// Bumped when the build logic changes in a way the other inputs do not capture.
@@ -57,25 +57,47 @@ pub struct GuestImage {
     pub built: bool,
 }
 
-static SHARED: OnceLock<std::result::Result<GuestImage, String>> = OnceLock::new();
+type SharedImage = OnceLock<std::result::Result<GuestImage, String>>;
+
+static SHARED: SharedImage = OnceLock::new();
+static SHARED_BACKPORTS: SharedImage = OnceLock::new();
 
 impl GuestImage {
-    /// The image in the default cache directory, built on first use in this process and shared by
-    /// every test after that.
+    /// The image with the stable kernel in the default cache directory, built on first use in
+    /// this process and shared by every test after that.
     pub fn shared() -> Result<&'static GuestImage> {
-        SHARED
-            .get_or_init(|| Self::ensure(&cache_dir()).map_err(|e| e.to_string()))
+        Self::shared_for(KernelSuite::Stable)
+    }
+
+    /// The image with the kernel of `suite`, built on first use in this process and shared by
+    /// every test after that.
+    pub fn shared_for(suite: KernelSuite) -> Result<&'static GuestImage> {
+        let cell = match suite {
+            KernelSuite::Stable => &SHARED,
+            KernelSuite::Backports => &SHARED_BACKPORTS,
+        };
+        cell.get_or_init(|| Self::ensure_for(&cache_dir(), suite).map_err(|e| e.to_string()))
             .as_ref()
             .map_err(|e| HarnessError::Image(e.clone()))
     }
 
-    /// Returns the image in `cache`, (re)building it when it is missing or its inputs changed.
+    /// Returns the image with the stable kernel in `cache`, (re)building it when it is missing
+    /// or its inputs changed.
     pub fn ensure(cache: &Path) -> Result<GuestImage> {
+        Self::ensure_for(cache, KernelSuite::Stable)
+    }
+
+    /// Returns the image with the kernel of `suite` in `cache`, (re)building it when it is
+    /// missing or its inputs changed. Each suite has its own image directory.
+    pub fn ensure_for(cache: &Path, suite: KernelSuite) -> Result<GuestImage> {
         let started = Instant::now();
         ensure_host_tools()?;
-        let kernel_package = packages::kernel_package()?;
-        let stamp = input_hash(&kernel_package);
-        let dir = cache.join("image");
+        let kernel_package = packages::suite_kernel_package(suite, cache)?;
+        let stamp = input_hash(&kernel_package, suite);
+        let dir = cache.join(match suite {
+            KernelSuite::Stable => "image",
+            KernelSuite::Backports => "image-backports",
+        });
         let stamp_path = dir.join("stamp");
         let mut built = false;
         if fs::read_to_string(&stamp_path).ok().as_deref() != Some(stamp.as_str()) {
@@ -86,7 +108,7 @@ impl GuestImage {
                 .map_err(io_err("creating a build directory"))?;
             let out = work.path().join("image");
             fs::create_dir(&out).map_err(io_err("creating the output directory"))?;
-            build(cache, work.path(), &out, &kernel_package)?;
+            build(cache, work.path(), &out, &kernel_package, suite)?;
             fs::write(out.join("stamp"), &stamp).map_err(io_err("writing the stamp"))?;
             if dir.exists() {
                 fs::remove_dir_all(&dir).map_err(io_err("removing the old image"))?;
@@ -115,10 +137,16 @@ impl GuestImage {
 }
 
 /// Hash of everything the image is made from; a different hash means a rebuild.
-fn input_hash(kernel_package: &str) -> String {
+fn input_hash(kernel_package: &str, suite: KernelSuite) -> String {
     let mut h = Sha256::new();
     for part in [BUILDER_VERSION, kernel_package, &init_script()] {
         h.update(part.as_bytes());
+        h.update([0]);
+    }
+    if suite != KernelSuite::Stable {
+        // Kept out of the stable image's hash, so adding suites did not rebuild that image.
+        h.update(suite.name().as_bytes());
+        h.update(AUTH_MODULES.join(",").as_bytes());
         h.update([0]);
     }
     for list in [
@@ -137,7 +165,13 @@ fn input_hash(kernel_package: &str) -> String {
     hex::encode(h.finalize())
 }
 
-fn build(cache: &Path, work: &Path, out: &Path, kernel_package: &str) -> Result<()> {
+fn build(
+    cache: &Path,
+    work: &Path,
+    out: &Path,
+    kernel_package: &str,
+    suite: KernelSuite,
+) -> Result<()> {
     let mut pool = Pool {
         debs: cache.join("debs"),
         dir: work.join("pool"),
@@ -147,11 +181,21 @@ fn build(cache: &Path, work: &Path, out: &Path, kernel_package: &str) -> Result<
     let root = work.join("root");
 
     // Kernel: ELF image and modules.
-    pool.fetch(vec![kernel_package.to_string()])?;
+    let deb = packages::fetch_kernel(suite, cache, &pool.debs, kernel_package)?;
     let kroot = pool.dir.join(kernel_package);
+    packages::extract(&deb, &kroot)?;
     let release = kernel::kernel_release(&kroot)?;
     kernel::extract_vmlinux(&kroot, &release, &out.join("vmlinux"))?;
-    let modules: Vec<&str> = BOOT_MODULES.iter().chain(EXTRA_MODULES).copied().collect();
+    let auth: &[&str] = match suite {
+        KernelSuite::Stable => &[],
+        KernelSuite::Backports => AUTH_MODULES,
+    };
+    let modules: Vec<&str> = BOOT_MODULES
+        .iter()
+        .chain(EXTRA_MODULES)
+        .chain(auth)
+        .copied()
+        .collect();
     kernel::install_modules(&kroot, &release, &modules, &root)?;
     fs::remove_dir_all(&kroot).map_err(io_err("removing the extracted kernel"))?;
     fs::write(out.join("release"), &release).map_err(io_err("writing the release"))?;

@@ -38,6 +38,11 @@ pub const BOOT_MODULES: &[&str] = &[
 /// RAM and null block devices, and ext4 for filesystem tests.
 pub const EXTRA_MODULES: &[&str] = &["nvmet", "nvmet-tcp", "brd", "null_blk", "ext4"];
 
+/// Modules of NVMe in-band authentication (DH-HMAC-CHAP), put into images whose kernel has
+/// `CONFIG_NVME_AUTH` (the backports kernel); `nvme-core` depends on them there, so they load
+/// with it at boot.
+pub const AUTH_MODULES: &[&str] = &["nvme-keyring", "nvme-auth"];
+
 /// The XZ stream magic that starts the compressed payload inside a Debian bzImage.
 const XZ_MAGIC: &[u8] = &[0xFD, b'7', b'z', b'X', b'Z', 0x00];
 
@@ -59,6 +64,31 @@ pub fn kernel_release(kernel_root: &Path) -> Result<String> {
     }
 }
 
+/// The zstd magic that starts a zstd frame.
+const ZSTD_MAGIC: &[u8] = &[0x28, 0xB5, 0x2F, 0xFD];
+
+/// The zstd-compressed kernel inside a bzImage, located through the x86 boot header
+/// (`setup_sects`, `payload_offset`, `payload_length`) and without the 4-byte decompressed size
+/// the build appends, so `zstd -d` sees exactly one frame. `None` when the header does not
+/// describe a zstd payload inside the file.
+fn zstd_payload(bz: &[u8]) -> Option<&[u8]> {
+    let u32_at = |at: usize| -> Option<usize> {
+        let b: [u8; 4] = bz.get(at..at + 4)?.try_into().ok()?;
+        usize::try_from(u32::from_le_bytes(b)).ok()
+    };
+    if bz.get(0x202..0x206)? != b"HdrS" {
+        return None;
+    }
+    let setup_sects = match *bz.get(0x1f1)? {
+        0 => 4,
+        n => usize::from(n),
+    };
+    let start = (setup_sects + 1) * 512 + u32_at(0x248)?;
+    let end = start.checked_add(u32_at(0x24c)?)?.checked_sub(4)?;
+    let payload = bz.get(start..end)?;
+    payload.starts_with(ZSTD_MAGIC).then_some(payload)
+}
+
 /// Writes the uncompressed ELF kernel found inside `boot/vmlinuz-<release>` to `out`.
 ///
 /// QEMU boots an ELF `vmlinux` through its PVH entry point, skipping the bzImage's own
@@ -66,27 +96,38 @@ pub fn kernel_release(kernel_root: &Path) -> Result<String> {
 pub fn extract_vmlinux(kernel_root: &Path, release: &str, out: &Path) -> Result<()> {
     let bz_path = kernel_root.join(format!("boot/vmlinuz-{release}"));
     let bz = fs::read(&bz_path).map_err(io_err(format!("reading {}", bz_path.display())))?;
-    let start = bz
-        .windows(XZ_MAGIC.len())
-        .position(|w| w == XZ_MAGIC)
-        .ok_or_else(|| HarnessError::Image(format!("no XZ stream in {}", bz_path.display())))?;
+    // bookworm's 6.1 is XZ-compressed; newer Debian kernels (6.12 in backports) use zstd.
+    let (program, args, payload): (&str, &[&str], Vec<u8>) =
+        match bz.windows(XZ_MAGIC.len()).position(|w| w == XZ_MAGIC) {
+            Some(start) => ("xz", &["-dc", "--single-stream"], bz[start..].to_vec()),
+            None => match zstd_payload(&bz) {
+                Some(p) => ("zstd", &["-dc"], p.to_vec()),
+                None => {
+                    return Err(HarnessError::Image(format!(
+                        "no XZ or zstd payload in {}",
+                        bz_path.display()
+                    )))
+                }
+            },
+        };
     let file = fs::File::create(out).map_err(io_err(format!("creating {}", out.display())))?;
-    let mut child = Command::new("xz")
-        .args(["-dc", "--single-stream"])
+    let mut child = Command::new(program)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(file)
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(io_err("starting xz"))?;
+        .map_err(io_err(format!("starting {program}")))?;
     let mut stdin = child.stdin.take().expect("stdin is piped");
-    let payload = bz[start..].to_vec();
     let feeder = std::thread::spawn(move || stdin.write_all(&payload));
-    let res = child.wait_with_output().map_err(io_err("running xz"))?;
+    let res = child
+        .wait_with_output()
+        .map_err(io_err(format!("running {program}")))?;
     // xz stops reading after the stream, so a broken pipe from the feeder is expected.
     let _ = feeder.join();
     if !res.status.success() {
         return Err(HarnessError::Image(format!(
-            "xz could not decompress the kernel: {}",
+            "{program} could not decompress the kernel: {}",
             String::from_utf8_lossy(&res.stderr)
         )));
     }
@@ -101,8 +142,30 @@ pub fn extract_vmlinux(kernel_root: &Path, release: &str, out: &Path) -> Result<
     Ok(())
 }
 
+/// Writes the decompressed contents of the XZ file `src` to `dest`.
+fn decompress_xz(src: &Path, dest: &Path) -> Result<()> {
+    let file = fs::File::create(dest).map_err(io_err(format!("creating {}", dest.display())))?;
+    let res = Command::new("xz")
+        .arg("-dc")
+        .arg(src)
+        .stdout(file)
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(io_err("starting xz"))?;
+    if !res.status.success() {
+        return Err(HarnessError::Image(format!(
+            "xz could not decompress {}: {}",
+            src.display(),
+            String::from_utf8_lossy(&res.stderr)
+        )));
+    }
+    Ok(())
+}
+
 /// Copies `modules` and everything they depend on from the extracted kernel package into
 /// `image_root`, then runs `depmod` there so busybox `modprobe` resolves dependencies in the guest.
+/// XZ-compressed modules (`.ko.xz`, newer Debian kernels) are stored decompressed, so busybox
+/// `modprobe` needs no decompression support.
 pub fn install_modules(
     kernel_root: &Path,
     release: &str,
@@ -139,7 +202,11 @@ pub fn install_modules(
             let dest = dest_dir.join(rel);
             fs::create_dir_all(dest.parent().unwrap_or(&dest_dir))
                 .map_err(io_err("creating a module directory"))?;
-            fs::copy(&path, &dest).map_err(io_err(format!("copying {}", path.display())))?;
+            if path.extension().is_some_and(|e| e == "xz") {
+                decompress_xz(&path, &dest.with_extension(""))?;
+            } else {
+                fs::copy(&path, &dest).map_err(io_err(format!("copying {}", path.display())))?;
+            }
         }
     }
     for f in [
@@ -158,4 +225,44 @@ pub fn install_modules(
         .arg(&system_map)
         .arg(release))
     .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bzImage-shaped buffer: boot header with `setup_sects`, `payload_offset` and
+    /// `payload_length`, and `payload` (plus the 4-byte size trailer) where they point.
+    fn bz_image(setup_sects: u8, payload: &[u8]) -> Vec<u8> {
+        let start = (usize::from(setup_sects.max(1)) + 1) * 512;
+        let mut bz = vec![0u8; start + 0x40];
+        bz[0x1f1] = setup_sects;
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        bz[0x248..0x24c].copy_from_slice(&0x40u32.to_le_bytes());
+        let len = u32::try_from(payload.len() + 4).unwrap();
+        bz[0x24c..0x250].copy_from_slice(&len.to_le_bytes());
+        bz.extend_from_slice(payload);
+        bz.extend_from_slice(&[0xAA; 4]);
+        bz.extend_from_slice(&[0u8; 16]);
+        bz
+    }
+
+    #[test]
+    fn finds_the_zstd_payload_through_the_boot_header() {
+        let payload = [ZSTD_MAGIC, b"frame"].concat();
+        let bz = bz_image(30, &payload);
+        assert_eq!(zstd_payload(&bz), Some(&payload[..]));
+    }
+
+    #[test]
+    fn rejects_headers_that_do_not_describe_a_zstd_payload() {
+        assert_eq!(zstd_payload(&bz_image(30, b"not zstd")), None);
+        let mut no_magic = bz_image(30, &[ZSTD_MAGIC, b"x"].concat());
+        no_magic[0x202] = b'X';
+        assert_eq!(zstd_payload(&no_magic), None);
+        let mut too_long = bz_image(30, &[ZSTD_MAGIC, b"x"].concat());
+        too_long[0x24c..0x250].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(zstd_payload(&too_long), None);
+        assert_eq!(zstd_payload(&[0u8; 16]), None);
+    }
 }

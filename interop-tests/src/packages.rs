@@ -1,11 +1,17 @@
 //! Debian packages for the guest: resolving the kernel, fetching `.deb` files into the cache with
 //! `apt-get download` (nothing is installed on the host) and extracting them with `dpkg-deb -x`.
+//!
+//! The kernel comes from the host's apt sources ([`KernelSuite::Stable`]) or from Debian's
+//! backports suite ([`KernelSuite::Backports`]), read through a private apt state in the cache
+//! directory, so the host's apt configuration is never changed.
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use crate::error::{io_err, HarnessError, Result};
 use crate::host::{run, run_in, APT_LOCK_WAIT};
@@ -29,7 +35,141 @@ pub const TOOL_PACKAGES: &[&str] = &[
 /// dependencies of fetched packages; `libc6` is listed because it also provides the dynamic loader.
 pub const EXTRA_LIBRARY_PACKAGES: &[&str] = &["libc6"];
 
+/// The apt source line of the backports suite the [`KernelSuite::Backports`] kernel comes from.
+pub const BACKPORTS_SOURCE: &str = "deb http://deb.debian.org/debian bookworm-backports main";
+
+/// Which Debian suite the guest kernel comes from.
+///
+/// Exists because bookworm's 6.1 kernel is built without `CONFIG_NVME_AUTH`: the tests of NVMe
+/// in-band authentication need the backports kernel (6.12, with DH-HMAC-CHAP), while every
+/// other guest test keeps the kernel its timings were tuned on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KernelSuite {
+    /// `linux-image-amd64` of the host's own apt sources (bookworm's 6.1).
+    #[default]
+    Stable,
+    /// `linux-image-amd64` of [`BACKPORTS_SOURCE`], through a private apt state.
+    Backports,
+}
+
+impl KernelSuite {
+    /// A short name for image directories and log lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelSuite::Stable => "stable",
+            KernelSuite::Backports => "backports",
+        }
+    }
+}
+
 static APT_UPDATED: AtomicBool = AtomicBool::new(false);
+
+/// Serialises the private backports apt state of this process (its lists and caches).
+static BACKPORTS_APT: Mutex<bool> = Mutex::new(false);
+
+/// The apt options that make apt read only the private backports state below `state`
+/// (sources, lists, caches) and leave the host's apt configuration and caches alone.
+fn backports_options(state: &Path) -> Vec<String> {
+    let opt = |k: &str, v: &Path| ["-o".to_string(), format!("{k}={}", v.display())];
+    let mut o = Vec::new();
+    o.extend(opt("Dir::Etc::sourcelist", &state.join("sources.list")));
+    o.extend(["-o".to_string(), "Dir::Etc::sourceparts=-".to_string()]);
+    o.extend(opt("Dir::State::Lists", &state.join("lists")));
+    o.extend(opt("Dir::Cache", &state.join("cache")));
+    o
+}
+
+/// How old the private backports package lists may get before `apt-get update` refreshes them.
+const BACKPORTS_LISTS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// The file whose modification time records the last successful `apt-get update` of the
+/// private state (apt keeps the server's times on the lists themselves).
+const UPDATED_STAMP: &str = "updated";
+
+/// How long ago the private state below `state` was last updated; `None` when never.
+fn lists_age(state: &Path) -> Option<Duration> {
+    let modified = fs::metadata(state.join(UPDATED_STAMP))
+        .and_then(|m| m.modified())
+        .ok()?;
+    Some(modified.elapsed().unwrap_or_default())
+}
+
+/// Prepares the private apt state for the backports suite below `state` and runs
+/// `apt-get update` on it when its lists are missing or stale (at most once per process);
+/// returns the options that select it.
+fn backports_apt(state: &Path) -> Result<Vec<String>> {
+    let mut updated = BACKPORTS_APT.lock().unwrap_or_else(|e| e.into_inner());
+    for d in ["lists/partial", "cache/archives/partial"] {
+        fs::create_dir_all(state.join(d))
+            .map_err(io_err(format!("creating {}", state.join(d).display())))?;
+    }
+    fs::write(state.join("sources.list"), format!("{BACKPORTS_SOURCE}\n"))
+        .map_err(io_err("writing the backports sources.list"))?;
+    let options = backports_options(state);
+    let age = lists_age(state);
+    if !*updated && age.is_none_or(|a| a >= BACKPORTS_LISTS_MAX_AGE) {
+        eprintln!("interop-tests: apt-get update ({BACKPORTS_SOURCE}, private state)");
+        match run(Command::new("apt-get").args(&options).arg("update")) {
+            Ok(_) => fs::write(state.join(UPDATED_STAMP), b"")
+                .map_err(io_err("writing the apt update stamp"))?,
+            // Stale lists still name a kernel whose image may be cached: keep going offline.
+            Err(e) if age.is_some() => {
+                eprintln!("interop-tests: apt-get update failed, using the old lists: {e}")
+            }
+            Err(e) => return Err(e),
+        }
+        *updated = true;
+    }
+    Ok(options)
+}
+
+/// The kernel image package of `suite`; the backports suite's apt state lives below `cache`.
+pub fn suite_kernel_package(suite: KernelSuite, cache: &Path) -> Result<String> {
+    match suite {
+        KernelSuite::Stable => kernel_package(),
+        KernelSuite::Backports => {
+            let options = backports_apt(&backports_state(cache))?;
+            let out = run(Command::new("apt-cache")
+                .args(&options)
+                .args(["depends", KERNEL_META_PACKAGE]))?;
+            kernel_in_depends(&out)
+        }
+    }
+}
+
+/// Where the private apt state of the backports suite lives in the cache directory.
+fn backports_state(cache: &Path) -> PathBuf {
+    cache.join("apt-backports")
+}
+
+/// Downloads the kernel package `package` of `suite` into `debs` (a no-op when cached there).
+pub fn fetch_kernel(
+    suite: KernelSuite,
+    cache: &Path,
+    debs: &Path,
+    package: &str,
+) -> Result<PathBuf> {
+    let packages = [package.to_string()];
+    let found = match suite {
+        KernelSuite::Stable => fetch(debs, &packages)?,
+        KernelSuite::Backports => {
+            let options = backports_apt(&backports_state(cache))?;
+            fetch_with(debs, &packages, |tmp, missing| {
+                run_in(
+                    tmp,
+                    Command::new("apt-get")
+                        .args(&options)
+                        .arg("download")
+                        .args(missing),
+                )
+            })?
+        }
+    };
+    found
+        .into_iter()
+        .next()
+        .ok_or_else(|| HarnessError::Image(format!("no .deb for the kernel package {package}")))
+}
 
 /// Runs `apt-get update` at most once per process; used when apt metadata is missing or stale.
 fn apt_update() -> Result<()> {
@@ -56,15 +196,20 @@ fn with_apt_retry<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
 pub fn kernel_package() -> Result<String> {
     with_apt_retry(|| {
         let out = run(Command::new("apt-cache").args(["depends", KERNEL_META_PACKAGE]))?;
-        depends_of(&out)
-            .into_iter()
-            .find(|p| p.starts_with("linux-image-"))
-            .ok_or_else(|| {
-                HarnessError::Image(format!(
-                    "`apt-cache depends {KERNEL_META_PACKAGE}` names no linux-image package:\n{out}"
-                ))
-            })
+        kernel_in_depends(&out)
     })
+}
+
+/// The `linux-image-*` package in `apt-cache depends linux-image-amd64` output.
+fn kernel_in_depends(out: &str) -> Result<String> {
+    depends_of(out)
+        .into_iter()
+        .find(|p| p.starts_with("linux-image-"))
+        .ok_or_else(|| {
+            HarnessError::Image(format!(
+                "`apt-cache depends {KERNEL_META_PACKAGE}` names no linux-image package:\n{out}"
+            ))
+        })
 }
 
 /// The (pre-)dependencies listed in `apt-cache depends` output, virtual packages (`<name>`) left out.
@@ -112,6 +257,18 @@ fn cached_deb(debs: &Path, package: &str) -> Result<Option<PathBuf>> {
 /// Returns the `.deb` file of each package, downloading the missing ones into `debs` with
 /// `apt-get download` (into a private directory first, so concurrent builds never see partial files).
 pub fn fetch(debs: &Path, packages: &[String]) -> Result<Vec<PathBuf>> {
+    fetch_with(debs, packages, |tmp, missing| {
+        with_apt_retry(|| run_in(tmp, Command::new("apt-get").arg("download").args(missing)))
+    })
+}
+
+/// [`fetch`] with the download step given: `download(dir, missing)` puts the `.deb` files of
+/// `missing` into `dir`.
+fn fetch_with(
+    debs: &Path,
+    packages: &[String],
+    download: impl Fn(&Path, &[String]) -> Result<String>,
+) -> Result<Vec<PathBuf>> {
     fs::create_dir_all(debs).map_err(io_err(format!("creating {}", debs.display())))?;
     let mut missing = Vec::new();
     for p in packages {
@@ -122,12 +279,7 @@ pub fn fetch(debs: &Path, packages: &[String]) -> Result<Vec<PathBuf>> {
     if !missing.is_empty() {
         eprintln!("interop-tests: apt-get download {}", missing.join(" "));
         let tmp = tempfile::tempdir_in(debs).map_err(io_err("creating a download directory"))?;
-        with_apt_retry(|| {
-            run_in(
-                tmp.path(),
-                Command::new("apt-get").arg("download").args(&missing),
-            )
-        })?;
+        download(tmp.path(), &missing)?;
         for e in fs::read_dir(tmp.path()).map_err(io_err("listing downloads"))? {
             let e = e.map_err(io_err("listing downloads"))?;
             fs::rename(e.path(), debs.join(e.file_name()))

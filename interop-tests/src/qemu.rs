@@ -12,6 +12,7 @@ use crate::cpio::CpioWriter;
 use crate::error::{io_err, Result};
 use crate::image::GuestImage;
 use crate::init::{EXIT_MARKER, START_MARKER, TEST_DIR};
+use crate::packages::KernelSuite;
 
 /// Default time limit for one guest run, boot included.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(180);
@@ -35,6 +36,7 @@ impl Guest {
             cpus: 2,
             name: "guest".into(),
             qemu_args: Vec::new(),
+            kernel: KernelSuite::Stable,
         }
     }
 }
@@ -51,9 +53,17 @@ pub struct GuestBuilder {
     cpus: u32,
     name: String,
     qemu_args: Vec<String>,
+    kernel: KernelSuite,
 }
 
 impl GuestBuilder {
+    /// Boots the kernel of `suite` (default: [`KernelSuite::Stable`]); each suite has its own
+    /// cached image.
+    pub fn kernel(mut self, suite: KernelSuite) -> Self {
+        self.kernel = suite;
+        self
+    }
+
     /// The shell script to run in the guest; its exit status is the outcome.
     pub fn script(mut self, script: impl Into<String>) -> Self {
         self.script = script.into();
@@ -119,7 +129,7 @@ impl GuestBuilder {
     /// Builds the image if needed, boots the guest, streams its console to the test log and
     /// returns once the script finished, QEMU died, or the time limit passed.
     pub fn run(self) -> Result<GuestOutcome> {
-        let image = GuestImage::shared()?;
+        let image = GuestImage::shared_for(self.kernel)?;
         let dir = tempfile::Builder::new()
             .prefix("tandem-guest-")
             .tempdir()

@@ -16,6 +16,7 @@ use interop_tests::guest_test::{
 use interop_tests::nvme_guest::{
     dual_guest, DualSetup, DualTarget, VolumeIds, TEST_NQN, TEST_SERIAL,
 };
+use interop_tests::packages::KernelSuite;
 use interop_tests::Rendezvous;
 
 const MIB: u64 = 1 << 20;
@@ -467,13 +468,12 @@ fn dhchap_secret(fill: u8, transform: Option<proto_nvmeof::auth::HashId>) -> Str
 /// NVMe in-band authentication with the kernel's host: nvme-cli and Tandem agree on the
 /// `DHHC-1` secret format both ways (`nvme check-dhchap-key` accepts Tandem's secrets, Tandem's
 /// parser accepts `nvme gen-dhchap-key`'s) and on the key transformation (libnvme's, for a
-/// given secret, hash and NQN, equals Tandem's), a host that has a secret cannot use the
-/// subsystem without authenticating, and a host without one still can. When the guest
-/// kernel has DH-HMAC-CHAP (CONFIG_NVME_AUTH: a module in drivers/nvme/common), the script also
-/// connects with the right secret (and I/O), is refused with a wrong one, and runs
-/// bidirectional authentication with the right and a wrong controller secret. Debian
-/// bookworm's 6.1 kernel is built without CONFIG_NVME_AUTH: there the kernel itself refuses
-/// to authenticate ("authentication setup failed"), which the script checks instead.
+/// given secret, hash and NQN, equals Tandem's); the kernel's host (DH-HMAC-CHAP in
+/// `nvme-auth`) connects with the right secret and does I/O, is refused with a wrong one and
+/// without one, runs bidirectional authentication with the right controller secret and
+/// refuses Tandem when it proves a wrong one; a host without a secret still connects.
+/// Debian bookworm's 6.1 kernel is built without CONFIG_NVME_AUTH, so this guest boots
+/// bookworm-backports' kernel ([`KernelSuite::Backports`], 6.12, with DH-HMAC-CHAP).
 #[test]
 fn dhchap_authentication_with_the_kernel_host() {
     use proto_nvmeof::auth::HashId;
@@ -493,6 +493,7 @@ fn dhchap_authentication_with_the_kernel_host() {
         ..DualSetup::default()
     });
     let out = dual_guest(&t, None)
+        .kernel(KernelSuite::Backports)
         .name("nvme-dhchap")
         .env("AUTH_HOSTNQN", AUTH_HOSTNQN)
         .env("SECRET", &secret)
@@ -511,13 +512,16 @@ gen=$(nvme gen-dhchap-key --secret="$KAT_SECRET_HEX" --key-length=32 --hmac=1 --
 echo "GENKAT $gen"
 check "nvme-cli accepts Tandem's host secret" nvme check-dhchap-key --key="$SECRET"
 check "nvme-cli accepts Tandem's controller secret" nvme check-dhchap-key --key="$CTRL_SECRET"
-# connect_as WHAT OPTIONS...: one nvme connect as the authenticating host; sets rc and took.
+# connect_as WHAT OPTIONS...: one nvme connect as the authenticating host; sets rc, took and
+# kmsg (the kernel's messages during the connect).
 connect_as() {
     _what=$1; shift
+    dmesg -c >/dev/null
     _t0=$(now)
     _out=$(nvme connect -t tcp -a "$TANDEM_HOST" -s "$NVME_PORT" -n "$NQN" --hostnqn="$AUTH_HOSTNQN" "$@" 2>&1)
     rc=$?
     took=$(awk "BEGIN { print $(now) - $_t0 }")
+    kmsg=$(dmesg)
     echo "$_out"
     echo "$_what: nvme connect exit status $rc after $took s"
 }
@@ -528,28 +532,25 @@ refused() {
     check "$1: no controller is left" [ -z "$(nvme_ctrl)" ]
 }
 refused "no secret"
-# CONFIG_NVME_AUTH builds drivers/nvme/common: nvme-common.ko in 6.1, nvme-auth.ko from 6.7 on.
-if ls /lib/modules/$(uname -r)/kernel/drivers/nvme/common/ 2>/dev/null | grep -q -E '^nvme-(common|auth)\.ko'; then
-    echo "guest kernel: DH-HMAC-CHAP available"
-    connect_as "the right secret" --dhchap-secret="$SECRET"
-    check "the right secret connects" [ $rc -eq 0 ]
-    wait_ns
-    dd if=/tandem/random.bin of=$NDEV bs=1M count=2 oflag=direct 2>/dev/null || fail "dd"
-    DEV=$NDEV
-    check "I/O on the authenticated controller" disk_is 0 $((2 << 20)) /tandem/random.bin
-    nvme_disconnect
-    refused "a wrong secret" --dhchap-secret="$WRONG_SECRET"
-    connect_as "bidirectional" --dhchap-secret="$SECRET" --dhchap-ctrl-secret="$CTRL_SECRET"
-    check "bidirectional authentication connects" [ $rc -eq 0 ]
-    wait_ns
-    nvme_disconnect
-    refused "a wrong controller secret" --dhchap-secret="$SECRET" --dhchap-ctrl-secret="$WRONG_CTRL_SECRET"
-else
-    echo "guest kernel: built without CONFIG_NVME_AUTH (no drivers/nvme/common module)"
-    refused "the right secret, on a kernel that cannot authenticate" --dhchap-secret="$SECRET"
-    dmesg | grep -i -E 'nvme|auth' | tail -4
-    check "the kernel refused to authenticate (not Tandem refusing the host)" sh -c "dmesg | grep -q 'authentication setup failed'"
-fi
+echo "guest kernel: $(uname -r)"
+check "the guest kernel has DH-HMAC-CHAP (nvme-auth is loaded)" grep -q '^nvme_auth ' /proc/modules
+connect_as "the right secret" --dhchap-secret="$SECRET"
+check "the right secret connects" [ $rc -eq 0 ]
+check "the kernel authenticated the admin queue" has "$kmsg" 'qid 0: authenticated'
+wait_ns
+dd if=/tandem/random.bin of=$NDEV bs=1M count=2 oflag=direct 2>/dev/null || fail "dd"
+DEV=$NDEV
+check "I/O on the authenticated controller" disk_is 0 $((2 << 20)) /tandem/random.bin
+nvme_disconnect
+refused "a wrong secret" --dhchap-secret="$WRONG_SECRET"
+check "a wrong secret: Tandem rejected the host's response" has "$kmsg" 'authentication failed'
+connect_as "bidirectional" --dhchap-secret="$SECRET" --dhchap-ctrl-secret="$CTRL_SECRET"
+check "bidirectional authentication connects" [ $rc -eq 0 ]
+check "bidirectional: the kernel verified Tandem's response" has "$kmsg" 'qid 0: controller authenticated'
+wait_ns
+nvme_disconnect
+refused "a wrong controller secret" --dhchap-secret="$SECRET" --dhchap-ctrl-secret="$WRONG_CTRL_SECRET"
+check "a wrong controller secret: the kernel rejected Tandem's response" has "$kmsg" 'controller authentication failed'
 nvme_connect --hostnqn="$HOSTNQN"
 check "a host without a secret still connects" [ -n "$CTRL" ]
 nvme_disconnect
