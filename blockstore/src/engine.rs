@@ -140,6 +140,9 @@ pub struct Engine {
     pub(crate) replica_gate: RwLock<Option<Arc<dyn ReplicaGate>>>,
     /// On a standby: the primary LSN through which records were applied.
     pub(crate) applied_lsn: AtomicU64,
+    /// Signalled after every append, so a primary's shipping task sends records as soon as
+    /// they are in the log instead of polling for growth ([`Engine::appended`]).
+    pub(crate) appended: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Engine {
@@ -331,6 +334,7 @@ impl Engine {
             retention: Mutex::new(None),
             replica_gate: RwLock::new(None),
             applied_lsn: AtomicU64::new(applied_lsn),
+            appended: tokio::sync::Notify::new(),
         });
         engine.flush_once()?;
         engine.new_generation()?;
@@ -706,6 +710,8 @@ impl Engine {
         log.next_lsn += 1;
         log.head += rlen;
         self.stats.set_log_used(log.head - log.tail);
+        drop(log);
+        self.appended.notify_one();
         Ok(())
     }
 

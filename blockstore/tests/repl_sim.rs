@@ -2,12 +2,15 @@
 //! and a standby engine on simulated disks that lose unsynced writes on a crash, the sans-IO
 //! link state machines of both sides, a simulated network that delivers, delays, drops
 //! connections and partitions, and crashes of the primary at any step — under a random workload
-//! of writes, trims and flushes. A flush is acknowledged only as the real driver does it: the
-//! primary's log is durable AND the standby's link released it.
+//! of writes, trims and flushes. A flush runs as the real engine runs it: the barrier is asked
+//! for first and the local log sync happens in parallel (here: at a random later step), and the
+//! flush is acknowledged only once the primary's log is durable AND the standby's link released
+//! it, in whichever order the two finish.
 //!
-//! Invariants checked after every failover: every flush acknowledged is on the standby that is
-//! promoted (every block holds what the last acknowledged flush before the crash wrote there, or
-//! something written after it); and a primary that learns of a newer epoch serves nothing.
+//! Invariants checked after every crash: every flush acknowledged is on the standby that is
+//! promoted, and on the old primary itself when it comes back (every block holds what the last
+//! acknowledged flush before the crash wrote there, or something written after it); and a
+//! primary that learns of a newer epoch serves nothing.
 //!
 //! `TANDEM_REPL_SEEDS` sets how many seeds run (default 2000, a few seconds).
 
@@ -113,6 +116,8 @@ impl Model {
 struct Flush {
     lsn: u64,
     upto: HashMap<u64, usize>,
+    /// The primary's own log sync covering it returned.
+    local: bool,
 }
 
 /// What one seed exercised.
@@ -158,6 +163,9 @@ fn run(seed: u64, tally: &mut Tally) {
     let mut model = Model::default();
     let mut pending: Vec<Flush> = Vec::new();
     let mut released = 0u64;
+    // The standby owes a barrier a sync: it runs at a random later point, as a real fsync
+    // takes time while frames keep arriving.
+    let mut sync_due = false;
     let mut next_id = 1u64;
     let mut acked_flushes = 0u64;
     let mut degraded = 0u64;
@@ -167,6 +175,7 @@ fn run(seed: u64, tally: &mut Tally) {
         // Connection management: the primary dials when no connection is up.
         if link.is_none() && rng.below(4) == 0 {
             wire = Wire::default();
+            sync_due = false;
             peer.connected();
             let durable = s.sync_applied().unwrap();
             link = Some(StandbyLink::new(scfg, s.role_state().epoch, durable));
@@ -190,11 +199,15 @@ fn run(seed: u64, tally: &mut Tally) {
                 peer.log_grew();
             }
             6 | 7 => {
-                // A host flush: local sync first, then the standby's release.
+                // A host flush: the barrier is asked for now; the local sync runs in parallel
+                // (below, at this step or a later one).
                 let upto = model.snapshot();
                 let last = p.last_lsn();
-                p.flush().unwrap();
-                pending.push(Flush { lsn: last, upto });
+                pending.push(Flush {
+                    lsn: last,
+                    upto,
+                    local: false,
+                });
                 peer.need_durable(last, now);
             }
             // The network drops the connection.
@@ -213,6 +226,7 @@ fn run(seed: u64, tally: &mut Tally) {
             &mut rng,
             now,
             &mut released,
+            &mut sync_due,
         );
         let before = peer.sync_state();
         peer.handle_timeout(now);
@@ -227,10 +241,18 @@ fn run(seed: u64, tally: &mut Tally) {
             &mut rng,
             now,
             &mut released,
+            &mut sync_due,
         );
-        // Flushes whose records the standby released are acknowledged to the host.
+        // The primary's group commit: one log sync covers every flush begun so far.
+        if pending.iter().any(|f| !f.local) && rng.below(2) == 0 {
+            p.flush().unwrap();
+            for f in &mut pending {
+                f.local = true;
+            }
+        }
+        // Flushes durable here whose records the standby released are acknowledged.
         pending.retain(|f| {
-            if f.lsn <= released {
+            if f.local && f.lsn <= released {
                 model.flush_acked(&f.upto);
                 acked_flushes += 1;
                 false
@@ -253,10 +275,13 @@ fn run(seed: u64, tally: &mut Tally) {
         let image = s.read(0, BLOCKS).unwrap();
         model.check(&image, &format!("seed {seed}: promoted standby"));
     }
-    // The old primary, back, meets the new epoch and serves nothing.
+    // The old primary, back, holds every acknowledged flush itself; then it meets the new epoch
+    // and serves nothing.
     let pd2 = pd.crash(&mut rng);
     drop(p);
     let p = Engine::open(&pd2, quiet()).unwrap();
+    let image = p.read(0, BLOCKS).unwrap();
+    model.check(&image, &format!("seed {seed}: old primary after its crash"));
     if promoted_in_sync {
         p.observe_epoch(s.role_state().epoch).unwrap();
         assert_eq!(p.access_state(), AccessState::Unavailable);
@@ -280,6 +305,7 @@ fn pump(
     rng: &mut SimRng,
     now: Instant,
     released: &mut u64,
+    sync_due: &mut bool,
 ) {
     for _ in 0..64 {
         let mut progress = false;
@@ -328,12 +354,15 @@ fn pump(
                                 .collect::<Vec<_>>(),
                         )
                         .unwrap(),
-                    StandbyEvent::Sync => {
-                        let d = s.sync_applied().unwrap();
-                        l.synced(d);
-                    }
+                    StandbyEvent::Sync => *sync_due = true,
                     other => panic!("no resync expected here: {other:?}"),
                 }
+            }
+            if *sync_due && rng.below(2) == 0 {
+                *sync_due = false;
+                let d = s.sync_applied().unwrap();
+                l.synced(d);
+                progress = true;
             }
             while let Some(f) = l.poll_frame() {
                 wire.to_primary.push_back(encode(&f));
@@ -341,6 +370,7 @@ fn pump(
             }
             if l.close_reason().is_some() {
                 *link = None;
+                *sync_due = false;
                 peer.disconnected();
             }
             for _ in 0..rng.below(4) {

@@ -2,15 +2,19 @@
 //! backoff), runs the sans-IO [`PrimaryPeer`] between the socket, the engine's log and the
 //! flushes waiting in the [`Gate`].
 //!
-//! How log growth reaches the peer: while connected, the task checks the engine's last LSN
-//! every [`GROWTH_TICK`] (one short lock) and calls [`PrimaryPeer::log_grew`] when it moved, so
-//! writes ship in the background, pipelined, without the write path knowing about replication.
-//! A flush does not wait for that tick: its `need_durable` asks for the log at once.
+//! How log growth reaches the peer: the engine signals every append ([`Engine::appended`]) and
+//! the task calls [`PrimaryPeer::log_grew`], so records ship pipelined as soon as they are in
+//! the log, before the flush that will cover them syncs it, without the write path knowing
+//! about replication. A flush's `need_durable` (announced before its local log sync) sends the
+//! barrier; the task remembers where in the log the next record to ship starts, so a read for
+//! the standby never walks the log from its tail.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use blockstore::repl::primary::{PrimaryConfig, PrimaryEvent, PrimaryPeer, SyncState};
+use blockstore::replica::LogPos;
 use blockstore::{Engine, Error, Role};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
@@ -19,12 +23,12 @@ use super::gate::Gate;
 use super::state::{PeerRecord, StatusCell, SyncName, PEER_METADATA};
 use super::wire::{self, FrameReader, FrameSender, ReadError};
 
-/// How often a connected primary checks whether the log grew.
-pub const GROWTH_TICK: Duration = Duration::from_millis(3);
 /// Bytes of record data per read of the log (and per `Records` frame, well under the limit).
 const READ_BYTES: usize = 1 << 20;
-/// How often the retention floor follows the standby (finding it walks log headers).
+/// How often the retention floor follows the standby.
 const RETENTION_EVERY: Duration = Duration::from_millis(200);
+/// How many positions of shipped batch ends are remembered for the retention floor.
+const SHIPPED_ENDS: usize = 4096;
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -50,6 +54,9 @@ pub struct PrimaryTask {
     pub status: Arc<StatusCell>,
     /// Set when the next dial must wait longer than the backoff (a standby needing a resync).
     hold_off: Option<Duration>,
+    /// Where the record after each batch shipped recently starts, oldest first: the next read
+    /// continues from the last one, and the retention floor is found among them.
+    shipped_ends: VecDeque<LogPos>,
 }
 
 /// What woke the task.
@@ -59,7 +66,8 @@ enum Wake {
     Frame(Result<blockstore::repl::frame::Frame, ReadError>),
     Timeout,
     Dial,
-    Tick,
+    Grew,
+    Retain,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -109,6 +117,7 @@ impl PrimaryTask {
             need,
             status,
             hold_off: None,
+            shipped_ends: VecDeque::new(),
         }
     }
 
@@ -130,10 +139,9 @@ impl PrimaryTask {
         let mut next_dial = Some(Instant::now());
         let mut ready_seen = false;
         let mut dialed_at = Instant::now();
-        let mut seen_lsn = 0u64;
-        let mut retained_at = Instant::now();
-        let mut tick = tokio::time::interval(GROWTH_TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut retain = tokio::time::interval(RETENTION_EVERY);
+        retain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let appended = self.engine.clone();
         loop {
             if !self.drive(&mut peer, &mut conn).await {
                 return;
@@ -169,7 +177,8 @@ impl PrimaryTask {
                 f = read(&mut conn) => Wake::Frame(f),
                 _ = sleep_until(timeout) => Wake::Timeout,
                 _ = sleep_until(next_dial), if !connected => Wake::Dial,
-                _ = tick.tick(), if connected => Wake::Tick,
+                _ = appended.appended(), if connected => Wake::Grew,
+                _ = retain.tick(), if connected => Wake::Retain,
             };
             let now = std::time::Instant::now();
             match wake {
@@ -220,26 +229,60 @@ impl PrimaryTask {
                         }
                     }
                 }
-                Wake::Tick => {
-                    let last = self.engine.last_lsn();
-                    if last > seen_lsn {
-                        seen_lsn = last;
-                        peer.log_grew();
-                    }
-                    if peer.is_connected() && retained_at.elapsed() >= RETENTION_EVERY {
-                        retained_at = Instant::now();
-                        let (e, durable) = (self.engine.clone(), peer.durable_lsn());
-                        // Keep what the standby still needs (bounded by the engine).
-                        let _ = blocking(move || {
-                            let pos = e.log_pos_after(durable)?;
-                            e.set_retention(Some(pos));
-                            Ok(())
-                        })
-                        .await;
+                Wake::Grew => peer.log_grew(),
+                Wake::Retain if peer.is_connected() => {
+                    let durable = peer.durable_lsn();
+                    self.forget_shipped_ends(durable);
+                    // Keep what the standby still needs (bounded by the engine).
+                    match self.shipped_end(durable) {
+                        Some(pos) => self.engine.set_retention(Some(pos)),
+                        None => {
+                            let e = self.engine.clone();
+                            let _ = blocking(move || {
+                                let pos = e.log_pos_after(durable)?;
+                                e.set_retention(Some(pos));
+                                Ok(())
+                            })
+                            .await;
+                        }
                     }
                 }
+                Wake::Retain => {}
             }
         }
+    }
+
+    /// Where the first record after `lsn` starts, when a batch shipped recently ended there.
+    fn shipped_end(&self, lsn: u64) -> Option<LogPos> {
+        let next = lsn.checked_add(1)?;
+        self.shipped_ends
+            .iter()
+            .rev()
+            .find(|p| p.lsn == next)
+            .copied()
+    }
+
+    /// Forgets the ends before the first record after `durable` (the standby holds them: the
+    /// floor never goes back).
+    fn forget_shipped_ends(&mut self, durable: u64) {
+        while self.shipped_ends.len() > 1 && self.shipped_ends[0].lsn <= durable {
+            self.shipped_ends.pop_front();
+        }
+    }
+
+    /// Remembers where the record after a batch just read starts.
+    fn remember_shipped_end(&mut self, pos: LogPos) {
+        if self.shipped_ends.back() == Some(&pos) {
+            return;
+        }
+        if self.shipped_ends.back().is_some_and(|b| b.lsn > pos.lsn) {
+            // A reconnect went back in the log: forget the newer ends.
+            self.shipped_ends.clear();
+        }
+        if self.shipped_ends.len() == SHIPPED_ENDS {
+            self.shipped_ends.pop_front();
+        }
+        self.shipped_ends.push_back(pos);
     }
 
     /// Sends the peer's frames and does its work until it has none. Returns false once the node
@@ -283,8 +326,12 @@ impl PrimaryTask {
         match ev {
             PrimaryEvent::NeedRecords { after } => {
                 let e = self.engine.clone();
+                let known = self.shipped_end(after);
                 let r = blocking(move || {
-                    let pos = e.log_pos_after(after)?;
+                    let pos = match known {
+                        Some(pos) => pos,
+                        None => e.log_pos_after(after)?,
+                    };
                     let (recs, next) = e.read_log(pos, READ_BYTES)?;
                     let at_head = next.lsn > e.last_lsn();
                     Ok((recs, next, at_head))
@@ -292,6 +339,7 @@ impl PrimaryTask {
                 .await;
                 match r {
                     Ok((recs, next, at_head)) => {
+                        self.remember_shipped_end(next);
                         let recs = recs.into_iter().map(wire::to_wire).collect();
                         peer.ship(recs, next.lsn - 1, at_head, std::time::Instant::now());
                     }

@@ -5,7 +5,7 @@
 //! Full resync (a primary whose log no longer holds what this standby needs) is a later step:
 //! the resync events close the connection with a log line saying so.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -154,20 +154,37 @@ async fn serve_link(
             Ok(f) => link.receive(f),
             Err(e) => break format!("connection: {e}"),
         }
+        // Frames that arrived together (records and the barrier after them) are taken
+        // together, so that one blocking call applies and syncs them.
+        loop {
+            match rd.try_next() {
+                Ok(Some(f)) => link.receive(f),
+                Ok(None) => break,
+                Err(e) => return close(&vol, &mut link, &tx, format!("connection: {e}")),
+            }
+        }
     };
-    // Whatever the link queued last (a Fenced answer) still goes out before the socket closes.
+    close(&vol, &mut link, &tx, why);
+}
+
+/// Ends a connection: whatever the link queued last (a Fenced answer) still goes out before
+/// the socket closes.
+fn close(vol: &StandbyVolume, link: &mut StandbyLink, tx: &FrameSender, why: String) {
     while let Some(f) = link.poll_frame() {
         tx.send(&f);
     }
-    tracing::warn!(volume = %name, reason = %why, "the primary's replication connection closed");
+    tracing::warn!(volume = %vol.name, reason = %why, "the primary's replication connection closed");
     vol.status.update(|s| s.connected = false);
 }
 
-/// Does the link's work and sends its frames; an error ends the connection.
+/// Does the link's work and sends its frames; an error ends the connection. Records to apply
+/// and a barrier right after them are one blocking call: append, then sync (group commit of
+/// apply and fsync), and the barrier's Ack is queued as soon as the sync returns.
 async fn work(vol: &StandbyVolume, link: &mut StandbyLink, tx: &FrameSender) -> Result<(), String> {
     loop {
         let mut progress = false;
-        while let Some(ev) = link.poll_event() {
+        let mut events: VecDeque<StandbyEvent> = std::iter::from_fn(|| link.poll_event()).collect();
+        while let Some(ev) = events.pop_front() {
             progress = true;
             let e = vol.engine.clone();
             match ev {
@@ -177,22 +194,38 @@ async fn work(vol: &StandbyVolume, link: &mut StandbyLink, tx: &FrameSender) -> 
                         .map_err(|e| format!("adopting epoch {epoch}: {e}"))?;
                     tracing::info!(volume = %vol.name, epoch, "adopted the primary's epoch");
                 }
-                StandbyEvent::Apply(recs) => {
+                StandbyEvent::Apply(mut recs) => {
+                    while let Some(StandbyEvent::Apply(more)) = events.front_mut() {
+                        recs.append(more);
+                        events.pop_front();
+                    }
+                    let sync = matches!(events.front(), Some(StandbyEvent::Sync));
+                    if sync {
+                        events.pop_front();
+                    }
                     let lock = vol.apply.clone();
-                    blocking(move || {
+                    let synced = blocking(move || {
                         let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
                         let recs: Vec<_> = recs.into_iter().map(wire::from_wire).collect();
-                        e.apply_replicated(&recs)
+                        e.apply_replicated(&recs)?;
+                        drop(_g);
+                        if sync {
+                            e.sync_applied().map(Some)
+                        } else {
+                            Ok(None)
+                        }
                     })
                     .await
                     .map_err(|e| format!("applying records: {e}"))?;
+                    if let Some(d) = synced {
+                        synced_through(vol, link, d);
+                    }
                 }
                 StandbyEvent::Sync => {
                     let d = blocking(move || e.sync_applied())
                         .await
                         .map_err(|e| format!("syncing: {e}"))?;
-                    link.synced(d);
-                    vol.status.update(|s| s.durable_lsn = d);
+                    synced_through(vol, link, d);
                 }
                 StandbyEvent::ResyncBegin { .. }
                 | StandbyEvent::ResyncExtent { .. }
@@ -214,4 +247,10 @@ async fn work(vol: &StandbyVolume, link: &mut StandbyLink, tx: &FrameSender) -> 
             return Ok(());
         }
     }
+}
+
+/// Everything applied through `durable` is durable: the barrier's Ack is queued at once.
+fn synced_through(vol: &StandbyVolume, link: &mut StandbyLink, durable: u64) {
+    link.synced(durable);
+    vol.status.update(|s| s.durable_lsn = durable);
 }
