@@ -57,6 +57,9 @@ pub struct PrimaryTask {
     /// Where the record after each batch shipped recently starts, oldest first: the next read
     /// continues from the last one, and the retention floor is found among them.
     shipped_ends: VecDeque<LogPos>,
+    /// A connection's first read sets the retention floor at once (the periodic update comes
+    /// later; until then a checkpoint could free records the standby has not got).
+    floor_pending: bool,
 }
 
 /// What woke the task.
@@ -118,6 +121,7 @@ impl PrimaryTask {
             status,
             hold_off: None,
             shipped_ends: VecDeque::new(),
+            floor_pending: true,
         }
     }
 
@@ -219,6 +223,7 @@ impl PrimaryTask {
                             ready_seen = false;
                             dialed_at = Instant::now();
                             backoff = BACKOFF_MIN;
+                            self.floor_pending = true;
                             peer.connected();
                         }
                         Ok(Err(e)) => {
@@ -327,11 +332,15 @@ impl PrimaryTask {
             PrimaryEvent::NeedRecords { after } => {
                 let e = self.engine.clone();
                 let known = self.shipped_end(after);
+                let floor = std::mem::take(&mut self.floor_pending);
                 let r = blocking(move || {
                     let pos = match known {
                         Some(pos) => pos,
                         None => e.log_pos_after(after)?,
                     };
+                    if floor {
+                        e.set_retention(Some(pos));
+                    }
                     let (recs, next) = e.read_log(pos, READ_BYTES)?;
                     let at_head = next.lsn > e.last_lsn();
                     Ok((recs, next, at_head))
