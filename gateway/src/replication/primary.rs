@@ -192,9 +192,7 @@ impl PrimaryTask {
                 }
                 Wake::Need(lsn) => {
                     peer.need_durable(lsn, now);
-                    while let Ok(l) = self.need.try_recv() {
-                        peer.need_durable(l, now);
-                    }
+                    self.take_needs(&mut peer);
                 }
                 Wake::Frame(Ok(f)) => peer.receive(f, now),
                 Wake::Frame(Err(e)) => {
@@ -234,7 +232,12 @@ impl PrimaryTask {
                         }
                     }
                 }
-                Wake::Grew => peer.log_grew(),
+                Wake::Grew => {
+                    // A FUA write's flush asks right after its append: take it now, so the
+                    // barrier leaves with the records it covers.
+                    self.take_needs(&mut peer);
+                    peer.log_grew();
+                }
                 Wake::Retain if peer.is_connected() => {
                     let durable = peer.durable_lsn();
                     self.forget_shipped_ends(durable);
@@ -254,6 +257,14 @@ impl PrimaryTask {
                 }
                 Wake::Retain => {}
             }
+        }
+    }
+
+    /// Hands the peer every flush waiting in the channel (without waiting for more).
+    fn take_needs(&mut self, peer: &mut PrimaryPeer) {
+        let now = std::time::Instant::now();
+        while let Ok(l) = self.need.try_recv() {
+            peer.need_durable(l, now);
         }
     }
 
@@ -349,6 +360,9 @@ impl PrimaryTask {
                 match r {
                     Ok((recs, next, at_head)) => {
                         self.remember_shipped_end(next);
+                        // Flushes that asked during the read get their barrier right after
+                        // these records, in the same socket write.
+                        self.take_needs(peer);
                         let recs = recs.into_iter().map(wire::to_wire).collect();
                         peer.ship(recs, next.lsn - 1, at_head, std::time::Instant::now());
                     }
