@@ -205,10 +205,10 @@ async fn work(vol: &StandbyVolume, link: &mut StandbyLink, tx: &FrameSender) -> 
                     }
                     let lock = vol.apply.clone();
                     let synced = blocking(move || {
-                        let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
+                        let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
                         let recs: Vec<_> = recs.into_iter().map(wire::from_wire).collect();
                         e.apply_replicated(&recs)?;
-                        drop(_g);
+                        drop(guard);
                         if sync {
                             e.sync_applied().map(Some)
                         } else {
