@@ -228,6 +228,8 @@ impl Engine {
         log.next_lsn += groups.len() as u64;
         log.head += total;
         self.stats.set_log_used(log.head - log.tail);
+        drop(log);
+        self.appended.notify_one();
         Ok(Appended::Done)
     }
 }

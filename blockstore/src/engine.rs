@@ -161,6 +161,9 @@ pub struct Engine {
     /// The first LSN of this log whose records' origins count towards the applied position
     /// (set whenever the position is set anew: see [`crate::recovery`]).
     pub(crate) applied_from: AtomicU64,
+    /// Signalled after every append, so a primary's shipping task sends records as soon as
+    /// they are in the log instead of polling for growth ([`Engine::appended`]).
+    pub(crate) appended: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Engine {
@@ -376,6 +379,7 @@ impl Engine {
             applied_lsn: AtomicU64::new(applied_lsn),
             resyncing: AtomicBool::new(resyncing),
             applied_from: AtomicU64::new(applied_from),
+            appended: tokio::sync::Notify::new(),
         });
         engine.flush_once()?;
         engine.new_generation()?;
@@ -814,6 +818,8 @@ impl Engine {
         log.next_lsn += 1;
         log.head += rlen;
         self.stats.set_log_used(log.head - log.tail);
+        drop(log);
+        self.appended.notify_one();
         Ok(())
     }
 

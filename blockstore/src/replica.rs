@@ -10,7 +10,9 @@
 //! - holding records a standby still needs: the checkpoint does not free log space past the
 //!   retention floor ([`Engine::set_retention`]), up to a bound, beyond which the standby needs a
 //!   full resync;
-//! - waiting for standbys before a flush or FUA write is acknowledged ([`ReplicaGate`]);
+//! - telling the shipping task that records were appended ([`Engine::appended`]), and waiting
+//!   for standbys, in parallel with the local log sync, before a flush or FUA write is
+//!   acknowledged ([`ReplicaGate`]);
 //! - on a standby, appending a primary's records ([`Engine::apply_replicated`]) and making
 //!   them durable ([`Engine::sync_applied`]), with the primary's position of what was applied
 //!   kept across restarts: each appended record carries the primary's LSN (its origin), so
@@ -56,8 +58,7 @@ pub struct ShippedRecord {
 }
 
 impl Engine {
-    /// The LSN of the last record appended (0 before the first): a cheap check (one short
-    /// lock) a replication driver polls to learn that the log grew and must be shipped.
+    /// The LSN of the last record appended (0 before the first): one short lock.
     pub fn last_lsn(&self) -> u64 {
         lock(&self.log).next_lsn.saturating_sub(1)
     }
@@ -206,19 +207,31 @@ impl Engine {
         *self.replica_gate.write().unwrap_or_else(|e| e.into_inner()) = gate;
     }
 
-    /// Makes every write acknowledged so far durable here and on every in-sync standby.
+    /// Makes every write acknowledged so far durable here and on every in-sync standby. The
+    /// two run in parallel: the standbys are asked for a barrier first (the records are on
+    /// their way already, see [`Engine::appended`]), then the local log is synced, then the
+    /// flush waits for the standbys. It succeeds only once both are durable.
     pub(crate) fn sync_replicated(&self) -> Result<()> {
         let last = self.last_lsn();
-        self.sync_wal()?;
         let gate = self
             .replica_gate
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        match gate {
-            Some(g) => g.wait_durable(last),
-            None => Ok(()),
-        }
+        let Some(gate) = gate else {
+            return self.sync_wal();
+        };
+        gate.request(last)?;
+        self.sync_wal()?;
+        gate.wait_durable(last)
+    }
+
+    /// Returns once records were appended to the log since the last time it returned (at once
+    /// when that happened before the call). A primary's shipping task waits here, so records
+    /// leave for the standbys as soon as they are in the log, before any flush syncs them.
+    /// Meant for one waiter per engine.
+    pub async fn appended(&self) {
+        self.appended.notified().await;
     }
 
     /// On a standby (or a rebuilding node): appends the primary's `records` in order. The host

@@ -46,10 +46,19 @@ pub struct LogPos {
 }
 
 /// What the engine needs from the replication link of a primary.
+///
+/// A flush uses both calls: [`ReplicaGate::request`] before the engine syncs its own log, so
+/// that the barrier to the standbys travels while the local fdatasync runs, and
+/// [`ReplicaGate::wait_durable`] after it. The flush is acknowledged only when both the local
+/// sync and the wait succeeded.
 pub trait ReplicaGate: Send + Sync + std::fmt::Debug {
+    /// Announces, without waiting, that a flush needs every in-sync standby durable through
+    /// `lsn`. An error fails the flush at once (the primary was fenced, the link is gone).
+    fn request(&self, lsn: u64) -> Result<()>;
+
     /// Returns once every in-sync standby holds the log durable through `lsn` (the last record
     /// appended before the flush began), or once the standbys that did not answer in time were
     /// durably declared out of sync. An error fails the flush: the primary was fenced, or could
-    /// not record a standby's loss.
+    /// not record a standby's loss. Works without a [`ReplicaGate::request`] before it too.
     fn wait_durable(&self, lsn: u64) -> Result<()>;
 }

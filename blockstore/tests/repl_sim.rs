@@ -2,12 +2,15 @@
 //! and a standby engine on simulated disks that lose unsynced writes on a crash, the sans-IO
 //! link state machines of both sides, a simulated network that delivers, delays, drops
 //! connections and partitions, and crashes of the primary at any step — under a random workload
-//! of writes, trims and flushes. A flush is acknowledged only as the real driver does it: the
-//! primary's log is durable AND the standby's link released it.
+//! of writes, trims and flushes. A flush runs as the real engine runs it: the barrier is asked
+//! for first and the local log sync happens in parallel (here: at a random later step), and the
+//! flush is acknowledged only once the primary's log is durable AND the standby's link released
+//! it, in whichever order the two finish.
 //!
-//! Invariants checked after every failover: every flush acknowledged is on the standby that is
-//! promoted (every block holds what the last acknowledged flush before the crash wrote there, or
-//! something written after it); and a primary that learns of a newer epoch serves nothing.
+//! Invariants checked after every crash: every flush acknowledged is on the standby that is
+//! promoted, and on the old primary itself when it comes back (every block holds what the last
+//! acknowledged flush before the crash wrote there, or something written after it); and a
+//! primary that learns of a newer epoch serves nothing.
 //!
 //! Full resync: the log is small and its records are recycled while the standby is away (the
 //! retention floor follows the standby as the driver moves it, bounded by the engine), so the
@@ -126,6 +129,8 @@ impl Model {
 struct Flush {
     lsn: u64,
     upto: HashMap<u64, usize>,
+    /// The primary's own log sync covering it returned.
+    local: bool,
 }
 
 /// What one seed exercised.
@@ -227,6 +232,9 @@ fn run(seed: u64, tally: &mut Tally) {
     let mut model = Model::default();
     let mut pending: Vec<Flush> = Vec::new();
     let mut released = 0u64;
+    // The standby owes a barrier a sync: it runs at a random later point, as a real fsync
+    // takes time while frames keep arriving.
+    let mut sync_due = false;
     let mut next_id = 1u64;
     let mut acked_flushes = 0u64;
     let mut degraded = 0u64;
@@ -243,6 +251,7 @@ fn run(seed: u64, tally: &mut Tally) {
         // needs.
         if link.is_none() && !cut_off && rng.below(away) == 0 {
             wire = Wire::default();
+            sync_due = false;
             peer.connected();
             link = Some(sb.link(scfg));
             since_connect = 0;
@@ -292,11 +301,15 @@ fn run(seed: u64, tally: &mut Tally) {
                 peer.log_grew();
             }
             6 | 7 => {
-                // A host flush: local sync first, then the standby's release.
+                // A host flush: the barrier is asked for now; the local sync runs in parallel
+                // (below, at this step or a later one).
                 let upto = model.snapshot();
                 let last = p.last_lsn();
-                p.flush().unwrap();
-                pending.push(Flush { lsn: last, upto });
+                pending.push(Flush {
+                    lsn: last,
+                    upto,
+                    local: false,
+                });
                 peer.need_durable(last, now);
             }
             // The background flusher checkpoints (up to the retention floor).
@@ -319,6 +332,7 @@ fn run(seed: u64, tally: &mut Tally) {
             &mut rng,
             now,
             &mut released,
+            &mut sync_due,
         );
         let before = peer.sync_state();
         peer.handle_timeout(now);
@@ -333,6 +347,7 @@ fn run(seed: u64, tally: &mut Tally) {
             &mut rng,
             now,
             &mut released,
+            &mut sync_due,
         );
         let resyncing = sb.engine.resync_incomplete();
         assert!(
@@ -343,9 +358,16 @@ fn run(seed: u64, tally: &mut Tally) {
         tally.resyncs_done +=
             u64::from(was_resyncing && !resyncing && peer.sync_state() == SyncState::InSync);
         was_resyncing = resyncing;
-        // Flushes whose records the standby released are acknowledged to the host.
+        // The primary's group commit: one log sync covers every flush begun so far.
+        if pending.iter().any(|f| !f.local) && rng.below(2) == 0 {
+            p.flush().unwrap();
+            for f in &mut pending {
+                f.local = true;
+            }
+        }
+        // Flushes durable here whose records the standby released are acknowledged.
         pending.retain(|f| {
-            if f.lsn <= released {
+            if f.local && f.lsn <= released {
                 model.flush_acked(&f.upto);
                 acked_flushes += 1;
                 false
@@ -374,6 +396,7 @@ fn run(seed: u64, tally: &mut Tally) {
             now += Duration::from_millis(5);
             if link.is_none() {
                 wire = Wire::default();
+                sync_due = false;
                 peer.connected();
                 link = Some(sb.link(scfg));
             }
@@ -389,6 +412,7 @@ fn run(seed: u64, tally: &mut Tally) {
                 &mut rng,
                 now,
                 &mut released,
+                &mut sync_due,
             );
             if peer.sync_state() == SyncState::InSync
                 && peer.durable_lsn() >= last
@@ -440,10 +464,13 @@ fn run(seed: u64, tally: &mut Tally) {
             tally.compared += 1;
         }
     }
-    // The old primary, back, meets the new epoch and serves nothing.
+    // The old primary, back, holds every acknowledged flush itself; then it meets the new epoch
+    // and serves nothing.
     let pd2 = pd.crash(&mut rng);
     drop(p);
     let p = Engine::open(&pd2, quiet()).unwrap();
+    let image = p.read(0, BLOCKS).unwrap();
+    model.check(&image, &format!("seed {seed}: old primary after its crash"));
     if promoted_in_sync {
         p.observe_epoch(s.role_state().epoch).unwrap();
         assert_eq!(p.access_state(), AccessState::Unavailable);
@@ -467,6 +494,7 @@ fn pump(
     rng: &mut SimRng,
     now: Instant,
     released: &mut u64,
+    sync_due: &mut bool,
 ) {
     // How many chunks the copy may read during this call: writes land between them.
     let mut copy_budget = rng.below(2);
@@ -541,10 +569,7 @@ fn pump(
                                 .collect::<Vec<_>>(),
                         )
                         .unwrap(),
-                    StandbyEvent::Sync => {
-                        let d = s.sync_applied().unwrap();
-                        l.synced(d);
-                    }
+                    StandbyEvent::Sync => *sync_due = true,
                     StandbyEvent::ResyncBegin { .. } => s.begin_resync().unwrap(),
                     StandbyEvent::ResyncExtent { lba, blocks, data } => s
                         .apply_resync_extent(lba, u64::from(blocks), data.as_deref())
@@ -557,12 +582,20 @@ fn pump(
                     }
                 }
             }
+            // The standby's sync runs at this step or a later one (deferred at random).
+            if *sync_due && rng.below(4) != 0 {
+                *sync_due = false;
+                let d = s.sync_applied().unwrap();
+                l.synced(d);
+                progress = true;
+            }
             while let Some(f) = l.poll_frame() {
                 wire.to_primary.push_back(encode(&f));
                 progress = true;
             }
             if l.close_reason().is_some() {
                 *link = None;
+                *sync_due = false;
                 peer.disconnected();
             }
             for _ in 0..rng.below(4) {

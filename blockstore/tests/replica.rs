@@ -2,13 +2,16 @@
 //! standby gives the same image; records a standby needs are retained; flushes wait for the
 //! replication gate; a standby's applied position survives a restart.
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use blockstore::engine::{create, CreateOptions, Engine, OpenOptions};
 use blockstore::replica::{LogPos, ReplicaGate};
 use blockstore::sim::{SimRng, SimStorage};
-use blockstore::testkit::write_data;
-use blockstore::{Error, Role};
+use blockstore::storage::BlockFile;
+use blockstore::testkit::{identify, write_data};
+use blockstore::{Error, Role, Storage};
 
 const BS: usize = 512;
 const BLOCKS: u64 = 256;
@@ -128,8 +131,19 @@ struct Gate {
 }
 
 impl ReplicaGate for Gate {
-    fn wait_durable(&self, lsn: u64) -> blockstore::Result<()> {
+    fn request(&self, lsn: u64) -> blockstore::Result<()> {
         self.asked.lock().unwrap().push(lsn);
+        if self.fail {
+            return Err(Error::Invalid("fenced".into()));
+        }
+        Ok(())
+    }
+
+    fn wait_durable(&self, lsn: u64) -> blockstore::Result<()> {
+        assert!(
+            self.asked.lock().unwrap().contains(&lsn),
+            "the flush asked for {lsn} first"
+        );
         if self.fail {
             return Err(Error::Invalid("fenced".into()));
         }
@@ -297,4 +311,166 @@ fn a_restarted_standby_announces_what_its_log_holds_and_ignores_records_it_has()
     drop(s);
     let s = Engine::open(&sd, quiet()).unwrap();
     assert_eq!(s.applied_lsn(), 2);
+}
+
+/// A standby link that releases flushes only when the test says so, and notes whether it was
+/// asked before the local log sync began.
+#[derive(Debug, Default)]
+struct HeldGate {
+    st: Mutex<(u64, u64)>,
+    cv: Condvar,
+}
+
+impl HeldGate {
+    fn release(&self, lsn: u64) {
+        self.st.lock().unwrap().1 = lsn;
+        self.cv.notify_all();
+    }
+
+    fn asked(&self) -> u64 {
+        self.st.lock().unwrap().0
+    }
+}
+
+impl ReplicaGate for HeldGate {
+    fn request(&self, lsn: u64) -> blockstore::Result<()> {
+        let mut st = self.st.lock().unwrap();
+        st.0 = st.0.max(lsn);
+        Ok(())
+    }
+
+    fn wait_durable(&self, lsn: u64) -> blockstore::Result<()> {
+        let st = self.st.lock().unwrap();
+        let (st, _) = self
+            .cv
+            .wait_timeout_while(st, Duration::from_secs(10), |st| st.1 < lsn)
+            .unwrap();
+        assert!(st.1 >= lsn, "never released");
+        Ok(())
+    }
+}
+
+/// Storage whose log sync notes whether the gate had been asked when it began.
+struct Watched {
+    disk: SimStorage,
+    gate: Arc<HeldGate>,
+    asked_at_sync: Arc<Mutex<Vec<u64>>>,
+}
+
+struct WatchedLog {
+    file: Arc<dyn BlockFile>,
+    gate: Arc<HeldGate>,
+    asked_at_sync: Arc<Mutex<Vec<u64>>>,
+}
+
+impl BlockFile for WatchedLog {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.file.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.file.write_at(buf, offset)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.asked_at_sync.lock().unwrap().push(self.gate.asked());
+        self.file.sync_data()
+    }
+    fn size(&self) -> std::io::Result<u64> {
+        self.file.size()
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.file.set_len(len)
+    }
+    fn punch_hole(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.file.punch_hole(offset, len)
+    }
+}
+
+impl Storage for Watched {
+    fn open(&self, name: &str) -> std::io::Result<Arc<dyn BlockFile>> {
+        let file = self.disk.open(name)?;
+        if name != "wal" {
+            return Ok(file);
+        }
+        Ok(Arc::new(WatchedLog {
+            file,
+            gate: self.gate.clone(),
+            asked_at_sync: self.asked_at_sync.clone(),
+        }))
+    }
+    fn create(&self, name: &str) -> std::io::Result<Arc<dyn BlockFile>> {
+        self.disk.create(name)
+    }
+    fn exists(&self, name: &str) -> bool {
+        self.disk.exists(name)
+    }
+    fn sync_dir(&self) -> std::io::Result<()> {
+        self.disk.sync_dir()
+    }
+    fn describe(&self, name: &str) -> std::path::PathBuf {
+        self.disk.describe(name)
+    }
+    fn replace(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+        self.disk.replace(name, bytes)
+    }
+    fn read_all(&self, name: &str) -> std::io::Result<Option<Vec<u8>>> {
+        self.disk.read_all(name)
+    }
+}
+
+#[test]
+fn a_flush_asks_the_standbys_before_its_local_sync_and_completes_only_when_both_are_durable() {
+    let disk = volume(Role::Primary, 64 * 1024);
+    let gate = Arc::new(HeldGate::default());
+    let asked_at_sync = Arc::new(Mutex::new(Vec::new()));
+    let storage = Arc::new(Watched {
+        disk: disk.clone(),
+        gate: gate.clone(),
+        asked_at_sync: asked_at_sync.clone(),
+    });
+    let p = Engine::open_shared(storage, quiet()).unwrap();
+    p.set_replica_gate(Some(gate.clone()));
+    // Eight records, each in its own append.
+    for lba in 0..8 {
+        p.write(lba, &write_data(lba + 1, lba, 1, BS), false)
+            .unwrap();
+    }
+    let last = p.last_lsn();
+    asked_at_sync.lock().unwrap().clear();
+    let done = Arc::new(AtomicBool::new(false));
+    let flusher = {
+        let (p, done) = (p.clone(), done.clone());
+        std::thread::spawn(move || {
+            p.flush().unwrap();
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    // The barrier is asked for while (before) the local log syncs: the two run in parallel.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while asked_at_sync.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the log never synced");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        asked_at_sync.lock().unwrap()[0],
+        last,
+        "the standbys were asked for the flush's records before the local sync began"
+    );
+    // The local log is durable, yet the flush waits for the standbys.
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        !done.load(Ordering::SeqCst),
+        "acknowledged before the standbys"
+    );
+    gate.release(last);
+    flusher.join().unwrap();
+    assert!(done.load(Ordering::SeqCst));
+    // And what it acknowledged is durable here: a power loss keeps every record.
+    let after = disk.crash(&mut SimRng::new(3));
+    drop(p);
+    let p = Engine::open(&after, quiet()).unwrap();
+    let img = p.read(0, 8).unwrap();
+    for lba in 0..8u64 {
+        let at = &img[lba as usize * BS..(lba as usize + 1) * BS];
+        assert_eq!(identify(at, lba).unwrap(), lba + 1, "block {lba} lost");
+    }
 }

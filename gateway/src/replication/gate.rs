@@ -1,7 +1,8 @@
 //! The primary's [`ReplicaGate`]: the engine's flushes and FUA writes, on the volume's blocking
-//! I/O threads, wait here until the replication task reports the standby durable (or durably
-//! out of sync). One wait per flush, one network barrier for all of them (the peer state
-//! machine groups them).
+//! I/O threads, ask here for the standby (before their local log sync, so the barrier runs in
+//! parallel with it) and then wait until the replication task reports the standby durable (or
+//! durably out of sync). One wait per flush, one network barrier for all of them (the peer
+//! state machine groups them); an LSN already asked for is not announced again.
 
 use std::sync::{Condvar, Mutex};
 
@@ -13,6 +14,8 @@ use tokio::sync::mpsc::UnboundedSender;
 struct State {
     /// Flushes of records through this LSN may complete.
     released: u64,
+    /// The replication task was told that flushes wait for this LSN.
+    requested: u64,
     /// A newer epoch fenced this node: nothing completes any more.
     fenced: Option<u64>,
     /// The replication task is gone (shutdown) or could not record a standby's loss.
@@ -88,9 +91,30 @@ impl Gate {
             .as_ref()
             .map(|w| Error::Io(std::io::Error::other(format!("replication: {w}"))))
     }
+
+    /// Tells the replication task that a flush waits for `lsn`, unless that is released or
+    /// announced already.
+    fn announce(&self, st: &mut State, lsn: u64) -> Result<()> {
+        if st.released >= lsn || st.requested >= lsn {
+            return Ok(());
+        }
+        if self.need.send(lsn).is_err() {
+            return Err(Error::Closed);
+        }
+        st.requested = lsn;
+        Ok(())
+    }
 }
 
 impl ReplicaGate for Gate {
+    fn request(&self, lsn: u64) -> Result<()> {
+        let mut st = self.lock();
+        if let Some(e) = Self::refused(&st) {
+            return Err(e);
+        }
+        self.announce(&mut st, lsn)
+    }
+
     fn wait_durable(&self, lsn: u64) -> Result<()> {
         let mut st = self.lock();
         if let Some(e) = Self::refused(&st) {
@@ -99,9 +123,7 @@ impl ReplicaGate for Gate {
         if st.released >= lsn {
             return Ok(());
         }
-        if self.need.send(lsn).is_err() {
-            return Err(Error::Closed);
-        }
+        self.announce(&mut st, lsn)?;
         loop {
             if let Some(e) = Self::refused(&st) {
                 return Err(e);
@@ -140,5 +162,26 @@ mod tests {
             t.join().unwrap(),
             Err(Error::NotServing(AccessState::Unavailable))
         ));
+    }
+
+    #[test]
+    fn a_request_is_announced_once_and_the_wait_does_not_repeat_it() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let g = Arc::new(Gate::new(tx));
+        g.request(5).unwrap();
+        g.request(4).unwrap();
+        g.request(5).unwrap();
+        assert_eq!(rx.try_recv(), Ok(5));
+        assert!(rx.try_recv().is_err(), "4 and 5 again are covered by 5");
+        let g2 = g.clone();
+        let t = std::thread::spawn(move || g2.wait_durable(5));
+        g.release(5);
+        t.join().unwrap().unwrap();
+        assert!(rx.try_recv().is_err(), "the wait relies on the request");
+        g.request(3).unwrap();
+        assert!(rx.try_recv().is_err(), "released already");
+        g.fail("gone".into());
+        assert!(g.request(9).is_err(), "a failed gate refuses requests");
+        assert!(rx.try_recv().is_err());
     }
 }

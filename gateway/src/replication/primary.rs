@@ -2,10 +2,12 @@
 //! backoff), runs the sans-IO [`PrimaryPeer`] between the socket, the engine's log and the
 //! flushes waiting in the [`Gate`].
 //!
-//! How log growth reaches the peer: while connected, the task checks the engine's last LSN
-//! every [`GROWTH_TICK`] (one short lock) and calls [`PrimaryPeer::log_grew`] when it moved, so
-//! writes ship in the background, pipelined, without the write path knowing about replication.
-//! A flush does not wait for that tick: its `need_durable` asks for the log at once.
+//! How log growth reaches the peer: while connected, every append wakes the task
+//! ([`Engine::appended`]; a tick every [`GROWTH_TICK`] is the safety net), which checks the
+//! engine's last LSN and calls [`PrimaryPeer::log_grew`] when it moved, so writes ship at once,
+//! pipelined, before the flush that covers them syncs the log, without the write path knowing
+//! about replication. A flush asks for the barrier (`ReplicaGate::request`) before its local
+//! log sync, so the two run in parallel.
 //!
 //! Full resync (rebuild): when the standby's records were recycled (or it announces an
 //! incomplete resync), the task notes the log's last LSN, holds the log from there (the
@@ -29,8 +31,9 @@ use super::gate::Gate;
 use super::state::{PeerRecord, StatusCell, SyncName, PEER_METADATA};
 use super::wire::{self, FrameReader, FrameSender, ReadError};
 
-/// How often a connected primary checks whether the log grew.
-pub const GROWTH_TICK: Duration = Duration::from_millis(3);
+/// How often a connected primary checks whether the log grew when no append woke it (a safety
+/// net: every append wakes the shipping task at once).
+pub const GROWTH_TICK: Duration = Duration::from_millis(50);
 /// Bytes of record data per read of the log (and per `Records` frame, well under the limit).
 const READ_BYTES: usize = 1 << 20;
 /// How often the retention floor follows the standby (finding it walks log headers).
@@ -178,6 +181,9 @@ impl PrimaryTask {
         let mut retained_at = Instant::now()
             .checked_sub(RETENTION_EVERY)
             .unwrap_or_else(Instant::now);
+        // Every append wakes the task (`Engine::appended`), so records ship as soon as they are
+        // in the log; the tick is a safety net and paces the retention floor's updates.
+        let appended = self.engine.clone();
         let mut tick = tokio::time::interval(GROWTH_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -230,6 +236,7 @@ impl PrimaryTask {
                 f = read(&mut conn) => Wake::Frame(f),
                 _ = sleep_until(timeout) => Wake::Timeout,
                 _ = sleep_until(next_dial), if !connected => Wake::Dial,
+                _ = appended.appended(), if connected => Wake::Tick,
                 _ = tick.tick(), if connected => Wake::Tick,
                 _ = sleep_until(copy_at), if copy_at.is_some() => Wake::Copy,
             };

@@ -8,7 +8,7 @@
 //! end are applied and durable (then the barrier is acknowledged). A standby that restarts with
 //! the mark set announces it, and the primary starts the resync over.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -173,27 +173,48 @@ async fn serve_link(
             _ = stop.changed() => break "the node is shutting down".to_string(),
         };
         match f {
-            // What the primary says about this standby is the driver's to record.
-            Ok(Frame::PeerState {
-                epoch,
-                in_sync,
-                primary_lsn,
-            }) => {
-                let (e, s) = (&vol.engine, &vol.status);
-                super::standby_sync::told(&vol.name, e, s, epoch, in_sync, primary_lsn).await
-            }
-            Ok(f) => {
-                super::standby_sync::saw(&vol.status, &f);
-                link.receive(f)
-            }
+            Ok(f) => take(&vol, &mut link, f).await,
             Err(e) => break format!("connection: {e}"),
         }
+        // Frames that arrived together (records and the barrier after them) are taken
+        // together, so that one blocking call applies and syncs them.
+        loop {
+            match rd.try_next() {
+                Ok(Some(f)) => take(&vol, &mut link, f).await,
+                Ok(None) => break,
+                Err(e) => return close(&vol, &mut link, &tx, format!("connection: {e}")),
+            }
+        }
     };
-    // Whatever the link queued last (a Fenced answer) still goes out before the socket closes.
+    close(&vol, &mut link, &tx, why);
+}
+
+/// Takes one frame from the primary: what the primary says about this standby (`PeerState`) is
+/// the driver's to record; everything else goes to the link.
+async fn take(vol: &StandbyVolume, link: &mut StandbyLink, f: Frame) {
+    match f {
+        Frame::PeerState {
+            epoch,
+            in_sync,
+            primary_lsn,
+        } => {
+            let (e, s) = (&vol.engine, &vol.status);
+            super::standby_sync::told(&vol.name, e, s, epoch, in_sync, primary_lsn).await
+        }
+        f => {
+            super::standby_sync::saw(&vol.status, &f);
+            link.receive(f)
+        }
+    }
+}
+
+/// Ends a connection: whatever the link queued last (a Fenced answer) still goes out before
+/// the socket closes.
+fn close(vol: &StandbyVolume, link: &mut StandbyLink, tx: &FrameSender, why: String) {
     while let Some(f) = link.poll_frame() {
         tx.send(&f);
     }
-    tracing::warn!(volume = %name, reason = %why, "the primary's replication connection closed");
+    tracing::warn!(volume = %vol.name, reason = %why, "the primary's replication connection closed");
     let partial = vol.engine.resync_incomplete();
     vol.status.update(|s| {
         s.connected = false;
@@ -204,11 +225,14 @@ async fn serve_link(
     });
 }
 
-/// Does the link's work and sends its frames; an error ends the connection.
+/// Does the link's work and sends its frames; an error ends the connection. Records to apply
+/// and a barrier right after them are one blocking call: append, then sync (group commit of
+/// apply and fsync), and the barrier's Ack is queued as soon as the sync returns.
 async fn work(vol: &StandbyVolume, link: &mut StandbyLink, tx: &FrameSender) -> Result<(), String> {
     loop {
         let mut progress = false;
-        while let Some(ev) = link.poll_event() {
+        let mut events: VecDeque<StandbyEvent> = std::iter::from_fn(|| link.poll_event()).collect();
+        while let Some(ev) = events.pop_front() {
             progress = true;
             let e = vol.engine.clone();
             match ev {
@@ -234,22 +258,38 @@ async fn work(vol: &StandbyVolume, link: &mut StandbyLink, tx: &FrameSender) -> 
                         vol.engine.role_state().role.name()
                     ));
                 }
-                StandbyEvent::Apply(recs) => {
+                StandbyEvent::Apply(mut recs) => {
+                    while let Some(StandbyEvent::Apply(more)) = events.front_mut() {
+                        recs.append(more);
+                        events.pop_front();
+                    }
+                    let sync = matches!(events.front(), Some(StandbyEvent::Sync));
+                    if sync {
+                        events.pop_front();
+                    }
                     let lock = vol.apply.clone();
-                    blocking(move || {
-                        let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
+                    let synced = blocking(move || {
+                        let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
                         let recs: Vec<_> = recs.into_iter().map(wire::from_wire).collect();
-                        e.apply_replicated(&recs)
+                        e.apply_replicated(&recs)?;
+                        drop(guard);
+                        if sync {
+                            e.sync_applied().map(Some)
+                        } else {
+                            Ok(None)
+                        }
                     })
                     .await
                     .map_err(|e| format!("applying records: {e}"))?;
+                    if let Some(d) = synced {
+                        synced_through(vol, link, d);
+                    }
                 }
                 StandbyEvent::Sync => {
                     let d = blocking(move || e.sync_applied())
                         .await
                         .map_err(|e| format!("syncing: {e}"))?;
-                    link.synced(d);
-                    vol.status.update(|s| s.durable_lsn = d);
+                    synced_through(vol, link, d);
                 }
                 StandbyEvent::ResyncBegin { start_lsn } => {
                     blocking(move || e.begin_resync())
@@ -326,4 +366,10 @@ async fn work(vol: &StandbyVolume, link: &mut StandbyLink, tx: &FrameSender) -> 
             return Ok(());
         }
     }
+}
+
+/// Everything applied through `durable` is durable: the barrier's Ack is queued at once.
+fn synced_through(vol: &StandbyVolume, link: &mut StandbyLink, durable: u64) {
+    link.synced(durable);
+    vol.status.update(|s| s.durable_lsn = durable);
 }

@@ -53,6 +53,12 @@ impl FrameReader {
             self.dec.push(&self.buf);
         }
     }
+
+    /// The next frame if one was read already (no I/O): a driver takes every frame that
+    /// arrived together before it acts on them, so work they share is done once.
+    pub fn try_next(&mut self) -> Result<Option<Frame>, ReadError> {
+        Ok(self.dec.next_frame()?)
+    }
 }
 
 /// The sending half: frames go to a task that writes them, so a peer that stops reading
@@ -81,12 +87,23 @@ impl FrameSender {
     }
 }
 
+/// Bytes of queued frames the writer gathers into one socket write.
+const GATHER: usize = 256 << 10;
+
 async fn write_loop(
     mut wr: OwnedWriteHalf,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
     queued: Arc<AtomicUsize>,
 ) {
-    while let Some(b) = rx.recv().await {
+    while let Some(mut b) = rx.recv().await {
+        // Frames queued together (records and the barrier after them) leave in one write, so
+        // the peer reads them together.
+        while b.len() < GATHER {
+            match rx.try_recv() {
+                Ok(more) => b.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
         if wr.write_all(&b).await.is_err() {
             return;
         }
