@@ -477,6 +477,13 @@ echo "$out"
 check "the allowed initiator discovers the listed target" has "$out" " $IQN\$"
 iscsiadm -m node -T "$IQN" -p "$PORTAL" -I allowed --login || fail "login as $ALLOWED"
 wait_disk
+# The block node exists before the kernel finished attaching the disk ("Attached SCSI disk"):
+# until then opening it fails with ENXIO. Give it a few seconds.
+_i=0
+until dd if="$DEV" of=/dev/null bs=4096 count=1 iflag=direct 2>/dev/null || [ $_i -ge 50 ]; do
+    sleep 0.1
+    _i=$((_i + 1))
+done
 check "the allowed initiator's disk reads" dd if="$DEV" of=/dev/null bs=4096 count=1 iflag=direct
 iscsiadm -m node -T "$IQN" -p "$PORTAL" -I allowed --logout || fail "logout"
 [ -z "$(session_disk)" ] || fail "the disk is still there after logout"
