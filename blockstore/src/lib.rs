@@ -38,6 +38,8 @@ pub mod storage;
 mod superblock;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+#[cfg(feature = "testkit")]
+pub mod tmpfs;
 pub mod volume;
 mod worker;
 

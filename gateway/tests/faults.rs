@@ -5,9 +5,10 @@
 
 mod nvme_common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use blockstore::tmpfs::{fill, Tmpfs};
 use bytes::Bytes;
 use gateway::config::{Size, VolumeConfig};
 use gateway::nvme::config::{NamespaceConfig, SubsystemConfig};
@@ -17,80 +18,6 @@ use proto_nvmeof::Status;
 
 const NQN: &str = "nqn.2026-11.io.tandem:faults";
 const BS: u32 = 4096;
-
-/// A size-limited tmpfs mounted for the test, unmounted (lazily) when dropped, even when the
-/// test fails.
-struct Tmpfs {
-    dir: PathBuf,
-    _parent: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(bytes: u64) -> Tmpfs {
-        let parent = tempfile::tempdir().unwrap();
-        let dir = parent.path().join("fs");
-        std::fs::create_dir(&dir).unwrap();
-        let c = |s: &str| std::ffi::CString::new(s).unwrap();
-        let (src, target, fstype, data) = (
-            c("tandem-test"),
-            c(dir.to_str().unwrap()),
-            c("tmpfs"),
-            c(&format!("size={bytes},mode=0700")),
-        );
-        // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
-        let rc = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                target.as_ptr(),
-                fstype.as_ptr(),
-                0,
-                data.as_ptr().cast(),
-            )
-        };
-        assert_eq!(
-            rc,
-            0,
-            "mounting a tmpfs (the test runs as root): {}",
-            std::io::Error::last_os_error()
-        );
-        Tmpfs {
-            dir,
-            _parent: parent,
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        if let Ok(target) = std::ffi::CString::new(self.dir.to_str().unwrap_or_default()) {
-            // SAFETY: a valid NUL-terminated path.
-            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
-        }
-    }
-}
-
-/// Fills the file system holding `dir` with a file, leaving less than `leave` bytes free.
-fn fill(dir: &Path, leave: u64) -> PathBuf {
-    let path = dir.join("filler");
-    let f = std::fs::File::create(&path).unwrap();
-    let chunk = vec![0xEEu8; 64 << 10];
-    let mut off = 0u64;
-    loop {
-        // SAFETY: statvfs only writes into the struct it is given.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        let p = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
-        assert_eq!(unsafe { libc::statvfs(p.as_ptr(), &mut st) }, 0);
-        let free = st.f_bavail * st.f_frsize;
-        if free < leave {
-            return path;
-        }
-        let n = (free - leave + 4096).min(chunk.len() as u64) as usize;
-        match std::os::unix::fs::FileExt::write_at(&f, &chunk[..n], off) {
-            Ok(w) => off += w as u64,
-            Err(_) => return path,
-        }
-    }
-}
 
 fn block(i: u64) -> Bytes {
     Bytes::from(vec![(i % 251) as u8 + 1; BS as usize])

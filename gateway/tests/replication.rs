@@ -7,234 +7,50 @@
 //!
 //! `TANDEM_REPL_ROUNDS` sets the number of kill -9 rounds (default 10; one process pair each).
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+mod repl_common;
+
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gateway::nvme::config::DEFAULT_NQN;
 use gateway::status::{self, VolumesDoc};
-use nvme_initiator::{Controller, HostOptions};
+use nvme_initiator::Controller;
 use rand::{Rng, SeedableRng};
+use repl_common::{block, identify, signal, Model, Node, BS, SPAN};
 
-const BS: u32 = 512;
-/// Blocks the writer uses (the volume is larger).
-const SPAN: u64 = 256;
-const UUID: &str = "6f1c1f0e-8d3a-4a43-9a55-7d9a0b1f0c11";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The admin API's view of `node`.
+fn doc(node: &Node) -> VolumesDoc {
+    status::fetch(node.admin).unwrap()
 }
 
-/// One `tandem serve` process, killed when dropped.
-struct Node {
-    child: Child,
-    cfg_path: std::path::PathBuf,
-    admin: SocketAddr,
-    nvme: SocketAddr,
-    repl: SocketAddr,
-    _dir: tempfile::TempDir,
+/// Waits until the admin API shows the volume's replication sync state `want`.
+fn wait_sync_state(node: &Node, want: &str, within: Duration) {
+    node.wait(want, within, |v| {
+        v.replication
+            .as_ref()
+            .and_then(|r| r.sync_state)
+            .is_some_and(|s| s.as_str() == want)
+    });
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        // A stopped process must be continued to die promptly in every case.
-        let _ = signal(&self.child, "CONT");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn signal(child: &Child, sig: &str) -> bool {
-    Command::new("kill")
-        .args([format!("-{sig}"), child.id().to_string()])
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Starts a node holding the test volume as `role`, replicating with the node whose
-/// replication listener is `peer`.
-fn start(role: &str, repl: SocketAddr, peer: SocketAddr, timeout_ms: u64) -> Node {
-    let dir = tempfile::tempdir().unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let nvme: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let config = format!(
-        r#"
-data_dir = "{data}"
-[replication]
-listen = "{repl}"
-timeout_ms = {timeout_ms}
-[admin]
-listen = "{admin}"
-[iscsi]
-enabled = false
-[[volume]]
-name = "default"
-size = "16MiB"
-wal_size = "4MiB"
-role = "{role}"
-peer = "{peer}"
-uuid = "{UUID}"
-"#,
-        data = dir.path().join("data").display(),
-    );
-    let cfg_path = dir.path().join("tandem.toml");
-    std::fs::write(&cfg_path, config).unwrap();
-    let child = spawn(dir.path(), &cfg_path, nvme);
-    let node = Node {
-        child,
-        cfg_path,
-        admin,
-        nvme,
-        repl,
-        _dir: dir,
-    };
-    node.wait_up();
-    node
-}
-
-fn spawn(dir: &std::path::Path, cfg_path: &std::path::Path, nvme: SocketAddr) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("log"))
-        .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .arg("serve")
-        .arg("--config")
-        .arg(cfg_path)
-        .args([
-            "--nvme-listen",
-            &nvme.to_string(),
-            "--nvme-discovery-listen",
-            "127.0.0.1:0",
-        ])
-        .env("RUST_LOG", "info")
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
-}
-
-impl Node {
-    fn wait_up(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while status::fetch(self.admin).is_err() {
-            assert!(Instant::now() < deadline, "did not start: {}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Starts the killed process again on the same data, ports and configuration.
-    fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.child = spawn(self._dir.path(), &self.cfg_path, self.nvme);
-        self.wait_up();
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("log")).unwrap_or_default()
-    }
-
-    fn doc(&self) -> VolumesDoc {
-        status::fetch(self.admin).unwrap()
-    }
-
-    /// The replication sync state the admin API shows for the volume.
-    fn sync_state(&self) -> Option<String> {
-        let doc = self.doc();
-        let r = doc.volumes[0].replication.clone()?;
-        r.sync_state.map(|s| s.as_str().to_string())
-    }
-
-    fn wait_sync_state(&self, want: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        while self.sync_state().as_deref() != Some(want) {
-            assert!(
-                Instant::now() < deadline,
-                "never {want}: {:?}\n{}",
-                self.doc().volumes[0].replication,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-/// A primary and its standby on fresh ports and data directories.
+/// A primary and its standby on fresh ports and data directories, the standby in sync, as
+/// the admin API describes them.
 fn pair(timeout_ms: u64) -> (Node, Node) {
-    let (prepl, srepl): (SocketAddr, SocketAddr) = (
-        format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-        format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-    );
-    let standby = start("standby", srepl, prepl, timeout_ms);
-    let primary = start("primary", prepl, srepl, timeout_ms);
-    let d = primary.doc();
+    let (primary, standby) = repl_common::pair(timeout_ms);
+    let d = doc(&primary);
     let r = d.volumes[0]
         .replication
         .as_ref()
         .expect("replication status");
     assert_eq!(r.peer, standby.repl.to_string());
     assert_eq!(r.mode, "sync");
-    assert_eq!(standby.doc().volumes[0].role, "standby");
-    // A new pairing counts the standby once it caught up.
-    primary.wait_sync_state("in_sync", Duration::from_secs(30));
+    assert_eq!(doc(&standby).volumes[0].role, "standby");
     (primary, standby)
 }
 
-/// A block holding write `id` at `lba`: recognisable and self-describing.
-fn block(id: u64, lba: u64) -> Vec<u8> {
-    let mut b = vec![(id % 251) as u8; BS as usize];
-    b[..8].copy_from_slice(&lba.to_le_bytes());
-    b[8..16].copy_from_slice(&id.to_le_bytes());
-    b
-}
-
-/// Which write a block holds (0 for a never written block), or why it is none.
-fn identify(b: &[u8], lba: u64) -> Result<u64, String> {
-    if b.iter().all(|&x| x == 0) {
-        return Ok(0);
-    }
-    let id = u64::from_le_bytes(b[8..16].try_into().unwrap());
-    if b[..] != block(id, lba)[..] {
-        return Err(format!("block {lba} is not a whole write (id {id}?)"));
-    }
-    Ok(id)
-}
-
-/// What the writer was told: every block's writes in order, and per block the index of the
-/// last write covered by an acknowledged flush.
-#[derive(Default)]
-struct Model {
-    history: std::collections::HashMap<u64, Vec<u64>>,
-    acked: std::collections::HashMap<u64, usize>,
-    flushes: u64,
-}
-
-impl Model {
-    fn check(&self, lba: u64, b: &[u8]) {
-        let id = identify(b, lba).unwrap();
-        let hist = &self.history[&lba];
-        let acked = *self.acked.get(&lba).unwrap_or(&0);
-        assert!(
-            hist[acked..].contains(&id),
-            "block {lba} holds write {id}, but write {} was acknowledged by a flush (history {hist:?})",
-            hist[acked]
-        );
-    }
-}
-
-async fn connect(addr: SocketAddr) -> Controller {
-    Controller::connect(addr, DEFAULT_NQN, &HostOptions::default())
-        .await
-        .unwrap()
+async fn connect(addr: std::net::SocketAddr) -> Controller {
+    repl_common::connect(addr).await.unwrap()
 }
 
 /// Writes and flushes on `c` until an error (the primary died); returns what was acknowledged.
@@ -321,7 +137,7 @@ fn every_acknowledged_flush_survives_kill_9_of_the_primary() {
             primary.log()
         );
         promote(&standby);
-        let doc = standby.doc();
+        let doc = doc(&standby);
         assert_eq!(doc.volumes[0].role, "primary");
         assert_eq!(doc.volumes[0].epoch, 2, "promotion raised the epoch");
         rt.block_on(async {
@@ -377,7 +193,7 @@ fn a_flush_waits_for_a_stopped_standby_until_the_timeout_then_goes_on_out_of_syn
         // Continued, the standby catches up and counts again.
         assert!(signal(&standby.child, "CONT"));
     });
-    primary.wait_sync_state("in_sync", Duration::from_secs(30));
+    wait_sync_state(&primary, "in_sync", Duration::from_secs(30));
     assert!(
         primary.log().contains("recorded out of sync"),
         "{}",
@@ -407,7 +223,7 @@ fn the_old_primary_back_after_a_failover_is_fenced_by_the_promoted_standby() {
     // Its handshake meets epoch 2: it stops serving and persists that it is stale.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let v = primary.doc().volumes[0].clone();
+        let v = doc(&primary).volumes[0].clone();
         if v.access_state == "unavailable" && v.epoch == 2 {
             break;
         }
@@ -431,4 +247,58 @@ fn the_old_primary_back_after_a_failover_is_fenced_by_the_promoted_standby() {
         assert_eq!(identify(&b, 7), Ok(1));
     });
     assert!(primary.log().contains("newer epoch"), "{}", primary.log());
+}
+
+/// A standby that holds records past the end of its primary's log (the primary lost them: here
+/// its whole data directory, as after a disk replacement, so it starts again at LSN 1 with the
+/// same volume) must not be taken as caught up: the LSNs the primary writes next name other
+/// data, and a standby skipping them as already held would silently miss acknowledged writes.
+/// The primary rebuilds it by full resync; both images end equal.
+#[test]
+fn a_standby_ahead_of_its_primarys_log_is_rebuilt_not_trusted() {
+    let (mut primary, mut standby) = pair(10_000);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = connect(primary.nvme).await;
+        for lba in 0..64 {
+            c.write(0, 1, lba, Bytes::from(block(1, lba)), BS, false)
+                .await
+                .unwrap();
+        }
+        c.flush(0, 1).await.unwrap();
+    });
+    primary.wipe_data();
+    primary.restart();
+    rt.block_on(async {
+        let c = connect(primary.nvme).await;
+        for lba in 0..8 {
+            c.write(0, 1, lba, Bytes::from(block(2, lba)), BS, false)
+                .await
+                .unwrap();
+        }
+        c.flush(0, 1).await.unwrap();
+    });
+    wait_sync_state(&primary, "in_sync", Duration::from_secs(30));
+    // One more flush once in sync, so the standby's last barrier covers the whole log.
+    rt.block_on(async {
+        let c = connect(primary.nvme).await;
+        c.write(0, 1, 100, Bytes::from(block(3, 100)), BS, false)
+            .await
+            .unwrap();
+        c.flush(0, 1).await.unwrap();
+    });
+    assert!(
+        primary.log().contains("its image diverged"),
+        "{}",
+        primary.log()
+    );
+    let (p, s) = (primary.image(false), standby.image(true));
+    for lba in 0..SPAN {
+        let at = |img: &[u8]| img[(lba * u64::from(BS)) as usize..][..BS as usize].to_vec();
+        assert_eq!(
+            identify(&at(&s), lba),
+            identify(&at(&p), lba),
+            "block {lba}: the standby differs from its primary"
+        );
+    }
 }

@@ -252,10 +252,21 @@ impl PrimaryTask {
                         peer.need_durable(l, now);
                     }
                 }
-                Wake::Frame(Ok(f)) => {
-                    if let blockstore::repl::frame::Frame::Hello(h) = &f {
+                Wake::Frame(Ok(mut f)) => {
+                    if let blockstore::repl::frame::Frame::Hello(h) = &mut f {
                         let id = hex::encode(h.node_id);
                         self.status.update(|s| s.peer_node_id = Some(id));
+                        let last = self.engine.last_lsn();
+                        if h.durable_lsn > last && !h.resync_incomplete {
+                            // The standby holds records past the end of this node's log: this
+                            // node shipped them, then lost them in a crash before its own
+                            // sync (never acknowledged), and has since reused their LSNs or
+                            // will. Nothing the standby holds can be trusted to match this
+                            // log, so it is treated as a partial image: a full resync.
+                            tracing::warn!(volume = %self.name, peer = %self.peer_addr, standby_lsn = h.durable_lsn, last_lsn = last,
+                                "the standby holds records past the end of this node's log (lost here in a crash before they were synced): its image diverged, so it gets a full resync");
+                            h.resync_incomplete = true;
+                        }
                     }
                     peer.receive(f, now)
                 }

@@ -140,6 +140,14 @@ uuid = "{UUID}"
         self.wait_up();
     }
 
+    /// Kills the process and removes its data directory (a node whose disk was replaced); the
+    /// next `restart` creates the volume afresh from the configuration.
+    pub fn wipe_data(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::fs::remove_dir_all(self.dir.path().join("data")).unwrap();
+    }
+
     /// Reads the volume offline, the process killed first (a standby is promoted in that
     /// offline copy, which one whose rebuild did not complete refuses), and returns blocks
     /// `0..SPAN`.
