@@ -65,11 +65,14 @@ fn disk(role: Role) -> SimStorage {
     d
 }
 
-/// Frames in flight, each through the real codec.
+/// One connection's state: frames in flight, each through the real codec, and whether the
+/// standby owes a sync it was asked for (it runs at a random later step). A new connection
+/// starts from `Wire::default()`.
 #[derive(Default)]
 struct Wire {
     to_standby: VecDeque<Vec<u8>>,
     to_primary: VecDeque<Vec<u8>>,
+    sync_due: bool,
 }
 
 fn encode(f: &Frame) -> Vec<u8> {
@@ -234,7 +237,6 @@ fn run(seed: u64, tally: &mut Tally) {
     let mut released = 0u64;
     // The standby owes a barrier a sync: it runs at a random later point, as a real fsync
     // takes time while frames keep arriving.
-    let mut sync_due = false;
     let mut next_id = 1u64;
     let mut acked_flushes = 0u64;
     let mut degraded = 0u64;
@@ -251,7 +253,6 @@ fn run(seed: u64, tally: &mut Tally) {
         // needs.
         if link.is_none() && !cut_off && rng.below(away) == 0 {
             wire = Wire::default();
-            sync_due = false;
             peer.connected();
             link = Some(sb.link(scfg));
             since_connect = 0;
@@ -332,7 +333,6 @@ fn run(seed: u64, tally: &mut Tally) {
             &mut rng,
             now,
             &mut released,
-            &mut sync_due,
         );
         let before = peer.sync_state();
         peer.handle_timeout(now);
@@ -347,7 +347,6 @@ fn run(seed: u64, tally: &mut Tally) {
             &mut rng,
             now,
             &mut released,
-            &mut sync_due,
         );
         let resyncing = sb.engine.resync_incomplete();
         assert!(
@@ -396,7 +395,6 @@ fn run(seed: u64, tally: &mut Tally) {
             now += Duration::from_millis(5);
             if link.is_none() {
                 wire = Wire::default();
-                sync_due = false;
                 peer.connected();
                 link = Some(sb.link(scfg));
             }
@@ -412,8 +410,7 @@ fn run(seed: u64, tally: &mut Tally) {
                 &mut rng,
                 now,
                 &mut released,
-                &mut sync_due,
-            );
+                );
             if peer.sync_state() == SyncState::InSync
                 && peer.durable_lsn() >= last
                 && released >= last
@@ -494,7 +491,6 @@ fn pump(
     rng: &mut SimRng,
     now: Instant,
     released: &mut u64,
-    sync_due: &mut bool,
 ) {
     // How many chunks the copy may read during this call: writes land between them.
     let mut copy_budget = rng.below(2);
@@ -569,7 +565,7 @@ fn pump(
                                 .collect::<Vec<_>>(),
                         )
                         .unwrap(),
-                    StandbyEvent::Sync => *sync_due = true,
+                    StandbyEvent::Sync => wire.sync_due = true,
                     StandbyEvent::ResyncBegin { .. } => s.begin_resync().unwrap(),
                     StandbyEvent::ResyncExtent { lba, blocks, data } => s
                         .apply_resync_extent(lba, u64::from(blocks), data.as_deref())
@@ -583,8 +579,8 @@ fn pump(
                 }
             }
             // The standby's sync runs at this step or a later one (deferred at random).
-            if *sync_due && rng.below(4) != 0 {
-                *sync_due = false;
+            if wire.sync_due && rng.below(4) != 0 {
+                wire.sync_due = false;
                 let d = s.sync_applied().unwrap();
                 l.synced(d);
                 progress = true;
@@ -595,7 +591,7 @@ fn pump(
             }
             if l.close_reason().is_some() {
                 *link = None;
-                *sync_due = false;
+                wire.sync_due = false;
                 peer.disconnected();
             }
             for _ in 0..rng.below(4) {
