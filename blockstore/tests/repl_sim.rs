@@ -410,7 +410,7 @@ fn run(seed: u64, tally: &mut Tally) {
                 &mut rng,
                 now,
                 &mut released,
-                );
+            );
             if peer.sync_state() == SyncState::InSync
                 && peer.durable_lsn() >= last
                 && released >= last
