@@ -269,6 +269,38 @@ async fn allow_list_refuses_other_hosts_cleanly() {
     node.stop().await;
 }
 
+/// SPDK's host (`spdk_nvme_perf` and every SPDK application) names no Host NQN by default:
+/// its Connect data carries an empty HOSTNQN field, a random host id and a 10 s keep-alive.
+/// Such an anonymous host gets in where any host may, and is refused where a list decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anonymous_host_as_spdk_connects_is_served_where_any_host_is() {
+    let node = Node::start(1, |_| {}).await;
+    let spdk = HostOptions {
+        hostnqn: String::new(),
+        host_id: [0x5a; 16],
+        kato_ms: 10_000,
+        ..HostOptions::default()
+    };
+    let c = Controller::connect(node.io[0], DEFAULT_NQN, &spdk)
+        .await
+        .expect("an anonymous host connects to a subsystem open to any host");
+    round_trip(&c, 8, 8192, 3).await;
+    let d = Controller::connect(node.io[0], DISCOVERY_NQN, &spdk)
+        .await
+        .expect("and to the discovery controller");
+    let log = d.discovery_log().await.unwrap();
+    assert!(log.records.iter().any(|r| r.subnqn == DEFAULT_NQN));
+    assert!(log.records.iter().all(|r| r.subnqn != LOCKED_NQN));
+    match Controller::connect(node.io[0], LOCKED_NQN, &spdk).await {
+        Err(Error::Status { status, dw0 }) => {
+            assert_eq!(status.code(), Status::CONNECT_INVALID_HOST.code());
+            assert_eq!(dw0, (1 << 16) | 512, "IATTR data, IPO = HOSTNQN");
+        }
+        other => panic!("an allow-list must refuse an anonymous host, got {other:?}"),
+    }
+    node.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_host_is_dropped_after_kato() {
     let node = Node::start(1, |_| {}).await;

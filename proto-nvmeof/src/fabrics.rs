@@ -92,7 +92,7 @@ pub struct Connect {
     pub cntlid: u16,
     /// Subsystem NQN.
     pub subnqn: String,
-    /// Host NQN.
+    /// Host NQN; empty for an anonymous host (admitted only where any host is).
     pub hostnqn: String,
 }
 
@@ -107,14 +107,26 @@ pub enum ConnectDataError {
     BadNqn(u16),
 }
 
-fn nqn_field(data: &[u8], off: u16) -> Result<String, ConnectDataError> {
+/// Whether an NQN field may be empty: a host that names no Host NQN (SPDK's host does so by
+/// default) is an anonymous host, as Linux nvmet and SPDK's target accept; the subsystem NQN
+/// must always be given.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Empty {
+    Anonymous,
+    Refused,
+}
+
+fn nqn_field(data: &[u8], off: u16, empty: Empty) -> Result<String, ConnectDataError> {
     let start = usize::from(off);
     let field = data
         .get(start..start + 256)
         .ok_or(ConnectDataError::Short(data.len()))?;
     let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
     let text = field.get(..end).unwrap_or_default();
-    if text.is_empty() || end == field.len() || !text.iter().all(|b| b.is_ascii_graphic()) {
+    if end == field.len() || !text.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(ConnectDataError::BadNqn(off));
+    }
+    if text.is_empty() && empty == Empty::Refused {
         return Err(ConnectDataError::BadNqn(off));
     }
     Ok(String::from_utf8_lossy(text).into_owned())
@@ -138,8 +150,8 @@ impl Connect {
             kato_ms: sqe.u32_at(48),
             host_id,
             cntlid: u16::from_le_bytes([data[16], data[17]]),
-            subnqn: nqn_field(data, connect_data_offset::SUBNQN)?,
-            hostnqn: nqn_field(data, connect_data_offset::HOSTNQN)?,
+            subnqn: nqn_field(data, connect_data_offset::SUBNQN, Empty::Refused)?,
+            hostnqn: nqn_field(data, connect_data_offset::HOSTNQN, Empty::Anonymous)?,
         })
     }
 
@@ -248,6 +260,48 @@ mod tests {
         assert_eq!(
             Connect::parse(&sqe, &data[..100]),
             Err(ConnectDataError::Short(100))
+        );
+    }
+
+    /// The Connect of SPDK's host (`nvme_fabric_qpair_connect`), built byte by byte as it
+    /// builds it: a zeroed 1024-byte data buffer, the extended host id, CNTLID 0xFFFF, the
+    /// subsystem NQN, and its default Host NQN: none at all (the field stays zeroed).
+    fn spdk_connect(subnqn: &str) -> (Sqe, Vec<u8>) {
+        let mut sqe = Sqe::new(OPC_FABRICS, 1);
+        sqe.0[4] = fctype::CONNECT;
+        sqe.set_sgl(Sgl {
+            addr: 0,
+            length: CONNECT_DATA_LEN as u32,
+            ident: SGL_IN_CAPSULE,
+        });
+        sqe.put(44, &127u16.to_le_bytes()); // num_entries - 1
+        sqe.put(48, &10_000u32.to_le_bytes()); // SPDK's default keep-alive
+        let mut d = vec![0u8; CONNECT_DATA_LEN];
+        d[..16].copy_from_slice(&[0x5a; 16]);
+        d[16..18].copy_from_slice(&0xFFFFu16.to_le_bytes());
+        d[256..256 + subnqn.len()].copy_from_slice(subnqn.as_bytes());
+        (sqe, d)
+    }
+
+    #[test]
+    fn an_empty_host_nqn_is_an_anonymous_host() {
+        let (sqe, data) = spdk_connect("nqn.2024-01.io.tandem:vol");
+        let c = Connect::parse(&sqe, &data).unwrap();
+        assert_eq!(c.hostnqn, "");
+        assert_eq!(c.subnqn, "nqn.2024-01.io.tandem:vol");
+        assert_eq!(
+            (c.cntlid, c.sqsize, c.kato_ms),
+            (CNTLID_DYNAMIC, 127, 10_000)
+        );
+        assert_eq!(c.host_id, [0x5a; 16]);
+    }
+
+    #[test]
+    fn an_empty_subsystem_nqn_is_refused() {
+        let (sqe, data) = spdk_connect("");
+        assert_eq!(
+            Connect::parse(&sqe, &data),
+            Err(ConnectDataError::BadNqn(256))
         );
     }
 

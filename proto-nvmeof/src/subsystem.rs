@@ -188,9 +188,12 @@ impl Subsystem {
 
     /// Whether `hostnqn` may connect.
     pub fn host_allowed(&self, hostnqn: &str) -> bool {
-        self.allowed_hosts
-            .as_ref()
-            .is_none_or(|hosts| hosts.iter().any(|h| h == hostnqn))
+        match &self.allowed_hosts {
+            None => true,
+            // An anonymous host (empty Host NQN) is never on a list.
+            Some(_) if hostnqn.is_empty() => false,
+            Some(hosts) => hosts.iter().any(|h| h == hostnqn),
+        }
     }
 }
 
@@ -304,6 +307,17 @@ mod tests {
         assert!(s.ana_change_count > before);
         assert_eq!(s.ana_groups[0].change_count, s.ana_change_count);
         assert_eq!(s.ana_state(1), AnaState::Inaccessible);
+    }
+
+    #[test]
+    fn an_anonymous_host_is_admitted_only_where_any_host_is() {
+        let mut s = Subsystem::new("nqn.x", "sn");
+        assert!(s.host_allowed(""));
+        s.allowed_hosts = Some(vec!["nqn.h".into()]);
+        assert!(!s.host_allowed(""));
+        assert!(s.host_allowed("nqn.h"));
+        s.allowed_hosts = Some(vec![String::new()]);
+        assert!(!s.host_allowed(""), "an empty entry admits nobody");
     }
 
     #[test]
