@@ -15,6 +15,9 @@
 //! contents and a view of the log record format (`testkit`). Production users leave it off.
 
 mod batch;
+mod blockmap;
+pub mod clone;
+mod cow;
 pub mod engine;
 pub mod error;
 mod executor;
@@ -33,6 +36,8 @@ pub mod role;
 pub mod role_machine;
 #[cfg(feature = "testkit")]
 pub mod sim;
+pub mod snapshot;
+mod snapshot_ops;
 mod stats;
 pub mod storage;
 mod superblock;
@@ -43,9 +48,11 @@ pub mod tmpfs;
 pub mod volume;
 mod worker;
 
+pub use clone::{clone_origin, create_clone, CloneOptions, CloneOrigin, SnapshotView};
 pub use engine::{create, CreateOptions, Engine, OpenOptions};
 pub use error::{Error, Result};
 pub use role::{AccessState, Role, RoleState};
+pub use snapshot::SnapshotInfo;
 pub use stats::StatsSnapshot;
 pub use storage::{DirStorage, Storage};
 pub use volume::Volume;
