@@ -15,68 +15,20 @@
 //! cannot be deleted; whoever deletes a clone's directory tells the origin
 //! ([`Engine::clone_deleted`]). A clone holds its origin's engine open while it is open.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
-use crate::blockmap::BlockMap;
+pub use crate::backing::CloneOrigin;
+use crate::backing::{read_origin, Backing, CLONE_METADATA, WRITTEN_FILE};
 use crate::engine::{create_with_uuid, CreateOptions, Engine};
 use crate::error::{Error, Result};
 use crate::role::Role;
 use crate::snapshot::SnapshotInfo;
 use crate::storage::{DirStorage, Storage};
 
-/// Metadata naming a clone's origin.
-pub(crate) const CLONE_METADATA: &str = "meta-clone";
-/// The clone's map of blocks it wrote itself.
-pub(crate) const WRITTEN_FILE: &str = "clone-written";
-
-/// Where a clone comes from, as stored in its directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CloneOrigin {
-    /// UUID of the origin volume.
-    pub origin_uuid: [u8; 16],
-    /// The snapshot of the origin it reads unwritten blocks from.
-    pub snapshot_id: u64,
-    /// Whether writes are refused (an exported snapshot).
-    pub read_only: bool,
-}
-
-impl CloneOrigin {
-    fn encode(&self) -> [u8; 25] {
-        let mut b = [0u8; 25];
-        b[..16].copy_from_slice(&self.origin_uuid);
-        b[16..24].copy_from_slice(&self.snapshot_id.to_le_bytes());
-        b[24] = u8::from(self.read_only);
-        b
-    }
-
-    fn decode(b: &[u8]) -> Option<CloneOrigin> {
-        if b.len() != 25 || b[24] > 1 {
-            return None;
-        }
-        Some(CloneOrigin {
-            origin_uuid: b[..16].try_into().ok()?,
-            snapshot_id: u64::from_le_bytes(b[16..24].try_into().ok()?),
-            read_only: b[24] == 1,
-        })
-    }
-}
-
 /// Reads what `meta-clone` in `dir` says: `None` for a volume that is not a clone. Lets the
 /// gateway find out, before opening a volume, which origin it must open first.
 pub fn clone_origin(dir: impl AsRef<std::path::Path>) -> Result<Option<CloneOrigin>> {
     read_origin(&DirStorage::new(dir))
-}
-
-fn read_origin(storage: &dyn Storage) -> Result<Option<CloneOrigin>> {
-    match storage.read_all(CLONE_METADATA)? {
-        None => Ok(None),
-        Some(b) => CloneOrigin::decode(&b).map(Some).ok_or_else(|| {
-            Error::CorruptSuperblock {
-                path: storage.describe(CLONE_METADATA),
-                reason: "unreadable clone origin".into(),
-            }
-        }),
-    }
 }
 
 /// Parameters of a new clone.
@@ -155,58 +107,21 @@ impl SnapshotView {
     }
 }
 
-impl Drop for SnapshotView {
-    fn drop(&mut self) {
-        let _ = self.engine.view_count(self.info.id, false);
+impl Backing for SnapshotView {
+    fn read(&self, lba: u64, buf: &mut [u8]) -> Result<()> {
+        SnapshotView::read(self, lba, buf)
+    }
+    fn origin_uuid(&self) -> [u8; 16] {
+        SnapshotView::origin_uuid(self)
+    }
+    fn snapshot_id(&self) -> u64 {
+        self.info.id
     }
 }
 
-/// What an open clone holds: its origin and the map of blocks it wrote.
-pub(crate) struct CloneState {
-    pub(crate) origin: SnapshotView,
-    pub(crate) written: RwLock<BlockMap>,
-    pub(crate) read_only: bool,
-}
-
-impl CloneState {
-    /// The clone state of a volume being opened: `None` for a volume that is not a clone
-    /// (and then no origin may be given), the origin checked against what the clone names.
-    pub(crate) fn open(
-        storage: &dyn Storage,
-        origin: Option<SnapshotView>,
-    ) -> Result<Option<CloneState>> {
-        let stored = read_origin(storage)?;
-        match (stored, origin) {
-            (None, None) => Ok(None),
-            (None, Some(_)) => Err(Error::Invalid(format!(
-                "{} is not a clone",
-                storage.describe("").display()
-            ))),
-            (Some(c), None) => Err(Error::Invalid(format!(
-                "{} is a clone of snapshot {} of volume {}: open it with its origin",
-                storage.describe("").display(),
-                c.snapshot_id,
-                uuid::Uuid::from_bytes(c.origin_uuid)
-            ))),
-            (Some(c), Some(view)) => {
-                if view.origin_uuid() != c.origin_uuid || view.info.id != c.snapshot_id {
-                    return Err(Error::Invalid(format!(
-                        "{} is a clone of snapshot {} of volume {}, not of snapshot {} of {}",
-                        storage.describe("").display(),
-                        c.snapshot_id,
-                        uuid::Uuid::from_bytes(c.origin_uuid),
-                        view.info.id,
-                        uuid::Uuid::from_bytes(view.origin_uuid())
-                    )));
-                }
-                let written = BlockMap::load(storage.open(WRITTEN_FILE)?)?;
-                Ok(Some(CloneState {
-                    origin: view,
-                    written: RwLock::new(written),
-                    read_only: c.read_only,
-                }))
-            }
-        }
+impl Drop for SnapshotView {
+    fn drop(&mut self) {
+        let _ = self.engine.view_count(self.info.id, false);
     }
 }
 
@@ -228,7 +143,7 @@ impl Engine {
         opts: crate::engine::OpenOptions,
         origin: SnapshotView,
     ) -> Result<Arc<Engine>> {
-        Engine::open_inner(storage, opts, Some(origin))
+        Engine::open_inner(storage, opts, Some(Box::new(origin)))
     }
 
     /// Whether every write is refused (a read-only clone: an exported snapshot).
@@ -240,7 +155,7 @@ impl Engine {
     pub fn clone_origin(&self) -> Option<CloneOrigin> {
         self.clone.as_ref().map(|c| CloneOrigin {
             origin_uuid: c.origin.origin_uuid(),
-            snapshot_id: c.origin.info.id,
+            snapshot_id: c.origin.snapshot_id(),
             read_only: c.read_only,
         })
     }

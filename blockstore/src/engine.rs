@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::backing::{Backing, CloneState};
 use crate::error::{Error, Result};
 use crate::extent_copy::copy_to_extent;
 use crate::flusher::{Flush, Flusher};
@@ -30,7 +31,6 @@ use crate::replica_gate::{
 };
 use crate::role::{AccessState, Role, RoleState};
 use crate::role_machine::{Change, RoleError, RoleMachine};
-use crate::clone::{CloneState, SnapshotView};
 use crate::snapshot::Snapshots;
 use crate::stats::Stats;
 use crate::storage::{BlockFile, Storage};
@@ -290,7 +290,7 @@ impl Engine {
     pub(crate) fn open_inner(
         storage: Arc<dyn Storage>,
         opts: OpenOptions,
-        origin: Option<SnapshotView>,
+        origin: Option<Box<dyn Backing>>,
     ) -> Result<Arc<Engine>> {
         let clone = CloneState::open(storage.as_ref(), origin)?;
         let storage_handle = storage.clone();
@@ -408,11 +408,12 @@ impl Engine {
         engine.redo_snapshot_ops(&scan.snap_ops)?;
         engine.flush_once()?;
         engine.new_generation()?;
-        engine.redo_rollback()?;
         if engine.opts.background_flusher {
             engine.flusher.start(&engine, engine.opts.flush_interval);
             engine.lease_timer.start(&engine);
         }
+        // A rollback cut off by a crash is completed (it appends records, so the flusher runs).
+        engine.redo_rollback()?;
         Ok(engine)
     }
 
@@ -747,7 +748,8 @@ impl Engine {
         data: &[u8],
         origin: u64,
     ) -> Result<()> {
-        self.append_record(kind, lba, blocks, data, origin).map(|_| ())
+        self.append_record(kind, lba, blocks, data, origin)
+            .map(|_| ())
     }
 
     /// Appends a record that changes no block (a snapshot operation: `id` in the `lba` field,

@@ -14,6 +14,7 @@
 //! and the benchmarks share: a simulated disk that loses power (`sim`), self-identifying block
 //! contents and a view of the log record format (`testkit`). Production users leave it off.
 
+mod backing;
 mod batch;
 mod blockmap;
 pub mod clone;

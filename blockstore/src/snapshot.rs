@@ -158,13 +158,19 @@ impl<'a> Cursor<'a> {
         Ok(s)
     }
     fn u16(&mut self) -> std::result::Result<u16, String> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().unwrap_or([0; 2])))
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().unwrap_or([0; 2]),
+        ))
     }
     fn u32(&mut self) -> std::result::Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap_or([0; 4])))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().unwrap_or([0; 4]),
+        ))
     }
     fn u64(&mut self) -> std::result::Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap_or([0; 8])))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().unwrap_or([0; 8]),
+        ))
     }
 }
 
@@ -270,10 +276,7 @@ impl Snapshots {
     /// The blocks changed since snapshot `i` was taken and checkpointed since (those some
     /// delta store from `i` on holds), as merged ranges in block order.
     pub(crate) fn changed_ranges(&self, i: usize) -> Vec<(u64, u64)> {
-        let mut all: Vec<(u64, u64)> = self.list[i..]
-            .iter()
-            .flat_map(|s| s.map.ranges())
-            .collect();
+        let mut all: Vec<(u64, u64)> = self.list[i..].iter().flat_map(|s| s.map.ranges()).collect();
         all.sort_unstable();
         let mut out: Vec<(u64, u64)> = Vec::new();
         for (s, l) in all {

@@ -202,7 +202,10 @@ impl Engine {
                     .filter(|&(s, _)| s < cap)
                     .flat_map(|(s, l)| older.map.missing(s, l.min(cap - s)))
                     .collect();
-                (moves, Some((older.delta.clone(), snaps.list[i].delta.clone())))
+                (
+                    moves,
+                    Some((older.delta.clone(), snaps.list[i].delta.clone())),
+                )
             }
         };
         let bs = u64::from(self.block_size);
@@ -253,6 +256,7 @@ impl Engine {
     pub fn rollback_snapshot(&self, id: u64) -> Result<()> {
         self.check_alive()?;
         self.gate()?;
+        self.check_writable()?;
         let _c = self.caw.write().unwrap_or_else(|e| e.into_inner());
         self.snaps
             .read()

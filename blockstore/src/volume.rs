@@ -12,10 +12,10 @@ use std::time::Instant;
 
 use crate::clone::{CloneOptions, CloneOrigin};
 use crate::engine::{create, CreateOptions, Engine, OpenOptions};
-use crate::snapshot::SnapshotInfo;
 use crate::error::{Error, Result};
 use crate::executor::Executor;
 use crate::role::{AccessState, Role, RoleState};
+use crate::snapshot::SnapshotInfo;
 use crate::stats::StatsSnapshot;
 use crate::storage::{DirStorage, Storage};
 

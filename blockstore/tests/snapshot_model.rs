@@ -98,7 +98,8 @@ fn read_ids(e: &Engine) -> Result<Vec<u64>, String> {
 
 fn snap_ids(e: &Engine, id: u64) -> Result<Vec<u64>, String> {
     let mut buf = vec![0u8; BLOCKS as usize * BS];
-    e.read_snapshot(id, 0, &mut buf).map_err(|e| e.to_string())?;
+    e.read_snapshot(id, 0, &mut buf)
+        .map_err(|e| e.to_string())?;
     buf.chunks(BS)
         .enumerate()
         .map(|(b, d)| identify(d, b as u64))
@@ -394,7 +395,6 @@ impl Harness {
         }
         Ok(())
     }
-
 }
 
 proptest! {
@@ -488,7 +488,9 @@ fn power_loss_at_every_io_operation_of_a_clone() {
     )
     .unwrap();
     let origin = Engine::open(&odisk, opts()).unwrap();
-    origin.write(0, &write_data(1, 0, BLOCKS, BS), false).unwrap();
+    origin
+        .write(0, &write_data(1, 0, BLOCKS, BS), false)
+        .unwrap();
     let s = origin.create_snapshot("base").unwrap();
     let base = snap_ids(&origin, s.id).unwrap();
     let run = |disk: &SimStorage, crash_at: Option<u64>| -> Vec<Vec<u64>> {
@@ -511,7 +513,9 @@ fn power_loss_at_every_io_operation_of_a_clone() {
             for b in lba..lba + n {
                 model[b as usize].push(id);
             }
-            if c.write(lba, &write_data(id, lba, n, BS), i % 4 == 0).is_err() {
+            if c.write(lba, &write_data(id, lba, n, BS), i % 4 == 0)
+                .is_err()
+            {
                 return model;
             }
             if i % 4 == 0 {
@@ -562,12 +566,9 @@ fn power_loss_at_every_io_operation_of_a_clone() {
             let d = fresh();
             let model = run(&d, Some(crash_at));
             let after = d.crash(&mut SimRng::new(crash_at * 7 + seed));
-            let c = Engine::open_clone(
-                Arc::new(after),
-                opts(),
-                origin.snapshot_view(s.id).unwrap(),
-            )
-            .unwrap_or_else(|e| panic!("crash point {crash_at}: recovery failed: {e}"));
+            let c =
+                Engine::open_clone(Arc::new(after), opts(), origin.snapshot_view(s.id).unwrap())
+                    .unwrap_or_else(|e| panic!("crash point {crash_at}: recovery failed: {e}"));
             let got = read_ids(&c).unwrap();
             for (b, g) in got.iter().enumerate() {
                 assert!(

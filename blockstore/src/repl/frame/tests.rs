@@ -24,8 +24,12 @@ fn record_body() -> impl Strategy<Value = (RecordKind, u64, u32, Bytes)> {
             any::<u32>()
         )
             .prop_map(|(k, lba, b)| (k, lba, b, Bytes::new())),
-        (any::<u64>(), vec(any::<u8>(), 0..=MAX_SNAPSHOT_NAME))
-            .prop_map(|(id, name)| (RecordKind::Snapshot, id, 0, Bytes::from(name))),
+        (any::<u64>(), vec(any::<u8>(), 0..=MAX_SNAPSHOT_NAME)).prop_map(|(id, name)| (
+            RecordKind::Snapshot,
+            id,
+            0,
+            Bytes::from(name)
+        )),
         any::<u64>().prop_map(|id| (RecordKind::SnapshotDelete, id, 0, Bytes::new())),
     ]
 }
