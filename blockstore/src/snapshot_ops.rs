@@ -112,6 +112,27 @@ impl Engine {
         Ok(info)
     }
 
+    /// Records durably that snapshot `id` is not taken here (its record reached a standby in
+    /// the middle of a full resync, when the image is no point of the primary's log): its id
+    /// counts as used, so neither a replay of the record at open nor a second shipping of it
+    /// takes it later, at the wrong point. The flush lock is held.
+    fn skip_snapshot(&self, id: u64, name: &str) -> Result<()> {
+        let mut snaps = self.snaps.write().unwrap_or_else(|e| e.into_inner());
+        let mut table = snaps.table();
+        table.next_id = table.next_id.max(id + 1);
+        self.storage
+            .replace(TABLE, &table.encode())
+            .map_err(|e| self.fail(e))?;
+        snaps.next_id = table.next_id;
+        tracing::warn!(
+            volume = %self.volume_dir().display(),
+            id,
+            name,
+            "snapshot not taken on this standby: a full resync is in progress"
+        );
+        Ok(())
+    }
+
     /// The volume's snapshots, oldest first.
     pub fn list_snapshots(&self) -> Vec<SnapshotInfo> {
         let snaps = self.snaps.read().unwrap_or_else(|e| e.into_inner());
@@ -326,8 +347,17 @@ impl Engine {
         match op {
             SnapOp::Create { id, name, .. } => {
                 let done = *id < self.snaps.read().unwrap_or_else(|e| e.into_inner()).next_id;
+                // During a full resync the image is a mix of the copy and the records replayed
+                // over it, consistent only once the resync completes: a snapshot taken now would
+                // not be the primary's. It is left out (the standby lacks it, as it lacks those
+                // taken before the resync).
+                let consistent = !self.resync_incomplete();
                 let lsn = self.append_lsn(Kind::Snapshot, *id, name.as_bytes(), origin)?;
-                if !done {
+                if !done && !consistent {
+                    self.sync_wal()?;
+                    self.skip_snapshot(*id, name)?;
+                }
+                if !done && consistent {
                     self.sync_wal()?;
                     self.register_snapshot(*id, lsn, origin, name)?;
                 }
@@ -354,7 +384,13 @@ impl Engine {
                     name,
                 } => {
                     let next = self.snaps.read().unwrap_or_else(|e| e.into_inner()).next_id;
-                    if *id >= next {
+                    if *id < next {
+                        continue;
+                    }
+                    // Never while a full resync is incomplete (see `apply_snapshot_op`).
+                    if self.resync_incomplete() {
+                        self.skip_snapshot(*id, name)?;
+                    } else {
                         tracing::info!(id, name, "completing a snapshot interrupted by a crash");
                         self.register_snapshot(*id, *lsn, *position, name)?;
                     }
