@@ -29,7 +29,7 @@
 //! log position, with the same contents, and a standby that caught up without a full resync
 //! holds exactly the primary's snapshots.
 //!
-//! `TANDEM_REPL_SEEDS` sets how many seeds run (default 2000, about 18 s of CPU in a debug
+//! `TANDEM_REPL_SEEDS` sets how many seeds run (default 2000, about 27 s of CPU in a debug
 //! build), `TANDEM_REPL_FIRST_SEED` the first one (to replay a failing seed alone).
 
 use std::collections::{HashMap, VecDeque};
