@@ -208,6 +208,11 @@ impl Engine {
         let (moves, older_delta) = {
             let snaps = self.snaps.read().unwrap_or_else(|e| e.into_inner());
             let Ok(i) = snaps.find(id) else {
+                drop(snaps);
+                // Gone from the table already: a crash may have left its files behind.
+                for name in [delta_file(id), map_file(id)] {
+                    self.storage.remove(&name).map_err(|e| self.fail(e))?;
+                }
                 return Ok(());
             };
             if i == 0 {
