@@ -2,10 +2,10 @@
 //!
 //! A clone is an ordinary volume (superblock, log, sparse extent) in a directory of its own,
 //! plus two files: `meta-clone`, naming its origin (the origin volume's UUID and the snapshot
-//! id) and whether it is read-only, and `clone-written`, a [`BlockMap`] of the blocks the clone
+//! id) and whether it is read-only, and `clone-written`, a block map of the blocks the clone
 //! wrote itself. A read of a block the clone never wrote goes to the origin snapshot through a
 //! [`SnapshotView`]; the first checkpoint that writes a block into the clone's extent marks it
-//! written first ([`crate::cow`]). So a clone starts at the size of its log and grows with its
+//! written first (`cow`). So a clone starts at the size of its log and grows with its
 //! own writes only, and writing it never touches its origin.
 //!
 //! A read-only clone is how a snapshot is exported as a block device: the gateway opens it as a

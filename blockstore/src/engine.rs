@@ -8,7 +8,7 @@
 //! publishes the access state when a lease runs out. Both see the engine only through narrow
 //! traits ([`Flush`], [`LeaseClock`]) implemented here.
 //!
-//! Snapshots and clones live in [`crate::snapshot`], [`crate::snapshot_ops`], [`crate::cow`]
+//! Snapshots and clones live in [`crate::snapshot`], `snapshot_ops`, `cow`
 //! (the copy-on-write step of a checkpoint) and [`crate::clone`].
 //!
 //! Lock order (outer first): `caw`, `flush_lock`, `snaps`, a clone's `written`, `retention`,

@@ -7,6 +7,12 @@
 //! themselves. The volume also owns its role on this node (role, persisted epoch, timed lease),
 //! from which [`role::access_state`] derives the one access state both protocols show hosts.
 //!
+//! Snapshots are copy-on-write at the flusher: before a checkpoint overwrites an extent block
+//! the newest snapshot still needs, the old block goes to that snapshot's delta store
+//! ([`snapshot`], `cow`). Taking and deleting one are log records, so a standby does the same
+//! at the same position. A [`clone`] is a volume of its own reading the blocks it never wrote
+//! from its origin snapshot; a read-only clone is how a snapshot is exported.
+//!
 //! [`Engine`] is the synchronous core; [`Volume`] is the async API the gateway uses.
 //! [`repl`] holds primary/standby replication, sans-IO: its wire format and state machines.
 //!

@@ -14,7 +14,7 @@
 //!   for standbys, in parallel with the local log sync, before a flush or FUA write is
 //!   acknowledged ([`ReplicaGate`]);
 //! - on a standby, taking and deleting snapshots where the primary's log does (their records
-//!   are shipped like writes and applied at the same position, see [`crate::snapshot_ops`]);
+//!   are shipped like writes and applied at the same position, see `snapshot_ops`);
 //! - on a standby, appending a primary's records ([`Engine::apply_replicated`]) and making
 //!   them durable ([`Engine::sync_applied`]), with the primary's position of what was applied
 //!   kept across restarts: each appended record carries the primary's LSN (its origin), so

@@ -3,9 +3,9 @@
 //! A snapshot is the volume's extent as it was when the snapshot was taken: taking one first
 //! checkpoints the log (so every write acknowledged before is in the extent), then from that
 //! moment on the checkpoint preserves a block's old version before it overwrites the block in
-//! the extent (copy-on-write at the flusher, [`crate::cow`]). Each snapshot has a delta store:
+//! the extent (copy-on-write at the flusher, `cow`). Each snapshot has a delta store:
 //! a sparse file `snap-<id>.delta` holding preserved blocks at their own offsets, and a
-//! [`BlockMap`] `snap-<id>.map` saying which blocks it holds. Space grows with the blocks
+//! block map `snap-<id>.map` saying which blocks it holds. Space grows with the blocks
 //! changed after the snapshot, nothing else.
 //!
 //! Only the newest snapshot receives preserved blocks: a block overwritten for the first time
@@ -16,7 +16,7 @@
 //! The list of snapshots is a small table (`meta-snapshots`, replaced atomically): ids, names,
 //! log positions, capacities, and the next id (ids are never reused, so a replayed record of a
 //! deleted snapshot is recognised as done). The operations (create, delete, rollback) and
-//! their crash and replication rules are in [`crate::snapshot_ops`].
+//! their crash and replication rules are in `snapshot_ops`.
 
 use std::sync::Arc;
 
