@@ -375,3 +375,67 @@ fn a_rollback_larger_than_the_log_cut_off_by_power_loss_is_completed_at_open() {
     println!("{completed} interrupted rollbacks completed at open");
     assert!(completed > 0, "no crash point fell inside a rollback");
 }
+
+#[test]
+fn a_snapshot_under_concurrent_writers_holds_every_write_acknowledged_before_and_none_begun_after()
+{
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const WRITERS: u64 = 4;
+    let disk = SimStorage::new();
+    create(
+        &disk,
+        &CreateOptions {
+            block_size: BS as u32,
+            capacity_bytes: BLOCKS * BS as u64,
+            wal_bytes: 64 * 1024,
+            role: Role::Primary,
+            epoch: 1,
+        },
+    )
+    .unwrap();
+    let e = Engine::open(&disk, OpenOptions::default()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    // Per writer (each owns one block): the last write begun and the last acknowledged.
+    let begun: Arc<Vec<AtomicU64>> = Arc::new((0..WRITERS).map(|_| AtomicU64::new(0)).collect());
+    let acked: Arc<Vec<AtomicU64>> = Arc::new((0..WRITERS).map(|_| AtomicU64::new(0)).collect());
+    let threads: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (e, stop, begun, acked) = (e.clone(), stop.clone(), begun.clone(), acked.clone());
+            std::thread::spawn(move || {
+                let mut seq = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    seq += 1;
+                    begun[w as usize].store(seq, Ordering::SeqCst);
+                    e.write(w, &write_data(seq, w, 1, BS), seq % 7 == 0)
+                        .unwrap();
+                    acked[w as usize].store(seq, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    let mut checked = 0;
+    for round in 0..20 {
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        let before: Vec<u64> = acked.iter().map(|a| a.load(Ordering::SeqCst)).collect();
+        let s = e.create_snapshot(&format!("r{round}")).unwrap();
+        let after: Vec<u64> = begun.iter().map(|b| b.load(Ordering::SeqCst)).collect();
+        let got = snapshot_ids(&e, s.id);
+        for w in 0..WRITERS as usize {
+            assert!(
+                before[w] <= got[w] && got[w] <= after[w],
+                "round {round} writer {w}: snapshot holds write {}, acknowledged before: {}, \
+                 begun by the end: {}",
+                got[w],
+                before[w],
+                after[w]
+            );
+            checked += 1;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(acked.iter().all(|a| a.load(Ordering::SeqCst) > 20));
+    println!("{checked} writer positions checked against 20 snapshots");
+}
