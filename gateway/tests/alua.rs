@@ -160,21 +160,29 @@ impl Session {
 
     /// VPD page 0x83's designators: (association, type, value).
     async fn designators(&mut self) -> Vec<(u8, u8, Vec<u8>)> {
-        let a = self.run(&[0x12, 0x01, 0x83, 0x01, 0x00, 0x00], 256, &[]).await;
+        let a = self
+            .run(&[0x12, 0x01, 0x83, 0x01, 0x00, 0x00], 256, &[])
+            .await;
         assert_eq!(a.status, 0);
         let d = &a.data;
         let mut out = Vec::new();
         let mut o = 4;
         while o + 4 <= d.len() {
             let len = usize::from(d[o + 3]);
-            out.push(((d[o + 1] >> 4) & 3, d[o + 1] & 0x0F, d[o + 4..o + 4 + len].to_vec()));
+            out.push((
+                (d[o + 1] >> 4) & 3,
+                d[o + 1] & 0x0F,
+                d[o + 4..o + 4 + len].to_vec(),
+            ));
             o += 4 + len;
         }
         out
     }
 
     async fn serial(&mut self) -> Vec<u8> {
-        let a = self.run(&[0x12, 0x01, 0x80, 0x00, 0xFF, 0x00], 255, &[]).await;
+        let a = self
+            .run(&[0x12, 0x01, 0x80, 0x00, 0xFF, 0x00], 255, &[])
+            .await;
         assert_eq!(a.status, 0);
         a.data[4..].to_vec()
     }
@@ -218,7 +226,10 @@ fn path_identity(d: &[(u8, u8, Vec<u8>)]) -> (u16, u16, Vec<u8>) {
 async fn ana(c: &Controller) -> (u8, u64) {
     let log = c.ana_log().await.unwrap();
     assert_eq!(log.groups.len(), 1, "{log:?}");
-    assert_eq!((log.groups[0].id, &log.groups[0].nsids[..]), (1, &[1u32][..]));
+    assert_eq!(
+        (log.groups[0].id, &log.groups[0].nsids[..]),
+        (1, &[1u32][..])
+    );
     (log.groups[0].state, log.change_count)
 }
 
@@ -376,8 +387,8 @@ fn a_switchover_moves_alua_and_ana_together_on_both_nodes() {
         while !flag.load(std::sync::atomic::Ordering::SeqCst) {
             lba = lba.wrapping_add(1) % 64;
             let w = a.write(lba).await;
-            let retryable = (2..=4).any(|q| w.sense_is(2, 0x04, 0x08 + q))
-                || w.sense_is(6, 0x2A, 0x06);
+            let retryable =
+                (2..=4).any(|q| w.sense_is(2, 0x04, 0x08 + q)) || w.sense_is(6, 0x2A, 0x06);
             match w.status {
                 0 => good += 1,
                 _ if retryable => refused += 1,

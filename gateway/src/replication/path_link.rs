@@ -65,6 +65,18 @@ pub fn learned(cell: &Arc<PathCell>, f: &Frame, take_state: bool) {
     }
 }
 
+/// A primary's Hello on the listener: a node ships only while it serves, so a primary whose
+/// epoch is newer than this node's (or any primary, when this node is not one) serves: its
+/// group (known from an earlier announcement) is active/optimized. Its own `PathState` follows,
+/// but a node that is not a standby may close the link before reading it.
+pub fn hello_from(cell: &PathCell, hello: &Frame, mine: blockstore::RoleState) {
+    let Frame::Hello(h) = hello else { return };
+    let primary = blockstore::Role::from_u8(h.role) == Some(blockstore::Role::Primary);
+    if primary && (h.epoch > mine.epoch || mine.role != blockstore::Role::Primary) {
+        cell.peer_state(AccessState::Optimized);
+    }
+}
+
 /// The shipping task's side: the standby's group learned from its announcements, its state
 /// from how this primary counts it, and this node's group announced to it.
 #[derive(Debug)]

@@ -160,6 +160,7 @@ async fn serve_link(
         capacity_blocks: vol.engine.capacity_blocks(),
     };
     let epoch = vol.engine.role_state().epoch;
+    super::path_link::hello_from(&vol.paths, &hello, vol.engine.role_state());
     let incomplete = vol.engine.resync_incomplete();
     let mut link = if incomplete {
         StandbyLink::needing_resync(cfg, epoch)
