@@ -476,3 +476,40 @@ fn a_standby_out_of_sync_is_shown_unavailable() {
         settled(&s, "standby", 1, "active_optimized");
     });
 }
+
+#[test]
+fn after_a_failover_both_nodes_show_the_new_primary_optimized() {
+    let (mut p, s) = two_nodes();
+    // The primary dies: the standby keeps showing the last state it learned (never
+    // unavailable from mere silence, which would stop hosts on a live primary).
+    let _ = p.child.kill();
+    let _ = p.child.wait();
+    std::thread::sleep(Duration::from_millis(500));
+    settled(&s, "standby", 1, "active_optimized");
+    let out = s.cli(&["promote", "default"]);
+    assert!(out.status.success(), "promote: {out:?}");
+    // The promoted node shows the old primary by its own record of it: it needs a rebuild.
+    settled(&s, "active_optimized", 1, "unavailable");
+    // The old primary comes back with its old role, meets the newer epoch and is fenced; it
+    // shows the new primary's group active/optimized, learned over the link.
+    p.restart();
+    settled(&p, "unavailable", 2, "active_optimized");
+    big_stack(move || {
+        rt().block_on(Box::pin(async move {
+            let want = vec![(1, UNAVAILABLE, vec![1]), (2, AO, vec![257])];
+            for node in [&p, &s] {
+                let mut x = Session::login(node, "iqn.2026-11.test:failover").await;
+                let _ = x.past_unit_attentions().await;
+                let mut g = x.rtpg().await;
+                g.sort();
+                assert_eq!(g, want, "RTPG on the node at {:?}: {:?}\n--- p:\n{}", node.iscsi, node.vol(), p.log());
+            }
+            let mut old = Session::login(&p, "iqn.2026-11.test:failover-2").await;
+            let t = old.past_unit_attentions().await;
+            assert!(t.sense_is(2, 0x04, 0x0C), "the fenced node: {t:?}");
+            let c = connect(nvme_addr(&p)).await.unwrap();
+            assert_eq!(ana(&c).await.0, ANA_INACCESSIBLE);
+            assert!(refused_inaccessible(&c).await);
+        }))
+    });
+}
