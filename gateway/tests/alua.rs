@@ -502,7 +502,14 @@ fn after_a_failover_both_nodes_show_the_new_primary_optimized() {
                 let _ = x.past_unit_attentions().await;
                 let mut g = x.rtpg().await;
                 g.sort();
-                assert_eq!(g, want, "RTPG on the node at {:?}: {:?}\n--- p:\n{}", node.iscsi, node.vol(), p.log());
+                assert_eq!(
+                    g,
+                    want,
+                    "RTPG on the node at {:?}: {:?}\n--- p:\n{}",
+                    node.iscsi,
+                    node.vol(),
+                    p.log()
+                );
             }
             let mut old = Session::login(&p, "iqn.2026-11.test:failover-2").await;
             let t = old.past_unit_attentions().await;

@@ -27,12 +27,19 @@ pub fn standby_seen_by_primary(sync: SyncName) -> AccessState {
 #[derive(Debug, Default)]
 pub struct Announcer {
     last: Option<GroupView>,
+    /// Follows the cell, so that an unchanged view costs no comparison (this runs after
+    /// every wake of the shipping task).
+    rx: Option<tokio::sync::watch::Receiver<crate::paths::PathView>>,
 }
 
 impl Announcer {
     /// Sends a `PathState` when this node's group differs from the last one sent.
     pub fn announce(&mut self, cell: &PathCell, epoch: u64, tx: &FrameSender) {
-        let now = cell.view().local;
+        let rx = self.rx.get_or_insert_with(|| cell.watch());
+        if self.last.is_some() && !rx.has_changed().unwrap_or(false) {
+            return;
+        }
+        let now = rx.borrow_and_update().local.clone();
         if self.last.as_ref() == Some(&now) {
             return;
         }
@@ -83,6 +90,8 @@ pub fn hello_from(cell: &PathCell, hello: &Frame, mine: blockstore::RoleState) {
 pub struct PrimaryPaths {
     cell: Arc<PathCell>,
     announcer: Announcer,
+    /// The standby's sync state last shown.
+    shown: Option<SyncName>,
 }
 
 impl PrimaryPaths {
@@ -91,6 +100,7 @@ impl PrimaryPaths {
         PrimaryPaths {
             cell,
             announcer: Announcer::default(),
+            shown: None,
         }
     }
 
@@ -102,7 +112,10 @@ impl PrimaryPaths {
     /// After every wake: shows the standby by `sync`, and announces this node's group on
     /// `tx` (the ready connection, if any) when it changed.
     pub fn step(&mut self, sync: SyncName, epoch: u64, tx: Option<&FrameSender>) {
-        self.cell.peer_state(standby_seen_by_primary(sync));
+        if self.shown != Some(sync) {
+            self.shown = Some(sync);
+            self.cell.peer_state(standby_seen_by_primary(sync));
+        }
         if let Some(tx) = tx {
             self.announcer.announce(&self.cell, epoch, tx);
         }
