@@ -330,6 +330,11 @@ async fn identity_and_refusals(p: &Node, s: &Node) {
         );
         assert_eq!((na.nguid, na.eui64), (nb.nguid, nb.eui64));
         assert_eq!((na.anagrpid, nb.anagrpid), (1, 1));
+        assert_eq!(
+            ca.ns_descriptors(1).await.unwrap(),
+            cb.ns_descriptors(1).await.unwrap(),
+            "NGUID, EUI-64 and UUID descriptors"
+        );
         assert_eq!(ana(&ca).await.0, ANA_OPTIMIZED);
         assert_eq!(ana(&cb).await.0, ANA_INACCESSIBLE);
         assert!(refused_inaccessible(&cb).await);
