@@ -84,11 +84,24 @@ impl Default for StorageConfig {
 
 /// This node's identity. Replication handshakes carry it so each side knows which node it talks
 /// to; without a configured id one is generated on first start and kept in the data directory.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
     /// 16 bytes as 32 hex digits; default: generated once and persisted as `<data_dir>/node-id`.
     pub id: Option<String>,
+    /// This node's path group: its ALUA target port group id, the base of its relative target
+    /// port ids and of its default NVMe controller id range (`crate::paths::ids`). The two
+    /// nodes of a replicated volume need different values (e.g. 1 and 2).
+    pub path_group: u16,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            id: None,
+            path_group: 1,
+        }
+    }
 }
 
 /// Replication between this node and the peers named by volumes (`[[volume]] peer`). Nothing
@@ -553,6 +566,8 @@ impl Config {
         if let Some(id) = &self.node.id {
             crate::replication::node::parse_id(id).map_err(ConfigError::Invalid)?;
         }
+        crate::paths::ids::check(self.node.path_group, self.iscsi.portals.len())
+            .map_err(ConfigError::Invalid)?;
         let a = &self.admin;
         if a.header_read_timeout_ms == 0 || a.request_timeout_ms == 0 || a.max_connections == 0 {
             return bad(
@@ -571,7 +586,9 @@ impl Config {
         if self.replication.timeout_ms == 0 {
             return bad("[replication] timeout_ms must be positive".into());
         }
-        self.nvme.validate(&names).map_err(ConfigError::Invalid)
+        self.nvme
+            .validate(&names, self.node.path_group)
+            .map_err(ConfigError::Invalid)
     }
 
     /// Whether any volume is replicated (names a peer): only then does the node listen for
@@ -622,6 +639,23 @@ mod tests {
             .parse::<Size>()
             .unwrap_err()
             .contains("too large"));
+    }
+
+    #[test]
+    fn the_path_group_sets_the_default_cntlid_range_and_explicit_bounds_win() {
+        let c = Config::parse("[node]\npath_group = 2\n", Path::new("t.toml")).unwrap();
+        assert_eq!(c.node.path_group, 2);
+        assert_eq!(c.nvme.cntlids(c.node.path_group), 4097..=8191);
+        let c = Config::parse(
+            "[node]\npath_group = 2\n[nvme]\ncntlid_min = 100\ncntlid_max = 200\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.nvme.cntlids(2), 100..=200);
+        assert_eq!(Config::default().node.path_group, 1);
+        assert_eq!(Config::default().nvme.cntlids(1), 1..=4095);
+        let bad = Config::parse("[node]\npath_group = 0\n", Path::new("t.toml"));
+        assert!(bad.unwrap_err().to_string().contains("path_group"));
     }
 
     #[test]

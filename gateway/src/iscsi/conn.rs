@@ -24,7 +24,10 @@ use crate::metrics::Protocol;
 pub struct Portal {
     /// iSCSI target portal group tag.
     pub tpgt: u16,
-    /// SCSI relative target port identifier.
+    /// This node's ALUA target port group (`[node] path_group`).
+    pub port_group: u16,
+    /// SCSI relative target port identifier, unique across the nodes
+    /// (`crate::paths::ids::relative_port`).
     pub relative_port: u16,
 }
 
@@ -76,6 +79,8 @@ impl Drop for Live {
 struct Iscsi {
     shared: Arc<IscsiShared>,
     peer: SocketAddr,
+    /// The local address the connection came in on.
+    local: SocketAddr,
     portal: Portal,
     logged: Option<Logged>,
     _live: Live,
@@ -100,6 +105,9 @@ pub async fn serve(
     let conn = Connection::new_at(cfg, seed, std::time::Instant::now());
     let (tx, rx) = mpsc::unbounded_channel();
     let id = shared.live.register(tx);
+    let local = stream
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let handler = Iscsi {
         _live: Live {
             shared: Arc::clone(&shared),
@@ -107,6 +115,7 @@ pub async fn serve(
         },
         shared,
         peer,
+        local,
         portal,
         logged: None,
         id,
@@ -145,7 +154,7 @@ impl Handler for Iscsi {
                 let nexus = Nexus {
                     id: shared.next_nexus(),
                     initiator_port: format!("{},i,0x{isid}", p.initiator_name),
-                    target_port_group: crate::lu::NODE_PORT_GROUP,
+                    target_port_group: self.portal.port_group,
                     relative_port: self.portal.relative_port,
                 };
                 tracing::info!(initiator = %p.initiator_name, target = ?p.target_name, peer = %self.peer, "iSCSI login");
@@ -166,6 +175,8 @@ impl Handler for Iscsi {
                                 initiator: p.initiator_name.clone(),
                                 target: t.clone(),
                                 peer: self.peer.to_string(),
+                                portal: self.local.to_string(),
+                                relative_port: self.portal.relative_port,
                                 since_unix: crate::time::unix_now(),
                                 counters: Arc::clone(&counters),
                             },
@@ -341,7 +352,7 @@ mod tests {
         Nexus {
             id,
             initiator_port: format!("iqn.2026-11.test:host{id},i,0x00023d000001"),
-            target_port_group: crate::lu::NODE_PORT_GROUP,
+            target_port_group: 1,
             relative_port: 1,
         }
     }
@@ -379,7 +390,8 @@ mod tests {
         let target = crate::target::VolumeTarget::open(served, &metrics)
             .await
             .unwrap();
-        let lu = LuHandle::new(target, vec![1], vec![0]);
+        let paths = crate::paths::PathCell::new(target.volume.volume.engine(), 1, vec![1], false);
+        let lu = LuHandle::new(target, paths, vec![0]);
         let mut targets = HashMap::new();
         targets.insert(
             IQN.to_string(),
@@ -414,6 +426,8 @@ mod tests {
                 initiator: "iqn.2026-11.test:host1".into(),
                 target: IQN.into(),
                 peer: "127.0.0.1:1".into(),
+                portal: "127.0.0.1:3260".into(),
+                relative_port: 1,
                 since_unix: 0,
                 counters: Arc::default(),
             },
@@ -443,8 +457,10 @@ mod tests {
             reinstating: 0,
             shared: Arc::clone(&shared),
             peer: "127.0.0.1:1".parse().unwrap(),
+            local: "127.0.0.1:3260".parse().unwrap(),
             portal: Portal {
                 tpgt: 1,
+                port_group: 1,
                 relative_port: 1,
             },
             logged: Some(Logged {

@@ -31,6 +31,8 @@ pub struct StandbyVolume {
     pub engine: Arc<Engine>,
     /// What status shows.
     pub status: Arc<StatusCell>,
+    /// The paths hosts see to the volume on this node.
+    pub paths: Arc<crate::paths::PathCell>,
     /// Held while records are applied or the applied position is read, so that a replaced
     /// link's last apply (still on a blocking thread) finishes before the next link starts
     /// from the durable position.
@@ -44,11 +46,17 @@ pub struct StandbyVolume {
 
 impl StandbyVolume {
     /// A volume receivable over replication.
-    pub fn new(name: String, engine: Arc<Engine>, status: Arc<StatusCell>) -> StandbyVolume {
+    pub fn new(
+        name: String,
+        engine: Arc<Engine>,
+        status: Arc<StatusCell>,
+        paths: Arc<crate::paths::PathCell>,
+    ) -> StandbyVolume {
         StandbyVolume {
             name,
             engine,
             status,
+            paths,
             apply: Arc::new(Mutex::new(())),
             current: Mutex::new(None),
             held: Default::default(),
@@ -152,6 +160,7 @@ async fn serve_link(
         capacity_blocks: vol.engine.capacity_blocks(),
     };
     let epoch = vol.engine.role_state().epoch;
+    super::path_link::hello_from(&vol.paths, &hello, vol.engine.role_state());
     let incomplete = vol.engine.resync_incomplete();
     let mut link = if incomplete {
         StandbyLink::needing_resync(cfg, epoch)
@@ -164,10 +173,13 @@ async fn serve_link(
         s.connected = true;
         s.durable_lsn = durable;
     });
+    let mut announcer = super::path_link::Announcer::default();
     let why = loop {
         if let Err(why) = work(&vol, &mut link, &tx).await {
             break why;
         }
+        // After this node's Hello: its group, and again whenever it changed.
+        announcer.announce(&vol.paths, vol.engine.role_state().epoch, &tx);
         let f = tokio::select! {
             f = rd.next() => f,
             _ = stop.changed() => break "the node is shutting down".to_string(),
@@ -199,7 +211,18 @@ async fn take(vol: &StandbyVolume, link: &mut StandbyLink, f: Frame) {
             primary_lsn,
         } => {
             let (e, s) = (&vol.engine, &vol.status);
-            super::standby_sync::told(&vol.name, e, s, epoch, in_sync, primary_lsn).await
+            super::standby_sync::told(&vol.name, e, s, epoch, in_sync, primary_lsn).await;
+            if e.role_state().role == blockstore::Role::Standby {
+                let shown = s.get().sync_state == Some(super::state::SyncName::InSync);
+                vol.paths.set_standby_sync(shown);
+            }
+        }
+        f @ Frame::PathState { epoch, .. } => {
+            // A serving primary shows its standby by how it counts it; a primary meeting an
+            // older epoch here keeps its own view (it fences that node).
+            let mine = vol.engine.role_state();
+            let take_state = mine.role != blockstore::Role::Primary || epoch > mine.epoch;
+            super::path_link::learned(&vol.paths, &f, take_state);
         }
         f => {
             super::standby_sync::saw(&vol.status, &f);
@@ -243,6 +266,7 @@ async fn work(vol: &StandbyVolume, link: &mut StandbyLink, tx: &FrameSender) -> 
                     tracing::info!(volume = %vol.name, epoch, "adopted the primary's epoch");
                 }
                 StandbyEvent::Apply(_)
+                | StandbyEvent::Sync
                 | StandbyEvent::ResyncBegin { .. }
                 | StandbyEvent::ResyncExtent { .. }
                 | StandbyEvent::ResyncEnd { .. }
@@ -252,7 +276,9 @@ async fn work(vol: &StandbyVolume, link: &mut StandbyLink, tx: &FrameSender) -> 
                     // A primary (fenced by this link or not) or a stale old primary applies
                     // nothing, nor takes a full resync: its image is its own until it is
                     // demoted knowingly (the demotion then resets its position, and a rebuild
-                    // done before would be undone).
+                    // done before would be undone). Nor does it acknowledge a barrier: an
+                    // empty catch-up would otherwise count it in sync with an image that is
+                    // not the primary's.
                     return Err(format!(
                         "this node is {} here, not a standby: it applies no records and takes no resync",
                         vol.engine.role_state().role.name()
