@@ -277,7 +277,7 @@ fn access_states(reg: &mut Registry, view: &NodeView) {
         "volume_ana_state",
         "ANA state NVMe/TCP hosts see for the volume on this node (1 for the current state)",
     );
-    for (name, t) in &view.targets {
+    for (name, t) in &view.targets() {
         let now = t.access_state();
         for s in ACCESS_STATES {
             let sl = |state: &str| StateLabels {

@@ -53,7 +53,7 @@ pub async fn start(cfg: &Config, vols: &Volumes, shutdown: Shutdown) -> Result<F
         f.iscsi = Some(crate::iscsi::start(cfg, &f.lus, shutdown.clone(), m, l).await?);
     }
     if cfg.nvme.enabled && crate::nvme::exports_anything(cfg) {
-        f.nvme = Some(crate::nvme::start(cfg, vols, &targets, shutdown, metrics, limit).await?);
+        f.nvme = Some(crate::nvme::start(cfg, &targets, shutdown, metrics, limit).await?);
     } else if cfg.nvme.enabled {
         tracing::info!(
             "NVMe/TCP: no volume named \"default\" and no [[nvme.subsystem]]: not listening"

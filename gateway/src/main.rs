@@ -273,6 +273,18 @@ fn main() -> ExitCode {
             if let Some(d) = args.data_dir {
                 cfg.data_dir = d;
             }
+            // What the admin API changed replaces the file's volumes, exports and access lists.
+            match gateway::control::state::apply_saved(&mut cfg) {
+                Ok(true) => tracing::info!(
+                    state = %gateway::control::state::path(&cfg).display(),
+                    "volumes, exports, host lists and CHAP from the control plane's state"
+                ),
+                Ok(false) => {}
+                Err(e) => {
+                    eprintln!("tandem: {e}");
+                    return ExitCode::from(2);
+                }
+            }
             if !args.iscsi_listen.is_empty() {
                 let template = cfg.iscsi.portals.first().cloned();
                 cfg.iscsi.portals = args

@@ -96,7 +96,7 @@ pub async fn post(view: &NodeView, path: &str, query: &str) -> Response<Full<Byt
     let Some((name, action)) = action else {
         return json_error(StatusCode::NOT_FOUND, format!("no such action {path:?}"));
     };
-    if !view.targets.contains_key(name) {
+    if view.served.target(name).is_none() {
         return json_error(StatusCode::NOT_FOUND, format!("no volume {name:?}"));
     }
     match action {
@@ -153,7 +153,7 @@ async fn change_role(
     action: &str,
     query: &str,
 ) -> Response<Full<Bytes>> {
-    let Some(t) = view.targets.get(name) else {
+    let Some(t) = view.served.target(name) else {
         return json_error(StatusCode::NOT_FOUND, format!("no volume {name:?}"));
     };
     let v = &t.volume.volume;

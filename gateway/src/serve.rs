@@ -66,7 +66,16 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let mut view = crate::status::NodeView::new(&cfg, &fronts);
     view.replication = repl.statuses.clone();
     view.replicas = repl.handles.clone();
-    view.unavailable = opened.unavailable;
+    view.served.set_unavailable(opened.unavailable);
+    // The control plane: mutating admin requests need the token, generated on first start.
+    let token = crate::token::load_or_create(&crate::token::path(&cfg))?;
+    view.control = Some(std::sync::Arc::new(crate::control::Control::new(
+        std::sync::Arc::clone(&view.served),
+        &fronts,
+        shutdown.clone(),
+        token,
+    )));
+    let served = std::sync::Arc::clone(&view.served);
     let readiness = view.readiness.clone();
     // The admin API outlives the front ends' drain (its own stop), so `/readyz` says 503
     // while the node shuts down rather than going silent.
@@ -108,7 +117,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let _ = shutdown.send(true);
     fronts.join().await;
     repl.stop().await;
-    volumes::close_all(&vols).await;
+    // The volumes served now: those the control plane created included, deleted ones not.
+    volumes::close_all(&served.volumes()).await;
     tracing::info!("volumes flushed and closed");
     let _ = admin_stop.send(true);
     if let Some(a) = admin {

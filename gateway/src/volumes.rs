@@ -70,7 +70,7 @@ pub async fn open_available(cfg: &Config) -> Result<Opened, String> {
                 );
             }
             Err(OpenError::Locked(reason)) => return Err(reason),
-            Err(OpenError::Unavailable(reason)) => {
+            Err(OpenError::Unavailable(reason) | OpenError::Invalid(reason)) => {
                 tracing::error!(volume = %v.name, error = %reason, "volume unavailable: not served");
                 out.unavailable.push(Unavailable {
                     name: v.name.clone(),
@@ -83,11 +83,24 @@ pub async fn open_available(cfg: &Config) -> Result<Opened, String> {
 }
 
 /// Why one volume did not open.
-enum OpenError {
+#[derive(Debug)]
+pub(crate) enum OpenError {
     /// Another process has it open: fatal for the node.
     Locked(String),
+    /// Its creation parameters cannot make a volume (size, block size, log size).
+    Invalid(String),
     /// Anything else: the volume is left out.
     Unavailable(String),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Locked(m) | OpenError::Invalid(m) | OpenError::Unavailable(m) => {
+                f.write_str(m)
+            }
+        }
+    }
 }
 
 fn classify(e: blockstore::Error, what: String) -> OpenError {
@@ -95,11 +108,15 @@ fn classify(e: blockstore::Error, what: String) -> OpenError {
         blockstore::Error::Locked { .. } => OpenError::Locked(format!(
             "{what}: {e} (is another tandem running on this data directory?)"
         )),
+        e @ (blockstore::Error::InvalidGeometry(_) | blockstore::Error::TooSmall(_)) => {
+            OpenError::Invalid(format!("{what}: {e}"))
+        }
         e => OpenError::Unavailable(format!("{what}: {e}")),
     }
 }
 
-async fn open_one(cfg: &Config, v: &VolumeConfig) -> Result<Volume, OpenError> {
+/// Opens volume `v` of `cfg`, creating it first when its directory holds none.
+pub(crate) async fn open_one(cfg: &Config, v: &VolumeConfig) -> Result<Volume, OpenError> {
     let dir = cfg.volume_dir(v);
     let uuid = v.parsed_uuid().map_err(OpenError::Unavailable)?;
     if !dir.join(blockstore::engine::SUPERBLOCK_FILE).exists() {

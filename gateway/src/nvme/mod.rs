@@ -13,6 +13,7 @@ pub mod config;
 mod conn;
 mod exec;
 mod notices;
+pub mod reconfigure;
 mod shared;
 mod subsys;
 
@@ -24,7 +25,6 @@ use proto_nvmeof::TargetConfig;
 use crate::config::Config;
 use crate::shutdown::Shutdown;
 use crate::target::Targets;
-use crate::volumes::Volumes;
 
 pub use shared::{ControllerInfo, NvmeShared};
 
@@ -54,10 +54,24 @@ pub fn exports_anything(cfg: &Config) -> bool {
     })
 }
 
+/// Makes the front end follow a served volume (one opened at start or created later): its
+/// access state into ANA, its reservation notices to the hosts, preempt-and-abort to the
+/// hosts' queues. Returns the follower tasks (they end at shutdown).
+pub fn follow_volume(
+    shared: &Arc<NvmeShared>,
+    target: &Arc<crate::target::VolumeTarget>,
+    shutdown: &Shutdown,
+) -> [tokio::task::JoinHandle<()>; 2] {
+    shared.add_abort_sink(target);
+    [
+        subsys::follow_access_state(shared, target, shutdown),
+        notices::follow_reservation_notices(shared, target, shutdown),
+    ]
+}
+
 /// Builds the subsystems, binds every listener, and starts serving.
 pub async fn start(
     cfg: &Config,
-    vols: &Volumes,
     targets: &Targets,
     shutdown: Shutdown,
     metrics: Arc<crate::metrics::Metrics>,
@@ -88,15 +102,11 @@ pub async fn start(
     built
         .registry
         .set_discovery_limit(limits.nvme_max_discovery_controllers);
-    let shared = Arc::new(NvmeShared::new(
-        built.registry,
-        target,
-        built.namespaces,
-        metrics,
-    ));
-    shared.add_abort_sinks();
-    let mut tasks = subsys::follow_access_states(&shared, vols, &shutdown);
-    tasks.extend(notices::follow_reservation_notices(&shared, &shutdown));
+    let shared = Arc::new(NvmeShared::new(built, target, metrics));
+    let mut tasks = Vec::new();
+    for t in targets.values() {
+        tasks.extend(follow_volume(&shared, t, &shutdown));
+    }
     for l in listeners {
         let rx = shutdown.subscribe();
         let shared = shared.clone();

@@ -27,6 +27,9 @@ pub struct Replicated {
     pub status: Arc<StatusCell>,
     /// The volume as the replication listener receives it.
     pub receiver: Arc<StandbyVolume>,
+    /// The file holding the bearer token of the peer's admin API (a switchover asks the peer to
+    /// promote through it): `[admin] peer_token_file`, else this node's own token file.
+    pub peer_token_file: std::path::PathBuf,
     /// Whether the supervisor runs the shipping task now (true) or not.
     pub shipping: tokio::sync::watch::Sender<bool>,
 }
