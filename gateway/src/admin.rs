@@ -48,7 +48,10 @@ async fn mutate(view: &NodeView, req: Request<Incoming>) -> Response<Full<Bytes>
     let Some(control) = view.control.as_ref() else {
         return unauthorized("this admin API has no token: it refuses every change");
     };
-    let header = req.headers().get(hyper::header::AUTHORIZATION).map(|h| h.as_bytes());
+    let header = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .map(|h| h.as_bytes());
     if !crate::token::authorizes(header, control.token()) {
         return unauthorized(
             "missing or wrong bearer token: send Authorization: Bearer <the token in the daemon's \

@@ -99,7 +99,12 @@ fn message(body: &[u8]) -> String {
 pub async fn request(addr: SocketAddr, call: Call<'_>) -> Result<String, Error> {
     let io = |source| Error::Io { addr, source };
     let proto = |what: String| Error::Protocol { addr, what };
-    let timed_out = || io(std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time"));
+    let timed_out = || {
+        io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no answer in time",
+        ))
+    };
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
         .await
         .map_err(|_| timed_out())?
@@ -121,7 +126,9 @@ pub async fn request(addr: SocketAddr, call: Call<'_>) -> Result<String, Error> 
             req = req.header(hyper::header::CONTENT_TYPE, "application/json");
         }
         let req = req
-            .body(Full::new(Bytes::from(call.body.clone().unwrap_or_default())))
+            .body(Full::new(Bytes::from(
+                call.body.clone().unwrap_or_default(),
+            )))
             .map_err(|e| proto(e.to_string()))?;
         let resp = sender
             .send_request(req)

@@ -54,13 +54,28 @@ enum Command {
     Bench(BenchCommand),
     /// Show the volumes of a running daemon and the hosts attached over each protocol.
     Status(StatusArgs),
-    /// Change a volume's role on a running daemon (failover by the operator).
+    /// Create, list and delete volumes, and change a volume's role, on a running daemon.
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Export a volume over iSCSI or NVMe/TCP on a running daemon, or remove an export.
+    #[command(subcommand)]
+    Export(gateway::cli::ExportCommand),
+    /// Change which hosts may log in to a target or connect to a subsystem.
+    #[command(subcommand)]
+    Host(gateway::cli::HostCommand),
+    /// Set or clear iSCSI CHAP and NVMe DH-HMAC-CHAP credentials.
+    #[command(subcommand)]
+    Chap(gateway::cli::ChapCommand),
 }
 
 #[derive(Debug, Subcommand)]
 enum VolumeCommand {
+    /// Create a volume and serve it (export it with `tandem export add`).
+    Create(gateway::cli::CreateArgs),
+    /// List the volumes with their size, role, exports and attached hosts.
+    List(gateway::cli::ListArgs),
+    /// Delete a volume and its data. An exported volume needs --force (its exports go first).
+    Delete(gateway::cli::DeleteArgs),
     /// Make this node the volume's primary under a new epoch (after the old primary failed).
     /// A standby not known to be in sync is refused unless --force.
     Promote(PromoteArgs),
@@ -93,16 +108,16 @@ struct SwitchoverArgs {
 struct RoleArgs {
     /// The volume's name.
     name: String,
-    /// The daemon's admin API address (`[admin] listen`).
-    #[arg(long, default_value = gateway::config::DEFAULT_ADMIN_LISTEN)]
-    admin: std::net::SocketAddr,
+    #[command(flatten)]
+    admin: gateway::cli::Admin,
 }
 
 fn change_role(action: &str, args: &RoleArgs, force: bool) -> ExitCode {
     let query = if force { "?force=1" } else { "" };
     let path = format!("/v1/volumes/{}/{action}{query}", args.name);
-    match gateway::status::post(args.admin, &path)
-        .map_err(|e| e.to_string())
+    match args
+        .admin
+        .send(hyper::Method::POST, &path, None)
         .and_then(|body| {
             serde_json::from_str::<gateway::operator::RoleChangeReply>(&body)
                 .map_err(|e| format!("unexpected answer {body:?}: {e}"))
@@ -123,8 +138,10 @@ fn change_role(action: &str, args: &RoleArgs, force: bool) -> ExitCode {
 
 fn switchover(args: &SwitchoverArgs) -> ExitCode {
     let path = format!("/v1/volumes/{}/switchover?to={}", args.role.name, args.to);
-    match gateway::status::post(args.role.admin, &path)
-        .map_err(|e| e.to_string())
+    match args
+        .role
+        .admin
+        .send(hyper::Method::POST, &path, None)
         .and_then(|body| {
             serde_json::from_str::<gateway::replication::switchover::SwitchoverReply>(&body)
                 .map_err(|e| format!("unexpected answer {body:?}: {e}"))
@@ -243,6 +260,12 @@ fn main() -> ExitCode {
         }
         Command::Volume(VolumeCommand::Demote(args)) => change_role("demote", &args, false),
         Command::Volume(VolumeCommand::Switchover(args)) => switchover(&args),
+        Command::Volume(VolumeCommand::Create(args)) => gateway::cli::create(&args),
+        Command::Volume(VolumeCommand::List(args)) => gateway::cli::list(&args),
+        Command::Volume(VolumeCommand::Delete(args)) => gateway::cli::delete(&args),
+        Command::Export(c) => gateway::cli::export(&c),
+        Command::Host(c) => gateway::cli::host(&c),
+        Command::Chap(c) => gateway::cli::chap(&c),
         Command::ExampleConfig => {
             print!("{}", gateway::config::EXAMPLE);
             ExitCode::SUCCESS

@@ -83,7 +83,12 @@ impl Served {
     }
 
     /// Adds a newly opened volume's target and logical unit.
-    pub(crate) fn insert(&self, name: &str, target: Arc<VolumeTarget>, lu: Arc<crate::lu::LuHandle>) {
+    pub(crate) fn insert(
+        &self,
+        name: &str,
+        target: Arc<VolumeTarget>,
+        lu: Arc<crate::lu::LuHandle>,
+    ) {
         write(&self.targets).insert(name.to_string(), target);
         write(&self.lus).insert(name.to_string(), lu);
     }

@@ -80,7 +80,8 @@ async fn body<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<
             "this request needs a JSON body (see docs/api.md)",
         ));
     }
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 /// Whether `query` sets `key` to a true value (`force`, `force=1`, `force=true`).
@@ -121,9 +122,14 @@ pub async fn route(control: &Control, req: Request<Incoming>) -> Option<Response
     }))
 }
 
-async fn create(control: &Control, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
+async fn create(
+    control: &Control,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, ApiError> {
     let spec: edit::CreateVolume = body(req).await?;
-    let v = control.change(|cfg| edit::create_volume(cfg, &spec)).await?;
+    let v = control
+        .change(|cfg| edit::create_volume(cfg, &spec))
+        .await?;
     let t = control
         .served
         .target(&v.name)
@@ -140,7 +146,11 @@ async fn create(control: &Control, req: Request<Incoming>) -> Result<Response<Fu
     ))
 }
 
-async fn delete(control: &Control, name: &str, force: bool) -> Result<Response<Full<Bytes>>, ApiError> {
+async fn delete(
+    control: &Control,
+    name: &str,
+    force: bool,
+) -> Result<Response<Full<Bytes>>, ApiError> {
     let removed = control
         .change(|cfg| edit::delete_volume(cfg, name, force))
         .await?;
@@ -153,26 +163,42 @@ async fn delete(control: &Control, name: &str, force: bool) -> Result<Response<F
     ))
 }
 
-async fn exports(control: &Control, req: Request<Incoming>, add: bool) -> Result<Response<Full<Bytes>>, ApiError> {
+async fn exports(
+    control: &Control,
+    req: Request<Incoming>,
+    add: bool,
+) -> Result<Response<Full<Bytes>>, ApiError> {
     let spec: edit::ExportSpec = body(req).await?;
     control.require(spec.protocol)?;
     if add {
         let e = control.change(|cfg| edit::add_export(cfg, &spec)).await?;
         Ok(json(StatusCode::CREATED, &e))
     } else {
-        let removed = control.change(|cfg| edit::remove_export(cfg, &spec)).await?;
+        let removed = control
+            .change(|cfg| edit::remove_export(cfg, &spec))
+            .await?;
         Ok(json(StatusCode::OK, &removed))
     }
 }
 
-async fn hosts(control: &Control, req: Request<Incoming>, allow: bool) -> Result<Response<Full<Bytes>>, ApiError> {
+async fn hosts(
+    control: &Control,
+    req: Request<Incoming>,
+    allow: bool,
+) -> Result<Response<Full<Bytes>>, ApiError> {
     let spec: edit::HostSpec = body(req).await?;
     control.require(spec.protocol)?;
-    let list = control.change(|cfg| edit::change_host(cfg, &spec, allow)).await?;
+    let list = control
+        .change(|cfg| edit::change_host(cfg, &spec, allow))
+        .await?;
     Ok(json(StatusCode::OK, &list))
 }
 
-async fn chap(control: &Control, req: Request<Incoming>, set: bool) -> Result<Response<Full<Bytes>>, ApiError> {
+async fn chap(
+    control: &Control,
+    req: Request<Incoming>,
+    set: bool,
+) -> Result<Response<Full<Bytes>>, ApiError> {
     control.require(Protocol::Iscsi)?;
     let st = if set {
         let spec: edit::SetChap = body(req).await?;
@@ -195,14 +221,20 @@ async fn chap(control: &Control, req: Request<Incoming>, set: bool) -> Result<Re
     Ok(json(StatusCode::OK, &st))
 }
 
-async fn dhchap(control: &Control, req: Request<Incoming>, set: bool) -> Result<Response<Full<Bytes>>, ApiError> {
+async fn dhchap(
+    control: &Control,
+    req: Request<Incoming>,
+    set: bool,
+) -> Result<Response<Full<Bytes>>, ApiError> {
     control.require(Protocol::Nvme)?;
     let st = if set {
         let host: crate::nvme::config::NvmeHostConfig = body(req).await?;
         control.change(|cfg| edit::set_dhchap(cfg, host)).await?
     } else {
         let spec: edit::ClearDhchap = body(req).await?;
-        control.change(|cfg| edit::clear_dhchap(cfg, &spec.host)).await?
+        control
+            .change(|cfg| edit::clear_dhchap(cfg, &spec.host))
+            .await?
     };
     Ok(json(StatusCode::OK, &st))
 }

@@ -275,7 +275,11 @@ fn protocol_name(p: Protocol) -> &'static str {
 }
 
 /// The target (or subsystem) a request means: the one it names, else the only one there is.
-fn pick<'a>(names: impl Iterator<Item = &'a str>, given: Option<&str>, what: &str) -> Result<Option<String>, ApiError> {
+fn pick<'a>(
+    names: impl Iterator<Item = &'a str>,
+    given: Option<&str>,
+    what: &str,
+) -> Result<Option<String>, ApiError> {
     let names: Vec<&str> = names.collect();
     match given {
         Some(g) => Ok(Some(g.to_string())),
@@ -298,8 +302,12 @@ pub fn add_export(cfg: &mut Config, req: &ExportSpec) -> Result<Export, ApiError
     }
     match req.protocol {
         Protocol::Iscsi => {
-            let iqn = pick(cfg.iscsi.targets.iter().map(|t| t.iqn.as_str()), req.target.as_deref(), "target")?
-                .unwrap_or_else(|| crate::config::DEFAULT_IQN.to_string());
+            let iqn = pick(
+                cfg.iscsi.targets.iter().map(|t| t.iqn.as_str()),
+                req.target.as_deref(),
+                "target",
+            )?
+            .unwrap_or_else(|| crate::config::DEFAULT_IQN.to_string());
             if !cfg.iscsi.targets.iter().any(|t| t.iqn == iqn) {
                 cfg.iscsi.targets.push(TargetConfig {
                     iqn: iqn.clone(),
@@ -308,7 +316,12 @@ pub fn add_export(cfg: &mut Config, req: &ExportSpec) -> Result<Export, ApiError
                     allowed_initiators: None,
                 });
             }
-            let t = cfg.iscsi.targets.iter_mut().find(|t| t.iqn == iqn).ok_or_else(|| bad("no target"))?;
+            let t = cfg
+                .iscsi
+                .targets
+                .iter_mut()
+                .find(|t| t.iqn == iqn)
+                .ok_or_else(|| bad("no target"))?;
             if let Some(l) = t.luns.iter().find(|l| l.volume == req.volume) {
                 return Err(ApiError::conflict(format!(
                     "volume {:?} is already LUN {} of {iqn}",
@@ -316,7 +329,9 @@ pub fn add_export(cfg: &mut Config, req: &ExportSpec) -> Result<Export, ApiError
                 )));
             }
             let id = match req.id {
-                Some(id) => u16::try_from(id).map_err(|_| bad(format!("LUN {id}: use 0..=65535")))?,
+                Some(id) => {
+                    u16::try_from(id).map_err(|_| bad(format!("LUN {id}: use 0..=65535")))?
+                }
                 None => (0..=u16::MAX)
                     .find(|id| !t.luns.iter().any(|l| l.id == *id))
                     .ok_or_else(|| ApiError::conflict(format!("target {iqn} has no free LUN")))?,
@@ -339,8 +354,12 @@ pub fn add_export(cfg: &mut Config, req: &ExportSpec) -> Result<Export, ApiError
             })
         }
         Protocol::Nvme => {
-            let nqn = pick(cfg.nvme.subsystems.iter().map(|s| s.nqn.as_str()), req.target.as_deref(), "subsystem")?
-                .unwrap_or_else(|| crate::nvme::config::DEFAULT_NQN.to_string());
+            let nqn = pick(
+                cfg.nvme.subsystems.iter().map(|s| s.nqn.as_str()),
+                req.target.as_deref(),
+                "subsystem",
+            )?
+            .unwrap_or_else(|| crate::nvme::config::DEFAULT_NQN.to_string());
             if !cfg.nvme.subsystems.iter().any(|s| s.nqn == nqn) {
                 // A new subsystem admits no host until one is allowed (tandem host allow).
                 cfg.nvme.subsystems.push(SubsystemConfig {
@@ -352,7 +371,12 @@ pub fn add_export(cfg: &mut Config, req: &ExportSpec) -> Result<Export, ApiError
                 });
             }
             let names: Vec<String> = cfg.volumes.iter().map(|v| v.name.clone()).collect();
-            let s = cfg.nvme.subsystems.iter_mut().find(|s| s.nqn == nqn).ok_or_else(|| bad("no subsystem"))?;
+            let s = cfg
+                .nvme
+                .subsystems
+                .iter_mut()
+                .find(|s| s.nqn == nqn)
+                .ok_or_else(|| bad("no subsystem"))?;
             // The built-in default subsystem names a volume "default" the node may not have.
             s.namespaces.retain(|n| names.contains(&n.volume));
             if let Some(n) = s.namespaces.iter().find(|n| n.volume == req.volume) {
@@ -366,7 +390,9 @@ pub fn add_export(cfg: &mut Config, req: &ExportSpec) -> Result<Export, ApiError
                 Some(id) => return Err(bad(format!("nsid {id}: use 1..={MAX_NSID}"))),
                 None => (1..=MAX_NSID)
                     .find(|id| !s.namespaces.iter().any(|n| n.nsid == *id))
-                    .ok_or_else(|| ApiError::conflict(format!("subsystem {nqn} has no free namespace id")))?,
+                    .ok_or_else(|| {
+                        ApiError::conflict(format!("subsystem {nqn} has no free namespace id"))
+                    })?,
             };
             if let Some(n) = s.namespaces.iter().find(|n| n.nsid == nsid) {
                 return Err(ApiError::conflict(format!(
@@ -402,7 +428,9 @@ pub fn remove_export(cfg: &mut Config, req: &ExportSpec) -> Result<Vec<Export>, 
             "volume {:?} has no {} export{}",
             req.volume,
             protocol_name(req.protocol),
-            req.target.as_ref().map_or(String::new(), |t| format!(" on {t}"))
+            req.target
+                .as_ref()
+                .map_or(String::new(), |t| format!(" on {t}"))
         )));
     }
     for e in &removed {
@@ -434,9 +462,20 @@ pub fn change_host(cfg: &mut Config, req: &HostSpec, allow: bool) -> Result<Acce
     let host = req.host.trim().to_string();
     match req.protocol {
         Protocol::Iscsi => {
-            let iqn = pick(cfg.iscsi.targets.iter().map(|t| t.iqn.as_str()), req.target.as_deref(), "target")?
-                .ok_or_else(|| ApiError::not_found("this node has no iSCSI target (tandem export add creates one)"))?;
-            let t = cfg.iscsi.targets.iter_mut().find(|t| t.iqn == iqn).ok_or_else(|| no_target(req.protocol, &iqn))?;
+            let iqn = pick(
+                cfg.iscsi.targets.iter().map(|t| t.iqn.as_str()),
+                req.target.as_deref(),
+                "target",
+            )?
+            .ok_or_else(|| {
+                ApiError::not_found("this node has no iSCSI target (tandem export add creates one)")
+            })?;
+            let t = cfg
+                .iscsi
+                .targets
+                .iter_mut()
+                .find(|t| t.iqn == iqn)
+                .ok_or_else(|| no_target(req.protocol, &iqn))?;
             let list = t.allowed_initiators.get_or_insert_with(Vec::new);
             let present = list.iter().any(|h| h.eq_ignore_ascii_case(&host));
             if allow {
@@ -445,7 +484,9 @@ pub fn change_host(cfg: &mut Config, req: &HostSpec, allow: bool) -> Result<Acce
                 }
             } else {
                 if !present {
-                    return Err(ApiError::not_found(format!("{host} is not on the initiator list of {iqn}")));
+                    return Err(ApiError::not_found(format!(
+                        "{host} is not on the initiator list of {iqn}"
+                    )));
                 }
                 if list.len() == 1 {
                     return Err(ApiError::conflict(format!(
@@ -462,9 +503,22 @@ pub fn change_host(cfg: &mut Config, req: &HostSpec, allow: bool) -> Result<Acce
             })
         }
         Protocol::Nvme => {
-            let nqn = pick(cfg.nvme.subsystems.iter().map(|s| s.nqn.as_str()), req.target.as_deref(), "subsystem")?
-                .ok_or_else(|| ApiError::not_found("this node has no NVMe subsystem (tandem export add creates one)"))?;
-            let s = cfg.nvme.subsystems.iter_mut().find(|s| s.nqn == nqn).ok_or_else(|| no_target(req.protocol, &nqn))?;
+            let nqn = pick(
+                cfg.nvme.subsystems.iter().map(|s| s.nqn.as_str()),
+                req.target.as_deref(),
+                "subsystem",
+            )?
+            .ok_or_else(|| {
+                ApiError::not_found(
+                    "this node has no NVMe subsystem (tandem export add creates one)",
+                )
+            })?;
+            let s = cfg
+                .nvme
+                .subsystems
+                .iter_mut()
+                .find(|s| s.nqn == nqn)
+                .ok_or_else(|| no_target(req.protocol, &nqn))?;
             let list = s.allowed_hosts.get_or_insert_with(Vec::new);
             let present = list.contains(&host);
             if allow {
@@ -473,7 +527,9 @@ pub fn change_host(cfg: &mut Config, req: &HostSpec, allow: bool) -> Result<Acce
                 }
             } else {
                 if !present {
-                    return Err(ApiError::not_found(format!("{host} is not on the host list of {nqn}")));
+                    return Err(ApiError::not_found(format!(
+                        "{host} is not on the host list of {nqn}"
+                    )));
                 }
                 list.retain(|h| h != &host);
             }
@@ -496,7 +552,11 @@ fn chap_kind(c: &Option<ChapConfig>) -> String {
 }
 
 /// Sets (`Some`) or clears (`None`) the CHAP credentials of a target or of discovery.
-pub fn set_chap(cfg: &mut Config, target: Option<&str>, chap: Option<ChapConfig>) -> Result<ChapState, ApiError> {
+pub fn set_chap(
+    cfg: &mut Config,
+    target: Option<&str>,
+    chap: Option<ChapConfig>,
+) -> Result<ChapState, ApiError> {
     let slot = match target {
         None => &mut cfg.iscsi.discovery_chap,
         Some(iqn) => {
@@ -535,7 +595,9 @@ pub fn set_dhchap(cfg: &mut Config, host: NvmeHostConfig) -> Result<ChapState, A
 /// Removes the DH-HMAC-CHAP secrets of an NVMe host (it connects without authenticating).
 pub fn clear_dhchap(cfg: &mut Config, host: &str) -> Result<ChapState, ApiError> {
     if !cfg.nvme.hosts.iter().any(|h| h.nqn == host) {
-        return Err(ApiError::not_found(format!("host {host:?} has no DH-HMAC-CHAP secret")));
+        return Err(ApiError::not_found(format!(
+            "host {host:?} has no DH-HMAC-CHAP secret"
+        )));
     }
     cfg.nvme.hosts.retain(|h| h.nqn != host);
     Ok(ChapState {
@@ -584,11 +646,25 @@ mod tests {
         };
         assert_eq!(create_volume(&mut c, &again).unwrap_err().status, 409);
         for name in ["", "../x", ".hidden", "a b"] {
-            let e = create_volume(&mut c, &CreateVolume { name: name.into(), ..again.clone() }).unwrap_err();
+            let e = create_volume(
+                &mut c,
+                &CreateVolume {
+                    name: name.into(),
+                    ..again.clone()
+                },
+            )
+            .unwrap_err();
             assert_eq!(e.status, 400, "{name}: {}", e.message);
         }
-        let odd = CreateVolume { name: "odd".into(), size: Size(1000), ..again.clone() };
-        assert!(create_volume(&mut c, &odd).unwrap_err().message.contains("multiple"));
+        let odd = CreateVolume {
+            name: "odd".into(),
+            size: Size(1000),
+            ..again.clone()
+        };
+        assert!(create_volume(&mut c, &odd)
+            .unwrap_err()
+            .message
+            .contains("multiple"));
         c.validate().unwrap();
     }
 
@@ -597,7 +673,15 @@ mod tests {
         let mut c = cfg();
         create(&mut c, "db");
         let add = |c: &mut Config, p| {
-            add_export(c, &ExportSpec { volume: "db".into(), protocol: p, target: None, id: None })
+            add_export(
+                c,
+                &ExportSpec {
+                    volume: "db".into(),
+                    protocol: p,
+                    target: None,
+                    id: None,
+                },
+            )
         };
         let e = add(&mut c, Protocol::Iscsi).unwrap();
         assert_eq!((e.target.as_str(), e.id), (crate::config::DEFAULT_IQN, 0));
@@ -608,7 +692,12 @@ mod tests {
         let e = delete_volume(&mut c, "db", false).unwrap_err();
         assert_eq!(e.status, 409);
         assert!(e.message.contains("is exported"), "{}", e.message);
-        let spec = ExportSpec { volume: "db".into(), protocol: Protocol::Nvme, target: None, id: None };
+        let spec = ExportSpec {
+            volume: "db".into(),
+            protocol: Protocol::Nvme,
+            target: None,
+            id: None,
+        };
         assert_eq!(remove_export(&mut c, &spec).unwrap().len(), 1);
         assert_eq!(remove_export(&mut c, &spec).unwrap_err().status, 404);
         assert_eq!(delete_volume(&mut c, "db", true).unwrap().len(), 1);
@@ -621,17 +710,38 @@ mod tests {
     fn host_lists_change_and_the_last_initiator_cannot_be_denied() {
         let mut c = cfg();
         create(&mut c, "db");
-        add_export(&mut c, &ExportSpec { volume: "db".into(), protocol: Protocol::Iscsi, target: None, id: None }).unwrap();
-        let h = |host: &str| HostSpec { protocol: Protocol::Iscsi, host: host.into(), target: None };
+        add_export(
+            &mut c,
+            &ExportSpec {
+                volume: "db".into(),
+                protocol: Protocol::Iscsi,
+                target: None,
+                id: None,
+            },
+        )
+        .unwrap();
+        let h = |host: &str| HostSpec {
+            protocol: Protocol::Iscsi,
+            host: host.into(),
+            target: None,
+        };
         let l = change_host(&mut c, &h("iqn.2026-11.h:a"), true).unwrap();
         assert_eq!(l.allowed, Some(vec!["iqn.2026-11.h:a".to_string()]));
         change_host(&mut c, &h("iqn.2026-11.h:b"), true).unwrap();
         let l = change_host(&mut c, &h("IQN.2026-11.h:A"), false).unwrap();
         assert_eq!(l.allowed, Some(vec!["iqn.2026-11.h:b".to_string()]));
-        assert_eq!(change_host(&mut c, &h("iqn.2026-11.h:b"), false).unwrap_err().status, 409);
+        assert_eq!(
+            change_host(&mut c, &h("iqn.2026-11.h:b"), false)
+                .unwrap_err()
+                .status,
+            409
+        );
         c.validate().unwrap();
         let e = change_host(&mut c, &h("host1"), true).unwrap();
         assert!(e.allowed.is_some());
-        assert!(c.validate().is_err(), "not an iSCSI name: validation refuses it");
+        assert!(
+            c.validate().is_err(),
+            "not an iSCSI name: validation refuses it"
+        );
     }
 }

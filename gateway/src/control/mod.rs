@@ -188,7 +188,11 @@ impl Control {
     }
 
     /// Creates and opens volume `v` (not served yet).
-    async fn open(&self, cfg: &Config, v: &crate::config::VolumeConfig) -> Result<Opened, ApiError> {
+    async fn open(
+        &self,
+        cfg: &Config,
+        v: &crate::config::VolumeConfig,
+    ) -> Result<Opened, ApiError> {
         let dir = cfg.volume_dir(v);
         let volume = crate::volumes::open_one(cfg, v).await.map_err(|e| {
             let _ = std::fs::remove_dir_all(&dir);
@@ -201,14 +205,15 @@ impl Control {
             name: v.name.clone(),
             volume,
         });
-        let target = match crate::target::VolumeTarget::open(Arc::clone(&served), &self.metrics).await {
-            Ok(t) => t,
-            Err(e) => {
-                let _ = served.volume.close().await;
-                let _ = std::fs::remove_dir_all(&dir);
-                return Err(ApiError::internal(e));
-            }
-        };
+        let target =
+            match crate::target::VolumeTarget::open(Arc::clone(&served), &self.metrics).await {
+                Ok(t) => t,
+                Err(e) => {
+                    let _ = served.volume.close().await;
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(ApiError::internal(e));
+                }
+            };
         let ports = self
             .iscsi
             .as_ref()
@@ -232,7 +237,9 @@ impl Control {
                 state::sync_dir(&dir);
                 tracing::info!(volume = %v.name, dir = %dir.display(), "volume deleted by the control plane");
             }
-            Err(e) => tracing::error!(volume = %v.name, dir = %dir.display(), error = %e, "cannot remove the deleted volume's files"),
+            Err(e) => {
+                tracing::error!(volume = %v.name, dir = %dir.display(), error = %e, "cannot remove the deleted volume's files")
+            }
         }
     }
 }

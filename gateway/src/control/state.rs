@@ -171,7 +171,8 @@ mod tests {
             ..Config::default()
         };
         assert!(!apply_saved(&mut cfg).unwrap(), "no state yet");
-        cfg.volumes.push(VolumeConfig::new("db", crate::config::Size(64 << 20)));
+        cfg.volumes
+            .push(VolumeConfig::new("db", crate::config::Size(64 << 20)));
         cfg.iscsi.targets[0].allowed_initiators = Some(vec!["iqn.2026-11.h:a".into()]);
         cfg.nvme.subsystems[0].allowed_hosts = Some(vec!["nqn.2026-11.h:b".into()]);
         save(&cfg).unwrap();

@@ -49,7 +49,10 @@ pub(super) fn exports(cfg: &Config, lus: &Lus, portal_addresses: &[String]) -> E
         .collect();
     Exports {
         targets,
-        discovery_auth: ic.discovery_chap.as_ref().map_or(TargetAuth::None, super::chap),
+        discovery_auth: ic
+            .discovery_chap
+            .as_ref()
+            .map_or(TargetAuth::None, super::chap),
         send_targets,
     }
 }

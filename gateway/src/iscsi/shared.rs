@@ -141,8 +141,7 @@ impl IscsiShared {
     }
 
     pub(crate) fn next_nexus(&self) -> u64 {
-        self.nexus
-            .fetch_add(1, Ordering::Relaxed)
+        self.nexus.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Shared state with no targets, for unit tests.

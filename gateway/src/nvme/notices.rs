@@ -23,29 +23,29 @@ pub(super) fn follow_reservation_notices(
     lu: &Arc<VolumeTarget>,
     shutdown: &crate::shutdown::Shutdown,
 ) -> tokio::task::JoinHandle<()> {
-            let mut rx = lu.subscribe_notices();
-            let weak = Arc::downgrade(shared);
-            let lu = Arc::downgrade(lu);
-            let mut stop = shutdown.subscribe();
-            tokio::spawn(async move {
-                loop {
-                    let batch = tokio::select! {
-                        r = rx.recv() => match r {
-                            Ok(b) => b,
-                            Err(RecvError::Lagged(n)) => {
-                                tracing::warn!(lost = n, "reservation notices dropped");
-                                continue;
-                            }
-                            Err(RecvError::Closed) => return,
-                        },
-                        _ = stop.changed() => return,
-                    };
-                    let (Some(shared), Some(lu)) = (weak.upgrade(), lu.upgrade()) else {
-                        return;
-                    };
-                    deliver(&shared, &lu, &batch);
-                }
-            })
+    let mut rx = lu.subscribe_notices();
+    let weak = Arc::downgrade(shared);
+    let lu = Arc::downgrade(lu);
+    let mut stop = shutdown.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let batch = tokio::select! {
+                r = rx.recv() => match r {
+                    Ok(b) => b,
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(lost = n, "reservation notices dropped");
+                        continue;
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+                _ = stop.changed() => return,
+            };
+            let (Some(shared), Some(lu)) = (weak.upgrade(), lu.upgrade()) else {
+                return;
+            };
+            deliver(&shared, &lu, &batch);
+        }
+    })
 }
 
 /// Sends each notice of `batch` (raised on `lu`) to the admin queues of the NVMe host it

@@ -7,8 +7,8 @@
 //! Host lists and secrets are checked at the next Connect. A removed subsystem's associations
 //! end (its hosts can no longer reach it).
 
-use std::collections::HashMap;
 use proto_nvmeof::{AnaGroup, Subsystem};
+use std::collections::HashMap;
 
 use super::shared::NvmeShared;
 use super::subsys;
