@@ -94,12 +94,13 @@ pub struct DeleteArgs {
     pub json: bool,
 }
 
-/// `tandem volume list`.
+/// `tandem volume list` (reading needs no token; the token options are accepted for
+/// uniformity).
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
-    /// The daemon's admin API address (`[admin] listen`).
-    #[arg(long, default_value = crate::config::DEFAULT_ADMIN_LISTEN)]
-    pub admin: SocketAddr,
+    /// The admin API.
+    #[command(flatten)]
+    pub admin: Admin,
     /// Print the JSON document of `GET /v1/volumes`.
     #[arg(long)]
     pub json: bool,
@@ -324,7 +325,7 @@ pub fn delete(a: &DeleteArgs) -> ExitCode {
 
 /// `tandem volume list`.
 pub fn list(a: &ListArgs) -> ExitCode {
-    let answer = crate::client::blocking(a.admin, crate::client::Call::get("/v1/volumes"))
+    let answer = crate::client::blocking(a.admin.admin, crate::client::Call::get("/v1/volumes"))
         .map_err(|e| e.to_string());
     finish(
         "volume list",
