@@ -210,7 +210,9 @@ impl Background {
     async fn start(d: &Daemon) -> Background {
         let stop = Arc::new(AtomicBool::new(false));
         let (nvme_ops, iscsi_ops) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let c = Controller::connect(d.nvme, NQN_A, &host(HOST_A)).await.unwrap();
+        let c = Controller::connect(d.nvme, NQN_A, &host(HOST_A))
+            .await
+            .unwrap();
         let (s, ops) = (Arc::clone(&stop), Arc::clone(&nvme_ops));
         let nvme = tokio::spawn(async move {
             let mut i = 0u64;
@@ -220,7 +222,10 @@ impl Background {
                 c.write(0, 1, lba, data.clone(), 512, false)
                     .await
                     .map_err(|e| format!("host A write: {e}"))?;
-                let back = c.read(0, 1, lba, 1, 512).await.map_err(|e| format!("host A read: {e}"))?;
+                let back = c
+                    .read(0, 1, lba, 1, 512)
+                    .await
+                    .map_err(|e| format!("host A read: {e}"))?;
                 if back != data {
                     return Err(format!("host A read back other data at {lba}"));
                 }
@@ -264,7 +269,10 @@ impl Background {
         while self.nvme_ops.load(Ordering::Acquire) <= n + 5
             || self.iscsi_ops.load(Ordering::Acquire) <= i + 5
         {
-            assert!(Instant::now() < deadline, "the background hosts' I/O stalled");
+            assert!(
+                Instant::now() < deadline,
+                "the background hosts' I/O stalled"
+            );
             for t in &self.tasks {
                 assert!(!t.is_finished(), "a background host stopped early");
             }
@@ -319,18 +327,54 @@ async fn scenario() {
     // the subsystem host A is using.
     let out = d.ok(&["volume", "create", "b", "--size", "8MiB"]);
     assert!(out.contains("8388608"), "{out}");
-    d.ok(&["export", "add", "b", "--protocol", "iscsi", "--target", IQN_B]);
-    d.ok(&["export", "add", "b", "--protocol", "nvme", "--target", NQN_B]);
-    let out = d.ok(&["export", "add", "b", "--protocol", "nvme", "--target", NQN_A, "--id", "2"]);
+    d.ok(&[
+        "export",
+        "add",
+        "b",
+        "--protocol",
+        "iscsi",
+        "--target",
+        IQN_B,
+    ]);
+    d.ok(&[
+        "export",
+        "add",
+        "b",
+        "--protocol",
+        "nvme",
+        "--target",
+        NQN_B,
+    ]);
+    let out = d.ok(&[
+        "export",
+        "add",
+        "b",
+        "--protocol",
+        "nvme",
+        "--target",
+        NQN_A,
+        "--id",
+        "2",
+    ]);
     assert!(out.contains(NQN_A) && out.contains(" 2"), "{out}");
-    d.ok(&["host", "allow", HOST_B, "--protocol", "nvme", "--target", NQN_B]);
+    d.ok(&[
+        "host",
+        "allow",
+        HOST_B,
+        "--protocol",
+        "nvme",
+        "--target",
+        NQN_B,
+    ]);
     bg.progresses().await;
     let v = d.doc().volumes.into_iter().find(|v| v.name == "b").unwrap();
     assert_eq!(v.exports.iscsi.len(), 1);
     assert_eq!(v.exports.nvme.len(), 2);
 
     // Host B reaches volume b over NVMe/TCP; an initiator logs in to target b.
-    let b = Controller::connect(d.nvme, NQN_B, &host(HOST_B)).await.unwrap();
+    let b = Controller::connect(d.nvme, NQN_B, &host(HOST_B))
+        .await
+        .unwrap();
     let data = Bytes::from(vec![0xB5u8; 512]);
     b.write(0, 1, 9, data.clone(), 512, true).await.unwrap();
     assert_eq!(b.read(0, 1, 9, 1, 512).await.unwrap(), data);
@@ -341,27 +385,92 @@ async fn scenario() {
     assert_eq!(s.read_block().await, 0);
     drop(s);
     // Host A is not allowed on subsystem b.
-    assert!(Controller::connect(d.nvme, NQN_B, &host(HOST_A)).await.is_err());
+    assert!(Controller::connect(d.nvme, NQN_B, &host(HOST_A))
+        .await
+        .is_err());
 
     // Initiator lists: target b admits initiator 2 only once 1 is denied; SendTargets follows.
-    d.ok(&["host", "allow", INIT_1, "--protocol", "iscsi", "--target", IQN_B]);
-    d.ok(&["host", "allow", INIT_2, "--protocol", "iscsi", "--target", IQN_B]);
+    d.ok(&[
+        "host",
+        "allow",
+        INIT_1,
+        "--protocol",
+        "iscsi",
+        "--target",
+        IQN_B,
+    ]);
+    d.ok(&[
+        "host",
+        "allow",
+        INIT_2,
+        "--protocol",
+        "iscsi",
+        "--target",
+        IQN_B,
+    ]);
     RawSession::login(d.iscsi, IQN_B, INIT_1).await;
-    d.ok(&["host", "deny", INIT_1, "--protocol", "iscsi", "--target", IQN_B]);
+    d.ok(&[
+        "host",
+        "deny",
+        INIT_1,
+        "--protocol",
+        "iscsi",
+        "--target",
+        IQN_B,
+    ]);
     let refused = RawSession::try_login(d.iscsi, IQN_B, INIT_1).await.err();
-    assert_eq!(refused, Some((0x02, 0x02)), "initiator 1 is refused at its next login");
+    assert_eq!(
+        refused,
+        Some((0x02, 0x02)),
+        "initiator 1 is refused at its next login"
+    );
     RawSession::login(d.iscsi, IQN_B, INIT_2).await;
     // The last initiator cannot be denied (the target would admit anyone).
-    let e = d.fails(&["host", "deny", INIT_2, "--protocol", "iscsi", "--target", IQN_B]);
+    let e = d.fails(&[
+        "host",
+        "deny",
+        INIT_2,
+        "--protocol",
+        "iscsi",
+        "--target",
+        IQN_B,
+    ]);
     assert!(e.contains("409") && e.contains("last initiator"), "{e}");
     // NVMe: host B denied on subsystem b cannot connect again.
-    d.ok(&["host", "deny", HOST_B, "--protocol", "nvme", "--target", NQN_B]);
-    assert!(Controller::connect(d.nvme, NQN_B, &host(HOST_B)).await.is_err());
-    d.ok(&["host", "allow", HOST_B, "--protocol", "nvme", "--target", NQN_B]);
+    d.ok(&[
+        "host",
+        "deny",
+        HOST_B,
+        "--protocol",
+        "nvme",
+        "--target",
+        NQN_B,
+    ]);
+    assert!(Controller::connect(d.nvme, NQN_B, &host(HOST_B))
+        .await
+        .is_err());
+    d.ok(&[
+        "host",
+        "allow",
+        HOST_B,
+        "--protocol",
+        "nvme",
+        "--target",
+        NQN_B,
+    ]);
     bg.progresses().await;
 
     // CHAP on target b: a login without it is refused; cleared, it is admitted again.
-    d.ok(&["chap", "set", "--target", IQN_B, "--username", "u", "--secret", "chap-secret-0123"]);
+    d.ok(&[
+        "chap",
+        "set",
+        "--target",
+        IQN_B,
+        "--username",
+        "u",
+        "--secret",
+        "chap-secret-0123",
+    ]);
     assert!(RawSession::try_login(d.iscsi, IQN_B, INIT_2).await.is_err());
     d.ok(&["chap", "clear", "--target", IQN_B]);
     RawSession::login(d.iscsi, IQN_B, INIT_2).await;
@@ -372,7 +481,9 @@ async fn scenario() {
     }
     .to_text();
     d.ok(&["chap", "set", "--host", HOST_B, "--dhchap-secret", &secret]);
-    assert!(Controller::connect(d.nvme, NQN_B, &host(HOST_B)).await.is_err());
+    assert!(Controller::connect(d.nvme, NQN_B, &host(HOST_B))
+        .await
+        .is_err());
     let with = HostOptions {
         dhchap_secret: Some(secret.clone()),
         ..host(HOST_B)
@@ -398,23 +509,88 @@ async fn scenario() {
     assert!(!out.status.success() && e.contains("401"), "{e}");
     // Bad input: a clear 4xx each, nothing changed.
     for (args, code, words) in [
-        (&["volume", "create", "bad name", "--size", "1MiB"][..], "400", "volume name"),
-        (&["volume", "create", "c", "--size", "1000"][..], "400", "multiple"),
-        (&["volume", "create", "b", "--size", "1MiB"][..], "409", "exists already"),
+        (
+            &["volume", "create", "bad name", "--size", "1MiB"][..],
+            "400",
+            "volume name",
+        ),
+        (
+            &["volume", "create", "c", "--size", "1000"][..],
+            "400",
+            "multiple",
+        ),
+        (
+            &["volume", "create", "b", "--size", "1MiB"][..],
+            "409",
+            "exists already",
+        ),
         (&["volume", "delete", "b"][..], "409", "is exported"),
         (&["volume", "delete", "nope"][..], "404", "no volume"),
-        (&["export", "add", "nope", "--protocol", "iscsi"][..], "404", "no volume"),
-        (&["export", "add", "b", "--protocol", "nvme", "--target", NQN_A, "--id", "1"][..], "409", "already"),
-        (&["host", "allow", "host1", "--protocol", "iscsi", "--target", IQN_B][..], "400", "not an iqn"),
-        (&["chap", "set", "--host", HOST_B, "--dhchap-secret", "DHHC-1:09:AAAA:"][..], "400", "dhchap_secret"),
+        (
+            &["export", "add", "nope", "--protocol", "iscsi"][..],
+            "404",
+            "no volume",
+        ),
+        (
+            &[
+                "export",
+                "add",
+                "b",
+                "--protocol",
+                "nvme",
+                "--target",
+                NQN_A,
+                "--id",
+                "1",
+            ][..],
+            "409",
+            "already",
+        ),
+        (
+            &[
+                "host",
+                "allow",
+                "host1",
+                "--protocol",
+                "iscsi",
+                "--target",
+                IQN_B,
+            ][..],
+            "400",
+            "not an iqn",
+        ),
+        (
+            &[
+                "chap",
+                "set",
+                "--host",
+                HOST_B,
+                "--dhchap-secret",
+                "DHHC-1:09:AAAA:",
+            ][..],
+            "400",
+            "dhchap_secret",
+        ),
     ] {
         let e = d.fails(args);
         assert!(e.contains(code) && e.contains(words), "{args:?}: {e}");
     }
-    assert_eq!(d.state(), before, "refused requests changed the saved state");
+    assert_eq!(
+        d.state(),
+        before,
+        "refused requests changed the saved state"
+    );
     assert_eq!(names(&d), ["a", "b"]);
     // Removing an export of a volume host A does not use.
-    d.ok(&["export", "remove", "b", "--protocol", "nvme", "--target", NQN_A]);
+    d.ok(&[
+        "export",
+        "remove",
+        "b",
+        "--protocol",
+        "nvme",
+        "--target",
+        NQN_A,
+    ]);
     bg.progresses().await;
     bg.finish().await;
 
@@ -431,9 +607,15 @@ async fn scenario() {
         Some((0x02, 0x02))
     );
     RawSession::login(d.iscsi, IQN_B, INIT_2).await;
-    assert!(Controller::connect(d.nvme, NQN_B, &host(HOST_B)).await.is_err());
+    assert!(Controller::connect(d.nvme, NQN_B, &host(HOST_B))
+        .await
+        .is_err());
     let b = Controller::connect(d.nvme, NQN_B, &with).await.unwrap();
-    assert_eq!(b.read(0, 1, 9, 1, 512).await.unwrap(), data, "volume b's data");
+    assert_eq!(
+        b.read(0, 1, 9, 1, 512).await.unwrap(),
+        data,
+        "volume b's data"
+    );
     b.shutdown().await.ok();
     drop(b);
 
@@ -442,7 +624,10 @@ async fn scenario() {
     assert!(out.contains("exports removed"), "{out}");
     assert!(!d.data().join("b").exists());
     assert_eq!(names(&d), ["a"]);
-    assert!(RawSession::try_login(d.iscsi, IQN_B, INIT_2).await.is_ok(), "the target stays, empty");
+    assert!(
+        RawSession::try_login(d.iscsi, IQN_B, INIT_2).await.is_ok(),
+        "the target stays, empty"
+    );
     d.restart();
     assert_eq!(names(&d), ["a"]);
     let table = d.ok(&["volume", "list"]);
@@ -453,14 +638,26 @@ async fn scenario() {
 fn the_cli_finds_no_token_and_says_where_it_looked() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["volume", "delete", "x", "--admin", "127.0.0.1:9", "--data-dir"])
+        .args([
+            "volume",
+            "delete",
+            "x",
+            "--admin",
+            "127.0.0.1:9",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        e.contains(&Path::new(dir.path()).join("admin-token").display().to_string()),
+        e.contains(
+            &Path::new(dir.path())
+                .join("admin-token")
+                .display()
+                .to_string()
+        ),
         "{e}"
     );
 }

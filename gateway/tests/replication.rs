@@ -230,7 +230,11 @@ fn the_old_primary_back_after_a_failover_is_fenced_by_the_promoted_standby() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("401"), "{e}");
-    assert_eq!(doc(&standby).volumes[0].role, "primary", "a refused demote changes nothing");
+    assert_eq!(
+        doc(&standby).volumes[0].role,
+        "primary",
+        "a refused demote changes nothing"
+    );
     primary.restart();
     // Its handshake meets epoch 2: it stops serving and persists that it is stale.
     let deadline = Instant::now() + Duration::from_secs(30);

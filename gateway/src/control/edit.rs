@@ -189,7 +189,7 @@ pub fn create_volume(cfg: &mut Config, req: &CreateVolume) -> Result<VolumeConfi
     if v.block_size != 512 && v.block_size != 4096 {
         return Err(bad(format!("block_size {}: use 512 or 4096", v.block_size)));
     }
-    if v.size.0 == 0 || v.size.0 % u64::from(v.block_size) != 0 {
+    if v.size.0 == 0 || !v.size.0.is_multiple_of(u64::from(v.block_size)) {
         return Err(bad(format!(
             "size {} bytes: give a positive multiple of the {}-byte block",
             v.size.0, v.block_size
