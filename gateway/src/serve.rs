@@ -146,16 +146,17 @@ impl Signals {
     }
 
     /// Waits for SIGINT or SIGTERM. SIGHUP (a reload request from `systemctl reload` or a
-    /// closed terminal) never stops the node: nothing of the configuration can change without
-    /// a restart yet, so it is logged and ignored.
+    /// closed terminal) never stops the node: the file is not re-read (volumes, exports, host
+    /// lists and CHAP change through the admin API), so it is logged and ignored.
     async fn until_termination(&mut self) {
         loop {
             tokio::select! {
                 _ = self.int.recv() => return tracing::info!("SIGINT"),
                 _ = self.term.recv() => return tracing::info!("SIGTERM"),
                 _ = self.hup.recv() => tracing::warn!(
-                    "SIGHUP: reloading the configuration is not supported yet; \
-                     restart the daemon to apply changes (still serving)"
+                    "SIGHUP: the configuration file is not re-read; change volumes, exports, \
+                     host lists and CHAP with tandem volume|export|host|chap (the admin API), \
+                     restart for other settings (still serving)"
                 ),
             }
         }
