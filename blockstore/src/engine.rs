@@ -1080,7 +1080,14 @@ impl Engine {
         }
         let old_bytes = sb.capacity_blocks * u64::from(self.block_size);
         self.extent.set_len(old_bytes).map_err(|e| self.fail(e))?;
-        self.extent.set_len(bytes).map_err(|e| self.fail(e))?;
+        if let Err(e) = self.extent.set_len(bytes) {
+            // The file system refuses the length (too large for it, a quota): nothing of the
+            // volume changed, so it keeps serving at its old size.
+            self.extent.set_len(old_bytes).map_err(|e| self.fail(e))?;
+            return Err(Error::Invalid(format!(
+                "the file system refuses an extent of {bytes} bytes: {e}"
+            )));
+        }
         self.extent.sync_data().map_err(|e| self.fail(e))?;
         sb.capacity_blocks = blocks;
         sb.store(self.meta.as_ref()).map_err(|e| self.fail(e))?;
@@ -1105,7 +1112,9 @@ impl Engine {
             )));
         }
         if blocks == 0 {
-            return Err(Error::InvalidGeometry("a volume needs at least one block".into()));
+            return Err(Error::InvalidGeometry(
+                "a volume needs at least one block".into(),
+            ));
         }
         if blocks == old {
             return Ok(());

@@ -127,9 +127,7 @@ fn crash_loop(grow: bool, default_iterations: u64) {
         if grow {
             child.arg("grow");
         }
-        let mut child = child
-            .spawn()
-            .expect("spawn crash-child");
+        let mut child = child.spawn().expect("spawn crash-child");
         std::thread::sleep(Duration::from_millis(30 + rng.below(220)));
         child.kill().expect("SIGKILL the child");
         let status = child.wait().unwrap();
@@ -153,8 +151,8 @@ fn crash_loop(grow: bool, default_iterations: u64) {
         )
         .unwrap_or_else(|e| panic!("iteration {it}: recovery failed: {e}"));
         if grow {
-            let text = std::fs::read_to_string(format!("{}.grow", journal.display()))
-                .unwrap_or_default();
+            let text =
+                std::fs::read_to_string(format!("{}.grow", journal.display())).unwrap_or_default();
             let recovered = engine.capacity_blocks();
             check_grow_journal(&text, capacity, recovered, it);
             capacity = recovered;

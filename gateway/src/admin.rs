@@ -2,7 +2,7 @@
 //! `tandem status` prints), `GET /metrics` (Prometheus text exposition, [`crate::metrics`]),
 //! `GET /healthz` / `GET /readyz` ([`crate::health`]) and the operator's dashboard
 //! ([`crate::dashboard`]: `GET /`, `GET /v1/dashboard`), and the operator's role changes
-//! (`POST /v1/volumes/{name}/promote|demote|switchover`, [`crate::operator`]). No authentication: it
+//! (`POST /v1/volumes/{name}/promote|demote|switchover|resize`, [`crate::operator`]). No authentication: it
 //! listens on loopback by default (`[admin] listen`).
 
 use std::convert::Infallible;
@@ -42,7 +42,7 @@ async fn route(
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            "GET, or POST /v1/volumes/NAME/promote|demote|switchover\n".into(),
+            "GET, or POST /v1/volumes/NAME/promote|demote|switchover|resize\n".into(),
         );
     }
     // The operator's dashboard (crate::dashboard): `GET /` and `GET /v1/dashboard`.

@@ -19,6 +19,7 @@ pub mod net;
 pub mod nvme;
 pub mod operator;
 pub mod replication;
+pub mod resize;
 pub mod serve;
 pub mod shutdown;
 pub mod sink;

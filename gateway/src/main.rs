@@ -54,7 +54,7 @@ enum Command {
     Bench(BenchCommand),
     /// Show the volumes of a running daemon and the hosts attached over each protocol.
     Status(StatusArgs),
-    /// Change a volume's role on a running daemon (failover by the operator).
+    /// Change a volume on a running daemon: its role (failover by the operator) or its size.
     #[command(subcommand)]
     Volume(VolumeCommand),
 }
@@ -69,6 +69,24 @@ enum VolumeCommand {
     /// Planned switchover: the primary (this node) hands the volume to its in-sync standby
     /// with no acknowledged write lost, then follows it as its standby.
     Switchover(SwitchoverArgs),
+    /// Grow a volume while hosts use it (they are told: iSCSI unit attention, NVMe event).
+    /// Shrinking is refused unless --force, and even then on a volume any host can reach.
+    Resize(ResizeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ResizeArgs {
+    /// The volume's name.
+    name: String,
+    /// The new size: bytes, or with a unit as in the configuration (e.g. 2GiB, 512MiB).
+    size: String,
+    /// Allow shrinking (discards the data beyond the new end) a volume no host uses: no iSCSI
+    /// LUN, no NVMe namespace, no session.
+    #[arg(long)]
+    force: bool,
+    /// The daemon's admin API address (`[admin] listen`).
+    #[arg(long, default_value = gateway::config::DEFAULT_ADMIN_LISTEN)]
+    admin: std::net::SocketAddr,
 }
 
 #[derive(Debug, clap::Args)]
@@ -116,6 +134,41 @@ fn change_role(action: &str, args: &RoleArgs, force: bool) -> ExitCode {
         }
         Err(e) => {
             eprintln!("tandem volume {action}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn resize(args: &ResizeArgs) -> ExitCode {
+    if let Err(e) = args.size.parse::<gateway::config::Size>() {
+        eprintln!("tandem volume resize: {e}");
+        return ExitCode::from(2);
+    }
+    let force = if args.force { "&force=1" } else { "" };
+    let path = format!(
+        "/v1/volumes/{}/resize?size={}{force}",
+        args.name,
+        args.size.trim()
+    );
+    match gateway::status::post(args.admin, &path)
+        .map_err(|e| e.to_string())
+        .and_then(|body| {
+            serde_json::from_str::<gateway::resize::ResizeReply>(&body)
+                .map_err(|e| format!("unexpected answer {body:?}: {e}"))
+        }) {
+        Ok(r) if r.old_bytes == r.new_bytes => {
+            println!("volume {}: already {} bytes", r.volume, r.new_bytes);
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            println!(
+                "volume {}: resized from {} to {} bytes",
+                r.volume, r.old_bytes, r.new_bytes
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tandem volume resize: {e}");
             ExitCode::FAILURE
         }
     }
@@ -243,6 +296,7 @@ fn main() -> ExitCode {
         }
         Command::Volume(VolumeCommand::Demote(args)) => change_role("demote", &args, false),
         Command::Volume(VolumeCommand::Switchover(args)) => switchover(&args),
+        Command::Volume(VolumeCommand::Resize(args)) => resize(&args),
         Command::ExampleConfig => {
             print!("{}", gateway::config::EXAMPLE);
             ExitCode::SUCCESS
