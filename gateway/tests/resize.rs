@@ -266,7 +266,7 @@ async fn grow_under_io() {
             while !stop.load(Ordering::Relaxed) {
                 let lba = i % 1024;
                 let data = Bytes::from(vec![(i % 251) as u8; BS as usize]);
-                c.write(0, 1, lba, data.clone(), BS as u32, i % 8 == 0)
+                c.write(0, 1, lba, data.clone(), BS as u32, i.is_multiple_of(8))
                     .await
                     .expect("write during the resize");
                 let back = c.read(0, 1, lba, 1, BS as u32).await.expect("read");
