@@ -2,7 +2,7 @@
 //! `tandem status` prints), `GET /metrics` (Prometheus text exposition, [`crate::metrics`]),
 //! `GET /healthz` / `GET /readyz` ([`crate::health`]) and the operator's dashboard
 //! ([`crate::dashboard`]: `GET /`, `GET /v1/dashboard`), and the operator's role changes
-//! (`POST /v1/volumes/{name}/promote|demote|switchover`, [`crate::operator`]), and the control
+//! (`POST /v1/volumes/{name}/promote|demote|switchover|resize`, [`crate::operator`]), and the control
 //! plane ([`crate::control::api`]: volumes, exports, host lists, CHAP). Every mutating request
 //! (`POST`, `PUT`, `DELETE`) must carry the node's bearer token ([`crate::token`]); reading needs
 //! none. It listens on loopback by default (`[admin] listen`).

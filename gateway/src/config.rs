@@ -191,7 +191,9 @@ pub struct VolumeConfig {
     pub name: String,
     /// Directory of the volume (default: `<data_dir>/<name>`).
     pub path: Option<PathBuf>,
-    /// Size when the volume is created, e.g. "1GiB" or a number of bytes.
+    /// Size of the volume, e.g. "1GiB" or a number of bytes: the size it is created with; a
+    /// larger one at a later start grows it, a smaller one is refused in the log
+    /// (`crate::volumes`).
     #[serde(default = "default_size")]
     pub size: Size,
     /// Logical block size when created: 512 or 4096.

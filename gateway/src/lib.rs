@@ -22,6 +22,7 @@ pub mod net;
 pub mod nvme;
 pub mod operator;
 pub mod replication;
+pub mod resize;
 pub mod serve;
 pub mod served;
 pub mod shutdown;

@@ -54,7 +54,7 @@ enum Command {
     Bench(BenchCommand),
     /// Show the volumes of a running daemon and the hosts attached over each protocol.
     Status(StatusArgs),
-    /// Create, list and delete volumes, and change a volume's role, on a running daemon.
+    /// Create, list, resize and delete volumes, and change a volume's role, on a running daemon.
     #[command(subcommand)]
     Volume(VolumeCommand),
     /// Export a volume over iSCSI or NVMe/TCP on a running daemon, or remove an export.
@@ -84,6 +84,24 @@ enum VolumeCommand {
     /// Planned switchover: the primary (this node) hands the volume to its in-sync standby
     /// with no acknowledged write lost, then follows it as its standby.
     Switchover(SwitchoverArgs),
+    /// Grow a volume while hosts use it (they are told: iSCSI unit attention, NVMe event).
+    /// Shrinking is refused unless --force, and even then on a volume any host can reach.
+    Resize(ResizeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ResizeArgs {
+    /// The volume's name.
+    name: String,
+    /// The new size: bytes, or with a unit as in the configuration (e.g. 2GiB, 512MiB).
+    size: String,
+    /// Allow shrinking (discards the data beyond the new end) a volume no host uses: no iSCSI
+    /// LUN, no NVMe namespace, no session.
+    #[arg(long)]
+    force: bool,
+    /// The admin API and its token.
+    #[command(flatten)]
+    admin: gateway::cli::Admin,
 }
 
 #[derive(Debug, clap::Args)]
@@ -131,6 +149,42 @@ fn change_role(action: &str, args: &RoleArgs, force: bool) -> ExitCode {
         }
         Err(e) => {
             eprintln!("tandem volume {action}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn resize(args: &ResizeArgs) -> ExitCode {
+    if let Err(e) = args.size.parse::<gateway::config::Size>() {
+        eprintln!("tandem volume resize: {e}");
+        return ExitCode::from(2);
+    }
+    let force = if args.force { "&force=1" } else { "" };
+    let path = format!(
+        "/v1/volumes/{}/resize?size={}{force}",
+        args.name,
+        args.size.trim()
+    );
+    match args
+        .admin
+        .send(hyper::Method::POST, &path, None)
+        .and_then(|body| {
+            serde_json::from_str::<gateway::resize::ResizeReply>(&body)
+                .map_err(|e| format!("unexpected answer {body:?}: {e}"))
+        }) {
+        Ok(r) if r.old_bytes == r.new_bytes => {
+            println!("volume {}: already {} bytes", r.volume, r.new_bytes);
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            println!(
+                "volume {}: resized from {} to {} bytes",
+                r.volume, r.old_bytes, r.new_bytes
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tandem volume resize: {e}");
             ExitCode::FAILURE
         }
     }
@@ -266,6 +320,7 @@ fn main() -> ExitCode {
         Command::Export(c) => gateway::cli::export(&c),
         Command::Host(c) => gateway::cli::host(&c),
         Command::Chap(c) => gateway::cli::chap(&c),
+        Command::Volume(VolumeCommand::Resize(args)) => resize(&args),
         Command::ExampleConfig => {
             print!("{}", gateway::config::EXAMPLE);
             ExitCode::SUCCESS

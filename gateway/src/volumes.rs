@@ -4,6 +4,9 @@
 //! missing file, no space to create it) is reported and left out: the other volumes serve, and
 //! `tandem status` lists it as unavailable with the reason. A volume held by another process is
 //! different: a second daemon on the same data directory stops at once with a clear message.
+//!
+//! A configured `size` larger than the volume grows it at start (logged); a smaller one is
+//! refused with an error in the log (the volume keeps its size).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -165,6 +168,7 @@ pub(crate) async fn open_one(cfg: &Config, v: &VolumeConfig) -> Result<Volume, O
             )));
         }
     }
+    apply_configured_size(v, &volume).await;
     tracing::info!(
         volume = %v.name,
         uuid = %uuid::Uuid::from_bytes(volume.uuid()),
@@ -173,6 +177,63 @@ pub(crate) async fn open_one(cfg: &Config, v: &VolumeConfig) -> Result<Volume, O
         "opened volume"
     );
     Ok(volume)
+}
+
+/// Brings an opened volume to its configured size at start: a larger `size` grows it (logged);
+/// a smaller one is refused with an error in the log and the volume keeps its size (it may have
+/// been grown online; shrinking is `tandem volume resize --force` on an unused volume). A
+/// replicated volume keeps its size too (see [`crate::resize`]).
+async fn apply_configured_size(v: &VolumeConfig, volume: &blockstore::Volume) {
+    let bs = volume.block_size();
+    let have = volume.capacity_blocks() * u64::from(bs);
+    let want = v.size.0;
+    if want == have {
+        return;
+    }
+    if want < have {
+        tracing::error!(
+            volume = %v.name, configured_bytes = want, volume_bytes = have,
+            "the configured size is smaller than the volume: shrinking is refused, the volume \
+             keeps its size (set `size` to at least {have}, or shrink an unused volume with \
+             `tandem volume resize --force`)"
+        );
+        return;
+    }
+    if v.peer.is_some() {
+        tracing::error!(
+            volume = %v.name, configured_bytes = want, volume_bytes = have,
+            "the configured size is larger than the volume, but a replicated volume cannot be \
+             resized yet: it keeps its size"
+        );
+        return;
+    }
+    let blocks = match blocks_of(want, bs) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(volume = %v.name, "configured size not applied: {e}");
+            return;
+        }
+    };
+    match volume.grow(blocks).await {
+        Ok(()) => tracing::warn!(
+            volume = %v.name, old_bytes = have, new_bytes = want,
+            "grown to the configured size"
+        ),
+        Err(e) => tracing::error!(
+            volume = %v.name, configured_bytes = want, volume_bytes = have, error = %e,
+            "growing to the configured size failed: the volume keeps its size"
+        ),
+    }
+}
+
+/// `bytes` as a number of `bs`-byte blocks: positive and a whole number of blocks.
+pub(crate) fn blocks_of(bytes: u64, bs: u32) -> Result<u64, String> {
+    if bytes == 0 || !bytes.is_multiple_of(u64::from(bs)) {
+        return Err(format!(
+            "size {bytes} is not a positive multiple of the volume's block size {bs}"
+        ));
+    }
+    Ok(bytes / u64::from(bs))
 }
 
 /// Flushes and closes every volume.

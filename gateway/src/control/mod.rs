@@ -187,6 +187,27 @@ impl Control {
         Ok(reply)
     }
 
+    /// Records a volume's new size after an online resize, when the control plane's saved
+    /// state is where the node's volumes come from (otherwise the configuration file stays the
+    /// truth and is not rewritten: its `size` grows the volume at start, a smaller one is
+    /// refused there with a message).
+    pub async fn record_size(&self, name: &str, bytes: u64) {
+        if !state::path(&self.served.config()).exists() {
+            return;
+        }
+        let saved = self
+            .change(|cfg| {
+                if let Some(v) = cfg.volumes.iter_mut().find(|v| v.name == name) {
+                    v.size = crate::config::Size(bytes);
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = saved {
+            tracing::error!(volume = %name, error = %e.message, "the new size was not saved in the control plane's state");
+        }
+    }
+
     /// Creates and opens volume `v` (not served yet).
     async fn open(
         &self,

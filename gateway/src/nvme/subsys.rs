@@ -219,3 +219,39 @@ pub(super) fn apply(shared: &NvmeShared, nss: &[(String, u32)], state: AnaState)
         });
     }
 }
+
+impl NvmeShared {
+    /// The namespaces ((subsystem NQN, NSID) pairs) exporting volume `volume`.
+    pub fn namespaces_of_volume(&self, volume: &str) -> Vec<(String, u32)> {
+        let mut out: Vec<(String, u32)> = self
+            .namespaces()
+            .iter()
+            .filter(|(_, t)| t.volume.name == volume)
+            .map(|(k, _)| k.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Volume `volume` now has `blocks` blocks (resized online): each of its namespaces gets
+    /// the new size, and the new snapshots reach every queue of their subsystems, whose
+    /// controllers list the namespace in the Changed Namespace List log page and raise the
+    /// Namespace Attribute Changed event where the host enabled it.
+    pub fn set_volume_blocks(&self, volume: &str, blocks: u64) {
+        let nss = self.namespaces_of_volume(volume);
+        let mut nqns: Vec<&String> = nss.iter().map(|(n, _)| n).collect();
+        nqns.dedup();
+        for nqn in nqns {
+            self.modify(nqn, |s| {
+                let mut changed = false;
+                for (_, nsid) in nss.iter().filter(|(n, _)| n == nqn) {
+                    changed |= s.set_namespace_blocks(*nsid, blocks);
+                }
+                changed
+            });
+        }
+        if !nss.is_empty() {
+            tracing::info!(volume = %volume, blocks, namespaces = nss.len(), "NVMe namespaces resized");
+        }
+    }
+}
