@@ -51,6 +51,7 @@ impl Engine {
             let check = self
                 .check_alive()
                 .and_then(|_| self.gate())
+                .and_then(|_| self.check_writable())
                 .and_then(|_| self.blocks_of(data.len()))
                 .and_then(|b| self.check_range(lba, b).map(|_| b));
             match check {

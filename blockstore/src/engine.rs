@@ -8,13 +8,17 @@
 //! publishes the access state when a lease runs out. Both see the engine only through narrow
 //! traits ([`Flush`], [`LeaseClock`]) implemented here.
 //!
-//! Lock order (outer first): `caw`, `flush_lock`, `retention`, `log`, `reclaim`, `index`, `sb`,
-//! `sync`, `role`.
+//! Snapshots and clones live in [`crate::snapshot`], `snapshot_ops`, `cow`
+//! (the copy-on-write step of a checkpoint) and [`crate::clone`].
+//!
+//! Lock order (outer first): `caw`, `flush_lock`, `snaps`, a clone's `written`, `retention`,
+//! `log`, `reclaim`, `index`, `sb`, `sync`, `role`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::backing::{Backing, CloneState};
 use crate::error::{Error, Result};
 use crate::extent_copy::copy_to_extent;
 use crate::flusher::{Flush, Flusher};
@@ -27,6 +31,7 @@ use crate::replica_gate::{
 };
 use crate::role::{AccessState, Role, RoleState};
 use crate::role_machine::{Change, RoleError, RoleMachine};
+use crate::snapshot::Snapshots;
 use crate::stats::Stats;
 use crate::storage::{BlockFile, Storage};
 use crate::superblock::Superblock;
@@ -164,6 +169,10 @@ pub struct Engine {
     /// Signalled after every append, so a primary's shipping task sends records as soon as
     /// they are in the log instead of polling for growth ([`Engine::appended`]).
     pub(crate) appended: tokio::sync::Notify,
+    /// The volume's snapshots ([`crate::snapshot`]).
+    pub(crate) snaps: RwLock<Snapshots>,
+    /// Set when the volume is a clone of another volume's snapshot ([`crate::clone`]).
+    pub(crate) clone: Option<CloneState>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -274,6 +283,16 @@ impl Engine {
 
     /// [`Engine::open`] for storage the engine may keep a handle to.
     pub fn open_shared(storage: Arc<dyn Storage>, opts: OpenOptions) -> Result<Arc<Engine>> {
+        Self::open_inner(storage, opts, None)
+    }
+
+    /// Opens a volume, which is a clone when `origin` is given (see [`crate::clone`]).
+    pub(crate) fn open_inner(
+        storage: Arc<dyn Storage>,
+        opts: OpenOptions,
+        origin: Option<Box<dyn Backing>>,
+    ) -> Result<Arc<Engine>> {
+        let clone = CloneState::open(storage.as_ref(), origin)?;
         let storage_handle = storage.clone();
         let storage = storage.as_ref();
         if !storage.exists(SUPERBLOCK_FILE) {
@@ -337,6 +356,7 @@ impl Engine {
         let resyncing = storage_handle
             .read_all(RESYNC_METADATA)?
             .is_some_and(|b| !b.is_empty());
+        let snaps = Snapshots::load(storage)?;
         let (access_tx, _) = tokio::sync::watch::channel(role.access_state(Instant::now()));
         let engine = Arc::new(Engine {
             storage: storage_handle,
@@ -380,13 +400,20 @@ impl Engine {
             resyncing: AtomicBool::new(resyncing),
             applied_from: AtomicU64::new(applied_from),
             appended: tokio::sync::Notify::new(),
+            snaps: RwLock::new(snaps),
+            clone,
         });
+        // Snapshot operations whose records survived but which did not finish come first:
+        // the checkpoint below must preserve blocks for a snapshot the log says exists.
+        engine.redo_snapshot_ops(&scan.snap_ops)?;
         engine.flush_once()?;
         engine.new_generation()?;
         if engine.opts.background_flusher {
             engine.flusher.start(&engine, engine.opts.flush_interval);
             engine.lease_timer.start(&engine);
         }
+        // A rollback cut off by a crash is completed (it appends records, so the flusher runs).
+        engine.redo_rollback()?;
         Ok(engine)
     }
 
@@ -635,6 +662,7 @@ impl Engine {
     pub(crate) fn write_locked(&self, lba: u64, data: &[u8], fua: bool) -> Result<()> {
         self.check_alive()?;
         self.gate()?;
+        self.check_writable()?;
         let blocks = self.blocks_of(data.len())?;
         self.check_range(lba, blocks)?;
         let chunk = (self.max_record_blocks * u64::from(self.block_size)) as usize;
@@ -669,6 +697,7 @@ impl Engine {
         let _c = self.caw.read().unwrap_or_else(|e| e.into_inner());
         self.check_alive()?;
         self.gate()?;
+        self.check_writable()?;
         self.check_range(lba, blocks)?;
         let mut cur = lba;
         let end = lba + blocks;
@@ -719,6 +748,25 @@ impl Engine {
         data: &[u8],
         origin: u64,
     ) -> Result<()> {
+        self.append_record(kind, lba, blocks, data, origin)
+            .map(|_| ())
+    }
+
+    /// Appends a record that changes no block (a snapshot operation: `id` in the `lba` field,
+    /// `data` its payload) and returns its LSN.
+    pub(crate) fn append_lsn(&self, kind: Kind, id: u64, data: &[u8], origin: u64) -> Result<u64> {
+        self.append_record(kind, id, 0, data, origin)
+    }
+
+    /// [`Engine::append_from`], returning the record's LSN.
+    fn append_record(
+        &self,
+        kind: Kind,
+        lba: u64,
+        blocks: u64,
+        data: &[u8],
+        origin: u64,
+    ) -> Result<u64> {
         let data_crc = crc32c::crc32c(data);
         let rlen = record_len(data.len());
         let mut buf = vec![0u8; rlen as usize];
@@ -805,22 +853,25 @@ impl Engine {
             .write_at(&buf, log.head % w)
             .map_err(|e| self.fail(e))?;
         let loc = match kind {
-            Kind::Write => Loc::Log {
+            Kind::Write => Some(Loc::Log {
                 virt: log.head + HEADER_LEN as u64,
                 lsn,
-            },
-            _ => Loc::Zero { lsn },
+            }),
+            Kind::Trim | Kind::Zero => Some(Loc::Zero { lsn }),
+            Kind::Wrap | Kind::Snapshot | Kind::SnapshotDelete => None,
         };
-        self.index
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(lba, blocks, loc);
+        if let Some(loc) = loc {
+            self.index
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(lba, blocks, loc);
+        }
         log.next_lsn += 1;
         log.head += rlen;
         self.stats.set_log_used(log.head - log.tail);
         drop(log);
         self.appended.notify_one();
-        Ok(())
+        Ok(lsn)
     }
 
     /// Makes every write acknowledged so far durable. Concurrent callers share one fdatasync.
@@ -916,7 +967,7 @@ impl Engine {
         let _r = self.reclaim.read().unwrap_or_else(|e| e.into_inner());
         let pieces = {
             let index = self.index.read().unwrap_or_else(|e| e.into_inner());
-            if index.entries() == 0 {
+            if index.entries() == 0 && self.clone.is_none() {
                 // Everything is in the extent (the common case once the flusher has run).
                 drop(index);
                 let done = read(&self.extent, buf, lba * bs)?;
@@ -932,6 +983,14 @@ impl Engine {
             let to = from + (len * bs) as usize;
             let out = &mut buf[from..to];
             let done = match loc {
+                None if self.clone.is_some() => {
+                    // A clone's unwritten blocks come from its origin snapshot.
+                    if nowait {
+                        return Ok(false);
+                    }
+                    self.read_base(start, out)?;
+                    true
+                }
                 None => read(&self.extent, out, start * bs)?,
                 Some(Loc::Zero { .. }) => {
                     out.fill(0);
@@ -987,13 +1046,17 @@ impl Engine {
             return Ok(false);
         }
         let bs = u64::from(self.block_size());
-        if let Err(e) = copy_to_extent(
-            &entries,
-            bs,
-            self.wal.as_ref(),
-            self.wal_size,
-            self.extent.as_ref(),
-        ) {
+        // Copy-on-write first: what the newest snapshot needs of the blocks about to be
+        // overwritten is durable in its delta store before the extent changes.
+        if let Err(e) = self.before_extent_copy(&entries).and_then(|()| {
+            copy_to_extent(
+                &entries,
+                bs,
+                self.wal.as_ref(),
+                self.wal_size,
+                self.extent.as_ref(),
+            )
+        }) {
             if is_no_space(&e) {
                 // A write the file system refused for space changed nothing durable: the log
                 // still holds every record and the checkpoint did not move, so the next
@@ -1195,6 +1258,19 @@ impl Engine {
             Some(Loc::Log { .. }) => Ok((true, len)),
             Some(Loc::Zero { .. }) => Ok((false, len)),
             None => {
+                let mut len = len;
+                if let Some(c) = &self.clone {
+                    // Blocks a clone never wrote hold its origin's data: reported mapped.
+                    let (written, n) = c
+                        .written
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .run(lba, len);
+                    if !written {
+                        return Ok((true, n));
+                    }
+                    len = n;
+                }
                 let (mapped, bytes) = self.extent.allocation(lba * bs, len * bs)?;
                 Ok((mapped, (bytes / bs).max(1)))
             }

@@ -119,6 +119,17 @@ pub enum Error {
     /// The volume has been closed.
     #[error("volume closed")]
     Closed,
+    /// A write to a read-only view (an exported snapshot): front ends answer with their
+    /// write-protected status (SCSI DATA PROTECT 07/27/00, NVMe Namespace Is Write Protected).
+    #[error("the volume is read-only (a snapshot view)")]
+    ReadOnly,
+    /// A named thing (a snapshot) does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The operation is refused while something depends on the target (a snapshot with
+    /// clones or open views); the message says what.
+    #[error("{0}")]
+    Busy(String),
     /// An I/O error from the underlying files.
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
@@ -140,6 +151,7 @@ impl Error {
             Error::LogFull { waited } => Error::LogFull { waited: *waited },
             Error::Failed => Error::Failed,
             Error::Closed => Error::Closed,
+            Error::ReadOnly => Error::ReadOnly,
             Error::Io(e) => Error::Io(io::Error::new(e.kind(), e.to_string())),
             other => Error::Io(io::Error::other(other.to_string())),
         }

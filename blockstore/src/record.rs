@@ -4,6 +4,10 @@
 //! scan can look for records at sector offsets. The CRC32C covers the data and then the header
 //! (with the CRC field zero), so the data part can be summed before the log lock is taken.
 //!
+//! Kinds: write, trim, zero, wrap (padding), and the snapshot operations a replicated volume
+//! performs at the same position on every node: snapshot (id in `lba`, name as data) and
+//! snapshot delete (id in `lba`).
+//!
 //! Header (little endian): magic u32, crc u32, lsn u64, generation u64, epoch u64, synced_lsn u64,
 //! lba u64, blocks u32, data_len u32, kind u8, origin u56.
 //!
@@ -35,6 +39,11 @@ pub enum Kind {
     Zero,
     /// Padding: the rest of the log file is unused; continue at its start.
     Wrap,
+    /// A snapshot is taken here: `lba` holds its id, the data its name (UTF-8). Every record
+    /// before it is in the snapshot, none after ([`crate::snapshot`]).
+    Snapshot,
+    /// The snapshot whose id `lba` holds is deleted here.
+    SnapshotDelete,
 }
 
 impl Kind {
@@ -44,6 +53,8 @@ impl Kind {
             Kind::Trim => 2,
             Kind::Zero => 3,
             Kind::Wrap => 4,
+            Kind::Snapshot => 5,
+            Kind::SnapshotDelete => 6,
         }
     }
     fn from_code(c: u8) -> Option<Kind> {
@@ -52,6 +63,8 @@ impl Kind {
             2 => Kind::Trim,
             3 => Kind::Zero,
             4 => Kind::Wrap,
+            5 => Kind::Snapshot,
+            6 => Kind::SnapshotDelete,
             _ => return None,
         })
     }
@@ -169,7 +182,7 @@ mod tests {
     proptest! {
         #[test]
         fn round_trip(lsn: u64, generation: u64, epoch: u64, synced: u64, lba: u64, blocks: u32,
-                      data in proptest::collection::vec(any::<u8>(), 0..2000), k in 1u8..5,
+                      data in proptest::collection::vec(any::<u8>(), 0..2000), k in 1u8..7,
                       origin in 0..=MAX_ORIGIN) {
             let hdr = Header { lsn, generation, epoch, synced_lsn: synced, lba, blocks,
                 data_len: data.len() as u32, kind: Kind::from_code(k).unwrap(), origin };

@@ -19,6 +19,31 @@ use crate::record::{record_len, Header, Kind, ALIGN, HEADER_LEN};
 use crate::storage::BlockFile;
 use crate::superblock::Superblock;
 
+/// The longest snapshot name a record carries, in bytes.
+pub const MAX_SNAPSHOT_NAME: usize = 255;
+
+/// A snapshot operation found in the replayed log, which open completes if the crash came
+/// before it was done ([`crate::snapshot`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapOp {
+    /// A snapshot record: every record before it is in the snapshot.
+    Create {
+        /// Its LSN in this log.
+        lsn: u64,
+        /// The primary's LSN (the same as `lsn` on the node that took it).
+        position: u64,
+        /// The snapshot's id.
+        id: u64,
+        /// Its name.
+        name: String,
+    },
+    /// A snapshot delete record.
+    Delete {
+        /// The snapshot's id.
+        id: u64,
+    },
+}
+
 /// What the scan found.
 #[derive(Debug)]
 pub struct Scan {
@@ -36,6 +61,8 @@ pub struct Scan {
     /// The highest origin (the primary's LSN) among the replayed records whose LSN is at
     /// least the `origin_from` given to [`scan`]; 0 when there is none.
     pub max_origin: u64,
+    /// The snapshot operations of the replayed records, in log order.
+    pub snap_ops: Vec<SnapOp>,
 }
 
 /// Replays the log from the superblock's checkpoint. Origins of records with an LSN below
@@ -48,6 +75,7 @@ pub fn scan(wal: &dyn BlockFile, sb: &Superblock, max_data: u64, origin_from: u6
     let mut expect = sb.checkpoint_lsn;
     let mut records = 0;
     let mut max_origin = 0u64;
+    let mut snap_ops = Vec::new();
     let mut hdr_buf = [0u8; HEADER_LEN];
     let mut data = Vec::new();
     // Set when the end is a damaged record rather than the clean end of the log.
@@ -99,6 +127,23 @@ pub fn scan(wal: &dyn BlockFile, sb: &Superblock, max_data: u64, origin_from: u6
                 }
                 index.insert(hdr.lba, u64::from(hdr.blocks), Loc::Zero { lsn });
             }
+            Kind::Snapshot => {
+                if hdr.blocks != 0 || data.len() > MAX_SNAPSHOT_NAME {
+                    break "snapshot record with bad geometry".to_string();
+                }
+                snap_ops.push(SnapOp::Create {
+                    lsn,
+                    position: if hdr.origin == 0 { lsn } else { hdr.origin },
+                    id: hdr.lba,
+                    name: String::from_utf8_lossy(&data).into_owned(),
+                });
+            }
+            Kind::SnapshotDelete => {
+                if hdr.blocks != 0 || hdr.data_len != 0 {
+                    break "snapshot delete record with bad geometry".to_string();
+                }
+                snap_ops.push(SnapOp::Delete { id: hdr.lba });
+            }
         }
         if lsn >= origin_from {
             max_origin = max_origin.max(hdr.origin);
@@ -116,6 +161,7 @@ pub fn scan(wal: &dyn BlockFile, sb: &Superblock, max_data: u64, origin_from: u6
         records,
         torn_tail: torn.then(|| format!("LSN {expect} at log offset {}: {end_reason}", pos % w)),
         max_origin,
+        snap_ops,
     })
 }
 

@@ -13,6 +13,8 @@
 //! - telling the shipping task that records were appended ([`Engine::appended`]), and waiting
 //!   for standbys, in parallel with the local log sync, before a flush or FUA write is
 //!   acknowledged ([`ReplicaGate`]);
+//! - on a standby, taking and deleting snapshots where the primary's log does (their records
+//!   are shipped like writes and applied at the same position, see `snapshot_ops`);
 //! - on a standby, appending a primary's records ([`Engine::apply_replicated`]) and making
 //!   them durable ([`Engine::sync_applied`]), with the primary's position of what was applied
 //!   kept across restarts: each appended record carries the primary's LSN (its origin), so
@@ -28,6 +30,7 @@ use std::sync::Arc;
 use crate::engine::{lock, Engine};
 use crate::error::{Error, Result};
 use crate::record::{record_len, Header, Kind, HEADER_LEN, MAX_ORIGIN};
+use crate::recovery::{SnapOp, MAX_SNAPSHOT_NAME};
 pub use crate::replica_gate::{LogPos, ReplicaGate};
 use crate::role::Role;
 
@@ -40,6 +43,10 @@ pub enum ShippedKind {
     Trim,
     /// Zero the blocks.
     Zero,
+    /// Take a snapshot here: its id in `lba`, its name (UTF-8) as the data, `blocks` 0.
+    Snapshot,
+    /// Delete the snapshot whose id is in `lba` (no data, `blocks` 0).
+    SnapshotDelete,
 }
 
 /// One log record as replication ships it.
@@ -158,6 +165,8 @@ impl Engine {
                 Kind::Write => ShippedKind::Write,
                 Kind::Trim => ShippedKind::Trim,
                 Kind::Zero => ShippedKind::Zero,
+                Kind::Snapshot => ShippedKind::Snapshot,
+                Kind::SnapshotDelete => ShippedKind::SnapshotDelete,
             };
             let mut data = vec![0u8; hdr.data_len as usize];
             if !data.is_empty() {
@@ -259,7 +268,9 @@ impl Engine {
                 )));
             }
             let blocks = u64::from(r.blocks);
-            self.check_range(r.lba, blocks)?;
+            if !matches!(r.kind, ShippedKind::Snapshot | ShippedKind::SnapshotDelete) {
+                self.check_range(r.lba, blocks)?;
+            }
             match r.kind {
                 ShippedKind::Write => {
                     if r.data.len() as u64 != blocks * u64::from(self.block_size) {
@@ -285,6 +296,31 @@ impl Engine {
                 }
                 ShippedKind::Trim => self.append_from(Kind::Trim, r.lba, blocks, &[], r.lsn)?,
                 ShippedKind::Zero => self.append_from(Kind::Zero, r.lba, blocks, &[], r.lsn)?,
+                // At this position of the log, as on the primary.
+                ShippedKind::Snapshot => {
+                    if r.blocks != 0 || r.data.len() > MAX_SNAPSHOT_NAME {
+                        return Err(Error::Invalid(format!(
+                            "snapshot record {} has blocks or an overlong name",
+                            r.lsn
+                        )));
+                    }
+                    let op = SnapOp::Create {
+                        lsn: 0,
+                        position: r.lsn,
+                        id: r.lba,
+                        name: String::from_utf8_lossy(&r.data).into_owned(),
+                    };
+                    self.apply_snapshot_op(&op, r.lsn)?;
+                }
+                ShippedKind::SnapshotDelete => {
+                    if r.blocks != 0 || !r.data.is_empty() {
+                        return Err(Error::Invalid(format!(
+                            "snapshot delete record {} carries blocks or data",
+                            r.lsn
+                        )));
+                    }
+                    self.apply_snapshot_op(&SnapOp::Delete { id: r.lba }, r.lsn)?;
+                }
             }
             self.applied_lsn.fetch_max(r.lsn, Ordering::AcqRel);
         }

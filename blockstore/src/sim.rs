@@ -349,6 +349,15 @@ impl Storage for SimStorage {
         Ok(())
     }
 
+    /// Removal is durable at once (like [`Storage::replace`]): a crash keeps the file or not
+    /// as of the call.
+    fn remove(&self, name: &str) -> io::Result<()> {
+        self.take_op()?;
+        let mut files = self.shared.files.lock().unwrap_or_else(|e| e.into_inner());
+        files.remove(name);
+        Ok(())
+    }
+
     fn read_all(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
         if self.is_dead() {
             return Err(dead_error());

@@ -66,6 +66,16 @@ pub trait Storage: Send + Sync + 'static {
     fn replace(&self, name: &str, bytes: &[u8]) -> io::Result<()>;
     /// Reads a whole small file; `None` if it does not exist.
     fn read_all(&self, name: &str) -> io::Result<Option<Vec<u8>>>;
+    /// Removes a file (a deleted snapshot's delta store) and makes the removal durable; a
+    /// file that does not exist is not an error. Storage that cannot remove files empties
+    /// them instead, which frees their space just the same.
+    fn remove(&self, name: &str) -> io::Result<()> {
+        if self.exists(name) {
+            self.create(name)?;
+            self.sync_dir()?;
+        }
+        Ok(())
+    }
 }
 
 /// Mode of every file a volume creates: its data and metadata are the host's disks, readable by
@@ -144,6 +154,14 @@ impl Storage for DirStorage {
         match std::fs::read(self.dir.join(name)) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        match std::fs::remove_file(self.dir.join(name)) {
+            Ok(()) => self.sync_dir(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
         }
     }

@@ -10,10 +10,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::clone::{CloneOptions, CloneOrigin};
 use crate::engine::{create, CreateOptions, Engine, OpenOptions};
 use crate::error::{Error, Result};
 use crate::executor::Executor;
 use crate::role::{AccessState, Role, RoleState};
+use crate::snapshot::SnapshotInfo;
 use crate::stats::StatsSnapshot;
 use crate::storage::{DirStorage, Storage};
 
@@ -331,6 +333,106 @@ impl Volume {
     /// at once and persists that it is stale.
     pub async fn observe_epoch(&self, seen: u64) -> Result<()> {
         self.io(move |e| e.observe_epoch(seen)).await
+    }
+
+    // ----- snapshots and clones (see `crate::snapshot`, `crate::clone`) ---------------------
+
+    /// Takes a snapshot: every write acknowledged before the call is in it, none after.
+    pub async fn create_snapshot(&self, name: impl Into<String>) -> Result<SnapshotInfo> {
+        let name = name.into();
+        self.io(move |e| e.create_snapshot(&name)).await
+    }
+
+    /// The volume's snapshots, oldest first.
+    pub fn list_snapshots(&self) -> Vec<SnapshotInfo> {
+        self.engine.list_snapshots()
+    }
+
+    /// Deletes a snapshot (refused while it has clones or open views).
+    pub async fn delete_snapshot(&self, id: u64) -> Result<()> {
+        self.io(move |e| e.delete_snapshot(id)).await
+    }
+
+    /// Rolls the volume back to a snapshot (durable on return; host writes wait meanwhile).
+    pub async fn rollback_snapshot(&self, id: u64) -> Result<()> {
+        self.io(move |e| e.rollback_snapshot(id)).await
+    }
+
+    /// Reads whole blocks of a snapshot.
+    pub async fn read_snapshot(&self, id: u64, lba: u64, blocks: u64) -> Result<Vec<u8>> {
+        self.io(move |e| {
+            let len = blocks
+                .checked_mul(u64::from(e.block_size()))
+                .filter(|l| *l <= 1 << 31)
+                .ok_or_else(|| Error::Invalid(format!("{blocks} blocks is too large a read")))?;
+            let mut buf = vec![0u8; len as usize];
+            e.read_snapshot(id, lba, &mut buf)?;
+            Ok(buf)
+        })
+        .await
+    }
+
+    /// Creates a clone of snapshot `id` in directory `dir`: writable, or with
+    /// [`CloneOptions::read_only_view`] the read-only view that exports the snapshot. Open it
+    /// with [`Volume::open_clone`].
+    pub async fn create_clone(
+        &self,
+        id: u64,
+        dir: impl AsRef<Path>,
+        opts: CloneOptions,
+    ) -> Result<[u8; 16]> {
+        let storage = DirStorage::new(dir);
+        let engine = self.engine.clone();
+        blocking(move || {
+            let view = engine.snapshot_view(id)?;
+            crate::clone::create_clone(&storage, &view, &opts)
+        })
+        .await
+    }
+
+    /// Opens (and recovers) the clone in `dir`, whose origin is `origin` (see
+    /// [`crate::clone_origin`] to learn which volume that is before opening it).
+    pub async fn open_clone(
+        dir: impl AsRef<Path>,
+        opts: OpenOptions,
+        origin: &Volume,
+    ) -> Result<Volume> {
+        let storage: Arc<dyn Storage> = Arc::new(DirStorage::new(dir.as_ref()));
+        let dir = dir.as_ref().to_path_buf();
+        let origin = origin.engine.clone();
+        let engine = blocking(move || {
+            let c = crate::clone::clone_origin(&dir)?
+                .ok_or_else(|| Error::Invalid(format!("{} is not a clone", dir.display())))?;
+            if c.origin_uuid != origin.uuid() {
+                return Err(Error::Invalid(format!(
+                    "{} is a clone of volume {}, not of {}",
+                    dir.display(),
+                    uuid::Uuid::from_bytes(c.origin_uuid),
+                    uuid::Uuid::from_bytes(origin.uuid())
+                )));
+            }
+            let view = origin.snapshot_view(c.snapshot_id)?;
+            Engine::open_clone(storage, opts, view)
+        })
+        .await?;
+        Ok(Self::from_engine(engine))
+    }
+
+    /// Tells the origin that a clone of snapshot `id` was deleted (after its directory was
+    /// removed), so the snapshot may be deleted again once it has no clones.
+    pub async fn clone_deleted(&self, id: u64) -> Result<()> {
+        self.io(move |e| e.clone_deleted(id)).await
+    }
+
+    /// Whether writes are refused (a read-only clone: an exported snapshot). Front ends
+    /// report it as write protection.
+    pub fn read_only(&self) -> bool {
+        self.engine.read_only()
+    }
+
+    /// What this volume is a clone of, if it is one.
+    pub fn clone_origin(&self) -> Option<CloneOrigin> {
+        self.engine.clone_origin()
     }
 
     /// Grants or removes the lease.

@@ -24,7 +24,12 @@
 //! with a settle phase (writes stop, the link is up) after which the standby, promoted, holds
 //! exactly the primary's image.
 //!
-//! `TANDEM_REPL_SEEDS` sets how many seeds run (default 2000, about 18 s of CPU in a debug
+//! Snapshots: the primary takes snapshots (and deletes the oldest now and then) during the
+//! workload; every snapshot a promoted standby holds must be one the primary took, at the same
+//! log position, with the same contents, and a standby that caught up without a full resync
+//! holds exactly the primary's snapshots.
+//!
+//! `TANDEM_REPL_SEEDS` sets how many seeds run (default 2000, about 27 s of CPU in a debug
 //! build), `TANDEM_REPL_FIRST_SEED` the first one (to replay a failing seed alone).
 
 use std::collections::{HashMap, VecDeque};
@@ -154,6 +159,8 @@ struct Tally {
     primary_crashes_mid_resync: u64,
     /// Settle phases after which both images were compared equal.
     compared: u64,
+    /// Snapshots found on a promoted standby, compared with the primary's.
+    snapshots_compared: u64,
 }
 
 /// The simulated standby node: its disk and its engine, which a crash replaces.
@@ -240,6 +247,9 @@ fn run(seed: u64, tally: &mut Tally) {
     let mut next_id = 1u64;
     let mut acked_flushes = 0u64;
     let mut degraded = 0u64;
+    // Every snapshot the primary took: its position and contents.
+    let mut snaps: HashMap<u64, (u64, Vec<u8>)> = HashMap::new();
+    let mut any_resync = false;
     let steps = 60 + rng.below(120);
     for step in 0..steps {
         now += Duration::from_millis(1 + rng.below(400));
@@ -317,6 +327,20 @@ fn run(seed: u64, tally: &mut Tally) {
             9 if rng.below(2) == 0 => {
                 p.flush_once().unwrap();
             }
+            // A snapshot (a record in the log the standby applies at the same position), or
+            // now and then the deletion of the oldest one.
+            9 => {
+                let taken = p.list_snapshots();
+                if taken.len() > 2 && rng.below(3) == 0 {
+                    p.delete_snapshot(taken[0].id).unwrap();
+                } else {
+                    let info = p.create_snapshot(&format!("s{step}")).unwrap();
+                    let mut content = vec![0u8; BLOCKS as usize * BS];
+                    p.read_snapshot(info.id, 0, &mut content).unwrap();
+                    snaps.insert(info.id, (info.position, content));
+                }
+                peer.log_grew();
+            }
             // The network drops the connection.
             8 if link.is_some() && rng.below(3) == 0 => {
                 link = None;
@@ -353,6 +377,7 @@ fn run(seed: u64, tally: &mut Tally) {
             !(resyncing && peer.sync_state() == SyncState::InSync),
             "seed {seed}: the primary counts a standby in sync whose image is partial"
         );
+        any_resync |= resyncing || peer.resync_progress().is_some();
         tally.resyncs += u64::from(resyncing && !was_resyncing);
         tally.resyncs_done +=
             u64::from(was_resyncing && !resyncing && peer.sync_state() == SyncState::InSync);
@@ -411,6 +436,7 @@ fn run(seed: u64, tally: &mut Tally) {
                 now,
                 &mut released,
             );
+            any_resync |= sb.engine.resync_incomplete() || peer.resync_progress().is_some();
             if peer.sync_state() == SyncState::InSync
                 && peer.durable_lsn() >= last
                 && released >= last
@@ -437,6 +463,11 @@ fn run(seed: u64, tally: &mut Tally) {
     drop(link);
     let promoted_in_sync = peer.sync_state() == SyncState::InSync;
     let primary_image = p.read(0, BLOCKS).unwrap();
+    let primary_snaps: Vec<(u64, u64)> = p
+        .list_snapshots()
+        .iter()
+        .map(|i| (i.id, i.position))
+        .collect();
     sb.crash(&mut rng);
     let s = sb.engine.clone();
     if s.resync_incomplete() {
@@ -453,11 +484,37 @@ fn run(seed: u64, tally: &mut Tally) {
         s.promote().unwrap();
         let image = s.read(0, BLOCKS).unwrap();
         model.check(&image, &format!("seed {seed}: promoted standby"));
+        // Every snapshot on the standby is one the primary took, at the same position, with
+        // the same contents; settled without a resync, the standby has exactly the primary's.
+        let standby_snaps: Vec<(u64, u64)> = s
+            .list_snapshots()
+            .iter()
+            .map(|i| (i.id, i.position))
+            .collect();
+        for &(id, position) in &standby_snaps {
+            let (want_pos, want) = snaps
+                .get(&id)
+                .unwrap_or_else(|| panic!("seed {seed}: standby snapshot {id} never taken"));
+            assert_eq!(position, *want_pos, "seed {seed}: snapshot {id} position");
+            let mut got = vec![0u8; BLOCKS as usize * BS];
+            s.read_snapshot(id, 0, &mut got).unwrap();
+            assert!(
+                &got == want,
+                "seed {seed}: snapshot {id} differs on the standby"
+            );
+            tally.snapshots_compared += 1;
+        }
         if settled {
             assert!(
                 image == primary_image,
                 "seed {seed}: after catching up the standby differs from the primary"
             );
+            if !any_resync {
+                assert_eq!(
+                    standby_snaps, primary_snaps,
+                    "seed {seed}: snapshots of the caught-up standby"
+                );
+            }
             tally.compared += 1;
         }
     }
@@ -622,9 +679,10 @@ fn every_acknowledged_flush_survives_a_failover() {
         run(seed, &mut t);
     }
     println!(
-        "replication simulation: {seeds} seeds, {} failovers to an in-sync standby checked, {} acknowledged flushes, {} standbys declared out of sync, {} standby crashes outside a resync; full resyncs: {} begun, {} completed, {} standby crashes and {} primary crashes during one; {} settled images compared equal",
+        "replication simulation: {seeds} seeds, {} failovers to an in-sync standby checked, {} acknowledged flushes, {} standbys declared out of sync, {} standby crashes outside a resync; full resyncs: {} begun, {} completed, {} standby crashes and {} primary crashes during one; {} settled images compared equal; {} snapshots on promoted standbys compared with the primary's",
         t.failovers, t.flushes, t.degraded, t.standby_crashes, t.resyncs, t.resyncs_done,
-        t.standby_crashes_mid_resync, t.primary_crashes_mid_resync, t.compared
+        t.standby_crashes_mid_resync, t.primary_crashes_mid_resync, t.compared,
+        t.snapshots_compared
     );
     assert!(
         t.standby_crashes >= seeds,
@@ -650,4 +708,8 @@ fn every_acknowledged_flush_survives_a_failover() {
         "too few primary crashes mid-resync"
     );
     assert!(t.compared * 5 >= seeds, "too few settled images compared");
+    assert!(
+        t.snapshots_compared >= seeds,
+        "too few snapshots compared on promoted standbys"
+    );
 }

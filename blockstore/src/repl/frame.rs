@@ -20,7 +20,9 @@
 //! - 1 `Hello`: volume_uuid \[16\], node_id \[16\], epoch u64, role u8, durable_lsn u64,
 //!   block_size u32, capacity_blocks u64, resync_incomplete u8 (0 or 1).
 //! - 2 `Records`: epoch u64, prev_lsn u64, count u32, then `count` records of lsn u64, kind u8
-//!   (1 write, 2 trim, 3 zero: the log's codes), lba u64, blocks u32, data_len u32, data.
+//!   (1 write, 2 trim, 3 zero, 5 snapshot, 6 snapshot delete: the log's codes), lba u64,
+//!   blocks u32, data_len u32, data. A snapshot record carries the snapshot id in `lba`, 0
+//!   blocks and the name as data (at most 255 bytes); a delete record the id and nothing else.
 //! - 3 `Barrier`: epoch u64, lsn u64.
 //! - 4 `Ack`: epoch u64, received_lsn u64, durable_lsn u64.
 //! - 5 `Fenced`: epoch u64.
@@ -49,8 +51,9 @@ pub use fuzz::fuzz_repl_frame;
 /// refused at the first header. The bytes "TRPL" read as a little-endian u32.
 pub const MAGIC: u32 = 0x4C50_5254;
 /// Wire format version; a peer speaking another one is refused rather than misread.
-/// Version 2 added the Hello's `resync_incomplete` and the `ResyncDone`'s `end_lsn`.
-pub const VERSION: u8 = 2;
+/// Version 2 added the Hello's `resync_incomplete` and the `ResyncDone`'s `end_lsn`; version 3
+/// the snapshot and snapshot delete records.
+pub const VERSION: u8 = 3;
 /// Length of the fixed frame header, the unit the decoder reads before trusting anything.
 pub const HEADER_LEN: usize = 16;
 /// Largest body accepted: a 4 MiB batch of record data plus room for the record headers.
@@ -209,7 +212,15 @@ pub enum RecordKind {
     Trim,
     /// Write zeros to `blocks` blocks at `lba`.
     Zero,
+    /// Take snapshot `lba` (its id) here; the data is its name (at most
+    /// [`MAX_SNAPSHOT_NAME`] bytes), `blocks` is 0.
+    Snapshot,
+    /// Delete snapshot `lba` (its id) here; no data, `blocks` 0.
+    SnapshotDelete,
 }
+
+/// The longest snapshot name a snapshot record carries.
+pub const MAX_SNAPSHOT_NAME: usize = crate::recovery::MAX_SNAPSHOT_NAME;
 
 impl RecordKind {
     /// Wire code; the same as the log record's kind code.
@@ -218,6 +229,8 @@ impl RecordKind {
             RecordKind::Write => 1,
             RecordKind::Trim => 2,
             RecordKind::Zero => 3,
+            RecordKind::Snapshot => 5,
+            RecordKind::SnapshotDelete => 6,
         }
     }
 
@@ -226,6 +239,8 @@ impl RecordKind {
             1 => RecordKind::Write,
             2 => RecordKind::Trim,
             3 => RecordKind::Zero,
+            5 => RecordKind::Snapshot,
+            6 => RecordKind::SnapshotDelete,
             _ => return None,
         })
     }

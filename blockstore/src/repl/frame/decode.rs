@@ -13,7 +13,7 @@ use nom::Parser;
 
 use super::{
     kind, Frame, FrameError, Hello, Record, RecordKind, Records, HEADER_LEN, MAGIC, MAX_BODY,
-    RECORD_HEADER_LEN, VERSION,
+    MAX_SNAPSHOT_NAME, RECORD_HEADER_LEN, VERSION,
 };
 use crate::Role;
 
@@ -278,6 +278,18 @@ fn parse_records(body: &Bytes) -> Result<Records, FrameError> {
             RecordKind::Trim | RecordKind::Zero if data.is_empty() => {}
             RecordKind::Trim | RecordKind::Zero => {
                 return Err(FrameError::Malformed("data on a trim or zero record"))
+            }
+            RecordKind::Snapshot if blocks == 0 && data.len() <= MAX_SNAPSHOT_NAME => {}
+            RecordKind::Snapshot => {
+                return Err(FrameError::Malformed(
+                    "a snapshot record with blocks or an overlong name",
+                ))
+            }
+            RecordKind::SnapshotDelete if blocks == 0 && data.is_empty() => {}
+            RecordKind::SnapshotDelete => {
+                return Err(FrameError::Malformed(
+                    "a snapshot delete record with blocks or data",
+                ))
             }
         }
         records.push(Record {

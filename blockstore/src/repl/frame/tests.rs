@@ -24,6 +24,13 @@ fn record_body() -> impl Strategy<Value = (RecordKind, u64, u32, Bytes)> {
             any::<u32>()
         )
             .prop_map(|(k, lba, b)| (k, lba, b, Bytes::new())),
+        (any::<u64>(), vec(any::<u8>(), 0..=MAX_SNAPSHOT_NAME)).prop_map(|(id, name)| (
+            RecordKind::Snapshot,
+            id,
+            0,
+            Bytes::from(name)
+        )),
+        any::<u64>().prop_map(|id| (RecordKind::SnapshotDelete, id, 0, Bytes::new())),
     ]
 }
 
@@ -244,8 +251,8 @@ fn header_errors_are_typed() {
         b
     };
     assert_eq!(decode_err(&with(0, b'X')), FrameError::BadMagic);
-    assert_eq!(decode_err(&with(4, 1)), FrameError::UnsupportedVersion(1));
-    assert_eq!(decode_err(&with(4, 3)), FrameError::UnsupportedVersion(3));
+    assert_eq!(decode_err(&with(4, 2)), FrameError::UnsupportedVersion(2));
+    assert_eq!(decode_err(&with(4, 4)), FrameError::UnsupportedVersion(4));
     assert_eq!(decode_err(&with(5, 0)), FrameError::UnknownKind(0));
     assert_eq!(decode_err(&with(5, 10)), FrameError::UnknownKind(10));
     assert_eq!(decode_err(&with(7, 1)), FrameError::ReservedNonZero);
@@ -335,6 +342,25 @@ fn malformed_bodies_are_typed() {
     assert_eq!(decode_err(&crafted(&uneven, |_| {})), not_blocks);
     let empty_write = batch(0, vec![write(1, 2, b"")]);
     assert_eq!(decode_err(&crafted(&empty_write, |_| {})), not_blocks);
+    // Snapshot records: no blocks, a bounded name; delete records: nothing but the id.
+    let mut snap = write(1, 1, b"abcd");
+    snap.kind = RecordKind::Snapshot;
+    assert_eq!(
+        decode_err(&crafted(&batch(0, vec![snap.clone()]), |_| {})),
+        m("a snapshot record with blocks or an overlong name")
+    );
+    snap.blocks = 0;
+    snap.data = Bytes::from(vec![b'n'; MAX_SNAPSHOT_NAME + 1]);
+    assert_eq!(
+        decode_err(&crafted(&batch(0, vec![snap.clone()]), |_| {})),
+        m("a snapshot record with blocks or an overlong name")
+    );
+    snap.kind = RecordKind::SnapshotDelete;
+    snap.data = Bytes::from_static(b"x");
+    assert_eq!(
+        decode_err(&crafted(&batch(0, vec![snap]), |_| {})),
+        m("a snapshot delete record with blocks or data")
+    );
     let mut trim = write(1, 1, b"abcd");
     trim.kind = RecordKind::Trim;
     let trim_data = batch(0, vec![trim]);
