@@ -63,6 +63,21 @@ async fn mutate(view: &NodeView, req: Request<Incoming>) -> Response<Full<Bytes>
         req.uri().path().to_string(),
         req.uri().query().unwrap_or("").to_string(),
     );
+    if crate::control::snapshots::handles(&path) {
+        use http_body_util::BodyExt as _;
+        let body = match http_body_util::Limited::new(req.into_body(), 64 << 10)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return crate::control::api::error(&crate::control::ApiError::bad_request(format!(
+                    "cannot read the request body: {e}"
+                )))
+            }
+        };
+        return crate::control::snapshots::route(view, &method, &path, &query, body).await;
+    }
     if let Some(answer) = crate::control::api::route(control, req).await {
         return answer;
     }
@@ -90,6 +105,11 @@ async fn route(
             "text/plain",
             "GET, or POST/PUT/DELETE with the bearer token (docs/api.md)\n".into(),
         );
+    }
+    if crate::control::snapshots::handles(req.uri().path()) {
+        let (path, query) = (req.uri().path(), req.uri().query().unwrap_or(""));
+        return crate::control::snapshots::route(view, &Method::GET, path, query, Bytes::new())
+            .await;
     }
     // The operator's dashboard (crate::dashboard): `GET /` and `GET /v1/dashboard`.
     if let Some(resp) = crate::dashboard::route(view, history, req.uri().path()) {

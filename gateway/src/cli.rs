@@ -479,3 +479,107 @@ pub fn chap(c: &ChapCommand) -> ExitCode {
         format!("{}: {}", s.of, s.chap)
     })
 }
+
+/// `tandem snapshot create|list|delete|rollback`.
+#[derive(Debug, clap::Subcommand)]
+pub enum SnapshotCommand {
+    /// Take a crash-consistent snapshot of a volume (every write acknowledged before it is in
+    /// it); hosts go on writing.
+    Create(SnapshotArgs),
+    /// List a volume's snapshots.
+    List(SnapshotListArgs),
+    /// Delete a snapshot (refused while clones of it exist).
+    Delete(SnapshotArgs),
+    /// Roll a volume back to a snapshot (refused while hosts are attached unless --force).
+    Rollback(SnapshotArgs),
+}
+
+/// The arguments of `tandem snapshot create|delete|rollback`.
+#[derive(Debug, clap::Args)]
+pub struct SnapshotArgs {
+    /// The volume.
+    pub volume: String,
+    /// The snapshot's name (delete, rollback: its name or id).
+    pub snapshot: String,
+    /// Rollback: even while hosts are attached (their file systems see the data change).
+    #[arg(long)]
+    pub force: bool,
+    /// The admin API and its token.
+    #[command(flatten)]
+    pub admin: Admin,
+    /// Print the API's JSON answer.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The arguments of `tandem snapshot list`.
+#[derive(Debug, clap::Args)]
+pub struct SnapshotListArgs {
+    /// The volume.
+    pub volume: String,
+    /// The admin API.
+    #[command(flatten)]
+    pub admin: Admin,
+    /// Print the API's JSON answer.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn snapshots_table(list: &[crate::control::snapshots::SnapshotStatus]) -> String {
+    let w = list.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
+    let mut out = format!(
+        "{:>4} {:<w$} {:>10} {:>14} {:>12} {:>6} {:>12}\n",
+        "ID", "NAME", "POSITION", "BYTES", "TAKEN", "CLONES", "DELTA"
+    );
+    for s in list {
+        out.push_str(&format!(
+            "{:>4} {:<w$} {:>10} {:>14} {:>12} {:>6} {:>12}\n",
+            s.id, s.name, s.position, s.size_bytes, s.created_unix, s.clones, s.delta_bytes
+        ));
+    }
+    out
+}
+
+/// `tandem snapshot ...`.
+pub fn snapshot(c: &SnapshotCommand) -> ExitCode {
+    use crate::control::snapshots::SnapshotStatus;
+    match c {
+        SnapshotCommand::List(a) => {
+            let path = format!("/v1/volumes/{}/snapshots", a.volume);
+            let answer = crate::client::blocking(a.admin.admin, crate::client::Call::get(&path))
+                .map_err(|e| e.to_string());
+            finish("snapshot list", a.json, answer, |l: Vec<SnapshotStatus>| {
+                snapshots_table(&l)
+            })
+        }
+        SnapshotCommand::Create(a) => {
+            let path = format!("/v1/volumes/{}/snapshots", a.volume);
+            let body = serde_json::json!({ "name": a.snapshot }).to_string();
+            let answer = a.admin.send(Method::POST, &path, Some(body));
+            finish("snapshot create", a.json, answer, |s: SnapshotStatus| {
+                snapshots_table(&[s])
+            })
+        }
+        SnapshotCommand::Delete(a) => {
+            let path = format!("/v1/volumes/{}/snapshots/{}", a.volume, a.snapshot);
+            let answer = a.admin.send(Method::DELETE, &path, None);
+            finish("snapshot delete", a.json, answer, |s: SnapshotStatus| {
+                format!("snapshot {} ({}) of {} deleted", s.name, s.id, a.volume)
+            })
+        }
+        SnapshotCommand::Rollback(a) => {
+            let force = if a.force { "?force=1" } else { "" };
+            let path = format!(
+                "/v1/volumes/{}/snapshots/{}/rollback{force}",
+                a.volume, a.snapshot
+            );
+            let answer = a.admin.send(Method::POST, &path, None);
+            finish("snapshot rollback", a.json, answer, |s: SnapshotStatus| {
+                format!(
+                    "volume {} rolled back to snapshot {} ({})",
+                    a.volume, s.name, s.id
+                )
+            })
+        }
+    }
+}

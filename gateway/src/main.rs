@@ -66,6 +66,9 @@ enum Command {
     /// Set or clear iSCSI CHAP and NVMe DH-HMAC-CHAP credentials.
     #[command(subcommand)]
     Chap(gateway::cli::ChapCommand),
+    /// Take, list, delete and roll back to snapshots of a volume.
+    #[command(subcommand)]
+    Snapshot(gateway::cli::SnapshotCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -320,6 +323,7 @@ fn main() -> ExitCode {
         Command::Export(c) => gateway::cli::export(&c),
         Command::Host(c) => gateway::cli::host(&c),
         Command::Chap(c) => gateway::cli::chap(&c),
+        Command::Snapshot(c) => gateway::cli::snapshot(&c),
         Command::Volume(VolumeCommand::Resize(args)) => resize(&args),
         Command::ExampleConfig => {
             print!("{}", gateway::config::EXAMPLE);

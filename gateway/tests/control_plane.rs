@@ -490,8 +490,56 @@ async fn scenario() {
     };
     let b = Controller::connect(d.nvme, NQN_B, &with).await.unwrap();
     assert_eq!(b.read(0, 1, 9, 1, 512).await.unwrap(), data);
+
+    // Removing an export of a volume host A does not use, from the subsystem it uses.
+    d.ok(&[
+        "export",
+        "remove",
+        "b",
+        "--protocol",
+        "nvme",
+        "--target",
+        NQN_A,
+    ]);
+    bg.progresses().await;
+
+    // Snapshots of volume b: taken while host B is attached, rollback refused while it is.
+    d.ok(&["snapshot", "create", "b", "s1"]);
+    let later = Bytes::from(vec![0xC6u8; 512]);
+    b.write(0, 1, 9, later.clone(), 512, true).await.unwrap();
+    let list = d.ok(&["snapshot", "list", "b", "--json"]);
+    let snaps: Vec<gateway::control::snapshots::SnapshotStatus> =
+        serde_json::from_str(&list).unwrap();
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(
+        (snaps[0].name.as_str(), snaps[0].size_bytes),
+        ("s1", 8 << 20)
+    );
+    let e = d.fails(&["snapshot", "rollback", "b", "s1"]);
+    assert!(e.contains("409") && e.contains("attached"), "{e}");
     b.shutdown().await.ok();
     drop(b);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d
+        .doc()
+        .volumes
+        .iter()
+        .any(|v| v.name == "b" && !v.hosts.nvme.is_empty())
+    {
+        assert!(Instant::now() < deadline, "host B never left");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    d.ok(&["snapshot", "rollback", "b", "s1"]);
+    let b = Controller::connect(d.nvme, NQN_B, &with).await.unwrap();
+    assert_eq!(b.read(0, 1, 9, 1, 512).await.unwrap(), data, "rolled back");
+    b.shutdown().await.ok();
+    drop(b);
+    let e = d.fails(&["snapshot", "create", "b", "s 1"]);
+    assert!(e.contains("400") && e.contains("snapshot name"), "{e}");
+    let e = d.fails(&["snapshot", "create", "nope", "s1"]);
+    assert!(e.contains("404"), "{e}");
+    d.ok(&["snapshot", "delete", "b", "s1"]);
+    assert!(d.ok(&["snapshot", "list", "b", "--json"]).trim() == "[]");
     bg.progresses().await;
 
     // A wrong token is 401 and changes nothing.
@@ -581,16 +629,6 @@ async fn scenario() {
         "refused requests changed the saved state"
     );
     assert_eq!(names(&d), ["a", "b"]);
-    // Removing an export of a volume host A does not use.
-    d.ok(&[
-        "export",
-        "remove",
-        "b",
-        "--protocol",
-        "nvme",
-        "--target",
-        NQN_A,
-    ]);
     bg.progresses().await;
     bg.finish().await;
 

@@ -46,7 +46,8 @@ pub struct VolumeDeleted {
     pub exports_removed: Vec<edit::Export>,
 }
 
-fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
+/// A JSON answer.
+pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(
         serde_json::to_string_pretty(body).unwrap_or_default(),
     )));

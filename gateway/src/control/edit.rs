@@ -153,8 +153,8 @@ fn bad(m: impl Into<String>) -> ApiError {
     ApiError::bad_request(m)
 }
 
-/// Checks a new volume's name: what a directory and every tool can carry.
-fn check_name(name: &str) -> Result<(), ApiError> {
+/// Checks a new volume's (or snapshot's) name: what a directory and every tool can carry.
+pub fn check_name(name: &str, what: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
@@ -165,14 +165,14 @@ fn check_name(name: &str) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(bad(format!(
-            "volume name {name:?}: use 1 to 64 letters, digits, '.', '_' or '-' (not starting with '.')"
+            "{what} {name:?}: use 1 to 64 letters, digits, '.', '_' or '-' (not starting with '.')"
         )))
     }
 }
 
 /// Adds volume `req` to `cfg`.
 pub fn create_volume(cfg: &mut Config, req: &CreateVolume) -> Result<VolumeConfig, ApiError> {
-    check_name(&req.name)?;
+    check_name(&req.name, "volume name")?;
     if cfg.volumes.iter().any(|v| v.name == req.name) {
         return Err(ApiError::conflict(format!(
             "volume {:?} exists already (delete it first, or choose another name)",

@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod edit;
+pub mod snapshots;
 pub mod state;
 
 use std::sync::Arc;
@@ -31,7 +32,8 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, m: impl Into<String>) -> ApiError {
+    /// An error with `status`.
+    pub fn new(status: StatusCode, m: impl Into<String>) -> ApiError {
         ApiError {
             status: status.as_u16(),
             message: m.into(),
