@@ -17,6 +17,13 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest answer read (`/metrics` of a big node included).
 const MAX_BODY: usize = 64 << 20;
 
+/// An error of the admin API, as JSON a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ErrorReply {
+    /// What went wrong.
+    pub error: String,
+}
+
 /// Why a request to the admin API failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -90,7 +97,7 @@ impl<'a> Call<'a> {
 
 /// The message of an error answer: the `error` field of the API's JSON, else the body.
 fn message(body: &[u8]) -> String {
-    serde_json::from_slice::<crate::operator::ErrorReply>(body)
+    serde_json::from_slice::<ErrorReply>(body)
         .map(|e| e.error)
         .unwrap_or_else(|_| String::from_utf8_lossy(body).trim().to_string())
 }

@@ -32,12 +32,7 @@ pub struct RoleChangeReply {
     pub loss: Option<String>,
 }
 
-/// An error of the admin API, as JSON a person can act on.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ErrorReply {
-    /// What went wrong.
-    pub error: String,
-}
+pub use crate::client::ErrorReply;
 
 fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));

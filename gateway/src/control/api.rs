@@ -19,7 +19,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::edit::{self, Protocol};
-use super::{ApiError, Control};
+use super::error::ApiError;
+use super::Control;
 
 /// The largest request body taken.
 const MAX_BODY: usize = 64 << 10;

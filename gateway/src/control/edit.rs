@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ApiError;
+use super::error::ApiError;
 use crate::config::{ChapConfig, Config, LunConfig, Size, TargetConfig, VolumeConfig};
 use crate::nvme::config::{NamespaceConfig, NvmeHostConfig, SubsystemConfig, MAX_NSID};
 

@@ -15,7 +15,7 @@ use http_body_util::Full;
 use hyper::{Method, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use super::ApiError;
+use super::error::ApiError;
 use crate::status::NodeView;
 
 /// One snapshot as the API reports it.

@@ -11,8 +11,6 @@ mod shared;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use proto_iscsi::chap::{ChapAlgorithm, ChapConfig, ChapUser};
-use proto_iscsi::login::TargetAuth;
 use proto_iscsi::session::ConnectionConfig;
 
 use crate::config::{self, Config};
@@ -21,28 +19,6 @@ use crate::shutdown::Shutdown;
 
 pub use aborts::add_abort_sink;
 pub use shared::{IscsiShared, SessionInfo, Target};
-
-fn chap(c: &config::ChapConfig) -> TargetAuth {
-    let allowed = ChapAlgorithm::DEFAULT_ALLOWED
-        .iter()
-        .copied()
-        .filter(|a| c.allow_md5 || *a != ChapAlgorithm::Md5)
-        .collect();
-    TargetAuth::Chap(ChapConfig {
-        initiator_users: vec![ChapUser {
-            name: c.username.clone(),
-            secret: c.secret.clone().into_bytes(),
-        }],
-        target_user: match (&c.target_username, &c.target_secret) {
-            (Some(n), Some(s)) => Some(ChapUser {
-                name: n.clone(),
-                secret: s.clone().into_bytes(),
-            }),
-            _ => None,
-        },
-        allowed,
-    })
-}
 
 /// The connection settings `[limits]` asks for.
 fn connection_config(l: &config::LimitsConfig) -> ConnectionConfig {

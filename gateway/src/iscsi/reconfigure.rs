@@ -7,11 +7,35 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use proto_iscsi::chap::{ChapAlgorithm, ChapConfig, ChapUser};
 use proto_iscsi::login::{DiscoveredTarget, TargetAuth};
 
 use super::shared::{Exports, IscsiShared, Target};
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::lu::Lus;
+
+/// How initiators authenticate with the CHAP credentials `c`.
+fn chap(c: &config::ChapConfig) -> TargetAuth {
+    let allowed = ChapAlgorithm::DEFAULT_ALLOWED
+        .iter()
+        .copied()
+        .filter(|a| c.allow_md5 || *a != ChapAlgorithm::Md5)
+        .collect();
+    TargetAuth::Chap(ChapConfig {
+        initiator_users: vec![ChapUser {
+            name: c.username.clone(),
+            secret: c.secret.clone().into_bytes(),
+        }],
+        target_user: match (&c.target_username, &c.target_secret) {
+            (Some(n), Some(s)) => Some(ChapUser {
+                name: n.clone(),
+                secret: s.clone().into_bytes(),
+            }),
+            _ => None,
+        },
+        allowed,
+    })
+}
 
 /// The targets and discovery settings `cfg` describes, over the logical units `lus`.
 pub(super) fn exports(cfg: &Config, lus: &Lus, portal_addresses: &[String]) -> Exports {
@@ -28,7 +52,7 @@ pub(super) fn exports(cfg: &Config, lus: &Lus, portal_addresses: &[String]) -> E
             };
             luns.insert(l.id, Arc::clone(lu));
         }
-        let auth = t.chap.as_ref().map_or(TargetAuth::None, super::chap);
+        let auth = t.chap.as_ref().map_or(TargetAuth::None, chap);
         targets.insert(
             t.iqn.clone(),
             Arc::new(Target {
@@ -49,10 +73,7 @@ pub(super) fn exports(cfg: &Config, lus: &Lus, portal_addresses: &[String]) -> E
         .collect();
     Exports {
         targets,
-        discovery_auth: ic
-            .discovery_chap
-            .as_ref()
-            .map_or(TargetAuth::None, super::chap),
+        discovery_auth: ic.discovery_chap.as_ref().map_or(TargetAuth::None, chap),
         send_targets,
     }
 }

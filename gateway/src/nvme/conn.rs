@@ -200,7 +200,7 @@ mod tests {
         const NQN: &str = "nqn.2026-11.io.tandem:panic";
         let mut reg = Registry::new(1..=4);
         reg.set_subsystem(Arc::new(Subsystem::new(NQN, "PANIC")));
-        let built = super::super::subsys::Built {
+        let built = super::super::shared::Built {
             registry: reg,
             namespaces: HashMap::new(),
             portals: Vec::new(),

@@ -18,6 +18,24 @@ use tokio::sync::mpsc;
 use crate::counters::{IoCounters, IoSnapshot};
 use crate::target::VolumeTarget;
 
+/// The registry and namespace map of a freshly configured node.
+pub(super) struct Built {
+    pub registry: Registry,
+    pub namespaces: Namespaces,
+    pub portals: Vec<DiscoveryPortal>,
+}
+
+/// The volume target behind each (subsystem NQN, NSID).
+pub(super) type Namespaces = HashMap<(String, u32), Arc<VolumeTarget>>;
+
+/// One portal of this node as discovery log entries give it: the I/O portals carry an entry
+/// for every subsystem, the discovery listeners one for discovery itself.
+#[derive(Debug, Clone)]
+pub(super) struct DiscoveryPortal {
+    pub(super) portal: proto_nvmeof::Portal,
+    pub(super) io: bool,
+}
+
 /// A message to one connection task from elsewhere in the node.
 #[derive(Debug)]
 pub(super) enum Control {
@@ -85,9 +103,9 @@ pub struct NvmeShared {
     pub target: Arc<TargetConfig>,
     /// The logical unit (volume and reservation state) behind each (subsystem NQN, NSID),
     /// replaced as a whole when the control plane changes namespaces.
-    namespaces: RwLock<Arc<super::subsys::Namespaces>>,
+    namespaces: RwLock<Arc<Namespaces>>,
     /// This node's portals as the discovery log gives them.
-    pub(super) portals: Vec<super::subsys::DiscoveryPortal>,
+    pub(super) portals: Vec<DiscoveryPortal>,
     pub(super) conns: Mutex<HashMap<u64, ConnEntry>>,
     pub(super) next_conn: AtomicU64,
     /// The node's metrics (refused connects are counted here).
@@ -101,7 +119,7 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl NvmeShared {
     /// Shared state over a built registry and namespace map, with no connection yet.
     pub(super) fn new(
-        built: super::subsys::Built,
+        built: Built,
         target: Arc<TargetConfig>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> NvmeShared {
@@ -117,12 +135,12 @@ impl NvmeShared {
     }
 
     /// Every namespace's volume target now.
-    pub(super) fn namespaces(&self) -> Arc<super::subsys::Namespaces> {
+    pub(super) fn namespaces(&self) -> Arc<Namespaces> {
         Arc::clone(&self.namespaces.read().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Installs a changed namespace map.
-    pub(super) fn set_namespaces(&self, map: super::subsys::Namespaces) {
+    pub(super) fn set_namespaces(&self, map: Namespaces) {
         *self.namespaces.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(map);
     }
 

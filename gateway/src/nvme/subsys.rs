@@ -14,27 +14,9 @@ use proto_nvmeof::{
 };
 
 use super::config::{derived_serial, NvmeHostConfig, SubsystemConfig};
-use super::shared::NvmeShared;
+use super::shared::{Built, DiscoveryPortal, Namespaces, NvmeShared};
 use crate::config::Config;
 use crate::target::{Targets, VolumeTarget};
-
-/// The registry and namespace map of a freshly configured node.
-pub(super) struct Built {
-    pub registry: Registry,
-    pub namespaces: Namespaces,
-    pub portals: Vec<DiscoveryPortal>,
-}
-
-/// The volume target behind each (subsystem NQN, NSID).
-pub(super) type Namespaces = HashMap<(String, u32), Arc<VolumeTarget>>;
-
-/// One portal of this node as discovery log entries give it: the I/O portals carry an entry
-/// for every subsystem, the discovery listeners one for discovery itself.
-#[derive(Debug, Clone)]
-pub(super) struct DiscoveryPortal {
-    portal: Portal,
-    io: bool,
-}
 
 fn portal(advertised: SocketAddr, portid: u16) -> Portal {
     Portal {
