@@ -63,6 +63,11 @@ async fn mutate(view: &NodeView, req: Request<Incoming>) -> Response<Full<Bytes>
         req.uri().path().to_string(),
         req.uri().query().unwrap_or("").to_string(),
     );
+    if let Some((volume, snapshot)) = crate::control::snapshots::clone_path(&path) {
+        if method == Method::POST {
+            return crate::control::api::clone(control, volume, snapshot, req).await;
+        }
+    }
     if crate::control::snapshots::handles(&path) {
         use http_body_util::BodyExt as _;
         let body = match http_body_util::Limited::new(req.into_body(), 64 << 10)

@@ -583,3 +583,33 @@ pub fn snapshot(c: &SnapshotCommand) -> ExitCode {
         }
     }
 }
+
+/// `tandem clone`.
+#[derive(Debug, clap::Args)]
+pub struct CloneArgs {
+    /// The volume the snapshot is of.
+    pub volume: String,
+    /// The snapshot (name or id).
+    pub snapshot: String,
+    /// The new volume's name.
+    pub name: String,
+    /// The admin API and its token.
+    #[command(flatten)]
+    pub admin: Admin,
+    /// Print the API's JSON answer.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tandem clone VOLUME SNAPSHOT NAME`: a new writable volume from a snapshot.
+pub fn clone(a: &CloneArgs) -> ExitCode {
+    let path = format!("/v1/volumes/{}/snapshots/{}/clone", a.volume, a.snapshot);
+    let body = serde_json::json!({ "name": a.name }).to_string();
+    let answer = a.admin.send(Method::POST, &path, Some(body));
+    finish("clone", a.json, answer, |v: VolumeCreated| {
+        format!(
+            "{:<12} {:<36} {:>14} {:>6}\n{:<12} {:<36} {:>14} {:>6}",
+            "VOLUME", "UUID", "BYTES", "BLOCK", v.name, v.uuid, v.size_bytes, v.block_size
+        )
+    })
+}

@@ -69,6 +69,8 @@ enum Command {
     /// Take, list, delete and roll back to snapshots of a volume.
     #[command(subcommand)]
     Snapshot(gateway::cli::SnapshotCommand),
+    /// Create a new writable volume from a snapshot (export it like any volume).
+    Clone(gateway::cli::CloneArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -324,6 +326,7 @@ fn main() -> ExitCode {
         Command::Host(c) => gateway::cli::host(&c),
         Command::Chap(c) => gateway::cli::chap(&c),
         Command::Snapshot(c) => gateway::cli::snapshot(&c),
+        Command::Clone(a) => gateway::cli::clone(&a),
         Command::Volume(VolumeCommand::Resize(args)) => resize(&args),
         Command::ExampleConfig => {
             print!("{}", gateway::config::EXAMPLE);

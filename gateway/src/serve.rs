@@ -62,7 +62,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         println!("replication listening on {addr}");
     }
     let shutdown = crate::shutdown::new();
-    let fronts = crate::frontends::start(&cfg, &vols, shutdown.clone()).await?;
+    let mut fronts = crate::frontends::start(&cfg, &vols, shutdown.clone()).await?;
     let mut view = crate::status::NodeView::new(&cfg, &fronts);
     view.replication = repl.statuses.clone();
     view.replicas = repl.handles.clone();
@@ -101,6 +101,11 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         None
     };
     crate::frontends::print_attach_help(&cfg, &vols, &fronts);
+    // From here on `served` holds the volumes: a volume the control plane deletes must not be
+    // kept open by the start-up maps (a deleted clone would keep its snapshot busy).
+    drop(vols);
+    fronts.targets.clear();
+    fronts.lus.clear();
     if let Some(a) = &admin {
         println!(
             "admin API http://{}/v1/volumes (tandem status --admin {})",

@@ -61,8 +61,14 @@ pub async fn open_all(cfg: &Config) -> Result<Volumes, String> {
 /// (a second daemon on the same data directory) fails the whole node.
 pub async fn open_available(cfg: &Config) -> Result<Opened, String> {
     let mut out = Opened::default();
-    for v in &cfg.volumes {
-        match open_one(cfg, v).await {
+    // Clones open after the volumes they are clones of (a clone's clone after its origin:
+    // configuration order, in which they were created).
+    let is_clone =
+        |v: &&VolumeConfig| blockstore::clone_origin(cfg.volume_dir(v)).is_ok_and(|c| c.is_some());
+    let (clones, plain): (Vec<&VolumeConfig>, Vec<&VolumeConfig>) =
+        cfg.volumes.iter().partition(is_clone);
+    for v in plain.into_iter().chain(clones) {
+        match open_one(cfg, v, &out.volumes).await {
             Ok(volume) => {
                 out.volumes.insert(
                     v.name.clone(),
@@ -118,8 +124,13 @@ fn classify(e: blockstore::Error, what: String) -> OpenError {
     }
 }
 
-/// Opens volume `v` of `cfg`, creating it first when its directory holds none.
-pub(crate) async fn open_one(cfg: &Config, v: &VolumeConfig) -> Result<Volume, OpenError> {
+/// Opens volume `v` of `cfg`, creating it first when its directory holds none; a clone opens
+/// on its origin, which must be among `opened`.
+pub(crate) async fn open_one(
+    cfg: &Config,
+    v: &VolumeConfig,
+    opened: &Volumes,
+) -> Result<Volume, OpenError> {
     let dir = cfg.volume_dir(v);
     let uuid = v.parsed_uuid().map_err(OpenError::Unavailable)?;
     if !dir.join(blockstore::engine::SUPERBLOCK_FILE).exists() {
@@ -150,12 +161,25 @@ pub(crate) async fn open_one(cfg: &Config, v: &VolumeConfig) -> Result<Volume, O
         log_full_timeout: Duration::from_millis(cfg.storage.log_full_timeout_ms),
         ..OpenOptions::default()
     };
-    let volume = Volume::open(&dir, opts).await.map_err(|e| {
-        classify(
-            e,
-            format!("opening volume {:?} in {}", v.name, dir.display()),
-        )
-    })?;
+    let what = || format!("opening volume {:?} in {}", v.name, dir.display());
+    let volume = match blockstore::clone_origin(&dir).map_err(|e| classify(e, what()))? {
+        Some(c) => {
+            let origin = opened
+                .values()
+                .find(|o| o.volume.uuid() == c.origin_uuid)
+                .ok_or_else(|| {
+                    OpenError::Unavailable(format!(
+                        "volume {:?} is a clone of snapshot {} of volume {}, which is not open",
+                        v.name,
+                        c.snapshot_id,
+                        uuid::Uuid::from_bytes(c.origin_uuid)
+                    ))
+                })?;
+            Volume::open_clone(&dir, opts, &origin.volume).await
+        }
+        None => Volume::open(&dir, opts).await,
+    }
+    .map_err(|e| classify(e, what()))?;
     if let Some(u) = uuid {
         if u != volume.uuid() {
             let _ = volume.close().await;

@@ -529,17 +529,52 @@ async fn scenario() {
         assert!(Instant::now() < deadline, "host B never left");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A clone of s1 (taken before the later write) holds the old block, and diverges from its
+    // origin without touching it.
+    d.ok(&["clone", "b", "s1", "c"]);
+    d.ok(&[
+        "export",
+        "add",
+        "c",
+        "--protocol",
+        "nvme",
+        "--target",
+        NQN_B,
+        "--id",
+        "3",
+    ]);
+    let c = Controller::connect(d.nvme, NQN_B, &with).await.unwrap();
+    assert_eq!(
+        c.read(0, 3, 9, 1, 512).await.unwrap(),
+        data,
+        "the clone is the snapshot"
+    );
+    let own = Bytes::from(vec![0xD7u8; 512]);
+    c.write(0, 3, 9, own.clone(), 512, true).await.unwrap();
+    assert_eq!(c.read(0, 3, 9, 1, 512).await.unwrap(), own);
+    assert_eq!(
+        c.read(0, 1, 9, 1, 512).await.unwrap(),
+        later,
+        "the origin is untouched"
+    );
+    c.shutdown().await.ok();
+    drop(c);
+    let e = d.fails(&["snapshot", "delete", "b", "s1"]);
+    assert!(e.contains("409"), "a snapshot with a clone: {e}");
     d.ok(&["snapshot", "rollback", "b", "s1"]);
     let b = Controller::connect(d.nvme, NQN_B, &with).await.unwrap();
     assert_eq!(b.read(0, 1, 9, 1, 512).await.unwrap(), data, "rolled back");
+    assert_eq!(
+        b.read(0, 3, 9, 1, 512).await.unwrap(),
+        own,
+        "the clone keeps its own"
+    );
     b.shutdown().await.ok();
     drop(b);
     let e = d.fails(&["snapshot", "create", "b", "s 1"]);
     assert!(e.contains("400") && e.contains("snapshot name"), "{e}");
     let e = d.fails(&["snapshot", "create", "nope", "s1"]);
     assert!(e.contains("404"), "{e}");
-    d.ok(&["snapshot", "delete", "b", "s1"]);
-    assert!(d.ok(&["snapshot", "list", "b", "--json"]).trim() == "[]");
     bg.progresses().await;
 
     // A wrong token is 401 and changes nothing.
@@ -547,7 +582,7 @@ async fn scenario() {
     let bad = d.dir.path().join("bad-token");
     std::fs::write(&bad, "not-the-token\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["volume", "create", "c", "--size", "1MiB", "--admin"])
+        .args(["volume", "create", "x", "--size", "1MiB", "--admin"])
         .arg(d.admin.to_string())
         .arg("--token-file")
         .arg(&bad)
@@ -563,7 +598,7 @@ async fn scenario() {
             "volume name",
         ),
         (
-            &["volume", "create", "c", "--size", "1000"][..],
+            &["volume", "create", "x", "--size", "1000"][..],
             "400",
             "multiple",
         ),
@@ -572,7 +607,11 @@ async fn scenario() {
             "409",
             "exists already",
         ),
-        (&["volume", "delete", "b"][..], "409", "is exported"),
+        (
+            &["volume", "delete", "b"][..],
+            "409",
+            "clones of its snapshots",
+        ),
         (&["volume", "delete", "nope"][..], "404", "no volume"),
         (
             &["export", "add", "nope", "--protocol", "iscsi"][..],
@@ -628,7 +667,7 @@ async fn scenario() {
         before,
         "refused requests changed the saved state"
     );
-    assert_eq!(names(&d), ["a", "b"]);
+    assert_eq!(names(&d), ["a", "b", "c"]);
     bg.progresses().await;
     bg.finish().await;
 
@@ -639,6 +678,7 @@ async fn scenario() {
     assert_eq!(b_status.size_bytes, 8 << 20);
     assert_eq!(b_status.exports.iscsi[0].target, IQN_B);
     assert_eq!(b_status.exports.nvme.len(), 1);
+    assert_eq!(names(&d), ["a", "b", "c"]);
     assert_eq!(b_status.exports.nvme[0].subsystem, NQN_B);
     assert_eq!(
         RawSession::try_login(d.iscsi, IQN_B, INIT_1).await.err(),
@@ -656,6 +696,31 @@ async fn scenario() {
     );
     b.shutdown().await.ok();
     drop(b);
+
+    // The clone opened on its origin at start: its own block, and then it goes; only then
+    // can its snapshot go.
+    let c = Controller::connect(d.nvme, NQN_B, &with).await.unwrap();
+    assert_eq!(
+        c.read(0, 3, 9, 1, 512).await.unwrap(),
+        own,
+        "the clone after the restart"
+    );
+    c.shutdown().await.ok();
+    drop(c);
+    let e = d.fails(&["volume", "delete", "b", "--force"]);
+    assert!(e.contains("409") && e.contains("clones"), "{e}");
+    d.ok(&["volume", "delete", "c", "--force"]);
+    // The clone's hold on the snapshot ends with its last user (a closing connection may
+    // still hold it for a moment).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.cli(&["snapshot", "delete", "b", "s1"]).status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "snapshot s1 never freed by its deleted clone"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(d.ok(&["snapshot", "list", "b", "--json"]).trim() == "[]");
 
     // Deleting: forced, with its exports; its files go too.
     let out = d.ok(&["volume", "delete", "b", "--force"]);

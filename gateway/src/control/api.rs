@@ -153,6 +153,23 @@ async fn delete(
     name: &str,
     force: bool,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
+    // An origin goes only after its clones (they read its snapshots).
+    if let Some(t) = control.served.target(name) {
+        let cloned: Vec<String> = t
+            .volume
+            .volume
+            .list_snapshots()
+            .into_iter()
+            .filter(|s| s.clones > 0)
+            .map(|s| s.name)
+            .collect();
+        if !cloned.is_empty() {
+            return Err(ApiError::conflict(format!(
+                "volume {name:?} has clones of its snapshots ({}): delete the clones first",
+                cloned.join(", ")
+            )));
+        }
+    }
     let removed = control
         .change(|cfg| edit::delete_volume(cfg, name, force))
         .await?;
@@ -239,4 +256,62 @@ async fn dhchap(
             .await?
     };
     Ok(json(StatusCode::OK, &st))
+}
+
+/// `POST /v1/volumes/{volume}/snapshots/{snapshot}/clone` with `{"name": "..."}`: a new,
+/// writable volume that starts as the snapshot's image (it reads unwritten blocks from the
+/// snapshot) and lives its own life; exported like any volume. 201 [`VolumeCreated`].
+pub async fn clone(
+    control: &Control,
+    volume: &str,
+    snapshot: &str,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let answer = async {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct CloneRequest {
+            name: String,
+        }
+        let spec: CloneRequest = body(req).await?;
+        let origin = control
+            .served
+            .target(volume)
+            .ok_or_else(|| ApiError::not_found(format!("no volume {volume:?}")))?;
+        let v = &origin.volume.volume;
+        let snap = v
+            .list_snapshots()
+            .into_iter()
+            .find(|s| s.name == snapshot || s.id.to_string() == snapshot)
+            .ok_or_else(|| {
+                ApiError::not_found(format!("volume {volume:?} has no snapshot {snapshot:?}"))
+            })?;
+        let bs = v.block_size();
+        let create = edit::CreateVolume {
+            name: spec.name.clone(),
+            size: crate::config::Size(snap.capacity_blocks * u64::from(bs)),
+            block_size: Some(bs),
+            wal_size: None,
+        };
+        let id = snap.id;
+        control
+            .change_cloning(|cfg| edit::create_volume(cfg, &create), Some((origin, id)))
+            .await?;
+        let t = control
+            .served
+            .target(&spec.name)
+            .ok_or_else(|| ApiError::internal("the clone was created but is not served"))?;
+        let c = &t.volume.volume;
+        tracing::info!(volume = %spec.name, origin = %volume, snapshot = id, "clone created");
+        Ok::<_, ApiError>(json(
+            StatusCode::CREATED,
+            &VolumeCreated {
+                name: spec.name,
+                uuid: uuid::Uuid::from_bytes(c.uuid()).to_string(),
+                size_bytes: c.capacity_blocks() * u64::from(c.block_size()),
+                block_size: c.block_size(),
+            },
+        ))
+    };
+    answer.await.unwrap_or_else(|e| error(&e))
 }

@@ -40,3 +40,15 @@ impl ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m)
     }
 }
+
+impl ApiError {
+    /// A volume's refusal of a snapshot or clone operation: 404 for what does not exist, 409
+    /// for what its state refuses (clones, a standby, a name taken), else 500.
+    pub fn from_volume(e: blockstore::Error) -> ApiError {
+        match e {
+            blockstore::Error::NotFound(m) => ApiError::not_found(m),
+            blockstore::Error::Busy(m) | blockstore::Error::Invalid(m) => ApiError::conflict(m),
+            e => ApiError::internal(e.to_string()),
+        }
+    }
+}

@@ -93,6 +93,16 @@ impl Control {
         &self,
         edit: impl FnOnce(&mut Config) -> Result<R, ApiError>,
     ) -> Result<R, ApiError> {
+        self.change_cloning(edit, None).await
+    }
+
+    /// [`Control::change`] whose new volume is a writable clone of snapshot `clone.1` of volume
+    /// `clone.0` (created on disk before it is opened).
+    pub async fn change_cloning<R>(
+        &self,
+        edit: impl FnOnce(&mut Config) -> Result<R, ApiError>,
+        clone: Option<(Arc<crate::target::VolumeTarget>, u64)>,
+    ) -> Result<R, ApiError> {
         let _one = self.lock.lock().await;
         let old = self.served.config();
         let mut new = old.clone();
@@ -112,17 +122,28 @@ impl Control {
             .cloned()
             .collect();
         let mut opened: Vec<(String, Opened)> = Vec::new();
+        if let (Some((origin, id)), Some(v)) = (&clone, added.first()) {
+            let dir = new.volume_dir(v);
+            let opts = blockstore::CloneOptions::writable(v.wal_size.0);
+            if let Err(e) = origin.volume.volume.create_clone(*id, &dir, opts).await {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(ApiError::from_volume(e));
+            }
+        }
+        let served_now = self.served.volumes();
         for v in &added {
-            match self.open(&new, v).await {
+            match self.open(&new, v, &served_now).await {
                 Ok(o) => opened.push((v.name.clone(), o)),
                 Err(e) => {
                     discard(opened).await;
+                    self.uncount_clone(&clone).await;
                     return Err(e);
                 }
             }
         }
         if let Err(e) = state::save(&new) {
             discard(opened).await;
+            self.uncount_clone(&clone).await;
             return Err(ApiError::internal(format!("{e}: nothing was changed")));
         }
         for (name, o) in opened {
@@ -171,20 +192,30 @@ impl Control {
         }
     }
 
-    /// Creates and opens volume `v` (not served yet).
+    /// Tells the origin of a clone that was not kept that it is gone.
+    async fn uncount_clone(&self, clone: &Option<(Arc<crate::target::VolumeTarget>, u64)>) {
+        if let Some((origin, id)) = clone {
+            let _ = origin.volume.volume.clone_deleted(*id).await;
+        }
+    }
+
+    /// Creates and opens volume `v` (not served yet); a clone opens on its origin in `opened`.
     async fn open(
         &self,
         cfg: &Config,
         v: &crate::config::VolumeConfig,
+        opened: &crate::volumes::Volumes,
     ) -> Result<Opened, ApiError> {
         let dir = cfg.volume_dir(v);
-        let volume = crate::volumes::open_one(cfg, v).await.map_err(|e| {
-            let _ = std::fs::remove_dir_all(&dir);
-            match e {
-                crate::volumes::OpenError::Invalid(m) => ApiError::bad_request(m),
-                e => ApiError::internal(e.to_string()),
-            }
-        })?;
+        let volume = crate::volumes::open_one(cfg, v, opened)
+            .await
+            .map_err(|e| {
+                let _ = std::fs::remove_dir_all(&dir);
+                match e {
+                    crate::volumes::OpenError::Invalid(m) => ApiError::bad_request(m),
+                    e => ApiError::internal(e.to_string()),
+                }
+            })?;
         let served = Arc::new(crate::volumes::ServedVolume {
             name: v.name.clone(),
             volume,
@@ -212,6 +243,7 @@ impl Control {
             // It never opened (unavailable): its files are left for the operator.
             return;
         };
+        let origin = t.volume.volume.clone_origin();
         if let Err(e) = t.volume.volume.close().await {
             tracing::warn!(volume = %v.name, error = %e, "closing the deleted volume failed");
         }
@@ -220,6 +252,19 @@ impl Control {
             Ok(()) => {
                 state::sync_dir(&dir);
                 tracing::info!(volume = %v.name, dir = %dir.display(), "volume deleted by the control plane");
+                // A clone's snapshot may be deleted once it has no clones left.
+                if let Some(c) = origin {
+                    let o = self
+                        .served
+                        .targets()
+                        .into_values()
+                        .find(|o| o.volume.volume.uuid() == c.origin_uuid);
+                    if let Some(o) = o {
+                        if let Err(e) = o.volume.volume.clone_deleted(c.snapshot_id).await {
+                            tracing::warn!(volume = %v.name, error = %e, "the origin did not take note of the deleted clone");
+                        }
+                    }
+                }
             }
             Err(e) => {
                 tracing::error!(volume = %v.name, dir = %dir.display(), error = %e, "cannot remove the deleted volume's files")

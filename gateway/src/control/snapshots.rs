@@ -9,6 +9,8 @@
 //!   them).
 //!
 //! A snapshot is data of the volume, not configuration: nothing here touches the saved state.
+//! (A clone of a snapshot is a new volume: `POST .../snapshots/{snapshot}/clone`, answered by
+//! [`super::api::clone`].)
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -57,14 +59,6 @@ fn status(s: &blockstore::SnapshotInfo, bs: u32) -> SnapshotStatus {
     }
 }
 
-fn volume_error(e: blockstore::Error) -> ApiError {
-    match e {
-        blockstore::Error::NotFound(m) => ApiError::not_found(m),
-        blockstore::Error::Busy(m) | blockstore::Error::Invalid(m) => ApiError::conflict(m),
-        e => ApiError::internal(e.to_string()),
-    }
-}
-
 /// The request's path split as `(volume, rest)` when it is under `/v1/volumes/{name}/snapshots`.
 fn split(path: &str) -> Option<(&str, Vec<&str>)> {
     let rest = path.strip_prefix("/v1/volumes/")?;
@@ -74,6 +68,15 @@ fn split(path: &str) -> Option<(&str, Vec<&str>)> {
         return None;
     }
     Some((name, parts.collect()))
+}
+
+/// `(volume, snapshot)` when `path` is `/v1/volumes/{volume}/snapshots/{snapshot}/clone`
+/// (answered by [`super::api::clone`]).
+pub fn clone_path(path: &str) -> Option<(&str, &str)> {
+    match split(path)? {
+        (name, rest) if rest.len() == 2 && rest[1] == "clone" => Some((name, rest[0])),
+        _ => None,
+    }
 }
 
 /// Whether `path` is a snapshot path this module answers.
@@ -134,13 +137,18 @@ async fn answer(
                     req.name
                 )));
             }
-            let s = v.create_snapshot(req.name).await.map_err(volume_error)?;
+            let s = v
+                .create_snapshot(req.name)
+                .await
+                .map_err(ApiError::from_volume)?;
             tracing::info!(volume = %name, snapshot = %s.name, id = s.id, "snapshot taken");
             Ok(super::api::json(StatusCode::CREATED, &status(&s, bs)))
         }
         (&Method::DELETE, [key]) => {
             let s = find(key)?;
-            v.delete_snapshot(s.id).await.map_err(volume_error)?;
+            v.delete_snapshot(s.id)
+                .await
+                .map_err(ApiError::from_volume)?;
             tracing::info!(volume = %name, snapshot = %s.name, id = s.id, "snapshot deleted");
             Ok(super::api::json(StatusCode::OK, &status(&s, bs)))
         }
@@ -161,7 +169,9 @@ async fn answer(
                      the data change under them. Detach them (unmount, log out) first, or roll back with force"
                 )));
             }
-            v.rollback_snapshot(s.id).await.map_err(volume_error)?;
+            v.rollback_snapshot(s.id)
+                .await
+                .map_err(ApiError::from_volume)?;
             tracing::warn!(volume = %name, snapshot = %s.name, id = s.id, "volume rolled back to a snapshot");
             Ok(super::api::json(StatusCode::OK, &status(&s, bs)))
         }
