@@ -1119,7 +1119,13 @@ impl Engine {
 
     // ----- resize and shutdown -----------------------------------------------------------
 
-    /// Grows the volume online to `blocks` blocks. Shrinking is refused.
+    /// Grows the volume online to `blocks` blocks. Shrinking is refused (see [`Engine::shrink`]).
+    ///
+    /// Crash-safe in either order of events: the extent is extended and synced before the
+    /// superblock records the new capacity, so a crash leaves the old capacity (with a longer
+    /// extent, harmless) or the new one. Whatever lies in the extent beyond the current
+    /// capacity (the tail of a shrink a crash interrupted before its truncation) is cut off
+    /// first, so the new blocks always read as zeros.
     pub fn grow(&self, blocks: u64) -> Result<()> {
         self.check_alive()?;
         let mut sb = lock(&self.sb);
@@ -1132,12 +1138,67 @@ impl Engine {
         let bytes = blocks
             .checked_mul(u64::from(self.block_size))
             .ok_or_else(|| Error::InvalidGeometry(format!("{blocks} blocks is too large")))?;
-        self.extent.set_len(bytes).map_err(|e| self.fail(e))?;
+        if blocks == sb.capacity_blocks {
+            return Ok(());
+        }
+        let old_bytes = sb.capacity_blocks * u64::from(self.block_size);
+        self.extent.set_len(old_bytes).map_err(|e| self.fail(e))?;
+        if let Err(e) = self.extent.set_len(bytes) {
+            // The file system refuses the length (too large for it, a quota): nothing of the
+            // volume changed, so it keeps serving at its old size.
+            self.extent.set_len(old_bytes).map_err(|e| self.fail(e))?;
+            return Err(Error::Invalid(format!(
+                "the file system refuses an extent of {bytes} bytes: {e}"
+            )));
+        }
         self.extent.sync_data().map_err(|e| self.fail(e))?;
         sb.capacity_blocks = blocks;
         sb.store(self.meta.as_ref()).map_err(|e| self.fail(e))?;
         self.capacity.store(blocks, Ordering::Release);
         Ok(())
+    }
+
+    /// Shrinks the volume to `blocks` blocks (at least one), discarding everything beyond.
+    ///
+    /// Meant for a volume no host uses (the caller checks that): new requests beyond the new
+    /// end are refused at once, everything logged is checkpointed into the extent, then the
+    /// superblock records the new capacity (synced) and only then is the extent truncated. A
+    /// crash before the superblock write leaves the old capacity and data; after it, the new
+    /// capacity, with at most a stale extent tail that [`Engine::grow`] cuts off before it
+    /// extends. Growing is refused here (see [`Engine::grow`]).
+    pub fn shrink(&self, blocks: u64) -> Result<()> {
+        self.check_alive()?;
+        let old = self.capacity_blocks();
+        if blocks > old {
+            return Err(Error::Invalid(format!(
+                "cannot shrink from {old} to {blocks} blocks: that is a grow"
+            )));
+        }
+        if blocks == 0 {
+            return Err(Error::InvalidGeometry(
+                "a volume needs at least one block".into(),
+            ));
+        }
+        if blocks == old {
+            return Ok(());
+        }
+        // Refuse requests beyond the new end from now on, then move every logged block into
+        // the extent, so no record after the checkpoint lies beyond the new end.
+        self.capacity.store(blocks, Ordering::Release);
+        let shrunk = (|| {
+            while self.flush_once()? {}
+            let mut sb = lock(&self.sb);
+            sb.capacity_blocks = blocks;
+            sb.store(self.meta.as_ref()).map_err(|e| self.fail(e))?;
+            drop(sb);
+            let bytes = blocks * u64::from(self.block_size);
+            self.extent.set_len(bytes).map_err(|e| self.fail(e))?;
+            self.extent.sync_data().map_err(|e| self.fail(e))
+        })();
+        if shrunk.is_err() && lock(&self.sb).capacity_blocks == old {
+            self.capacity.store(old, Ordering::Release);
+        }
+        shrunk
     }
 
     /// Flushes everything into the extent, stops the flusher and refuses further requests.

@@ -303,9 +303,15 @@ impl Volume {
         self.io(move |e| e.load_metadata(name)).await
     }
 
-    /// Grows the volume online.
+    /// Grows the volume online to `blocks` blocks (durable when it returns).
     pub async fn grow(&self, blocks: u64) -> Result<()> {
         self.io(move |e| e.grow(blocks)).await
+    }
+
+    /// Shrinks the volume to `blocks` blocks, discarding the rest (see [`Engine::shrink`]:
+    /// only for a volume no host uses).
+    pub async fn shrink(&self, blocks: u64) -> Result<()> {
+        self.io(move |e| e.shrink(blocks)).await
     }
 
     /// Changes role under an epoch (persisted before it takes effect).

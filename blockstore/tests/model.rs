@@ -34,6 +34,7 @@ enum Op {
     FlusherRun,
     Read { lba: u64, blocks: u64 },
     Grow { extra: u64 },
+    Shrink { less: u64 },
     Reopen,
     Arm { ops: u64 },
     PowerCut { seed: u64 },
@@ -47,6 +48,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::FlusherRun),
         3 => (0..BLOCKS, 1u64..16).prop_map(|(lba, blocks)| Op::Read { lba, blocks }),
         1 => (1u64..8).prop_map(|extra| Op::Grow { extra }),
+        1 => (1u64..8).prop_map(|less| Op::Shrink { less }),
         1 => Just(Op::Reopen),
         2 => (0u64..12).prop_map(|ops| Op::Arm { ops }),
         1 => any::<u64>().prop_map(|seed| Op::PowerCut { seed }),
@@ -58,6 +60,9 @@ fn op() -> impl Strategy<Value = Op> {
 struct Model {
     blocks: Vec<Vec<u64>>,
     capacity: u64,
+    /// A shrink to this many blocks failed with the disk: after recovery the volume has the
+    /// old capacity (and data) or this one.
+    shrinking: Option<u64>,
     next_id: u64,
 }
 
@@ -66,6 +71,7 @@ impl Model {
         Model {
             blocks: vec![vec![0]; BLOCKS as usize],
             capacity: BLOCKS,
+            shrinking: None,
             next_id: 1,
         }
     }
@@ -138,11 +144,20 @@ impl Harness {
         disk.arm_crash_after(u64::MAX);
         self.disk = disk;
         let cap = engine.capacity_blocks();
-        prop_assert!(
-            cap >= self.model.capacity,
-            "capacity {cap} lost a completed grow"
-        );
+        match self.model.shrinking.take() {
+            Some(small) => prop_assert!(
+                cap == small || cap == self.model.capacity,
+                "capacity {cap} after an interrupted shrink from {} to {small}",
+                self.model.capacity
+            ),
+            None => prop_assert!(
+                cap >= self.model.capacity,
+                "capacity {cap} lost a completed grow"
+            ),
+        }
         self.model.capacity = cap;
+        // Blocks beyond a (completed) shrink are gone: growing again gives zeros.
+        self.model.blocks.truncate(cap as usize);
         self.model.blocks.resize(cap as usize, vec![0]);
         let data = engine
             .read(0, cap)
@@ -251,6 +266,22 @@ impl Harness {
                     Err(e) => dead_error(self, &e),
                 }
             }
+            Op::Shrink { less } => {
+                let new = self.model.capacity.saturating_sub(less).max(1);
+                match self.engine().shrink(new) {
+                    Ok(()) => {
+                        self.model.capacity = new;
+                        self.model.blocks.truncate(new as usize);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        if new < self.model.capacity {
+                            self.model.shrinking = Some(new);
+                        }
+                        dead_error(self, &e)
+                    }
+                }
+            }
             Op::Reopen => {
                 if self.disk.is_dead() {
                     return self.power_cut();
@@ -334,6 +365,12 @@ fn power_loss_at_every_io_operation_of_a_workload() {
             }
             if i == 17 {
                 v.push(Op::Grow { extra: 4 });
+            }
+            if i == 23 {
+                v.push(Op::Shrink { less: 12 });
+            }
+            if i == 29 {
+                v.push(Op::Grow { extra: 10 });
             }
         }
         v

@@ -2,8 +2,10 @@
 //! `tandem status` prints), `GET /metrics` (Prometheus text exposition, [`crate::metrics`]),
 //! `GET /healthz` / `GET /readyz` ([`crate::health`]) and the operator's dashboard
 //! ([`crate::dashboard`]: `GET /`, `GET /v1/dashboard`), and the operator's role changes
-//! (`POST /v1/volumes/{name}/promote|demote|switchover`, [`crate::operator`]). No authentication: it
-//! listens on loopback by default (`[admin] listen`).
+//! (`POST /v1/volumes/{name}/promote|demote|switchover|resize`, [`crate::operator`]), and the control
+//! plane ([`crate::control::api`]: volumes, exports, host lists, CHAP). Every mutating request
+//! (`POST`, `PUT`, `DELETE`) must carry the node's bearer token ([`crate::token`]); reading needs
+//! none. It listens on loopback by default (`[admin] listen`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,23 +29,92 @@ fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<
     r
 }
 
+/// The answer to a mutating request without the right bearer token.
+fn unauthorized(why: &str) -> Response<Full<Bytes>> {
+    let mut r = crate::control::api::error(&crate::control::ApiError {
+        status: StatusCode::UNAUTHORIZED.as_u16(),
+        message: why.to_string(),
+    });
+    r.headers_mut().insert(
+        hyper::header::WWW_AUTHENTICATE,
+        hyper::header::HeaderValue::from_static("Bearer"),
+    );
+    r
+}
+
+/// Answers a mutating request (`POST`, `PUT`, `DELETE`): the bearer token first, then the
+/// control plane's endpoints (crate::control::api), then the role changes (crate::operator).
+async fn mutate(view: &NodeView, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let Some(control) = view.control.as_ref() else {
+        return unauthorized("this admin API has no token: it refuses every change");
+    };
+    let header = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .map(|h| h.as_bytes());
+    if !crate::token::authorizes(header, control.token()) {
+        return unauthorized(
+            "missing or wrong bearer token: send Authorization: Bearer <the token in the daemon's \
+             admin-token file> (tandem reads it with --token-file or from --data-dir)",
+        );
+    }
+    let (method, path, query) = (
+        req.method().clone(),
+        req.uri().path().to_string(),
+        req.uri().query().unwrap_or("").to_string(),
+    );
+    if let Some((volume, snapshot)) = crate::control::snapshots::clone_path(&path) {
+        if method == Method::POST {
+            return crate::control::api::clone(control, volume, snapshot, req).await;
+        }
+    }
+    if crate::control::snapshots::handles(&path) {
+        use http_body_util::BodyExt as _;
+        let body = match http_body_util::Limited::new(req.into_body(), 64 << 10)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return crate::control::api::error(&crate::control::ApiError::bad_request(format!(
+                    "cannot read the request body: {e}"
+                )))
+            }
+        };
+        return crate::control::snapshots::route(view, &method, &path, &query, body).await;
+    }
+    if let Some(answer) = crate::control::api::route(control, req).await {
+        return answer;
+    }
+    if method == Method::POST {
+        return crate::operator::post(view, &path, &query).await;
+    }
+    crate::control::api::error(&crate::control::ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED.as_u16(),
+        message: format!("{method} {path}: no such operation (see docs/api.md)"),
+    })
+}
+
 /// Answers one request.
 async fn route(
     view: &NodeView,
     history: &crate::dashboard::History,
-    req: &Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    // The operator's role changes (crate::operator).
-    if req.method() == Method::POST {
-        return crate::operator::post(view, req.uri().path(), req.uri().query().unwrap_or(""))
-            .await;
+    if matches!(*req.method(), Method::POST | Method::PUT | Method::DELETE) {
+        return mutate(view, req).await;
     }
     if req.method() != Method::GET {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            "GET, or POST /v1/volumes/NAME/promote|demote|switchover\n".into(),
+            "GET, or POST/PUT/DELETE with the bearer token (docs/api.md)\n".into(),
         );
+    }
+    if crate::control::snapshots::handles(req.uri().path()) {
+        let (path, query) = (req.uri().path(), req.uri().query().unwrap_or(""));
+        return crate::control::snapshots::route(view, &Method::GET, path, query, Bytes::new())
+            .await;
     }
     // The operator's dashboard (crate::dashboard): `GET /` and `GET /v1/dashboard`.
     if let Some(resp) = crate::dashboard::route(view, history, req.uri().path()) {
@@ -201,7 +272,7 @@ pub async fn start_with_limits(
                     let view = Arc::clone(&view);
                     let history = Arc::clone(&history);
                     async move {
-                        let answer = bounded(limits.request_timeout, route(&view, &history, &req));
+                        let answer = bounded(limits.request_timeout, route(&view, &history, req));
                         Ok::<_, Infallible>(answer.await)
                     }
                 });

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 mod limits;
 pub use limits::LimitsConfig;
@@ -144,7 +144,7 @@ impl Default for ReplicationConfig {
 
 /// The role a replicated volume starts in on this node (when it is created; afterwards the
 /// persisted role, changed by promote / demote, decides).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VolumeRole {
     /// Serves hosts and ships its log to the peer (dials it).
@@ -154,8 +154,9 @@ pub enum VolumeRole {
     Standby,
 }
 
-/// The admin HTTP API: `GET /v1/volumes` (what `tandem status` shows) and `GET /metrics`.
-/// It has no authentication, so it listens on loopback unless told otherwise.
+/// The admin HTTP API: `GET /v1/volumes` (what `tandem status` shows), `GET /metrics`, and
+/// the control plane (docs/api.md), whose mutating requests need the bearer token. It listens
+/// on loopback unless told otherwise.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
@@ -170,6 +171,12 @@ pub struct AdminConfig {
     pub request_timeout_ms: u64,
     /// Connections served at the same time; more are answered 503 and closed.
     pub max_connections: usize,
+    /// The file holding the bearer token mutating requests must carry (generated with mode
+    /// 0600 on first start when missing); default `<data_dir>/admin-token`.
+    pub token_file: Option<PathBuf>,
+    /// The file holding the peer node's admin token, which a switchover sends when it asks the
+    /// peer to take over; default: this node's own token (both nodes given the same one).
+    pub peer_token_file: Option<PathBuf>,
 }
 
 /// Where the admin API listens by default (and where `tandem status` looks).
@@ -183,19 +190,23 @@ impl Default for AdminConfig {
             header_read_timeout_ms: 5_000,
             request_timeout_ms: 30_000,
             max_connections: 64,
+            token_file: None,
+            peer_token_file: None,
         }
     }
 }
 
 /// One volume.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeConfig {
     /// Name used by targets, the CLI and metrics.
     pub name: String,
     /// Directory of the volume (default: `<data_dir>/<name>`).
     pub path: Option<PathBuf>,
-    /// Size when the volume is created, e.g. "1GiB" or a number of bytes.
+    /// Size of the volume, e.g. "1GiB" or a number of bytes: the size it is created with; a
+    /// larger one at a later start grows it, a smaller one is refused in the log
+    /// (`crate::volumes`).
     #[serde(default = "default_size")]
     pub size: Size,
     /// Logical block size when created: 512 or 4096.
@@ -248,6 +259,12 @@ impl VolumeConfig {
 /// A byte count written as a number or with a binary unit suffix (KiB, MiB, GiB, TiB).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Size(pub u64);
+
+impl Serialize for Size {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -334,7 +351,7 @@ fn default_tpgt() -> u16 {
 }
 
 /// One iSCSI target.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     /// The target's IQN.
@@ -350,7 +367,7 @@ pub struct TargetConfig {
 }
 
 /// One LUN of a target.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LunConfig {
     /// LUN number.
@@ -360,7 +377,7 @@ pub struct LunConfig {
 }
 
 /// CHAP credentials. Secrets belong in the config file, never in the repository.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChapConfig {
     /// The user name the initiator presents.

@@ -44,7 +44,7 @@ pub type LatencyReading = BTreeMap<String, [LatencyTotals; 2]>;
 
 /// The latency totals of every volume of `view` now.
 pub fn latency_reading(view: &NodeView) -> LatencyReading {
-    view.targets
+    view.targets()
         .iter()
         .map(|(name, t)| (name.clone(), t.metrics().latency_totals()))
         .collect()

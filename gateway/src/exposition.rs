@@ -277,12 +277,12 @@ fn access_states(reg: &mut Registry, view: &NodeView) {
         "volume_ana_state",
         "ANA state NVMe/TCP hosts see for the volume on this node (1 for the current state)",
     );
-    for (name, t) in &view.targets {
+    let lus = view.served.lus();
+    for (name, t) in &view.targets() {
         // What hosts are shown (a standby out of sync is unavailable), else the engine's.
-        let now = view
-            .paths
+        let now = lus
             .get(name)
-            .map_or_else(|| t.access_state(), |p| p.view().local.state);
+            .map_or_else(|| t.access_state(), |lu| lu.paths.view().local.state);
         for s in ACCESS_STATES {
             let sl = |state: &str| StateLabels {
                 volume: name.clone(),

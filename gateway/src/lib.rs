@@ -4,7 +4,10 @@
 
 pub mod aborts;
 pub mod admin;
+pub mod cli;
+pub mod client;
 pub mod config;
+pub mod control;
 pub mod counters;
 pub mod dashboard;
 pub mod driver;
@@ -20,10 +23,13 @@ pub mod nvme;
 pub mod operator;
 pub mod paths;
 pub mod replication;
+pub mod resize;
 pub mod serve;
+pub mod served;
 pub mod shutdown;
 pub mod sink;
 pub mod status;
 pub mod target;
 pub mod time;
+pub mod token;
 pub mod volumes;

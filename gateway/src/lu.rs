@@ -63,6 +63,9 @@ pub struct LuHandle {
     pub volume: Arc<ServedVolume>,
     /// The volume as a block target (reservations, executor).
     pub target: Arc<VolumeTarget>,
+    /// The paths hosts see to the volume on this node (ALUA port groups here, ANA state for
+    /// the NVMe front end and the operator's view).
+    pub paths: Arc<PathCell>,
     lu: Mutex<LogicalUnit>,
     /// The thin-provisioning soft threshold was reported for the current shortage of space.
     space_low: std::sync::atomic::AtomicBool,
@@ -81,6 +84,7 @@ impl LuHandle {
         let handle = Arc::new(LuHandle {
             volume: Arc::clone(&target.volume),
             target,
+            paths,
             lu: Mutex::new(lu),
             space_low: std::sync::atomic::AtomicBool::new(false),
         });
@@ -117,9 +121,11 @@ impl LuHandle {
         expected_out: u32,
         counters: &IoCounters,
     ) -> (Completion, u32) {
-        let (begun, used) = self
-            .lock()
-            .start_with_data(nexus, cdb, &data_out, expected_out);
+        let (begun, used) = {
+            let mut lu = self.lock();
+            self.follow_capacity(&mut lu);
+            lu.start_with_data(nexus, cdb, &data_out, expected_out)
+        };
         match begun {
             Begun::Done(c) => {
                 counters.other();
@@ -147,6 +153,18 @@ impl LuHandle {
 }
 
 impl LuHandle {
+    /// Follows the volume's capacity (it was resized online): the unit takes the new size
+    /// before the command runs, which raises CAPACITY DATA HAS CHANGED (06/2A/09) once on
+    /// every I_T nexus. Checked on every command (one atomic load), so the first command after
+    /// the resize returned already sees it, whoever resized the volume.
+    fn follow_capacity(&self, lu: &mut LogicalUnit) {
+        let blocks = self.volume.volume.capacity_blocks();
+        if lu.capacity() != blocks {
+            tracing::info!(volume = %self.volume.name, old_blocks = lu.capacity(), blocks, "SCSI logical unit resized: unit attention 2A/09 on every nexus");
+            lu.set_capacity(blocks);
+        }
+    }
+
     /// Raises the thin-provisioning soft threshold unit attention once when the file system
     /// under the volume runs out of space (the log still takes writes; once it is full they fail
     /// with 07/27/07), and re-arms it once space is back.

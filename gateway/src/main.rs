@@ -54,13 +54,33 @@ enum Command {
     Bench(BenchCommand),
     /// Show the volumes of a running daemon and the hosts attached over each protocol.
     Status(StatusArgs),
-    /// Change a volume's role on a running daemon (failover by the operator).
+    /// Create, list, resize and delete volumes, and change a volume's role, on a running daemon.
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Export a volume over iSCSI or NVMe/TCP on a running daemon, or remove an export.
+    #[command(subcommand)]
+    Export(gateway::cli::ExportCommand),
+    /// Change which hosts may log in to a target or connect to a subsystem.
+    #[command(subcommand)]
+    Host(gateway::cli::HostCommand),
+    /// Set or clear iSCSI CHAP and NVMe DH-HMAC-CHAP credentials.
+    #[command(subcommand)]
+    Chap(gateway::cli::ChapCommand),
+    /// Take, list, delete and roll back to snapshots of a volume.
+    #[command(subcommand)]
+    Snapshot(gateway::cli::SnapshotCommand),
+    /// Create a new writable volume from a snapshot (export it like any volume).
+    Clone(gateway::cli::CloneArgs),
 }
 
 #[derive(Debug, Subcommand)]
 enum VolumeCommand {
+    /// Create a volume and serve it (export it with `tandem export add`).
+    Create(gateway::cli::CreateArgs),
+    /// List the volumes with their size, role, exports and attached hosts.
+    List(gateway::cli::ListArgs),
+    /// Delete a volume and its data. An exported volume needs --force (its exports go first).
+    Delete(gateway::cli::DeleteArgs),
     /// Make this node the volume's primary under a new epoch (after the old primary failed).
     /// A standby not known to be in sync is refused unless --force.
     Promote(PromoteArgs),
@@ -69,6 +89,24 @@ enum VolumeCommand {
     /// Planned switchover: the primary (this node) hands the volume to its in-sync standby
     /// with no acknowledged write lost, then follows it as its standby.
     Switchover(SwitchoverArgs),
+    /// Grow a volume while hosts use it (they are told: iSCSI unit attention, NVMe event).
+    /// Shrinking is refused unless --force, and even then on a volume any host can reach.
+    Resize(ResizeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ResizeArgs {
+    /// The volume's name.
+    name: String,
+    /// The new size: bytes, or with a unit as in the configuration (e.g. 2GiB, 512MiB).
+    size: String,
+    /// Allow shrinking (discards the data beyond the new end) a volume no host uses: no iSCSI
+    /// LUN, no NVMe namespace, no session.
+    #[arg(long)]
+    force: bool,
+    /// The admin API and its token.
+    #[command(flatten)]
+    admin: gateway::cli::Admin,
 }
 
 #[derive(Debug, clap::Args)]
@@ -93,16 +131,16 @@ struct SwitchoverArgs {
 struct RoleArgs {
     /// The volume's name.
     name: String,
-    /// The daemon's admin API address (`[admin] listen`).
-    #[arg(long, default_value = gateway::config::DEFAULT_ADMIN_LISTEN)]
-    admin: std::net::SocketAddr,
+    #[command(flatten)]
+    admin: gateway::cli::Admin,
 }
 
 fn change_role(action: &str, args: &RoleArgs, force: bool) -> ExitCode {
     let query = if force { "?force=1" } else { "" };
     let path = format!("/v1/volumes/{}/{action}{query}", args.name);
-    match gateway::status::post(args.admin, &path)
-        .map_err(|e| e.to_string())
+    match args
+        .admin
+        .send(hyper::Method::POST, &path, None)
         .and_then(|body| {
             serde_json::from_str::<gateway::operator::RoleChangeReply>(&body)
                 .map_err(|e| format!("unexpected answer {body:?}: {e}"))
@@ -121,10 +159,48 @@ fn change_role(action: &str, args: &RoleArgs, force: bool) -> ExitCode {
     }
 }
 
+fn resize(args: &ResizeArgs) -> ExitCode {
+    if let Err(e) = args.size.parse::<gateway::config::Size>() {
+        eprintln!("tandem volume resize: {e}");
+        return ExitCode::from(2);
+    }
+    let force = if args.force { "&force=1" } else { "" };
+    let path = format!(
+        "/v1/volumes/{}/resize?size={}{force}",
+        args.name,
+        args.size.trim()
+    );
+    match args
+        .admin
+        .send(hyper::Method::POST, &path, None)
+        .and_then(|body| {
+            serde_json::from_str::<gateway::resize::ResizeReply>(&body)
+                .map_err(|e| format!("unexpected answer {body:?}: {e}"))
+        }) {
+        Ok(r) if r.old_bytes == r.new_bytes => {
+            println!("volume {}: already {} bytes", r.volume, r.new_bytes);
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            println!(
+                "volume {}: resized from {} to {} bytes",
+                r.volume, r.old_bytes, r.new_bytes
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tandem volume resize: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn switchover(args: &SwitchoverArgs) -> ExitCode {
     let path = format!("/v1/volumes/{}/switchover?to={}", args.role.name, args.to);
-    match gateway::status::post(args.role.admin, &path)
-        .map_err(|e| e.to_string())
+    match args
+        .role
+        .admin
+        .send(hyper::Method::POST, &path, None)
         .and_then(|body| {
             serde_json::from_str::<gateway::replication::switchover::SwitchoverReply>(&body)
                 .map_err(|e| format!("unexpected answer {body:?}: {e}"))
@@ -246,6 +322,15 @@ fn main() -> ExitCode {
         }
         Command::Volume(VolumeCommand::Demote(args)) => change_role("demote", &args, false),
         Command::Volume(VolumeCommand::Switchover(args)) => switchover(&args),
+        Command::Volume(VolumeCommand::Create(args)) => gateway::cli::create(&args),
+        Command::Volume(VolumeCommand::List(args)) => gateway::cli::list(&args),
+        Command::Volume(VolumeCommand::Delete(args)) => gateway::cli::delete(&args),
+        Command::Export(c) => gateway::cli::export(&c),
+        Command::Host(c) => gateway::cli::host(&c),
+        Command::Chap(c) => gateway::cli::chap(&c),
+        Command::Snapshot(c) => gateway::cli::snapshot(&c),
+        Command::Clone(a) => gateway::cli::clone(&a),
+        Command::Volume(VolumeCommand::Resize(args)) => resize(&args),
         Command::ExampleConfig => {
             print!("{}", gateway::config::EXAMPLE);
             ExitCode::SUCCESS
@@ -275,6 +360,18 @@ fn main() -> ExitCode {
             };
             if let Some(d) = args.data_dir {
                 cfg.data_dir = d;
+            }
+            // What the admin API changed replaces the file's volumes, exports and access lists.
+            match gateway::control::state::apply_saved(&mut cfg) {
+                Ok(true) => tracing::info!(
+                    state = %gateway::control::state::path(&cfg).display(),
+                    "volumes, exports, host lists and CHAP from the control plane's state"
+                ),
+                Ok(false) => {}
+                Err(e) => {
+                    eprintln!("tandem: {e}");
+                    return ExitCode::from(2);
+                }
             }
             if !args.iscsi_listen.is_empty() {
                 let template = cfg.iscsi.portals.first().cloned();

@@ -7,7 +7,9 @@
 //!   [`crate::replication::switchover::HandoverReply`]);
 //! - `POST /v1/volumes/{name}/demote` ([`RoleChangeReply`]);
 //! - `POST /v1/volumes/{name}/switchover?to=ADMIN_ADDR`
-//!   ([`crate::replication::switchover::SwitchoverReply`]).
+//!   ([`crate::replication::switchover::SwitchoverReply`]);
+//! - `POST /v1/volumes/{name}/resize?size=SIZE` and `&force=1` to shrink an unused volume
+//!   ([`crate::resize::ResizeReply`]).
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -30,12 +32,7 @@ pub struct RoleChangeReply {
     pub loss: Option<String>,
 }
 
-/// An error of the admin API, as JSON a person can act on.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ErrorReply {
-    /// What went wrong.
-    pub error: String,
-}
+pub use crate::client::ErrorReply;
 
 fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -87,26 +84,57 @@ fn number(query: &str, key: &str) -> Result<Option<u64>, String> {
         .transpose()
 }
 
-/// Answers a `POST` to the admin API: a role change, or 404 for any other path.
+/// Answers a `POST` to the admin API: a role change or a resize, or 404 for any other path.
 pub async fn post(view: &NodeView, path: &str, query: &str) -> Response<Full<Bytes>> {
     let action = path
         .strip_prefix("/v1/volumes/")
         .and_then(|rest| rest.rsplit_once('/'))
-        .filter(|(name, a)| !name.is_empty() && matches!(*a, "promote" | "demote" | "switchover"));
+        .filter(|(name, a)| {
+            !name.is_empty() && matches!(*a, "promote" | "demote" | "switchover" | "resize")
+        });
     let Some((name, action)) = action else {
         return json_error(StatusCode::NOT_FOUND, format!("no such action {path:?}"));
     };
-    if !view.targets.contains_key(name) {
+    if view.served.target(name).is_none() {
         return json_error(StatusCode::NOT_FOUND, format!("no volume {name:?}"));
     }
     match action {
         "switchover" => switch_over(view, name, query).await,
+        "resize" => resize(view, name, query).await,
         "promote" => match number(query, "handover_epoch") {
             Err(e) => json_error(StatusCode::BAD_REQUEST, e),
             Ok(Some(seen)) => handover(view, name, seen, query).await,
             Ok(None) => change_role(view, name, "promote", query).await,
         },
         _ => change_role(view, name, "demote", query).await,
+    }
+}
+
+async fn resize(view: &NodeView, name: &str, query: &str) -> Response<Full<Bytes>> {
+    use crate::resize::ResizeError;
+    let Some(size) = param(query, "size").filter(|s| !s.is_empty()) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "resize needs size=SIZE (bytes, or with KiB, MiB, GiB, TiB)".into(),
+        );
+    };
+    let force = param(query, "force").is_some_and(|f| f != "0" && f != "false");
+    match crate::resize::resize(view, name, size, force).await {
+        Ok(r) => {
+            if let Some(c) = &view.control {
+                c.record_size(name, r.new_bytes).await;
+            }
+            ok(&r)
+        }
+        Err(e) => {
+            let status = match e {
+                ResizeError::NotFound(_) => StatusCode::NOT_FOUND,
+                ResizeError::BadRequest(_) => StatusCode::BAD_REQUEST,
+                ResizeError::Conflict(_) => StatusCode::CONFLICT,
+                ResizeError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            json_error(status, e.to_string())
+        }
     }
 }
 
@@ -153,7 +181,7 @@ async fn change_role(
     action: &str,
     query: &str,
 ) -> Response<Full<Bytes>> {
-    let Some(t) = view.targets.get(name) else {
+    let Some(t) = view.served.target(name) else {
         return json_error(StatusCode::NOT_FOUND, format!("no volume {name:?}"));
     };
     let v = &t.volume.volume;

@@ -63,11 +63,21 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         println!("replication listening on {addr}");
     }
     let shutdown = crate::shutdown::new();
-    let fronts = crate::frontends::start_with_paths(&cfg, &vols, paths, shutdown.clone()).await?;
+    let mut fronts =
+        crate::frontends::start_with_paths(&cfg, &vols, paths, shutdown.clone()).await?;
     let mut view = crate::status::NodeView::new(&cfg, &fronts);
     view.replication = repl.statuses.clone();
     view.replicas = repl.handles.clone();
-    view.unavailable = opened.unavailable;
+    view.served.set_unavailable(opened.unavailable);
+    // The control plane: mutating admin requests need the token, generated on first start.
+    let token = crate::token::load_or_create(&crate::token::path(&cfg))?;
+    view.control = Some(std::sync::Arc::new(crate::control::Control::new(
+        std::sync::Arc::clone(&view.served),
+        &fronts,
+        shutdown.clone(),
+        token,
+    )));
+    let served = std::sync::Arc::clone(&view.served);
     let readiness = view.readiness.clone();
     // The admin API outlives the front ends' drain (its own stop), so `/readyz` says 503
     // while the node shuts down rather than going silent.
@@ -93,6 +103,11 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         None
     };
     crate::frontends::print_attach_help(&cfg, &vols, &fronts);
+    // From here on `served` holds the volumes: a volume the control plane deletes must not be
+    // kept open by the start-up maps (a deleted clone would keep its snapshot busy).
+    drop(vols);
+    fronts.targets.clear();
+    fronts.lus.clear();
     if let Some(a) = &admin {
         println!(
             "admin API http://{}/v1/volumes (tandem status --admin {})",
@@ -109,7 +124,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let _ = shutdown.send(true);
     fronts.join().await;
     repl.stop().await;
-    volumes::close_all(&vols).await;
+    // The volumes served now: those the control plane created included, deleted ones not.
+    volumes::close_all(&served.volumes()).await;
     tracing::info!("volumes flushed and closed");
     let _ = admin_stop.send(true);
     if let Some(a) = admin {
@@ -137,16 +153,17 @@ impl Signals {
     }
 
     /// Waits for SIGINT or SIGTERM. SIGHUP (a reload request from `systemctl reload` or a
-    /// closed terminal) never stops the node: nothing of the configuration can change without
-    /// a restart yet, so it is logged and ignored.
+    /// closed terminal) never stops the node: the file is not re-read (volumes, exports, host
+    /// lists and CHAP change through the admin API), so it is logged and ignored.
     async fn until_termination(&mut self) {
         loop {
             tokio::select! {
                 _ = self.int.recv() => return tracing::info!("SIGINT"),
                 _ = self.term.recv() => return tracing::info!("SIGTERM"),
                 _ = self.hup.recv() => tracing::warn!(
-                    "SIGHUP: reloading the configuration is not supported yet; \
-                     restart the daemon to apply changes (still serving)"
+                    "SIGHUP: the configuration file is not re-read; change volumes, exports, \
+                     host lists and CHAP with tandem volume|export|host|chap (the admin API), \
+                     restart for other settings (still serving)"
                 ),
             }
         }

@@ -3,10 +3,8 @@
 //! ([`NodeView::volumes`]) for `GET /v1/volumes`; `tandem status` fetches it ([`fetch`]) and
 //! prints it ([`table`]) so an operator sees, for instance, which hosts are still on iSCSI.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -195,10 +193,9 @@ pub struct HostStatus {
 /// What the daemon needs to describe itself.
 #[derive(Debug, Clone)]
 pub struct NodeView {
-    /// The configuration served.
-    pub cfg: Config,
-    /// Every volume as a block target (and through it the volume).
-    pub targets: Targets,
+    /// What the node serves now (configuration, volumes as block targets and logical units),
+    /// which the control plane changes at run time.
+    pub served: Arc<crate::served::Served>,
     /// The iSCSI front end's shared state, when it runs.
     pub iscsi: Option<Arc<IscsiShared>>,
     /// The NVMe/TCP front end's shared state, when it runs.
@@ -212,10 +209,9 @@ pub struct NodeView {
     pub replication: crate::replication::Statuses,
     /// The replicated volumes' drivers (what the operator's role changes act on).
     pub replicas: crate::replication::Handles,
-    /// Configured volumes that did not open.
-    pub unavailable: Vec<crate::volumes::Unavailable>,
-    /// The paths hosts see to every volume.
-    pub paths: crate::paths::Paths,
+    /// The control plane (what the admin API's mutating requests act on), when the daemon
+    /// runs one.
+    pub control: Option<Arc<crate::control::Control>>,
 }
 
 fn lower_debug(v: impl std::fmt::Debug) -> String {
@@ -226,21 +222,25 @@ impl NodeView {
     /// Builds the view of a node from its running front ends.
     pub fn new(cfg: &Config, fronts: &crate::frontends::Frontends) -> NodeView {
         NodeView {
-            cfg: cfg.clone(),
-            targets: fronts.targets.clone(),
+            served: crate::served::Served::new(cfg, &fronts.targets, &fronts.lus),
             iscsi: fronts.iscsi.as_ref().map(|i| Arc::clone(&i.shared)),
             nvme: fronts.nvme.as_ref().map(|n| Arc::clone(&n.shared)),
             metrics: Arc::clone(&fronts.metrics),
             readiness: crate::health::Readiness::default(),
             replication: Default::default(),
             replicas: Default::default(),
-            unavailable: Vec::new(),
-            paths: fronts.paths.clone(),
+            control: None,
         }
     }
 
+    /// Every served volume's target now (a snapshot).
+    pub fn targets(&self) -> Targets {
+        self.served.targets()
+    }
+
+    /// The paths hosts see to volume `name` on this node (its logical unit's path cell).
     fn paths(&self, name: &str) -> Option<PathsStatus> {
-        let v = self.paths.get(name)?.view();
+        let v = self.served.lus().get(name)?.paths.view();
         let ana: proto_nvmeof::AnaState = v.local.state.into();
         Some(PathsStatus {
             path_group: v.local.group,
@@ -257,8 +257,9 @@ impl NodeView {
 
     /// The state of every volume now.
     pub fn volumes(&self) -> VolumesDoc {
+        let cfg = self.served.config();
         let volumes = self
-            .targets
+            .targets()
             .iter()
             .map(|(name, lu)| {
                 let v = &lu.volume.volume;
@@ -283,7 +284,7 @@ impl NodeView {
                         log_size_bytes: st.log_size_bytes,
                         dirty_blocks: st.dirty_blocks,
                     },
-                    exports: self.exports(name),
+                    exports: self.exports(&cfg, name),
                     reservation: reservation(lu.reservations().lock().state()),
                     hosts: self.hosts(name),
                     replication: self.replication.get(name).map(|s| s.get()),
@@ -292,7 +293,8 @@ impl NodeView {
             })
             .collect();
         let unavailable = self
-            .unavailable
+            .served
+            .unavailable()
             .iter()
             .map(|u| UnavailableVolume {
                 name: u.name.clone(),
@@ -305,10 +307,10 @@ impl NodeView {
         }
     }
 
-    fn exports(&self, name: &str) -> Exports {
+    fn exports(&self, cfg: &Config, name: &str) -> Exports {
         let mut e = Exports::default();
         if self.iscsi.is_some() {
-            for t in &self.cfg.iscsi.targets {
+            for t in &cfg.iscsi.targets {
                 for l in t.luns.iter().filter(|l| l.volume == name) {
                     e.iscsi.push(IscsiExport {
                         target: t.iqn.clone(),
@@ -318,7 +320,7 @@ impl NodeView {
             }
         }
         if let Some(n) = &self.nvme {
-            for s in &self.cfg.nvme.subsystems {
+            for s in &cfg.nvme.subsystems {
                 if n.volumes_of(&s.nqn).iter().any(|v| v == name) {
                     for ns in s.namespaces.iter().filter(|ns| ns.volume == name) {
                         e.nvme.push(NvmeExport {
@@ -338,8 +340,7 @@ impl NodeView {
             let sessions = i.sessions.lock().unwrap_or_else(|e| e.into_inner());
             for s in sessions.values() {
                 let exports = i
-                    .targets
-                    .get(&s.target)
+                    .target(&s.target)
                     .is_some_and(|t| t.luns.values().any(|lu| lu.volume.name == name));
                 if exports {
                     h.iscsi.push(HostStatus {
@@ -400,66 +401,31 @@ fn reservation(st: &block_core::reservation::ReservationState) -> ReservationSta
     }
 }
 
-/// Why `tandem status` could not get the node's state.
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    /// No connection or a broken one.
-    #[error("admin API at {addr}: {source}")]
-    Io {
-        /// The address tried.
-        addr: SocketAddr,
-        /// The socket error.
-        source: std::io::Error,
-    },
-    /// Not an HTTP 200 with a JSON body of the expected shape.
-    #[error("admin API at {addr}: {what}")]
-    Protocol {
-        /// The address tried.
-        addr: SocketAddr,
-        /// What was wrong.
-        what: String,
-    },
-}
+/// Why `tandem status` could not get the node's state: the admin API client's error.
+pub use crate::client::Error as FetchError;
 
-/// GET `path` from the admin API with a plain HTTP/1.1 request; returns the body of a 200.
+/// GET `path` from the admin API; returns the body of a 200.
 pub fn get(addr: SocketAddr, path: &str) -> Result<String, FetchError> {
-    request(addr, "GET", path)
+    crate::client::blocking(addr, crate::client::Call::get(path))
 }
 
-/// POST (with an empty body) to `path` of the admin API; returns the body of a 200. Another
-/// status is an error carrying the body (the API's JSON error).
-pub fn post(addr: SocketAddr, path: &str) -> Result<String, FetchError> {
-    request(addr, "POST", path)
-}
-
-fn request(addr: SocketAddr, method: &str, path: &str) -> Result<String, FetchError> {
-    let io = |source| FetchError::Io { addr, source };
-    let proto = |what: String| FetchError::Protocol { addr, what };
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(io)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(io)?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+/// POST (with an empty body and the bearer `token`) to `path` of the admin API; returns the
+/// body of a 2xx. Another status is an error carrying the API's JSON error message.
+pub fn post(addr: SocketAddr, path: &str, token: Option<&str>) -> Result<String, FetchError> {
+    crate::client::blocking(
+        addr,
+        crate::client::Call::send(hyper::Method::POST, path, token, None),
     )
-    .map_err(io)?;
-    let mut raw = Vec::new();
-    s.take(64 << 20).read_to_end(&mut raw).map_err(io)?;
-    let text = String::from_utf8(raw).map_err(|_| proto("response is not UTF-8".into()))?;
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| proto("no end of headers".into()))?;
-    let status = head.lines().next().unwrap_or_default();
-    if status.split_whitespace().nth(1) != Some("200") {
-        return Err(proto(format!("answered {status:?}: {}", body.trim())));
-    }
-    Ok(body.to_string())
 }
 
 /// Fetches `GET /v1/volumes`.
 pub fn fetch(addr: SocketAddr) -> Result<VolumesDoc, FetchError> {
-    let body = get(addr, "/v1/volumes")?;
-    serde_json::from_str(&body).map_err(|e| FetchError::Protocol {
+    parse_doc(addr, &get(addr, "/v1/volumes")?)
+}
+
+/// Reads the document of `GET /v1/volumes`.
+pub fn parse_doc(addr: SocketAddr, body: &str) -> Result<VolumesDoc, FetchError> {
+    serde_json::from_str(body).map_err(|e| FetchError::Protocol {
         addr,
         what: format!("unexpected JSON: {e}"),
     })

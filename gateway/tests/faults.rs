@@ -96,8 +96,8 @@ async fn a_full_file_system_fails_writes_with_capacity_exceeded_and_other_volume
     let fronts = gateway::frontends::start(&cfg, &vols, shutdown.clone())
         .await
         .unwrap();
-    let mut view = gateway::status::NodeView::new(&cfg, &fronts);
-    view.unavailable = opened.unavailable;
+    let view = gateway::status::NodeView::new(&cfg, &fronts);
+    view.served.set_unavailable(opened.unavailable);
     let doc = view.volumes();
     assert_eq!(doc.unavailable.len(), 2, "{doc:?}");
     assert!(gateway::status::table(&doc, 0).contains("volume broken  UNAVAILABLE"));

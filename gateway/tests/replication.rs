@@ -91,6 +91,8 @@ fn promote(node: &Node) {
     let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
         .args(["volume", "promote", "default", "--admin"])
         .arg(node.admin.to_string())
+        .arg("--token-file")
+        .arg(&node.token)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -214,11 +216,25 @@ fn the_old_primary_back_after_a_failover_is_fenced_by_the_promoted_standby() {
     });
     primary.child.kill().unwrap();
     promote(&standby);
-    // Operator errors are JSON with a 4xx status.
-    let e = status::post(standby.admin, "/v1/volumes/nope/promote")
+    // Operator errors are JSON with a 4xx status; without the token nothing changes (401).
+    let token = gateway::token::read(&standby.token).unwrap();
+    let e = status::post(standby.admin, "/v1/volumes/nope/promote", Some(&token))
         .unwrap_err()
         .to_string();
     assert!(e.contains("404") && e.contains("no volume"), "{e}");
+    let e = status::post(standby.admin, "/v1/volumes/default/demote", None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("401") && e.contains("bearer token"), "{e}");
+    let e = status::post(standby.admin, "/v1/volumes/default/demote", Some("wrong"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("401"), "{e}");
+    assert_eq!(
+        doc(&standby).volumes[0].role,
+        "primary",
+        "a refused demote changes nothing"
+    );
     primary.restart();
     // Its handshake meets epoch 2: it stops serving and persists that it is stale.
     let deadline = Instant::now() + Duration::from_secs(30);

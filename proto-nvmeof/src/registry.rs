@@ -131,6 +131,11 @@ impl Registry {
         old
     }
 
+    /// The NQNs of the subsystems, in order.
+    pub fn subsystem_nqns(&self) -> impl Iterator<Item = &str> + '_ {
+        self.subsystems.keys().map(String::as_str)
+    }
+
     /// The current snapshot of subsystem `nqn`.
     pub fn subsystem(&self, nqn: &str) -> Option<Arc<Subsystem>> {
         self.subsystems.get(nqn).cloned()

@@ -155,6 +155,20 @@ impl Subsystem {
         self.namespaces.iter().find(|n| n.nsid == nsid)
     }
 
+    /// Sets the size of namespace `nsid` (a volume was resized). Returns whether anything
+    /// changed; a controller given the new snapshot ([`crate::Connection::update_subsystem`])
+    /// then lists the namespace in its Changed Namespace List log and raises the Namespace
+    /// Attribute Changed event, and Identify Namespace reports the new size.
+    pub fn set_namespace_blocks(&mut self, nsid: u32, blocks: u64) -> bool {
+        match self.namespaces.iter_mut().find(|n| n.nsid == nsid) {
+            Some(n) if n.blocks != blocks => {
+                n.blocks = blocks;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The ANA state of `group` (Optimized when ANA is off or the group is unknown).
     pub fn ana_state(&self, group: u32) -> AnaState {
         if !self.ana_enabled {

@@ -16,7 +16,7 @@ impl crate::aborts::AbortSink for IscsiShared {
             return Vec::new();
         }
         self.live.abort(&victims, |target| {
-            self.targets.get(target).map_or_else(Vec::new, |t| {
+            self.target(target).map_or_else(Vec::new, |t| {
                 t.luns
                     .iter()
                     .filter(|(_, lu)| lu.volume.name == volume)
@@ -27,16 +27,11 @@ impl crate::aborts::AbortSink for IscsiShared {
     }
 }
 
-/// Registers the iSCSI front end as an abort sink of every volume it exports.
-pub(super) fn add_abort_sinks(shared: &Arc<IscsiShared>) {
+/// Registers the iSCSI front end as an abort sink of a volume (every served one, exported or
+/// not yet: the control plane may export it later). The sink finds the LUNs exporting the
+/// volume when a preemption happens.
+pub fn add_abort_sink(shared: &Arc<IscsiShared>, target: &crate::target::VolumeTarget) {
     let weak: std::sync::Weak<IscsiShared> = Arc::downgrade(shared);
     let sink: std::sync::Weak<dyn crate::aborts::AbortSink> = weak;
-    let mut seen = std::collections::HashSet::new();
-    for t in shared.targets.values() {
-        for lu in t.luns.values() {
-            if seen.insert(lu.volume.name.clone()) {
-                lu.target.add_abort_sink(sink.clone());
-            }
-        }
-    }
+    target.add_abort_sink(sink);
 }

@@ -49,11 +49,7 @@ impl Drop for Logged {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
-        if let Some(t) = self
-            .target
-            .as_ref()
-            .and_then(|t| self.shared.targets.get(t))
-        {
+        if let Some(t) = self.target.as_ref().and_then(|t| self.shared.target(t)) {
             for lu in t.luns.values() {
                 lu.lock().nexus_lost(id);
             }
@@ -88,6 +84,9 @@ struct Iscsi {
     id: u64,
     /// Old sessions of this login's I_T nexus still to close before it may go on.
     reinstating: usize,
+    /// The session's target as last looked up, with the exports generation it was read at
+    /// (looked up again only when the control plane changed the exports).
+    cached: Option<(u64, Option<Arc<Target>>)>,
 }
 
 /// Serves one connection until logout, error, peer close or shutdown.
@@ -120,6 +119,7 @@ pub async fn serve(
         logged: None,
         id,
         reinstating: 0,
+        cached: None,
     };
     driver::drive(stream, conn, handler, Some(rx), shutdown).await;
 }
@@ -191,11 +191,11 @@ impl Handler for Iscsi {
                 });
             }
             Event::Command(cmd) => {
+                let target = self.target();
                 let Some(l) = &self.logged else { return };
-                let target = l.target.as_ref().and_then(|t| shared.targets.get(t));
                 let counters = Arc::clone(&l.counters);
                 let itt = u64::from(cmd.itt);
-                let f = command_future(cmd, target, Arc::clone(&l.nexus), counters);
+                let f = command_future(cmd, target.as_deref(), Arc::clone(&l.nexus), counters);
                 commands.push_keyed(itt, f);
             }
             // Aborted tasks really stop: a command reusing the tag gets its own result.
@@ -205,12 +205,7 @@ impl Handler for Iscsi {
                 }
             }
             Event::Reset { function, lun } => {
-                if let Some(t) = self
-                    .logged
-                    .as_ref()
-                    .and_then(|l| l.target.as_ref())
-                    .and_then(|t| shared.targets.get(t))
-                {
+                if let Some(t) = self.target() {
                     let lus: Vec<_> = match function {
                         TmfFunction::TargetWarmReset | TmfFunction::TargetColdReset => {
                             t.luns.values().cloned().collect()
@@ -278,6 +273,20 @@ impl Handler for Iscsi {
 }
 
 impl Iscsi {
+    /// The logged-in session's target as configured now.
+    fn target(&mut self) -> Option<Arc<Target>> {
+        let name = self.logged.as_ref()?.target.as_ref()?;
+        let generation = self.shared.generation();
+        match &self.cached {
+            Some((g, t)) if *g == generation => t.clone(),
+            _ => {
+                let t = self.shared.target(name);
+                self.cached = Some((generation, t.clone()));
+                t
+            }
+        }
+    }
+
     /// Handles the events the core raised outside the driver's own loop (aborts asked from
     /// elsewhere), so their commands are stopped before this returns.
     fn drain_events(
@@ -335,7 +344,7 @@ fn login_failure(e: &LoginError) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, HashMap};
+    use std::collections::BTreeMap;
 
     use blockstore::engine::{create, CreateOptions, OpenOptions};
     use blockstore::sim::SimStorage;
@@ -392,19 +401,18 @@ mod tests {
             .unwrap();
         let paths = crate::paths::PathCell::new(target.volume.volume.engine(), 1, vec![1], false);
         let lu = LuHandle::new(target, paths, vec![0]);
-        let mut targets = HashMap::new();
-        targets.insert(
+        let mut exports = super::super::shared::Exports::default();
+        exports.targets.insert(
             IQN.to_string(),
-            Target {
+            Arc::new(Target {
                 iqn: IQN.into(),
                 auth: TargetAuth::None,
                 luns: BTreeMap::from([(0, Arc::clone(&lu))]),
                 allowed_initiators: None,
-            },
+            }),
         );
         let shared = Arc::new(IscsiShared::new(
-            targets,
-            TargetAuth::None,
+            exports,
             Vec::new(),
             Default::default(),
             metrics,
@@ -455,6 +463,7 @@ mod tests {
             },
             id,
             reinstating: 0,
+            cached: None,
             shared: Arc::clone(&shared),
             peer: "127.0.0.1:1".parse().unwrap(),
             local: "127.0.0.1:3260".parse().unwrap(),

@@ -12,11 +12,13 @@ impl IscsiShared {
         match q {
             // Sessions have one connection: a login naming a TSIH is refused either way.
             Question::SessionExists { .. } => Answer::SessionExists(false),
-            Question::Admit { target: None, .. } => Answer::Admit(Ok(self.discovery_auth.clone())),
+            Question::Admit { target: None, .. } => {
+                Answer::Admit(Ok(self.exports().discovery_auth.clone()))
+            }
             Question::Admit {
                 target: Some(t),
                 initiator,
-            } => Answer::Admit(match self.targets.get(&t) {
+            } => Answer::Admit(match self.target(&t) {
                 None => Err(Refusal::NotFound),
                 Some(t) if !t.admits(&initiator) => {
                     tracing::warn!(%initiator, target = %t.iqn, "iSCSI initiator not on the target's allowed_initiators");
@@ -29,17 +31,16 @@ impl IscsiShared {
             Question::Reinstate { .. } => Answer::Reinstated,
             Question::AllocateTsih => Answer::Tsih(Some(self.next_tsih())),
             // Discovery lists only the targets this initiator may log in to.
-            Question::SendTargets { initiator } => Answer::SendTargets(
-                self.send_targets
-                    .iter()
-                    .filter(|d| {
-                        self.targets
-                            .get(&d.name)
-                            .is_some_and(|t| t.admits(&initiator))
-                    })
-                    .cloned()
-                    .collect(),
-            ),
+            Question::SendTargets { initiator } => {
+                let e = self.exports();
+                Answer::SendTargets(
+                    e.send_targets
+                        .iter()
+                        .filter(|d| e.targets.get(&d.name).is_some_and(|t| t.admits(&initiator)))
+                        .cloned()
+                        .collect(),
+                )
+            }
         }
     }
 }
@@ -72,27 +73,29 @@ mod tests {
 
     #[test]
     fn initiators_off_the_list_neither_log_in_nor_discover() {
-        let mut shared = IscsiShared::for_tests(TargetAuth::None);
+        let shared = IscsiShared::for_tests(TargetAuth::None);
+        let mut exports = super::super::shared::Exports::default();
         for (iqn, acl) in [
             ("iqn.t:open", None),
             ("iqn.t:closed", Some(vec!["IQN.h:Allowed".to_string()])),
         ] {
-            shared.targets.insert(
+            exports.targets.insert(
                 iqn.into(),
-                super::super::Target {
+                std::sync::Arc::new(super::super::Target {
                     iqn: iqn.into(),
                     auth: TargetAuth::None,
                     allowed_initiators: acl,
                     luns: Default::default(),
-                },
+                }),
             );
-            shared
+            exports
                 .send_targets
                 .push(proto_iscsi::login::DiscoveredTarget {
                     name: iqn.into(),
                     addresses: vec!["127.0.0.1:3260,1".into()],
                 });
         }
+        shared.set_exports(exports);
         let admit = |initiator: &str| {
             shared.answer(Question::Admit {
                 initiator: initiator.into(),

@@ -5,43 +5,20 @@ mod aborts;
 mod conn;
 mod context;
 mod live;
+pub mod reconfigure;
 mod shared;
 
-use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use proto_iscsi::chap::{ChapAlgorithm, ChapConfig, ChapUser};
-use proto_iscsi::login::{DiscoveredTarget, TargetAuth};
 use proto_iscsi::session::ConnectionConfig;
 
 use crate::config::{self, Config};
 use crate::lu::Lus;
 use crate::shutdown::Shutdown;
 
+pub use aborts::add_abort_sink;
 pub use shared::{IscsiShared, SessionInfo, Target};
-
-fn chap(c: &config::ChapConfig) -> TargetAuth {
-    let allowed = ChapAlgorithm::DEFAULT_ALLOWED
-        .iter()
-        .copied()
-        .filter(|a| c.allow_md5 || *a != ChapAlgorithm::Md5)
-        .collect();
-    TargetAuth::Chap(ChapConfig {
-        initiator_users: vec![ChapUser {
-            name: c.username.clone(),
-            secret: c.secret.clone().into_bytes(),
-        }],
-        target_user: match (&c.target_username, &c.target_secret) {
-            (Some(n), Some(s)) => Some(ChapUser {
-                name: n.clone(),
-                secret: s.clone().into_bytes(),
-            }),
-            _ => None,
-        },
-        allowed,
-    })
-}
 
 /// The connection settings `[limits]` asks for.
 fn connection_config(l: &config::LimitsConfig) -> ConnectionConfig {
@@ -78,29 +55,6 @@ pub async fn start(
     limit: crate::net::ConnectionLimit,
 ) -> Result<IscsiFrontend, String> {
     let ic = &cfg.iscsi;
-    let mut targets = HashMap::new();
-    for t in &ic.targets {
-        let mut luns = BTreeMap::new();
-        for l in &t.luns {
-            // The configuration names only configured volumes; one missing here did not open
-            // and is reported as unavailable.
-            let Some(lu) = lus.get(&l.volume) else {
-                tracing::warn!(target = %t.iqn, lun = l.id, volume = %l.volume, "LUN left out: its volume is unavailable");
-                continue;
-            };
-            luns.insert(l.id, Arc::clone(lu));
-        }
-        let auth = t.chap.as_ref().map_or(TargetAuth::None, chap);
-        targets.insert(
-            t.iqn.clone(),
-            Target {
-                iqn: t.iqn.clone(),
-                auth,
-                allowed_initiators: t.allowed_initiators.clone(),
-                luns,
-            },
-        );
-    }
     let mut listeners = Vec::new();
     let mut bound = Vec::new();
     for p in &ic.portals {
@@ -110,27 +64,22 @@ pub async fn start(
         bound.push(addr);
         listeners.push((l, p.tpgt));
     }
-    let send_targets = ic
-        .targets
+    let portal_addresses: Vec<String> = ic
+        .portals
         .iter()
-        .map(|t| DiscoveredTarget {
-            name: t.iqn.clone(),
-            addresses: ic
-                .portals
-                .iter()
-                .zip(&bound)
-                .map(|(p, b)| portal_address(p.advertise.unwrap_or(*b), p.tpgt))
-                .collect(),
-        })
+        .zip(&bound)
+        .map(|(p, b)| portal_address(p.advertise.unwrap_or(*b), p.tpgt))
         .collect();
+    let exports = reconfigure::exports(cfg, lus, &portal_addresses);
     let shared = Arc::new(IscsiShared::new(
-        targets,
-        ic.discovery_chap.as_ref().map_or(TargetAuth::None, chap),
-        send_targets,
+        exports,
+        portal_addresses,
         connection_config(&cfg.limits),
         metrics,
     ));
-    aborts::add_abort_sinks(&shared);
+    for lu in lus.values() {
+        aborts::add_abort_sink(&shared, &lu.target);
+    }
     let mut tasks = Vec::new();
     for (i, (listener, tpgt)) in listeners.into_iter().enumerate() {
         let shared = shared.clone();

@@ -5,8 +5,8 @@
 //! it without importing the front end module that starts them.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU16, AtomicU64};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use proto_iscsi::login::{DiscoveredTarget, TargetAuth};
 use proto_iscsi::session::ConnectionConfig;
@@ -56,15 +56,27 @@ pub struct SessionInfo {
     pub counters: Arc<IoCounters>,
 }
 
+/// The targets and discovery settings, replaced as a whole when the control plane changes
+/// them (sessions already logged in go on; the next login sees the change).
+#[derive(Debug, Default)]
+pub(crate) struct Exports {
+    /// Targets by IQN.
+    pub(crate) targets: HashMap<String, Arc<Target>>,
+    /// Authentication for discovery sessions.
+    pub(crate) discovery_auth: TargetAuth,
+    /// What SendTargets reports (every target, in configuration order).
+    pub(crate) send_targets: Vec<DiscoveredTarget>,
+}
+
 /// State shared by all iSCSI connections.
 #[derive(Debug)]
 pub struct IscsiShared {
-    /// Targets by IQN.
-    pub targets: HashMap<String, Target>,
-    /// Authentication for discovery sessions.
-    pub discovery_auth: TargetAuth,
-    /// What SendTargets reports.
-    pub send_targets: Vec<DiscoveredTarget>,
+    /// Targets and discovery settings.
+    exports: RwLock<Arc<Exports>>,
+    /// Bumped on every change of `exports`, so connections re-read their target only then.
+    generation: AtomicU64,
+    /// The portal addresses SendTargets gives for every target (`address:port,tpgt`).
+    pub(crate) portal_addresses: Vec<String>,
     /// Base negotiation settings.
     pub conn_cfg: ConnectionConfig,
     tsih: AtomicU16,
@@ -80,16 +92,15 @@ pub struct IscsiShared {
 impl IscsiShared {
     /// Shared state for `targets`, with no session yet (TSIH and nexus ids start at 1).
     pub(super) fn new(
-        targets: HashMap<String, Target>,
-        discovery_auth: TargetAuth,
-        send_targets: Vec<DiscoveredTarget>,
+        exports: Exports,
+        portal_addresses: Vec<String>,
         conn_cfg: ConnectionConfig,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> IscsiShared {
         IscsiShared {
-            targets,
-            discovery_auth,
-            send_targets,
+            exports: RwLock::new(Arc::new(exports)),
+            generation: AtomicU64::new(0),
+            portal_addresses,
             conn_cfg,
             tsih: AtomicU16::new(1),
             nexus: AtomicU64::new(1),
@@ -99,9 +110,30 @@ impl IscsiShared {
         }
     }
 
+    /// The targets and discovery settings now.
+    pub(crate) fn exports(&self) -> Arc<Exports> {
+        Arc::clone(&self.exports.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Installs changed targets and discovery settings.
+    pub(crate) fn set_exports(&self, exports: Exports) {
+        *self.exports.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(exports);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The generation of the exports: it changes whenever they do.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Target `iqn` as configured now.
+    pub fn target(&self, iqn: &str) -> Option<Arc<Target>> {
+        self.exports().targets.get(iqn).cloned()
+    }
+
     pub(crate) fn next_tsih(&self) -> u16 {
         loop {
-            let t = self.tsih.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let t = self.tsih.fetch_add(1, Ordering::Relaxed);
             if t != 0 {
                 return t;
             }
@@ -109,17 +141,18 @@ impl IscsiShared {
     }
 
     pub(crate) fn next_nexus(&self) -> u64 {
-        self.nexus
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        self.nexus.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Shared state with no targets, for unit tests.
     #[cfg(test)]
     pub(crate) fn for_tests(discovery_auth: TargetAuth) -> Self {
         IscsiShared::new(
-            HashMap::new(),
-            discovery_auth,
-            Vec::new(),
+            Exports {
+                discovery_auth,
+                ..Exports::default()
+            },
+            vec!["127.0.0.1:3260,1".into()],
             ConnectionConfig::default(),
             Arc::default(),
         )

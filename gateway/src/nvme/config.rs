@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// NQN of the subsystem `tandem serve` exports when the configuration names none.
 pub const DEFAULT_NQN: &str = "nqn.2026-11.io.tandem:default";
@@ -56,7 +56,7 @@ pub struct NvmePortalConfig {
 /// A host that authenticates with DH-HMAC-CHAP (NVMe in-band authentication). Secrets are
 /// in the `DHHC-1:hh:base64:` form `nvme gen-dhchap-key` prints; keep them out of version
 /// control.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NvmeHostConfig {
     /// The host's NQN.
@@ -123,7 +123,7 @@ impl NvmeHostConfig {
 }
 
 /// One NVM subsystem.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubsystemConfig {
     /// Subsystem NQN (the same on every node exporting it).
@@ -143,7 +143,7 @@ pub struct SubsystemConfig {
 }
 
 /// One namespace of a subsystem.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NamespaceConfig {
     /// Namespace id (1..=128; it is also the namespace's ANA group).

@@ -200,10 +200,14 @@ mod tests {
         const NQN: &str = "nqn.2026-11.io.tandem:panic";
         let mut reg = Registry::new(1..=4);
         reg.set_subsystem(Arc::new(Subsystem::new(NQN, "PANIC")));
+        let built = super::super::shared::Built {
+            registry: reg,
+            namespaces: HashMap::new(),
+            portals: Vec::new(),
+        };
         let shared = Arc::new(NvmeShared::new(
-            reg,
+            built,
             Arc::new(TargetConfig::default()),
-            HashMap::new(),
             Arc::new(crate::metrics::Metrics::new()),
         ));
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();

@@ -13,6 +13,7 @@ pub mod config;
 mod conn;
 mod exec;
 mod notices;
+pub mod reconfigure;
 mod shared;
 mod subsys;
 
@@ -53,6 +54,22 @@ pub fn exports_anything(cfg: &Config) -> bool {
     })
 }
 
+/// Makes the front end follow a served volume (one opened at start or created later): its
+/// path state on this node (`paths`) into ANA, its reservation notices to the hosts,
+/// preempt-and-abort to the hosts' queues. Returns the follower tasks (they end at shutdown).
+pub fn follow_volume(
+    shared: &Arc<NvmeShared>,
+    target: &Arc<crate::target::VolumeTarget>,
+    paths: &Arc<crate::paths::PathCell>,
+    shutdown: &Shutdown,
+) -> [tokio::task::JoinHandle<()>; 2] {
+    shared.add_abort_sink(target);
+    [
+        subsys::follow_access_state(shared, target, paths, shutdown),
+        notices::follow_reservation_notices(shared, target, shutdown),
+    ]
+}
+
 /// Builds the subsystems, binds every listener, and starts serving.
 pub async fn start(
     cfg: &Config,
@@ -83,19 +100,19 @@ pub async fn start(
         io_kato_default_ms: limits.nvme_default_kato_ms,
         ..TargetConfig::default()
     });
-    let mut built = subsys::build(cfg, targets, paths, &bound, &discovery_bound)?;
+    let mut built = subsys::build(cfg, targets, &bound, &discovery_bound)?;
     built
         .registry
         .set_discovery_limit(limits.nvme_max_discovery_controllers);
-    let shared = Arc::new(NvmeShared::new(
-        built.registry,
-        target,
-        built.namespaces,
-        metrics,
-    ));
-    shared.add_abort_sinks();
-    let mut tasks = subsys::follow_access_states(&shared, paths, &shutdown);
-    tasks.extend(notices::follow_reservation_notices(&shared, &shutdown));
+    let shared = Arc::new(NvmeShared::new(built, target, metrics));
+    let mut tasks = Vec::new();
+    for (name, t) in targets {
+        let Some(cell) = paths.get(name) else {
+            tracing::error!(volume = %name, "no paths for the volume: its ANA state is not followed");
+            continue;
+        };
+        tasks.extend(follow_volume(&shared, t, cell, &shutdown));
+    }
     for l in listeners {
         let rx = shutdown.subscribe();
         let shared = shared.clone();

@@ -16,50 +16,46 @@ use tokio::sync::broadcast::error::RecvError;
 use super::shared::{lock, Control, NvmeShared};
 use crate::target::VolumeTarget;
 
-/// Starts one task per exported volume that forwards its notices to the NVMe hosts concerned.
+/// Starts the task that forwards volume `lu`'s notices to the NVMe hosts concerned (for every
+/// served volume: the namespaces exporting it are looked up per notice).
 pub(super) fn follow_reservation_notices(
     shared: &Arc<NvmeShared>,
+    lu: &Arc<VolumeTarget>,
     shutdown: &crate::shutdown::Shutdown,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut targets: Vec<Arc<VolumeTarget>> = Vec::new();
-    for lu in shared.namespaces.values() {
-        if !targets.iter().any(|t| Arc::ptr_eq(t, lu)) {
-            targets.push(Arc::clone(lu));
+) -> tokio::task::JoinHandle<()> {
+    let mut rx = lu.subscribe_notices();
+    let weak = Arc::downgrade(shared);
+    let lu = Arc::downgrade(lu);
+    let mut stop = shutdown.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let batch = tokio::select! {
+                r = rx.recv() => match r {
+                    Ok(b) => b,
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(lost = n, "reservation notices dropped");
+                        continue;
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+                _ = stop.changed() => return,
+            };
+            let (Some(shared), Some(lu)) = (weak.upgrade(), lu.upgrade()) else {
+                return;
+            };
+            deliver(&shared, &lu, &batch);
         }
-    }
-    targets.into_iter()
-        .map(|lu| {
-            let mut rx = lu.subscribe_notices();
-            let weak = Arc::downgrade(shared);
-            let mut stop = shutdown.subscribe();
-            tokio::spawn(async move {
-                loop {
-                    let batch = tokio::select! {
-                        r = rx.recv() => match r {
-                            Ok(b) => b,
-                            Err(RecvError::Lagged(n)) => {
-                                tracing::warn!(volume = %lu.volume.name, lost = n, "reservation notices dropped");
-                                continue;
-                            }
-                            Err(RecvError::Closed) => return,
-                        },
-                        _ = stop.changed() => return,
-                    };
-                    let Some(shared) = weak.upgrade() else { return };
-                    deliver(&shared, &lu, &batch);
-                }
-            })
-        })
-        .collect()
+    })
 }
 
 /// Sends each notice of `batch` (raised on `lu`) to the admin queues of the NVMe host it
 /// names, once per namespace exporting the volume.
 pub(super) fn deliver(shared: &NvmeShared, lu: &Arc<VolumeTarget>, batch: &[(Registrant, Notice)]) {
+    let namespaces = shared.namespaces();
     let conns = lock(&shared.conns);
     for (who, notice) in batch {
         let kind = NoticeKind::from(*notice);
-        for ((nqn, nsid), l) in &shared.namespaces {
+        for ((nqn, nsid), l) in namespaces.iter() {
             if !Arc::ptr_eq(l, lu) {
                 continue;
             }

@@ -10,13 +10,31 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use proto_nvmeof::{Registry, Subsystem, TargetConfig};
 use tokio::sync::mpsc;
 
 use crate::counters::{IoCounters, IoSnapshot};
 use crate::target::VolumeTarget;
+
+/// The registry and namespace map of a freshly configured node.
+pub(super) struct Built {
+    pub registry: Registry,
+    pub namespaces: Namespaces,
+    pub portals: Vec<DiscoveryPortal>,
+}
+
+/// The volume target behind each (subsystem NQN, NSID).
+pub(super) type Namespaces = HashMap<(String, u32), Arc<VolumeTarget>>;
+
+/// One portal of this node as discovery log entries give it: the I/O portals carry an entry
+/// for every subsystem, the discovery listeners one for discovery itself.
+#[derive(Debug, Clone)]
+pub(super) struct DiscoveryPortal {
+    pub(super) portal: proto_nvmeof::Portal,
+    pub(super) io: bool,
+}
 
 /// A message to one connection task from elsewhere in the node.
 #[derive(Debug)]
@@ -83,8 +101,11 @@ pub struct NvmeShared {
     pub(super) registry: Mutex<Registry>,
     /// Node-wide protocol limits.
     pub target: Arc<TargetConfig>,
-    /// The logical unit (volume and reservation state) behind each (subsystem NQN, NSID).
-    pub(super) namespaces: HashMap<(String, u32), Arc<VolumeTarget>>,
+    /// The logical unit (volume and reservation state) behind each (subsystem NQN, NSID),
+    /// replaced as a whole when the control plane changes namespaces.
+    namespaces: RwLock<Arc<Namespaces>>,
+    /// This node's portals as the discovery log gives them.
+    pub(super) portals: Vec<DiscoveryPortal>,
     pub(super) conns: Mutex<HashMap<u64, ConnEntry>>,
     pub(super) next_conn: AtomicU64,
     /// The node's metrics (refused connects are counted here).
@@ -98,30 +119,40 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl NvmeShared {
     /// Shared state over a built registry and namespace map, with no connection yet.
     pub(super) fn new(
-        registry: Registry,
+        built: Built,
         target: Arc<TargetConfig>,
-        namespaces: HashMap<(String, u32), Arc<VolumeTarget>>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> NvmeShared {
         NvmeShared {
-            registry: Mutex::new(registry),
+            registry: Mutex::new(built.registry),
             target,
-            namespaces,
+            namespaces: RwLock::new(Arc::new(built.namespaces)),
+            portals: built.portals,
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             metrics,
         }
     }
 
+    /// Every namespace's volume target now.
+    pub(super) fn namespaces(&self) -> Arc<Namespaces> {
+        Arc::clone(&self.namespaces.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Installs a changed namespace map.
+    pub(super) fn set_namespaces(&self, map: Namespaces) {
+        *self.namespaces.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(map);
+    }
+
     /// The volume target exporting namespace `nsid` of `subnqn`.
     pub(super) fn volume(&self, subnqn: &str, nsid: u32) -> Option<Arc<VolumeTarget>> {
-        self.namespaces.get(&(subnqn.to_string(), nsid)).cloned()
+        self.namespaces().get(&(subnqn.to_string(), nsid)).cloned()
     }
 
     /// Names of the volumes subsystem `nqn` exports.
     pub fn volumes_of(&self, nqn: &str) -> Vec<String> {
         let mut v: Vec<String> = self
-            .namespaces
+            .namespaces()
             .iter()
             .filter(|((n, _), _)| n == nqn)
             .map(|(_, lu)| lu.volume.name.clone())
@@ -256,16 +287,42 @@ impl NvmeShared {
         }
     }
 
-    /// Registers this front end as the abort sink of every volume it exports.
-    pub(super) fn add_abort_sinks(self: &Arc<Self>) {
+    /// Registers this front end as the abort sink of volume `target` (every served one,
+    /// exported or not yet: the sink finds the namespaces when a preemption happens).
+    pub(super) fn add_abort_sink(self: &Arc<Self>, target: &VolumeTarget) {
         let weak: std::sync::Weak<NvmeShared> = Arc::downgrade(self);
         let sink: std::sync::Weak<dyn crate::aborts::AbortSink> = weak;
-        let mut seen = std::collections::HashSet::new();
-        for t in self.namespaces.values() {
-            if seen.insert(t.volume.name.clone()) {
-                t.add_abort_sink(sink.clone());
-            }
+        target.add_abort_sink(sink);
+    }
+
+    /// The NQNs of the subsystems this node exports now.
+    pub(super) fn subsystem_nqns(&self) -> Vec<String> {
+        lock(&self.registry)
+            .subsystem_nqns()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Adds a subsystem (no host is connected to it yet).
+    pub(super) fn install(&self, s: Subsystem) {
+        lock(&self.registry).set_subsystem(Arc::new(s));
+    }
+
+    /// Removes subsystem `nqn` and ends the associations of its controllers.
+    pub(super) fn uninstall(&self, nqn: &str) {
+        let cntlids: Vec<u16> = {
+            let mut reg = lock(&self.registry);
+            reg.remove_subsystem(nqn);
+            reg.controllers_of(nqn).collect()
+        };
+        for c in cntlids {
+            self.end_association(c);
         }
+    }
+
+    /// Replaces the discovery log entries (subsystems added or removed).
+    pub(super) fn set_discovery(&self, entries: Vec<proto_nvmeof::DiscoveryEntry>) {
+        lock(&self.registry).set_discovery_entries(entries);
     }
 
     /// Changes subsystem `nqn` with `f` (which says whether it changed anything); installs
@@ -298,6 +355,7 @@ impl crate::aborts::AbortSink for NvmeShared {
         volume: &str,
         victims: &[block_core::Registrant],
     ) -> Vec<tokio::sync::oneshot::Receiver<()>> {
+        let namespaces = self.namespaces();
         let conns = lock(&self.conns);
         let mut waits = Vec::new();
         for e in conns.values() {
@@ -307,8 +365,7 @@ impl crate::aborts::AbortSink for NvmeShared {
             if e.qid == 0 || !victims.contains(who) {
                 continue;
             }
-            let nsids: Vec<u32> = self
-                .namespaces
+            let nsids: Vec<u32> = namespaces
                 .iter()
                 .filter(|((n, _), t)| n == subnqn && t.volume.name == volume)
                 .map(|((_, nsid), _)| *nsid)

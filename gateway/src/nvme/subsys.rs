@@ -15,17 +15,11 @@ use proto_nvmeof::{
     AddressFamily, AnaGroup, AnaState, DiscoveryEntry, Namespace, Portal, Registry, Subsystem,
 };
 
-use super::config::derived_serial;
-use super::shared::NvmeShared;
+use super::config::{derived_serial, NvmeHostConfig, SubsystemConfig};
+use super::shared::{Built, DiscoveryPortal, Namespaces, NvmeShared};
 use crate::config::Config;
-use crate::paths::Paths;
+use crate::paths::PathCell;
 use crate::target::{Targets, VolumeTarget};
-
-/// The registry and namespace map of a freshly configured node.
-pub(super) struct Built {
-    pub registry: Registry,
-    pub namespaces: HashMap<(String, u32), Arc<VolumeTarget>>,
-}
 
 fn portal(advertised: SocketAddr, portid: u16) -> Portal {
     Portal {
@@ -40,11 +34,80 @@ fn portal(advertised: SocketAddr, portid: u16) -> Portal {
     }
 }
 
+/// The subsystem `sc` describes (its namespaces on the open volumes `targets`), with the
+/// namespaces' volume targets. Hosts of `[[nvme.host]]` authenticate on every subsystem.
+pub(super) fn subsystem(
+    sc: &SubsystemConfig,
+    hosts: &[NvmeHostConfig],
+    targets: &Targets,
+) -> Result<(Subsystem, Namespaces), String> {
+    let serial = sc.serial.clone().unwrap_or_else(|| derived_serial(&sc.nqn));
+    let mut s = Subsystem::new(&sc.nqn, &serial);
+    s.allowed_hosts = if sc.any_host && sc.allowed_hosts.is_none() {
+        None
+    } else {
+        Some(sc.allowed_hosts.clone().unwrap_or_default())
+    };
+    for h in hosts {
+        s.dhchap.insert(h.nqn.clone(), Arc::new(h.policy()?));
+    }
+    // Reservations act on each volume's one SCSI/NVMe reservation state.
+    s.reservations = true;
+    s.ana_groups.clear();
+    let mut namespaces = HashMap::new();
+    for n in &sc.namespaces {
+        // The configuration names only configured volumes (checked at load); one missing
+        // here did not open and is reported as unavailable, or is the default subsystem's
+        // default volume that the configuration does not have.
+        let Some(t) = targets.get(&n.volume) else {
+            tracing::warn!(subsystem = %sc.nqn, nsid = n.nsid, volume = %n.volume, "namespace left out: no such volume is open");
+            continue;
+        };
+        let v = &t.volume;
+        s.namespaces.push(Namespace {
+            nsid: n.nsid,
+            volume_uuid: v.volume.uuid(),
+            block_size: v.volume.block_size(),
+            blocks: v.volume.capacity_blocks(),
+            ana_group: n.nsid,
+        });
+        s.ana_groups.push(AnaGroup {
+            id: n.nsid,
+            state: v.volume.access_state().into(),
+            change_count: 1,
+        });
+        namespaces.insert((sc.nqn.clone(), n.nsid), Arc::clone(t));
+    }
+    Ok((s, namespaces))
+}
+
+/// The discovery log entries of `portals` for the subsystems of `cfg`.
+pub(super) fn discovery_entries(cfg: &Config, portals: &[DiscoveryPortal]) -> Vec<DiscoveryEntry> {
+    let mut entries = Vec::new();
+    for p in portals {
+        if p.io {
+            for sc in &cfg.nvme.subsystems {
+                entries.push(DiscoveryEntry {
+                    subtype: SubsystemType::Nvme,
+                    subnqn: sc.nqn.clone(),
+                    portal: p.portal.clone(),
+                });
+            }
+        } else {
+            entries.push(DiscoveryEntry {
+                subtype: SubsystemType::CurrentDiscovery,
+                subnqn: proto_nvmeof::DISCOVERY_NQN.into(),
+                portal: p.portal.clone(),
+            });
+        }
+    }
+    entries
+}
+
 /// Builds the subsystems, namespaces and discovery log of this node.
 pub(super) fn build(
     cfg: &Config,
     targets: &Targets,
-    paths: &Paths,
     bound: &[SocketAddr],
     discovery_bound: &[SocketAddr],
 ) -> Result<Built, String> {
@@ -52,49 +115,11 @@ pub(super) fn build(
     let mut registry = Registry::new(nc.cntlids(cfg.node.path_group));
     let mut namespaces = HashMap::new();
     for sc in &nc.subsystems {
-        let serial = sc.serial.clone().unwrap_or_else(|| derived_serial(&sc.nqn));
-        let mut s = Subsystem::new(&sc.nqn, &serial);
-        s.allowed_hosts = if sc.any_host && sc.allowed_hosts.is_none() {
-            None
-        } else {
-            Some(sc.allowed_hosts.clone().unwrap_or_default())
-        };
-        // Hosts with a DH-HMAC-CHAP secret authenticate on every subsystem.
-        for h in &nc.hosts {
-            s.dhchap.insert(h.nqn.clone(), Arc::new(h.policy()?));
-        }
-        // Reservations act on each volume's one SCSI/NVMe reservation state.
-        s.reservations = true;
-        s.ana_groups.clear();
-        for n in &sc.namespaces {
-            // The configuration names only configured volumes (checked at load); one missing
-            // here did not open and is reported as unavailable, or is the default subsystem's
-            // default volume that the configuration does not have.
-            let Some(t) = targets.get(&n.volume) else {
-                tracing::warn!(subsystem = %sc.nqn, nsid = n.nsid, volume = %n.volume, "namespace left out: no such volume is open");
-                continue;
-            };
-            let v = &t.volume;
-            s.namespaces.push(Namespace {
-                nsid: n.nsid,
-                volume_uuid: v.volume.uuid(),
-                block_size: v.volume.block_size(),
-                blocks: v.volume.capacity_blocks(),
-                ana_group: n.nsid,
-            });
-            let state = paths
-                .get(&n.volume)
-                .map_or(v.volume.access_state(), |p| p.view().local.state);
-            s.ana_groups.push(AnaGroup {
-                id: n.nsid,
-                state: state.into(),
-                change_count: 1,
-            });
-            namespaces.insert((sc.nqn.clone(), n.nsid), Arc::clone(t));
-        }
+        let (s, ns) = subsystem(sc, &nc.hosts, targets)?;
+        namespaces.extend(ns);
         registry.set_subsystem(Arc::new(s));
     }
-    let mut entries = Vec::new();
+    let mut portals = Vec::new();
     let mut portid = 0u16;
     for (p, b) in nc.portals.iter().zip(bound) {
         portid += 1;
@@ -102,13 +127,10 @@ pub(super) fn build(
         if addr.ip().is_unspecified() {
             tracing::warn!(listen = %b, "NVMe portal on a wildcard address without `advertise`: hosts cannot use the discovery entry");
         }
-        for sc in &nc.subsystems {
-            entries.push(DiscoveryEntry {
-                subtype: SubsystemType::Nvme,
-                subnqn: sc.nqn.clone(),
-                portal: portal(addr, portid),
-            });
-        }
+        portals.push(DiscoveryPortal {
+            portal: portal(addr, portid),
+            io: true,
+        });
     }
     for d in discovery_bound {
         portid += 1;
@@ -118,60 +140,66 @@ pub(super) fn build(
         if addr.ip().is_unspecified() {
             tracing::warn!(listen = %d, "NVMe discovery listener on a wildcard address without `discovery_advertise`: hosts cannot use its discovery entry");
         }
-        entries.push(DiscoveryEntry {
-            subtype: SubsystemType::CurrentDiscovery,
-            subnqn: proto_nvmeof::DISCOVERY_NQN.into(),
+        portals.push(DiscoveryPortal {
             portal: portal(addr, portid),
+            io: false,
         });
     }
-    registry.set_discovery_entries(entries);
+    registry.set_discovery_entries(discovery_entries(cfg, &portals));
     Ok(Built {
         registry,
         namespaces,
+        portals,
     })
 }
 
-/// Follows every exported volume's path state on this node: on a change, the ANA group of
-/// each of its namespaces gets the new state and the new snapshot reaches every queue (raising
-/// AENs).
-pub(super) fn follow_access_states(
+/// Follows volume `target`'s path state on this node (`paths`): on a change, the ANA group of each namespace
+/// exporting it (looked up then, so namespaces added later follow too) gets the new state and
+/// the new snapshot reaches every queue (raising AENs). Ends at shutdown or when the volume
+/// is gone.
+pub(super) fn follow_access_state(
     shared: &Arc<NvmeShared>,
-    paths: &Paths,
+    target: &Arc<VolumeTarget>,
+    paths: &Arc<PathCell>,
     shutdown: &crate::shutdown::Shutdown,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut by_volume: HashMap<String, Vec<(String, u32)>> = HashMap::new();
-    for ((nqn, nsid), lu) in &shared.namespaces {
-        by_volume
-            .entry(lu.volume.name.clone())
-            .or_default()
-            .push((nqn.clone(), *nsid));
-    }
-    let mut tasks = Vec::new();
-    for (name, nss) in by_volume {
-        let Some(p) = paths.get(&name) else { continue };
-        let mut rx = p.watch();
-        let weak = Arc::downgrade(shared);
-        let mut stop = shutdown.subscribe();
-        tasks.push(tokio::spawn(async move {
-            let mut last: Option<AnaState> = None;
-            loop {
+) -> tokio::task::JoinHandle<()> {
+    let mut rx = paths.watch();
+    let weak = Arc::downgrade(shared);
+    let name = target.volume.name.clone();
+    let volume = Arc::downgrade(target);
+    let mut stop = shutdown.subscribe();
+    tokio::spawn(async move {
+        // The subsystems were built from the engine's state; what hosts are shown comes from
+        // the paths (a standby out of sync is unavailable), so start from there.
+        let mut last: Option<AnaState> = None;
+        let mut first = true;
+        loop {
+            if !first {
                 tokio::select! {
                     r = rx.changed() => if r.is_err() { return },
                     _ = stop.changed() => return,
                 }
-                let state: AnaState = rx.borrow_and_update().local.state.into();
-                if last == Some(state) {
-                    // Only the peer's group changed: nothing ANA shows.
-                    continue;
-                }
-                last = Some(state);
-                let Some(shared) = weak.upgrade() else { return };
-                apply(&shared, &nss, state);
-                tracing::info!(volume = %name, ?state, "NVMe ANA state changed");
             }
-        }));
-    }
-    tasks
+            first = false;
+            let state: AnaState = rx.borrow_and_update().local.state.into();
+            if last == Some(state) {
+                // Only the peer's group changed: nothing ANA shows.
+                continue;
+            }
+            last = Some(state);
+            let (Some(shared), Some(volume)) = (weak.upgrade(), volume.upgrade()) else {
+                return;
+            };
+            let nss: Vec<(String, u32)> = shared
+                .namespaces()
+                .iter()
+                .filter(|(_, t)| Arc::ptr_eq(t, &volume))
+                .map(|(k, _)| k.clone())
+                .collect();
+            apply(&shared, &nss, state);
+            tracing::info!(volume = %name, ?state, "NVMe ANA state");
+        }
+    })
 }
 
 /// Sets the ANA state of namespaces `nss` ((NQN, NSID) pairs) and publishes the snapshots.
@@ -187,5 +215,41 @@ pub(super) fn apply(shared: &NvmeShared, nss: &[(String, u32)], state: AnaState)
             }
             changed
         });
+    }
+}
+
+impl NvmeShared {
+    /// The namespaces ((subsystem NQN, NSID) pairs) exporting volume `volume`.
+    pub fn namespaces_of_volume(&self, volume: &str) -> Vec<(String, u32)> {
+        let mut out: Vec<(String, u32)> = self
+            .namespaces()
+            .iter()
+            .filter(|(_, t)| t.volume.name == volume)
+            .map(|(k, _)| k.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Volume `volume` now has `blocks` blocks (resized online): each of its namespaces gets
+    /// the new size, and the new snapshots reach every queue of their subsystems, whose
+    /// controllers list the namespace in the Changed Namespace List log page and raise the
+    /// Namespace Attribute Changed event where the host enabled it.
+    pub fn set_volume_blocks(&self, volume: &str, blocks: u64) {
+        let nss = self.namespaces_of_volume(volume);
+        let mut nqns: Vec<&String> = nss.iter().map(|(n, _)| n).collect();
+        nqns.dedup();
+        for nqn in nqns {
+            self.modify(nqn, |s| {
+                let mut changed = false;
+                for (_, nsid) in nss.iter().filter(|(n, _)| n == nqn) {
+                    changed |= s.set_namespace_blocks(*nsid, blocks);
+                }
+                changed
+            });
+        }
+        if !nss.is_empty() {
+            tracing::info!(volume = %volume, blocks, namespaces = nss.len(), "NVMe namespaces resized");
+        }
     }
 }

@@ -30,6 +30,9 @@ pub struct Replicated {
     /// The paths hosts see to the volume on this node (what the link learns of the peer goes
     /// there).
     pub paths: Arc<crate::paths::PathCell>,
+    /// The file holding the bearer token of the peer's admin API (a switchover asks the peer to
+    /// promote through it): `[admin] peer_token_file`, else this node's own token file.
+    pub peer_token_file: std::path::PathBuf,
     /// Whether the supervisor runs the shipping task now (true) or not.
     pub shipping: tokio::sync::watch::Sender<bool>,
 }

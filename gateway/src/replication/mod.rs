@@ -109,6 +109,11 @@ pub async fn start(
             receiver,
             paths: path.clone(),
             shipping: tokio::sync::watch::channel(false).0,
+            peer_token_file: cfg
+                .admin
+                .peer_token_file
+                .clone()
+                .unwrap_or_else(|| crate::token::path(cfg)),
         });
         // The first decision is made before anything is served: a primary's flushes wait
         // for its standby from the first command on.

@@ -271,9 +271,9 @@ async fn check_target(h: &Arc<Replicated>, to: SocketAddr) -> Result<String, OpE
             h.name
         )));
     }
-    let doc = tokio::task::spawn_blocking(move || status::fetch(to))
+    let doc = crate::client::request(to, crate::client::Call::get("/v1/volumes"))
         .await
-        .map_err(|e| OpError::Failed(e.to_string()))?
+        .and_then(|body| status::parse_doc(to, &body))
         .map_err(|e| OpError::Conflict(format!("the target: {e}")))?;
     let uuid = uuid::Uuid::from_bytes(h.engine.uuid()).to_string();
     let Some(v) = doc.volumes.iter().find(|v| v.uuid == uuid) else {
@@ -334,9 +334,10 @@ async fn hand_over(
     let mut shipping = h.shipping.subscribe();
     let _ = tokio::time::timeout(Duration::from_secs(10), shipping.wait_for(|s| !*s)).await;
     let path = format!("/v1/volumes/{their_name}/promote?handover_epoch={epoch}&through={through}");
-    let answer = tokio::task::spawn_blocking(move || status::post(to, &path))
-        .await
-        .map_err(|e| OpError::Failed(e.to_string()))?;
+    // The peer's admin API wants its token (`[admin] peer_token_file`, else this node's own).
+    let token = crate::token::read(&h.peer_token_file).ok();
+    let call = crate::client::Call::send(hyper::Method::POST, &path, token.as_deref(), None);
+    let answer = crate::client::request(to, call).await;
     let reply = match answer {
         Ok(body) => serde_json::from_str::<HandoverReply>(&body).map_err(|e| {
             OpError::Failed(format!(
@@ -348,7 +349,10 @@ async fn hand_over(
                 FetchError::Io { source, .. } => {
                     source.kind() == std::io::ErrorKind::ConnectionRefused
                 }
-                FetchError::Protocol { what, .. } => what.starts_with("answered"),
+                // It answered with an error (refused, or its token is not the one this node
+                // has): it did not promote.
+                FetchError::Status { .. } => true,
+                FetchError::Protocol { .. } => false,
             };
             if !refused {
                 return Err(OpError::Failed(format!(

@@ -39,6 +39,18 @@ impl RawSession {
     }
 
     pub async fn login(addr: std::net::SocketAddr, target: &str, initiator: &str) -> RawSession {
+        match RawSession::try_login(addr, target, initiator).await {
+            Ok(s) => s,
+            Err((class, detail)) => panic!("login refused: status {class:#04x}/{detail:#04x}"),
+        }
+    }
+
+    /// Logs in like [`RawSession::login`]; a refused login gives its status class and detail.
+    pub async fn try_login(
+        addr: std::net::SocketAddr,
+        target: &str,
+        initiator: &str,
+    ) -> Result<RawSession, (u8, u8)> {
         let s = TcpStream::connect(addr).await.unwrap();
         let mut me = RawSession {
             s,
@@ -63,14 +75,16 @@ impl RawSession {
         }))
         .await;
         match me.recv().await {
+            Pdu::LoginResponse(r) if (r.status_class, r.status_detail) != (0, 0) => {
+                return Err((r.status_class, r.status_detail));
+            }
             Pdu::LoginResponse(r) => {
-                assert_eq!((r.status_class, r.status_detail), (0, 0), "login accepted");
                 assert!(r.transit && r.nsg == Stage::FullFeaturePhase, "{r:?}");
                 me.exp_stat_sn = r.stat_sn.wrapping_add(1);
             }
             other => panic!("expected a login response, got {other:?}"),
         }
-        me
+        Ok(me)
     }
 
     /// READ(10) of one 512-byte block at LBA 0; returns the SCSI status.

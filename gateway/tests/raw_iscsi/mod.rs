@@ -176,6 +176,31 @@ impl Raw {
         }
     }
 
+    /// Runs one command and returns its status, data-in and sense data (empty unless CHECK
+    /// CONDITION).
+    pub async fn run_sense(&mut self, itt: u32, cdb: &[u8], read: u32) -> (u8, Vec<u8>, Vec<u8>) {
+        let c = self.command(itt, cdb, read, &[], 0);
+        self.send(&c).await;
+        let mut data = Vec::new();
+        loop {
+            match self.recv().await {
+                Some(Pdu::DataIn(d)) if d.itt == itt => {
+                    data.extend_from_slice(&d.data);
+                    if let Some(s) = d.status {
+                        return (s, data, Vec::new());
+                    }
+                }
+                Some(Pdu::ScsiResponse(r)) if r.itt == itt => {
+                    // The data segment is a 2-byte SenseLength and the sense data.
+                    let sense = r.data.get(2..).unwrap_or_default().to_vec();
+                    return (r.status, data, sense);
+                }
+                Some(_) => {}
+                None => panic!("connection closed waiting for task {itt}"),
+            }
+        }
+    }
+
     /// TEST UNIT READY until GOOD (collects the unit attentions a new nexus starts with).
     pub async fn clear_unit_attentions(&mut self, itt_base: u32) {
         for i in 0..8 {

@@ -82,6 +82,60 @@ fn capacity_change_raises_ua_for_every_nexus_once() {
     assert_eq!(&c.data[..4], &(BLOCKS as u32 * 2 - 1).to_be_bytes());
 }
 
+/// A resize reaches every I_T nexus the unit knows once (not twice for two resizes before the
+/// host looked, nothing for a "resize" to the same size), is also reported by REQUEST SENSE,
+/// and READ CAPACITY (16) and the media range follow the new size.
+#[test]
+fn capacity_change_is_reported_once_per_nexus_and_the_new_blocks_serve() {
+    let (mut lu, mut vol) = setup();
+    good(&run(
+        &mut lu,
+        &mut vol,
+        &nexus(3),
+        &[INQUIRY, 0, 0, 0, 36, 0],
+        &[],
+    ));
+    let c = run(&mut lu, &mut vol, &nexus(3), &tur(), &[]);
+    assert_eq!(c.sense.unwrap().asc, ASC_POWER_ON_RESET);
+    lu.set_capacity(BLOCKS);
+    good(&run(&mut lu, &mut vol, &nexus(1), &tur(), &[]));
+    vol = MemVol::new(BS, BLOCKS as usize * 4);
+    lu.set_capacity(BLOCKS * 2);
+    lu.set_capacity(BLOCKS * 4);
+    for id in [1, 2] {
+        let c = run(&mut lu, &mut vol, &nexus(id), &tur(), &[]);
+        assert_eq!(
+            sense_code(&c),
+            Some((SenseKey::UnitAttention, ASC_CAPACITY_DATA_CHANGED))
+        );
+        good(&run(&mut lu, &mut vol, &nexus(id), &tur(), &[]));
+    }
+    let c = run(
+        &mut lu,
+        &mut vol,
+        &nexus(3),
+        &[REQUEST_SENSE, 0, 0, 0, 252, 0],
+        &[],
+    );
+    assert_eq!((c.data[2], c.data[12], c.data[13]), (0x06, 0x2A, 0x09));
+    good(&run(&mut lu, &mut vol, &nexus(3), &tur(), &[]));
+    let mut rc16 = vec![0u8; 16];
+    rc16[0] = 0x9E;
+    rc16[1] = 0x10;
+    rc16[13] = 32;
+    let c = run(&mut lu, &mut vol, &nexus(1), &rc16, &[]);
+    good(&c);
+    assert_eq!(&c.data[..8], &(BLOCKS * 4 - 1).to_be_bytes());
+    let last = BLOCKS as u32 * 4 - 1;
+    good(&run(
+        &mut lu,
+        &mut vol,
+        &nexus(2),
+        &rw10(READ_10, last, 1, 0),
+        &[],
+    ));
+}
+
 #[test]
 fn alua_standby_not_ready_but_identification_works() {
     let (mut lu, mut vol) = setup();
