@@ -84,11 +84,24 @@ impl Default for StorageConfig {
 
 /// This node's identity. Replication handshakes carry it so each side knows which node it talks
 /// to; without a configured id one is generated on first start and kept in the data directory.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
     /// 16 bytes as 32 hex digits; default: generated once and persisted as `<data_dir>/node-id`.
     pub id: Option<String>,
+    /// This node's path group: its ALUA target port group id, the base of its relative target
+    /// port ids and of its default NVMe controller id range (`crate::paths::ids`). The two
+    /// nodes of a replicated volume need different values (e.g. 1 and 2).
+    pub path_group: u16,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            id: None,
+            path_group: 1,
+        }
+    }
 }
 
 /// Replication between this node and the peers named by volumes (`[[volume]] peer`). Nothing
@@ -553,6 +566,8 @@ impl Config {
         if let Some(id) = &self.node.id {
             crate::replication::node::parse_id(id).map_err(ConfigError::Invalid)?;
         }
+        crate::paths::ids::check(self.node.path_group, self.iscsi.portals.len())
+            .map_err(ConfigError::Invalid)?;
         let a = &self.admin;
         if a.header_read_timeout_ms == 0 || a.request_timeout_ms == 0 || a.max_connections == 0 {
             return bad(
@@ -571,7 +586,9 @@ impl Config {
         if self.replication.timeout_ms == 0 {
             return bad("[replication] timeout_ms must be positive".into());
         }
-        self.nvme.validate(&names).map_err(ConfigError::Invalid)
+        self.nvme
+            .validate(&names, self.node.path_group)
+            .map_err(ConfigError::Invalid)
     }
 
     /// Whether any volume is replicated (names a peer): only then does the node listen for

@@ -15,6 +15,8 @@ pub struct Frontends {
     pub targets: crate::target::Targets,
     /// The SCSI logical unit of every served volume, by volume name.
     pub lus: crate::lu::Lus,
+    /// The paths hosts see to every served volume (ALUA port groups, ANA state), by name.
+    pub paths: crate::paths::Paths,
     /// The node's live metrics, which both front ends and every volume target record in.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
@@ -36,13 +38,27 @@ impl Frontends {
 }
 
 /// Starts every enabled front end, both on the one block target of each volume (so one
-/// reservation state per volume whatever the protocol).
+/// reservation state per volume whatever the protocol), with the paths of a single node (no
+/// replication).
 pub async fn start(cfg: &Config, vols: &Volumes, shutdown: Shutdown) -> Result<Frontends, String> {
+    let paths = crate::paths::build_all(cfg, vols);
+    start_with_paths(cfg, vols, paths, shutdown).await
+}
+
+/// Starts every enabled front end on the volumes' `paths` (which replication keeps up to
+/// date with the peer).
+pub async fn start_with_paths(
+    cfg: &Config,
+    vols: &Volumes,
+    paths: crate::paths::Paths,
+    shutdown: Shutdown,
+) -> Result<Frontends, String> {
     let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
     let targets = crate::target::build_all(vols, &metrics).await?;
     let mut f = Frontends {
-        lus: crate::lu::build_all(cfg, &targets),
+        lus: crate::lu::build_all(cfg, &targets, &paths),
         targets: targets.clone(),
+        paths: paths.clone(),
         metrics: std::sync::Arc::clone(&metrics),
         ..Frontends::default()
     };
@@ -53,7 +69,7 @@ pub async fn start(cfg: &Config, vols: &Volumes, shutdown: Shutdown) -> Result<F
         f.iscsi = Some(crate::iscsi::start(cfg, &f.lus, shutdown.clone(), m, l).await?);
     }
     if cfg.nvme.enabled && crate::nvme::exports_anything(cfg) {
-        f.nvme = Some(crate::nvme::start(cfg, vols, &targets, shutdown, metrics, limit).await?);
+        f.nvme = Some(crate::nvme::start(cfg, &paths, &targets, shutdown, metrics, limit).await?);
     } else if cfg.nvme.enabled {
         tracing::info!(
             "NVMe/TCP: no volume named \"default\" and no [[nvme.subsystem]]: not listening"

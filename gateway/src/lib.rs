@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod net;
 pub mod nvme;
 pub mod operator;
+pub mod paths;
 pub mod replication;
 pub mod serve;
 pub mod shutdown;

@@ -10,6 +10,7 @@ use proto_iscsi::scsi::{Begun, Completion, LogicalUnit, LuConfig, Nexus, PortGro
 use crate::config::Config;
 use crate::counters::IoCounters;
 use crate::metrics::{Protocol, Refusal};
+use crate::paths::{PathCell, PathView, Paths};
 use crate::target::{Targets, VolumeTarget};
 use crate::volumes::ServedVolume;
 
@@ -18,27 +19,42 @@ use crate::volumes::ServedVolume;
 /// namespaces of the volume share through its [`VolumeTarget`].
 pub type Lus = BTreeMap<String, Arc<LuHandle>>;
 
-/// Builds the logical unit of every served volume. Relative target ports are the iSCSI
-/// portals (1..=n); the LUN inventory is that of the first target exporting the volume.
-pub fn build_all(cfg: &Config, targets: &Targets) -> Lus {
-    let relative_ports: Vec<u16> = (1..=cfg.iscsi.portals.len() as u16).collect();
+/// Builds the logical unit of every served volume on its paths (`paths`: this node's port
+/// group, whose relative target ports are the iSCSI portals, and the peer's); the LUN
+/// inventory is that of the first target exporting the volume.
+pub fn build_all(cfg: &Config, targets: &Targets, paths: &Paths) -> Lus {
     let mut out = BTreeMap::new();
     for (name, t) in targets {
+        let Some(cell) = paths.get(name) else {
+            continue;
+        };
         let luns = cfg
             .iscsi
             .targets
             .iter()
             .find(|t| t.luns.iter().any(|l| &l.volume == name))
             .map_or(vec![0], |t| t.luns.iter().map(|l| l.id).collect());
-        let lu = LuHandle::new(Arc::clone(t), relative_ports.clone(), luns);
+        let lu = LuHandle::new(Arc::clone(t), Arc::clone(cell), luns);
         out.insert(name.clone(), lu);
     }
     out
 }
 
-/// The ALUA target port group of this node: every portal of the node is in it, since they all
-/// share the volume's one role on this node.
-pub const NODE_PORT_GROUP: u16 = 1;
+/// The port groups REPORT TARGET PORT GROUPS lists: this node's (every portal of the node is
+/// in it, since they all share the volume's one role on this node) and, once known, the
+/// peer's. Neither is marked preferred: the two nodes are symmetric, the states say which
+/// path serves.
+fn port_groups(v: &PathView) -> Vec<PortGroup> {
+    std::iter::once(&v.local)
+        .chain(v.peer.as_ref())
+        .map(|g| PortGroup {
+            id: g.group,
+            state: g.state,
+            preferred: false,
+            relative_ports: g.relative_ports.clone(),
+        })
+        .collect()
+}
 
 /// One volume's logical unit.
 #[derive(Debug)]
@@ -54,21 +70,13 @@ pub struct LuHandle {
 
 impl LuHandle {
     /// Builds the logical unit of a volume on its target's reservation state, and starts
-    /// following the volume's access state.
-    pub fn new(
-        target: Arc<VolumeTarget>,
-        relative_ports: Vec<u16>,
-        luns: Vec<u16>,
-    ) -> Arc<LuHandle> {
+    /// following the volume's paths (`paths`: the port groups and their states).
+    pub fn new(target: Arc<VolumeTarget>, paths: Arc<PathCell>, luns: Vec<u16>) -> Arc<LuHandle> {
         let v = &target.volume.volume;
         let mut lu = LogicalUnit::new(LuConfig::new(v.block_size(), v.uuid()), v.capacity_blocks())
             .with_reservations(target.reservations().clone());
-        lu.set_port_groups(vec![PortGroup {
-            id: NODE_PORT_GROUP,
-            state: v.access_state(),
-            preferred: true,
-            relative_ports,
-        }]);
+        let mut rx = paths.watch();
+        lu.set_port_groups(port_groups(&rx.borrow_and_update()));
         lu.set_luns(luns);
         let handle = Arc::new(LuHandle {
             volume: Arc::clone(&target.volume),
@@ -76,14 +84,18 @@ impl LuHandle {
             lu: Mutex::new(lu),
             space_low: std::sync::atomic::AtomicBool::new(false),
         });
-        let mut rx = handle.volume.volume.watch_access();
         let weak = Arc::downgrade(&handle);
         tokio::spawn(async move {
             while rx.changed().await.is_ok() {
-                let state = *rx.borrow_and_update();
+                let groups = port_groups(&rx.borrow_and_update());
                 let Some(h) = weak.upgrade() else { return };
-                h.lock().set_access_state(NODE_PORT_GROUP, state);
-                tracing::info!(volume = %h.volume.name, ?state, "access state changed");
+                let mut lu = h.lock();
+                if lu.port_groups() != groups.as_slice() {
+                    // Every I_T nexus gets ASYMMETRIC ACCESS STATE CHANGED once.
+                    lu.set_port_groups(groups);
+                    drop(lu);
+                    tracing::info!(volume = %h.volume.name, "ALUA port groups changed");
+                }
             }
         });
         handle

@@ -214,6 +214,9 @@ struct ServeArgs {
     /// Override the admin API's listen address (`[admin] listen`; enables it).
     #[arg(long)]
     admin_listen: Option<std::net::SocketAddr>,
+    /// Override this node's path group (`[node] path_group`: its ALUA target port group).
+    #[arg(long)]
+    path_group: Option<u16>,
     /// Add a volume: NAME=SIZE (created on first start), e.g. `--volume db=10GiB` (repeatable).
     #[arg(long = "volume", value_parser = gateway::exports::parse_volume)]
     volumes: Vec<(String, gateway::config::Size)>,
@@ -322,6 +325,9 @@ fn main() -> ExitCode {
             if let Some(a) = args.admin_listen {
                 cfg.admin.enabled = true;
                 cfg.admin.listen = a;
+            }
+            if let Some(g) = args.path_group {
+                cfg.node.path_group = g;
             }
             if let Err(e) = cfg.validate() {
                 eprintln!("tandem: {e}");

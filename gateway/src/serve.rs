@@ -57,12 +57,13 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let opened = volumes::open_available(&cfg).await?;
     let vols = opened.volumes;
     // Replication first: a primary's flushes must wait for its standby from the first command.
-    let repl = crate::replication::start(&cfg, &vols).await?;
+    let paths = crate::paths::build_all(&cfg, &vols);
+    let repl = crate::replication::start(&cfg, &vols, &paths).await?;
     if let Some(addr) = repl.listening {
         println!("replication listening on {addr}");
     }
     let shutdown = crate::shutdown::new();
-    let fronts = crate::frontends::start(&cfg, &vols, shutdown.clone()).await?;
+    let fronts = crate::frontends::start_with_paths(&cfg, &vols, paths, shutdown.clone()).await?;
     let mut view = crate::status::NodeView::new(&cfg, &fronts);
     view.replication = repl.statuses.clone();
     view.replicas = repl.handles.clone();

@@ -24,7 +24,10 @@ use crate::metrics::Protocol;
 pub struct Portal {
     /// iSCSI target portal group tag.
     pub tpgt: u16,
-    /// SCSI relative target port identifier.
+    /// This node's ALUA target port group (`[node] path_group`).
+    pub port_group: u16,
+    /// SCSI relative target port identifier, unique across the nodes
+    /// (`crate::paths::ids::relative_port`).
     pub relative_port: u16,
 }
 
@@ -145,7 +148,7 @@ impl Handler for Iscsi {
                 let nexus = Nexus {
                     id: shared.next_nexus(),
                     initiator_port: format!("{},i,0x{isid}", p.initiator_name),
-                    target_port_group: crate::lu::NODE_PORT_GROUP,
+                    target_port_group: self.portal.port_group,
                     relative_port: self.portal.relative_port,
                 };
                 tracing::info!(initiator = %p.initiator_name, target = ?p.target_name, peer = %self.peer, "iSCSI login");
@@ -341,7 +344,7 @@ mod tests {
         Nexus {
             id,
             initiator_port: format!("iqn.2026-11.test:host{id},i,0x00023d000001"),
-            target_port_group: crate::lu::NODE_PORT_GROUP,
+            target_port_group: 1,
             relative_port: 1,
         }
     }
@@ -379,7 +382,8 @@ mod tests {
         let target = crate::target::VolumeTarget::open(served, &metrics)
             .await
             .unwrap();
-        let lu = LuHandle::new(target, vec![1], vec![0]);
+        let paths = crate::paths::PathCell::new(target.volume.volume.engine(), 1, vec![1], false);
+        let lu = LuHandle::new(target, paths, vec![0]);
         let mut targets = HashMap::new();
         targets.insert(
             IQN.to_string(),
@@ -445,6 +449,7 @@ mod tests {
             peer: "127.0.0.1:1".parse().unwrap(),
             portal: Portal {
                 tpgt: 1,
+                port_group: 1,
                 relative_port: 1,
             },
             logged: Some(Logged {

@@ -137,7 +137,8 @@ pub async fn start(
         let rx = shutdown.subscribe();
         let port = conn::Portal {
             tpgt,
-            relative_port: i as u16 + 1,
+            port_group: cfg.node.path_group,
+            relative_port: crate::paths::ids::relative_port(cfg.node.path_group, i),
         };
         tasks.push(tokio::spawn(crate::net::accept_loop(
             listener,

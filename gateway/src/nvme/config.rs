@@ -30,11 +30,13 @@ pub struct NvmeConfig {
     /// Hosts that must authenticate (DH-HMAC-CHAP) on every subsystem they connect to.
     #[serde(rename = "host")]
     pub hosts: Vec<NvmeHostConfig>,
-    /// First controller id this node hands out. Give every node exporting the same subsystem
-    /// a disjoint range: native multipath needs CNTLIDs unique across the subsystem.
-    pub cntlid_min: u16,
-    /// Last controller id this node hands out (at most 0xFFEF).
-    pub cntlid_max: u16,
+    /// First controller id this node hands out (default: the start of this node's path
+    /// group's range, `crate::paths::ids::cntlid_range`). Every node exporting the same
+    /// subsystem needs a disjoint range: native multipath needs CNTLIDs unique across it.
+    pub cntlid_min: Option<u16>,
+    /// Last controller id this node hands out, at most 0xFFEF (default: the end of the path
+    /// group's range).
+    pub cntlid_max: Option<u16>,
     /// Write data bytes a host may put inside an I/O command capsule (IOCCSZ). Larger writes
     /// cost an R2T round trip; 0 forces every write through R2T.
     pub in_capsule_size: u32,
@@ -174,8 +176,8 @@ impl Default for NvmeConfig {
                 any_host: true,
             }],
             hosts: Vec::new(),
-            cntlid_min: 1,
-            cntlid_max: 0xFFEF,
+            cntlid_min: None,
+            cntlid_max: None,
             in_capsule_size: 16384,
         }
     }
@@ -186,18 +188,28 @@ fn valid_nqn(n: &str) -> bool {
 }
 
 impl NvmeConfig {
-    /// Checks names, ranges and volume references (`volumes`: the configured volume names).
-    pub fn validate(&self, volumes: &HashSet<&str>) -> Result<(), String> {
+    /// The controller ids this node hands out: the configured bounds, each defaulting to the
+    /// range of `path_group` (so the two nodes of a volume never hand out the same CNTLID).
+    pub fn cntlids(&self, path_group: u16) -> std::ops::RangeInclusive<u16> {
+        let d = crate::paths::ids::cntlid_range(path_group);
+        self.cntlid_min.unwrap_or(*d.start())..=self.cntlid_max.unwrap_or(*d.end())
+    }
+
+    /// Checks names, ranges and volume references (`volumes`: the configured volume names;
+    /// `path_group`: this node's, for the default CNTLID range).
+    pub fn validate(&self, volumes: &HashSet<&str>, path_group: u16) -> Result<(), String> {
         if !self.enabled {
             return Ok(());
         }
         if self.portals.is_empty() {
             return Err("NVMe/TCP is enabled but has no portal".into());
         }
-        if self.cntlid_min == 0 || self.cntlid_min > self.cntlid_max || self.cntlid_max > 0xFFEF {
+        let r = self.cntlids(path_group);
+        if *r.start() == 0 || r.start() > r.end() || *r.end() > 0xFFEF {
             return Err(format!(
                 "nvme: CNTLID range {}..={} must lie within 1..=65519",
-                self.cntlid_min, self.cntlid_max
+                r.start(),
+                r.end()
             ));
         }
         if self.in_capsule_size > 1 << 20 || !self.in_capsule_size.is_multiple_of(16) {

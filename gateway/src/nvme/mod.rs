@@ -24,7 +24,6 @@ use proto_nvmeof::TargetConfig;
 use crate::config::Config;
 use crate::shutdown::Shutdown;
 use crate::target::Targets;
-use crate::volumes::Volumes;
 
 pub use shared::{ControllerInfo, NvmeShared};
 
@@ -57,7 +56,7 @@ pub fn exports_anything(cfg: &Config) -> bool {
 /// Builds the subsystems, binds every listener, and starts serving.
 pub async fn start(
     cfg: &Config,
-    vols: &Volumes,
+    paths: &crate::paths::Paths,
     targets: &Targets,
     shutdown: Shutdown,
     metrics: Arc<crate::metrics::Metrics>,
@@ -84,7 +83,7 @@ pub async fn start(
         io_kato_default_ms: limits.nvme_default_kato_ms,
         ..TargetConfig::default()
     });
-    let mut built = subsys::build(cfg, targets, &bound, &discovery_bound)?;
+    let mut built = subsys::build(cfg, targets, paths, &bound, &discovery_bound)?;
     built
         .registry
         .set_discovery_limit(limits.nvme_max_discovery_controllers);
@@ -95,7 +94,7 @@ pub async fn start(
         metrics,
     ));
     shared.add_abort_sinks();
-    let mut tasks = subsys::follow_access_states(&shared, vols, &shutdown);
+    let mut tasks = subsys::follow_access_states(&shared, paths, &shutdown);
     tasks.extend(notices::follow_reservation_notices(&shared, &shutdown));
     for l in listeners {
         let rx = shutdown.subscribe();

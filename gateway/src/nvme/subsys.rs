@@ -1,8 +1,10 @@
 //! Subsystem snapshots built from the configuration and the open volumes, the discovery
-//! entries of this node's portals, and following each volume's access state into ANA.
+//! entries of this node's portals, and following each volume's path state into ANA.
 //!
 //! Each namespace is its own ANA group (group id = NSID): every volume has its own role on
-//! this node, so its paths change state independently of the others.
+//! this node, so its paths change state independently of the others. The group id is the same
+//! on both nodes of a replicated volume; each node's controllers report its own state for it
+//! (this node's group of `crate::paths`, the one the SCSI logical unit shows as its own).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,8 +18,8 @@ use proto_nvmeof::{
 use super::config::derived_serial;
 use super::shared::NvmeShared;
 use crate::config::Config;
+use crate::paths::Paths;
 use crate::target::{Targets, VolumeTarget};
-use crate::volumes::Volumes;
 
 /// The registry and namespace map of a freshly configured node.
 pub(super) struct Built {
@@ -42,11 +44,12 @@ fn portal(advertised: SocketAddr, portid: u16) -> Portal {
 pub(super) fn build(
     cfg: &Config,
     targets: &Targets,
+    paths: &Paths,
     bound: &[SocketAddr],
     discovery_bound: &[SocketAddr],
 ) -> Result<Built, String> {
     let nc = &cfg.nvme;
-    let mut registry = Registry::new(nc.cntlid_min..=nc.cntlid_max);
+    let mut registry = Registry::new(nc.cntlids(cfg.node.path_group));
     let mut namespaces = HashMap::new();
     for sc in &nc.subsystems {
         let serial = sc.serial.clone().unwrap_or_else(|| derived_serial(&sc.nqn));
@@ -79,9 +82,12 @@ pub(super) fn build(
                 blocks: v.volume.capacity_blocks(),
                 ana_group: n.nsid,
             });
+            let state = paths
+                .get(&n.volume)
+                .map_or(v.volume.access_state(), |p| p.view().local.state);
             s.ana_groups.push(AnaGroup {
                 id: n.nsid,
-                state: v.volume.access_state().into(),
+                state: state.into(),
                 change_count: 1,
             });
             namespaces.insert((sc.nqn.clone(), n.nsid), Arc::clone(t));
@@ -125,11 +131,12 @@ pub(super) fn build(
     })
 }
 
-/// Follows every exported volume's access state: on a change, the ANA group of each of its
-/// namespaces gets the new state and the new snapshot reaches every queue (raising AENs).
+/// Follows every exported volume's path state on this node: on a change, the ANA group of
+/// each of its namespaces gets the new state and the new snapshot reaches every queue (raising
+/// AENs).
 pub(super) fn follow_access_states(
     shared: &Arc<NvmeShared>,
-    vols: &Volumes,
+    paths: &Paths,
     shutdown: &crate::shutdown::Shutdown,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut by_volume: HashMap<String, Vec<(String, u32)>> = HashMap::new();
@@ -141,8 +148,8 @@ pub(super) fn follow_access_states(
     }
     let mut tasks = Vec::new();
     for (name, nss) in by_volume {
-        let Some(v) = vols.get(&name) else { continue };
-        let mut rx = v.volume.watch_access();
+        let Some(p) = paths.get(&name) else { continue };
+        let mut rx = p.watch();
         let weak = Arc::downgrade(shared);
         let mut stop = shutdown.subscribe();
         tasks.push(tokio::spawn(async move {
@@ -151,7 +158,7 @@ pub(super) fn follow_access_states(
                     r = rx.changed() => if r.is_err() { return },
                     _ = stop.changed() => return,
                 }
-                let state: AnaState = (*rx.borrow_and_update()).into();
+                let state: AnaState = rx.borrow_and_update().local.state.into();
                 let Some(shared) = weak.upgrade() else { return };
                 apply(&shared, &nss, state);
                 tracing::info!(volume = %name, ?state, "NVMe ANA state changed");

@@ -27,6 +27,9 @@ pub struct Replicated {
     pub status: Arc<StatusCell>,
     /// The volume as the replication listener receives it.
     pub receiver: Arc<StandbyVolume>,
+    /// The paths hosts see to the volume on this node (what the link learns of the peer goes
+    /// there).
+    pub paths: Arc<crate::paths::PathCell>,
     /// Whether the supervisor runs the shipping task now (true) or not.
     pub shipping: tokio::sync::watch::Sender<bool>,
 }

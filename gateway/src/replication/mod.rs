@@ -59,7 +59,11 @@ pub struct Replication {
 
 /// Starts replication for every volume that names a peer: the listener (when any does) and a
 /// supervisor per volume. Nothing runs for a single node.
-pub async fn start(cfg: &Config, vols: &Volumes) -> Result<Replication, String> {
+pub async fn start(
+    cfg: &Config,
+    vols: &Volumes,
+    paths: &crate::paths::Paths,
+) -> Result<Replication, String> {
     let stop = tokio::sync::watch::channel(false).0;
     let mut r = Replication {
         statuses: Arc::new(BTreeMap::new()),
@@ -77,16 +81,20 @@ pub async fn start(cfg: &Config, vols: &Volumes) -> Result<Replication, String> 
     let mut handles = BTreeMap::new();
     let mut receivable = BTreeMap::new();
     for v in &cfg.volumes {
-        let (Some(peer), Some(served)) = (&v.peer, vols.get(&v.name)) else {
+        let (Some(peer), Some(served), Some(path)) =
+            (&v.peer, vols.get(&v.name), paths.get(&v.name))
+        else {
             continue;
         };
         let engine = served.volume.engine().clone();
+        path.set_standby_sync(standby_sync::shown(&engine) == state::SyncName::InSync);
         let status = Arc::new(StatusCell::new(peer, "standby", None));
         status.update(|s| s.node_id = hex::encode(node_id));
         let receiver = Arc::new(standby::StandbyVolume::new(
             v.name.clone(),
             engine.clone(),
             status.clone(),
+            path.clone(),
         ));
         receivable.insert(engine.uuid(), receiver.clone());
         let h = Arc::new(Replicated {
@@ -98,6 +106,7 @@ pub async fn start(cfg: &Config, vols: &Volumes) -> Result<Replication, String> 
             resync_rate: cfg.replication.resync_rate_bytes(),
             status: status.clone(),
             receiver,
+            paths: path.clone(),
             shipping: tokio::sync::watch::channel(false).0,
         });
         // The first decision is made before anything is served: a primary's flushes wait

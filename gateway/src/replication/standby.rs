@@ -31,6 +31,8 @@ pub struct StandbyVolume {
     pub engine: Arc<Engine>,
     /// What status shows.
     pub status: Arc<StatusCell>,
+    /// The paths hosts see to the volume on this node.
+    pub paths: Arc<crate::paths::PathCell>,
     /// Held while records are applied or the applied position is read, so that a replaced
     /// link's last apply (still on a blocking thread) finishes before the next link starts
     /// from the durable position.
@@ -44,11 +46,17 @@ pub struct StandbyVolume {
 
 impl StandbyVolume {
     /// A volume receivable over replication.
-    pub fn new(name: String, engine: Arc<Engine>, status: Arc<StatusCell>) -> StandbyVolume {
+    pub fn new(
+        name: String,
+        engine: Arc<Engine>,
+        status: Arc<StatusCell>,
+        paths: Arc<crate::paths::PathCell>,
+    ) -> StandbyVolume {
         StandbyVolume {
             name,
             engine,
             status,
+            paths,
             apply: Arc::new(Mutex::new(())),
             current: Mutex::new(None),
             held: Default::default(),
