@@ -13,7 +13,7 @@
 ///   `SD_A` and `SD_B` (each node's SCSI disk) and, once multipathd made the map, `MAP`
 ///   (`/dev/dm-N`).
 /// - `mpath_expect OPT OTHER STATE`: waits (30 s) until `multipath -ll` shows the path `OPT` in
-///   the active group with ALUA priority 50 and the path `OTHER` in checker state `STATE`
+///   the group in use with ALUA priority 50 and the path `OTHER` in checker state `STATE`
 ///   (`ghost`: a standby path; `faulty`: a failed or unavailable one).
 /// - `nvme_connect_both`: the shipped udev rule and connect wrapper, a controller per node;
 ///   sets `CTRL_A`, `CTRL_B`, `NS` (the multipath head) and `NDEV`.
@@ -92,7 +92,11 @@ mpath_expect() {
     _i=0
     while :; do
         _v=$(mpath_paths)
-        if printf '%s\n' "$_v" | grep -qx "$1 50 active active ready" && printf '%s\n' "$_v" | grep -q "^$2 .* $3\$"; then
+        # The optimized path's group is the one in use ("active"), or, before any I/O chose
+        # one, the first ("enabled") while no other group is in use.
+        if printf '%s\n' "$_v" | grep -Eqx "$1 50 (active|enabled) active ready" \
+            && printf '%s\n' "$_v" | grep -q "^$2 .* $3\$" \
+            && ! printf '%s\n' "$_v" | grep -q "^$2 [0-9]* active "; then
             multipath -ll
             echo "ok: multipath shows $1 active/optimized, $2 $3"
             return 0
