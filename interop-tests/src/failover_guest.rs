@@ -128,15 +128,20 @@ nvme_connect_both() {
     [ -n "$CTRL_A" ] && [ -n "$CTRL_B" ] || fail "no controller for both nodes"
     wait_ns
     udevadm settle -t 30
-    PATH_DEVS=$(ls /sys/block/$NS/multipath)
+    PATH_DEVS=$(ns_paths)
     echo "controllers: node A $CTRL_A, node B $CTRL_B; namespace $NDEV"
+}
+# The path devices (nvmeXcYnZ) of the namespace head $NS (Linux 6.1 has no multipath/
+# directory on the head: the paths are the hidden disks named after it).
+ns_paths() {
+    for _p in /sys/block/${NS%n*}c*n${NS##*n}; do [ -e "$_p" ] && basename $_p; done
 }
 # The ANA state of the path to namespace $NS through controller $1 ("down" when the
 # controller is not live).
 ana_of() {
     [ "$(cat /sys/class/nvme/$1/state 2>/dev/null)" = live ] || { echo down; return 0; }
-    for _p in /sys/block/$NS/multipath/*; do
-        [ "$(basename $(readlink -f $_p/device))" = "$1" ] && { cat $_p/ana_state; return 0; }
+    for _p in $(ns_paths); do
+        [ "$(basename $(readlink -f /sys/block/$_p/device))" = "$1" ] && { cat /sys/block/$_p/ana_state; return 0; }
     done
     echo none
 }
@@ -150,7 +155,7 @@ ana_expect() {
         fi
         _i=$((_i + 1))
         if [ $_i -ge 150 ]; then
-            nvme list-subsys
+            nvme list-subsys /dev/$NS
             fail "the paths never became $1 optimized and $2 $3 (they are $_o and $_s)"
         fi
         sleep 0.2

@@ -216,11 +216,11 @@ fn native_nvme_multipath_rides_through_failovers() {
 start_udev
 nvme_connect_both
 _subsys=$(basename $(readlink -f /sys/block/$NS/device))
-nvme list-subsys
-check "one namespace with two paths" [ "$(ls /sys/block/$NS/multipath | wc -l)" -eq 2 ]
+nvme list-subsys /dev/$NS
+check "one namespace with two paths" [ "$(ns_paths | wc -l)" -eq 2 ]
 check "the shipped udev rule set the I/O policy" [ "$(cat /sys/class/nvme-subsystem/$_subsys/iopolicy)" = round-robin ]
 ana_expect $CTRL_A $CTRL_B inaccessible
-_ls=$(nvme list-subsys)
+_ls=$(nvme list-subsys /dev/$NS)
 check "list-subsys shows an optimized path" has "$_ls" 'live optimized'
 check "list-subsys shows an inaccessible path" has "$_ls" 'live inaccessible'
 for _c in $CTRL_A $CTRL_B; do
