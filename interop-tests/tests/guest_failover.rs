@@ -155,8 +155,8 @@ for _d in $SD_A $SD_B; do
     _r=$(sg_rtpg -d /dev/$_d) || fail "sg_rtpg on $_d"
     echo "sg_rtpg on $_d:"; echo "$_r"
     check "RTPG on $_d lists both port groups" [ "$(echo "$_r" | grep -c 'target port group id')" -eq 2 ]
-    check "RTPG on $_d shows one group active/optimized" has "$_r" 'asymmetric access state: active/optimized'
-    check "RTPG on $_d shows one group standby" has "$_r" 'asymmetric access state: standby'
+    check "RTPG on $_d shows one group active/optimized" has "$_r" 'asymmetric access state : 0x00 (active/optimized)'
+    check "RTPG on $_d shows one group standby" has "$_r" 'asymmetric access state : 0x02 (standby)'
 done
 fs_setup $MAP
 
