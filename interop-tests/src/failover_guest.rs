@@ -93,10 +93,14 @@ mpath_expect() {
     while :; do
         _v=$(mpath_paths)
         # The optimized path's group is the one in use ("active"), or, before any I/O chose
-        # one, the first ("enabled") while no other group is in use.
+        # one, the first ("enabled"). A standby path is a ghost in a group not in use; a failed
+        # path keeps its last priority, so it may share the optimized path's group.
+        case $3 in
+            ghost) _other="^$2 [0-9]* enabled active ghost\$" ;;
+            *) _other="^$2 .* failed $3\$" ;;
+        esac
         if printf '%s\n' "$_v" | grep -Eqx "$1 50 (active|enabled) active ready" \
-            && printf '%s\n' "$_v" | grep -q "^$2 .* $3\$" \
-            && ! printf '%s\n' "$_v" | grep -q "^$2 [0-9]* active "; then
+            && printf '%s\n' "$_v" | grep -q "$_other"; then
             multipath -ll
             echo "ok: multipath shows $1 active/optimized, $2 $3"
             return 0
