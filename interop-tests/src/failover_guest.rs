@@ -12,12 +12,12 @@
 /// - `iscsi_login_both`: the shipped iscsid settings, discovery and login at both nodes; sets
 ///   `SD_A` and `SD_B` (each node's SCSI disk) and, once multipathd made the map, `MAP`
 ///   (`/dev/dm-N`).
-/// - `mpath_expect OPT OTHER STATE`: waits (30 s) until `multipath -ll` shows the path `OPT` in
+/// - `mpath_expect OPT OTHER STATE`: waits (60 s) until `multipath -ll` shows the path `OPT` in
 ///   the group in use with ALUA priority 50 and the path `OTHER` in checker state `STATE`
 ///   (`ghost`: a standby path; `faulty`: a failed or unavailable one).
 /// - `nvme_connect_both`: the shipped udev rule and connect wrapper, a controller per node;
 ///   sets `CTRL_A`, `CTRL_B`, `NS` (the multipath head) and `NDEV`.
-/// - `ana_expect OPT OTHER STATE`: waits (30 s) until the path through controller `OPT` is
+/// - `ana_expect OPT OTHER STATE`: waits (60 s) until the path through controller `OPT` is
 ///   optimized and the one through `OTHER` is in ANA state `STATE`, or has no live controller
 ///   when `STATE` is `down`.
 /// - `load_start NAME FILE`, `load_stop NAME`: fio random writes with verify on `FILE`, each
@@ -106,7 +106,7 @@ mpath_expect() {
             return 0
         fi
         _i=$((_i + 1))
-        if [ $_i -ge 150 ]; then
+        if [ $_i -ge 300 ]; then
             multipath -ll
             fail "multipath -ll never showed $1 active/optimized (prio 50) and $2 $3: $_v"
         fi
@@ -158,7 +158,7 @@ ana_expect() {
             return 0
         fi
         _i=$((_i + 1))
-        if [ $_i -ge 150 ]; then
+        if [ $_i -ge 300 ]; then
             nvme list-subsys /dev/$NS
             fail "the paths never became $1 optimized and $2 $3 (they are $_o and $_s)"
         fi

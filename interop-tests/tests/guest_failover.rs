@@ -54,7 +54,8 @@ fs_check() {{
 }
 
 /// The host's side of the four changes, in step with the guest: each starts once the guest
-/// says `load-X` (its load is running) and ends with the state `done-X`. Returns how long each
+/// says `load-X` (its load is running) and ends with the state `done-X`; in (c) the guest
+/// also says `paths-c` once its path to the rebuilt node is back, before the switch back. Returns how long each
 /// role-change command took: (switchover, promote after the kill, promote after the path loss).
 fn drive_changes(
     c: &mut Cluster,
@@ -90,6 +91,9 @@ fn drive_changes(
     c.demote(1).expect("demote B");
     c.wait_in_sync(1, Duration::from_secs(120))
         .expect("B rebuilt and in sync");
+    // The host's path to B must be back (a standby path) before the volume moves to it.
+    rv.set_state("rebuilt-c");
+    await_guest(rv, guest, "paths-c");
     c.switchover(0, 1).expect("switchover A -> B");
     c.wait_in_sync(0, Duration::from_secs(30))
         .expect("A follows B");
@@ -123,7 +127,7 @@ fn report(proto: &str, console: &str, times: [Duration; 3]) {
     let p = pauses(console);
     let get = |n: &str| p.iter().find(|(k, _)| k == n).map(|x| x.1);
     println!(
-        "==> FAILOVER-PAUSE {proto}: switchover {:?} ms (command {:?}); kill -9 + promote {:?} ms (promote command {:?}); restart+rebuild+switch back {:?} ms; path loss + promote {:?} ms (promote command {:?})",
+        "==> FAILOVER-PAUSE {proto}: switchover {:?} ms (command {:?}); kill -9 + promote {:?} ms (promote command {:?}); switch back after the rebuild {:?} ms; path loss + promote {:?} ms (promote command {:?})",
         get("a"), times[0], get("b"), times[1], get("c"), get("d"), times[2]
     );
     for n in ["a", "b", "c", "d"] {
@@ -174,7 +178,10 @@ mpath_expect $SD_A $SD_B faulty
 
 load_start c /mnt/fio.dat
 rv_send load-c
-rv_wait done-c 240
+rv_wait rebuilt-c 240
+mpath_expect $SD_A $SD_B ghost
+rv_send paths-c
+rv_wait done-c
 load_stop c
 mpath_expect $SD_B $SD_A ghost
 
@@ -245,7 +252,10 @@ ana_expect $CTRL_A $CTRL_B down
 
 load_start c /mnt/fio.dat
 rv_send load-c
-rv_wait done-c 240
+rv_wait rebuilt-c 240
+ana_expect $CTRL_A $CTRL_B inaccessible
+rv_send paths-c
+rv_wait done-c
 load_stop c
 ana_expect $CTRL_B $CTRL_A inaccessible
 
