@@ -289,6 +289,9 @@ mod tests {
             address: "127.0.0.1:1".into(),
             since_unix: 7,
             io: *io,
+            portal: None,
+            relative_port: None,
+            cntlid: None,
         };
         let json = serde_json::json!({
             "name": "v", "uuid": "u", "size_bytes": 0, "block_size": 512, "role": "primary",

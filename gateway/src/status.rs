@@ -63,6 +63,37 @@ pub struct VolumeStatus {
     /// Replication with the peer node, for a replicated volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication: Option<crate::replication::state::ReplicationStatus>,
+    /// The paths hosts see to the volume: this node's ALUA port group and ANA state, and the
+    /// peer's group with its last known state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paths: Option<PathsStatus>,
+}
+
+/// The paths to a volume as hosts see them through this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathsStatus {
+    /// This node's ALUA target port group (`[node] path_group`).
+    pub path_group: u16,
+    /// Its relative target port ids (one per iSCSI portal).
+    pub relative_ports: Vec<u16>,
+    /// Its ALUA state: active_optimized, standby, unavailable, transitioning.
+    pub alua_state: String,
+    /// The ANA state of the volume's ANA groups here: optimized, inaccessible, change.
+    pub ana_state: String,
+    /// The peer node's group, once the replication link told its id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<PeerPathStatus>,
+}
+
+/// The peer node's port group as this node reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerPathStatus {
+    /// Its ALUA target port group id.
+    pub path_group: u16,
+    /// Its relative target port ids.
+    pub relative_ports: Vec<u16>,
+    /// Its last known ALUA state (what REPORT TARGET PORT GROUPS here says).
+    pub alua_state: String,
 }
 
 /// The engine counters of a volume.
@@ -150,6 +181,15 @@ pub struct HostStatus {
     pub since_unix: u64,
     /// Commands of the session or controller (all its volumes together).
     pub io: IoSnapshot,
+    /// iSCSI: the local portal address the session came through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portal: Option<String>,
+    /// iSCSI: the relative target port id of that portal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relative_port: Option<u16>,
+    /// NVMe: the controller id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cntlid: Option<u16>,
 }
 
 /// What the daemon needs to describe itself.
@@ -174,6 +214,8 @@ pub struct NodeView {
     pub replicas: crate::replication::Handles,
     /// Configured volumes that did not open.
     pub unavailable: Vec<crate::volumes::Unavailable>,
+    /// The paths hosts see to every volume.
+    pub paths: crate::paths::Paths,
 }
 
 fn lower_debug(v: impl std::fmt::Debug) -> String {
@@ -193,7 +235,24 @@ impl NodeView {
             replication: Default::default(),
             replicas: Default::default(),
             unavailable: Vec::new(),
+            paths: fronts.paths.clone(),
         }
+    }
+
+    fn paths(&self, name: &str) -> Option<PathsStatus> {
+        let v = self.paths.get(name)?.view();
+        let ana: proto_nvmeof::AnaState = v.local.state.into();
+        Some(PathsStatus {
+            path_group: v.local.group,
+            relative_ports: v.local.relative_ports.clone(),
+            alua_state: crate::paths::access_str(v.local.state).into(),
+            ana_state: ana_str(ana).into(),
+            peer: v.peer.map(|p| PeerPathStatus {
+                path_group: p.group,
+                relative_ports: p.relative_ports,
+                alua_state: crate::paths::access_str(p.state).into(),
+            }),
+        })
     }
 
     /// The state of every volume now.
@@ -228,6 +287,7 @@ impl NodeView {
                     reservation: reservation(lu.reservations().lock().state()),
                     hosts: self.hosts(name),
                     replication: self.replication.get(name).map(|s| s.get()),
+                    paths: self.paths(name),
                 }
             })
             .collect();
@@ -288,6 +348,9 @@ impl NodeView {
                         address: s.peer.clone(),
                         since_unix: s.since_unix,
                         io: s.counters.snapshot(),
+                        portal: Some(s.portal.clone()),
+                        relative_port: Some(s.relative_port),
+                        cntlid: None,
                     });
                 }
             }
@@ -301,11 +364,26 @@ impl NodeView {
                         address: c.peer,
                         since_unix: c.since_unix,
                         io: c.io,
+                        portal: None,
+                        relative_port: None,
+                        cntlid: Some(c.cntlid),
                     });
                 }
             }
         }
         h
+    }
+}
+
+/// The name status shows for an ANA state.
+fn ana_str(s: proto_nvmeof::AnaState) -> &'static str {
+    use proto_nvmeof::AnaState;
+    match s {
+        AnaState::Optimized => "optimized",
+        AnaState::NonOptimized => "non_optimized",
+        AnaState::Inaccessible => "inaccessible",
+        AnaState::PersistentLoss => "persistent_loss",
+        AnaState::Change => "change",
     }
 }
 
@@ -436,6 +514,18 @@ pub fn table(doc: &VolumesDoc, now_unix: u64) -> String {
             "volume {}  uuid {}  {} bytes ({}-byte blocks)  role {} epoch {}  {}\n",
             v.name, v.uuid, v.size_bytes, v.block_size, v.role, v.epoch, v.access_state
         ));
+        if let Some(p) = &v.paths {
+            let peer = p
+                .peer
+                .as_ref()
+                .map_or("peer group unknown".to_string(), |g| {
+                    format!("peer group {} {} (last known)", g.path_group, g.alua_state)
+                });
+            out.push_str(&format!(
+                "  paths: group {} {} (ANA {}), {}\n",
+                p.path_group, p.alua_state, p.ana_state, peer
+            ));
+        }
         if let Some(r) = &v.replication {
             let state = r.sync_state.map_or("-", |s| s.as_str());
             // A standby also shows how far it knows the primary got (a forced promotion's
@@ -491,16 +581,28 @@ pub fn table(doc: &VolumesDoc, now_unix: u64) -> String {
             .max()
             .unwrap_or(7)
             .max(7);
+        let via = |h: &HostStatus| match (&h.portal, h.cntlid) {
+            (Some(p), _) => format!("portal {p}"),
+            (None, Some(c)) => format!("cntlid {c}"),
+            (None, None) => "-".into(),
+        };
+        let t = rows
+            .iter()
+            .map(|(_, h)| via(h).len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
         out.push_str(&format!(
-            "  {:<8} {:<w$} {:<a$} {:>9} {:>10} {:>10} {:>8}\n",
-            "PROTOCOL", "HOST", "ADDRESS", "CONNECTED", "READS", "WRITES", "OTHER"
+            "  {:<8} {:<w$} {:<a$} {:<t$} {:>9} {:>10} {:>10} {:>8}\n",
+            "PROTOCOL", "HOST", "ADDRESS", "VIA", "CONNECTED", "READS", "WRITES", "OTHER"
         ));
         for (proto, h) in rows {
             out.push_str(&format!(
-                "  {:<8} {:<w$} {:<a$} {:>9} {:>10} {:>10} {:>8}\n",
+                "  {:<8} {:<w$} {:<a$} {:<t$} {:>9} {:>10} {:>10} {:>8}\n",
                 proto,
                 h.host,
                 h.address,
+                via(h),
                 ago(now_unix.saturating_sub(h.since_unix)),
                 h.io.reads,
                 h.io.writes,

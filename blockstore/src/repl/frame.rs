@@ -28,6 +28,9 @@
 //! - 7 `ResyncExtent`: epoch u64, lba u64, blocks u32, has_data u8 (0 or 1), then the data.
 //! - 8 `ResyncDone`: epoch u64, end_lsn u64.
 //! - 9 `PeerState`: epoch u64, in_sync u8 (0 or 1), primary_lsn u64.
+//! - 10 `PathState`: epoch u64, path_group u16, access u8 (the ALUA code: 0 active/optimized,
+//!   1 active/non-optimized, 2 standby, 3 unavailable, 15 transitioning), port_count u8, then
+//!   `port_count` relative target port ids u16.
 //!
 //! A body must be exactly as long as its fields: trailing bytes are an error.
 
@@ -49,8 +52,9 @@ pub use fuzz::fuzz_repl_frame;
 /// refused at the first header. The bytes "TRPL" read as a little-endian u32.
 pub const MAGIC: u32 = 0x4C50_5254;
 /// Wire format version; a peer speaking another one is refused rather than misread.
-/// Version 2 added the Hello's `resync_incomplete` and the `ResyncDone`'s `end_lsn`.
-pub const VERSION: u8 = 2;
+/// Version 2 added the Hello's `resync_incomplete` and the `ResyncDone`'s `end_lsn`; version 3
+/// the `PathState` frame.
+pub const VERSION: u8 = 3;
 /// Length of the fixed frame header, the unit the decoder reads before trusting anything.
 pub const HEADER_LEN: usize = 16;
 /// Largest body accepted: a 4 MiB batch of record data plus room for the record headers.
@@ -74,6 +78,7 @@ mod kind {
     pub const RESYNC_EXTENT: u8 = 7;
     pub const RESYNC_DONE: u8 = 8;
     pub const PEER_STATE: u8 = 9;
+    pub const PATH_STATE: u8 = 10;
 }
 
 /// One replication message: what primary and standby say to each other.
@@ -144,7 +149,48 @@ pub enum Frame {
         /// The primary's last LSN when it sent this.
         primary_lsn: u64,
     },
+    /// Either direction: the sender's paths to the volume as hosts see them (its ALUA target
+    /// port group, that group's relative target ports and its access state now), so that each
+    /// node lists both nodes' groups in REPORT TARGET PORT GROUPS with the state last learned.
+    /// Sent when the connection is ready and whenever the state changed.
+    PathState {
+        /// The sender's epoch.
+        epoch: u64,
+        /// The sender's target port group id.
+        path_group: u16,
+        /// The sender's access state on that group.
+        access: AccessState,
+        /// The group's relative target port ids (at most 255).
+        relative_ports: Vec<u16>,
+    },
 }
+
+pub use block_core::AccessState;
+
+/// The wire code of an access state: its ALUA code (SPC-4 table 173).
+fn access_code(a: AccessState) -> u8 {
+    match a {
+        AccessState::Optimized => 0,
+        AccessState::NonOptimized => 1,
+        AccessState::Standby => 2,
+        AccessState::Unavailable => 3,
+        AccessState::Transitioning => 15,
+    }
+}
+
+fn access_from_code(c: u8) -> Option<AccessState> {
+    Some(match c {
+        0 => AccessState::Optimized,
+        1 => AccessState::NonOptimized,
+        2 => AccessState::Standby,
+        3 => AccessState::Unavailable,
+        15 => AccessState::Transitioning,
+        _ => return None,
+    })
+}
+
+/// Most relative target ports a `PathState` carries (its count is one byte).
+pub const MAX_PATH_PORTS: usize = 255;
 
 /// The handshake: lets each side check it talks about the same volume and geometry, and
 /// compare epochs and log positions before anything is shipped.

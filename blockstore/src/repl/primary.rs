@@ -309,6 +309,8 @@ impl PrimaryPeer {
                     self.disconnected();
                 }
             }
+            // What hosts see of the standby's paths is the driver's business.
+            Frame::PathState { .. } => {}
             _ => self.disconnected(),
         }
     }

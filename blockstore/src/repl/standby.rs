@@ -342,6 +342,8 @@ impl StandbyLink {
                 }
                 self.close(StandbyClose::Protocol("fenced by the primary"));
             }
+            // What hosts see of the primary's paths is the driver's business.
+            (_, Frame::PathState { .. }) => {}
             (_, _) => self.close(StandbyClose::Protocol("unexpected frame")),
         }
     }

@@ -79,6 +79,8 @@ impl Drop for Live {
 struct Iscsi {
     shared: Arc<IscsiShared>,
     peer: SocketAddr,
+    /// The local address the connection came in on.
+    local: SocketAddr,
     portal: Portal,
     logged: Option<Logged>,
     _live: Live,
@@ -103,6 +105,9 @@ pub async fn serve(
     let conn = Connection::new_at(cfg, seed, std::time::Instant::now());
     let (tx, rx) = mpsc::unbounded_channel();
     let id = shared.live.register(tx);
+    let local = stream
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let handler = Iscsi {
         _live: Live {
             shared: Arc::clone(&shared),
@@ -110,6 +115,7 @@ pub async fn serve(
         },
         shared,
         peer,
+        local,
         portal,
         logged: None,
         id,
@@ -169,6 +175,8 @@ impl Handler for Iscsi {
                                 initiator: p.initiator_name.clone(),
                                 target: t.clone(),
                                 peer: self.peer.to_string(),
+                                portal: self.local.to_string(),
+                                relative_port: self.portal.relative_port,
                                 since_unix: crate::time::unix_now(),
                                 counters: Arc::clone(&counters),
                             },
@@ -418,6 +426,8 @@ mod tests {
                 initiator: "iqn.2026-11.test:host1".into(),
                 target: IQN.into(),
                 peer: "127.0.0.1:1".into(),
+                portal: "127.0.0.1:3260".into(),
+                relative_port: 1,
                 since_unix: 0,
                 counters: Arc::default(),
             },
@@ -447,6 +457,7 @@ mod tests {
             reinstating: 0,
             shared: Arc::clone(&shared),
             peer: "127.0.0.1:1".parse().unwrap(),
+            local: "127.0.0.1:3260".parse().unwrap(),
             portal: Portal {
                 tpgt: 1,
                 port_group: 1,

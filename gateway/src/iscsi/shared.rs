@@ -46,6 +46,10 @@ pub struct SessionInfo {
     pub target: String,
     /// Peer address.
     pub peer: String,
+    /// The local portal address the session came through.
+    pub portal: String,
+    /// Its SCSI relative target port id.
+    pub relative_port: u16,
     /// When the login completed (seconds since the epoch).
     pub since_unix: u64,
     /// Commands of the session, counted as they complete.

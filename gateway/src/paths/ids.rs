@@ -87,7 +87,8 @@ mod tests {
     fn out_of_range_groups_and_portals_are_refused() {
         assert!(check(0, 1).is_err());
         assert!(check(257, 1).is_err());
-        assert!(check(2, 255).is_err());
+        assert!(check(2, 256).is_err());
+        assert!(check(2, 255).is_ok());
         assert!(check(256, 254).is_ok());
     }
 }

@@ -95,6 +95,7 @@ impl PathCell {
                 replicated,
                 // Told by replication at its start (the standby's record).
                 standby_in_sync: false,
+                handover: false,
             },
             peer_id: None,
             peer_state: None,
@@ -160,6 +161,13 @@ impl PathCell {
         self.change(|i| i.local.standby_in_sync = in_sync);
     }
 
+    /// Marks a planned switchover to the peer as under way until the guard is dropped: both
+    /// groups show transitioning meanwhile.
+    pub fn handing_over(self: &Arc<Self>) -> HandoverGuard {
+        self.change(|i| i.local.handover = true);
+        HandoverGuard(Arc::clone(self))
+    }
+
     fn change(&self, f: impl FnOnce(&mut Inputs)) {
         let mut i = self.inputs.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut i);
@@ -177,6 +185,16 @@ impl PathCell {
     }
 }
 
+/// Ends a handover's transitioning state when dropped, however the switchover ended.
+#[derive(Debug)]
+pub struct HandoverGuard(Arc<PathCell>);
+
+impl Drop for HandoverGuard {
+    fn drop(&mut self) {
+        self.0.change(|i| i.local.handover = false);
+    }
+}
+
 fn derive(group: u16, ports: &[u16], i: &Inputs) -> PathView {
     PathView {
         local: GroupView {
@@ -188,7 +206,7 @@ fn derive(group: u16, ports: &[u16], i: &Inputs) -> PathView {
             (Some((g, p)), Some(state)) => Some(GroupView {
                 group: *g,
                 relative_ports: p.clone(),
-                state,
+                state: view::peer_state(i.local, state),
             }),
             _ => None,
         },

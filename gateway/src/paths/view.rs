@@ -10,6 +10,15 @@
 use block_core::AccessState;
 use blockstore::Role;
 
+/// The peer's group state: transitioning while this node hands the volume over to it,
+/// otherwise the last state learned.
+pub fn peer_state(l: Local, learned: AccessState) -> AccessState {
+    if l.handover {
+        AccessState::Transitioning
+    } else {
+        learned
+    }
+}
 
 /// What this node knows, as the rules need it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,16 +31,22 @@ pub struct Local {
     pub replicated: bool,
     /// On a standby: whether its primary last said it counts it in sync.
     pub standby_in_sync: bool,
+    /// A planned switchover from this node to the peer is under way (from the drain until
+    /// the peer answered that it serves, or the switchover was abandoned).
+    pub handover: bool,
 }
 
 /// This node's own group state: the engine's, except that a replicated standby its primary
 /// does not count in sync (it may miss acknowledged writes, it cannot be promoted without
-/// `--force`) is unavailable rather than standby.
+/// `--force`) is unavailable rather than standby, and that during a planned switchover's
+/// handover the node is transitioning until the peer serves (hosts retry 04/0A and re-read the
+/// groups instead of failing the path).
 pub fn local_state(l: Local) -> AccessState {
+    if l.handover {
+        return AccessState::Transitioning;
+    }
     match l.engine {
-        AccessState::Standby
-            if l.replicated && l.role == Role::Standby && !l.standby_in_sync =>
-        {
+        AccessState::Standby if l.replicated && l.role == Role::Standby && !l.standby_in_sync => {
             AccessState::Unavailable
         }
         s => s,
@@ -48,6 +63,7 @@ mod tests {
             role,
             replicated: true,
             standby_in_sync: in_sync,
+            handover: false,
         }
     }
 
@@ -63,6 +79,19 @@ mod tests {
         let mut single = local(s, Role::Standby, false);
         single.replicated = false;
         assert_eq!(local_state(single), s);
+    }
+
+    #[test]
+    fn a_handover_shows_both_groups_transitioning() {
+        let mut l = local(AccessState::Optimized, Role::Primary, false);
+        l.handover = true;
+        assert_eq!(local_state(l), AccessState::Transitioning);
+        assert_eq!(
+            peer_state(l, AccessState::Standby),
+            AccessState::Transitioning
+        );
+        l.handover = false;
+        assert_eq!(peer_state(l, AccessState::Standby), AccessState::Standby);
     }
 
     #[test]

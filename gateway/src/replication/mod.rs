@@ -21,6 +21,7 @@
 pub mod gate;
 pub mod handle;
 pub mod node;
+pub mod path_link;
 pub mod primary;
 pub mod standby;
 pub mod standby_sync;

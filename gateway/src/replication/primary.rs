@@ -28,6 +28,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
 use super::gate::Gate;
+use super::path_link;
 use super::state::{PeerRecord, StatusCell, SyncName, PEER_METADATA};
 use super::wire::{self, FrameReader, FrameSender, ReadError};
 
@@ -65,6 +66,8 @@ pub struct PrimaryTask {
     pacer: rebuild::Pacer,
     /// A full resync began since the standby was last in sync.
     rebuilding: bool,
+    /// The paths hosts see (this node announces its group; the standby's is learned).
+    paths: Option<path_link::PrimaryPaths>,
 }
 
 /// What woke the task.
@@ -131,7 +134,15 @@ impl PrimaryTask {
             force_resync: false,
             pacer: rebuild::Pacer::new(None),
             rebuilding: false,
+            paths: None,
         }
+    }
+
+    /// Keeps `cell` (the volume's paths) up to date with the standby and announces this
+    /// node's group to it.
+    pub fn with_paths(mut self, cell: Arc<crate::paths::PathCell>) -> PrimaryTask {
+        self.paths = Some(path_link::PrimaryPaths::new(cell));
+        self
     }
 
     /// Limits the data a full resync copies to `bytes_per_s` (`None`: unlimited, the default).
@@ -209,6 +220,10 @@ impl PrimaryTask {
                 next_dial = Some(Instant::now() + backoff);
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
+            if let Some(p) = self.paths.as_mut() {
+                let tx = conn.as_ref().map(|(_, tx)| tx).filter(|_| ready_seen);
+                p.step(peer.sync_state().into(), self.engine.role_state().epoch, tx);
+            }
             let resync = peer.resync_progress().map(|p| self.pacer.status(&p));
             self.status.update(|s| {
                 s.connected = peer.is_connected();
@@ -243,6 +258,14 @@ impl PrimaryTask {
             let now = std::time::Instant::now();
             match wake {
                 Wake::Stop => {
+                    if let (Some(p), Some((_, tx))) = (self.paths.as_mut(), &conn) {
+                        // The standby learns this node's last state before the link closes.
+                        p.step(
+                            peer.sync_state().into(),
+                            self.engine.role_state().epoch,
+                            Some(tx),
+                        );
+                    }
                     self.gate.fail("the node is shutting down".into());
                     return;
                 }
@@ -253,6 +276,9 @@ impl PrimaryTask {
                     }
                 }
                 Wake::Frame(Ok(mut f)) => {
+                    if let Some(p) = &self.paths {
+                        p.learned(&f);
+                    }
                     if let blockstore::repl::frame::Frame::Hello(h) = &mut f {
                         let id = hex::encode(h.node_id);
                         self.status.update(|s| s.peer_node_id = Some(id));
@@ -303,6 +329,9 @@ impl PrimaryTask {
                             dialed_at = Instant::now();
                             backoff = BACKOFF_MIN;
                             peer.connected();
+                            if let Some(p) = self.paths.as_mut() {
+                                p.new_connection();
+                            }
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(volume = %self.name, peer = %self.peer_addr, error = %e, "standby not reachable");

@@ -172,10 +172,13 @@ async fn serve_link(
         s.connected = true;
         s.durable_lsn = durable;
     });
+    let mut announcer = super::path_link::Announcer::default();
     let why = loop {
         if let Err(why) = work(&vol, &mut link, &tx).await {
             break why;
         }
+        // After this node's Hello: its group, and again whenever it changed.
+        announcer.announce(&vol.paths, vol.engine.role_state().epoch, &tx);
         let f = tokio::select! {
             f = rd.next() => f,
             _ = stop.changed() => break "the node is shutting down".to_string(),
@@ -207,7 +210,18 @@ async fn take(vol: &StandbyVolume, link: &mut StandbyLink, f: Frame) {
             primary_lsn,
         } => {
             let (e, s) = (&vol.engine, &vol.status);
-            super::standby_sync::told(&vol.name, e, s, epoch, in_sync, primary_lsn).await
+            super::standby_sync::told(&vol.name, e, s, epoch, in_sync, primary_lsn).await;
+            if e.role_state().role == blockstore::Role::Standby {
+                let shown = s.get().sync_state == Some(super::state::SyncName::InSync);
+                vol.paths.set_standby_sync(shown);
+            }
+        }
+        f @ Frame::PathState { epoch, .. } => {
+            // A serving primary shows its standby by how it counts it; a primary meeting an
+            // older epoch here keeps its own view (it fences that node).
+            let mine = vol.engine.role_state();
+            let take_state = mine.role != blockstore::Role::Primary || epoch > mine.epoch;
+            super::path_link::learned(&vol.paths, &f, take_state);
         }
         f => {
             super::standby_sync::saw(&vol.status, &f);

@@ -63,6 +63,7 @@ impl Supervisor {
         }
         if s.active.is_none() {
             let shown = super::standby_sync::shown(&h.engine);
+            h.paths.set_standby_sync(shown == SyncName::InSync);
             let applied = h.engine.applied_lsn();
             h.status.update(|st| {
                 st.sync_state = Some(shown);
@@ -117,6 +118,7 @@ impl Supervisor {
             tracing::info!(volume = %h.name, role = role.role.name(), epoch = role.epoch, "replication: no longer primary here; the listener receives the volume");
             let applied = h.engine.applied_lsn();
             let shown = super::standby_sync::shown(&h.engine);
+            h.paths.set_standby_sync(shown == SyncName::InSync);
             h.status.update(|s| {
                 s.side = "standby".into();
                 s.connected = false;
@@ -162,7 +164,8 @@ fn start_shipping(h: &Arc<Replicated>) -> Shipping {
         rx,
         h.status.clone(),
     )
-    .with_resync_rate(h.resync_rate);
+    .with_resync_rate(h.resync_rate)
+    .with_paths(h.paths.clone());
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     Shipping {
         gate,

@@ -222,6 +222,7 @@ pub async fn demote(h: &Arc<Replicated>) -> Result<(), OpError> {
 fn show_standby_state(h: &Replicated) {
     if h.engine.role_state().role == Role::Standby {
         let shown = super::standby_sync::shown(&h.engine);
+        h.paths.set_standby_sync(shown == SyncName::InSync);
         h.status.update(|s| s.sync_state = Some(shown));
     }
 }
@@ -241,7 +242,14 @@ pub async fn switchover(h: &Arc<Replicated>, to: SocketAddr) -> Result<Switchove
     }
     let their_name = check_target(h, to).await?;
     h.receiver.hold(true);
+    // Hosts see both groups transitioning until the target serves (or this node again).
+    let handing = h.paths.handing_over();
     let r = hand_over(h, to, &their_name).await;
+    if r.is_ok() {
+        // The target answered that it serves: its group is active/optimized from now on.
+        h.paths.peer_state(block_core::AccessState::Optimized);
+    }
+    drop(handing);
     h.receiver.hold(false);
     r
 }

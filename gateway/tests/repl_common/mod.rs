@@ -40,7 +40,27 @@ pub struct Node {
     pub admin: SocketAddr,
     pub nvme: SocketAddr,
     pub repl: SocketAddr,
+    /// The iSCSI portal, when the node serves iSCSI ([`Opts::iscsi`]).
+    pub iscsi: Option<SocketAddr>,
     dir: tempfile::TempDir,
+}
+
+/// How a node is started besides its role and addresses.
+#[derive(Debug, Clone, Copy)]
+pub struct Opts {
+    /// `[node] path_group`.
+    pub path_group: u16,
+    /// Serve iSCSI too (on a free loopback port).
+    pub iscsi: bool,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            path_group: 1,
+            iscsi: false,
+        }
+    }
 }
 
 impl Drop for Node {
@@ -59,7 +79,12 @@ pub fn signal(child: &Child, sig: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn spawn(dir: &std::path::Path, cfg_path: &std::path::Path, nvme: SocketAddr) -> Child {
+fn spawn(
+    dir: &std::path::Path,
+    cfg_path: &std::path::Path,
+    nvme: SocketAddr,
+    iscsi: Option<SocketAddr>,
+) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -75,6 +100,7 @@ fn spawn(dir: &std::path::Path, cfg_path: &std::path::Path, nvme: SocketAddr) ->
             "--nvme-discovery-listen",
             "127.0.0.1:0",
         ])
+        .args(iscsi.map(|a| format!("--iscsi-listen={a}")))
         .env("RUST_LOG", "info")
         .current_dir(dir)
         .stdout(Stdio::null())
@@ -87,8 +113,21 @@ impl Node {
     /// Starts a node holding the test volume, created as `role`, replicating with the node
     /// whose replication listener is `peer`.
     pub fn start(role: &str, repl: SocketAddr, peer: SocketAddr, timeout_ms: u64) -> Node {
+        Node::start_with(role, repl, peer, timeout_ms, Opts::default())
+    }
+
+    /// [`Node::start`] with `opts`.
+    pub fn start_with(
+        role: &str,
+        repl: SocketAddr,
+        peer: SocketAddr,
+        timeout_ms: u64,
+        opts: Opts,
+    ) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let (admin, nvme) = (addr(), addr());
+        let iscsi = opts.iscsi.then(addr);
+        let path_group = opts.path_group;
         let config = format!(
             r#"
 data_dir = "{data}"
@@ -97,8 +136,10 @@ listen = "{repl}"
 timeout_ms = {timeout_ms}
 [admin]
 listen = "{admin}"
+[node]
+path_group = {path_group}
 [iscsi]
-enabled = false
+enabled = {iscsi_on}
 [[volume]]
 name = "default"
 size = "16MiB"
@@ -108,16 +149,18 @@ peer = "{peer}"
 uuid = "{UUID}"
 "#,
             data = dir.path().join("data").display(),
+            iscsi_on = iscsi.is_some(),
         );
         let cfg_path = dir.path().join("tandem.toml");
         std::fs::write(&cfg_path, config).unwrap();
-        let child = spawn(dir.path(), &cfg_path, nvme);
+        let child = spawn(dir.path(), &cfg_path, nvme, iscsi);
         let node = Node {
             child,
             cfg_path,
             admin,
             nvme,
             repl,
+            iscsi,
             dir,
         };
         node.wait_up();
@@ -136,7 +179,7 @@ uuid = "{UUID}"
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = spawn(self.dir.path(), &self.cfg_path, self.nvme);
+        self.child = spawn(self.dir.path(), &self.cfg_path, self.nvme, self.iscsi);
         self.wait_up();
     }
 
@@ -230,9 +273,14 @@ uuid = "{UUID}"
 
 /// A primary and its standby on fresh ports and data directories, the standby in sync.
 pub fn pair(timeout_ms: u64) -> (Node, Node) {
+    pair_with(timeout_ms, Opts::default(), Opts::default())
+}
+
+/// [`pair`] with options for the primary and the standby.
+pub fn pair_with(timeout_ms: u64, primary: Opts, standby: Opts) -> (Node, Node) {
     let (prepl, srepl) = (addr(), addr());
-    let standby = Node::start("standby", srepl, prepl, timeout_ms);
-    let primary = Node::start("primary", prepl, srepl, timeout_ms);
+    let standby = Node::start_with("standby", srepl, prepl, timeout_ms, standby);
+    let primary = Node::start_with("primary", prepl, srepl, timeout_ms, primary);
     primary.wait("in sync", Duration::from_secs(30), |v| {
         v.replication
             .as_ref()

@@ -12,8 +12,8 @@ use nom::number::complete::{le_u16, le_u32, le_u64, le_u8};
 use nom::Parser;
 
 use super::{
-    kind, Frame, FrameError, Hello, Record, RecordKind, Records, HEADER_LEN, MAGIC, MAX_BODY,
-    RECORD_HEADER_LEN, VERSION,
+    access_from_code, kind, Frame, FrameError, Hello, Record, RecordKind, Records, HEADER_LEN,
+    MAGIC, MAX_BODY, RECORD_HEADER_LEN, VERSION,
 };
 use crate::Role;
 
@@ -97,7 +97,7 @@ fn check_header(header: &[u8; HEADER_LEN]) -> Result<(u8, u32, u32), FrameError>
     if version != VERSION {
         return Err(FrameError::UnsupportedVersion(version));
     }
-    if !(kind::HELLO..=kind::PEER_STATE).contains(&kind) {
+    if !(kind::HELLO..=kind::PATH_STATE).contains(&kind) {
         return Err(FrameError::UnknownKind(kind));
     }
     if reserved != 0 {
@@ -214,6 +214,7 @@ fn parse_body(kind: u8, body: &Bytes) -> Result<Frame, FrameError> {
                 primary_lsn,
             }
         }
+        kind::PATH_STATE => parse_path_state(body)?,
         other => return Err(FrameError::UnknownKind(other)),
     })
 }
@@ -247,6 +248,36 @@ fn parse_hello(body: In<'_>) -> Result<Hello, FrameError> {
         block_size,
         capacity_blocks,
         resync_incomplete,
+    })
+}
+
+fn parse_path_state(body: In<'_>) -> Result<Frame, FrameError> {
+    let (rest, (epoch, path_group, access, count)) = fields(
+        body,
+        (le_u64, le_u16, le_u8, le_u8),
+        "path state body too short",
+    )?;
+    let access =
+        access_from_code(access).ok_or(FrameError::Malformed("unknown access state code"))?;
+    // The count is one byte: at most 255 ports, checked against the body before anything is
+    // allocated.
+    let count = usize::from(count);
+    if rest.len() != 2 * count {
+        return Err(FrameError::Malformed(
+            "path state port count does not match the body",
+        ));
+    }
+    let (rest, relative_ports) = fields(
+        rest,
+        nom::multi::count(le_u16, count),
+        "path state ports too short",
+    )?;
+    end(rest)?;
+    Ok(Frame::PathState {
+        epoch,
+        path_group,
+        access,
+        relative_ports,
     })
 }
 

@@ -28,6 +28,9 @@ fn body_len(frame: &Frame) -> usize {
         Frame::Barrier { .. } | Frame::ResyncStart { .. } | Frame::ResyncDone { .. } => 16,
         Frame::Ack { .. } => 24,
         Frame::PeerState { .. } => 17,
+        Frame::PathState { relative_ports, .. } => {
+            8 + 2 + 1 + 1 + 2 * relative_ports.len().min(super::MAX_PATH_PORTS)
+        }
         Frame::Fenced { .. } => 8,
         Frame::ResyncExtent { data, .. } => 8 + 8 + 4 + 1 + data.as_ref().map_or(0, |d| d.len()),
     }
@@ -44,6 +47,7 @@ fn kind_code(frame: &Frame) -> u8 {
         Frame::ResyncExtent { .. } => kind::RESYNC_EXTENT,
         Frame::ResyncDone { .. } => kind::RESYNC_DONE,
         Frame::PeerState { .. } => kind::PEER_STATE,
+        Frame::PathState { .. } => kind::PATH_STATE,
     }
 }
 
@@ -120,6 +124,22 @@ fn encode_body(frame: &Frame, out: &mut Vec<u8>) {
             u64s(out, &[*epoch]);
             out.push(u8::from(*in_sync));
             u64s(out, &[*primary_lsn]);
+        }
+        Frame::PathState {
+            epoch,
+            path_group,
+            access,
+            relative_ports,
+        } => {
+            // More ports than the count can say are left out (a node has at most 255 portals).
+            let ports = &relative_ports[..relative_ports.len().min(super::MAX_PATH_PORTS)];
+            u64s(out, &[*epoch]);
+            out.extend_from_slice(&path_group.to_le_bytes());
+            out.push(super::access_code(*access));
+            out.push(ports.len() as u8);
+            for p in ports {
+                out.extend_from_slice(&p.to_le_bytes());
+            }
         }
         Frame::ResyncStart { epoch, start_lsn } => u64s(out, &[*epoch, *start_lsn]),
         Frame::ResyncExtent {

@@ -111,6 +111,26 @@ fn frame() -> impl Strategy<Value = Frame> {
                 primary_lsn,
             }
         }),
+        (
+            any::<u64>(),
+            any::<u16>(),
+            prop_oneof![
+                Just(AccessState::Optimized),
+                Just(AccessState::NonOptimized),
+                Just(AccessState::Standby),
+                Just(AccessState::Unavailable),
+                Just(AccessState::Transitioning),
+            ],
+            vec(any::<u16>(), 0..=MAX_PATH_PORTS)
+        )
+            .prop_map(|(epoch, path_group, access, relative_ports)| {
+                Frame::PathState {
+                    epoch,
+                    path_group,
+                    access,
+                    relative_ports,
+                }
+            }),
     ]
 }
 
@@ -245,9 +265,10 @@ fn header_errors_are_typed() {
     };
     assert_eq!(decode_err(&with(0, b'X')), FrameError::BadMagic);
     assert_eq!(decode_err(&with(4, 1)), FrameError::UnsupportedVersion(1));
-    assert_eq!(decode_err(&with(4, 3)), FrameError::UnsupportedVersion(3));
+    assert_eq!(decode_err(&with(4, 2)), FrameError::UnsupportedVersion(2));
+    assert_eq!(decode_err(&with(4, 4)), FrameError::UnsupportedVersion(4));
     assert_eq!(decode_err(&with(5, 0)), FrameError::UnknownKind(0));
-    assert_eq!(decode_err(&with(5, 10)), FrameError::UnknownKind(10));
+    assert_eq!(decode_err(&with(5, 11)), FrameError::UnknownKind(11));
     assert_eq!(decode_err(&with(7, 1)), FrameError::ReservedNonZero);
     assert_eq!(decode_err(&with(20, 1)), FrameError::Checksum);
     assert_eq!(decode_err(&with(13, 0xA5)), FrameError::Checksum);
@@ -297,6 +318,19 @@ fn malformed_bodies_are_typed() {
     };
     let bad_flag = crafted(&state, |b| b[8] = 2);
     assert_eq!(decode_err(&bad_flag), m("peer state in_sync is not 0 or 1"));
+    let path = Frame::PathState {
+        epoch: 3,
+        path_group: 2,
+        access: AccessState::Standby,
+        relative_ports: vec![257, 258],
+    };
+    let bad_access = crafted(&path, |b| b[10] = 4);
+    assert_eq!(decode_err(&bad_access), m("unknown access state code"));
+    let bad_count = crafted(&path, |b| b[11] = 3);
+    assert_eq!(
+        decode_err(&bad_count),
+        m("path state port count does not match the body")
+    );
     let bad_role = crafted(&hello, |b| b[40] = 5);
     assert_eq!(decode_err(&bad_role), m("unknown role in hello"));
     let bad_resync = crafted(&hello, |b| b[61] = 2);
