@@ -155,12 +155,12 @@ start_multipathd
 iscsi_login_both
 multipath -ll
 check "one map with an active/optimized group and a standby group" mpath_expect $SD_A $SD_B ghost
-for _d in $SD_A $SD_B; do
-    _r=$(sg_rtpg -d /dev/$_d) || fail "sg_rtpg on $_d"
-    echo "sg_rtpg on $_d:"; echo "$_r"
-    check "RTPG on $_d lists both port groups" [ "$(echo "$_r" | grep -c 'target port group id')" -eq 2 ]
-    check "RTPG on $_d shows one group active/optimized" has "$_r" 'asymmetric access state : 0x00 (active/optimized)'
-    check "RTPG on $_d shows one group standby" has "$_r" 'asymmetric access state : 0x02 (standby)'
+for _sd in $SD_A $SD_B; do
+    _r=$(sg_rtpg -d /dev/$_sd) || fail "sg_rtpg on $_sd"
+    echo "sg_rtpg on $_sd:"; echo "$_r"
+    check "RTPG on $_sd lists both port groups" [ "$(echo "$_r" | grep -c 'target port group id')" -eq 2 ]
+    check "RTPG on $_sd shows one group active/optimized" has "$_r" 'asymmetric access state : 0x00 (active/optimized)'
+    check "RTPG on $_sd shows one group standby" has "$_r" 'asymmetric access state : 0x02 (standby)'
 done
 fs_setup $MAP
 
