@@ -186,14 +186,22 @@ path_writes() {
     echo $_n
 }
 load_stop() {
-    kill -0 $LOAD 2>/dev/null || { cat /tmp/fio-$1.out; fail "the load $1 ended before the host's change was over"; }
+    if ! kill -0 $LOAD 2>/dev/null; then
+        cat /tmp/fio-$1.out
+        _err=$(grep -m1 'err=[ ]*[1-9]' /tmp/fio-$1.out)
+        [ -z "$_err" ] || fail "the load $1 failed: $_err"
+        fail "the load $1 ended before the host's change was over"
+    fi
     # Completions on the new path for 3 s, then stop.
     sleep 3
     kill -INT $LOAD
     wait $LOAD
     _rc=$?
     tail -20 /tmp/fio-$1.out
-    [ $_rc -eq 0 ] || [ $_rc -eq 128 ] || [ $_rc -eq 130 ] || fail "the load $1 ended with status $_rc"
+    if ! { [ $_rc -eq 0 ] || [ $_rc -eq 128 ] || [ $_rc -eq 130 ]; }; then
+        head -40 /tmp/fio-$1.out
+        fail "the load $1 ended with status $_rc: $(grep -m3 -i 'error\|verify\|bad' /tmp/fio-$1.out | tr '\n' ' ')"
+    fi
     grep -q 'Run status group' /tmp/fio-$1.out || fail "the load $1 did not stop cleanly"
     grep -q 'err= 0' /tmp/fio-$1.out || fail "the load $1 reported an I/O error"
     ! grep -qi 'verify.*fail\|bad magic\|crc32c: verify' /tmp/fio-$1.out || fail "the load $1 failed verification"
