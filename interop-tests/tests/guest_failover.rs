@@ -42,6 +42,17 @@ fs_setup() {{
     manifest /mnt/tree > /tmp/manifest
     sync
 }}
+# mark NAME SKIP: a file of known bytes written durably now (its checksum kept in /tmp);
+# marked NAME: it reads back the same from the disk (the page cache dropped first), whichever
+# node serves now.
+mark() {{
+    dd if=/tandem/random.bin of=/mnt/$1 bs=4096 skip=$2 count=128 conv=fsync 2>/dev/null || fail "writing /mnt/$1"
+    sha256sum < /mnt/$1 > /tmp/$1.sha
+}}
+marked() {{
+    sync; echo 3 > /proc/sys/vm/drop_caches
+    check "$1 reads back from the disk" [ "$(sha256sum < /mnt/$1 2>/dev/null)" = "$(cat /tmp/$1.sha)" ]
+}}
 fs_check() {{
     (cd /mnt/tree && sha256sum -c /tmp/manifest) > /tmp/check.out 2>&1 || {{ cat /tmp/check.out; fail "the files written before the changes read back different"; }}
     echo "ok: every file written before the changes reads back"
@@ -175,6 +186,8 @@ rv_send load-b
 rv_wait done-b
 load_stop b
 mpath_expect $SD_A $SD_B faulty
+# Written while B is down: B must have it once rebuilt.
+mark during-b 11
 
 load_start c /mnt/fio.dat
 rv_send load-c
@@ -184,6 +197,8 @@ rv_send paths-c
 rv_wait done-c
 load_stop c
 mpath_expect $SD_B $SD_A ghost
+marked during-b
+mark after-c 23
 
 load_start d /mnt/fio.dat
 rv_send load-d
@@ -191,6 +206,8 @@ rv_wait done-d
 # The cut path is noticed by its silence (NOP-Out timeouts), then failed to multipath.
 load_stop d
 mpath_expect $SD_A $SD_B faulty
+marked during-b
+marked after-c
 fs_check $MAP
 "#,
         ));
@@ -249,6 +266,8 @@ rv_send load-b
 rv_wait done-b
 load_stop b
 ana_expect $CTRL_A $CTRL_B down
+# Written while B is down: B must have it once rebuilt.
+mark during-b 11
 
 load_start c /mnt/fio.dat
 rv_send load-c
@@ -258,12 +277,16 @@ rv_send paths-c
 rv_wait done-c
 load_stop c
 ana_expect $CTRL_B $CTRL_A inaccessible
+marked during-b
+mark after-c 23
 
 load_start d /mnt/fio.dat
 rv_send load-d
 rv_wait done-d
 load_stop d
 ana_expect $CTRL_A $CTRL_B down
+marked during-b
+marked after-c
 fs_check $NDEV
 "#,
         ));
