@@ -6,6 +6,11 @@
 //! one, its connections open but silent) with nothing outside the test process. Once cut,
 //! bytes from either side are read and dropped, and new connections are accepted and held
 //! silent, as a `DROP` rule on the port would leave them.
+//!
+//! While the node is down (killed, restarting) the relay refuses connections as the node's own
+//! port would: the first connection it cannot forward is reset, and the relay stops listening
+//! until the node accepts again. (Accepting and closing at once instead left open-iscsi's
+//! reconnection stuck in "can't bind conn ... retcode -107" after the node came back.)
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -91,35 +96,36 @@ impl Drop for PathProxy {
 }
 
 fn accept_loop(listener: TcpListener, to: SocketAddr, cut: Arc<AtomicBool>, stop: Arc<AtomicBool>) {
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let mut listener = Some(listener);
     let mut pumps = Vec::new();
     while !stop.load(Ordering::SeqCst) {
-        match listener.accept() {
+        let Some(l) = listener.as_ref() else {
+            // The node was not listening: this port refuses connections too (as the node's
+            // own would) until the node accepts again.
+            std::thread::sleep(POLL);
+            if TcpStream::connect_timeout(&to, Duration::from_millis(200)).is_ok() {
+                listener = relisten(port);
+            }
+            continue;
+        };
+        match l.accept() {
             Ok((client, _)) => {
                 let _ = client.set_nonblocking(false);
                 let _ = client.set_nodelay(true);
                 if cut.load(Ordering::SeqCst) {
-                    // Held silent until the relay stops.
                     pumps.push(std::thread::spawn({
                         let stop = stop.clone();
-                        move || {
-                            let _ = client.set_read_timeout(Some(POLL));
-                            let mut buf = [0u8; 4096];
-                            let mut c = &client;
-                            while !stop.load(Ordering::SeqCst) {
-                                match c.read(&mut buf) {
-                                    Ok(0) => break,
-                                    Ok(_) => {}
-                                    Err(e) if is_timeout(&e) => {}
-                                    Err(_) => break,
-                                }
-                            }
-                        }
+                        move || hold_silent(client, &stop)
                     }));
                     continue;
                 }
                 let Ok(server) = TcpStream::connect_timeout(&to, Duration::from_secs(5)) else {
-                    // The node does not listen: the client sees its connection closed, as it
-                    // would see a refused one.
+                    // The node does not listen: reset this connection (a host sees what a
+                    // refused connection shows it, not an accepted one closed at once) and
+                    // refuse the next ones.
+                    reset(client);
+                    listener = None;
                     continue;
                 };
                 let _ = server.set_nodelay(true);
@@ -137,6 +143,49 @@ fn accept_loop(listener: TcpListener, to: SocketAddr, cut: Arc<AtomicBool>, stop
     }
     for p in pumps {
         let _ = p.join();
+    }
+}
+
+/// Listens on `port` again (the OS sets SO_REUSEADDR), non-blocking; `None` if it cannot yet.
+fn relisten(port: u16) -> Option<TcpListener> {
+    let l = TcpListener::bind(("127.0.0.1", port)).ok()?;
+    l.set_nonblocking(true).ok()?;
+    Some(l)
+}
+
+/// Closes `s` with a reset (SO_LINGER 0) instead of an orderly close.
+fn reset(s: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt reads `linger` (a valid, live value of the size passed) and the
+    // descriptor belongs to `s`, open until it is dropped below.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    drop(s);
+}
+
+/// Reads and drops whatever a connection accepted on a cut path sends, until the relay stops.
+fn hold_silent(client: TcpStream, stop: &AtomicBool) {
+    let _ = client.set_read_timeout(Some(POLL));
+    let mut buf = [0u8; 4096];
+    let mut c = &client;
+    while !stop.load(Ordering::SeqCst) {
+        match c.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if is_timeout(&e) => {}
+            Err(_) => break,
+        }
     }
 }
 
@@ -210,5 +259,32 @@ mod tests {
             d.read(&mut got).is_err(),
             "a new connection crossed a cut path"
         );
+    }
+
+    #[test]
+    fn a_node_not_listening_is_refused_until_it_listens_again() {
+        let port = crate::ports::free_tcp_port().unwrap();
+        let proxy = PathProxy::start(port).unwrap();
+        // The first connection is accepted by the relay, then reset.
+        let mut c = TcpStream::connect(("127.0.0.1", proxy.port())).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 4];
+        assert!(!matches!(c.read(&mut buf), Ok(n) if n > 0));
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            TcpStream::connect(("127.0.0.1", proxy.port())).is_err(),
+            "the relay accepts for a node that does not listen"
+        );
+        let node = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        std::thread::sleep(Duration::from_millis(600));
+        let mut c = TcpStream::connect(("127.0.0.1", proxy.port())).unwrap();
+        c.write_all(b"back").unwrap();
+        // The relay's probes reach the node too (connected and closed at once): skip them.
+        let got = node.incoming().take(20).find_map(|s| {
+            let mut s = s.ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            s.read_exact(&mut buf).ok().map(|_| buf)
+        });
+        assert_eq!(got.as_ref().map(|b| &b[..]), Some(&b"back"[..]));
     }
 }
