@@ -94,8 +94,13 @@ impl Cluster {
                 free_tcp_port()?,
                 free_tcp_port()?,
             );
-            let iscsi_path = PathProxy::start(iscsi_port)?;
-            let nvme_path = PathProxy::start(nvme_port)?;
+            // The relays bind port 0 after the node's ports were picked (and released): keep
+            // them off those ports, or a relay would answer for the node's admin API.
+            let taken = [
+                iscsi_port, nvme_port, disc_port, admin_port, repl[0], repl[1],
+            ];
+            let iscsi_path = relay_to(iscsi_port, &taken)?;
+            let nvme_path = relay_to(nvme_port, &taken)?;
             let admin = format!("127.0.0.1:{admin_port}");
             let toml = format!(
                 r#"data_dir = "data"
@@ -311,6 +316,24 @@ volume = "vol"
             println!("[cluster] tandem {}: {}", args.join(" "), stdout.trim());
         }
         Ok(stdout)
+    }
+}
+
+/// A relay to `target` on a port that is none of `taken`.
+fn relay_to(target: u16, taken: &[u16]) -> Result<PathProxy> {
+    let mut discarded = Vec::new();
+    loop {
+        let p = PathProxy::start(target)?;
+        if !taken.contains(&p.port()) {
+            return Ok(p);
+        }
+        // Held until a free port came up, so the same one is not handed out again.
+        discarded.push(p);
+        if discarded.len() > 10 {
+            return Err(HarnessError::Process(
+                "no relay port distinct from the node's ports".into(),
+            ));
+        }
     }
 }
 
