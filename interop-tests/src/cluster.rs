@@ -15,7 +15,7 @@ use crate::failover_guest::{GUEST_FUNCTIONS as FAILOVER_FUNCTIONS, MULTIPATH_DEF
 use crate::iscsi::TEST_IQN;
 use crate::iscsi_guest::{random_file, GUEST_LIBRARY as ISCSI_LIBRARY};
 use crate::nvme_guest::{GUEST_HOSTNQN, GUEST_LIBRARY as NVME_LIBRARY, TEST_NQN, TEST_SERIAL};
-use crate::ports::{free_tcp_port, wait_for_port};
+use crate::ports::{free_tcp_ports, wait_for_port};
 use crate::proxy::PathProxy;
 use crate::qemu::{Guest, GuestBuilder};
 use crate::rendezvous::GUEST_FUNCTIONS;
@@ -85,20 +85,18 @@ impl Cluster {
     /// Starts both nodes, waits until every port accepts and B is in sync with A.
     pub fn start(setup: &ClusterSetup) -> Result<Cluster> {
         let config_dir = tempfile::tempdir().map_err(io_err("creating the config directory"))?;
-        let repl = [free_tcp_port()?, free_tcp_port()?];
+        // Every node port at once (distinct: one free port after another may repeat one),
+        // and the relays kept off them.
+        let taken = free_tcp_ports(10)?;
+        let repl = [taken[0], taken[1]];
         let mut nodes = Vec::new();
         for i in 0..2 {
             let (iscsi_port, nvme_port, disc_port, admin_port) = (
-                free_tcp_port()?,
-                free_tcp_port()?,
-                free_tcp_port()?,
-                free_tcp_port()?,
+                taken[2 + 4 * i],
+                taken[3 + 4 * i],
+                taken[4 + 4 * i],
+                taken[5 + 4 * i],
             );
-            // The relays bind port 0 after the node's ports were picked (and released): keep
-            // them off those ports, or a relay would answer for the node's admin API.
-            let taken = [
-                iscsi_port, nvme_port, disc_port, admin_port, repl[0], repl[1],
-            ];
             let iscsi_path = relay_to(iscsi_port, &taken)?;
             let nvme_path = relay_to(nvme_port, &taken)?;
             let admin = format!("127.0.0.1:{admin_port}");
