@@ -642,6 +642,23 @@ mod tests {
     }
 
     #[test]
+    fn the_path_group_sets_the_default_cntlid_range_and_explicit_bounds_win() {
+        let c = Config::parse("[node]\npath_group = 2\n", Path::new("t.toml")).unwrap();
+        assert_eq!(c.node.path_group, 2);
+        assert_eq!(c.nvme.cntlids(c.node.path_group), 4097..=8191);
+        let c = Config::parse(
+            "[node]\npath_group = 2\n[nvme]\ncntlid_min = 100\ncntlid_max = 200\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.nvme.cntlids(2), 100..=200);
+        assert_eq!(Config::default().node.path_group, 1);
+        assert_eq!(Config::default().nvme.cntlids(1), 1..=4095);
+        let bad = Config::parse("[node]\npath_group = 0\n", Path::new("t.toml"));
+        assert!(bad.unwrap_err().to_string().contains("path_group"));
+    }
+
+    #[test]
     fn a_full_file_parses_and_bad_references_are_refused() {
         let text = r#"
             data_dir = "/var/lib/tandem"

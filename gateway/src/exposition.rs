@@ -278,7 +278,11 @@ fn access_states(reg: &mut Registry, view: &NodeView) {
         "ANA state NVMe/TCP hosts see for the volume on this node (1 for the current state)",
     );
     for (name, t) in &view.targets {
-        let now = t.access_state();
+        // What hosts are shown (a standby out of sync is unavailable), else the engine's.
+        let now = view
+            .paths
+            .get(name)
+            .map_or_else(|| t.access_state(), |p| p.view().local.state);
         for s in ACCESS_STATES {
             let sl = |state: &str| StateLabels {
                 volume: name.clone(),

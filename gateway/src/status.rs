@@ -619,6 +619,41 @@ mod tests {
     use crate::replication::state::ResyncStatus;
 
     #[test]
+    fn the_table_shows_paths_and_how_hosts_attach() {
+        let doc: super::VolumesDoc = serde_json::from_value(serde_json::json!({"volumes": [{
+            "name": "v", "uuid": "u", "size_bytes": 0, "block_size": 512, "role": "primary",
+            "epoch": 3, "access_state": "optimized",
+            "engine": {"reads":0,"writes":0,"read_bytes":0,"write_bytes":0,"flushes":0,
+                       "flusher_runs":0,"log_used_bytes":0,"log_size_bytes":0,"dirty_blocks":0},
+            "exports": {"iscsi": [], "nvme": []},
+            "reservation": {"generation": 0, "kind": null, "holder": null, "registrants": []},
+            "hosts": {
+                "iscsi": [{"host": "iqn.h", "via": "iqn.t", "address": "192.0.2.5:40000",
+                           "since_unix": 0, "io": {"reads":0,"writes":0,"read_bytes":0,
+                           "write_bytes":0,"other":0}, "portal": "192.0.2.1:3260",
+                           "relative_port": 257}],
+                "nvme": [{"host": "nqn.h", "via": "nqn.s", "address": "192.0.2.6:40000",
+                          "since_unix": 0, "io": {"reads":0,"writes":0,"read_bytes":0,
+                          "write_bytes":0,"other":0}, "cntlid": 4097}]
+            },
+            "paths": {"path_group": 2, "relative_ports": [257], "alua_state": "active_optimized",
+                      "ana_state": "optimized",
+                      "peer": {"path_group": 1, "relative_ports": [1], "alua_state": "standby"}}
+        }]}))
+        .unwrap();
+        let t = super::table(&doc, 0);
+        assert!(t.contains("role primary epoch 3"), "{t}");
+        assert!(
+            t.contains(
+                "  paths: group 2 active_optimized (ANA optimized), peer group 1 standby (last known)"
+            ),
+            "{t}"
+        );
+        assert!(t.contains("portal 192.0.2.1:3260"), "{t}");
+        assert!(t.contains("cntlid 4097"), "{t}");
+    }
+
+    #[test]
     fn a_rebuild_shows_progress_rate_eta_and_limit() {
         let mut r = ResyncStatus {
             phase: "copying".into(),

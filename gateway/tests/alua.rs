@@ -160,21 +160,29 @@ impl Session {
 
     /// VPD page 0x83's designators: (association, type, value).
     async fn designators(&mut self) -> Vec<(u8, u8, Vec<u8>)> {
-        let a = self.run(&[0x12, 0x01, 0x83, 0x01, 0x00, 0x00], 256, &[]).await;
+        let a = self
+            .run(&[0x12, 0x01, 0x83, 0x01, 0x00, 0x00], 256, &[])
+            .await;
         assert_eq!(a.status, 0);
         let d = &a.data;
         let mut out = Vec::new();
         let mut o = 4;
         while o + 4 <= d.len() {
             let len = usize::from(d[o + 3]);
-            out.push(((d[o + 1] >> 4) & 3, d[o + 1] & 0x0F, d[o + 4..o + 4 + len].to_vec()));
+            out.push((
+                (d[o + 1] >> 4) & 3,
+                d[o + 1] & 0x0F,
+                d[o + 4..o + 4 + len].to_vec(),
+            ));
             o += 4 + len;
         }
         out
     }
 
     async fn serial(&mut self) -> Vec<u8> {
-        let a = self.run(&[0x12, 0x01, 0x80, 0x00, 0xFF, 0x00], 255, &[]).await;
+        let a = self
+            .run(&[0x12, 0x01, 0x80, 0x00, 0xFF, 0x00], 255, &[])
+            .await;
         assert_eq!(a.status, 0);
         a.data[4..].to_vec()
     }
@@ -218,7 +226,10 @@ fn path_identity(d: &[(u8, u8, Vec<u8>)]) -> (u16, u16, Vec<u8>) {
 async fn ana(c: &Controller) -> (u8, u64) {
     let log = c.ana_log().await.unwrap();
     assert_eq!(log.groups.len(), 1, "{log:?}");
-    assert_eq!((log.groups[0].id, &log.groups[0].nsids[..]), (1, &[1u32][..]));
+    assert_eq!(
+        (log.groups[0].id, &log.groups[0].nsids[..]),
+        (1, &[1u32][..])
+    );
     (log.groups[0].state, log.change_count)
 }
 
@@ -319,6 +330,11 @@ async fn identity_and_refusals(p: &Node, s: &Node) {
         );
         assert_eq!((na.nguid, na.eui64), (nb.nguid, nb.eui64));
         assert_eq!((na.anagrpid, nb.anagrpid), (1, 1));
+        assert_eq!(
+            ca.ns_descriptors(1).await.unwrap(),
+            cb.ns_descriptors(1).await.unwrap(),
+            "NGUID, EUI-64 and UUID descriptors"
+        );
         assert_eq!(ana(&ca).await.0, ANA_OPTIMIZED);
         assert_eq!(ana(&cb).await.0, ANA_INACCESSIBLE);
         assert!(refused_inaccessible(&cb).await);
@@ -376,8 +392,8 @@ fn a_switchover_moves_alua_and_ana_together_on_both_nodes() {
         while !flag.load(std::sync::atomic::Ordering::SeqCst) {
             lba = lba.wrapping_add(1) % 64;
             let w = a.write(lba).await;
-            let retryable = (2..=4).any(|q| w.sense_is(2, 0x04, 0x08 + q))
-                || w.sense_is(6, 0x2A, 0x06);
+            let retryable =
+                (2..=4).any(|q| w.sense_is(2, 0x04, 0x08 + q)) || w.sense_is(6, 0x2A, 0x06);
             match w.status {
                 0 => good += 1,
                 _ if retryable => refused += 1,
@@ -463,5 +479,49 @@ fn a_standby_out_of_sync_is_shown_unavailable() {
         // It catches up and counts again.
         settled(&p, "active_optimized", 2, "standby");
         settled(&s, "standby", 1, "active_optimized");
+    });
+}
+
+#[test]
+fn after_a_failover_both_nodes_show_the_new_primary_optimized() {
+    let (mut p, s) = two_nodes();
+    // The primary dies: the standby keeps showing the last state it learned (never
+    // unavailable from mere silence, which would stop hosts on a live primary).
+    let _ = p.child.kill();
+    let _ = p.child.wait();
+    std::thread::sleep(Duration::from_millis(500));
+    settled(&s, "standby", 1, "active_optimized");
+    let out = s.cli(&["promote", "default"]);
+    assert!(out.status.success(), "promote: {out:?}");
+    // The promoted node shows the old primary by its own record of it: it needs a rebuild.
+    settled(&s, "active_optimized", 1, "unavailable");
+    // The old primary comes back with its old role, meets the newer epoch and is fenced; it
+    // shows the new primary's group active/optimized, learned over the link.
+    p.restart();
+    settled(&p, "unavailable", 2, "active_optimized");
+    big_stack(move || {
+        rt().block_on(Box::pin(async move {
+            let want = vec![(1, UNAVAILABLE, vec![1]), (2, AO, vec![257])];
+            for node in [&p, &s] {
+                let mut x = Session::login(node, "iqn.2026-11.test:failover").await;
+                let _ = x.past_unit_attentions().await;
+                let mut g = x.rtpg().await;
+                g.sort();
+                assert_eq!(
+                    g,
+                    want,
+                    "RTPG on the node at {:?}: {:?}\n--- p:\n{}",
+                    node.iscsi,
+                    node.vol(),
+                    p.log()
+                );
+            }
+            let mut old = Session::login(&p, "iqn.2026-11.test:failover-2").await;
+            let t = old.past_unit_attentions().await;
+            assert!(t.sense_is(2, 0x04, 0x0C), "the fenced node: {t:?}");
+            let c = connect(nvme_addr(&p)).await.unwrap();
+            assert_eq!(ana(&c).await.0, ANA_INACCESSIBLE);
+            assert!(refused_inaccessible(&c).await);
+        }))
     });
 }

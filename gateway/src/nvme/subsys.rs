@@ -153,12 +153,18 @@ pub(super) fn follow_access_states(
         let weak = Arc::downgrade(shared);
         let mut stop = shutdown.subscribe();
         tasks.push(tokio::spawn(async move {
+            let mut last: Option<AnaState> = None;
             loop {
                 tokio::select! {
                     r = rx.changed() => if r.is_err() { return },
                     _ = stop.changed() => return,
                 }
                 let state: AnaState = rx.borrow_and_update().local.state.into();
+                if last == Some(state) {
+                    // Only the peer's group changed: nothing ANA shows.
+                    continue;
+                }
+                last = Some(state);
                 let Some(shared) = weak.upgrade() else { return };
                 apply(&shared, &nss, state);
                 tracing::info!(volume = %name, ?state, "NVMe ANA state changed");

@@ -27,12 +27,19 @@ pub fn standby_seen_by_primary(sync: SyncName) -> AccessState {
 #[derive(Debug, Default)]
 pub struct Announcer {
     last: Option<GroupView>,
+    /// Follows the cell, so that an unchanged view costs no comparison (this runs after
+    /// every wake of the shipping task).
+    rx: Option<tokio::sync::watch::Receiver<crate::paths::PathView>>,
 }
 
 impl Announcer {
     /// Sends a `PathState` when this node's group differs from the last one sent.
     pub fn announce(&mut self, cell: &PathCell, epoch: u64, tx: &FrameSender) {
-        let now = cell.view().local;
+        let rx = self.rx.get_or_insert_with(|| cell.watch());
+        if self.last.is_some() && !rx.has_changed().unwrap_or(false) {
+            return;
+        }
+        let now = rx.borrow_and_update().local.clone();
         if self.last.as_ref() == Some(&now) {
             return;
         }
@@ -65,12 +72,26 @@ pub fn learned(cell: &Arc<PathCell>, f: &Frame, take_state: bool) {
     }
 }
 
+/// A primary's Hello on the listener: a node ships only while it serves, so a primary whose
+/// epoch is newer than this node's (or any primary, when this node is not one) serves: its
+/// group (known from an earlier announcement) is active/optimized. Its own `PathState` follows,
+/// but a node that is not a standby may close the link before reading it.
+pub fn hello_from(cell: &PathCell, hello: &Frame, mine: blockstore::RoleState) {
+    let Frame::Hello(h) = hello else { return };
+    let primary = blockstore::Role::from_u8(h.role) == Some(blockstore::Role::Primary);
+    if primary && (h.epoch > mine.epoch || mine.role != blockstore::Role::Primary) {
+        cell.peer_state(AccessState::Optimized);
+    }
+}
+
 /// The shipping task's side: the standby's group learned from its announcements, its state
 /// from how this primary counts it, and this node's group announced to it.
 #[derive(Debug)]
 pub struct PrimaryPaths {
     cell: Arc<PathCell>,
     announcer: Announcer,
+    /// The standby's sync state last shown.
+    shown: Option<SyncName>,
 }
 
 impl PrimaryPaths {
@@ -79,6 +100,7 @@ impl PrimaryPaths {
         PrimaryPaths {
             cell,
             announcer: Announcer::default(),
+            shown: None,
         }
     }
 
@@ -90,7 +112,10 @@ impl PrimaryPaths {
     /// After every wake: shows the standby by `sync`, and announces this node's group on
     /// `tx` (the ready connection, if any) when it changed.
     pub fn step(&mut self, sync: SyncName, epoch: u64, tx: Option<&FrameSender>) {
-        self.cell.peer_state(standby_seen_by_primary(sync));
+        if self.shown != Some(sync) {
+            self.shown = Some(sync);
+            self.cell.peer_state(standby_seen_by_primary(sync));
+        }
         if let Some(tx) = tx {
             self.announcer.announce(&self.cell, epoch, tx);
         }

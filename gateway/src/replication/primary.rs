@@ -294,7 +294,18 @@ impl PrimaryTask {
                             h.resync_incomplete = true;
                         }
                     }
-                    peer.receive(f, now)
+                    peer.receive(f, now);
+                    if let (Some(p), Some((_, tx)), true) =
+                        (self.paths.as_mut(), &conn, peer.is_connected())
+                    {
+                        // The standby learns this node's group before any record (a stale old
+                        // primary behind the listener closes the link at the first one).
+                        p.step(
+                            peer.sync_state().into(),
+                            self.engine.role_state().epoch,
+                            Some(tx),
+                        );
+                    }
                 }
                 Wake::Frame(Err(e)) => {
                     tracing::warn!(volume = %self.name, peer = %self.peer_addr, error = %e, "replication connection lost");

@@ -160,6 +160,7 @@ async fn serve_link(
         capacity_blocks: vol.engine.capacity_blocks(),
     };
     let epoch = vol.engine.role_state().epoch;
+    super::path_link::hello_from(&vol.paths, &hello, vol.engine.role_state());
     let incomplete = vol.engine.resync_incomplete();
     let mut link = if incomplete {
         StandbyLink::needing_resync(cfg, epoch)
@@ -265,6 +266,7 @@ async fn work(vol: &StandbyVolume, link: &mut StandbyLink, tx: &FrameSender) -> 
                     tracing::info!(volume = %vol.name, epoch, "adopted the primary's epoch");
                 }
                 StandbyEvent::Apply(_)
+                | StandbyEvent::Sync
                 | StandbyEvent::ResyncBegin { .. }
                 | StandbyEvent::ResyncExtent { .. }
                 | StandbyEvent::ResyncEnd { .. }
@@ -274,7 +276,9 @@ async fn work(vol: &StandbyVolume, link: &mut StandbyLink, tx: &FrameSender) -> 
                     // A primary (fenced by this link or not) or a stale old primary applies
                     // nothing, nor takes a full resync: its image is its own until it is
                     // demoted knowingly (the demotion then resets its position, and a rebuild
-                    // done before would be undone).
+                    // done before would be undone). Nor does it acknowledge a barrier: an
+                    // empty catch-up would otherwise count it in sync with an image that is
+                    // not the primary's.
                     return Err(format!(
                         "this node is {} here, not a standby: it applies no records and takes no resync",
                         vol.engine.role_state().role.name()
