@@ -8,14 +8,15 @@
 //! silent, as a `DROP` rule on the port would leave them.
 //!
 //! While the node is down (killed, restarting) the relay refuses connections as the node's own
-//! port would: the first connection it cannot forward is reset, and the relay stops listening
+//! port would: when the node ends a relayed connection and no longer listens, the relay stops
+//! listening before it closes the host's side (a connection it cannot forward anyway is reset),
 //! until the node accepts again. (Accepting and closing at once instead left open-iscsi's
 //! reconnection stuck in "can't bind conn ... retcode -107" after the node came back.)
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -95,21 +96,28 @@ impl Drop for PathProxy {
     }
 }
 
+/// The relay's listening socket, closed while the node does not listen.
+type Slot = Arc<Mutex<Option<TcpListener>>>;
+
 fn accept_loop(listener: TcpListener, to: SocketAddr, cut: Arc<AtomicBool>, stop: Arc<AtomicBool>) {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-    let mut listener = Some(listener);
+    let slot: Slot = Arc::new(Mutex::new(Some(listener)));
     let mut pumps = Vec::new();
     while !stop.load(Ordering::SeqCst) {
-        let Some(l) = listener.as_ref() else {
+        let accepted = {
+            let guard = slot.lock().unwrap_or_else(|e| e.into_inner());
+            guard.as_ref().map(|l| l.accept())
+        };
+        let Some(accepted) = accepted else {
             // The node was not listening: this port refuses connections too (as the node's
             // own would) until the node accepts again.
             std::thread::sleep(POLL);
             if TcpStream::connect_timeout(&to, Duration::from_millis(200)).is_ok() {
-                listener = relisten(port);
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = relisten(port);
             }
             continue;
         };
-        match l.accept() {
+        match accepted {
             Ok((client, _)) => {
                 let _ = client.set_nonblocking(false);
                 let _ = client.set_nodelay(true);
@@ -125,16 +133,21 @@ fn accept_loop(listener: TcpListener, to: SocketAddr, cut: Arc<AtomicBool>, stop
                     // refused connection shows it, not an accepted one closed at once) and
                     // refuse the next ones.
                     reset(client);
-                    listener = None;
+                    *slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
                     continue;
                 };
                 let _ = server.set_nodelay(true);
-                for (from, into) in [(&client, &server), (&server, &client)] {
+                for (from, into, from_node) in [(&client, &server, false), (&server, &client, true)]
+                {
                     let (Ok(from), Ok(into)) = (from.try_clone(), into.try_clone()) else {
                         continue;
                     };
                     let (cut, stop) = (cut.clone(), stop.clone());
-                    pumps.push(std::thread::spawn(move || pump(from, into, &cut, &stop)));
+                    // Only the node's side watches for the node going away.
+                    let watch = from_node.then(|| (slot.clone(), to));
+                    pumps.push(std::thread::spawn(move || {
+                        pump(from, into, &cut, &stop, watch)
+                    }));
                 }
             }
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
@@ -190,13 +203,26 @@ fn hold_silent(client: TcpStream, stop: &AtomicBool) {
 }
 
 /// Copies `from` into `into` until either side closes or the relay stops; drops the bytes
-/// once the path is cut.
-fn pump(mut from: TcpStream, mut into: TcpStream, cut: &AtomicBool, stop: &AtomicBool) {
+/// once the path is cut. With `watch` (the node's side), a connection the node ended makes the
+/// relay check that the node still listens, and stop listening itself if not, before the
+/// host's side is closed: a host that reconnects at once is refused, as it would be by the
+/// node's own port, instead of being accepted and reset.
+fn pump(
+    mut from: TcpStream,
+    mut into: TcpStream,
+    cut: &AtomicBool,
+    stop: &AtomicBool,
+    watch: Option<(Slot, SocketAddr)>,
+) {
     let _ = from.set_read_timeout(Some(POLL));
     let mut buf = vec![0u8; 64 << 10];
+    let mut node_ended = false;
     while !stop.load(Ordering::SeqCst) {
         match from.read(&mut buf) {
-            Ok(0) => break,
+            Ok(0) => {
+                node_ended = true;
+                break;
+            }
             Ok(n) => {
                 if cut.load(Ordering::SeqCst) {
                     continue;
@@ -206,7 +232,15 @@ fn pump(mut from: TcpStream, mut into: TcpStream, cut: &AtomicBool, stop: &Atomi
                 }
             }
             Err(e) if is_timeout(&e) => {}
-            Err(_) => break,
+            Err(_) => {
+                node_ended = true;
+                break;
+            }
+        }
+    }
+    if let Some((slot, to)) = watch.filter(|_| node_ended && !cut.load(Ordering::SeqCst)) {
+        if TcpStream::connect_timeout(&to, Duration::from_millis(200)).is_err() {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
     }
     if !cut.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst) {
