@@ -296,6 +296,25 @@ mod tests {
     }
 
     #[test]
+    fn a_node_that_goes_away_is_refused_before_the_host_sees_its_connection_end() {
+        let node = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = node.local_addr().unwrap().port();
+        let proxy = PathProxy::start(port).unwrap();
+        let mut c = TcpStream::connect(("127.0.0.1", proxy.port())).unwrap();
+        let (s, _) = node.accept().unwrap();
+        // The node dies: its listener and its connection close.
+        drop(node);
+        drop(s);
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 4];
+        assert!(!matches!(c.read(&mut buf), Ok(n) if n > 0));
+        assert!(
+            TcpStream::connect(("127.0.0.1", proxy.port())).is_err(),
+            "the relay accepted a reconnection for a node that went away"
+        );
+    }
+
+    #[test]
     fn a_node_not_listening_is_refused_until_it_listens_again() {
         let port = crate::ports::free_tcp_port().unwrap();
         let proxy = PathProxy::start(port).unwrap();
