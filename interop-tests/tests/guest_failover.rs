@@ -65,9 +65,10 @@ fs_check() {{
 }
 
 /// The host's side of the four changes, in step with the guest: each starts once the guest
-/// says `load-X` (its load is running) and ends with the state `done-X`; in (c) the guest
-/// also says `paths-c` once its path to the rebuilt node is back, before the switch back. Returns how long each
-/// role-change command took: (switchover, promote after the kill, promote after the path loss).
+/// says `load-X` (its load is running) and ends with the state `done-X`; in (c) the guest also
+/// says `paths-c` once its path to the rebuilt node is back, before the switch back. Returns
+/// how long each role-change command took: (switchover, promote after the kill, promote after
+/// the path loss).
 fn drive_changes(
     c: &mut Cluster,
     rv: &Rendezvous,
@@ -134,6 +135,8 @@ fn pauses(console: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Prints the pauses the guest measured and the role-change commands' times; fails the test
+/// when the guest printed no pause for a change.
 fn report(proto: &str, console: &str, times: [Duration; 3]) {
     let p = pauses(console);
     let get = |n: &str| p.iter().find(|(k, _)| k == n).map(|x| x.1);
