@@ -25,8 +25,10 @@
 //! The image cache lives in `<target>/guest-cache` (override: `TANDEM_GUEST_CACHE`); missing host
 //! tools (QEMU, kmod, binutils, cpio) are installed with apt-get on first use.
 
+pub mod cluster;
 pub mod cpio;
 pub mod error;
+pub mod failover_guest;
 pub mod guest_test;
 pub mod host;
 pub mod image;
@@ -39,6 +41,7 @@ pub mod nvme_guest;
 pub mod packages;
 pub mod paths;
 pub mod ports;
+pub mod proxy;
 pub mod qemu;
 pub mod rendezvous;
 pub mod tandem;

@@ -29,6 +29,9 @@ pub const TOOL_PACKAGES: &[&str] = &[
     "sg3-utils",
     "e2fsprogs",
     "fio",
+    // dm-multipath finds paths only among block devices udev has initialised (the failover
+    // tests start `systemd-udevd`, a link to `udevadm`, before `multipathd`).
+    "udev",
 ];
 
 /// Library packages fetched up front. Other libraries are found by following the `lib*`

@@ -14,6 +14,21 @@ pub fn free_tcp_port() -> Result<u16> {
         .port())
 }
 
+/// `n` distinct TCP ports on 127.0.0.1 that were free a moment ago: all held at once while they
+/// are picked, so no two are the same (one [`free_tcp_port`] after another may repeat a port).
+pub fn free_tcp_ports(n: usize) -> Result<Vec<u16>> {
+    let held = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").map_err(io_err("binding 127.0.0.1:0")))
+        .collect::<Result<Vec<_>>>()?;
+    held.iter()
+        .map(|l| {
+            l.local_addr()
+                .map(|a| a.port())
+                .map_err(io_err("reading the local address"))
+        })
+        .collect()
+}
+
 /// Whether something accepts TCP connections on `addr` right now.
 pub fn accepts(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()

@@ -76,7 +76,13 @@ pub fn allowed_in_state(state: AccessState, cdb: &Cdb<'_>) -> bool {
         AccessState::Optimized | AccessState::NonOptimized => true,
         AccessState::Unavailable | AccessState::Transitioning => identification,
         AccessState::Standby => {
+            // READ CAPACITY too (as Linux's own target, LIO, answers it): a host sizes a path
+            // when it logs in, and a standby path sized 0 could never carry I/O once its node
+            // is promoted (the kernel re-reads the size only on a capacity-change unit
+            // attention or a rescan), so dm-multipath would fail it.
             identification
+                || op == cdb::READ_CAPACITY_10
+                || (op == cdb::SERVICE_ACTION_IN_16 && sa == cdb::SAI_READ_CAPACITY_16)
                 || matches!(
                     op,
                     cdb::MODE_SENSE_6
@@ -206,5 +212,20 @@ mod tests {
             AccessState::Standby.not_ready().unwrap().asc,
             ASC_LU_NOT_ACCESSIBLE_STANDBY
         );
+    }
+
+    #[test]
+    fn a_standby_path_answers_read_capacity_an_unavailable_one_does_not() {
+        let rc10 = [cdb::READ_CAPACITY_10, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let mut rc16 = [0u8; 16];
+        rc16[0] = cdb::SERVICE_ACTION_IN_16;
+        rc16[1] = cdb::SAI_READ_CAPACITY_16;
+        rc16[13] = 32;
+        for raw in [&rc10[..], &rc16[..]] {
+            let c = Cdb::parse(raw).unwrap();
+            assert!(allowed_in_state(AccessState::Standby, &c), "{raw:?}");
+            assert!(!allowed_in_state(AccessState::Unavailable, &c), "{raw:?}");
+            assert!(!allowed_in_state(AccessState::Transitioning, &c), "{raw:?}");
+        }
     }
 }
