@@ -108,11 +108,15 @@ impl PathCell {
             tx: tokio::sync::watch::channel(first).0,
         });
         let mut rx = engine.watch_access();
-        let (weak, engine) = (Arc::downgrade(&cell), engine.clone());
+        // Weak on both: the follower must not keep a closed volume (or a deleted clone, which
+        // holds its origin's snapshot) alive; it ends when the engine's sender goes.
+        let (weak, engine) = (Arc::downgrade(&cell), Arc::downgrade(engine));
         tokio::spawn(async move {
             while rx.changed().await.is_ok() {
                 let state = *rx.borrow_and_update();
-                let Some(cell) = weak.upgrade() else { return };
+                let (Some(cell), Some(engine)) = (weak.upgrade(), engine.upgrade()) else {
+                    return;
+                };
                 let role = engine.role_state().role;
                 cell.change(|i| {
                     i.local.engine = state;
