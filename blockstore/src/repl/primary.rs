@@ -94,7 +94,7 @@ pub enum PrimaryEvent {
 }
 
 /// One connection's progress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Conn {
     /// The standby's Hello arrived.
     ready: bool,
@@ -106,9 +106,17 @@ struct Conn {
     reading: bool,
     /// The last read reached the head of the log.
     at_head: bool,
-    /// The barrier in flight: (barrier LSN, LSN it covers, when sent).
-    barrier: Option<(u64, u64, Instant)>,
+    /// The log grew while a read was outstanding: read again after it, wherever it ended.
+    grew: bool,
+    /// The barriers in flight, oldest first: (barrier LSN, LSN it covers). The standby
+    /// answers them in order; an Ack durable through a barrier's LSN completes it and every
+    /// barrier before it.
+    barriers: VecDeque<(u64, u64)>,
 }
+
+/// Barriers in flight at most on one connection: enough that a flush arriving while
+/// the standby syncs for the previous one is sent at once (its records are already there).
+pub const MAX_BARRIERS: usize = 8;
 
 /// The primary's view of one standby.
 #[derive(Debug)]
@@ -129,6 +137,8 @@ pub struct PrimaryPeer {
     resync: Option<Resync>,
     /// Bytes of data per resync chunk ([`RESYNC_CHUNK_BYTES`] unless a test changed it).
     resync_chunk: u64,
+    /// Barriers in flight at most ([`MAX_BARRIERS`] unless changed).
+    max_barriers: usize,
 }
 
 impl PrimaryPeer {
@@ -152,7 +162,14 @@ impl PrimaryPeer {
             fenced: false,
             resync: None,
             resync_chunk: RESYNC_CHUNK_BYTES,
+            max_barriers: MAX_BARRIERS,
         }
+    }
+
+    /// Changes how many barriers may be in flight at once (at least one; at most
+    /// [`MAX_BARRIERS`]): one means a barrier waits for the previous one's answer.
+    pub fn set_max_barriers(&mut self, n: usize) {
+        self.max_barriers = n.clamp(1, MAX_BARRIERS);
     }
 
     /// Changes the data per resync chunk (at least one block; at most [`RESYNC_CHUNK_BYTES`]):
@@ -173,7 +190,7 @@ impl PrimaryPeer {
 
     /// Whether a connection is up and past its handshake.
     pub fn is_connected(&self) -> bool {
-        self.conn.is_some_and(|c| c.ready)
+        self.conn.as_ref().is_some_and(|c| c.ready)
     }
 
     /// The next frame to send on the current connection.
@@ -195,7 +212,8 @@ impl PrimaryPeer {
             covered: 0,
             reading: false,
             at_head: false,
-            barrier: None,
+            grew: false,
+            barriers: VecDeque::new(),
         });
         self.out.push_back(Frame::Hello(Hello {
             volume_uuid: self.cfg.volume_uuid,
@@ -246,7 +264,7 @@ impl PrimaryPeer {
             None => Some(self.durable),
             Some(p) if p.phase == ResyncPhase::Starting => None,
             Some(p) if p.phase == ResyncPhase::Copying => Some(p.start_lsn),
-            Some(_) => self.conn.map(|c| c.covered),
+            Some(_) => self.conn.as_ref().map(|c| c.covered),
         }
     }
 
@@ -294,11 +312,16 @@ impl PrimaryPeer {
                     return;
                 }
                 self.durable = self.durable.max(durable_lsn);
-                if let Some((lsn, covers, _)) = conn.barrier {
-                    if durable_lsn >= lsn {
-                        conn.barrier = None;
-                        self.barrier_acked(covers);
+                let mut covered = None;
+                while let Some(&(lsn, covers)) = conn.barriers.front() {
+                    if durable_lsn < lsn {
+                        break;
                     }
+                    conn.barriers.pop_front();
+                    covered = Some(covers);
+                }
+                if let Some(covers) = covered {
+                    self.barrier_acked(covers);
                 }
                 self.maybe_barrier(now);
             }
@@ -363,7 +386,8 @@ impl PrimaryPeer {
             return;
         };
         conn.reading = false;
-        conn.at_head = at_head;
+        // A read that reached the head may have ended before records appended during it.
+        conn.at_head = at_head && !std::mem::take(&mut conn.grew);
         if let Some(last) = records.last().map(|r| r.lsn) {
             self.out.push_back(Frame::Records(Records {
                 epoch: self.epoch,
@@ -373,7 +397,7 @@ impl PrimaryPeer {
             conn.shipped = last;
         }
         conn.covered = conn.covered.max(covered);
-        if !at_head {
+        if !conn.at_head {
             conn.reading = true;
             self.events.push_back(PrimaryEvent::NeedRecords {
                 after: conn.covered,
@@ -382,18 +406,24 @@ impl PrimaryPeer {
         self.maybe_barrier(now);
     }
 
-    /// The log grew (a write was appended): ship it when no read is outstanding.
+    /// The log grew (a write was appended): ship it when no read is outstanding, or right
+    /// after the outstanding one (so one read serves every append made meanwhile).
     pub fn log_grew(&mut self) {
         if self.copying() {
             return;
         }
-        if let Some(conn) = self.conn.as_mut().filter(|c| c.ready && !c.reading) {
-            conn.reading = true;
-            conn.at_head = false;
-            self.events.push_back(PrimaryEvent::NeedRecords {
-                after: conn.covered,
-            });
+        let Some(conn) = self.conn.as_mut().filter(|c| c.ready) else {
+            return;
+        };
+        conn.at_head = false;
+        if conn.reading {
+            conn.grew = true;
+            return;
         }
+        conn.reading = true;
+        self.events.push_back(PrimaryEvent::NeedRecords {
+            after: conn.covered,
+        });
     }
 
     /// The records the standby needs were recycled, or its last resync did not complete: it
@@ -414,7 +444,8 @@ impl PrimaryPeer {
         };
         conn.reading = false;
         conn.at_head = false;
-        conn.barrier = None;
+        conn.grew = false;
+        conn.barriers.clear();
         self.resync = Some(Resync::new());
         self.events.push_back(PrimaryEvent::StartResync);
     }
@@ -470,6 +501,7 @@ impl PrimaryPeer {
             conn.covered = start;
             conn.reading = true;
             conn.at_head = false;
+            conn.grew = false;
             self.events
                 .push_back(PrimaryEvent::NeedRecords { after: start });
         }
@@ -495,31 +527,40 @@ impl PrimaryPeer {
             Some((w, since)) => (w.max(lsn), since),
             None => (lsn, now),
         });
-        self.log_grew();
+        if self.conn.as_ref().is_some_and(|c| c.covered < lsn) {
+            // Its records are not all out yet: read the log (again, after a read running now).
+            self.log_grew();
+        }
         self.maybe_barrier(now);
     }
 
-    /// Sends a barrier when none is in flight and either flushes wait and the records they
-    /// need are out, or an out-of-sync standby has been sent the whole log (to learn that it
-    /// caught up).
-    fn maybe_barrier(&mut self, now: Instant) {
+    /// Sends a barrier when flushes wait, the records they need are out and no barrier in
+    /// flight covers them (barriers are pipelined: one may leave while the standby still syncs
+    /// for the one before, up to [`MAX_BARRIERS`]), or when an out-of-sync standby has been
+    /// sent the whole log and no barrier is in flight (to learn that it caught up).
+    fn maybe_barrier(&mut self, _now: Instant) {
         let sync = self.sync;
         let wanted = self.wanted.map(|(w, _)| w);
         let copying = self.copying();
+        let max = self.max_barriers;
         let Some(conn) = self.conn.as_mut().filter(|c| c.ready) else {
             return;
         };
-        if conn.barrier.is_some() || copying {
+        if copying || conn.barriers.len() >= max {
             return;
         }
         let at_head = conn.at_head && !conn.reading;
+        // What the newest barrier in flight covers: a new one must cover more.
+        let last = conn.barriers.back().map(|&(_, covers)| covers);
         let send = match (sync, wanted) {
-            (SyncState::OutOfSync, _) => at_head,
-            (_, Some(w)) => conn.covered >= w || at_head,
+            (SyncState::OutOfSync, _) => at_head && last.is_none(),
+            (_, Some(w)) => {
+                last.is_none_or(|c| c < w && conn.covered > c) && (conn.covered >= w || at_head)
+            }
             (_, None) => false,
         };
         if send {
-            conn.barrier = Some((conn.shipped, conn.covered, now));
+            conn.barriers.push_back((conn.shipped, conn.covered));
             self.out.push_back(Frame::Barrier {
                 epoch: self.epoch,
                 lsn: conn.shipped,

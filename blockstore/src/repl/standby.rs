@@ -274,11 +274,22 @@ impl StandbyLink {
                     ));
                     return;
                 }
+                let whole = self.image == Image::Whole;
                 if let Image::CatchingUp(end) = self.image {
                     if self.received >= end {
                         self.image = Image::Whole;
                         self.events.push_back(StandbyEvent::ResyncComplete);
                     }
+                }
+                if whole && lsn <= self.durable && !self.barrier_pending {
+                    // Durable already (the driver syncs what it applies as it goes): the
+                    // answer needs no sync.
+                    self.out.push_back(Frame::Ack {
+                        epoch: self.epoch,
+                        received_lsn: self.received,
+                        durable_lsn: self.durable,
+                    });
+                    return;
                 }
                 if !self.barrier_pending {
                     self.barrier_pending = true;

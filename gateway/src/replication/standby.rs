@@ -263,10 +263,13 @@ async fn work(vol: &StandbyVolume, link: &mut StandbyLink, tx: &FrameSender) -> 
                         recs.append(more);
                         events.pop_front();
                     }
-                    let sync = matches!(events.front(), Some(StandbyEvent::Sync));
-                    if sync {
+                    // What is applied is synced at once, barrier or not: a barrier for it
+                    // (usually in flight already) is then answered without waiting for a sync.
+                    let asked = matches!(events.front(), Some(StandbyEvent::Sync));
+                    if asked {
                         events.pop_front();
                     }
+                    let sync = asked || super::experiment("TANDEM_X_EAGER", true);
                     let lock = vol.apply.clone();
                     let synced = blocking(move || {
                         let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
