@@ -387,7 +387,8 @@ impl PrimaryPeer {
         };
         conn.reading = false;
         // A read that reached the head may have ended before records appended during it.
-        conn.at_head = at_head && !std::mem::take(&mut conn.grew);
+        let grew = std::mem::take(&mut conn.grew);
+        conn.at_head = at_head && !grew;
         if let Some(last) = records.last().map(|r| r.lsn) {
             self.out.push_back(Frame::Records(Records {
                 epoch: self.epoch,
@@ -676,14 +677,7 @@ mod tests {
             vec![Frame::Barrier { epoch: 3, lsn: 12 }],
             "one barrier for both flushes"
         );
-        // The log is also read on to its head for later flushes.
-        assert_eq!(
-            events(&mut p),
-            vec![PrimaryEvent::NeedRecords { after: 12 }]
-        );
-        p.ship(vec![], 13, true, t0); // LSN 13 was padding
-        assert_eq!(frames(&mut p), vec![], "one barrier in flight at a time");
-        assert_eq!(events(&mut p), vec![], "nothing completes before the ack");
+        assert_eq!(events(&mut p), vec![], "the records are out: no read");
         p.receive(
             Frame::Ack {
                 epoch: 3,
@@ -693,10 +687,15 @@ mod tests {
             t0,
         );
         assert_eq!(events(&mut p), vec![PrimaryEvent::Durable(12)]);
-        // A flush through the padding needs a barrier that covers it.
+        // A flush through the padding needs a barrier that covers it: the log is read first.
         p.need_durable(13, t0);
+        assert_eq!(
+            events(&mut p),
+            vec![PrimaryEvent::NeedRecords { after: 12 }]
+        );
+        assert_eq!(frames(&mut p), vec![], "no barrier before the read");
+        p.ship(vec![], 13, true, t0); // LSN 13 was padding
         assert_eq!(frames(&mut p), vec![Frame::Barrier { epoch: 3, lsn: 12 }]);
-        events(&mut p);
         p.receive(
             Frame::Ack {
                 epoch: 3,
@@ -712,6 +711,82 @@ mod tests {
             vec![PrimaryEvent::Durable(13)],
             "already covered"
         );
+    }
+
+    #[test]
+    fn barriers_are_pipelined_and_complete_in_order() {
+        let t0 = Instant::now();
+        let mut p = connected(SyncState::InSync, 10);
+        p.ship(vec![rec(11), rec(12)], 12, true, t0);
+        p.need_durable(12, t0);
+        assert_eq!(
+            frames(&mut p).last(),
+            Some(&Frame::Barrier { epoch: 3, lsn: 12 })
+        );
+        // A later flush while the first barrier is in flight: read, then a second barrier.
+        p.log_grew();
+        p.need_durable(14, t0);
+        assert_eq!(
+            events(&mut p),
+            vec![PrimaryEvent::NeedRecords { after: 12 }],
+            "one read"
+        );
+        assert_eq!(frames(&mut p), vec![], "its records are not out yet");
+        p.ship(vec![rec(13)], 13, false, t0);
+        // Not at the head and 14 not covered: no barrier yet, the read goes on.
+        assert!(!frames(&mut p)
+            .iter()
+            .any(|f| matches!(f, Frame::Barrier { .. })));
+        assert_eq!(events(&mut p), vec![PrimaryEvent::NeedRecords { after: 13 }]);
+        p.ship(vec![rec(14)], 14, true, t0);
+        assert_eq!(
+            frames(&mut p).last(),
+            Some(&Frame::Barrier { epoch: 3, lsn: 14 }),
+            "sent while the first is unanswered"
+        );
+        // An answer to the first barrier completes only what it covers.
+        p.receive(
+            Frame::Ack {
+                epoch: 3,
+                received_lsn: 14,
+                durable_lsn: 12,
+            },
+            t0,
+        );
+        assert_eq!(events(&mut p), vec![PrimaryEvent::Durable(12)]);
+        assert_eq!(frames(&mut p), vec![], "no barrier again for what is in flight");
+        p.receive(
+            Frame::Ack {
+                epoch: 3,
+                received_lsn: 14,
+                durable_lsn: 14,
+            },
+            t0,
+        );
+        assert_eq!(events(&mut p), vec![PrimaryEvent::Durable(14)]);
+        // With one barrier at most, the second waits for the first answer.
+        let mut p = connected(SyncState::InSync, 10);
+        p.set_max_barriers(1);
+        p.ship(vec![rec(11)], 11, true, t0);
+        p.need_durable(11, t0);
+        frames(&mut p);
+        p.log_grew();
+        events(&mut p);
+        p.ship(vec![rec(12)], 12, true, t0);
+        p.need_durable(12, t0);
+        assert!(!frames(&mut p)
+            .iter()
+            .any(|f| matches!(f, Frame::Barrier { .. })));
+        p.receive(
+            Frame::Ack {
+                epoch: 3,
+                received_lsn: 12,
+                durable_lsn: 11,
+            },
+            t0,
+        );
+        assert_eq!(events(&mut p), vec![PrimaryEvent::Durable(11)]);
+        assert_eq!(frames(&mut p), vec![Frame::Barrier { epoch: 3, lsn: 12 }]);
     }
 
     #[test]

@@ -479,6 +479,37 @@ mod tests {
     }
 
     #[test]
+    fn a_barrier_for_what_is_durable_already_is_acked_without_a_sync() {
+        let mut l = StandbyLink::new(cfg(), 3, 10);
+        l.poll_frame();
+        l.receive(hello(3));
+        l.receive(records(3, 10, &[11, 12]));
+        assert_eq!(
+            l.poll_event(),
+            Some(StandbyEvent::Apply(vec![rec(11), rec(12)]))
+        );
+        // The driver synced what it applied before the barrier came: no ack unasked.
+        l.synced(12);
+        assert_eq!(l.poll_frame(), None);
+        l.receive(Frame::Barrier { epoch: 3, lsn: 12 });
+        assert_eq!(l.poll_event(), None, "no sync needed");
+        assert_eq!(
+            l.poll_frame(),
+            Some(Frame::Ack {
+                epoch: 3,
+                received_lsn: 12,
+                durable_lsn: 12
+            })
+        );
+        // Beyond what is durable, a barrier waits for a sync.
+        l.receive(records(3, 12, &[13]));
+        l.receive(Frame::Barrier { epoch: 3, lsn: 13 });
+        assert_eq!(l.poll_event(), Some(StandbyEvent::Apply(vec![rec(13)])));
+        assert_eq!(l.poll_event(), Some(StandbyEvent::Sync));
+        assert_eq!(l.poll_frame(), None);
+    }
+
+    #[test]
     fn a_gap_or_an_older_epoch_closes_the_link() {
         let mut l = StandbyLink::new(cfg(), 3, 10);
         l.receive(hello(3));
