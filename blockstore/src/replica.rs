@@ -218,11 +218,20 @@ impl Engine {
                         reason: "a record runs past the head of the log".into(),
                     });
                 }
-                let want = (max_bytes.saturating_sub(bytes) as u64 + PIECE_SLACK).max(need);
-                let len = want.min(head - pos.virt).min(w - phys).max(need.min(w - phys));
+                let want = (max_bytes.saturating_sub(bytes) as u64)
+                    .saturating_add(PIECE_SLACK)
+                    .max(need);
+                let len = want
+                    .min(head - pos.virt)
+                    .min(w - phys)
+                    .max(need.min(w - phys));
                 buf.resize(len as usize, 0);
                 if nowait {
-                    if !self.wal.read_at_nowait(&mut buf, phys).map_err(|e| self.fail(e))? {
+                    if !self
+                        .wal
+                        .read_at_nowait(&mut buf, phys)
+                        .map_err(|e| self.fail(e))?
+                    {
                         return Ok(None);
                     }
                 } else {

@@ -126,8 +126,10 @@ pub struct PrimaryPeer {
     sync: SyncState,
     /// The standby's last acknowledged durable LSN (in the primary's numbering).
     durable: u64,
-    /// The highest LSN a flush waits for, and since when the oldest such wait runs.
-    wanted: Option<(u64, Instant)>,
+    /// The LSNs flushes wait for, increasing, each with the time its wait began: the newest
+    /// is what a barrier must cover, the oldest dates the timeout (a standby that keeps
+    /// answering is never timed out by a stream of newer flushes).
+    waits: VecDeque<(u64, Instant)>,
     /// Flushes through this LSN were released.
     released: u64,
     conn: Option<Conn>,
@@ -154,7 +156,7 @@ impl PrimaryPeer {
                 sync
             },
             durable: 0,
-            wanted: None,
+            waits: VecDeque::new(),
             released: 0,
             conn: None,
             out: VecDeque::new(),
@@ -369,8 +371,8 @@ impl PrimaryPeer {
             self.released = through;
             self.events.push_back(PrimaryEvent::Durable(through));
         }
-        if self.wanted.is_some_and(|(w, _)| w <= through) {
-            self.wanted = None;
+        while self.waits.front().is_some_and(|&(w, _)| w <= through) {
+            self.waits.pop_front();
         }
     }
 
@@ -524,10 +526,9 @@ impl PrimaryPeer {
             self.events.push_back(PrimaryEvent::Durable(self.released));
             return;
         }
-        self.wanted = Some(match self.wanted {
-            Some((w, since)) => (w.max(lsn), since),
-            None => (lsn, now),
-        });
+        if self.waits.back().is_none_or(|&(w, _)| w < lsn) {
+            self.waits.push_back((lsn, now));
+        }
         if self.conn.as_ref().is_some_and(|c| c.covered < lsn) {
             // Its records are not all out yet: read the log (again, after a read running now).
             self.log_grew();
@@ -541,7 +542,7 @@ impl PrimaryPeer {
     /// sent the whole log and no barrier is in flight (to learn that it caught up).
     fn maybe_barrier(&mut self, _now: Instant) {
         let sync = self.sync;
-        let wanted = self.wanted.map(|(w, _)| w);
+        let wanted = self.waits.back().map(|&(w, _)| w);
         let copying = self.copying();
         let max = self.max_barriers;
         let Some(conn) = self.conn.as_mut().filter(|c| c.ready) else {
@@ -571,8 +572,8 @@ impl PrimaryPeer {
 
     /// When [`PrimaryPeer::handle_timeout`] must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.sync, self.wanted) {
-            (SyncState::InSync, Some((_, since))) => Some(since + self.cfg.timeout),
+        match (self.sync, self.waits.front()) {
+            (SyncState::InSync, Some(&(_, since))) => Some(since + self.cfg.timeout),
             _ => None,
         }
     }
@@ -582,7 +583,7 @@ impl PrimaryPeer {
         if self.sync != SyncState::InSync {
             return;
         }
-        if let Some((_, since)) = self.wanted {
+        if let Some(&(_, since)) = self.waits.front() {
             if now >= since + self.cfg.timeout {
                 self.sync = SyncState::Degrading;
                 self.events.push_back(PrimaryEvent::Degrade {
@@ -596,9 +597,10 @@ impl PrimaryPeer {
     pub fn degraded(&mut self) {
         if self.sync == SyncState::Degrading {
             self.sync = SyncState::OutOfSync;
-            if let Some((w, _)) = self.wanted.take() {
+            if let Some(&(w, _)) = self.waits.back() {
                 self.events.push_back(PrimaryEvent::Durable(w));
             }
+            self.waits.clear();
         }
     }
 }
@@ -737,7 +739,10 @@ mod tests {
         assert!(!frames(&mut p)
             .iter()
             .any(|f| matches!(f, Frame::Barrier { .. })));
-        assert_eq!(events(&mut p), vec![PrimaryEvent::NeedRecords { after: 13 }]);
+        assert_eq!(
+            events(&mut p),
+            vec![PrimaryEvent::NeedRecords { after: 13 }]
+        );
         p.ship(vec![rec(14)], 14, true, t0);
         assert_eq!(
             frames(&mut p).last(),
@@ -754,7 +759,11 @@ mod tests {
             t0,
         );
         assert_eq!(events(&mut p), vec![PrimaryEvent::Durable(12)]);
-        assert_eq!(frames(&mut p), vec![], "no barrier again for what is in flight");
+        assert_eq!(
+            frames(&mut p),
+            vec![],
+            "no barrier again for what is in flight"
+        );
         p.receive(
             Frame::Ack {
                 epoch: 3,
@@ -787,6 +796,31 @@ mod tests {
         );
         assert_eq!(events(&mut p), vec![PrimaryEvent::Durable(11)]);
         assert_eq!(frames(&mut p), vec![Frame::Barrier { epoch: 3, lsn: 12 }]);
+    }
+
+    #[test]
+    fn the_timeout_runs_from_the_oldest_flush_still_waiting() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(3);
+        let mut p = connected(SyncState::InSync, 10);
+        p.ship(vec![rec(11)], 11, true, t0);
+        p.need_durable(11, t0);
+        p.log_grew();
+        p.ship(vec![rec(12)], 12, true, later);
+        p.need_durable(12, later);
+        assert_eq!(p.poll_timeout(), Some(t0 + cfg().timeout));
+        p.receive(
+            Frame::Ack {
+                epoch: 3,
+                received_lsn: 12,
+                durable_lsn: 11,
+            },
+            later,
+        );
+        // The flush through 11 completed; the one through 12 began later.
+        assert_eq!(p.poll_timeout(), Some(later + cfg().timeout));
+        p.handle_timeout(t0 + cfg().timeout);
+        assert_eq!(p.sync_state(), SyncState::InSync);
     }
 
     #[test]

@@ -135,8 +135,3 @@ impl Replication {
         }
     }
 }
-
-/// Experiment toggle (temporary, for A/B measurement).
-pub(crate) fn experiment(name: &str, default: bool) -> bool {
-    std::env::var(name).map_or(default, |v| v == "1")
-}

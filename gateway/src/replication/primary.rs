@@ -163,9 +163,6 @@ impl PrimaryTask {
         self.force_resync = stored.is_some_and(|r| r.resync);
         let epoch = self.engine.role_state().epoch;
         let mut peer = PrimaryPeer::new(self.cfg, epoch, sync);
-        if !super::experiment("TANDEM_X_PIPE", true) {
-            peer.set_max_barriers(1);
-        }
         tracing::info!(volume = %self.name, peer = %self.peer_addr, state = ?sync, epoch, "replicating to the standby");
         let mut conn: Option<(FrameReader, FrameSender)> = None;
         let mut backoff = BACKOFF_MIN;
@@ -397,9 +394,12 @@ impl PrimaryTask {
     /// Reads the log for the standby from the first record after `after`: on this thread
     /// when the position is known and the records are in the page cache (the usual case: they
     /// were just appended), else on a blocking thread (finding the position walks the log).
-    async fn read_for_standby(&self, after: u64) -> blockstore::Result<(Vec<ShippedRecord>, LogPos, bool)> {
+    async fn read_for_standby(
+        &self,
+        after: u64,
+    ) -> blockstore::Result<(Vec<ShippedRecord>, LogPos, bool)> {
         let known = self.shipped_end(after);
-        if let Some(pos) = known.filter(|_| super::experiment("TANDEM_X_INLINE", true)) {
+        if let Some(pos) = known {
             if let Some(r) = self.engine.read_log_nowait(pos, READ_BYTES) {
                 let (recs, next) = r?;
                 let at_head = next.lsn > self.engine.last_lsn();
