@@ -4,7 +4,7 @@
 # ratios. Two workloads: 4 KiB random writes at QD 32 with a Flush after every 32 writes of a
 # slot (throughput), and 4 KiB FUA writes at QD 1 (latency of one durable write).
 #
-#   cargo build --release -p gateway && scripts/bench-repl.sh [SECONDS]
+#   cargo build --release -p gateway && scripts/bench-repl.sh [SECONDS] [ROUNDS]
 #
 # Volumes live under $BENCH_DIR (default: a new directory in /var/tmp, a real file system, so
 # the fdatasyncs are real). Everything listens on 127.0.0.1 only.
@@ -71,24 +71,37 @@ wait_in_sync() {
 FLUSH=(--qd 32 --flush-every 32)
 FUA=(--qd 1 --fua)
 
-echo "single node"
+# Both set-ups run side by side (the idle one costs nothing measurable) and the workloads
+# alternate between them, ROUNDS times: on a shared machine the load changes within seconds,
+# so a ratio is only meaningful between runs made back to back. Every round's ratios are
+# printed, then the median of each.
+ROUNDS=${2:-1}
+echo "starting one node, and a primary + standby (synchronous replication on loopback)"
 node single 24420 29740
-read -r s_iops _ < <(bench 24420 "${FLUSH[@]}")
-read -r _ s_fua < <(bench 24420 "${FUA[@]}")
-kill "${PIDS[0]}"
-wait "${PIDS[0]}" 2>/dev/null || true
-PIDS=()
-
-echo "primary + standby (synchronous replication on loopback)"
 node standby 25420 29741 29751 standby 29750
 node primary 26420 29742 29750 primary 29751
 wait_in_sync 29742
-read -r r_iops _ < <(bench 26420 "${FLUSH[@]}")
-read -r _ r_fua < <(bench 26420 "${FUA[@]}")
 
-printf '\n%-44s %12s %12s %8s\n' "4 KiB writes" "single node" "replicated" "ratio"
-printf '%-44s %12.0f %12.0f %7.2fx\n' "write + flush every 32, QD 32 (IOPS)" "$s_iops" "$r_iops" \
-    "$(echo "$r_iops / $s_iops" | bc -l)"
-printf '%-44s %12.1f %12.1f %7.2fx\n' "FUA write latency, QD 1 (mean us)" "$s_fua" "$r_fua" \
-    "$(echo "$r_fua / $s_fua" | bc -l)"
+median() { sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
+printf '\n%-6s %-44s %12s %12s %8s\n' "round" "4 KiB writes" "single node" "replicated" "ratio"
+FLUSH_RATIOS=() FUA_RATIOS=()
+for round in $(seq "$ROUNDS"); do
+    read -r s_iops _ < <(bench 24420 "${FLUSH[@]}")
+    read -r r_iops _ < <(bench 26420 "${FLUSH[@]}")
+    read -r _ s_fua < <(bench 24420 "${FUA[@]}")
+    read -r _ r_fua < <(bench 26420 "${FUA[@]}")
+    fr=$(echo "$r_iops / $s_iops" | bc -l)
+    ur=$(echo "$r_fua / $s_fua" | bc -l)
+    FLUSH_RATIOS+=("$fr") FUA_RATIOS+=("$ur")
+    printf '%-6s %-44s %12.0f %12.0f %7.2fx\n' "$round" "write + flush every 32, QD 32 (IOPS)" \
+        "$s_iops" "$r_iops" "$fr"
+    printf '%-6s %-44s %12.1f %12.1f %7.2fx\n' "$round" "FUA write latency, QD 1 (mean us)" \
+        "$s_fua" "$r_fua" "$ur"
+done
+if [ "$ROUNDS" -gt 1 ]; then
+    printf '%-6s %-44s %12s %12s %7.2fx\n' "median" "write + flush every 32, QD 32" "" "" \
+        "$(printf '%s\n' "${FLUSH_RATIOS[@]}" | median)"
+    printf '%-6s %-44s %12s %12s %7.2fx\n' "median" "FUA write latency, QD 1" "" "" \
+        "$(printf '%s\n' "${FUA_RATIOS[@]}" | median)"
+fi
 echo "targets: write + flush >= 0.60x single node; FUA latency <= 1.50x single node"

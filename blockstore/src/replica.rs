@@ -34,6 +34,10 @@ use crate::recovery::{SnapOp, MAX_SNAPSHOT_NAME};
 pub use crate::replica_gate::{LogPos, ReplicaGate};
 use crate::role::Role;
 
+/// Bytes a log read takes beyond the data it was asked for (the headers and alignment of the
+/// records that data comes in), so one `pread` usually covers the whole batch.
+const PIECE_SLACK: u64 = 64 << 10;
+
 /// What a shipped record does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ShippedKind {
@@ -140,6 +144,31 @@ impl Engine {
     /// one record), skipping padding. Returns them and the position after the last one read.
     /// Fails with [`Error::LogRecycled`] when `from` was freed already.
     pub fn read_log(&self, from: LogPos, max_bytes: usize) -> Result<(Vec<ShippedRecord>, LogPos)> {
+        self.read_log_from(from, max_bytes, false)
+            .map(|r| r.unwrap_or((Vec::new(), from)))
+    }
+
+    /// [`Engine::read_log`] for callers on async threads: `None` when the read would wait for
+    /// the disk (the records are not all in the page cache; the caller reads on a blocking
+    /// thread instead). Records just appended are in the page cache, so a shipping task that
+    /// keeps up never blocks.
+    pub fn read_log_nowait(
+        &self,
+        from: LogPos,
+        max_bytes: usize,
+    ) -> Option<Result<(Vec<ShippedRecord>, LogPos)>> {
+        self.read_log_from(from, max_bytes, true).transpose()
+    }
+
+    /// The read of both: the log from `from` is read in large pieces (one `pread` for many
+    /// records, not two per record) and cut into records. With `nowait`, `Ok(None)` as soon as
+    /// a piece is not in the page cache.
+    fn read_log_from(
+        &self,
+        from: LogPos,
+        max_bytes: usize,
+        nowait: bool,
+    ) -> Result<Option<(Vec<ShippedRecord>, LogPos)>> {
         self.check_alive()?;
         let _r = self.reclaim.read().unwrap_or_else(|e| e.into_inner());
         let (tail_lsn, head) = {
@@ -152,11 +181,86 @@ impl Engine {
                 oldest: tail_lsn,
             });
         }
+        let w = self.wal_size;
+        let max_data = self.max_record_blocks * u64::from(self.block_size);
+        // The piece read last: `buf` holds the log from virtual offset `at`.
+        let mut buf: Vec<u8> = Vec::new();
+        let mut at = 0u64;
         let mut out = Vec::new();
         let mut bytes = 0usize;
         let mut pos = from;
         while pos.virt < head && (out.is_empty() || bytes < max_bytes) {
-            let (hdr, next) = self.header_at(pos)?;
+            let phys = pos.virt % w;
+            // The record at `pos` (its header, then its data) within the piece, or a new piece
+            // from `pos` on: what is left of the wanted bytes, never past the head or the end
+            // of the file (records do not wrap; padding fills the end).
+            let mut need = HEADER_LEN as u64;
+            let hdr = loop {
+                let in_piece = pos.virt >= at && pos.virt + need <= at + buf.len() as u64;
+                if in_piece {
+                    let off = (pos.virt - at) as usize;
+                    let h = &buf[off..off + HEADER_LEN];
+                    let Some((hdr, _crc)) =
+                        Header::parse(h, max_data).filter(|(hdr, _)| hdr.lsn == pos.lsn)
+                    else {
+                        return Err(Error::CorruptLog {
+                            lsn: pos.lsn,
+                            offset: phys,
+                            reason: "no record where the log says one is".into(),
+                        });
+                    };
+                    let whole = match hdr.kind {
+                        Kind::Wrap => HEADER_LEN as u64,
+                        _ => HEADER_LEN as u64 + u64::from(hdr.data_len),
+                    };
+                    if pos.virt + whole <= at + buf.len() as u64 {
+                        break hdr;
+                    }
+                    need = whole;
+                }
+                if pos.virt + need > head {
+                    return Err(Error::CorruptLog {
+                        lsn: pos.lsn,
+                        offset: phys,
+                        reason: "a record runs past the head of the log".into(),
+                    });
+                }
+                let want = (max_bytes.saturating_sub(bytes) as u64)
+                    .saturating_add(PIECE_SLACK)
+                    .max(need);
+                let len = want
+                    .min(head - pos.virt)
+                    .min(w - phys)
+                    .max(need.min(w - phys));
+                buf.resize(len as usize, 0);
+                if nowait {
+                    if !self
+                        .wal
+                        .read_at_nowait(&mut buf, phys)
+                        .map_err(|e| self.fail(e))?
+                    {
+                        return Ok(None);
+                    }
+                } else {
+                    self.wal.read_at(&mut buf, phys).map_err(|e| self.fail(e))?;
+                }
+                at = pos.virt;
+                if (buf.len() as u64) < need {
+                    return Err(Error::CorruptLog {
+                        lsn: pos.lsn,
+                        offset: phys,
+                        reason: "a record runs past the end of the log".into(),
+                    });
+                }
+            };
+            let next_virt = match hdr.kind {
+                Kind::Wrap => pos.virt + (w - phys),
+                _ => pos.virt + record_len(hdr.data_len as usize),
+            };
+            let next = LogPos {
+                virt: next_virt,
+                lsn: hdr.lsn + 1,
+            };
             let kind = match hdr.kind {
                 Kind::Wrap => {
                     pos = next;
@@ -168,13 +272,8 @@ impl Engine {
                 Kind::Snapshot => ShippedKind::Snapshot,
                 Kind::SnapshotDelete => ShippedKind::SnapshotDelete,
             };
-            let mut data = vec![0u8; hdr.data_len as usize];
-            if !data.is_empty() {
-                let phys = pos.virt % self.wal_size + HEADER_LEN as u64;
-                self.wal
-                    .read_at(&mut data, phys)
-                    .map_err(|e| self.fail(e))?;
-            }
+            let off = (pos.virt - at) as usize + HEADER_LEN;
+            let data = buf[off..off + hdr.data_len as usize].to_vec();
             bytes += data.len().max(1);
             out.push(ShippedRecord {
                 lsn: hdr.lsn,
@@ -185,7 +284,7 @@ impl Engine {
             });
             pos = next;
         }
-        Ok((out, pos))
+        Ok(Some((out, pos)))
     }
 
     /// Keeps the records from `floor` on in the log (the first record the slowest standby still

@@ -94,7 +94,7 @@ pub enum PrimaryEvent {
 }
 
 /// One connection's progress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Conn {
     /// The standby's Hello arrived.
     ready: bool,
@@ -106,9 +106,17 @@ struct Conn {
     reading: bool,
     /// The last read reached the head of the log.
     at_head: bool,
-    /// The barrier in flight: (barrier LSN, LSN it covers, when sent).
-    barrier: Option<(u64, u64, Instant)>,
+    /// The log grew while a read was outstanding: read again after it, wherever it ended.
+    grew: bool,
+    /// The barriers in flight, oldest first: (barrier LSN, LSN it covers). The standby
+    /// answers them in order; an Ack durable through a barrier's LSN completes it and every
+    /// barrier before it.
+    barriers: VecDeque<(u64, u64)>,
 }
+
+/// Barriers in flight at most on one connection: enough that a flush arriving while
+/// the standby syncs for the previous one is sent at once (its records are already there).
+pub const MAX_BARRIERS: usize = 8;
 
 /// The primary's view of one standby.
 #[derive(Debug)]
@@ -118,8 +126,10 @@ pub struct PrimaryPeer {
     sync: SyncState,
     /// The standby's last acknowledged durable LSN (in the primary's numbering).
     durable: u64,
-    /// The highest LSN a flush waits for, and since when the oldest such wait runs.
-    wanted: Option<(u64, Instant)>,
+    /// The LSNs flushes wait for, increasing, each with the time its wait began: the newest
+    /// is what a barrier must cover, the oldest dates the timeout (a standby that keeps
+    /// answering is never timed out by a stream of newer flushes).
+    waits: VecDeque<(u64, Instant)>,
     /// Flushes through this LSN were released.
     released: u64,
     conn: Option<Conn>,
@@ -129,6 +139,8 @@ pub struct PrimaryPeer {
     resync: Option<Resync>,
     /// Bytes of data per resync chunk ([`RESYNC_CHUNK_BYTES`] unless a test changed it).
     resync_chunk: u64,
+    /// Barriers in flight at most ([`MAX_BARRIERS`] unless changed).
+    max_barriers: usize,
 }
 
 impl PrimaryPeer {
@@ -144,7 +156,7 @@ impl PrimaryPeer {
                 sync
             },
             durable: 0,
-            wanted: None,
+            waits: VecDeque::new(),
             released: 0,
             conn: None,
             out: VecDeque::new(),
@@ -152,7 +164,14 @@ impl PrimaryPeer {
             fenced: false,
             resync: None,
             resync_chunk: RESYNC_CHUNK_BYTES,
+            max_barriers: MAX_BARRIERS,
         }
+    }
+
+    /// Changes how many barriers may be in flight at once (at least one; at most
+    /// [`MAX_BARRIERS`]): one means a barrier waits for the previous one's answer.
+    pub fn set_max_barriers(&mut self, n: usize) {
+        self.max_barriers = n.clamp(1, MAX_BARRIERS);
     }
 
     /// Changes the data per resync chunk (at least one block; at most [`RESYNC_CHUNK_BYTES`]):
@@ -173,7 +192,7 @@ impl PrimaryPeer {
 
     /// Whether a connection is up and past its handshake.
     pub fn is_connected(&self) -> bool {
-        self.conn.is_some_and(|c| c.ready)
+        self.conn.as_ref().is_some_and(|c| c.ready)
     }
 
     /// The next frame to send on the current connection.
@@ -195,7 +214,8 @@ impl PrimaryPeer {
             covered: 0,
             reading: false,
             at_head: false,
-            barrier: None,
+            grew: false,
+            barriers: VecDeque::new(),
         });
         self.out.push_back(Frame::Hello(Hello {
             volume_uuid: self.cfg.volume_uuid,
@@ -246,7 +266,7 @@ impl PrimaryPeer {
             None => Some(self.durable),
             Some(p) if p.phase == ResyncPhase::Starting => None,
             Some(p) if p.phase == ResyncPhase::Copying => Some(p.start_lsn),
-            Some(_) => self.conn.map(|c| c.covered),
+            Some(_) => self.conn.as_ref().map(|c| c.covered),
         }
     }
 
@@ -294,11 +314,16 @@ impl PrimaryPeer {
                     return;
                 }
                 self.durable = self.durable.max(durable_lsn);
-                if let Some((lsn, covers, _)) = conn.barrier {
-                    if durable_lsn >= lsn {
-                        conn.barrier = None;
-                        self.barrier_acked(covers);
+                let mut covered = None;
+                while let Some(&(lsn, covers)) = conn.barriers.front() {
+                    if durable_lsn < lsn {
+                        break;
                     }
+                    conn.barriers.pop_front();
+                    covered = Some(covers);
+                }
+                if let Some(covers) = covered {
+                    self.barrier_acked(covers);
                 }
                 self.maybe_barrier(now);
             }
@@ -348,8 +373,8 @@ impl PrimaryPeer {
             self.released = through;
             self.events.push_back(PrimaryEvent::Durable(through));
         }
-        if self.wanted.is_some_and(|(w, _)| w <= through) {
-            self.wanted = None;
+        while self.waits.front().is_some_and(|&(w, _)| w <= through) {
+            self.waits.pop_front();
         }
     }
 
@@ -365,7 +390,9 @@ impl PrimaryPeer {
             return;
         };
         conn.reading = false;
-        conn.at_head = at_head;
+        // A read that reached the head may have ended before records appended during it.
+        let grew = std::mem::take(&mut conn.grew);
+        conn.at_head = at_head && !grew;
         if let Some(last) = records.last().map(|r| r.lsn) {
             self.out.push_back(Frame::Records(Records {
                 epoch: self.epoch,
@@ -375,7 +402,7 @@ impl PrimaryPeer {
             conn.shipped = last;
         }
         conn.covered = conn.covered.max(covered);
-        if !at_head {
+        if !conn.at_head {
             conn.reading = true;
             self.events.push_back(PrimaryEvent::NeedRecords {
                 after: conn.covered,
@@ -384,18 +411,24 @@ impl PrimaryPeer {
         self.maybe_barrier(now);
     }
 
-    /// The log grew (a write was appended): ship it when no read is outstanding.
+    /// The log grew (a write was appended): ship it when no read is outstanding, or right
+    /// after the outstanding one (so one read serves every append made meanwhile).
     pub fn log_grew(&mut self) {
         if self.copying() {
             return;
         }
-        if let Some(conn) = self.conn.as_mut().filter(|c| c.ready && !c.reading) {
-            conn.reading = true;
-            conn.at_head = false;
-            self.events.push_back(PrimaryEvent::NeedRecords {
-                after: conn.covered,
-            });
+        let Some(conn) = self.conn.as_mut().filter(|c| c.ready) else {
+            return;
+        };
+        conn.at_head = false;
+        if conn.reading {
+            conn.grew = true;
+            return;
         }
+        conn.reading = true;
+        self.events.push_back(PrimaryEvent::NeedRecords {
+            after: conn.covered,
+        });
     }
 
     /// The records the standby needs were recycled, or its last resync did not complete: it
@@ -416,7 +449,8 @@ impl PrimaryPeer {
         };
         conn.reading = false;
         conn.at_head = false;
-        conn.barrier = None;
+        conn.grew = false;
+        conn.barriers.clear();
         self.resync = Some(Resync::new());
         self.events.push_back(PrimaryEvent::StartResync);
     }
@@ -472,6 +506,7 @@ impl PrimaryPeer {
             conn.covered = start;
             conn.reading = true;
             conn.at_head = false;
+            conn.grew = false;
             self.events
                 .push_back(PrimaryEvent::NeedRecords { after: start });
         }
@@ -493,35 +528,43 @@ impl PrimaryPeer {
             self.events.push_back(PrimaryEvent::Durable(self.released));
             return;
         }
-        self.wanted = Some(match self.wanted {
-            Some((w, since)) => (w.max(lsn), since),
-            None => (lsn, now),
-        });
-        self.log_grew();
+        if self.waits.back().is_none_or(|&(w, _)| w < lsn) {
+            self.waits.push_back((lsn, now));
+        }
+        if self.conn.as_ref().is_some_and(|c| c.covered < lsn) {
+            // Its records are not all out yet: read the log (again, after a read running now).
+            self.log_grew();
+        }
         self.maybe_barrier(now);
     }
 
-    /// Sends a barrier when none is in flight and either flushes wait and the records they
-    /// need are out, or an out-of-sync standby has been sent the whole log (to learn that it
-    /// caught up).
-    fn maybe_barrier(&mut self, now: Instant) {
+    /// Sends a barrier when flushes wait, the records they need are out and no barrier in
+    /// flight covers them (barriers are pipelined: one may leave while the standby still syncs
+    /// for the one before, up to [`MAX_BARRIERS`]), or when an out-of-sync standby has been
+    /// sent the whole log and no barrier is in flight (to learn that it caught up).
+    fn maybe_barrier(&mut self, _now: Instant) {
         let sync = self.sync;
-        let wanted = self.wanted.map(|(w, _)| w);
+        let wanted = self.waits.back().map(|&(w, _)| w);
         let copying = self.copying();
+        let max = self.max_barriers;
         let Some(conn) = self.conn.as_mut().filter(|c| c.ready) else {
             return;
         };
-        if conn.barrier.is_some() || copying {
+        if copying || conn.barriers.len() >= max {
             return;
         }
         let at_head = conn.at_head && !conn.reading;
+        // What the newest barrier in flight covers: a new one must cover more.
+        let last = conn.barriers.back().map(|&(_, covers)| covers);
         let send = match (sync, wanted) {
-            (SyncState::OutOfSync, _) => at_head,
-            (_, Some(w)) => conn.covered >= w || at_head,
+            (SyncState::OutOfSync, _) => at_head && last.is_none(),
+            (_, Some(w)) => {
+                last.is_none_or(|c| c < w && conn.covered > c) && (conn.covered >= w || at_head)
+            }
             (_, None) => false,
         };
         if send {
-            conn.barrier = Some((conn.shipped, conn.covered, now));
+            conn.barriers.push_back((conn.shipped, conn.covered));
             self.out.push_back(Frame::Barrier {
                 epoch: self.epoch,
                 lsn: conn.shipped,
@@ -531,8 +574,8 @@ impl PrimaryPeer {
 
     /// When [`PrimaryPeer::handle_timeout`] must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.sync, self.wanted) {
-            (SyncState::InSync, Some((_, since))) => Some(since + self.cfg.timeout),
+        match (self.sync, self.waits.front()) {
+            (SyncState::InSync, Some(&(_, since))) => Some(since + self.cfg.timeout),
             _ => None,
         }
     }
@@ -542,7 +585,7 @@ impl PrimaryPeer {
         if self.sync != SyncState::InSync {
             return;
         }
-        if let Some((_, since)) = self.wanted {
+        if let Some(&(_, since)) = self.waits.front() {
             if now >= since + self.cfg.timeout {
                 self.sync = SyncState::Degrading;
                 self.events.push_back(PrimaryEvent::Degrade {
@@ -556,9 +599,10 @@ impl PrimaryPeer {
     pub fn degraded(&mut self) {
         if self.sync == SyncState::Degrading {
             self.sync = SyncState::OutOfSync;
-            if let Some((w, _)) = self.wanted.take() {
+            if let Some(&(w, _)) = self.waits.back() {
                 self.events.push_back(PrimaryEvent::Durable(w));
             }
+            self.waits.clear();
         }
     }
 }
@@ -637,14 +681,7 @@ mod tests {
             vec![Frame::Barrier { epoch: 3, lsn: 12 }],
             "one barrier for both flushes"
         );
-        // The log is also read on to its head for later flushes.
-        assert_eq!(
-            events(&mut p),
-            vec![PrimaryEvent::NeedRecords { after: 12 }]
-        );
-        p.ship(vec![], 13, true, t0); // LSN 13 was padding
-        assert_eq!(frames(&mut p), vec![], "one barrier in flight at a time");
-        assert_eq!(events(&mut p), vec![], "nothing completes before the ack");
+        assert_eq!(events(&mut p), vec![], "the records are out: no read");
         p.receive(
             Frame::Ack {
                 epoch: 3,
@@ -654,10 +691,15 @@ mod tests {
             t0,
         );
         assert_eq!(events(&mut p), vec![PrimaryEvent::Durable(12)]);
-        // A flush through the padding needs a barrier that covers it.
+        // A flush through the padding needs a barrier that covers it: the log is read first.
         p.need_durable(13, t0);
+        assert_eq!(
+            events(&mut p),
+            vec![PrimaryEvent::NeedRecords { after: 12 }]
+        );
+        assert_eq!(frames(&mut p), vec![], "no barrier before the read");
+        p.ship(vec![], 13, true, t0); // LSN 13 was padding
         assert_eq!(frames(&mut p), vec![Frame::Barrier { epoch: 3, lsn: 12 }]);
-        events(&mut p);
         p.receive(
             Frame::Ack {
                 epoch: 3,
@@ -673,6 +715,114 @@ mod tests {
             vec![PrimaryEvent::Durable(13)],
             "already covered"
         );
+    }
+
+    #[test]
+    fn barriers_are_pipelined_and_complete_in_order() {
+        let t0 = Instant::now();
+        let mut p = connected(SyncState::InSync, 10);
+        p.ship(vec![rec(11), rec(12)], 12, true, t0);
+        p.need_durable(12, t0);
+        assert_eq!(
+            frames(&mut p).last(),
+            Some(&Frame::Barrier { epoch: 3, lsn: 12 })
+        );
+        // A later flush while the first barrier is in flight: read, then a second barrier.
+        p.log_grew();
+        p.need_durable(14, t0);
+        assert_eq!(
+            events(&mut p),
+            vec![PrimaryEvent::NeedRecords { after: 12 }],
+            "one read"
+        );
+        assert_eq!(frames(&mut p), vec![], "its records are not out yet");
+        p.ship(vec![rec(13)], 13, false, t0);
+        // Not at the head and 14 not covered: no barrier yet, the read goes on.
+        assert!(!frames(&mut p)
+            .iter()
+            .any(|f| matches!(f, Frame::Barrier { .. })));
+        assert_eq!(
+            events(&mut p),
+            vec![PrimaryEvent::NeedRecords { after: 13 }]
+        );
+        p.ship(vec![rec(14)], 14, true, t0);
+        assert_eq!(
+            frames(&mut p).last(),
+            Some(&Frame::Barrier { epoch: 3, lsn: 14 }),
+            "sent while the first is unanswered"
+        );
+        // An answer to the first barrier completes only what it covers.
+        p.receive(
+            Frame::Ack {
+                epoch: 3,
+                received_lsn: 14,
+                durable_lsn: 12,
+            },
+            t0,
+        );
+        assert_eq!(events(&mut p), vec![PrimaryEvent::Durable(12)]);
+        assert_eq!(
+            frames(&mut p),
+            vec![],
+            "no barrier again for what is in flight"
+        );
+        p.receive(
+            Frame::Ack {
+                epoch: 3,
+                received_lsn: 14,
+                durable_lsn: 14,
+            },
+            t0,
+        );
+        assert_eq!(events(&mut p), vec![PrimaryEvent::Durable(14)]);
+        // With one barrier at most, the second waits for the first answer.
+        let mut p = connected(SyncState::InSync, 10);
+        p.set_max_barriers(1);
+        p.ship(vec![rec(11)], 11, true, t0);
+        p.need_durable(11, t0);
+        frames(&mut p);
+        p.log_grew();
+        events(&mut p);
+        p.ship(vec![rec(12)], 12, true, t0);
+        p.need_durable(12, t0);
+        assert!(!frames(&mut p)
+            .iter()
+            .any(|f| matches!(f, Frame::Barrier { .. })));
+        p.receive(
+            Frame::Ack {
+                epoch: 3,
+                received_lsn: 12,
+                durable_lsn: 11,
+            },
+            t0,
+        );
+        assert_eq!(events(&mut p), vec![PrimaryEvent::Durable(11)]);
+        assert_eq!(frames(&mut p), vec![Frame::Barrier { epoch: 3, lsn: 12 }]);
+    }
+
+    #[test]
+    fn the_timeout_runs_from_the_oldest_flush_still_waiting() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(3);
+        let mut p = connected(SyncState::InSync, 10);
+        p.ship(vec![rec(11)], 11, true, t0);
+        p.need_durable(11, t0);
+        p.log_grew();
+        p.ship(vec![rec(12)], 12, true, later);
+        p.need_durable(12, later);
+        assert_eq!(p.poll_timeout(), Some(t0 + cfg().timeout));
+        p.receive(
+            Frame::Ack {
+                epoch: 3,
+                received_lsn: 12,
+                durable_lsn: 11,
+            },
+            later,
+        );
+        // The flush through 11 completed; the one through 12 began later.
+        assert_eq!(p.poll_timeout(), Some(later + cfg().timeout));
+        p.handle_timeout(t0 + cfg().timeout);
+        assert_eq!(p.sync_state(), SyncState::InSync);
     }
 
     #[test]

@@ -126,8 +126,11 @@ pub struct StandbyLink {
     received: u64,
     /// The last primary LSN known durable here.
     durable: u64,
-    /// Barriers answered once the driver reports durability.
-    barrier_pending: bool,
+    /// The highest barrier LSN waiting for its answer: answered (an `Ack`) after the next sync,
+    /// and once more after a later one when it is beyond what that sync covered (a barrier
+    /// that came, with its records, while the driver was syncing for an earlier one: the
+    /// primary pipelines barriers).
+    barrier_pending: Option<u64>,
     image: Image,
     out: VecDeque<Frame>,
     events: VecDeque<StandbyEvent>,
@@ -154,7 +157,7 @@ impl StandbyLink {
             epoch,
             received: durable_lsn,
             durable: durable_lsn,
-            barrier_pending: false,
+            barrier_pending: None,
             image,
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -274,15 +277,29 @@ impl StandbyLink {
                     ));
                     return;
                 }
+                let whole = self.image == Image::Whole;
                 if let Image::CatchingUp(end) = self.image {
                     if self.received >= end {
                         self.image = Image::Whole;
                         self.events.push_back(StandbyEvent::ResyncComplete);
                     }
                 }
-                if !self.barrier_pending {
-                    self.barrier_pending = true;
-                    self.events.push_back(StandbyEvent::Sync);
+                if whole && lsn <= self.durable && self.barrier_pending.is_none() {
+                    // Durable already (the driver syncs what it applies as it goes): the
+                    // answer needs no sync.
+                    self.out.push_back(Frame::Ack {
+                        epoch: self.epoch,
+                        received_lsn: self.received,
+                        durable_lsn: self.durable,
+                    });
+                    return;
+                }
+                match self.barrier_pending {
+                    Some(p) => self.barrier_pending = Some(p.max(lsn)),
+                    None => {
+                        self.barrier_pending = Some(lsn);
+                        self.events.push_back(StandbyEvent::Sync);
+                    }
                 }
             }
             (State::Resyncing { .. }, Frame::Barrier { .. }) => {
@@ -376,15 +393,26 @@ impl StandbyLink {
         self.state = State::Streaming;
     }
 
-    /// The driver made everything applied durable through `durable_lsn`: answer the barrier.
+    /// The driver made everything applied durable through `durable_lsn`: answer the barriers
+    /// waiting. One beyond it (its records were taken after this sync began) asks for another
+    /// sync and is answered after that one.
     pub fn synced(&mut self, durable_lsn: u64) {
         self.durable = self.durable.max(durable_lsn);
-        if std::mem::take(&mut self.barrier_pending) && self.state != State::Closed {
-            self.out.push_back(Frame::Ack {
-                epoch: self.epoch,
-                received_lsn: self.received,
-                durable_lsn: self.durable,
-            });
+        let Some(p) = self.barrier_pending else {
+            return;
+        };
+        if self.state == State::Closed {
+            return;
+        }
+        self.out.push_back(Frame::Ack {
+            epoch: self.epoch,
+            received_lsn: self.received,
+            durable_lsn: self.durable,
+        });
+        if p <= self.durable {
+            self.barrier_pending = None;
+        } else {
+            self.events.push_back(StandbyEvent::Sync);
         }
     }
 }
@@ -467,6 +495,76 @@ mod tests {
             })
         );
         assert!(l.close_reason().is_none());
+    }
+
+    #[test]
+    fn a_barrier_for_what_is_durable_already_is_acked_without_a_sync() {
+        let mut l = StandbyLink::new(cfg(), 3, 10);
+        l.poll_frame();
+        l.receive(hello(3));
+        l.receive(records(3, 10, &[11, 12]));
+        assert_eq!(
+            l.poll_event(),
+            Some(StandbyEvent::Apply(vec![rec(11), rec(12)]))
+        );
+        // The driver synced what it applied before the barrier came: no ack unasked.
+        l.synced(12);
+        assert_eq!(l.poll_frame(), None);
+        l.receive(Frame::Barrier { epoch: 3, lsn: 12 });
+        assert_eq!(l.poll_event(), None, "no sync needed");
+        assert_eq!(
+            l.poll_frame(),
+            Some(Frame::Ack {
+                epoch: 3,
+                received_lsn: 12,
+                durable_lsn: 12
+            })
+        );
+        // Beyond what is durable, a barrier waits for a sync.
+        l.receive(records(3, 12, &[13]));
+        l.receive(Frame::Barrier { epoch: 3, lsn: 13 });
+        assert_eq!(l.poll_event(), Some(StandbyEvent::Apply(vec![rec(13)])));
+        assert_eq!(l.poll_event(), Some(StandbyEvent::Sync));
+        assert_eq!(l.poll_frame(), None);
+    }
+
+    #[test]
+    fn a_pipelined_barrier_beyond_the_sync_in_progress_is_answered_after_the_next_one() {
+        let mut l = StandbyLink::new(cfg(), 3, 10);
+        l.poll_frame();
+        l.receive(hello(3));
+        // Records, a barrier, more records and a second barrier, taken together.
+        l.receive(records(3, 10, &[11]));
+        l.receive(Frame::Barrier { epoch: 3, lsn: 11 });
+        l.receive(records(3, 11, &[12]));
+        l.receive(Frame::Barrier { epoch: 3, lsn: 12 });
+        assert_eq!(l.poll_event(), Some(StandbyEvent::Apply(vec![rec(11)])));
+        assert_eq!(l.poll_event(), Some(StandbyEvent::Sync));
+        assert_eq!(l.poll_event(), Some(StandbyEvent::Apply(vec![rec(12)])));
+        assert_eq!(l.poll_event(), None);
+        // The driver synced after applying 11 only.
+        l.synced(11);
+        assert!(matches!(
+            l.poll_frame(),
+            Some(Frame::Ack {
+                durable_lsn: 11,
+                ..
+            })
+        ));
+        assert_eq!(
+            l.poll_event(),
+            Some(StandbyEvent::Sync),
+            "the second barrier needs another sync"
+        );
+        l.synced(12);
+        assert!(matches!(
+            l.poll_frame(),
+            Some(Frame::Ack {
+                durable_lsn: 12,
+                ..
+            })
+        ));
+        assert_eq!(l.poll_event(), None);
     }
 
     #[test]

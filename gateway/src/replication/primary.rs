@@ -17,12 +17,14 @@
 
 mod rebuild;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use blockstore::repl::primary::{
     PrimaryConfig, PrimaryEvent, PrimaryPeer, ResyncPhase, ResyncStep, SyncState,
 };
+use blockstore::replica::{LogPos, ShippedRecord};
 use blockstore::{Engine, Error, Role};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
@@ -39,6 +41,9 @@ pub const GROWTH_TICK: Duration = Duration::from_millis(50);
 const READ_BYTES: usize = 1 << 20;
 /// How often the retention floor follows the standby (finding it walks log headers).
 const RETENTION_EVERY: Duration = Duration::from_millis(200);
+/// How many positions of shipped batch ends are remembered (for the next read and the
+/// retention floor).
+const SHIPPED_ENDS: usize = 4096;
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -68,6 +73,10 @@ pub struct PrimaryTask {
     rebuilding: bool,
     /// The paths hosts see (this node announces its group; the standby's is learned).
     paths: Option<path_link::PrimaryPaths>,
+    /// Where the record after each batch read recently starts, oldest first: the next read
+    /// continues from the last one and the retention floor is found among them, so shipping
+    /// never walks the log from its tail ([`Engine::log_pos_after`]) while it keeps up.
+    shipped_ends: VecDeque<LogPos>,
 }
 
 /// What woke the task.
@@ -135,6 +144,7 @@ impl PrimaryTask {
             pacer: rebuild::Pacer::new(None),
             rebuilding: false,
             paths: None,
+            shipped_ends: VecDeque::new(),
         }
     }
 
@@ -271,9 +281,7 @@ impl PrimaryTask {
                 }
                 Wake::Need(lsn) => {
                     peer.need_durable(lsn, now);
-                    while let Ok(l) = self.need.try_recv() {
-                        peer.need_durable(l, now);
-                    }
+                    self.take_needs(&mut peer);
                 }
                 Wake::Frame(Ok(mut f)) => {
                     if let Some(p) = &self.paths {
@@ -363,18 +371,92 @@ impl PrimaryTask {
                         .filter(|_| peer.is_connected() && retained_at.elapsed() >= RETENTION_EVERY)
                     {
                         retained_at = Instant::now();
-                        let e = self.engine.clone();
+                        self.forget_shipped_ends(keep);
                         // Keep what the standby still needs (bounded by the engine).
-                        let _ = blocking(move || {
-                            let pos = e.log_pos_after(keep)?;
-                            e.set_retention(Some(pos));
-                            Ok(())
-                        })
-                        .await;
+                        match self.shipped_end(keep) {
+                            Some(pos) => self.engine.set_retention(Some(pos)),
+                            None => {
+                                let e = self.engine.clone();
+                                let _ = blocking(move || {
+                                    let pos = e.log_pos_after(keep)?;
+                                    e.set_retention(Some(pos));
+                                    Ok(())
+                                })
+                                .await;
+                            }
+                        }
                     }
                 }
             }
         }
+    }
+
+    /// Hands the peer every flush waiting in the channel (without waiting for more).
+    fn take_needs(&mut self, peer: &mut PrimaryPeer) {
+        let now = std::time::Instant::now();
+        while let Ok(l) = self.need.try_recv() {
+            peer.need_durable(l, now);
+        }
+    }
+
+    /// Where the first record after `lsn` starts, when a batch read recently ended there.
+    fn shipped_end(&self, lsn: u64) -> Option<LogPos> {
+        let next = lsn.checked_add(1)?;
+        self.shipped_ends
+            .iter()
+            .rev()
+            .find(|p| p.lsn == next)
+            .copied()
+    }
+
+    /// Forgets the ends before the first record after `keep` (the floor never goes back).
+    fn forget_shipped_ends(&mut self, keep: u64) {
+        while self.shipped_ends.len() > 1 && self.shipped_ends[0].lsn <= keep {
+            self.shipped_ends.pop_front();
+        }
+    }
+
+    /// Remembers where the record after a batch just read starts.
+    fn remember_shipped_end(&mut self, pos: LogPos) {
+        if self.shipped_ends.back() == Some(&pos) {
+            return;
+        }
+        if self.shipped_ends.back().is_some_and(|b| b.lsn > pos.lsn) {
+            // A reconnect or a resync went back in the log: forget the newer ends.
+            self.shipped_ends.clear();
+        }
+        if self.shipped_ends.len() == SHIPPED_ENDS {
+            self.shipped_ends.pop_front();
+        }
+        self.shipped_ends.push_back(pos);
+    }
+
+    /// Reads the log for the standby from the first record after `after`: on this thread
+    /// when the position is known and the records are in the page cache (the usual case: they
+    /// were just appended), else on a blocking thread (finding the position walks the log).
+    async fn read_for_standby(
+        &self,
+        after: u64,
+    ) -> blockstore::Result<(Vec<ShippedRecord>, LogPos, bool)> {
+        let known = self.shipped_end(after);
+        if let Some(pos) = known {
+            if let Some(r) = self.engine.read_log_nowait(pos, READ_BYTES) {
+                let (recs, next) = r?;
+                let at_head = next.lsn > self.engine.last_lsn();
+                return Ok((recs, next, at_head));
+            }
+        }
+        let e = self.engine.clone();
+        blocking(move || {
+            let pos = match known {
+                Some(pos) => pos,
+                None => e.log_pos_after(after)?,
+            };
+            let (recs, next) = e.read_log(pos, READ_BYTES)?;
+            let at_head = next.lsn > e.last_lsn();
+            Ok((recs, next, at_head))
+        })
+        .await
     }
 
     /// Tells the standby how it counts now (it records that for its own promotion).
@@ -466,16 +548,13 @@ impl PrimaryTask {
                 self.tell(conn, false);
             }
             PrimaryEvent::NeedRecords { after } => {
-                let e = self.engine.clone();
-                let r = blocking(move || {
-                    let pos = e.log_pos_after(after)?;
-                    let (recs, next) = e.read_log(pos, READ_BYTES)?;
-                    let at_head = next.lsn > e.last_lsn();
-                    Ok((recs, next, at_head))
-                })
-                .await;
+                let r = self.read_for_standby(after).await;
                 match r {
                     Ok((recs, next, at_head)) => {
+                        self.remember_shipped_end(next);
+                        // Flushes that asked meanwhile get their barrier right after these
+                        // records, in the same socket write.
+                        self.take_needs(peer);
                         let recs = recs.into_iter().map(wire::to_wire).collect();
                         peer.ship(recs, next.lsn - 1, at_head, std::time::Instant::now());
                     }

@@ -248,9 +248,12 @@ fn close(vol: &StandbyVolume, link: &mut StandbyLink, tx: &FrameSender, why: Str
     });
 }
 
-/// Does the link's work and sends its frames; an error ends the connection. Records to apply
-/// and a barrier right after them are one blocking call: append, then sync (group commit of
-/// apply and fsync), and the barrier's Ack is queued as soon as the sync returns.
+/// Does the link's work and sends its frames; an error ends the connection. The records that
+/// arrived together are one blocking call: append, then sync (group commit of apply and
+/// fsync), whether or not a barrier came with them; a barrier's Ack is queued as soon as the
+/// sync returns, and a barrier for records durable already is answered at once (by the link),
+/// so a FUA write's barrier, which usually trails its records, does not wait for a second
+/// blocking call.
 async fn work(vol: &StandbyVolume, link: &mut StandbyLink, tx: &FrameSender) -> Result<(), String> {
     loop {
         let mut progress = false;
@@ -289,27 +292,22 @@ async fn work(vol: &StandbyVolume, link: &mut StandbyLink, tx: &FrameSender) -> 
                         recs.append(more);
                         events.pop_front();
                     }
-                    let sync = matches!(events.front(), Some(StandbyEvent::Sync));
-                    if sync {
+                    // What is applied is synced at once, barrier or not: a barrier for it
+                    // (usually in flight already) is then answered without waiting for a sync.
+                    if matches!(events.front(), Some(StandbyEvent::Sync)) {
                         events.pop_front();
                     }
                     let lock = vol.apply.clone();
-                    let synced = blocking(move || {
+                    let d = blocking(move || {
                         let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
                         let recs: Vec<_> = recs.into_iter().map(wire::from_wire).collect();
                         e.apply_replicated(&recs)?;
                         drop(guard);
-                        if sync {
-                            e.sync_applied().map(Some)
-                        } else {
-                            Ok(None)
-                        }
+                        e.sync_applied()
                     })
                     .await
                     .map_err(|e| format!("applying records: {e}"))?;
-                    if let Some(d) = synced {
-                        synced_through(vol, link, d);
-                    }
+                    synced_through(vol, link, d);
                 }
                 StandbyEvent::Sync => {
                     let d = blocking(move || e.sync_applied())
