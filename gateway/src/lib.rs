@@ -4,6 +4,7 @@
 
 pub mod aborts;
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod counters;
 pub mod dashboard;

@@ -61,6 +61,9 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     if let Some(addr) = repl.listening {
         println!("replication listening on {addr}");
     }
+    // With etcd, a primary serves only once it holds the volume's leader key (and while it
+    // renews its lease): decided before the front ends start.
+    let cluster = crate::cluster::start(&cfg, &repl).await?;
     let shutdown = crate::shutdown::new();
     let fronts = crate::frontends::start(&cfg, &vols, shutdown.clone()).await?;
     let mut view = crate::status::NodeView::new(&cfg, &fronts);
@@ -107,6 +110,9 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     tracing::info!("shutting down: finishing in-flight commands");
     let _ = shutdown.send(true);
     fronts.join().await;
+    if let Some(c) = cluster {
+        c.stop().await;
+    }
     repl.stop().await;
     volumes::close_all(&vols).await;
     tracing::info!("volumes flushed and closed");
