@@ -271,6 +271,8 @@ pub struct Model {
     pub flushes: u64,
     /// Flushes acknowledged per node index.
     pub flushes_on: [u64; 2],
+    /// When each acknowledged flush's answer arrived, and from which node index.
+    pub flush_times: Vec<(usize, Instant)>,
     /// Retryable errors seen (ANA / connection), by description.
     pub retried: Vec<String>,
     /// Errors that would have reached a filesystem.
@@ -359,6 +361,7 @@ pub async fn writer(nodes: [SocketAddr; 2], seed: u64, stop: Arc<AtomicBool>) ->
                 Ok(()) => {
                     m.flushes += 1;
                     m.flushes_on[at] += 1;
+                    m.flush_times.push((at, Instant::now()));
                     for (lba, idx) in pending.drain(..) {
                         let a = m.acked.entry(lba).or_insert(0);
                         *a = (*a).max(idx);
