@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gateway::status::{self, VolumeStatus};
-use repl_common::{read_span, signal, writer, Model};
+use repl_common::{identify, read_span, signal, writer_from, Model, SPAN};
 
 const UUID: &str = "6a0e3f52-93c1-4d4e-8b1e-55e0c2a7d913";
 const TTL_S: u64 = 3;
@@ -353,27 +353,41 @@ fn wait_led(url: &str, leader: &str, standby: &str, nodes: &[&Node]) {
     }
 }
 
-/// Runs the writer on its own thread against both nodes until `stop`.
+/// Runs the writer of round `round` on its own thread against both nodes until `stop` (its
+/// write ids are its own: no two rounds write the same block content).
 fn spawn_writer(
     nodes: [SocketAddr; 2],
-    seed: u64,
+    round: u64,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<Model> {
     std::thread::spawn(move || {
         tokio::runtime::Runtime::new()
             .unwrap()
-            .block_on(writer(nodes, seed, stop))
+            .block_on(writer_from(nodes, round, round << 32, stop))
     })
 }
 
-/// Every block the writer wrote, read from the node at `addr`, holds a write at least as new
-/// as the last one an acknowledged flush covered.
-fn check_all_flushes_present(m: &Model, addr: SocketAddr) {
+/// Reads the writer's blocks from the node at `addr` and checks them: a block a flush of
+/// this round covered holds that write or a newer one; any other block holds what it held
+/// at the end of the previous round (`before`) or a write of this round. Returns the blocks.
+fn check_all_flushes_present(m: &Model, addr: SocketAddr, before: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let blocks = rt.block_on(read_span(addr));
-    for lba in m.history.keys() {
-        m.check(*lba, &blocks[*lba as usize]);
+    for lba in 0..SPAN {
+        let b = &blocks[lba as usize];
+        match m.history.get(&lba) {
+            Some(_) if m.acked.get(&lba).is_some_and(|a| *a > 0) => m.check(lba, b),
+            Some(hist) => {
+                let id = identify(b, lba).unwrap();
+                assert!(
+                    b == &before[lba as usize] || hist[1..].contains(&id),
+                    "block {lba} holds write {id}: neither its content before the round nor a write of it ({hist:?})"
+                );
+            }
+            None => assert_eq!(b, &before[lba as usize], "block {lba} changed unwritten"),
+        }
     }
+    blocks
 }
 
 fn rounds() -> usize {
@@ -396,6 +410,7 @@ fn a_killed_primary_is_replaced_by_its_in_sync_standby_without_losing_a_flush() 
     let addrs = [nodes[0].nvme(), nodes[1].nvme()];
     let mut primary = 0;
     let mut last_epoch = 0;
+    let mut content = vec![vec![0u8; repl_common::BS as usize]; SPAN as usize];
     let rounds = rounds();
     for round in 0..rounds {
         let (p, s) = (primary, 1 - primary);
@@ -418,7 +433,7 @@ fn a_killed_primary_is_replaced_by_its_in_sync_standby_without_losing_a_flush() 
         let m = w.join().unwrap();
         assert!(m.fatal.is_empty(), "errors a host would see: {:?}", m.fatal);
         assert!(m.flushes_on[p] > 0 && m.flushes_on[s] > 0, "{m:?}");
-        check_all_flushes_present(&m, addrs[s]);
+        content = check_all_flushes_present(&m, addrs[s], &content);
         let k = keys(&url);
         assert!(k.epoch > before, "epoch {} after {before}", k.epoch);
         assert_eq!(k.leader.as_deref(), Some(ids[s].as_str()));
@@ -494,7 +509,8 @@ fn a_paused_primary_acknowledges_nothing_once_its_lease_ran_out() {
         nodes[0].log()
     );
     assert!(m.flushes_on[1] > 0, "{m:?}");
-    check_all_flushes_present(&m, addrs[1]);
+    let zero = vec![vec![0u8; repl_common::BS as usize]; SPAN as usize];
+    check_all_flushes_present(&m, addrs[1], &zero);
     let k = keys(&url);
     assert!(k.epoch > before);
     assert_eq!(k.leader.as_deref(), Some(ids[1].as_str()));

@@ -314,9 +314,20 @@ fn retryable(e: &nvme_initiator::Error) -> bool {
 /// retryable error it moves to the other node (as multipath would) and goes on. Gives up
 /// (recording a fatal error) when no node served for 30 s.
 pub async fn writer(nodes: [SocketAddr; 2], seed: u64, stop: Arc<AtomicBool>) -> Model {
+    writer_from(nodes, seed, 0, stop).await
+}
+
+/// [`writer`] whose write ids start after `first_id`, so several writers over one volume
+/// (one after the other) never write the same block content.
+pub async fn writer_from(
+    nodes: [SocketAddr; 2],
+    seed: u64,
+    first_id: u64,
+    stop: Arc<AtomicBool>,
+) -> Model {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut m = Model::default();
-    let mut id = 0u64;
+    let mut id = first_id;
     let mut at = 0usize;
     let mut conn: Option<Controller> = None;
     let mut pending: Vec<(u64, usize)> = Vec::new();
