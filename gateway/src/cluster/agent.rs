@@ -50,6 +50,8 @@ struct Agent {
     leading: BTreeSet<String>,
     /// The in-sync set last published per volume.
     published: BTreeMap<String, String>,
+    /// Volumes whose promotion was refused locally, with the in-sync key's revision then.
+    refused: BTreeMap<String, i64>,
 }
 
 /// Connects to etcd and starts the agent. Every replicated volume's lease is set to "ended"
@@ -82,6 +84,7 @@ pub async fn start(cfg: &ClusterConfig, repl: &Replication) -> Result<Running, S
         deadline: None,
         leading: BTreeSet::new(),
         published: BTreeMap::new(),
+        refused: BTreeMap::new(),
     };
     tracing::info!(etcd = ?cfg.etcd, prefix = %cfg.prefix, node_id = %a.node_id, ttl_s = cfg.lease_ttl_s, "cluster: coordinating through etcd");
     // The first round before the front ends start: a primary that holds (or can take) its
@@ -222,7 +225,13 @@ impl Agent {
                 let node = String::from_utf8_lossy(kv.value()).into_owned();
                 view.leader = Some((node, kv.lease()));
             } else if k == ek.as_bytes() {
-                view.epoch = keys::parse_epoch(kv.value()).unwrap_or(u64::MAX);
+                let Some(epoch) = keys::parse_epoch(kv.value()) else {
+                    // Never guessed: a node acting on a wrong epoch could fence the wrong side.
+                    tracing::error!(volume = %h.name, key = %ek, value = %String::from_utf8_lossy(kv.value()), "cluster: the epoch in etcd is not a number; nothing is decided for this volume");
+                    self.leading.remove(&h.name);
+                    return Ok(());
+                };
+                view.epoch = epoch;
                 view.epoch_rev = kv.mod_revision();
             } else if k == sk.as_bytes() {
                 view.in_sync = keys::parse_in_sync(kv.value()).unwrap_or_default();
@@ -276,7 +285,16 @@ impl Agent {
                     self.publish_in_sync(h, &lk, &sk, lease).await?;
                 }
             }
+            Action::Promote(_) if self.refused.get(&h.name) == Some(&view.in_sync_rev) => {}
             Action::Promote(epoch) => {
+                // The local record must agree that this standby holds every acknowledged
+                // write before the key is taken; if not, it is not tried again until the
+                // in-sync set changes (no epoch raised for nothing, round after round).
+                if let Err(e) = switchover::check_promotable(h, false).await {
+                    tracing::error!(volume = %h.name, error = ?e, "cluster: listed in sync in etcd but not by its own record; not taking the leader key");
+                    self.refused.insert(h.name.clone(), view.in_sync_rev);
+                    return Ok(());
+                }
                 let txn = Txn::new()
                     .when([
                         Compare::create_revision(lk.clone(), CompareOp::Equal, 0),
@@ -310,6 +328,7 @@ impl Agent {
                         let now = h.engine.role_state();
                         tracing::error!(volume = %h.name, etcd_epoch = epoch, local_epoch = now.epoch, role = now.role.name(), error = ?r.err(), "cluster: promotion failed after taking the leader key; releasing it");
                         h.engine.set_lease(Some(Instant::now()));
+                        self.refused.insert(h.name.clone(), view.in_sync_rev);
                         let txn = Txn::new()
                             .when([Compare::value(
                                 lk.clone(),

@@ -82,7 +82,10 @@ pub fn decide(local: &Local, view: &VolumeView) -> Action {
             if view.leader.is_some() || !view.in_sync.contains(&local.node_id) {
                 return Action::Wait;
             }
-            Action::Promote(view.epoch.max(local.epoch) + 1)
+            match view.epoch.max(local.epoch).checked_add(1) {
+                Some(next) => Action::Promote(next),
+                None => Action::Wait,
+            }
         }
         Role::None | Role::Rebuilding | Role::Stale => Action::Wait,
     }
@@ -132,6 +135,7 @@ mod tests {
         assert_eq!(decide(&s, &view(None, 8, &["a"])), Action::Promote(9));
         assert_eq!(decide(&s, &view(None, 5, &["b"])), Action::Wait);
         assert_eq!(decide(&s, &view(None, 5, &[])), Action::Wait);
+        assert_eq!(decide(&s, &view(None, u64::MAX, &["a"])), Action::Wait);
         assert_eq!(
             decide(&s, &view(Some(("b", 9)), 5, &["a", "b"])),
             Action::Wait
