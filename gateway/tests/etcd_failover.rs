@@ -13,7 +13,12 @@
 //!   `TANDEM_ETCD_ROUNDS` for more.
 //! - `a_paused_primary_acknowledges_nothing_once_its_lease_ran_out`: SIGSTOP of the primary
 //!   past its TTL; the standby is promoted; after SIGCONT the old primary acknowledges no
-//!   flush (the one waiting since before the pause included) and turns stale.
+//!   write and no flush (the command waiting since the pause included) and turns stale.
+//! - `with_etcd_unreachable_the_primary_fences_itself_and_serves_again_once_it_is_back`:
+//!   etcd's link taken down under the writer: the primary stops acknowledging anything once
+//!   TTL minus the margin after its last renewal passed (transitioning), nobody is promoted
+//!   while etcd is away, and once it is back one node leads again (a newer epoch if the
+//!   standby took over) with every acknowledged flush.
 
 #![cfg(feature = "etcd")]
 
@@ -100,6 +105,16 @@ impl Net {
             }
         }
         net
+    }
+
+    /// Takes namespace `i`'s link to the bridge down (cut off) or up.
+    fn link(&self, i: usize, up: bool) {
+        ip(&[
+            "link",
+            "set",
+            &self.host_ifs[i],
+            if up { "up" } else { "down" },
+        ]);
     }
 
     /// Namespace `i`'s address.
@@ -498,14 +513,14 @@ fn a_paused_primary_acknowledges_nothing_once_its_lease_ran_out() {
     // Its lease ended at the latest TTL - margin after the pause began.
     let lease_end = stopped + Duration::from_millis(TTL_S * 1000 - MARGIN_MS);
     let late: Vec<_> = m
-        .flush_times
+        .ack_times
         .iter()
         .filter(|(node, at)| *node == 0 && *at >= lease_end)
         .map(|(_, at)| at.duration_since(stopped))
         .collect();
     assert!(
         late.is_empty(),
-        "the paused primary acknowledged flushes after its lease ran out (at {late:?} after the pause)\n{}",
+        "the paused primary acknowledged writes or flushes after its lease ran out (at {late:?} after the pause)\n{}",
         nodes[0].log()
     );
     assert!(m.flushes_on[1] > 0, "{m:?}");
@@ -516,9 +531,89 @@ fn a_paused_primary_acknowledges_nothing_once_its_lease_ran_out() {
     assert_eq!(k.leader.as_deref(), Some(ids[1].as_str()));
     assert!(nodes[0].vol().epoch < k.epoch || nodes[0].vol().role == "stale");
     println!(
-        "paused primary: standby promoted {:.1} s after SIGSTOP, continued after {:.1} s, no flush acknowledged by it after its lease; epoch {before} -> {}; {} flushes",
+        "paused primary: standby promoted {:.1} s after SIGSTOP, continued after {:.1} s, no write or flush acknowledged by it after its lease; epoch {before} -> {}; {} flushes",
         took.as_secs_f64(),
         continued.duration_since(stopped).as_secs_f64(),
+        k.epoch,
+        m.flushes
+    );
+}
+
+#[test]
+fn with_etcd_unreachable_the_primary_fences_itself_and_serves_again_once_it_is_back() {
+    let root = tempfile::tempdir().unwrap();
+    let net = Net::create(3, 3);
+    let (_etcd, url) = start_etcd(&net, 0, root.path());
+    let nodes = [
+        Node::start(&net, 1, 2, "primary", &url, root.path()),
+        Node::start(&net, 2, 1, "standby", &url, root.path()),
+    ];
+    let ids = [nodes[0].node_id(), nodes[1].node_id()];
+    let addrs = [nodes[0].nvme(), nodes[1].nvme()];
+    wait_led(&url, &ids[0], &ids[1], &[&nodes[0], &nodes[1]]);
+    let before = keys(&url).epoch;
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = spawn_writer(addrs, 11, stop.clone());
+    std::thread::sleep(Duration::from_millis(1500));
+    let cut = Instant::now();
+    net.link(0, false);
+    // Past the lease (TTL) and more: the primary fenced itself, nobody was promoted.
+    std::thread::sleep(Duration::from_millis(TTL_S * 1000 + 1500));
+    let a = nodes[0].vol();
+    let b = nodes[1].vol();
+    let healed = Instant::now();
+    net.link(0, true);
+    assert_eq!(
+        (a.role.as_str(), a.access_state.as_str()),
+        ("primary", "transitioning"),
+        "{}",
+        nodes[0].log()
+    );
+    assert_eq!(b.role, "standby", "{}", nodes[1].log());
+    // One node leads again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let leader = loop {
+        let k = keys(&url);
+        let serving = (0..2).find(|i| {
+            k.leader.as_deref() == Some(ids[*i].as_str())
+                && nodes[*i].vol().access_state == "optimized"
+        });
+        if let Some(i) = serving {
+            break i;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nobody leads after etcd came back\n{}\n-----\n{}",
+            nodes[0].log(),
+            nodes[1].log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::SeqCst);
+    let m = w.join().unwrap();
+    assert!(m.fatal.is_empty(), "errors a host would see: {:?}", m.fatal);
+    // The last renewal was sent before the cut: the lease ended by TTL - margin after it.
+    let fenced_by = cut + Duration::from_millis(TTL_S * 1000 - MARGIN_MS + 300);
+    let late: Vec<_> = m
+        .ack_times
+        .iter()
+        .filter(|(_, at)| *at >= fenced_by && *at < healed)
+        .map(|(node, at)| (node, at.duration_since(cut)))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "acknowledged while etcd was unreachable, after the lease had ended: {late:?}\n{}",
+        nodes[0].log()
+    );
+    let zero = vec![vec![0u8; repl_common::BS as usize]; SPAN as usize];
+    check_all_flushes_present(&m, addrs[leader], &zero);
+    let k = keys(&url);
+    assert!(k.epoch >= before);
+    assert_eq!(nodes[leader].vol().epoch, k.epoch);
+    println!(
+        "etcd unreachable {:.1} s: the primary fenced itself (transitioning), nobody promoted; node {leader} leads again under epoch {} (was {before}); {} flushes",
+        healed.duration_since(cut).as_secs_f64(),
         k.epoch,
         m.flushes
     );

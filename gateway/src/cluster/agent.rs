@@ -111,6 +111,10 @@ impl Agent {
         let limit = Duration::from_millis(self.cfg.renew_interval_ms);
         match tokio::time::timeout(limit, self.renew()).await {
             Ok(Ok(())) => {}
+            Ok(Err(e)) if lease_gone(&e) => {
+                tracing::warn!(lease = ?self.lease, "cluster: the node's lease ran out in etcd; registering again");
+                self.lost();
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cluster: lease not renewed");
                 self.keeper = None;
@@ -392,4 +396,11 @@ impl Agent {
             }
         }
     }
+}
+
+/// Whether etcd answered that the lease no longer exists (it expired while this node could
+/// not renew it): etcd says so as an error ("requested lease not found", gRPC NotFound), not
+/// as a renewal with TTL 0.
+fn lease_gone(e: &etcd_client::Error) -> bool {
+    e.to_string().contains("lease not found")
 }

@@ -271,8 +271,8 @@ pub struct Model {
     pub flushes: u64,
     /// Flushes acknowledged per node index.
     pub flushes_on: [u64; 2],
-    /// When each acknowledged flush's answer arrived, and from which node index.
-    pub flush_times: Vec<(usize, Instant)>,
+    /// When each successful write's or flush's answer arrived, and from which node index.
+    pub ack_times: Vec<(usize, Instant)>,
     /// Retryable errors seen (ANA / connection), by description.
     pub retried: Vec<String>,
     /// Errors that would have reached a filesystem.
@@ -360,7 +360,10 @@ pub async fn writer_from(
                 .write(0, 1, lba, Bytes::from(block(id, lba)), BS, false)
                 .await
             {
-                Ok(()) => pending.push((lba, idx)),
+                Ok(()) => {
+                    m.ack_times.push((at, Instant::now()));
+                    pending.push((lba, idx));
+                }
                 Err(e) => {
                     failed = Some(e);
                     break;
@@ -372,7 +375,7 @@ pub async fn writer_from(
                 Ok(()) => {
                     m.flushes += 1;
                     m.flushes_on[at] += 1;
-                    m.flush_times.push((at, Instant::now()));
+                    m.ack_times.push((at, Instant::now()));
                     for (lba, idx) in pending.drain(..) {
                         let a = m.acked.entry(lba).or_insert(0);
                         *a = (*a).max(idx);
