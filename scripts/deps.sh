@@ -11,7 +11,8 @@
 # xz-utils, zstd (the backports guest kernel is zstd-compressed), chromium (the headless browser the dashboard test loads the admin page in),
 # dpkg-dev (dpkg-shlibdeps, which `cargo deb` runs for the package test), systemd when
 # systemd-analyze is missing (it checks the unit file) and git when missing (the build stamps the
-# commit). About 450 MB of packages (chromium is 300 of them); a few minutes on a fresh machine.
+# commit), etcd-server (the failover tests run etcd), protobuf-compiler and libprotobuf-dev (protoc
+# and protobuf's well-known .proto files, which the gateway's `etcd` feature needs to build). About 450 MB of packages (chromium is 300 of them); a few minutes on a fresh machine.
 #
 # Why the QEMU packages are installed together at one version: qemu-img loads its iscsi:// driver
 # from qemu-block-extra, and QEMU loads only modules built for its own version. A machine can start
@@ -155,10 +156,37 @@ check_tools() {
     probe "systemd-analyze (systemd) must verify a unit file" systemd-analyze --version
     # gateway/build.rs stamps the binary with the commit it is built from (tandem_build_info).
     probe "git must report the checkout's commit" git --version
+    # The gateway's `etcd` feature (which scripts/test.sh builds): etcd-client compiles etcd's
+    # protobuf files at build time with protoc, importing protobuf's well-known types
+    # (google/protobuf/descriptor.proto, from libprotobuf-dev); proto3 `optional` fields need
+    # protoc >= 3.15.
+    probe "protoc (protobuf-compiler) must compile a proto3 file importing descriptor.proto (libprotobuf-dev)" \
+        bash -c 'd=$(mktemp -d); trap "rm -rf $d" EXIT
+            printf "syntax = \"proto3\";\nimport \"google/protobuf/descriptor.proto\";\nmessage P { optional uint64 a = 1; google.protobuf.FieldOptions o = 2; }\n" >"$d/p.proto"
+            protoc --proto_path="$d" --descriptor_set_out="$d/p.pb" "$d/p.proto" && test -s "$d/p.pb"'
+    # The failover tests (gateway/tests/etcd_failover.rs) run Debian's etcd as a plain process:
+    # it must start, elect itself and answer its health endpoint.
+    probe "etcd (etcd-server) must start a single-member cluster and report healthy" \
+        bash -c 'd=$(mktemp -d); p=$((20000 + RANDOM % 20000)); q=$((p + 1))
+            etcd --data-dir "$d/data" --listen-client-urls "http://127.0.0.1:$p" \
+                --advertise-client-urls "http://127.0.0.1:$p" \
+                --listen-peer-urls "http://127.0.0.1:$q" \
+                --initial-advertise-peer-urls "http://127.0.0.1:$q" \
+                --initial-cluster "default=http://127.0.0.1:$q" >"$d/log" 2>&1 &
+            pid=$!; trap "kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf $d" EXIT
+            for _ in $(seq 100); do
+                perl -MIO::Socket::INET -e "
+                    my \$s = IO::Socket::INET->new(\"127.0.0.1:$p\") or exit 1;
+                    print \$s \"GET /health HTTP/1.0\r\n\r\n\"; local \$/; my \$r = <\$s>;
+                    exit(\$r =~ /\"health\":\"true\"/ ? 0 : 1)" && exit 0
+                sleep 0.1
+            done
+            cat "$d/log" | tail -3; exit 1'
 }
 
 if [ "${1:-}" != "--check" ]; then
-    install_missing libiscsi-bin kmod cpio binutils xz-utils zstd chromium dpkg-dev iproute2
+    install_missing libiscsi-bin kmod cpio binutils xz-utils zstd chromium dpkg-dev iproute2 \
+        etcd-server protobuf-compiler libprotobuf-dev
     command -v systemd-analyze >/dev/null || install_missing systemd
     command -v git >/dev/null || install_missing git
     install_qemu_set

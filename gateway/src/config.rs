@@ -58,6 +58,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// How the volumes' storage behaves under pressure.
     pub storage: StorageConfig,
+    /// Automatic failover through etcd (`[cluster] etcd`); none by default.
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 /// The hosts' command timeout both protocols' Linux initiators use by default (SCSI disk
@@ -447,6 +449,7 @@ impl Default for Config {
             replication: ReplicationConfig::default(),
             limits: LimitsConfig::default(),
             storage: StorageConfig::default(),
+            cluster: Default::default(),
         }
     }
 }
@@ -531,6 +534,7 @@ impl Config {
                 ));
             }
         }
+        self.cluster.validate().map_err(ConfigError::Invalid)?;
         let mut iqns = std::collections::HashSet::new();
         for t in &self.iscsi.targets {
             if !iscsi_name(&t.iqn) {

@@ -6,6 +6,7 @@ pub mod aborts;
 pub mod admin;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod counters;

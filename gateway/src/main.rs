@@ -301,6 +301,11 @@ struct ServeArgs {
     /// subsystem.
     #[arg(long = "export", value_parser = gateway::exports::parse_export)]
     exports: Vec<(String, bool, bool)>,
+    /// Coordinate failover through etcd: its endpoints, comma-separated
+    /// (`http://10.0.0.5:2379,http://10.0.0.6:2379`; `[cluster] etcd`). Needs a build with the
+    /// `etcd` feature.
+    #[arg(long, value_delimiter = ',')]
+    etcd: Vec<String>,
 }
 
 /// Async worker threads for the daemon: half the cores. The other half is left to the volumes'
@@ -358,6 +363,9 @@ fn main() -> ExitCode {
                 },
                 None => Config::default(),
             };
+            if !args.etcd.is_empty() {
+                cfg.cluster.etcd = args.etcd.clone();
+            }
             if let Some(d) = args.data_dir {
                 cfg.data_dir = d;
             }

@@ -62,6 +62,9 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     if let Some(addr) = repl.listening {
         println!("replication listening on {addr}");
     }
+    // With etcd, a primary serves only once it holds the volume's leader key (and while it
+    // renews its lease): decided before the front ends start.
+    let cluster = crate::cluster::start(&cfg, &repl).await?;
     let shutdown = crate::shutdown::new();
     let mut fronts =
         crate::frontends::start_with_paths(&cfg, &vols, paths, shutdown.clone()).await?;
@@ -123,6 +126,9 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     tracing::info!("shutting down: finishing in-flight commands");
     let _ = shutdown.send(true);
     fronts.join().await;
+    if let Some(c) = cluster {
+        c.stop().await;
+    }
     repl.stop().await;
     // The volumes served now: those the control plane created included, deleted ones not.
     volumes::close_all(&served.volumes()).await;

@@ -206,6 +206,13 @@ impl VolumeTarget {
             BlockOp::PersistReservations => self.persist_reservations().await,
         };
         match r {
+            // A write admitted before the volume's lease ran out (etcd: the node could not
+            // renew it, or the process was paused) may finish after: it is durable, but a
+            // path whose lease ended acknowledges nothing; the host retries it on the path
+            // that serves. Without a lease (no etcd) nothing changes.
+            Ok(()) if write && lease_ended(v) => {
+                BlockResult::AccessState(AccessState::Transitioning)
+            }
             Ok(()) => BlockResult::Ok,
             Err(e) => volume_error(&self.volume.name, e, write),
         }
@@ -261,6 +268,14 @@ pub fn volume_error(volume: &str, e: VolError, write: bool) -> BlockResult {
             BlockResult::Internal
         }
     }
+}
+
+/// Whether the volume runs under a lease that has ended (only etcd's agent sets one).
+fn lease_ended(v: &blockstore::Volume) -> bool {
+    v.engine()
+        .role_state()
+        .lease_until
+        .is_some_and(|until| std::time::Instant::now() >= until)
 }
 
 #[cfg(test)]

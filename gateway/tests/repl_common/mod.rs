@@ -358,6 +358,8 @@ pub struct Model {
     pub flushes: u64,
     /// Flushes acknowledged per node index.
     pub flushes_on: [u64; 2],
+    /// When each successful write's or flush's answer arrived, and from which node index.
+    pub ack_times: Vec<(usize, Instant)>,
     /// Retryable errors seen (ANA / connection), by description.
     pub retried: Vec<String>,
     /// Errors that would have reached a filesystem.
@@ -399,9 +401,20 @@ fn retryable(e: &nvme_initiator::Error) -> bool {
 /// retryable error it moves to the other node (as multipath would) and goes on. Gives up
 /// (recording a fatal error) when no node served for 30 s.
 pub async fn writer(nodes: [SocketAddr; 2], seed: u64, stop: Arc<AtomicBool>) -> Model {
+    writer_from(nodes, seed, 0, stop).await
+}
+
+/// [`writer`] whose write ids start after `first_id`, so several writers over one volume
+/// (one after the other) never write the same block content.
+pub async fn writer_from(
+    nodes: [SocketAddr; 2],
+    seed: u64,
+    first_id: u64,
+    stop: Arc<AtomicBool>,
+) -> Model {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut m = Model::default();
-    let mut id = 0u64;
+    let mut id = first_id;
     let mut at = 0usize;
     let mut conn: Option<Controller> = None;
     let mut pending: Vec<(u64, usize)> = Vec::new();
@@ -434,7 +447,10 @@ pub async fn writer(nodes: [SocketAddr; 2], seed: u64, stop: Arc<AtomicBool>) ->
                 .write(0, 1, lba, Bytes::from(block(id, lba)), BS, false)
                 .await
             {
-                Ok(()) => pending.push((lba, idx)),
+                Ok(()) => {
+                    m.ack_times.push((at, Instant::now()));
+                    pending.push((lba, idx));
+                }
                 Err(e) => {
                     failed = Some(e);
                     break;
@@ -446,6 +462,7 @@ pub async fn writer(nodes: [SocketAddr; 2], seed: u64, stop: Arc<AtomicBool>) ->
                 Ok(()) => {
                     m.flushes += 1;
                     m.flushes_on[at] += 1;
+                    m.ack_times.push((at, Instant::now()));
                     for (lba, idx) in pending.drain(..) {
                         let a = m.acked.entry(lba).or_insert(0);
                         *a = (*a).max(idx);
