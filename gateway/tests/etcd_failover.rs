@@ -469,6 +469,8 @@ fn a_killed_primary_is_replaced_by_its_in_sync_standby_without_losing_a_flush() 
         let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
             .args(["volume", "demote", "default", "--admin"])
             .arg(nodes[p].admin().to_string())
+            .arg("--data-dir")
+            .arg(nodes[p].dir.join("data"))
             .output()
             .unwrap();
         assert!(
