@@ -78,6 +78,8 @@ impl Default for ClusterSetup {
 pub struct Cluster {
     /// Node A (index 0) and node B (index 1).
     pub nodes: Vec<ClusterNode>,
+    /// The admin token file both nodes use (`[admin] token_file`).
+    token: std::path::PathBuf,
     _config_dir: tempfile::TempDir,
 }
 
@@ -85,6 +87,9 @@ impl Cluster {
     /// Starts both nodes, waits until every port accepts and B is in sync with A.
     pub fn start(setup: &ClusterSetup) -> Result<Cluster> {
         let config_dir = tempfile::tempdir().map_err(io_err("creating the config directory"))?;
+        // One admin token for both nodes (the first to start generates it): a switchover sends
+        // the node's own token to its peer, and the CLI here sends it to either.
+        let token = config_dir.path().join("admin-token");
         // Every node port at once (distinct: one free port after another may repeat one),
         // and the relays kept off them.
         let taken = free_tcp_ports(10)?;
@@ -109,6 +114,7 @@ listen = "127.0.0.1:{repl}"
 timeout_ms = {timeout}
 [admin]
 listen = "{admin}"
+token_file = "{token}"
 [[volume]]
 name = "vol"
 size = {size}
@@ -148,6 +154,7 @@ volume = "vol"
                 role = if i == 0 { "primary" } else { "standby" },
                 iscsi_adv = iscsi_path.port(),
                 nvme_adv = nvme_path.port(),
+                token = token.display(),
             );
             let cfg = config_dir
                 .path()
@@ -181,6 +188,7 @@ volume = "vol"
         }
         let c = Cluster {
             nodes,
+            token,
             _config_dir: config_dir,
         };
         c.wait_in_sync(1, Duration::from_secs(60))?;
@@ -299,6 +307,7 @@ volume = "vol"
     fn tandem<const N: usize>(&self, args: [&str; N]) -> Result<String> {
         let out = Command::new(tandem_bin())
             .args(args)
+            .env("TANDEM_TOKEN_FILE", &self.token)
             .output()
             .map_err(io_err("running tandem"))?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
