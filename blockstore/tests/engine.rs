@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use blockstore::engine::{create, CreateOptions, Engine, OpenOptions};
 use blockstore::sim::{SimRng, SimStorage};
 use blockstore::storage::Storage;
+use blockstore::testkit::power_loss::quiet;
 use blockstore::testkit::{identify, torn_tail, write_data};
 use blockstore::testkit::{record_len, Header};
 use blockstore::{AccessState, DirStorage, Error, Role};
@@ -24,13 +25,6 @@ fn sim_volume(bs: u32, blocks: u64, wal: u64) -> SimStorage {
     )
     .unwrap();
     disk
-}
-
-fn quiet() -> OpenOptions {
-    OpenOptions {
-        background_flusher: false,
-        ..OpenOptions::default()
-    }
 }
 
 /// Offsets and LSNs of the valid records of the newest generation in the log.

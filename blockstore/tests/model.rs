@@ -9,8 +9,11 @@
 
 use std::sync::Arc;
 
-use blockstore::engine::{create, CreateOptions, Engine, OpenOptions};
+use blockstore::engine::Engine;
 use blockstore::sim::{SimRng, SimStorage};
+use blockstore::testkit::power_loss::{
+    at_every_io_operation, close_and_reopen, quiet, recover, sim_volume, PowerLossHarness, Reopen,
+};
 use blockstore::testkit::{identify, write_data};
 use blockstore::{Error, Role};
 use proptest::prelude::*;
@@ -18,13 +21,6 @@ use proptest::prelude::*;
 const BS: usize = 512;
 const BLOCKS: u64 = 48;
 const WAL: u64 = 16 * 1024;
-
-fn opts() -> OpenOptions {
-    OpenOptions {
-        background_flusher: false,
-        ..OpenOptions::default()
-    }
-}
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -99,19 +95,8 @@ struct Harness {
 
 impl Harness {
     fn new(seed: u64) -> Self {
-        let disk = SimStorage::new();
-        create(
-            &disk,
-            &CreateOptions {
-                block_size: BS as u32,
-                capacity_bytes: BLOCKS * BS as u64,
-                wal_bytes: WAL,
-                role: Role::Primary,
-                epoch: 1,
-            },
-        )
-        .unwrap();
-        let engine = Engine::open(&disk, opts()).unwrap();
+        let disk = sim_volume(BS, BLOCKS, WAL, Role::Primary);
+        let engine = Engine::open(&disk, quiet()).unwrap();
         Harness {
             disk,
             engine: Some(engine),
@@ -129,19 +114,8 @@ impl Harness {
     /// possibly losing power again during recovery, and check every block against the model.
     fn power_cut(&mut self) -> Result<(), TestCaseError> {
         self.crashes += 1;
-        let mut disk = self.disk.crash(&mut self.rng);
         self.engine = None;
-        let engine = loop {
-            if self.rng.below(3) == 0 {
-                disk.arm_crash_after(self.rng.below(10));
-            }
-            match Engine::open(&disk, opts()) {
-                Ok(e) => break e,
-                Err(_) if disk.is_dead() => disk = disk.crash(&mut self.rng),
-                Err(e) => return Err(TestCaseError::fail(format!("recovery failed: {e}"))),
-            }
-        };
-        disk.arm_crash_after(u64::MAX);
+        let (disk, engine) = recover(&self.disk, &mut self.rng, 10).map_err(TestCaseError::fail)?;
         self.disk = disk;
         let cap = engine.capacity_blocks();
         match self.model.shrinking.take() {
@@ -286,21 +260,18 @@ impl Harness {
                 if self.disk.is_dead() {
                     return self.power_cut();
                 }
-                let e = self.engine.take().unwrap();
-                match e.close() {
-                    Ok(()) => {
-                        drop(e);
+                match close_and_reopen(self.engine.take().unwrap(), &self.disk) {
+                    Reopen::Open(e) => {
                         self.model.durable(0, self.model.capacity);
-                        match Engine::open(&self.disk, opts()) {
-                            Ok(e) => {
-                                self.engine = Some(e);
-                                Ok(())
-                            }
-                            Err(_) if self.disk.is_dead() => self.power_cut(),
-                            Err(e) => Err(TestCaseError::fail(format!("reopen: {e}"))),
-                        }
+                        self.engine = Some(e);
+                        Ok(())
                     }
-                    Err(err) => {
+                    Reopen::OpenFailed(_) if self.disk.is_dead() => {
+                        self.model.durable(0, self.model.capacity);
+                        self.power_cut()
+                    }
+                    Reopen::OpenFailed(e) => Err(TestCaseError::fail(format!("reopen: {e}"))),
+                    Reopen::CloseFailed(e, err) => {
                         self.engine = Some(e);
                         dead_error(self, &err)
                     }
@@ -320,6 +291,26 @@ impl Harness {
             self.power_cut()?;
         }
         Ok(())
+    }
+}
+
+impl PowerLossHarness for Harness {
+    type Op = Op;
+    type Error = TestCaseError;
+    fn with_seed(seed: u64) -> Self {
+        Harness::new(seed)
+    }
+    fn disk(&self) -> &SimStorage {
+        &self.disk
+    }
+    fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        Harness::step(self, op)
+    }
+    fn power_cut(&mut self) -> Result<(), TestCaseError> {
+        Harness::power_cut(self)
+    }
+    fn crashes(&self) -> u64 {
+        self.crashes
     }
 }
 
@@ -375,30 +366,6 @@ fn power_loss_at_every_io_operation_of_a_workload() {
         }
         v
     };
-    // Count the I/O operations of a clean run.
-    let total = {
-        let mut h = Harness::new(1);
-        let before = h.disk.ops_done();
-        for op in &workload {
-            h.step(op).unwrap();
-        }
-        h.disk.ops_done() - before
-    };
-    assert!(total > 100, "workload too small: {total} I/O operations");
-    let mut points = 0;
-    for crash_at in 0..total {
-        for seed in 0..3u64 {
-            let mut h = Harness::new(crash_at * 31 + seed);
-            h.disk.arm_crash_after(crash_at);
-            for op in &workload {
-                h.step(op)
-                    .unwrap_or_else(|e| panic!("crash point {crash_at} seed {seed}: {e}"));
-            }
-            h.power_cut()
-                .unwrap_or_else(|e| panic!("crash point {crash_at} seed {seed}: {e}"));
-            assert!(h.crashes >= 2);
-            points += 1;
-        }
-    }
+    let (points, total) = at_every_io_operation::<Harness>(&workload, 100, 3);
     println!("verified {points} power-loss points over {total} I/O operations");
 }

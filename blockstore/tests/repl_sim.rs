@@ -35,24 +35,18 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use blockstore::engine::{create, CreateOptions, Engine, OpenOptions};
+use blockstore::engine::{create, CreateOptions, Engine};
 use blockstore::repl::frame::{self, Frame, Record};
 use blockstore::repl::primary::{PrimaryConfig, PrimaryEvent, PrimaryPeer, ResyncStep, SyncState};
 use blockstore::repl::standby::{StandbyConfig, StandbyEvent, StandbyLink};
 use blockstore::replica::ShippedRecord;
 use blockstore::sim::{SimRng, SimStorage};
+use blockstore::testkit::power_loss::quiet;
 use blockstore::testkit::{identify, write_data};
 use blockstore::{AccessState, Error, Role};
 
 const BS: usize = 512;
 const BLOCKS: u64 = 48;
-
-fn quiet() -> OpenOptions {
-    OpenOptions {
-        background_flusher: false,
-        ..OpenOptions::default()
-    }
-}
 
 fn disk(role: Role) -> SimStorage {
     let d = SimStorage::new();

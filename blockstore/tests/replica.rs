@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use blockstore::engine::{create, CreateOptions, Engine, OpenOptions};
+use blockstore::engine::Engine;
 use blockstore::replica::{LogPos, ReplicaGate};
 use blockstore::sim::{SimRng, SimStorage};
 use blockstore::storage::BlockFile;
+use blockstore::testkit::power_loss::{quiet, sim_volume};
 use blockstore::testkit::{identify, write_data};
 use blockstore::{Error, Role, Storage};
 
@@ -17,26 +18,7 @@ const BS: usize = 512;
 const BLOCKS: u64 = 256;
 
 fn volume(role: Role, wal: u64) -> SimStorage {
-    let disk = SimStorage::new();
-    create(
-        &disk,
-        &CreateOptions {
-            block_size: BS as u32,
-            capacity_bytes: BLOCKS * BS as u64,
-            wal_bytes: wal,
-            role,
-            ..CreateOptions::default()
-        },
-    )
-    .unwrap();
-    disk
-}
-
-fn quiet() -> OpenOptions {
-    OpenOptions {
-        background_flusher: false,
-        ..OpenOptions::default()
-    }
+    sim_volume(BS, BLOCKS, wal, role)
 }
 
 fn image(e: &Engine) -> Vec<u8> {

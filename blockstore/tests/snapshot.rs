@@ -6,18 +6,12 @@ use std::sync::Arc;
 use blockstore::clone::create_clone;
 use blockstore::engine::{create, CreateOptions, Engine, OpenOptions};
 use blockstore::sim::SimStorage;
+use blockstore::testkit::power_loss::quiet;
 use blockstore::testkit::{identify, write_data};
 use blockstore::{CloneOptions, DirStorage, Error, Role, Storage};
 
 const BS: usize = 512;
 const BLOCKS: u64 = 64;
-
-fn quiet() -> OpenOptions {
-    OpenOptions {
-        background_flusher: false,
-        ..OpenOptions::default()
-    }
-}
 
 fn volume(disk: &SimStorage) -> Arc<Engine> {
     create(

@@ -15,8 +15,11 @@
 use std::sync::Arc;
 
 use blockstore::clone::create_clone;
-use blockstore::engine::{create, CreateOptions, Engine, OpenOptions};
+use blockstore::engine::Engine;
 use blockstore::sim::{SimRng, SimStorage};
+use blockstore::testkit::power_loss::{
+    at_every_io_operation, close_and_reopen, quiet, recover, sim_volume, PowerLossHarness, Reopen,
+};
 use blockstore::testkit::{identify, write_data};
 use blockstore::{CloneOptions, Error, Role};
 use proptest::prelude::*;
@@ -24,13 +27,6 @@ use proptest::prelude::*;
 const BS: usize = 512;
 const BLOCKS: u64 = 40;
 const WAL: u64 = 16 * 1024;
-
-fn opts() -> OpenOptions {
-    OpenOptions {
-        background_flusher: false,
-        ..OpenOptions::default()
-    }
-}
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -108,19 +104,8 @@ fn snap_ids(e: &Engine, id: u64) -> Result<Vec<u64>, String> {
 
 impl Harness {
     fn new(seed: u64) -> Self {
-        let disk = SimStorage::new();
-        create(
-            &disk,
-            &CreateOptions {
-                block_size: BS as u32,
-                capacity_bytes: BLOCKS * BS as u64,
-                wal_bytes: WAL,
-                role: Role::Primary,
-                epoch: 1,
-            },
-        )
-        .unwrap();
-        let engine = Engine::open(&disk, opts()).unwrap();
+        let disk = sim_volume(BS, BLOCKS, WAL, Role::Primary);
+        let engine = Engine::open(&disk, quiet()).unwrap();
         Harness {
             disk,
             engine: Some(engine),
@@ -158,19 +143,8 @@ impl Harness {
 
     fn power_cut(&mut self) -> Result<(), TestCaseError> {
         self.crashes += 1;
-        let mut disk = self.disk.crash(&mut self.rng);
         self.engine = None;
-        let engine = loop {
-            if self.rng.below(3) == 0 {
-                disk.arm_crash_after(self.rng.below(12));
-            }
-            match Engine::open(&disk, opts()) {
-                Ok(e) => break e,
-                Err(_) if disk.is_dead() => disk = disk.crash(&mut self.rng),
-                Err(e) => return Err(TestCaseError::fail(format!("recovery failed: {e}"))),
-            }
-        };
-        disk.arm_crash_after(u64::MAX);
+        let (disk, engine) = recover(&self.disk, &mut self.rng, 12).map_err(TestCaseError::fail)?;
         self.disk = disk;
         let got = read_ids(&engine).map_err(TestCaseError::fail)?;
         let rolled = self.rollback.take().filter(|snap| *snap == got);
@@ -360,21 +334,18 @@ impl Harness {
                 if self.disk.is_dead() {
                     return self.power_cut();
                 }
-                let e = self.engine.take().unwrap();
-                match e.close() {
-                    Ok(()) => {
-                        drop(e);
+                match close_and_reopen(self.engine.take().unwrap(), &self.disk) {
+                    Reopen::Open(e) => {
                         self.durable_all();
-                        match Engine::open(&self.disk, opts()) {
-                            Ok(e) => {
-                                self.engine = Some(e);
-                                Ok(())
-                            }
-                            Err(_) if self.disk.is_dead() => self.power_cut(),
-                            Err(e) => Err(TestCaseError::fail(format!("reopen: {e}"))),
-                        }
+                        self.engine = Some(e);
+                        Ok(())
                     }
-                    Err(err) => {
+                    Reopen::OpenFailed(_) if self.disk.is_dead() => {
+                        self.durable_all();
+                        self.power_cut()
+                    }
+                    Reopen::OpenFailed(e) => Err(TestCaseError::fail(format!("reopen: {e}"))),
+                    Reopen::CloseFailed(e, err) => {
                         self.engine = Some(e);
                         dead(self, &err)
                     }
@@ -394,6 +365,26 @@ impl Harness {
             self.power_cut()?;
         }
         Ok(())
+    }
+}
+
+impl PowerLossHarness for Harness {
+    type Op = Op;
+    type Error = TestCaseError;
+    fn with_seed(seed: u64) -> Self {
+        Harness::new(seed)
+    }
+    fn disk(&self) -> &SimStorage {
+        &self.disk
+    }
+    fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        Harness::step(self, op)
+    }
+    fn power_cut(&mut self) -> Result<(), TestCaseError> {
+        Harness::power_cut(self)
+    }
+    fn crashes(&self) -> u64 {
+        self.crashes
     }
 }
 
@@ -444,29 +435,7 @@ fn power_loss_at_every_io_operation_of_a_snapshot_workload() {
     });
     workload.push(Op::FlusherRun);
     workload.push(Op::Delete { pick: 1 });
-    let total = {
-        let mut h = Harness::new(1);
-        let before = h.disk.ops_done();
-        for op in &workload {
-            h.step(op).unwrap();
-        }
-        h.disk.ops_done() - before
-    };
-    assert!(total > 100, "workload too small: {total} I/O operations");
-    let mut points = 0;
-    for crash_at in 0..total {
-        for seed in 0..3u64 {
-            let mut h = Harness::new(crash_at * 31 + seed);
-            h.disk.arm_crash_after(crash_at);
-            for op in &workload {
-                h.step(op)
-                    .unwrap_or_else(|e| panic!("crash point {crash_at} seed {seed}: {e}"));
-            }
-            h.power_cut()
-                .unwrap_or_else(|e| panic!("crash point {crash_at} seed {seed}: {e}"));
-            points += 1;
-        }
-    }
+    let (points, total) = at_every_io_operation::<Harness>(&workload, 100, 3);
     println!("verified {points} power-loss points over {total} I/O operations");
 }
 
@@ -475,19 +444,8 @@ fn power_loss_at_every_io_operation_of_a_snapshot_workload() {
 /// origin snapshot is untouched.
 #[test]
 fn power_loss_at_every_io_operation_of_a_clone() {
-    let odisk = SimStorage::new();
-    create(
-        &odisk,
-        &CreateOptions {
-            block_size: BS as u32,
-            capacity_bytes: BLOCKS * BS as u64,
-            wal_bytes: WAL,
-            role: Role::Primary,
-            epoch: 1,
-        },
-    )
-    .unwrap();
-    let origin = Engine::open(&odisk, opts()).unwrap();
+    let odisk = sim_volume(BS, BLOCKS, WAL, Role::Primary);
+    let origin = Engine::open(&odisk, quiet()).unwrap();
     origin
         .write(0, &write_data(1, 0, BLOCKS, BS), false)
         .unwrap();
@@ -501,7 +459,7 @@ fn power_loss_at_every_io_operation_of_a_clone() {
         }
         let c = match Engine::open_clone(
             Arc::new(disk.clone()),
-            opts(),
+            quiet(),
             origin.snapshot_view(s.id).unwrap(),
         ) {
             Ok(c) => c,
@@ -566,9 +524,12 @@ fn power_loss_at_every_io_operation_of_a_clone() {
             let d = fresh();
             let model = run(&d, Some(crash_at));
             let after = d.crash(&mut SimRng::new(crash_at * 7 + seed));
-            let c =
-                Engine::open_clone(Arc::new(after), opts(), origin.snapshot_view(s.id).unwrap())
-                    .unwrap_or_else(|e| panic!("crash point {crash_at}: recovery failed: {e}"));
+            let c = Engine::open_clone(
+                Arc::new(after),
+                quiet(),
+                origin.snapshot_view(s.id).unwrap(),
+            )
+            .unwrap_or_else(|e| panic!("crash point {crash_at}: recovery failed: {e}"));
             let got = read_ids(&c).unwrap();
             for (b, g) in got.iter().enumerate() {
                 assert!(

@@ -4,9 +4,10 @@
 //! applying a snapshot record ends with the snapshot exactly when its applied position says
 //! it holds the record.
 
-use blockstore::engine::{create, CreateOptions, Engine, OpenOptions};
+use blockstore::engine::Engine;
 use blockstore::replica::{LogPos, ShippedKind};
 use blockstore::sim::{SimRng, SimStorage};
+use blockstore::testkit::power_loss::{quiet, sim_volume};
 use blockstore::testkit::write_data;
 use blockstore::{Role, SnapshotInfo};
 
@@ -14,26 +15,7 @@ const BS: usize = 512;
 const BLOCKS: u64 = 128;
 
 fn volume(role: Role) -> SimStorage {
-    let disk = SimStorage::new();
-    create(
-        &disk,
-        &CreateOptions {
-            block_size: BS as u32,
-            capacity_bytes: BLOCKS * BS as u64,
-            wal_bytes: 512 * 1024,
-            role,
-            ..CreateOptions::default()
-        },
-    )
-    .unwrap();
-    disk
-}
-
-fn quiet() -> OpenOptions {
-    OpenOptions {
-        background_flusher: false,
-        ..OpenOptions::default()
-    }
+    sim_volume(BS, BLOCKS, 512 * 1024, role)
 }
 
 /// Ships everything from `pos` in small batches, returning the new position.

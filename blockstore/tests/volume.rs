@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use blockstore::engine::{create, CreateOptions, OpenOptions};
+use blockstore::engine::{create, CreateOptions};
 use blockstore::sim::{SimRng, SimStorage};
+use blockstore::testkit::power_loss::quiet;
 use blockstore::testkit::{identify, write_data};
 use blockstore::Volume;
 
@@ -21,13 +22,6 @@ fn sim_volume() -> Arc<SimStorage> {
     )
     .unwrap();
     Arc::new(disk)
-}
-
-fn quiet() -> OpenOptions {
-    OpenOptions {
-        background_flusher: false,
-        ..OpenOptions::default()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

@@ -1,7 +1,10 @@
 //! Self-identifying block contents, shared by the crash tests, the crash-loop child process and
 //! the benchmarks: every block names the write that produced it, so a reader can tell exactly which
 //! write it sees and detect garbage or a torn mix of two writes inside one block. Also a view of
-//! the log record format, for tests that inspect the log a crash left behind.
+//! the log record format, for tests that inspect the log a crash left behind, and the
+//! power-loss driving the model tests share ([`power_loss`]).
+
+pub mod power_loss;
 
 /// The log record format (header layout and record length), which is otherwise internal: tests
 /// parse the raw log with it to check what was written and with which fields.
