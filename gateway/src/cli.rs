@@ -593,6 +593,10 @@ pub struct CloneArgs {
     pub snapshot: String,
     /// The new volume's name.
     pub name: String,
+    /// A read-only view of the snapshot (exported write protected) instead of a writable
+    /// clone: how a snapshot is exported.
+    #[arg(long)]
+    pub read_only: bool,
     /// The admin API and its token.
     #[command(flatten)]
     pub admin: Admin,
@@ -601,10 +605,11 @@ pub struct CloneArgs {
     pub json: bool,
 }
 
-/// `tandem clone VOLUME SNAPSHOT NAME`: a new writable volume from a snapshot.
+/// `tandem clone VOLUME SNAPSHOT NAME [--read-only]`: a new volume from a snapshot, writable
+/// or a read-only view.
 pub fn clone(a: &CloneArgs) -> ExitCode {
     let path = format!("/v1/volumes/{}/snapshots/{}/clone", a.volume, a.snapshot);
-    let body = serde_json::json!({ "name": a.name }).to_string();
+    let body = serde_json::json!({ "name": a.name, "read_only": a.read_only }).to_string();
     let answer = a.admin.send(Method::POST, &path, Some(body));
     finish("clone", a.json, answer, |v: VolumeCreated| {
         format!(

@@ -212,6 +212,11 @@ impl LogicalUnit {
             return Err(Fail::Check(access.not_ready().unwrap_or(Sense::internal())));
         }
         self.check_reservations(nexus, &c)?;
+        // The one place write protection is decided for SCSI: nothing that would change a
+        // write-protected medium reaches the volume.
+        if self.cfg.write_protected && rw::changes_medium(&c) {
+            return Err(Fail::Check(Sense::write_protected()));
+        }
         let id = nexus.id;
         let done = |d: Vec<u8>| Ok(Step::Done(Completion::good_data(d, usize::MAX)));
         match c.opcode() {
