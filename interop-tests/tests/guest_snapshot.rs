@@ -132,6 +132,10 @@ echo "fio passes (the snapshots were taken during them): iSCSI $(passes /mnt/i),
 check "fio ran without errors" sh -c "[ ! -e /mnt/i.failed ] && [ ! -e /mnt/n.failed ]"
 
 # The new exports: LUNs 1 (view) and 2 (clone) after a rescan; namespaces 3 and 4 by the AEN.
+# The LUNs added to its target reach the session as a unit attention (3F/0E) on its next
+# command (fio's, or this read's), which the kernel logs and retries.
+dd if=/dev/$ISD of=/dev/null bs=4096 count=1 iflag=direct 2>/dev/null || fail "read of LUN 0"
+check "iSCSI: the kernel was told the target's LUNs changed (3F/0E)" sh -c "dmesg | grep -q 'LUN assignments on this target have changed'"
 iscsiadm -m session -R || fail "iSCSI rescan"
 IRO=$(wait_for "LUN 1 (read-only view of vol)" lun_disk 1)
 IRW=$(wait_for "LUN 2 (clone of vol)" lun_disk 2)
@@ -164,6 +168,7 @@ check "NVMe view: the target answers a Write Namespace Is Write Protected" grep 
 # A view holds what its clone holds (the same snapshot), before the clone is written.
 stage "comparing the views with the clones"
 check "iSCSI: the view and the clone hold the same snapshot" same_disks $IRO $IRW
+rv_send iscsi-compared
 check "NVMe: the view and the clone hold the same snapshot" same_disks $NRO $NRW
 head_of $IRO > /tmp/view.i; head_of $NRO > /tmp/view.n
 rv_send views-checked
@@ -317,6 +322,8 @@ fn snapshot_under_load_exported_rolled_back_and_cloned_on_iscsi_and_nvme() {
             );
         }
         rv.set_state("exported");
+        // Whole disks are compared: one step per protocol, each well within a step's time.
+        await_guest(&rv, &guest, "iscsi-compared");
         await_guest(&rv, &guest, "views-checked");
         await_guest(&rv, &guest, "detached");
         let rolled = Instant::now();
