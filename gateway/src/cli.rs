@@ -333,8 +333,8 @@ pub fn list(a: &ListArgs) -> ExitCode {
         answer,
         |doc: crate::status::VolumesDoc| {
             let mut out = format!(
-                "{:<12} {:>14} {:>6} {:<8} {:<11} {:>5} {:<}\n",
-                "VOLUME", "BYTES", "BLOCK", "ROLE", "ACCESS", "HOSTS", "EXPORTS"
+                "{:<12} {:>14} {:>6} {:<8} {:<11} {:>5} {:<16} {:<}\n",
+                "VOLUME", "BYTES", "BLOCK", "ROLE", "ACCESS", "HOSTS", "ORIGIN", "EXPORTS"
             );
             for v in &doc.volumes {
                 let mut exports: Vec<String> = v
@@ -349,14 +349,23 @@ pub fn list(a: &ListArgs) -> ExitCode {
                         .iter()
                         .map(|e| format!("nvme {} nsid {}", e.subsystem, e.nsid)),
                 );
+                // A clone or read-only view: VOLUME@SNAPSHOT-ID, "(ro)" for a view.
+                let origin = v.clone_of.as_ref().map_or_else(
+                    || "-".to_string(),
+                    |c| {
+                        let ro = if c.read_only { " (ro)" } else { "" };
+                        format!("{}@{}{ro}", c.volume, c.snapshot)
+                    },
+                );
                 out.push_str(&format!(
-                    "{:<12} {:>14} {:>6} {:<8} {:<11} {:>5} {}\n",
+                    "{:<12} {:>14} {:>6} {:<8} {:<11} {:>5} {:<16} {}\n",
                     v.name,
                     v.size_bytes,
                     v.block_size,
                     v.role,
                     v.access_state,
                     v.hosts.iscsi.len() + v.hosts.nvme.len(),
+                    origin,
                     if exports.is_empty() {
                         "-".to_string()
                     } else {

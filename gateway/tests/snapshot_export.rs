@@ -233,6 +233,13 @@ async fn scenario() {
         .as_ref()
         .expect("the view reports its snapshot");
     assert_eq!((of.volume.as_str(), of.read_only), ("a", true));
+    let table = d.ok(&["volume", "list"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("a-s1 ") && l.contains("a@1 (ro)")),
+        "{table}"
+    );
 
     check_iscsi_view(&d, &before).await;
     check_nvme_view(&d, &before).await;
