@@ -146,6 +146,10 @@ pub enum BlockResult {
     /// is freed. SCSI answers DATA PROTECT, SPACE ALLOCATION FAILED WRITE PROTECT (07/27/07);
     /// NVMe answers Capacity Exceeded.
     SpaceExhausted,
+    /// The volume is write protected (a read-only view of a snapshot): nothing was written.
+    /// SCSI answers DATA PROTECT, WRITE PROTECTED (07/27/00); NVMe answers Namespace Is Write
+    /// Protected (0x20).
+    WriteProtected,
     /// Any other failure inside the gateway.
     Internal,
 }

@@ -333,8 +333,8 @@ pub fn list(a: &ListArgs) -> ExitCode {
         answer,
         |doc: crate::status::VolumesDoc| {
             let mut out = format!(
-                "{:<12} {:>14} {:>6} {:<8} {:<11} {:>5} {:<}\n",
-                "VOLUME", "BYTES", "BLOCK", "ROLE", "ACCESS", "HOSTS", "EXPORTS"
+                "{:<12} {:>14} {:>6} {:<8} {:<11} {:>5} {:<16} {:<}\n",
+                "VOLUME", "BYTES", "BLOCK", "ROLE", "ACCESS", "HOSTS", "ORIGIN", "EXPORTS"
             );
             for v in &doc.volumes {
                 let mut exports: Vec<String> = v
@@ -349,14 +349,23 @@ pub fn list(a: &ListArgs) -> ExitCode {
                         .iter()
                         .map(|e| format!("nvme {} nsid {}", e.subsystem, e.nsid)),
                 );
+                // A clone or read-only view: VOLUME@SNAPSHOT-ID, "(ro)" for a view.
+                let origin = v.clone_of.as_ref().map_or_else(
+                    || "-".to_string(),
+                    |c| {
+                        let ro = if c.read_only { " (ro)" } else { "" };
+                        format!("{}@{}{ro}", c.volume, c.snapshot)
+                    },
+                );
                 out.push_str(&format!(
-                    "{:<12} {:>14} {:>6} {:<8} {:<11} {:>5} {}\n",
+                    "{:<12} {:>14} {:>6} {:<8} {:<11} {:>5} {:<16} {}\n",
                     v.name,
                     v.size_bytes,
                     v.block_size,
                     v.role,
                     v.access_state,
                     v.hosts.iscsi.len() + v.hosts.nvme.len(),
+                    origin,
                     if exports.is_empty() {
                         "-".to_string()
                     } else {
@@ -593,6 +602,10 @@ pub struct CloneArgs {
     pub snapshot: String,
     /// The new volume's name.
     pub name: String,
+    /// A read-only view of the snapshot (exported write protected) instead of a writable
+    /// clone: how a snapshot is exported.
+    #[arg(long)]
+    pub read_only: bool,
     /// The admin API and its token.
     #[command(flatten)]
     pub admin: Admin,
@@ -601,10 +614,11 @@ pub struct CloneArgs {
     pub json: bool,
 }
 
-/// `tandem clone VOLUME SNAPSHOT NAME`: a new writable volume from a snapshot.
+/// `tandem clone VOLUME SNAPSHOT NAME [--read-only]`: a new volume from a snapshot, writable
+/// or a read-only view.
 pub fn clone(a: &CloneArgs) -> ExitCode {
     let path = format!("/v1/volumes/{}/snapshots/{}/clone", a.volume, a.snapshot);
-    let body = serde_json::json!({ "name": a.name }).to_string();
+    let body = serde_json::json!({ "name": a.name, "read_only": a.read_only }).to_string();
     let answer = a.admin.send(Method::POST, &path, Some(body));
     finish("clone", a.json, answer, |v: VolumeCreated| {
         format!(

@@ -76,7 +76,9 @@ impl LuHandle {
     /// following the volume's paths (`paths`: the port groups and their states).
     pub fn new(target: Arc<VolumeTarget>, paths: Arc<PathCell>, luns: Vec<u16>) -> Arc<LuHandle> {
         let v = &target.volume.volume;
-        let mut lu = LogicalUnit::new(LuConfig::new(v.block_size(), v.uuid()), v.capacity_blocks())
+        let mut cfg = LuConfig::new(v.block_size(), v.uuid());
+        cfg.write_protected = target.write_protected();
+        let mut lu = LogicalUnit::new(cfg, v.capacity_blocks())
             .with_reservations(target.reservations().clone());
         let mut rx = paths.watch();
         lu.set_port_groups(port_groups(&rx.borrow_and_update()));

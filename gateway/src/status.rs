@@ -65,6 +65,20 @@ pub struct VolumeStatus {
     /// peer's group with its last known state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paths: Option<PathsStatus>,
+    /// For a clone or a read-only snapshot view: the snapshot it is made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone_of: Option<CloneOfStatus>,
+}
+
+/// The snapshot a clone or a read-only view is made from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloneOfStatus {
+    /// The origin volume's name (its UUID when it is not served).
+    pub volume: String,
+    /// The snapshot's id.
+    pub snapshot: u64,
+    /// A read-only view (exported write protected) rather than a writable clone.
+    pub read_only: bool,
 }
 
 /// The paths to a volume as hosts see them through this node.
@@ -258,8 +272,21 @@ impl NodeView {
     /// The state of every volume now.
     pub fn volumes(&self) -> VolumesDoc {
         let cfg = self.served.config();
-        let volumes = self
-            .targets()
+        let targets = self.targets();
+        let clone_of = |v: &blockstore::Volume| {
+            v.clone_origin().map(|c| CloneOfStatus {
+                volume: targets
+                    .iter()
+                    .find(|(_, t)| t.volume.volume.uuid() == c.origin_uuid)
+                    .map_or_else(
+                        || uuid::Uuid::from_bytes(c.origin_uuid).to_string(),
+                        |(n, _)| n.clone(),
+                    ),
+                snapshot: c.snapshot_id,
+                read_only: c.read_only,
+            })
+        };
+        let volumes = targets
             .iter()
             .map(|(name, lu)| {
                 let v = &lu.volume.volume;
@@ -289,6 +316,7 @@ impl NodeView {
                     hosts: self.hosts(name),
                     replication: self.replication.get(name).map(|s| s.get()),
                     paths: self.paths(name),
+                    clone_of: clone_of(v),
                 }
             })
             .collect();

@@ -99,6 +99,13 @@ impl VolumeTarget {
         &self.resv
     }
 
+    /// Whether hosts see the volume write protected (a read-only view of a snapshot): the LU
+    /// and the namespaces report it (MODE SENSE WP, Identify Namespace NSATTR) and refuse
+    /// every change in their protocol's words.
+    pub fn write_protected(&self) -> bool {
+        self.volume.volume.read_only()
+    }
+
     /// The volume's access state on this node.
     pub fn access_state(&self) -> AccessState {
         self.volume.volume.access_state()
@@ -259,6 +266,9 @@ pub fn volume_error(volume: &str, e: VolError, write: bool) -> BlockResult {
         },
         // The engine logged the exhaustion once; every refused write need not.
         VolError::NoSpace => BlockResult::SpaceExhausted,
+        // A read-only view: the front ends refuse writes before they get here; this is the
+        // engine's own refusal answered the same way.
+        VolError::ReadOnly => BlockResult::WriteProtected,
         VolError::Io(_) | VolError::Failed | VolError::LogFull { .. } => {
             tracing::error!(volume, error = %e, write, "volume I/O failed");
             BlockResult::MediumError

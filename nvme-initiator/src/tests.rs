@@ -22,6 +22,7 @@ fn subsystem() -> Subsystem {
         block_size: 4096,
         blocks: 777,
         ana_group: 1,
+        write_protected: false,
     });
     s
 }

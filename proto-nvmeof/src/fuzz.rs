@@ -54,6 +54,7 @@ fn drive(input: &[u8]) -> usize {
         block_size: 512,
         blocks: 64,
         ana_group: 1,
+        write_protected: false,
     });
     reg.set_subsystem(Arc::new(s));
     let _ = reg.admit(&crate::registry::ConnectRequest {

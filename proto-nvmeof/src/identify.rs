@@ -169,6 +169,8 @@ pub fn identify_namespace(ns: &Namespace, subsys: &Subsystem) -> Vec<u8> {
     if subsys.ana_enabled {
         put(&mut b, 92, &ns.ana_group.to_le_bytes());
     }
+    // NSATTR bit 0: write protected (Linux sets the disk read-only).
+    b[99] = u8::from(ns.write_protected);
     put(&mut b, 104, &ids.nguid);
     put(&mut b, 120, &ids.eui64);
     b[130] = ns.lbads(); // LBAF0: MS 0, LBADS, RP 0
@@ -333,6 +335,7 @@ mod tests {
             block_size: 4096,
             blocks: 1000,
             ana_group: 2,
+            write_protected: false,
         });
         let b = identify_namespace(&s.namespaces[0], &s);
         assert_eq!(u64::from_le_bytes(b[0..8].try_into().unwrap()), 1000);
@@ -341,6 +344,10 @@ mod tests {
         assert_eq!(b[33] & 0x7, 1, "deallocated blocks read as zeros");
         assert_eq!(le32(&b, 92), 2);
         assert_eq!(b[130], 12, "LBADS for 4096");
+        assert_eq!(b[99], 0, "NSATTR: writable");
+        s.namespaces[0].write_protected = true;
+        let wp = identify_namespace(&s.namespaces[0], &s);
+        assert_eq!(wp[99] & 1, 1, "NSATTR bit 0: write protected");
         let ids = crate::ident::namespace_ids(&[5; 16], 0);
         assert_eq!(&b[104..120], &ids.nguid);
         assert_eq!(&b[120..128], &ids.eui64);
@@ -362,6 +369,7 @@ mod tests {
             block_size: 512,
             blocks: 8,
             ana_group: 1,
+            write_protected: false,
         });
         let c = identify_controller(&TargetConfig::default(), 1, ControllerKind::Io(&s));
         assert_eq!(le16(&c, 520) & (1 << 5), 0, "ONCS reservations");

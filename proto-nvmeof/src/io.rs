@@ -161,6 +161,15 @@ fn start_inner(
     if let Some(status) = subsys.ana_state(ns.ana_group).io_status() {
         return Err(status);
     }
+    // The one place write protection is decided for NVMe: nothing that would change a
+    // write-protected namespace reaches the volume (a Dataset Management without the
+    // deallocate attribute changes nothing and succeeds below).
+    if ns.write_protected
+        && (matches!(sqe.opcode(), opcode::WRITE | opcode::WRITE_ZEROES)
+            || (sqe.opcode() == opcode::DSM && sqe.cdw(11) & (1 << 2) != 0))
+    {
+        return Err(Status::NS_WRITE_PROTECTED.dnr());
+    }
     Ok(match sqe.opcode() {
         opcode::READ => {
             let rw = rw_fields(sqe);
@@ -329,6 +338,7 @@ pub(crate) fn finish(cid: u16, pending: Pending, result: IoResult, ana_enabled: 
         // The thin-provisioning hard threshold: nothing was written; the host's block layer
         // reports no space (Linux: BLK_STS_NOSPC).
         (_, BlockResult::SpaceExhausted) => status(Status::CAPACITY_EXCEEDED.dnr()),
+        (_, BlockResult::WriteProtected) => status(Status::NS_WRITE_PROTECTED.dnr()),
         (Pending::Write | Pending::Other, BlockResult::Ok) => status(Status::SUCCESS),
         (_, BlockResult::ReservationConflict) => status(Status::RESERVATION_CONFLICT.dnr()),
         (_, BlockResult::OutOfRange) => status(Status::LBA_OUT_OF_RANGE.dnr()),
@@ -399,6 +409,90 @@ mod tests {
     }
 
     #[test]
+    fn write_protected_namespace_refuses_changes_before_the_volume() {
+        let mut s = Subsystem::new("nqn.x", "s");
+        s.namespaces.push(Namespace {
+            nsid: 1,
+            volume_uuid: [5; 16],
+            block_size: 512,
+            blocks: 8,
+            ana_group: 1,
+            write_protected: true,
+        });
+        let requester = Requester {
+            host_id: [1; 16],
+            cntlid: 1,
+        };
+        let cfg = TargetConfig::default();
+        let sqe_of = |op: u8, cdw11: u32, len: u32| {
+            let mut sqe = Sqe::new(op, 9);
+            sqe.set_nsid(1);
+            sqe.set_cdw(11, cdw11);
+            sqe.set_sgl(Sgl {
+                addr: 0,
+                length: len,
+                ident: crate::sqe::SGL_IN_CAPSULE,
+            });
+            sqe
+        };
+        let block = Bytes::from(vec![7u8; 512]);
+        let range = Bytes::from(vec![0u8; 16]);
+        for (sqe, data) in [
+            (sqe_of(opcode::WRITE, 0, 512), block.clone()),
+            (sqe_of(opcode::WRITE_ZEROES, 0, 0), Bytes::new()),
+            (sqe_of(opcode::DSM, 1 << 2, 16), range.clone()),
+        ] {
+            match start(&sqe, data, &s, requester, &cfg, false) {
+                Start::Done(r) => assert_eq!(r.status, Status::NS_WRITE_PROTECTED.dnr()),
+                _ => panic!("opcode {:#x} reached the volume", sqe.opcode()),
+            }
+        }
+        // Reads, flushes and a DSM without deallocate go on.
+        assert!(matches!(
+            start(
+                &sqe_of(opcode::READ, 0, 512),
+                Bytes::new(),
+                &s,
+                requester,
+                &cfg,
+                false
+            ),
+            Start::Issue(IoOp::Block(BlockOp::Read { .. }), _)
+        ));
+        assert!(matches!(
+            start(
+                &sqe_of(opcode::FLUSH, 0, 0),
+                Bytes::new(),
+                &s,
+                requester,
+                &cfg,
+                false
+            ),
+            Start::Issue(IoOp::Block(BlockOp::Flush), _)
+        ));
+        match start(
+            &sqe_of(opcode::DSM, 0, 16),
+            range,
+            &s,
+            requester,
+            &cfg,
+            false,
+        ) {
+            Start::Done(r) => assert_eq!(r.status, Status::SUCCESS),
+            _ => panic!("a DSM hint reached the volume"),
+        }
+        // The volume's own refusal maps to the same status.
+        let st = finish(
+            9,
+            Pending::Write,
+            IoResult::Block(BlockResult::WriteProtected),
+            true,
+        )
+        .status;
+        assert_eq!(st, Status::NS_WRITE_PROTECTED.dnr());
+    }
+
+    #[test]
     fn reservation_opcodes_are_invalid_when_not_offered() {
         let mut s = Subsystem::new("nqn.x", "s");
         s.namespaces.push(Namespace {
@@ -407,6 +501,7 @@ mod tests {
             block_size: 512,
             blocks: 8,
             ana_group: 1,
+            write_protected: false,
         });
         let requester = Requester {
             host_id: [1; 16],

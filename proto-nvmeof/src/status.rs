@@ -41,6 +41,8 @@ impl Status {
     pub const KEEP_ALIVE_INVALID: Status = Status(0x01A);
     /// Command Aborted due to Preempt and Abort (a Reservation Acquire by another host).
     pub const ABORTED_PREEMPT: Status = Status(0x01B);
+    /// Namespace Is Write Protected (a read-only view of a snapshot).
+    pub const NS_WRITE_PROTECTED: Status = Status(0x020);
     /// Transient transport error (e.g. data digest mismatch).
     pub const TRANSIENT_TRANSPORT_ERROR: Status = Status(0x022);
     /// LBA out of range.

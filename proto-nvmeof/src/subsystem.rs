@@ -87,6 +87,9 @@ pub struct Namespace {
     pub blocks: u64,
     /// ANA group the namespace belongs to.
     pub ana_group: u32,
+    /// Write protected (a read-only view of a snapshot): Identify Namespace NSATTR bit 0, and
+    /// every command that would change it answered Namespace Is Write Protected.
+    pub write_protected: bool,
 }
 
 impl Namespace {

@@ -260,7 +260,9 @@ async fn dhchap(
 
 /// `POST /v1/volumes/{volume}/snapshots/{snapshot}/clone` with `{"name": "..."}`: a new,
 /// writable volume that starts as the snapshot's image (it reads unwritten blocks from the
-/// snapshot) and lives its own life; exported like any volume. 201 [`VolumeCreated`].
+/// snapshot) and lives its own life; exported like any volume. With `"read_only": true` it is
+/// a read-only view of the snapshot instead: the way a snapshot is exported, write protected
+/// over both protocols. 201 [`VolumeCreated`].
 pub async fn clone(
     control: &Control,
     volume: &str,
@@ -272,6 +274,8 @@ pub async fn clone(
         #[serde(deny_unknown_fields)]
         struct CloneRequest {
             name: String,
+            #[serde(default)]
+            read_only: bool,
         }
         let spec: CloneRequest = body(req).await?;
         let origin = control
@@ -294,15 +298,20 @@ pub async fn clone(
             wal_size: None,
         };
         let id = snap.id;
+        let of = super::CloneOf {
+            origin,
+            snapshot: id,
+            read_only: spec.read_only,
+        };
         control
-            .change_cloning(|cfg| edit::create_volume(cfg, &create), Some((origin, id)))
+            .change_cloning(|cfg| edit::create_volume(cfg, &create), Some(of))
             .await?;
         let t = control
             .served
             .target(&spec.name)
             .ok_or_else(|| ApiError::internal("the clone was created but is not served"))?;
         let c = &t.volume.volume;
-        tracing::info!(volume = %spec.name, origin = %volume, snapshot = id, "clone created");
+        tracing::info!(volume = %spec.name, origin = %volume, snapshot = id, read_only = spec.read_only, "clone created");
         Ok::<_, ApiError>(json(
             StatusCode::CREATED,
             &VolumeCreated {

@@ -294,6 +294,13 @@ fn pick<'a>(
 
 /// Exports a volume (`req`); creates the target or subsystem when it does not exist.
 pub fn add_export(cfg: &mut Config, req: &ExportSpec) -> Result<Export, ApiError> {
+    if let Some((vol, snap)) = req.volume.split_once('@') {
+        return Err(ApiError::bad_request(format!(
+            "a snapshot is not exported itself: export a view of it, read-only (tandem clone \
+             {vol} {snap} NAME --read-only) or writable (a clone: tandem clone {vol} {snap} NAME), \
+             then tandem export add NAME"
+        )));
+    }
     if !cfg.volumes.iter().any(|v| v.name == req.volume) {
         return Err(ApiError::not_found(format!(
             "no volume {:?} (create it first: tandem volume create)",

@@ -36,6 +36,16 @@ pub struct Control {
     token: String,
 }
 
+/// The snapshot a new volume is a clone of.
+pub struct CloneOf {
+    /// The volume the snapshot is of.
+    pub origin: Arc<crate::target::VolumeTarget>,
+    /// The snapshot's id.
+    pub snapshot: u64,
+    /// A read-only view (exported write protected) rather than a writable clone.
+    pub read_only: bool,
+}
+
 /// A volume opened for a change not yet applied.
 struct Opened {
     target: Arc<crate::target::VolumeTarget>,
@@ -96,12 +106,12 @@ impl Control {
         self.change_cloning(edit, None).await
     }
 
-    /// [`Control::change`] whose new volume is a writable clone of snapshot `clone.1` of volume
-    /// `clone.0` (created on disk before it is opened).
+    /// [`Control::change`] whose new volume is a clone of a snapshot (writable, or a read-only
+    /// view), created on disk before it is opened.
     pub async fn change_cloning<R>(
         &self,
         edit: impl FnOnce(&mut Config) -> Result<R, ApiError>,
-        clone: Option<(Arc<crate::target::VolumeTarget>, u64)>,
+        clone: Option<CloneOf>,
     ) -> Result<R, ApiError> {
         let _one = self.lock.lock().await;
         let old = self.served.config();
@@ -122,10 +132,20 @@ impl Control {
             .cloned()
             .collect();
         let mut opened: Vec<(String, Opened)> = Vec::new();
-        if let (Some((origin, id)), Some(v)) = (&clone, added.first()) {
+        if let (Some(c), Some(v)) = (&clone, added.first()) {
             let dir = new.volume_dir(v);
-            let opts = blockstore::CloneOptions::writable(v.wal_size.0);
-            if let Err(e) = origin.volume.volume.create_clone(*id, &dir, opts).await {
+            let opts = if c.read_only {
+                blockstore::CloneOptions::read_only_view()
+            } else {
+                blockstore::CloneOptions::writable(v.wal_size.0)
+            };
+            if let Err(e) = c
+                .origin
+                .volume
+                .volume
+                .create_clone(c.snapshot, &dir, opts)
+                .await
+            {
                 let _ = std::fs::remove_dir_all(&dir);
                 return Err(ApiError::from_volume(e));
             }
@@ -193,9 +213,9 @@ impl Control {
     }
 
     /// Tells the origin of a clone that was not kept that it is gone.
-    async fn uncount_clone(&self, clone: &Option<(Arc<crate::target::VolumeTarget>, u64)>) {
-        if let Some((origin, id)) = clone {
-            let _ = origin.volume.volume.clone_deleted(*id).await;
+    async fn uncount_clone(&self, clone: &Option<CloneOf>) {
+        if let Some(c) = clone {
+            let _ = c.origin.volume.volume.clone_deleted(c.snapshot).await;
         }
     }
 

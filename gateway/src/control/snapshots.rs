@@ -59,6 +59,40 @@ fn status(s: &blockstore::SnapshotInfo, bs: u32) -> SnapshotStatus {
     }
 }
 
+/// Refuses deleting a snapshot that clones or read-only views (its exported form) are made
+/// from, naming them and what to do.
+fn refuse_if_cloned(
+    view: &NodeView,
+    name: &str,
+    v: &blockstore::Volume,
+    s: &blockstore::SnapshotInfo,
+) -> Result<(), ApiError> {
+    let users: Vec<String> = view
+        .served
+        .targets()
+        .iter()
+        .filter_map(|(n, t)| {
+            let c = t.volume.volume.clone_origin()?;
+            (c.origin_uuid == v.uuid() && c.snapshot_id == s.id).then(|| {
+                if c.read_only {
+                    format!("read-only view {n:?}")
+                } else {
+                    format!("clone {n:?}")
+                }
+            })
+        })
+        .collect();
+    if users.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::conflict(format!(
+        "snapshot {:?} of volume {name:?} is in use by {}: remove their exports and delete \
+         them first (tandem export remove, tandem volume delete)",
+        s.name,
+        users.join(", ")
+    )))
+}
+
 /// The request's path split as `(volume, rest)` when it is under `/v1/volumes/{name}/snapshots`.
 fn split(path: &str) -> Option<(&str, Vec<&str>)> {
     let rest = path.strip_prefix("/v1/volumes/")?;
@@ -146,6 +180,7 @@ async fn answer(
         }
         (&Method::DELETE, [key]) => {
             let s = find(key)?;
+            refuse_if_cloned(view, name, v, &s)?;
             v.delete_snapshot(s.id)
                 .await
                 .map_err(ApiError::from_volume)?;

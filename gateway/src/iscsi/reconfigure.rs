@@ -94,7 +94,8 @@ fn inventories(cfg: &Config, lus: &Lus) {
 
 /// Installs the targets of `cfg` on the running front end. A logical unit that a target no
 /// longer exports loses the nexuses of that target's sessions (their RESERVE(6) and unit
-/// attentions), as if they had logged out of it.
+/// attentions), as if they had logged out of it; the sessions of a target whose LUNs changed
+/// get REPORTED LUNS DATA HAS CHANGED on its remaining LUNs.
 pub fn apply(shared: &IscsiShared, cfg: &Config, lus: &Lus) {
     let old = shared.exports();
     let new = exports(cfg, lus, &shared.portal_addresses);
@@ -114,6 +115,26 @@ pub fn apply(shared: &IscsiShared, cfg: &Config, lus: &Lus) {
             let mut unit = lu.lock();
             for (id, _) in sessions.iter().filter(|(_, s)| s == iqn) {
                 unit.nexus_lost(*id);
+            }
+        }
+    }
+    // Every session of a target whose LUNs changed hears of it (UNIT ATTENTION REPORTED LUNS
+    // DATA HAS CHANGED on its next command to a LUN of the target).
+    for (iqn, t) in &new.targets {
+        let same = old.targets.get(iqn).is_some_and(|o| {
+            o.luns.len() == t.luns.len()
+                && o.luns
+                    .iter()
+                    .zip(&t.luns)
+                    .all(|((a, x), (b, y))| a == b && Arc::ptr_eq(x, y))
+        });
+        if same {
+            continue;
+        }
+        for lu in t.luns.values() {
+            let mut unit = lu.lock();
+            for (id, _) in sessions.iter().filter(|(_, s)| s == iqn) {
+                unit.reported_luns_changed(*id);
             }
         }
     }

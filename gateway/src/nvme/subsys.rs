@@ -70,6 +70,7 @@ pub(super) fn subsystem(
             block_size: v.volume.block_size(),
             blocks: v.volume.capacity_blocks(),
             ana_group: n.nsid,
+            write_protected: t.write_protected(),
         });
         s.ana_groups.push(AnaGroup {
             id: n.nsid,

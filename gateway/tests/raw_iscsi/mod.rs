@@ -179,7 +179,18 @@ impl Raw {
     /// Runs one command and returns its status, data-in and sense data (empty unless CHECK
     /// CONDITION).
     pub async fn run_sense(&mut self, itt: u32, cdb: &[u8], read: u32) -> (u8, Vec<u8>, Vec<u8>) {
-        let c = self.command(itt, cdb, read, &[], 0);
+        self.run_sense_with(itt, cdb, read, &[]).await
+    }
+
+    /// [`Raw::run_sense`] of a command sending `write` as immediate data.
+    pub async fn run_sense_with(
+        &mut self,
+        itt: u32,
+        cdb: &[u8],
+        read: u32,
+        write: &[u8],
+    ) -> (u8, Vec<u8>, Vec<u8>) {
+        let c = self.command(itt, cdb, read, write, write.len() as u32);
         self.send(&c).await;
         let mut data = Vec::new();
         loop {

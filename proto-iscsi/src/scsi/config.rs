@@ -36,6 +36,10 @@ pub struct LuConfig {
     pub max_compare_write_blocks: u8,
     /// Implicit ALUA transition time in seconds (REPORT TPGS extended header byte 5).
     pub implicit_transition_secs: u8,
+    /// The medium is write protected (a read-only view of a snapshot): MODE SENSE reports WP
+    /// and every command that would change the medium fails with DATA PROTECT, WRITE
+    /// PROTECTED (07/27/00) before it reaches the volume.
+    pub write_protected: bool,
 }
 
 impl LuConfig {
@@ -57,6 +61,7 @@ impl LuConfig {
             max_write_same_blocks: (8 << 20) / block_size.max(1),
             max_compare_write_blocks: 1,
             implicit_transition_secs: 10,
+            write_protected: false,
         }
     }
 

@@ -103,8 +103,8 @@ pub fn mode_sense(cdb: &Cdb<'_>, ten: bool, cfg: &LuConfig, blocks: u64) -> Resu
         d[5..8].copy_from_slice(&cfg.block_size.to_be_bytes()[1..4]);
         d
     };
-    // Device-specific parameter: WP=0, DPOFUA=1.
-    let dev_specific = 0x10;
+    // Device-specific parameter (SBC-3 6.5.1): WP (bit 7) on a write-protected unit, DPOFUA=1.
+    let dev_specific = if cfg.write_protected { 0x90 } else { 0x10 };
     let mut out = if ten {
         let mut h = vec![0u8; 8];
         h[3] = dev_specific;

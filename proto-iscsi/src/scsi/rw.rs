@@ -55,6 +55,23 @@ fn task(nexus: u64, kind: TaskKind) -> PendingTask {
     PendingTask { nexus, kind }
 }
 
+/// Whether `c` changes the medium (refused on a write-protected unit): WRITE, WRITE SAME,
+/// UNMAP and COMPARE AND WRITE.
+pub fn changes_medium(c: &Cdb<'_>) -> bool {
+    use cdb::*;
+    matches!(
+        c.opcode(),
+        WRITE_6
+            | WRITE_10
+            | WRITE_12
+            | WRITE_16
+            | WRITE_SAME_10
+            | WRITE_SAME_16
+            | UNMAP
+            | COMPARE_AND_WRITE
+    )
+}
+
 /// Bytes a WRITE(6/10/12/16) CDB transfers from the initiator, for residual counts; `None` for
 /// other commands.
 pub fn write_transfer_bytes(cdb: &[u8], block_size: u32) -> Option<u64> {
@@ -399,6 +416,7 @@ pub fn result_sense(r: &BlockResult, write: bool) -> Sense {
         BlockResult::SpaceExhausted => {
             Sense::new(SenseKey::DataProtect, ASC_SPACE_ALLOCATION_FAILED)
         }
+        BlockResult::WriteProtected => Sense::write_protected(),
         _ => Sense::internal(),
     }
 }

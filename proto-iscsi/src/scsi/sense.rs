@@ -76,6 +76,10 @@ pub const ASC_CAPACITY_DATA_CHANGED: Asc = Asc(0x2A, 0x09);
 pub const ASC_SAVING_PARAMS_NOT_SUPPORTED: Asc = Asc(0x39, 0x00);
 /// 4B/00: the transport lost or reordered data of the command.
 pub const ASC_DATA_PHASE_ERROR: Asc = Asc(0x4B, 0x00);
+/// 3F/0E: reported LUNs data has changed (a LUN added to or removed from the target).
+pub const ASC_REPORTED_LUNS_DATA_CHANGED: Asc = Asc(0x3F, 0x0E);
+/// 27/00: write protected (a read-only view of a snapshot; with DATA PROTECT).
+pub const ASC_WRITE_PROTECTED: Asc = Asc(0x27, 0x00);
 /// 27/07: space allocation failed write protect (thin provisioning hard threshold).
 pub const ASC_SPACE_ALLOCATION_FAILED: Asc = Asc(0x27, 0x07);
 /// 38/07: thin provisioning soft threshold reached (a unit attention).
@@ -170,6 +174,11 @@ impl Sense {
     /// ILLEGAL REQUEST / LOGICAL BLOCK ADDRESS OUT OF RANGE.
     pub const fn lba_out_of_range() -> Self {
         Sense::new(SenseKey::IllegalRequest, ASC_LBA_OUT_OF_RANGE)
+    }
+
+    /// DATA PROTECT / WRITE PROTECTED: a command that would change a write-protected medium.
+    pub const fn write_protected() -> Self {
+        Sense::new(SenseKey::DataProtect, ASC_WRITE_PROTECTED)
     }
 
     /// HARDWARE ERROR / INTERNAL TARGET FAILURE.

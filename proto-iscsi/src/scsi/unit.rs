@@ -15,7 +15,8 @@ use super::pr::{notice_asc, registrant};
 use super::pr_cmd::{self, PrOutError};
 use super::sense::{
     Asc, Sense, SenseKey, ASC_ASYMMETRIC_ACCESS_STATE_CHANGED, ASC_CAPACITY_DATA_CHANGED,
-    ASC_NO_ADDITIONAL_SENSE, ASC_POWER_ON_RESET, ASC_THIN_PROVISIONING_SOFT_THRESHOLD,
+    ASC_NO_ADDITIONAL_SENSE, ASC_POWER_ON_RESET, ASC_REPORTED_LUNS_DATA_CHANGED,
+    ASC_THIN_PROVISIONING_SOFT_THRESHOLD,
 };
 use super::task::{Begun, BlockOp, BlockResult, Completion, Nexus, PendingTask, Step, TaskKind};
 use super::{capacity, inquiry, luns, mode, rw};
@@ -161,6 +162,16 @@ impl LogicalUnit {
         self.raise_all(ASC_THIN_PROVISIONING_SOFT_THRESHOLD);
     }
 
+    /// The LUN inventory of a target this unit is a LUN of changed (a LUN added or removed
+    /// live) for I_T nexus `id`: it gets UNIT ATTENTION REPORTED LUNS DATA HAS CHANGED (3F/0E)
+    /// on its next command here (SPC-4 6.37: a REPORT LUNS clears it). A nexus that has not
+    /// used this unit yet starts with its power-on unit attention anyway.
+    pub fn reported_luns_changed(&mut self, id: u64) {
+        if let Some(n) = self.nexuses.get_mut(&id) {
+            push_ua(&mut n.unit_attentions, ASC_REPORTED_LUNS_DATA_CHANGED);
+        }
+    }
+
     fn raise_all(&mut self, asc: Asc) {
         for n in self.nexuses.values_mut() {
             push_ua(&mut n.unit_attentions, asc);
@@ -201,6 +212,12 @@ impl LogicalUnit {
         };
         state.port = registrant(nexus);
         let opcode = raw.first().copied().unwrap_or(0xFF);
+        if opcode == cdb::REPORT_LUNS {
+            // The initiator reads the new inventory: the change is reported.
+            state
+                .unit_attentions
+                .retain(|a| *a != ASC_REPORTED_LUNS_DATA_CHANGED);
+        }
         if !matches!(opcode, cdb::INQUIRY | cdb::REPORT_LUNS | cdb::REQUEST_SENSE) {
             if let Some(asc) = state.unit_attentions.pop_front() {
                 return Err(Fail::Check(Sense::unit_attention(asc)));
@@ -212,6 +229,11 @@ impl LogicalUnit {
             return Err(Fail::Check(access.not_ready().unwrap_or(Sense::internal())));
         }
         self.check_reservations(nexus, &c)?;
+        // The one place write protection is decided for SCSI: nothing that would change a
+        // write-protected medium reaches the volume.
+        if self.cfg.write_protected && rw::changes_medium(&c) {
+            return Err(Fail::Check(Sense::write_protected()));
+        }
         let id = nexus.id;
         let done = |d: Vec<u8>| Ok(Step::Done(Completion::good_data(d, usize::MAX)));
         match c.opcode() {

@@ -88,6 +88,7 @@ pub fn subsystem() -> Subsystem {
         block_size: BS as u32,
         blocks: 2048,
         ana_group: 1,
+        write_protected: false,
     });
     s
 }

@@ -340,3 +340,76 @@ fn the_thin_provisioning_soft_threshold_is_a_unit_attention_on_every_nexus() {
         good(&run(&mut lu, &mut vol, &nexus(id), &tur(), &[]));
     }
 }
+
+#[test]
+fn write_protected_unit_refuses_every_change_and_reports_wp() {
+    let mut cfg = LuConfig::new(512, [0; 16]);
+    cfg.write_protected = true;
+    let mut lu = LogicalUnit::new(cfg, BLOCKS);
+    let mut vol = MemVol::new(BS, BLOCKS as usize);
+    let n = nexus(1);
+    let _ = run(&mut lu, &mut vol, &n, &tur(), &[]);
+    let mut unmap = vec![0u8; 24];
+    unmap[0..2].copy_from_slice(&22u16.to_be_bytes());
+    unmap[2..4].copy_from_slice(&16u16.to_be_bytes());
+    unmap[16..20].copy_from_slice(&1u32.to_be_bytes());
+    let mut caw = rw16(COMPARE_AND_WRITE, 0, 0, 0);
+    caw[13] = 1;
+    let changes: [(Vec<u8>, Vec<u8>); 7] = [
+        (vec![WRITE_6, 0, 0, 1, 1, 0], pattern(1, 1)),
+        (rw10(WRITE_10, 1, 1, 0), pattern(1, 1)),
+        (rw16(WRITE_16, 1, 1, 0x08), pattern(1, 1)),
+        (rw10(WRITE_SAME_10, 0, 4, 0), pattern(1, 1)),
+        (rw16(WRITE_SAME_16, 0, 4, 0x08), pattern(0, 1)),
+        (vec![UNMAP, 0, 0, 0, 0, 0, 0, 0, 24, 0], unmap),
+        (caw, pattern(0, 2)),
+    ];
+    for (cdb, data) in &changes {
+        let c = run(&mut lu, &mut vol, &n, cdb, data);
+        assert_eq!(
+            sense_code(&c),
+            Some((SenseKey::DataProtect, ASC_WRITE_PROTECTED)),
+            "opcode {:#04x}",
+            cdb[0]
+        );
+    }
+    assert!(vol.data.iter().all(|b| *b == 0), "nothing was written");
+    // Reads and cache flushes go on.
+    good(&run(&mut lu, &mut vol, &n, &rw10(READ_10, 0, 2, 0), &[]));
+    good(&run(
+        &mut lu,
+        &mut vol,
+        &n,
+        &rw10(SYNC_CACHE_10, 0, 0, 0),
+        &[],
+    ));
+    // MODE SENSE(6) and (10): WP (bit 7 of the device-specific parameter) set.
+    let c = run(
+        &mut lu,
+        &mut vol,
+        &n,
+        &[MODE_SENSE_6, 0x08, 0x3F, 0, 255, 0],
+        &[],
+    );
+    good(&c);
+    assert_eq!(c.data[2] & 0x80, 0x80);
+    let c = run(
+        &mut lu,
+        &mut vol,
+        &n,
+        &[MODE_SENSE_10, 0x08, 0x3F, 0, 0, 0, 0, 1, 0, 0],
+        &[],
+    );
+    good(&c);
+    assert_eq!(c.data[3] & 0x80, 0x80);
+    // A writable unit does not report WP.
+    let (mut lu, mut vol) = setup();
+    let c = run(
+        &mut lu,
+        &mut vol,
+        &n,
+        &[MODE_SENSE_6, 0x08, 0x3F, 0, 255, 0],
+        &[],
+    );
+    assert_eq!(c.data[2] & 0x80, 0);
+}

@@ -411,3 +411,25 @@ proptest! {
         let _ = run(&mut lu, &mut vol, &n, &cdb, &data);
     }
 }
+
+#[test]
+fn reported_luns_change_is_a_unit_attention_of_the_nexus_told_cleared_by_report_luns() {
+    let (mut lu, mut vol) = setup();
+    lu.reported_luns_changed(1);
+    lu.reported_luns_changed(1);
+    lu.reported_luns_changed(9); // a nexus that never used the unit: nothing to do
+    let c = run(&mut lu, &mut vol, &nexus(1), &tur(), &[]);
+    assert_eq!(
+        sense_code(&c),
+        Some((SenseKey::UnitAttention, ASC_REPORTED_LUNS_DATA_CHANGED))
+    );
+    good(&run(&mut lu, &mut vol, &nexus(1), &tur(), &[]));
+    good(&run(&mut lu, &mut vol, &nexus(2), &tur(), &[]));
+    // REPORT LUNS reads the new inventory and clears the pending condition.
+    lu.reported_luns_changed(2);
+    let mut rl = vec![0u8; 12];
+    rl[0] = REPORT_LUNS;
+    rl[9] = 64;
+    good(&run(&mut lu, &mut vol, &nexus(2), &rl, &[]));
+    good(&run(&mut lu, &mut vol, &nexus(2), &tur(), &[]));
+}
