@@ -12,9 +12,9 @@ use etcd_client::{
 };
 
 use super::config::ClusterConfig;
+use super::in_sync::EtcdInSync;
 use super::decide::{decide, Action, Local, VolumeView};
 use super::keys;
-use crate::replication::state::SyncName;
 use crate::replication::{switchover, Replicated, Replication};
 
 /// The running agent.
@@ -48,8 +48,10 @@ struct Agent {
     deadline: Option<Instant>,
     /// Volumes this node leads under its current lease.
     leading: BTreeSet<String>,
-    /// The in-sync set last published per volume.
-    published: BTreeMap<String, String>,
+    /// Writes the in-sync sets (shared with the volumes' replication tasks).
+    in_sync: Arc<EtcdInSync>,
+    /// The lease was lost: the in-sync sets are written again in the next term.
+    forget_all: bool,
     /// Volumes whose promotion was refused locally, with the in-sync key's revision then.
     refused: BTreeMap<String, i64>,
 }
@@ -73,6 +75,15 @@ pub async fn start(cfg: &ClusterConfig, repl: &Replication) -> Result<Running, S
     .await
     .map_err(|_| format!("etcd {:?}: no answer", cfg.etcd))?
     .map_err(|e| format!("etcd {:?}: {e}", cfg.etcd))?;
+    let in_sync = Arc::new(EtcdInSync::new(
+        client.clone(),
+        cfg.prefix.clone(),
+        node_id.clone(),
+        &vols,
+    ));
+    for h in &vols {
+        h.in_sync.install(in_sync.clone());
+    }
     let mut a = Agent {
         client,
         cfg: cfg.clone(),
@@ -83,8 +94,9 @@ pub async fn start(cfg: &ClusterConfig, repl: &Replication) -> Result<Running, S
         keeper: None,
         deadline: None,
         leading: BTreeSet::new(),
-        published: BTreeMap::new(),
+        in_sync: in_sync.clone(),
         refused: BTreeMap::new(),
+        forget_all: false,
     };
     tracing::info!(etcd = ?cfg.etcd, prefix = %cfg.prefix, node_id = %a.node_id, ttl_s = cfg.lease_ttl_s, "cluster: coordinating through etcd");
     // The first round before the front ends start: a primary that holds (or can take) its
@@ -123,6 +135,9 @@ impl Agent {
                 tracing::warn!("cluster: lease renewal timed out");
                 self.keeper = None;
             }
+        }
+        if std::mem::take(&mut self.forget_all) {
+            self.in_sync.forget(None).await;
         }
         for h in self.vols.clone() {
             match tokio::time::timeout(limit, self.reconcile(&h)).await {
@@ -187,6 +202,7 @@ impl Agent {
             )
             .await?;
         self.lease = Some(id);
+        self.in_sync.set_lease(Some(id));
         self.keeper = Some(self.client.lease_keep_alive(id).await?);
         self.confirmed(sent, (g.ttl() as u64).min(ttl));
         tracing::info!(lease = id, "cluster: node registered");
@@ -204,7 +220,8 @@ impl Agent {
         self.keeper = None;
         self.deadline = None;
         self.leading.clear();
-        self.published.clear();
+        self.in_sync.set_lease(None);
+        self.forget_all = true;
     }
 
     /// Reads the volume's keys and acts on the decision.
@@ -260,7 +277,7 @@ impl Agent {
             }
             Action::Lead => {
                 self.leading.insert(h.name.clone());
-                self.publish_in_sync(h, &lk, &sk, lease).await?;
+                self.in_sync.publish(h).await?;
             }
             Action::Fence(epoch) => {
                 self.leading.remove(&h.name);
@@ -285,8 +302,8 @@ impl Agent {
                 if self.client.txn(txn).await?.succeeded() {
                     tracing::info!(volume = %h.name, epoch, "cluster: leader of the volume");
                     self.leading.insert(h.name.clone());
-                    self.published.remove(&h.name);
-                    self.publish_in_sync(h, &lk, &sk, lease).await?;
+                    self.in_sync.forget(Some(&h.name)).await;
+                    self.in_sync.publish(h).await?;
                 }
             }
             Action::Promote(_) if self.refused.get(&h.name) == Some(&view.in_sync_rev) => {}
@@ -325,7 +342,7 @@ impl Agent {
                 match switchover::promote(h, false).await {
                     Ok(_) if h.engine.role_state().epoch == epoch => {
                         self.leading.insert(h.name.clone());
-                        self.published.remove(&h.name);
+                        self.in_sync.forget(Some(&h.name)).await;
                         tracing::warn!(volume = %h.name, epoch, "cluster: promoted");
                     }
                     r => {
@@ -344,39 +361,6 @@ impl Agent {
                     }
                 }
             }
-        }
-        Ok(())
-    }
-
-    /// The leader publishes who holds every acknowledged write: itself, and its standby
-    /// while the standby is in sync. Guarded by its leadership.
-    async fn publish_in_sync(
-        &mut self,
-        h: &Arc<Replicated>,
-        lk: &str,
-        sk: &str,
-        lease: i64,
-    ) -> Result<(), etcd_client::Error> {
-        let st = h.status.get();
-        let mut set = vec![self.node_id.clone()];
-        if st.sync_state == Some(SyncName::InSync) {
-            if let Some(peer) = st.peer_node_id.clone() {
-                set.push(peer);
-            }
-        }
-        let value = keys::encode_in_sync(&set);
-        if self.published.get(&h.name) == Some(&value) {
-            return Ok(());
-        }
-        let txn = Txn::new()
-            .when([
-                Compare::value(lk, CompareOp::Equal, self.node_id.clone()),
-                Compare::lease(lk, CompareOp::Equal, lease),
-            ])
-            .and_then([TxnOp::put(sk, value.clone(), None)]);
-        if self.client.txn(txn).await?.succeeded() {
-            tracing::info!(volume = %h.name, in_sync = %value, "cluster: in-sync set published");
-            self.published.insert(h.name.clone(), value);
         }
         Ok(())
     }

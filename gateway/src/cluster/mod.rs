@@ -18,6 +18,8 @@ pub mod keys;
 
 #[cfg(feature = "etcd")]
 pub mod agent;
+#[cfg(feature = "etcd")]
+pub mod in_sync;
 
 pub use config::ClusterConfig;
 
