@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gateway::cluster::view::ClusterDoc;
 use gateway::status::{self, VolumeStatus};
 use repl_common::{identify, read_span, signal, writer_from, Model, SPAN};
 
@@ -534,6 +535,46 @@ impl Pair {
         self.content = check_all_flushes_present(m, self.addrs[p], &self.content);
     }
 
+    /// The cluster as node `i` shows it (`GET /v1/volumes`, `cluster`).
+    fn cluster(&self, i: usize) -> ClusterDoc {
+        status::fetch(self.nodes[i].admin())
+            .unwrap()
+            .cluster
+            .expect("a node coordinated by etcd shows the cluster")
+    }
+
+    /// Waits until node `i` shows the cluster as `ok` wants it.
+    fn wait_cluster(&self, i: usize, what: &str, ok: impl Fn(&ClusterDoc) -> bool) -> ClusterDoc {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let c = self.cluster(i);
+            if ok(&c) {
+                return c;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {i} never showed {what}: {c:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What `tandem status` prints on node `i`.
+    fn status_text(&self, i: usize) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .args(["status", "--admin"])
+            .arg(self.nodes[i].admin().to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     fn kill(&mut self, i: usize) {
         assert!(signal(self.nodes[i].child(), "KILL"));
         self.nodes[i].proc = None;
@@ -697,6 +738,8 @@ fn with_etcd_unreachable_the_primary_fences_itself_and_serves_again_once_it_is_b
     std::thread::sleep(Duration::from_millis(TTL_S * 1000 + 1500));
     let a = pair.nodes[0].vol();
     let b = pair.nodes[1].vol();
+    let c = pair.cluster(0);
+    let text = pair.status_text(0);
     let healed = Instant::now();
     pair.net.link(0, true);
     assert_eq!(
@@ -706,6 +749,11 @@ fn with_etcd_unreachable_the_primary_fences_itself_and_serves_again_once_it_is_b
         pair.logs()
     );
     assert_eq!(b.role, "standby", "{}", pair.logs());
+    assert!(!c.reachable && c.serve_left_ms == Some(0), "{c:?}");
+    assert!(
+        text.contains("UNREACHABLE") && text.contains("lease lapsed"),
+        "{text}"
+    );
     // One node leads again.
     let deadline = Instant::now() + Duration::from_secs(30);
     let leader = loop {
@@ -757,16 +805,51 @@ fn with_etcd_unreachable_the_primary_fences_itself_and_serves_again_once_it_is_b
 fn a_primary_cut_from_its_standby_drops_it_from_the_in_sync_set_and_goes_on() {
     let mut pair = Pair::start(5);
     let before = pair.keys().epoch;
+    let (id0, id1) = (pair.ids[0].clone(), pair.ids[1].clone());
+    // Both nodes show the cluster from etcd: both alive, node 0 primary, both in sync.
+    for i in 0..2 {
+        let c = pair.wait_cluster(i, "both nodes in sync", |c| {
+            c.reachable && c.volumes.first().is_some_and(|v| v.in_sync.len() == 2)
+        });
+        assert!(
+            c.nodes.iter().all(|n| n.alive) && c.nodes.len() == 2,
+            "{c:?}"
+        );
+        let v = &c.volumes[0];
+        assert_eq!((v.leader.as_deref(), v.epoch), (Some(id0.as_str()), before));
+        assert_eq!(
+            v.lag_records.is_some(),
+            i == 0,
+            "only the leader knows the lag: {c:?}"
+        );
+    }
+    let text = pair.status_text(0);
+    let line = format!(
+        "volume default  primary {}  epoch {before}  in sync [",
+        &id0[..8]
+    );
+    assert!(text.contains(&line) && text.contains("alive"), "{text}");
     let w = Writer::start(pair.addrs, 21);
     std::thread::sleep(Duration::from_millis(1000));
     let cut = Instant::now();
     pair.cut(0, 2, true);
     // The replication timeout (1 s) later the primary takes the standby out of the set.
-    let id0 = pair.ids[0].clone();
-    pair.wait_keys("the standby out of the in-sync set", Duration::from_secs(10), |k| {
-        k.in_sync == [id0.clone()]
-    });
+    pair.wait_keys(
+        "the standby out of the in-sync set",
+        Duration::from_secs(10),
+        |k| k.in_sync == [id0.clone()],
+    );
     let dropped = cut.elapsed();
+    // Status shows it: the standby out of the set and behind, still alive (it reaches etcd).
+    let c = pair.wait_cluster(0, "the standby out of the set and behind", |c| {
+        c.volumes[0].in_sync == [id0.clone()] && c.volumes[0].lag_records.is_some_and(|l| l > 0)
+    });
+    assert!(c.nodes.iter().any(|n| n.node_id == id1 && n.alive), "{c:?}");
+    let text = pair.status_text(0);
+    assert!(
+        text.contains(&format!("in sync [{}]  standby lag", &id0[..8])),
+        "{text}"
+    );
     // Past the TTL: the standby is not promoted, the primary leads at the same epoch and its
     // flushes go on.
     std::thread::sleep(Duration::from_millis(TTL_S * 1000 + 1000));
@@ -775,7 +858,10 @@ fn a_primary_cut_from_its_standby_drops_it_from_the_in_sync_set_and_goes_on() {
     assert_eq!(k.epoch, before);
     assert_eq!(pair.nodes[1].vol().role, "standby", "{}", pair.logs());
     let v = pair.nodes[0].vol();
-    assert_eq!((v.role.as_str(), v.access_state.as_str()), ("primary", "optimized"));
+    assert_eq!(
+        (v.role.as_str(), v.access_state.as_str()),
+        ("primary", "optimized")
+    );
     let log = pair.nodes[0].log();
     let (out, on) = (
         log.find("the standby is out of the in-sync set in etcd"),
@@ -792,7 +878,10 @@ fn a_primary_cut_from_its_standby_drops_it_from_the_in_sync_set_and_goes_on() {
     pair.wait_led(0);
     let m = w.finish();
     let alone = acked_by(&m, 0, cut + Duration::from_millis(1500), Some(healed));
-    assert!(!alone.is_empty(), "the primary acknowledged nothing alone: {m:?}");
+    assert!(
+        !alone.is_empty(),
+        "the primary acknowledged nothing alone: {m:?}"
+    );
     pair.check_present(&m, 0);
     let w = Writer::start(pair.addrs, 22);
     std::thread::sleep(Duration::from_millis(1000));
@@ -886,10 +975,21 @@ fn with_its_standby_down_the_primary_goes_on_and_takes_it_back_once_in_sync() {
     let down = Instant::now();
     pair.kill(1);
     let id0 = pair.ids[0].clone();
-    pair.wait_keys("the dead standby out of the in-sync set", Duration::from_secs(10), |k| {
-        k.in_sync == [id0.clone()]
+    pair.wait_keys(
+        "the dead standby out of the in-sync set",
+        Duration::from_secs(10),
+        |k| k.in_sync == [id0.clone()],
+    );
+    let id1 = pair.ids[1].clone();
+    let c = pair.wait_cluster(0, "the dead standby down", |c| {
+        c.nodes.iter().any(|n| n.node_id == id1 && !n.alive)
     });
-    std::thread::sleep(Duration::from_millis(TTL_S * 1000));
+    assert_eq!(c.volumes[0].in_sync, [id0.clone()]);
+    let text = pair.status_text(0);
+    assert!(
+        text.contains(&format!("node {}  DOWN (no lease)", &id1[..8])),
+        "{text}"
+    );
     let k = pair.keys();
     assert_eq!(k.leader.as_deref(), Some(pair.ids[0].as_str()));
     assert_eq!(k.epoch, before);
@@ -898,7 +998,10 @@ fn with_its_standby_down_the_primary_goes_on_and_takes_it_back_once_in_sync() {
     pair.wait_led(0);
     let m = w.finish();
     let alone = acked_by(&m, 0, down + Duration::from_millis(1500), Some(restarted));
-    assert!(!alone.is_empty(), "nothing acknowledged without the standby: {m:?}");
+    assert!(
+        !alone.is_empty(),
+        "nothing acknowledged without the standby: {m:?}"
+    );
     pair.check_present(&m, 0);
     // Back in sync: it holds everything, as a failover shows.
     let w = Writer::start(pair.addrs, 52);

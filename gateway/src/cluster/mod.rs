@@ -15,6 +15,7 @@
 pub mod config;
 pub mod decide;
 pub mod keys;
+pub mod view;
 
 #[cfg(feature = "etcd")]
 pub mod agent;
@@ -30,6 +31,8 @@ use crate::replication::Replication;
 pub struct Cluster {
     #[cfg(feature = "etcd")]
     inner: agent::Running,
+    /// What status shows of the cluster (refreshed every round).
+    pub view: std::sync::Arc<view::ClusterCell>,
 }
 
 /// Starts the agent when etcd is configured. Before it returns, every replicated primary's
@@ -42,7 +45,8 @@ pub async fn start(cfg: &Config, repl: &Replication) -> Result<Option<Cluster>, 
     #[cfg(feature = "etcd")]
     {
         let inner = agent::start(&cfg.cluster, repl).await?;
-        Ok(Some(Cluster { inner }))
+        let view = inner.view.clone();
+        Ok(Some(Cluster { inner, view }))
     }
     #[cfg(not(feature = "etcd"))]
     {

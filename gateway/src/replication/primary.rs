@@ -582,8 +582,7 @@ impl PrimaryTask {
                         resync: self.force_resync,
                     };
                     let e = self.engine.clone();
-                    match blocking(move || e.save_metadata(PEER_METADATA, &rec.to_bytes())).await
-                    {
+                    match blocking(move || e.save_metadata(PEER_METADATA, &rec.to_bytes())).await {
                         Ok(()) => {
                             if let Some(d) = self.degrade.as_mut() {
                                 d.saved();
