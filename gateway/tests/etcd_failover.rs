@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use gateway::cluster::view::ClusterDoc;
 use gateway::status::{self, VolumeStatus};
-use repl_common::{identify, read_span, signal, writer_from, Model, SPAN};
+use repl_common::{connect, identify, signal, writer_from, Model, BS, SPAN};
 
 const UUID: &str = "6a0e3f52-93c1-4d4e-8b1e-55e0c2a7d913";
 const TTL_S: u64 = 3;
@@ -388,12 +388,43 @@ fn acked_by(m: &Model, node: usize, from: Instant, until: Option<Instant>) -> Ve
         .collect()
 }
 
+/// Reads blocks `0..SPAN` from the node at `addr`. A retryable answer (the node's lease
+/// lapsed for a moment on a loaded machine: it fenced itself) is retried for up to 20 s, as a
+/// host would; anything else fails the test.
+async fn read_serving(addr: SocketAddr) -> Vec<Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    'again: loop {
+        let c = match connect(addr).await {
+            Ok(c) => c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "cannot connect to {addr}: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let mut out = Vec::new();
+        for lba in 0..SPAN {
+            match c.read(0, 1, lba, 1, BS).await {
+                Ok(b) => out.push(b.to_vec()),
+                Err(nvme_initiator::Error::Status { status, .. })
+                    if status.sct() == 3 && !status.is_dnr() && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue 'again;
+                }
+                Err(e) => panic!("reading block {lba} from {addr}: {e}"),
+            }
+        }
+        return out;
+    }
+}
+
 /// Reads the writer's blocks from the node at `addr` and checks them: a block a flush of
 /// this round covered holds that write or a newer one; any other block holds what it held
 /// at the end of the previous round (`before`) or a write of this round. Returns the blocks.
 fn check_all_flushes_present(m: &Model, addr: SocketAddr, before: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let blocks = rt.block_on(read_span(addr));
+    let blocks = rt.block_on(read_serving(addr));
     for lba in 0..SPAN {
         let b = &blocks[lba as usize];
         match m.history.get(&lba) {
@@ -446,7 +477,7 @@ impl Pair {
             addrs,
             url,
             epoch: std::cell::Cell::new(0),
-            content: vec![vec![0u8; repl_common::BS as usize]; SPAN as usize],
+            content: vec![vec![0u8; BS as usize]; SPAN as usize],
             failovers: 0,
             _etcd: etcd,
             net,
@@ -679,7 +710,13 @@ fn ten_rapid_forced_failovers_lose_no_flush() {
         std::thread::sleep(Duration::from_millis(500));
         let m = w.finish();
         pair.nodes[p].proc = None;
-        pair.check_failover(&m, s, before);
+        let epoch = pair.check_failover(&m, s, before);
+        println!(
+            "rapid round {}/{rounds}: SIG{how} of node {p}, node {s} promoted after {:.1} s, epoch {before} -> {epoch}, {} flushes",
+            round + 1,
+            took.as_secs_f64(),
+            m.flushes
+        );
         pauses.push((how, took.as_secs_f64()));
         pair.rejoin_as_standby(p);
         primary = s;
