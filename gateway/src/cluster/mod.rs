@@ -11,6 +11,12 @@
 //! of each volume this node leads to `sent + TTL - safety margin` on the monotonic clock, so a
 //! primary that cannot renew (etcd unreachable, the process paused) stops serving (its paths
 //! turn transitioning) before etcd deletes its leader key and a standby may take it.
+//!
+//! The in-sync set ([`in_sync`]): the leader publishes itself and its standby while the
+//! standby is in sync; a standby that stops answering is removed from it, in a transaction
+//! guarded by the leader's key and lease, before any flush is acknowledged without it (the
+//! replication task waits for that through [`crate::replication::in_sync`]). What status
+//! shows of all this: [`view`].
 
 pub mod config;
 pub mod decide;
