@@ -1021,7 +1021,7 @@ fn with_its_standby_down_the_primary_goes_on_and_takes_it_back_once_in_sync() {
     let c = pair.wait_cluster(0, "the dead standby down", |c| {
         c.nodes.iter().any(|n| n.node_id == id1 && !n.alive)
     });
-    assert_eq!(c.volumes[0].in_sync, [id0.clone()]);
+    assert_eq!(c.volumes[0].in_sync, std::slice::from_ref(&id0));
     let text = pair.status_text(0);
     assert!(
         text.contains(&format!("node {}  DOWN (no lease)", &id1[..8])),
