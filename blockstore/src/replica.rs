@@ -331,7 +331,17 @@ impl Engine {
         };
         gate.request(last)?;
         self.sync_wal()?;
-        gate.wait_durable(last)
+        gate.wait_durable(last)?;
+        // A flush that waited for the standby past the end of this node's lease is not
+        // acknowledged: a standby may be promoted from then on (the self-fence).
+        if self
+            .role_state()
+            .lease_until
+            .is_some_and(|t| t <= std::time::Instant::now())
+        {
+            return Err(Error::NotServing(crate::AccessState::Transitioning));
+        }
+        Ok(())
     }
 
     /// Returns once records were appended to the log since the last time it returned (at once
