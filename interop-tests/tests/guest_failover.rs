@@ -225,7 +225,11 @@ fn pauses(console: &str) -> Vec<(String, usize, u64)> {
             let rest = l.split_once("PAUSE ")?.1;
             let (name, ms) = rest.split_once(' ')?;
             let (name, round) = name.rsplit_once('-')?;
-            Some((name.to_string(), round.parse().ok()?, ms.trim().parse().ok()?))
+            Some((
+                name.to_string(),
+                round.parse().ok()?,
+                ms.trim().parse().ok()?,
+            ))
         })
         .collect()
 }
@@ -236,7 +240,10 @@ fn writes(console: &str) -> (u64, u64) {
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_once("WRITES ")?.1.split_whitespace().collect();
-            Some((f.get(1)?.parse::<u64>().ok()?, f.get(3)?.parse::<u64>().ok()?))
+            Some((
+                f.get(1)?.parse::<u64>().ok()?,
+                f.get(3)?.parse::<u64>().ok()?,
+            ))
         })
         .fold((0, 0), |(w, v), (a, b)| (w + a, v + b))
 }

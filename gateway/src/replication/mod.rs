@@ -23,6 +23,7 @@ pub mod handle;
 pub mod node;
 pub mod path_link;
 pub mod primary;
+pub mod retry;
 pub mod standby;
 pub mod standby_sync;
 pub mod state;
