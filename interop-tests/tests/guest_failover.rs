@@ -254,11 +254,12 @@ fn writes(console: &str) -> (u64, u64) {
 fn report(proto: &str, console: &str, times: &[[Duration; 3]]) {
     let p = pauses(console);
     let get = |n: &str, r: usize| p.iter().find(|x| x.0 == n && x.1 == r).map(|x| x.2);
+    let ms = |n: &str, r: usize| get(n, r).map_or("none".to_string(), |v| v.to_string());
     for (i, t) in times.iter().enumerate() {
         let r = i + 1;
         println!(
-            "==> FAILOVER-PAUSE {proto} round {r}: switchover {:?} ms (command {:?}); kill -9 + promote {:?} ms (promote command {:?}); switch back after the rebuild {:?} ms; path loss + promote {:?} ms (promote command {:?})",
-            get("a", r), t[0], get("b", r), t[1], get("c", r), get("d", r), t[2]
+            "==> FAILOVER-PAUSE {proto} round {r}: switchover {} ms (command {:?}); kill -9 + promote {} ms (promote command {:?}); switch back after the rebuild {} ms; path loss + promote {} ms (promote command {:?})",
+            ms("a", r), t[0], ms("b", r), t[1], ms("c", r), ms("d", r), t[2]
         );
         for n in ["a", "b", "c", "d"] {
             assert!(
