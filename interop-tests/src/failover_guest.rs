@@ -196,6 +196,13 @@ load_stop() {
     # Completions on the new path for 3 s, then stop.
     sleep 3
     kill -INT $LOAD
+    # fio stops once its I/O in flight completes: I/O queued with no usable path never does.
+    _i=0
+    while kill -0 $LOAD 2>/dev/null; do
+        _i=$((_i + 1))
+        [ $_i -lt 600 ] || { tail -20 /tmp/fio-$1.out; fail "the load $1 did not stop within 60 s: its I/O is stuck (no usable path)"; }
+        sleep 0.1
+    done
     wait $LOAD
     _rc=$?
     tail -20 /tmp/fio-$1.out
