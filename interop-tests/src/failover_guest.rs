@@ -23,7 +23,8 @@
 /// - `load_start NAME FILE`, `load_stop NAME`: fio random writes with verify on `FILE`, each
 ///   completion logged; `load_start` returns once writes complete on the paths (`PATH_DEVS`,
 ///   set by the login and connect functions); `load_stop` stops it, fails on any I/O or verify error, and prints
-///   `PAUSE NAME <ms>`, the longest gap between two completed I/Os.
+///   `PAUSE NAME <ms>`, the longest gap between two completed I/Os, and `WRITES NAME <writes>
+///   VERIFIED <reads>`, how many writes fio completed and how many it read back to verify.
 pub const GUEST_FUNCTIONS: &str = r#"
 start_udev() {
     ln -sf /bin/udevadm /run/systemd-udevd
@@ -195,6 +196,13 @@ load_stop() {
     # Completions on the new path for 3 s, then stop.
     sleep 3
     kill -INT $LOAD
+    # fio stops once its I/O in flight completes: I/O queued with no usable path never does.
+    _i=0
+    while kill -0 $LOAD 2>/dev/null; do
+        _i=$((_i + 1))
+        [ $_i -lt 600 ] || { tail -20 /tmp/fio-$1.out; fail "the load $1 did not stop within 60 s: its I/O is stuck (no usable path)"; }
+        sleep 0.1
+    done
     wait $LOAD
     _rc=$?
     tail -20 /tmp/fio-$1.out
@@ -207,6 +215,9 @@ load_stop() {
     ! grep -qi 'verify.*fail\|bad magic\|crc32c: verify' /tmp/fio-$1.out || fail "the load $1 failed verification"
     _pause=$(cut -d, -f1 /tmp/lat-$1_clat.1.log | sort -n | awk 'NR > 1 { g = $1 - p; if (g > m) m = g } { p = $1 } END { print m + 0 }')
     echo "PAUSE $1 $_pause"
+    # fio's issued count: "total=READS,WRITES,..." (the reads are its verify reads).
+    _n=$(grep -m1 -o 'issued rwts: total=[0-9]*,[0-9]*' /tmp/fio-$1.out | sed 's/.*total=//')
+    echo "WRITES $1 ${_n#*,} VERIFIED ${_n%%,*}"
 }
 "#;
 

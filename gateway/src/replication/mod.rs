@@ -24,6 +24,7 @@ pub mod in_sync;
 pub mod node;
 pub mod path_link;
 pub mod primary;
+pub mod retry;
 pub mod standby;
 pub mod standby_sync;
 pub mod state;

@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use super::gate::Gate;
 use super::in_sync::{self, Degrade, InSyncSlot, Step};
 use super::path_link;
+use super::retry::{Report, Retry, RETRY_MAX, STABLE_LINK};
 use super::state::{PeerRecord, StatusCell, SyncName, PEER_METADATA};
 use super::wire::{self, FrameReader, FrameSender, ReadError};
 
@@ -45,9 +46,6 @@ const RETENTION_EVERY: Duration = Duration::from_millis(200);
 /// How many positions of shipped batch ends are remembered (for the next read and the
 /// retention floor).
 const SHIPPED_ENDS: usize = 4096;
-/// Reconnect backoff bounds.
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Everything the task needs about its volume.
 pub struct PrimaryTask {
@@ -84,6 +82,10 @@ pub struct PrimaryTask {
     degrade: Option<Degrade>,
     /// Failed attempts to drop the standby from the in-sync set in a row (for the logs).
     drop_failures: u32,
+    /// When to dial the standby again, and what to log about failed links.
+    retry: Retry,
+    /// Why the last link or dial failed (logged by the retry policy's reports).
+    failure: Option<String>,
 }
 
 /// What woke the task.
@@ -156,6 +158,8 @@ impl PrimaryTask {
             in_sync: Arc::new(InSyncSlot::new(false)),
             degrade: None,
             drop_failures: 0,
+            retry: Retry::default(),
+            failure: None,
         }
     }
 
@@ -194,7 +198,6 @@ impl PrimaryTask {
         let mut peer = PrimaryPeer::new(self.cfg, epoch, sync);
         tracing::info!(volume = %self.name, peer = %self.peer_addr, state = ?sync, epoch, "replicating to the standby");
         let mut conn: Option<(FrameReader, FrameSender)> = None;
-        let mut backoff = BACKOFF_MIN;
         let mut next_dial = Some(Instant::now());
         let mut ready_seen = false;
         let mut dialed_at = Instant::now();
@@ -239,14 +242,18 @@ impl PrimaryTask {
                 } else if ready_seen || dialed_at.elapsed() > HANDSHAKE {
                     // The peer state machine dropped the connection (a bad handshake or
                     // frame), or the standby never answered the handshake.
-                    tracing::warn!(volume = %self.name, peer = %self.peer_addr, "replication connection dropped");
+                    self.link_failed(
+                        "the standby did not complete the handshake, or the link broke off".into(),
+                    );
                     conn = None;
                     peer.disconnected();
                 }
             }
+            if conn.is_some() && ready_seen && dialed_at.elapsed() >= STABLE_LINK {
+                self.link_held();
+            }
             if conn.is_none() && next_dial.is_none() {
-                next_dial = Some(Instant::now() + backoff);
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                next_dial = Some(Instant::now() + self.retry_delay());
             }
             if let Some(p) = self.paths.as_mut() {
                 let tx = conn.as_ref().map(|(_, tx)| tx).filter(|_| ready_seen);
@@ -340,7 +347,7 @@ impl PrimaryTask {
                     }
                 }
                 Wake::Frame(Err(e)) => {
-                    tracing::warn!(volume = %self.name, peer = %self.peer_addr, error = %e, "replication connection lost");
+                    self.link_failed(format!("replication connection lost: {e}"));
                     conn = None;
                     peer.disconnected();
                 }
@@ -356,7 +363,7 @@ impl PrimaryTask {
                     next_dial = None;
                     if self.engine.role_state().role != Role::Primary {
                         // Demoted: nothing to ship; look again later.
-                        next_dial = Some(Instant::now() + BACKOFF_MAX);
+                        next_dial = Some(Instant::now() + RETRY_MAX);
                         continue;
                     }
                     let addr = self.peer_addr.clone();
@@ -367,7 +374,11 @@ impl PrimaryTask {
                     .await
                     {
                         Ok(Ok(s)) => {
-                            tracing::info!(volume = %self.name, peer = %self.peer_addr, "connected to the standby");
+                            if self.retry.failing() {
+                                tracing::debug!(volume = %self.name, peer = %self.peer_addr, "connected to the standby");
+                            } else {
+                                tracing::info!(volume = %self.name, peer = %self.peer_addr, "connected to the standby");
+                            }
                             // Data unacknowledged by the standby's TCP for longer than this
                             // breaks the connection (a partition), so the next dial starts
                             // over from what the standby holds.
@@ -376,17 +387,16 @@ impl PrimaryTask {
                             conn = Some(wire::split(s));
                             ready_seen = false;
                             dialed_at = Instant::now();
-                            backoff = BACKOFF_MIN;
                             peer.connected();
                             if let Some(p) = self.paths.as_mut() {
                                 p.new_connection();
                             }
                         }
                         Ok(Err(e)) => {
-                            tracing::debug!(volume = %self.name, peer = %self.peer_addr, error = %e, "standby not reachable");
+                            self.link_failed(format!("the standby is not reachable: {e}"));
                         }
                         Err(_) => {
-                            tracing::debug!(volume = %self.name, peer = %self.peer_addr, "connecting to the standby timed out");
+                            self.link_failed("connecting to the standby timed out".into());
                         }
                     }
                 }
@@ -419,6 +429,47 @@ impl PrimaryTask {
                 }
             }
         }
+    }
+
+    /// Notes why the link (or the attempt to make one) failed; the retry policy decides
+    /// whether and when that is logged ([`Self::retry_delay`]).
+    fn link_failed(&mut self, why: String) {
+        tracing::debug!(volume = %self.name, peer = %self.peer_addr, reason = %why, "replication link failed");
+        self.failure = Some(why);
+    }
+
+    /// A link held ([`STABLE_LINK`]): the back-off starts over.
+    fn link_held(&mut self) {
+        if let Some(failures) = self.retry.succeeded() {
+            tracing::info!(volume = %self.name, peer = %self.peer_addr, failures,
+                "the replication link holds again");
+        }
+    }
+
+    /// The delay before the next dial after a failure, logging the failure: the first of a
+    /// run at WARN, then a summary at most once a minute.
+    fn retry_delay(&mut self) -> Duration {
+        let (delay, report) = self.retry.failed(std::time::Instant::now());
+        let why = self
+            .failure
+            .take()
+            .unwrap_or_else(|| "the replication link broke off".into());
+        match report {
+            Report::First => {
+                tracing::warn!(volume = %self.name, peer = %self.peer_addr, reason = %why,
+                "replication link to the standby failed; retrying with back-off (at most every {RETRY_MAX:?}; a summary follows while it keeps failing)")
+            }
+            Report::Summary { failures, over } => {
+                tracing::warn!(volume = %self.name, peer = %self.peer_addr,
+                failures, over_s = over.as_secs(), next_in_ms = delay.as_millis() as u64, last_reason = %why,
+                "replication link to the standby still failing")
+            }
+            Report::Quiet => {
+                tracing::debug!(volume = %self.name, peer = %self.peer_addr, reason = %why,
+                next_in_ms = delay.as_millis() as u64, "replication link failed again")
+            }
+        }
+        delay
     }
 
     /// Hands the peer every flush waiting in the channel (without waiting for more).
@@ -656,8 +707,10 @@ impl PrimaryTask {
         let epoch = self.engine.role_state().epoch;
         match ev {
             PrimaryEvent::NeedRecords { after } if self.force_resync => {
-                tracing::warn!(volume = %self.name, peer = %self.peer_addr, after,
-                    "this node was promoted without a handover: the standby's image may hold writes this node never had, so it gets a full resync (it is out of sync until it caught up)");
+                if !self.retry.failing() {
+                    tracing::warn!(volume = %self.name, peer = %self.peer_addr, after,
+                        "this node was promoted without a handover: the standby's image may hold writes this node never had, so it gets a full resync (it is out of sync until it caught up)");
+                }
                 peer.resync_needed();
                 self.tell(conn, false);
             }
@@ -673,8 +726,15 @@ impl PrimaryTask {
                         peer.ship(recs, next.lsn - 1, at_head, std::time::Instant::now());
                     }
                     Err(Error::LogRecycled { wanted, oldest }) => {
-                        tracing::warn!(volume = %self.name, peer = %self.peer_addr, wanted, oldest,
-                            "the standby needs records the log no longer holds: it gets a full resync (it is out of sync until it caught up)");
+                        // Said at every attempt to reach a peer that closes each link:
+                        // at WARN only outside a run of failures.
+                        if self.retry.failing() {
+                            tracing::debug!(volume = %self.name, peer = %self.peer_addr, wanted, oldest,
+                                "the standby needs records the log no longer holds: it gets a full resync");
+                        } else {
+                            tracing::warn!(volume = %self.name, peer = %self.peer_addr, wanted, oldest,
+                                "the standby needs records the log no longer holds: it gets a full resync (it is out of sync until it caught up)");
+                        }
                         peer.resync_needed();
                         self.tell(conn, false);
                     }

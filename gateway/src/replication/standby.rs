@@ -42,6 +42,9 @@ pub struct StandbyVolume {
     /// Set while a switchover records this node's position in the new primary's log: a
     /// primary that connects meanwhile is turned away (it retries).
     held: std::sync::atomic::AtomicBool,
+    /// Rate-limits the log of links that close (a fenced node's listener meets the new
+    /// primary's every retry): the first of a run at WARN, then a summary.
+    closes: Mutex<super::retry::Retry>,
 }
 
 impl StandbyVolume {
@@ -60,6 +63,7 @@ impl StandbyVolume {
             apply: Arc::new(Mutex::new(())),
             current: Mutex::new(None),
             held: Default::default(),
+            closes: Default::default(),
         }
     }
 
@@ -168,7 +172,17 @@ async fn serve_link(
         StandbyLink::new(cfg, epoch, durable)
     };
     link.receive(hello);
-    tracing::info!(volume = %name, durable, resync_incomplete = incomplete, "a primary connected");
+    let opened = std::time::Instant::now();
+    if vol
+        .closes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .failing()
+    {
+        tracing::debug!(volume = %name, durable, resync_incomplete = incomplete, "a primary connected");
+    } else {
+        tracing::info!(volume = %name, durable, resync_incomplete = incomplete, "a primary connected");
+    }
     vol.status.update(|s| {
         s.connected = true;
         s.durable_lsn = durable;
@@ -194,11 +208,11 @@ async fn serve_link(
             match rd.try_next() {
                 Ok(Some(f)) => take(&vol, &mut link, f).await,
                 Ok(None) => break,
-                Err(e) => return close(&vol, &mut link, &tx, format!("connection: {e}")),
+                Err(e) => return close(&vol, &mut link, &tx, opened, format!("connection: {e}")),
             }
         }
     };
-    close(&vol, &mut link, &tx, why);
+    close(&vol, &mut link, &tx, opened, why);
 }
 
 /// Takes one frame from the primary: what the primary says about this standby (`PeerState`) is
@@ -231,13 +245,37 @@ async fn take(vol: &StandbyVolume, link: &mut StandbyLink, f: Frame) {
     }
 }
 
-/// Ends a connection: whatever the link queued last (a Fenced answer) still goes out before
-/// the socket closes.
-fn close(vol: &StandbyVolume, link: &mut StandbyLink, tx: &FrameSender, why: String) {
+/// Ends a connection (opened at `opened`): whatever the link queued last (a Fenced answer)
+/// still goes out before the socket closes.
+fn close(
+    vol: &StandbyVolume,
+    link: &mut StandbyLink,
+    tx: &FrameSender,
+    opened: std::time::Instant,
+    why: String,
+) {
     while let Some(f) = link.poll_frame() {
         tx.send(&f);
     }
-    tracing::warn!(volume = %vol.name, reason = %why, "the primary's replication connection closed");
+    let report = {
+        let mut closes = vol.closes.lock().unwrap_or_else(|e| e.into_inner());
+        if opened.elapsed() >= super::retry::STABLE_LINK {
+            closes.succeeded();
+        }
+        closes.failed(std::time::Instant::now()).1
+    };
+    match report {
+        super::retry::Report::First => {
+            tracing::warn!(volume = %vol.name, reason = %why, "the primary's replication connection closed")
+        }
+        super::retry::Report::Summary { failures, over } => {
+            tracing::warn!(volume = %vol.name, closed = failures, over_s = over.as_secs(), last_reason = %why,
+                "the primary's replication connections keep closing")
+        }
+        super::retry::Report::Quiet => {
+            tracing::debug!(volume = %vol.name, reason = %why, "the primary's replication connection closed")
+        }
+    }
     let partial = vol.engine.resync_incomplete();
     vol.status.update(|s| {
         s.connected = false;
