@@ -40,6 +40,11 @@ pub struct StandbyConfig {
 pub enum StandbyEvent {
     /// The primary holds a newer epoch: persist it (the standby adopts it) before going on.
     AdoptEpoch(u64),
+    /// The primary's volume is larger than this one (it grew while this standby was away, or
+    /// the grow record is no longer in its log): grow the local volume to this many blocks
+    /// before anything else ([`crate::Engine::follow_capacity`]), so a full resync or the
+    /// records that follow fit.
+    Grow(u64),
     /// Append these records to the local log, in order.
     Apply(Vec<Record>),
     /// Make everything applied durable, then call [`StandbyLink::synced`].
@@ -258,6 +263,13 @@ impl StandbyLink {
                     }
                     last = rec.lsn;
                 }
+                // A grow record takes effect where it is applied: a resync later in this
+                // connection may copy regions up to the new end.
+                for rec in &r.records {
+                    if rec.kind == super::frame::RecordKind::Grow {
+                        self.cfg.capacity_blocks = self.cfg.capacity_blocks.max(rec.lba);
+                    }
+                }
                 self.received = last;
                 if !r.records.is_empty() {
                     self.events.push_back(StandbyEvent::Apply(r.records));
@@ -371,10 +383,7 @@ impl StandbyLink {
             self.close(StandbyClose::Protocol("the peer is not a primary"));
             return;
         }
-        if h.volume_uuid != self.cfg.volume_uuid
-            || h.block_size != self.cfg.block_size
-            || h.capacity_blocks > self.cfg.capacity_blocks
-        {
+        if h.volume_uuid != self.cfg.volume_uuid || h.block_size != self.cfg.block_size {
             self.close(StandbyClose::WrongVolume);
             return;
         }
@@ -389,6 +398,11 @@ impl StandbyLink {
         if h.epoch > self.epoch {
             self.epoch = h.epoch;
             self.events.push_back(StandbyEvent::AdoptEpoch(h.epoch));
+        }
+        if h.capacity_blocks > self.cfg.capacity_blocks {
+            // Never smaller than the primary: grown before any record or region is taken.
+            self.cfg.capacity_blocks = h.capacity_blocks;
+            self.events.push_back(StandbyEvent::Grow(h.capacity_blocks));
         }
         self.state = State::Streaming;
     }
