@@ -55,7 +55,10 @@ fn a_replicated_volume_grows_under_a_writer_and_the_promoted_standby_keeps_size_
         !out.status.success() && err.contains("409") && err.contains("replicated"),
         "{err}"
     );
-    assert_eq!((a.vol().size_bytes, b.vol().size_bytes), (OLD_BYTES, OLD_BYTES));
+    assert_eq!(
+        (a.vol().size_bytes, b.vol().size_bytes),
+        (OLD_BYTES, OLD_BYTES)
+    );
 
     // The grow, under the writer.
     let out = a.cli(&["resize", "default", "24MiB"]);
