@@ -676,6 +676,18 @@ mod tests {
     }
 
     #[test]
+    fn the_hello_announces_the_grown_size_and_it_never_shrinks() {
+        let mut p = PrimaryPeer::new(cfg(), 3, SyncState::InSync);
+        p.set_capacity(cfg().capacity_blocks + 50);
+        p.set_capacity(1);
+        p.connected();
+        assert!(matches!(
+            &frames(&mut p)[..],
+            [Frame::Hello(h)] if h.capacity_blocks == cfg().capacity_blocks + 50
+        ));
+    }
+
+    #[test]
     fn one_barrier_serves_every_waiting_flush_and_completes_them_once_acked() {
         let t0 = Instant::now();
         let mut p = connected(SyncState::InSync, 10);

@@ -479,6 +479,63 @@ mod tests {
     }
 
     #[test]
+    fn a_larger_primary_grows_the_standby_first_and_grow_records_widen_resync_checks() {
+        // The Hello of a primary that grew while this standby was away: grow before anything.
+        let mut l = StandbyLink::new(cfg(), 3, 10);
+        l.poll_frame();
+        let Frame::Hello(mut h) = hello(3) else {
+            unreachable!()
+        };
+        h.capacity_blocks = 150;
+        l.receive(Frame::Hello(h));
+        assert_eq!(l.poll_event(), Some(StandbyEvent::Grow(150)));
+        assert!(l.close_reason().is_none());
+        // A grow record in the stream: a resync later on this connection may reach its end.
+        let mut l = StandbyLink::new(cfg(), 3, 10);
+        l.poll_frame();
+        l.receive(hello(3));
+        assert_eq!(
+            l.poll_event(),
+            None,
+            "no grow for a primary of the same size"
+        );
+        let grow = Record {
+            lsn: 11,
+            kind: RecordKind::Grow,
+            lba: 200,
+            blocks: 0,
+            data: bytes::Bytes::new(),
+        };
+        l.receive(Frame::Records(Records {
+            epoch: 3,
+            prev_lsn: 10,
+            records: vec![grow.clone()],
+        }));
+        assert_eq!(l.poll_event(), Some(StandbyEvent::Apply(vec![grow])));
+        l.receive(Frame::ResyncStart {
+            epoch: 3,
+            start_lsn: 11,
+        });
+        l.receive(Frame::ResyncExtent {
+            epoch: 3,
+            lba: 190,
+            blocks: 10,
+            data: None,
+        });
+        assert!(l.close_reason().is_none(), "{:?}", l.close_reason());
+        l.receive(Frame::ResyncExtent {
+            epoch: 3,
+            lba: 195,
+            blocks: 10,
+            data: None,
+        });
+        assert_eq!(
+            l.close_reason(),
+            Some(&StandbyClose::Protocol("resync extent beyond the volume"))
+        );
+    }
+
+    #[test]
     fn records_are_applied_in_order_and_a_barrier_is_acked_once_durable() {
         let mut l = StandbyLink::new(cfg(), 3, 10);
         assert!(matches!(l.poll_frame(), Some(Frame::Hello(h)) if h.durable_lsn == 10));
