@@ -340,14 +340,6 @@ impl Engine {
         // A standby's applied position is what its log holds: the newest primary record the
         // recovered log applies, or what the checkpoint stored when the log holds none since.
         let applied_lsn = checkpointed_applied.max(scan.max_origin);
-        // A grow whose record the log holds but whose superblock update a crash cut off.
-        let mut sb = sb;
-        crate::grow::redo(
-            extent.as_ref(),
-            meta.as_ref(),
-            &mut sb,
-            scan.capacity_blocks,
-        )?;
         tracing::info!(
             records = scan.records,
             next_lsn = scan.next_lsn,
@@ -412,6 +404,9 @@ impl Engine {
             snaps: RwLock::new(snaps),
             clone,
         });
+        // A grow whose record the log holds but whose superblock update a crash cut off (an
+        // unfinished snapshot is the last operation of the log, so it sees the grown size).
+        engine.redo_grow(scan.capacity_blocks)?;
         // Snapshot operations whose records survived but which did not finish come first:
         // the checkpoint below must preserve blocks for a snapshot the log says exists.
         engine.redo_snapshot_ops(&scan.snap_ops)?;

@@ -14,7 +14,7 @@
 //!
 //! So a promoted standby never has a smaller volume than the hosts were told. A crash after 2
 //! and before 3 is completed at open: recovery replays the record ([`crate::recovery`] tracks
-//! the capacity through grow records, so the writes after it are in range) and [`redo`] extends
+//! the capacity through grow records, so the writes after it are in range) and `redo_grow` extends
 //! the extent and stores the superblock before the first checkpoint. A crash before 2 leaves
 //! the old capacity with a longer extent (harmless: the next grow cuts it first).
 //!
@@ -34,7 +34,6 @@ use crate::error::{Error, Result};
 use crate::record::Kind;
 use crate::role::Role;
 use crate::storage::BlockFile;
-use crate::superblock::Superblock;
 
 /// Extends `extent` from `old` to `new` blocks of `bs` bytes, durably. Whatever lies beyond
 /// the old end (the tail of a shrink a crash interrupted before its truncation) is cut off
@@ -55,29 +54,6 @@ fn extend(extent: &dyn BlockFile, bs: u32, old: u64, new: u64) -> Result<()> {
         )));
     }
     extent.sync_data()?;
-    Ok(())
-}
-
-/// At open, before the engine exists: completes a grow whose record recovery replayed
-/// (`capacity` is the capacity after the replayed grow records) but whose superblock update
-/// was cut off by a crash.
-pub(crate) fn redo(
-    extent: &dyn BlockFile,
-    meta: &dyn BlockFile,
-    sb: &mut Superblock,
-    capacity: u64,
-) -> Result<()> {
-    if capacity <= sb.capacity_blocks {
-        return Ok(());
-    }
-    tracing::info!(
-        old_blocks = sb.capacity_blocks,
-        new_blocks = capacity,
-        "completing a grow interrupted by a crash"
-    );
-    extend(extent, sb.block_size, sb.capacity_blocks, capacity)?;
-    sb.capacity_blocks = capacity;
-    sb.store(meta)?;
     Ok(())
 }
 
@@ -176,6 +152,22 @@ impl Engine {
         tracing::info!(volume = %self.volume_dir().display(), old_blocks = old,
             new_blocks = blocks, "volume grown to the primary's size");
         Ok(())
+    }
+
+    /// At open, before the first checkpoint: completes a grow whose record recovery replayed
+    /// (`capacity` is the capacity after the replayed grow records) but whose superblock
+    /// update a crash cut off.
+    pub(crate) fn redo_grow(&self, capacity: u64) -> Result<()> {
+        let _f = lock(&self.flush_lock);
+        let old = self.capacity_blocks();
+        if capacity <= old {
+            return Ok(());
+        }
+        tracing::info!(volume = %self.volume_dir().display(), old_blocks = old,
+            new_blocks = capacity, "completing a grow interrupted by a crash");
+        extend(self.extent.as_ref(), self.block_size, old, capacity)
+            .map_err(|e| self.io_fail(e))?;
+        self.publish_capacity(capacity)
     }
 
     /// Stores the new capacity in the superblock, then lets requests reach it. The flush lock
