@@ -127,3 +127,67 @@ fn a_replicated_volume_grows_under_a_writer_and_the_promoted_standby_keeps_size_
         m.retried.len()
     );
 }
+
+#[test]
+fn a_replaced_standby_smaller_than_its_primary_grows_first_then_takes_a_full_resync() {
+    let (a, mut b) = pair(1000);
+    let out = a.cli(&["resize", "default", "24MiB"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The standby's disk is replaced: it comes back at the configured (old) size.
+    b.wipe_data();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = connect(a.nvme).await.unwrap();
+        for (i, &lba) in beyond().iter().enumerate() {
+            let data = Bytes::from(block(2_000_000 + i as u64, lba));
+            c.write(0, 1, lba, data, BS, false).await.unwrap();
+        }
+        // Goes on without the absent standby once the replication timeout ran out.
+        c.flush(0, 1).await.unwrap();
+        // More than the log holds for an absent standby (half of its 4 MiB): the new
+        // standby cannot catch up from the log, it gets a full resync.
+        let chunk = 128u32;
+        let data = Bytes::from(vec![0x5a; chunk as usize * BS as usize]);
+        for i in 0..48u64 {
+            c.write(0, 1, 1024 + i * u64::from(chunk), data.clone(), BS, false)
+                .await
+                .unwrap();
+        }
+        c.flush(0, 1).await.unwrap();
+    });
+    // Let the flusher checkpoint past what the absent standby would need.
+    std::thread::sleep(Duration::from_millis(1500));
+    b.restart();
+    a.wait("the new standby in sync", Duration::from_secs(60), |v| {
+        v.replication
+            .as_ref()
+            .is_some_and(|r| r.sync_state.is_some_and(|s| s.as_str() == "in_sync"))
+    });
+    assert_eq!(b.vol().size_bytes, NEW_BYTES, "{}", b.log());
+    assert!(
+        b.log().contains("the primary's volume is larger"),
+        "{}",
+        b.log()
+    );
+    assert!(
+        b.log().contains("full resync complete"),
+        "the replaced standby was not rebuilt by a full resync:\n{}",
+        b.log()
+    );
+    a.switchover_to(&b);
+    rt.block_on(async {
+        let c = connect(b.nvme).await.unwrap();
+        assert_eq!(
+            c.identify_namespace(1).await.unwrap().nsze,
+            NEW_BYTES / u64::from(BS)
+        );
+        for (i, &lba) in beyond().iter().enumerate() {
+            let got = c.read(0, 1, lba, 1, BS).await.unwrap();
+            assert_eq!(identify(&got, lba), Ok(2_000_000 + i as u64), "block {lba}");
+        }
+    });
+}
