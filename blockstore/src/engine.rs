@@ -1265,10 +1265,18 @@ impl Flush for Engine {
         log.next_lsn != log.tail_lsn
     }
 
-    /// More than an eighth of the log in use: worth a flusher run right away.
+    /// More than an eighth of the log in use (half on a standby, see [`Flush::lazy`]): worth
+    /// a flusher run right away.
     fn log_pressure(&self) -> bool {
+        let share = if self.lazy() { 2 } else { 8 };
         let log = lock(&self.log);
-        (log.head - log.tail) * 8 >= self.wal_size
+        (log.head - log.tail) * share >= self.wal_size
+    }
+
+    /// A standby's log is read only at a promotion or a restart: it is checkpointed under
+    /// log-space pressure, not every interval.
+    fn lazy(&self) -> bool {
+        self.role_state().role == Role::Standby
     }
 
     fn location(&self) -> std::path::PathBuf {

@@ -38,6 +38,7 @@ mod record;
 mod recovery;
 pub mod repl;
 pub mod replica;
+mod replica_apply;
 mod replica_gate;
 pub mod resync;
 pub mod role;

@@ -335,7 +335,17 @@ impl Engine {
         };
         gate.request(last)?;
         self.sync_wal()?;
-        gate.wait_durable(last)
+        gate.wait_durable(last)?;
+        // A flush that waited for the standby past the end of this node's lease is not
+        // acknowledged: a standby may be promoted from then on (the self-fence).
+        if self
+            .role_state()
+            .lease_until
+            .is_some_and(|t| t <= std::time::Instant::now())
+        {
+            return Err(Error::NotServing(crate::AccessState::Transitioning));
+        }
+        Ok(())
     }
 
     /// Returns once records were appended to the log since the last time it returned (at once
@@ -357,90 +367,115 @@ impl Engine {
             ));
         }
         let _c = self.caw.read().unwrap_or_else(|e| e.into_inner());
-        for r in records {
-            // Idempotent by LSN: a record this log holds already (shipped again after a
-            // reconnect) is not appended a second time, which would put an older version of
-            // its blocks after newer ones.
-            if r.lsn <= self.applied_lsn() {
+        // Runs of plain writes go into the log with one write each (see
+        // `crate::replica_apply`); anything else, or a run the log cannot take in one piece
+        // right now, one record at a time.
+        let mut i = 0;
+        while i < records.len() {
+            let mut run: Vec<&ShippedRecord> = Vec::new();
+            for r in &records[i..] {
+                if !self.batchable(r) || run.last().is_some_and(|p| p.lsn >= r.lsn) {
+                    break;
+                }
+                run.push(r);
+            }
+            if run.len() > 1 && self.append_applied_run(&run)? {
+                i += run.len();
                 continue;
             }
-            if r.lsn > MAX_ORIGIN {
-                return Err(Error::Invalid(format!(
-                    "record LSN {} is beyond what a log records",
-                    r.lsn
-                )));
+            let n = run.len().max(1);
+            for r in &records[i..i + n] {
+                self.apply_one(r)?;
             }
-            let blocks = u64::from(r.blocks);
-            if !matches!(
-                r.kind,
-                ShippedKind::Snapshot | ShippedKind::SnapshotDelete | ShippedKind::Grow
-            ) {
-                self.check_range(r.lba, blocks)?;
-            }
-            match r.kind {
-                ShippedKind::Write => {
-                    if r.data.len() as u64 != blocks * u64::from(self.block_size) {
-                        return Err(Error::Invalid(format!(
-                            "record {} carries {} bytes for {blocks} blocks",
-                            r.lsn,
-                            r.data.len()
-                        )));
-                    }
-                    // This log may hold smaller records than the primary's: only the last
-                    // part carries the origin, so a log that lost the later parts in a crash
-                    // does not count the record as applied.
-                    let chunk = (self.max_record_blocks * u64::from(self.block_size)) as usize;
-                    let parts = r.data.chunks(chunk.max(1));
-                    let last = parts.len().saturating_sub(1);
-                    let mut lba = r.lba;
-                    for (i, part) in parts.enumerate() {
-                        let n = (part.len() / self.block_size as usize) as u64;
-                        let origin = if i == last { r.lsn } else { 0 };
-                        self.append_from(Kind::Write, lba, n, part, origin)?;
-                        lba += n;
-                    }
-                }
-                ShippedKind::Trim => self.append_from(Kind::Trim, r.lba, blocks, &[], r.lsn)?,
-                ShippedKind::Zero => self.append_from(Kind::Zero, r.lba, blocks, &[], r.lsn)?,
-                // At this position of the log, as on the primary.
-                ShippedKind::Snapshot => {
-                    if r.blocks != 0 || r.data.len() > MAX_SNAPSHOT_NAME {
-                        return Err(Error::Invalid(format!(
-                            "snapshot record {} has blocks or an overlong name",
-                            r.lsn
-                        )));
-                    }
-                    let op = SnapOp::Create {
-                        lsn: 0,
-                        position: r.lsn,
-                        id: r.lba,
-                        name: String::from_utf8_lossy(&r.data).into_owned(),
-                    };
-                    self.apply_snapshot_op(&op, r.lsn)?;
-                }
-                ShippedKind::SnapshotDelete => {
-                    if r.blocks != 0 || !r.data.is_empty() {
-                        return Err(Error::Invalid(format!(
-                            "snapshot delete record {} carries blocks or data",
-                            r.lsn
-                        )));
-                    }
-                    self.apply_snapshot_op(&SnapOp::Delete { id: r.lba }, r.lsn)?;
-                }
-                // At this position of the log, as on the primary: the writes after it may
-                // reach the new end.
-                ShippedKind::Grow => {
-                    if r.blocks != 0 || !r.data.is_empty() {
-                        return Err(Error::Invalid(format!(
-                            "grow record {} carries blocks or data",
-                            r.lsn
-                        )));
-                    }
-                    self.apply_grow(r.lba, r.lsn)?;
-                }
-            }
-            self.applied_lsn.fetch_max(r.lsn, Ordering::AcqRel);
+            i += n;
         }
+        Ok(())
+    }
+
+    /// Appends one of the primary's records (any kind), unless applied already.
+    fn apply_one(&self, r: &ShippedRecord) -> Result<()> {
+        // Idempotent by LSN: a record this log holds already (shipped again after a
+        // reconnect) is not appended a second time, which would put an older version of
+        // its blocks after newer ones.
+        if r.lsn <= self.applied_lsn() {
+            return Ok(());
+        }
+        if r.lsn > MAX_ORIGIN {
+            return Err(Error::Invalid(format!(
+                "record LSN {} is beyond what a log records",
+                r.lsn
+            )));
+        }
+        let blocks = u64::from(r.blocks);
+        if !matches!(
+            r.kind,
+            ShippedKind::Snapshot | ShippedKind::SnapshotDelete | ShippedKind::Grow
+        ) {
+            self.check_range(r.lba, blocks)?;
+        }
+        match r.kind {
+            ShippedKind::Write => {
+                if r.data.len() as u64 != blocks * u64::from(self.block_size) {
+                    return Err(Error::Invalid(format!(
+                        "record {} carries {} bytes for {blocks} blocks",
+                        r.lsn,
+                        r.data.len()
+                    )));
+                }
+                // This log may hold smaller records than the primary's: only the last
+                // part carries the origin, so a log that lost the later parts in a crash
+                // does not count the record as applied.
+                let chunk = (self.max_record_blocks * u64::from(self.block_size)) as usize;
+                let parts = r.data.chunks(chunk.max(1));
+                let last = parts.len().saturating_sub(1);
+                let mut lba = r.lba;
+                for (i, part) in parts.enumerate() {
+                    let n = (part.len() / self.block_size as usize) as u64;
+                    let origin = if i == last { r.lsn } else { 0 };
+                    self.append_from(Kind::Write, lba, n, part, origin)?;
+                    lba += n;
+                }
+            }
+            ShippedKind::Trim => self.append_from(Kind::Trim, r.lba, blocks, &[], r.lsn)?,
+            ShippedKind::Zero => self.append_from(Kind::Zero, r.lba, blocks, &[], r.lsn)?,
+            // At this position of the log, as on the primary.
+            ShippedKind::Snapshot => {
+                if r.blocks != 0 || r.data.len() > MAX_SNAPSHOT_NAME {
+                    return Err(Error::Invalid(format!(
+                        "snapshot record {} has blocks or an overlong name",
+                        r.lsn
+                    )));
+                }
+                let op = SnapOp::Create {
+                    lsn: 0,
+                    position: r.lsn,
+                    id: r.lba,
+                    name: String::from_utf8_lossy(&r.data).into_owned(),
+                };
+                self.apply_snapshot_op(&op, r.lsn)?;
+            }
+            ShippedKind::SnapshotDelete => {
+                if r.blocks != 0 || !r.data.is_empty() {
+                    return Err(Error::Invalid(format!(
+                        "snapshot delete record {} carries blocks or data",
+                        r.lsn
+                    )));
+                }
+                self.apply_snapshot_op(&SnapOp::Delete { id: r.lba }, r.lsn)?;
+            }
+            // At this position of the log, as on the primary: the writes after it may reach
+            // the new end.
+            ShippedKind::Grow => {
+                if r.blocks != 0 || !r.data.is_empty() {
+                    return Err(Error::Invalid(format!(
+                        "grow record {} carries blocks or data",
+                        r.lsn
+                    )));
+                }
+                self.apply_grow(r.lba, r.lsn)?;
+            }
+        }
+        self.applied_lsn.fetch_max(r.lsn, Ordering::AcqRel);
         Ok(())
     }
 

@@ -456,3 +456,39 @@ fn a_flush_asks_the_standbys_before_its_local_sync_and_completes_only_when_both_
         assert_eq!(identify(at, lba).unwrap(), lba + 1, "block {lba} lost");
     }
 }
+
+/// A gate that answers after `delay` (a standby or etcd that takes its time).
+#[derive(Debug)]
+struct SlowGate {
+    delay: Duration,
+}
+
+impl ReplicaGate for SlowGate {
+    fn request(&self, _lsn: u64) -> blockstore::Result<()> {
+        Ok(())
+    }
+
+    fn wait_durable(&self, _lsn: u64) -> blockstore::Result<()> {
+        std::thread::sleep(self.delay);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_flush_that_waited_past_the_lease_is_not_acknowledged() {
+    let pd = volume(Role::Primary, 64 * 1024);
+    let p = Engine::open(&pd, quiet()).unwrap();
+    p.set_replica_gate(Some(Arc::new(SlowGate {
+        delay: Duration::from_millis(200),
+    })));
+    p.set_lease(Some(std::time::Instant::now() + Duration::from_secs(60)));
+    p.write(0, &write_data(1, 0, 1, BS), false).unwrap();
+    p.flush().unwrap();
+    p.write(1, &write_data(2, 1, 1, BS), false).unwrap();
+    // The lease ends while the flush waits for the standby: the self-fence wins.
+    p.set_lease(Some(std::time::Instant::now() + Duration::from_millis(50)));
+    assert!(matches!(
+        p.flush(),
+        Err(Error::NotServing(blockstore::AccessState::Transitioning))
+    ));
+}

@@ -310,6 +310,7 @@ mod tests {
         VolumesDoc {
             volumes: vec![v],
             unavailable: Vec::new(),
+            cluster: None,
         }
     }
 

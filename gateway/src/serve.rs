@@ -71,6 +71,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let mut view = crate::status::NodeView::new(&cfg, &fronts);
     view.replication = repl.statuses.clone();
     view.replicas = repl.handles.clone();
+    view.cluster = cluster.as_ref().map(|c| c.view.clone());
     view.served.set_unavailable(opened.unavailable);
     // The control plane: mutating admin requests need the token, generated on first start.
     let token = crate::token::load_or_create(&crate::token::path(&cfg))?;

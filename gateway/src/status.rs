@@ -22,6 +22,9 @@ pub struct VolumesDoc {
     /// Configured volumes that could not open (corrupt, missing files, ...) and are not served.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unavailable: Vec<UnavailableVolume>,
+    /// The cluster as etcd shows it, when the node coordinates through etcd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::view::ClusterDoc>,
 }
 
 /// A configured volume the node could not open, and why.
@@ -226,6 +229,8 @@ pub struct NodeView {
     /// The control plane (what the admin API's mutating requests act on), when the daemon
     /// runs one.
     pub control: Option<Arc<crate::control::Control>>,
+    /// The etcd agent's view of the cluster, when etcd is configured.
+    pub cluster: Option<Arc<crate::cluster::view::ClusterCell>>,
 }
 
 fn lower_debug(v: impl std::fmt::Debug) -> String {
@@ -244,6 +249,7 @@ impl NodeView {
             replication: Default::default(),
             replicas: Default::default(),
             control: None,
+            cluster: None,
         }
     }
 
@@ -332,6 +338,7 @@ impl NodeView {
         VolumesDoc {
             volumes,
             unavailable,
+            cluster: self.cluster.as_ref().map(|c| c.get()),
         }
     }
 
@@ -500,6 +507,9 @@ fn resync_line(r: &crate::replication::state::ResyncStatus) -> String {
 /// The human-readable table `tandem status` prints; `now_unix` makes "connected for" exact.
 pub fn table(doc: &VolumesDoc, now_unix: u64) -> String {
     let mut out = String::new();
+    if let Some(c) = &doc.cluster {
+        out.push_str(&crate::cluster::view::table(c));
+    }
     for u in &doc.unavailable {
         out.push_str(&format!("volume {}  UNAVAILABLE  {}\n", u.name, u.reason));
     }

@@ -31,8 +31,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gateway::cluster::view::ClusterDoc;
 use gateway::status::{self, VolumeStatus};
-use repl_common::{identify, read_span, signal, writer_from, Model, SPAN};
+use repl_common::{connect, identify, signal, writer_from, Model, BS, SPAN};
 
 const UUID: &str = "6a0e3f52-93c1-4d4e-8b1e-55e0c2a7d913";
 const TTL_S: u64 = 3;
@@ -334,6 +335,7 @@ uuid = "{UUID}"
 }
 
 /// The volume's keys in etcd: leader, epoch, in-sync set.
+#[derive(Debug)]
 struct Keys {
     leader: Option<String>,
     epoch: u64,
@@ -349,37 +351,72 @@ fn keys(url: &str) -> Keys {
     }
 }
 
-/// Waits until etcd says `leader` leads with `standby` in sync.
-fn wait_led(url: &str, leader: &str, standby: &str, nodes: &[&Node]) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let k = keys(url);
-        if k.leader.as_deref() == Some(leader) && k.in_sync.iter().any(|s| s == standby) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "etcd never showed {leader} leading with {standby} in sync: leader {:?} in_sync {:?}\n{}",
-            k.leader,
-            k.in_sync,
-            nodes.iter().map(|n| n.log()).collect::<Vec<_>>().join("\n-----\n")
-        );
-        std::thread::sleep(Duration::from_millis(50));
+/// Runs the writer of round `round` on its own thread against both nodes until stopped (its
+/// write ids are its own: no two rounds write the same block content).
+struct Writer {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Model>,
+}
+
+impl Writer {
+    fn start(nodes: [SocketAddr; 2], round: u64) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(writer_from(nodes, round, round << 32, s))
+        });
+        Writer { stop, thread }
+    }
+
+    /// Stops the writer and returns what it was told; no error reached the "filesystem".
+    fn finish(self) -> Model {
+        self.stop.store(true, Ordering::SeqCst);
+        let m = self.thread.join().unwrap();
+        assert!(m.fatal.is_empty(), "errors a host would see: {:?}", m.fatal);
+        m
     }
 }
 
-/// Runs the writer of round `round` on its own thread against both nodes until `stop` (its
-/// write ids are its own: no two rounds write the same block content).
-fn spawn_writer(
-    nodes: [SocketAddr; 2],
-    round: u64,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<Model> {
-    std::thread::spawn(move || {
-        tokio::runtime::Runtime::new()
-            .unwrap()
-            .block_on(writer_from(nodes, round, round << 32, stop))
-    })
+/// The answers node `node` gave from `from` on (`until`: before), as times after `from`.
+fn acked_by(m: &Model, node: usize, from: Instant, until: Option<Instant>) -> Vec<Duration> {
+    m.ack_times
+        .iter()
+        .filter(|(n, at)| *n == node && *at >= from && until.is_none_or(|u| *at < u))
+        .map(|(_, at)| at.duration_since(from))
+        .collect()
+}
+
+/// Reads blocks `0..SPAN` from the node at `addr`. A retryable answer (the node's lease
+/// lapsed for a moment on a loaded machine: it fenced itself) is retried for up to 20 s, as a
+/// host would; anything else fails the test.
+async fn read_serving(addr: SocketAddr) -> Vec<Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    'again: loop {
+        let c = match connect(addr).await {
+            Ok(c) => c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "cannot connect to {addr}: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let mut out = Vec::new();
+        for lba in 0..SPAN {
+            match c.read(0, 1, lba, 1, BS).await {
+                Ok(b) => out.push(b.to_vec()),
+                Err(nvme_initiator::Error::Status { status, .. })
+                    if status.sct() == 3 && !status.is_dnr() && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue 'again;
+                }
+                Err(e) => panic!("reading block {lba} from {addr}: {e}"),
+            }
+        }
+        return out;
+    }
 }
 
 /// Reads the writer's blocks from the node at `addr` and checks them: a block a flush of
@@ -387,7 +424,7 @@ fn spawn_writer(
 /// at the end of the previous round (`before`) or a write of this round. Returns the blocks.
 fn check_all_flushes_present(m: &Model, addr: SocketAddr, before: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let blocks = rt.block_on(read_span(addr));
+    let blocks = rt.block_on(read_serving(addr));
     for lba in 0..SPAN {
         let b = &blocks[lba as usize];
         match m.history.get(&lba) {
@@ -405,72 +442,189 @@ fn check_all_flushes_present(m: &Model, addr: SocketAddr, before: &[Vec<u8>]) ->
     blocks
 }
 
-fn rounds() -> usize {
-    std::env::var("TANDEM_ETCD_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2)
+/// etcd in namespace 0 and two nodes in namespaces 1 and 2, node 0 the first primary; the
+/// checks every scenario shares (epochs only grow; every acknowledged flush is on the node
+/// that serves after a failover), and the count of failovers.
+struct Pair {
+    nodes: [Node; 2],
+    ids: [String; 2],
+    addrs: [SocketAddr; 2],
+    url: String,
+    /// The highest epoch etcd showed so far.
+    epoch: std::cell::Cell<u64>,
+    /// What the span held after the last checked round.
+    content: Vec<Vec<u8>>,
+    failovers: usize,
+    _etcd: Proc,
+    net: Net,
+    _root: tempfile::TempDir,
 }
 
-#[test]
-fn a_killed_primary_is_replaced_by_its_in_sync_standby_without_losing_a_flush() {
-    let root = tempfile::tempdir().unwrap();
-    let net = Net::create(1, 3);
-    let (_etcd, url) = start_etcd(&net, 0, root.path());
-    let mut nodes = [
-        Node::start(&net, 1, 2, "primary", &url, root.path()),
-        Node::start(&net, 2, 1, "standby", &url, root.path()),
-    ];
-    let ids = [nodes[0].node_id(), nodes[1].node_id()];
-    let addrs = [nodes[0].nvme(), nodes[1].nvme()];
-    let mut primary = 0;
-    let mut last_epoch = 0;
-    let mut content = vec![vec![0u8; repl_common::BS as usize]; SPAN as usize];
-    let rounds = rounds();
-    for round in 0..rounds {
-        let (p, s) = (primary, 1 - primary);
-        wait_led(&url, &ids[p], &ids[s], &[&nodes[0], &nodes[1]]);
-        let before = keys(&url).epoch;
-        assert!(before >= last_epoch, "epoch {before} after {last_epoch}");
-        assert_eq!(nodes[p].vol().epoch, before);
-        let stop = Arc::new(AtomicBool::new(false));
-        let w = spawn_writer(addrs, round as u64, stop.clone());
-        std::thread::sleep(Duration::from_millis(1500));
-        let killed = Instant::now();
-        assert!(signal(nodes[p].child(), "KILL"));
-        nodes[p].proc = None;
-        nodes[s].wait("promoted", Duration::from_secs(20), |v| {
+impl Pair {
+    fn start(case: u8) -> Pair {
+        let root = tempfile::tempdir().unwrap();
+        let net = Net::create(case, 3);
+        let (etcd, url) = start_etcd(&net, 0, root.path());
+        let nodes = [
+            Node::start(&net, 1, 2, "primary", &url, root.path()),
+            Node::start(&net, 2, 1, "standby", &url, root.path()),
+        ];
+        let ids = [nodes[0].node_id(), nodes[1].node_id()];
+        let addrs = [nodes[0].nvme(), nodes[1].nvme()];
+        let p = Pair {
+            nodes,
+            ids,
+            addrs,
+            url,
+            epoch: std::cell::Cell::new(0),
+            content: vec![vec![0u8; BS as usize]; SPAN as usize],
+            failovers: 0,
+            _etcd: etcd,
+            net,
+            _root: root,
+        };
+        p.wait_led(0);
+        p
+    }
+
+    /// Both nodes' logs.
+    fn logs(&self) -> String {
+        format!(
+            "node 0:\n{}\n-----\nnode 1:\n{}",
+            self.nodes[0].log(),
+            self.nodes[1].log()
+        )
+    }
+
+    /// The volume's keys; the epoch never went down since the last look.
+    fn keys(&self) -> Keys {
+        let k = keys(&self.url);
+        assert!(
+            k.epoch >= self.epoch.get(),
+            "the epoch in etcd went down: {} after {}",
+            k.epoch,
+            self.epoch.get()
+        );
+        self.epoch.set(k.epoch);
+        k
+    }
+
+    /// Waits until etcd shows what `ok` wants.
+    fn wait_keys(&self, what: &str, within: Duration, ok: impl Fn(&Keys) -> bool) -> Keys {
+        let deadline = Instant::now() + within;
+        loop {
+            let k = self.keys();
+            if ok(&k) {
+                return k;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd never showed {what}: {k:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until etcd says node `p` leads with the other node in sync, and `p` serves at
+    /// etcd's epoch.
+    fn wait_led(&self, p: usize) {
+        let (leader, standby) = (self.ids[p].clone(), self.ids[1 - p].clone());
+        let k = self.wait_keys(
+            &format!("node {p} leading with the other in sync"),
+            Duration::from_secs(60),
+            |k| k.leader.as_deref() == Some(&leader) && k.in_sync.contains(&standby),
+        );
+        self.nodes[p].wait("serving", Duration::from_secs(10), |v| {
+            v.access_state == "optimized" && v.epoch == k.epoch
+        });
+    }
+
+    /// Waits until node `s` was promoted on its own; the time it took from `since`.
+    fn wait_promoted(&self, s: usize, since: Instant) -> Duration {
+        self.nodes[s].wait("promoted", Duration::from_secs(20), |v| {
             v.role == "primary" && v.access_state == "optimized"
         });
-        let took = killed.elapsed();
-        std::thread::sleep(Duration::from_millis(1000));
-        stop.store(true, Ordering::SeqCst);
-        let m = w.join().unwrap();
-        assert!(m.fatal.is_empty(), "errors a host would see: {:?}", m.fatal);
-        assert!(m.flushes_on[p] > 0 && m.flushes_on[s] > 0, "{m:?}");
-        content = check_all_flushes_present(&m, addrs[s], &content);
-        let k = keys(&url);
+        since.elapsed()
+    }
+
+    /// After a failover to node `s` from an epoch `before`: etcd holds a newer epoch with `s`
+    /// leading at it, and every flush `m` was told of is on `s`. Counts the failover.
+    fn check_failover(&mut self, m: &Model, s: usize, before: u64) -> u64 {
+        let k = self.keys();
         assert!(k.epoch > before, "epoch {} after {before}", k.epoch);
-        assert_eq!(k.leader.as_deref(), Some(ids[s].as_str()));
-        assert_eq!(nodes[s].vol().epoch, k.epoch);
-        last_epoch = k.epoch;
-        println!(
-            "round {}/{rounds}: node {p} killed, node {s} promoted after {:.1} s, epoch {before} -> {}, {} flushes acknowledged ({} retried errors)",
-            round + 1,
-            took.as_secs_f64(),
-            k.epoch,
-            m.flushes,
-            m.retried.len()
+        assert_eq!(k.leader.as_deref(), Some(self.ids[s].as_str()));
+        assert_eq!(self.nodes[s].vol().epoch, k.epoch);
+        assert!(m.flushes_on[s] > 0, "no flush on the new primary: {m:?}");
+        self.content = check_all_flushes_present(m, self.addrs[s], &self.content);
+        self.failovers += 1;
+        k.epoch
+    }
+
+    /// Every flush `m` was told of is on node `p` (which serves), with no failover.
+    fn check_present(&mut self, m: &Model, p: usize) {
+        self.content = check_all_flushes_present(m, self.addrs[p], &self.content);
+    }
+
+    /// The cluster as node `i` shows it (`GET /v1/volumes`, `cluster`).
+    fn cluster(&self, i: usize) -> ClusterDoc {
+        status::fetch(self.nodes[i].admin())
+            .unwrap()
+            .cluster
+            .expect("a node coordinated by etcd shows the cluster")
+    }
+
+    /// Waits until node `i` shows the cluster as `ok` wants it.
+    fn wait_cluster(&self, i: usize, what: &str, ok: impl Fn(&ClusterDoc) -> bool) -> ClusterDoc {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let c = self.cluster(i);
+            if ok(&c) {
+                return c;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {i} never showed {what}: {c:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What `tandem status` prints on node `i`.
+    fn status_text(&self, i: usize) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .args(["status", "--admin"])
+            .arg(self.nodes[i].admin().to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
         );
-        // The old primary comes back: fenced by the newer epoch, then demoted by the
-        // operator it follows as the next round's standby.
-        nodes[p].spawn();
-        nodes[p].wait("fenced", Duration::from_secs(20), |v| v.role == "stale");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn kill(&mut self, i: usize) {
+        assert!(signal(self.nodes[i].child(), "KILL"));
+        self.nodes[i].proc = None;
+    }
+
+    /// Restarts node `i` (killed or stopped before): an old primary is fenced by the newer
+    /// epoch and demoted by the operator, so it follows as the standby.
+    fn rejoin_as_standby(&mut self, i: usize) {
+        self.nodes[i].spawn();
+        let v = self.nodes[i].vol();
+        if v.role == "standby" {
+            return;
+        }
+        self.nodes[i].wait("fenced", Duration::from_secs(20), |v| v.role == "stale");
         let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
             .args(["volume", "demote", "default", "--admin"])
-            .arg(nodes[p].admin().to_string())
+            .arg(self.nodes[i].admin().to_string())
             .arg("--data-dir")
-            .arg(nodes[p].dir.join("data"))
+            .arg(self.nodes[i].dir.join("data"))
             .output()
             .unwrap();
         assert!(
@@ -478,145 +632,427 @@ fn a_killed_primary_is_replaced_by_its_in_sync_standby_without_losing_a_flush() 
             "demote: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// Cuts (or heals) the link between node `i` and namespace `ns` only (0: etcd, 1 + j:
+    /// node j), both ways, with blackhole routes; the client reaches both nodes throughout.
+    fn cut(&self, i: usize, ns: usize, cut: bool) {
+        let (a, b) = (1 + i, ns);
+        for (from, to) in [(a, b), (b, a)] {
+            ip(&[
+                "-n",
+                &self.net.names[from],
+                "route",
+                if cut { "add" } else { "del" },
+                "blackhole",
+                &format!("{}/32", self.net.addr(to)),
+            ]);
+        }
+    }
+}
+
+fn rounds(default: usize) -> usize {
+    std::env::var("TANDEM_ETCD_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+fn a_killed_primary_is_replaced_by_its_in_sync_standby_without_losing_a_flush() {
+    let mut pair = Pair::start(1);
+    let mut primary = 0;
+    let rounds = rounds(2);
+    for round in 0..rounds {
+        let (p, s) = (primary, 1 - primary);
+        pair.wait_led(p);
+        let before = pair.keys().epoch;
+        let w = Writer::start(pair.addrs, round as u64);
+        std::thread::sleep(Duration::from_millis(1500));
+        let killed = Instant::now();
+        pair.kill(p);
+        let took = pair.wait_promoted(s, killed);
+        std::thread::sleep(Duration::from_millis(1000));
+        let m = w.finish();
+        assert!(m.flushes_on[p] > 0, "{m:?}");
+        let epoch = pair.check_failover(&m, s, before);
+        println!(
+            "round {}/{rounds}: node {p} killed, node {s} promoted after {:.1} s, epoch {before} -> {epoch}, {} flushes acknowledged ({} retried errors)",
+            round + 1,
+            took.as_secs_f64(),
+            m.flushes,
+            m.retried.len()
+        );
+        pair.rejoin_as_standby(p);
         primary = s;
     }
+    println!("failovers: {}", pair.failovers);
+}
+
+#[test]
+fn ten_rapid_forced_failovers_lose_no_flush() {
+    // Alternately kill -9 (the standby waits for the lease to end in etcd) and SIGTERM (the
+    // node revokes its lease on the way out: the standby takes over at its next round).
+    let mut pair = Pair::start(4);
+    let mut primary = 0;
+    let rounds = rounds(10);
+    let mut pauses = Vec::new();
+    for round in 0..rounds {
+        let (p, s) = (primary, 1 - primary);
+        pair.wait_led(p);
+        let before = pair.keys().epoch;
+        let w = Writer::start(pair.addrs, 100 + round as u64);
+        std::thread::sleep(Duration::from_millis(500));
+        let forced = Instant::now();
+        let how = if round % 2 == 0 { "KILL" } else { "TERM" };
+        assert!(signal(pair.nodes[p].child(), how));
+        let took = pair.wait_promoted(s, forced);
+        std::thread::sleep(Duration::from_millis(500));
+        let m = w.finish();
+        pair.nodes[p].proc = None;
+        let epoch = pair.check_failover(&m, s, before);
+        println!(
+            "rapid round {}/{rounds}: SIG{how} of node {p}, node {s} promoted after {:.1} s, epoch {before} -> {epoch}, {} flushes",
+            round + 1,
+            took.as_secs_f64(),
+            m.flushes
+        );
+        pauses.push((how, took.as_secs_f64()));
+        pair.rejoin_as_standby(p);
+        primary = s;
+    }
+    println!(
+        "rapid failovers: {} (SIG{{KILL,TERM}} alternately), promoted after {:?} s",
+        pair.failovers, pauses
+    );
+    println!("failovers: {}", pair.failovers);
 }
 
 #[test]
 fn a_paused_primary_acknowledges_nothing_once_its_lease_ran_out() {
-    let root = tempfile::tempdir().unwrap();
-    let net = Net::create(2, 3);
-    let (_etcd, url) = start_etcd(&net, 0, root.path());
-    let nodes = [
-        Node::start(&net, 1, 2, "primary", &url, root.path()),
-        Node::start(&net, 2, 1, "standby", &url, root.path()),
-    ];
-    let ids = [nodes[0].node_id(), nodes[1].node_id()];
-    let addrs = [nodes[0].nvme(), nodes[1].nvme()];
-    wait_led(&url, &ids[0], &ids[1], &[&nodes[0], &nodes[1]]);
-    let before = keys(&url).epoch;
-    let stop = Arc::new(AtomicBool::new(false));
-    let w = spawn_writer(addrs, 7, stop.clone());
+    let mut pair = Pair::start(2);
+    let before = pair.keys().epoch;
+    let w = Writer::start(pair.addrs, 7);
     std::thread::sleep(Duration::from_millis(1500));
     let stopped = Instant::now();
-    assert!(signal(nodes[0].child(), "STOP"));
-    nodes[1].wait("promoted", Duration::from_secs(20), |v| {
-        v.role == "primary" && v.access_state == "optimized"
-    });
-    let took = stopped.elapsed();
+    assert!(signal(pair.nodes[0].child(), "STOP"));
+    let took = pair.wait_promoted(1, stopped);
     std::thread::sleep(Duration::from_millis(1000));
     let continued = Instant::now();
-    assert!(signal(nodes[0].child(), "CONT"));
-    nodes[0].wait("stale", Duration::from_secs(20), |v| v.role == "stale");
+    assert!(signal(pair.nodes[0].child(), "CONT"));
+    pair.nodes[0].wait("stale", Duration::from_secs(20), |v| v.role == "stale");
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::SeqCst);
-    let m = w.join().unwrap();
-    assert!(m.fatal.is_empty(), "errors a host would see: {:?}", m.fatal);
+    let m = w.finish();
     // Its lease ended at the latest TTL - margin after the pause began.
     let lease_end = stopped + Duration::from_millis(TTL_S * 1000 - MARGIN_MS);
-    let late: Vec<_> = m
-        .ack_times
-        .iter()
-        .filter(|(node, at)| *node == 0 && *at >= lease_end)
-        .map(|(_, at)| at.duration_since(stopped))
-        .collect();
+    let late = acked_by(&m, 0, lease_end, None);
     assert!(
         late.is_empty(),
-        "the paused primary acknowledged writes or flushes after its lease ran out (at {late:?} after the pause)\n{}",
-        nodes[0].log()
+        "the paused primary acknowledged writes or flushes after its lease ran out (at {late:?} after its end)\n{}",
+        pair.logs()
     );
-    assert!(m.flushes_on[1] > 0, "{m:?}");
-    let zero = vec![vec![0u8; repl_common::BS as usize]; SPAN as usize];
-    check_all_flushes_present(&m, addrs[1], &zero);
-    let k = keys(&url);
-    assert!(k.epoch > before);
-    assert_eq!(k.leader.as_deref(), Some(ids[1].as_str()));
-    assert!(nodes[0].vol().epoch < k.epoch || nodes[0].vol().role == "stale");
+    let epoch = pair.check_failover(&m, 1, before);
+    assert!(pair.nodes[0].vol().epoch < epoch || pair.nodes[0].vol().role == "stale");
     println!(
-        "paused primary: standby promoted {:.1} s after SIGSTOP, continued after {:.1} s, no write or flush acknowledged by it after its lease; epoch {before} -> {}; {} flushes",
+        "paused primary: standby promoted {:.1} s after SIGSTOP, continued after {:.1} s, no write or flush acknowledged by it after its lease; epoch {before} -> {epoch}; {} flushes",
         took.as_secs_f64(),
         continued.duration_since(stopped).as_secs_f64(),
-        k.epoch,
         m.flushes
     );
+    println!("failovers: {}", pair.failovers);
 }
 
 #[test]
 fn with_etcd_unreachable_the_primary_fences_itself_and_serves_again_once_it_is_back() {
-    let root = tempfile::tempdir().unwrap();
-    let net = Net::create(3, 3);
-    let (_etcd, url) = start_etcd(&net, 0, root.path());
-    let nodes = [
-        Node::start(&net, 1, 2, "primary", &url, root.path()),
-        Node::start(&net, 2, 1, "standby", &url, root.path()),
-    ];
-    let ids = [nodes[0].node_id(), nodes[1].node_id()];
-    let addrs = [nodes[0].nvme(), nodes[1].nvme()];
-    wait_led(&url, &ids[0], &ids[1], &[&nodes[0], &nodes[1]]);
-    let before = keys(&url).epoch;
-    let stop = Arc::new(AtomicBool::new(false));
-    let w = spawn_writer(addrs, 11, stop.clone());
+    let mut pair = Pair::start(3);
+    let before = pair.keys().epoch;
+    let w = Writer::start(pair.addrs, 11);
     std::thread::sleep(Duration::from_millis(1500));
     let cut = Instant::now();
-    net.link(0, false);
+    // etcd's own link: neither node reaches it.
+    pair.net.link(0, false);
     // Past the lease (TTL) and more: the primary fenced itself, nobody was promoted.
     std::thread::sleep(Duration::from_millis(TTL_S * 1000 + 1500));
-    let a = nodes[0].vol();
-    let b = nodes[1].vol();
+    let a = pair.nodes[0].vol();
+    let b = pair.nodes[1].vol();
+    let c = pair.cluster(0);
+    let text = pair.status_text(0);
     let healed = Instant::now();
-    net.link(0, true);
+    pair.net.link(0, true);
     assert_eq!(
         (a.role.as_str(), a.access_state.as_str()),
         ("primary", "transitioning"),
         "{}",
-        nodes[0].log()
+        pair.logs()
     );
-    assert_eq!(b.role, "standby", "{}", nodes[1].log());
+    assert_eq!(b.role, "standby", "{}", pair.logs());
+    assert!(!c.reachable && c.serve_left_ms == Some(0), "{c:?}");
+    assert!(
+        text.contains("UNREACHABLE") && text.contains("lease lapsed"),
+        "{text}"
+    );
     // One node leads again.
     let deadline = Instant::now() + Duration::from_secs(30);
     let leader = loop {
-        let k = keys(&url);
+        let k = pair.keys();
         let serving = (0..2).find(|i| {
-            k.leader.as_deref() == Some(ids[*i].as_str())
-                && nodes[*i].vol().access_state == "optimized"
+            k.leader.as_deref() == Some(pair.ids[*i].as_str())
+                && pair.nodes[*i].vol().access_state == "optimized"
         });
         if let Some(i) = serving {
             break i;
         }
         assert!(
             Instant::now() < deadline,
-            "nobody leads after etcd came back\n{}\n-----\n{}",
-            nodes[0].log(),
-            nodes[1].log()
+            "nobody leads after etcd came back\n{}",
+            pair.logs()
         );
         std::thread::sleep(Duration::from_millis(50));
     };
     std::thread::sleep(Duration::from_millis(1000));
-    stop.store(true, Ordering::SeqCst);
-    let m = w.join().unwrap();
-    assert!(m.fatal.is_empty(), "errors a host would see: {:?}", m.fatal);
+    let m = w.finish();
     // The last renewal was sent before the cut: the lease ended by TTL - margin after it.
     let fenced_by = cut + Duration::from_millis(TTL_S * 1000 - MARGIN_MS + 300);
-    let late: Vec<_> = m
-        .ack_times
-        .iter()
-        .filter(|(_, at)| *at >= fenced_by && *at < healed)
-        .map(|(node, at)| (node, at.duration_since(cut)))
-        .collect();
+    let late = [
+        acked_by(&m, 0, fenced_by, Some(healed)),
+        acked_by(&m, 1, fenced_by, Some(healed)),
+    ];
     assert!(
-        late.is_empty(),
+        late.iter().all(|l| l.is_empty()),
         "acknowledged while etcd was unreachable, after the lease had ended: {late:?}\n{}",
-        nodes[0].log()
+        pair.logs()
     );
-    let zero = vec![vec![0u8; repl_common::BS as usize]; SPAN as usize];
-    check_all_flushes_present(&m, addrs[leader], &zero);
-    let k = keys(&url);
-    assert!(k.epoch >= before);
-    assert_eq!(nodes[leader].vol().epoch, k.epoch);
+    let k = pair.keys();
+    if leader == 1 {
+        pair.check_failover(&m, 1, before);
+    } else {
+        pair.check_present(&m, 0);
+    }
+    assert_eq!(pair.nodes[leader].vol().epoch, k.epoch);
     println!(
         "etcd unreachable {:.1} s: the primary fenced itself (transitioning), nobody promoted; node {leader} leads again under epoch {} (was {before}); {} flushes",
         healed.duration_since(cut).as_secs_f64(),
         k.epoch,
         m.flushes
     );
+    println!("failovers: {}", pair.failovers);
+}
+
+#[test]
+fn a_primary_cut_from_its_standby_drops_it_from_the_in_sync_set_and_goes_on() {
+    let mut pair = Pair::start(5);
+    let before = pair.keys().epoch;
+    let (id0, id1) = (pair.ids[0].clone(), pair.ids[1].clone());
+    // Both nodes show the cluster from etcd: both alive, node 0 primary, both in sync.
+    for i in 0..2 {
+        let c = pair.wait_cluster(i, "both nodes in sync", |c| {
+            c.reachable && c.volumes.first().is_some_and(|v| v.in_sync.len() == 2)
+        });
+        assert!(
+            c.nodes.iter().all(|n| n.alive) && c.nodes.len() == 2,
+            "{c:?}"
+        );
+        let v = &c.volumes[0];
+        assert_eq!((v.leader.as_deref(), v.epoch), (Some(id0.as_str()), before));
+        assert_eq!(
+            v.lag_records.is_some(),
+            i == 0,
+            "only the leader knows the lag: {c:?}"
+        );
+    }
+    let text = pair.status_text(0);
+    let line = format!(
+        "volume default  primary {}  epoch {before}  in sync [",
+        &id0[..8]
+    );
+    assert!(text.contains(&line) && text.contains("alive"), "{text}");
+    let w = Writer::start(pair.addrs, 21);
+    std::thread::sleep(Duration::from_millis(1000));
+    let cut = Instant::now();
+    pair.cut(0, 2, true);
+    // The replication timeout (1 s) later the primary takes the standby out of the set.
+    pair.wait_keys(
+        "the standby out of the in-sync set",
+        Duration::from_secs(10),
+        |k| k.in_sync == [id0.clone()],
+    );
+    let dropped = cut.elapsed();
+    // Status shows it: the standby out of the set and behind, still alive (it reaches etcd).
+    let c = pair.wait_cluster(0, "the standby out of the set and behind", |c| {
+        c.volumes[0].in_sync == [id0.clone()] && c.volumes[0].lag_records.is_some_and(|l| l > 0)
+    });
+    assert!(c.nodes.iter().any(|n| n.node_id == id1 && n.alive), "{c:?}");
+    let text = pair.status_text(0);
+    assert!(
+        text.contains(&format!("in sync [{}]  standby lag", &id0[..8])),
+        "{text}"
+    );
+    // Past the TTL: the standby is not promoted, the primary leads at the same epoch and its
+    // flushes go on.
+    std::thread::sleep(Duration::from_millis(TTL_S * 1000 + 1000));
+    let k = pair.keys();
+    assert_eq!(k.leader.as_deref(), Some(pair.ids[0].as_str()));
+    assert_eq!(k.epoch, before);
+    assert_eq!(pair.nodes[1].vol().role, "standby", "{}", pair.logs());
+    let v = pair.nodes[0].vol();
+    assert_eq!(
+        (v.role.as_str(), v.access_state.as_str()),
+        ("primary", "optimized")
+    );
+    let log = pair.nodes[0].log();
+    let (out, on) = (
+        log.find("the standby is out of the in-sync set in etcd"),
+        log.find("recorded out of sync; flushes go on without it"),
+    );
+    assert!(
+        out.is_some() && out < on,
+        "the drop in etcd must come before the flushes go on without the standby\n{log}"
+    );
+    // Healed: the standby catches up and is listed again; then the primary is killed and
+    // the standby, holding every acknowledged flush, takes over.
+    let healed = Instant::now();
+    pair.cut(0, 2, false);
+    pair.wait_led(0);
+    let m = w.finish();
+    let alone = acked_by(&m, 0, cut + Duration::from_millis(1500), Some(healed));
+    assert!(
+        !alone.is_empty(),
+        "the primary acknowledged nothing alone: {m:?}"
+    );
+    pair.check_present(&m, 0);
+    let w = Writer::start(pair.addrs, 22);
+    std::thread::sleep(Duration::from_millis(1000));
+    let killed = Instant::now();
+    pair.kill(0);
+    let took = pair.wait_promoted(1, killed);
+    std::thread::sleep(Duration::from_millis(500));
+    let m2 = w.finish();
+    let epoch = pair.check_failover(&m2, 1, before);
+    println!(
+        "primary cut from its standby: the standby left the in-sync set {:.1} s after the cut, was not promoted, {} answers from the primary alone; healed, it was in sync again; killed primary replaced after {:.1} s, epoch {before} -> {epoch}",
+        dropped.as_secs_f64(),
+        alone.len(),
+        took.as_secs_f64()
+    );
+    println!("failovers: {}", pair.failovers);
+}
+
+#[test]
+fn a_primary_cut_from_etcd_but_not_its_standby_fences_itself_and_the_standby_takes_over() {
+    let mut pair = Pair::start(6);
+    let before = pair.keys().epoch;
+    let w = Writer::start(pair.addrs, 31);
+    std::thread::sleep(Duration::from_millis(1000));
+    let cut = Instant::now();
+    pair.cut(0, 0, true);
+    let took = pair.wait_promoted(1, cut);
+    std::thread::sleep(Duration::from_millis(1000));
+    let m = w.finish();
+    // Its last renewal was sent before the cut: nothing acknowledged TTL - margin after it.
+    let lease_end = cut + Duration::from_millis(TTL_S * 1000 - MARGIN_MS);
+    let late = acked_by(&m, 0, lease_end, None);
+    assert!(
+        late.is_empty(),
+        "the primary cut from etcd acknowledged after its lease ended: {late:?}\n{}",
+        pair.logs()
+    );
+    let epoch = pair.check_failover(&m, 1, before);
+    // The old primary meets the newer epoch (from its old standby, or etcd once healed).
+    pair.cut(0, 0, false);
+    pair.nodes[0].wait("fenced", Duration::from_secs(20), |v| {
+        v.role == "stale" || v.access_state != "optimized"
+    });
+    println!(
+        "primary cut from etcd: standby promoted after {:.1} s, nothing acknowledged by the old primary after its lease; epoch {before} -> {epoch}; {} flushes",
+        took.as_secs_f64(),
+        m.flushes
+    );
+    println!("failovers: {}", pair.failovers);
+}
+
+#[test]
+fn a_primary_cut_from_etcd_and_its_standby_acknowledges_nothing_the_promoted_standby_lacks() {
+    // The primary cannot drop its silent standby from the in-sync set, so it must not go on
+    // without it: the standby, still listed, is promoted once the lease ran out and holds
+    // every acknowledged flush (with only the local out-of-sync record this loses flushes).
+    let mut pair = Pair::start(7);
+    let before = pair.keys().epoch;
+    let w = Writer::start(pair.addrs, 41);
+    std::thread::sleep(Duration::from_millis(1000));
+    let cut = Instant::now();
+    pair.cut(0, 0, true);
+    pair.cut(0, 2, true);
+    let took = pair.wait_promoted(1, cut);
+    std::thread::sleep(Duration::from_millis(1000));
+    let m = w.finish();
+    let epoch = pair.check_failover(&m, 1, before);
+    let late = acked_by(
+        &m,
+        0,
+        cut + Duration::from_millis(TTL_S * 1000 - MARGIN_MS),
+        None,
+    );
+    assert!(late.is_empty(), "acknowledged after the lease: {late:?}");
+    pair.cut(0, 0, false);
+    pair.cut(0, 2, false);
+    println!(
+        "primary cut from etcd and its standby: standby promoted after {:.1} s with every acknowledged flush; epoch {before} -> {epoch}; {} flushes",
+        took.as_secs_f64(),
+        m.flushes
+    );
+    println!("failovers: {}", pair.failovers);
+}
+
+#[test]
+fn with_its_standby_down_the_primary_goes_on_and_takes_it_back_once_in_sync() {
+    let mut pair = Pair::start(8);
+    let before = pair.keys().epoch;
+    let w = Writer::start(pair.addrs, 51);
+    std::thread::sleep(Duration::from_millis(1000));
+    let down = Instant::now();
+    pair.kill(1);
+    let id0 = pair.ids[0].clone();
+    pair.wait_keys(
+        "the dead standby out of the in-sync set",
+        Duration::from_secs(10),
+        |k| k.in_sync == [id0.clone()],
+    );
+    let id1 = pair.ids[1].clone();
+    let c = pair.wait_cluster(0, "the dead standby down", |c| {
+        c.nodes.iter().any(|n| n.node_id == id1 && !n.alive)
+    });
+    assert_eq!(c.volumes[0].in_sync, std::slice::from_ref(&id0));
+    let text = pair.status_text(0);
+    assert!(
+        text.contains(&format!("node {}  DOWN (no lease)", &id1[..8])),
+        "{text}"
+    );
+    let k = pair.keys();
+    assert_eq!(k.leader.as_deref(), Some(pair.ids[0].as_str()));
+    assert_eq!(k.epoch, before);
+    let restarted = Instant::now();
+    pair.nodes[1].spawn();
+    pair.wait_led(0);
+    let m = w.finish();
+    let alone = acked_by(&m, 0, down + Duration::from_millis(1500), Some(restarted));
+    assert!(
+        !alone.is_empty(),
+        "nothing acknowledged without the standby: {m:?}"
+    );
+    pair.check_present(&m, 0);
+    // Back in sync: it holds everything, as a failover shows.
+    let w = Writer::start(pair.addrs, 52);
+    std::thread::sleep(Duration::from_millis(1000));
+    let killed = Instant::now();
+    pair.kill(0);
+    let took = pair.wait_promoted(1, killed);
+    std::thread::sleep(Duration::from_millis(500));
+    let m2 = w.finish();
+    let epoch = pair.check_failover(&m2, 1, before);
+    println!(
+        "standby down: the primary went on alone ({} answers), the restarted standby caught up and was listed again; then promoted after {:.1} s, epoch {before} -> {epoch}",
+        alone.len(),
+        took.as_secs_f64()
+    );
+    println!("failovers: {}", pair.failovers);
 }

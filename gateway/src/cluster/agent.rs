@@ -13,14 +13,17 @@ use etcd_client::{
 
 use super::config::ClusterConfig;
 use super::decide::{decide, Action, Local, VolumeView};
+use super::in_sync::EtcdInSync;
 use super::keys;
-use crate::replication::state::SyncName;
+use super::view::{ClusterCell, ClusterDoc, ClusterNode, ClusterVolume};
 use crate::replication::{switchover, Replicated, Replication};
 
 /// The running agent.
 pub struct Running {
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<Agent>,
+    /// What status shows of the cluster.
+    pub view: Arc<ClusterCell>,
 }
 
 impl Running {
@@ -48,8 +51,16 @@ struct Agent {
     deadline: Option<Instant>,
     /// Volumes this node leads under its current lease.
     leading: BTreeSet<String>,
-    /// The in-sync set last published per volume.
-    published: BTreeMap<String, String>,
+    /// Writes the in-sync sets (shared with the volumes' replication tasks).
+    in_sync: Arc<EtcdInSync>,
+    /// What each volume's keys held at the last successful read.
+    views: BTreeMap<String, VolumeView>,
+    /// What status shows of the cluster.
+    view: Arc<ClusterCell>,
+    /// Every node id seen (registered, named by a volume's keys, or met as the peer).
+    known: BTreeSet<String>,
+    /// The lease was lost: the in-sync sets are written again in the next term.
+    forget_all: bool,
     /// Volumes whose promotion was refused locally, with the in-sync key's revision then.
     refused: BTreeMap<String, i64>,
 }
@@ -73,6 +84,15 @@ pub async fn start(cfg: &ClusterConfig, repl: &Replication) -> Result<Running, S
     .await
     .map_err(|_| format!("etcd {:?}: no answer", cfg.etcd))?
     .map_err(|e| format!("etcd {:?}: {e}", cfg.etcd))?;
+    let in_sync = Arc::new(EtcdInSync::new(
+        client.clone(),
+        cfg.prefix.clone(),
+        node_id.clone(),
+        &vols,
+    ));
+    for h in &vols {
+        h.in_sync.install(in_sync.clone());
+    }
     let mut a = Agent {
         client,
         cfg: cfg.clone(),
@@ -83,14 +103,19 @@ pub async fn start(cfg: &ClusterConfig, repl: &Replication) -> Result<Running, S
         keeper: None,
         deadline: None,
         leading: BTreeSet::new(),
-        published: BTreeMap::new(),
+        in_sync: in_sync.clone(),
         refused: BTreeMap::new(),
+        forget_all: false,
+        views: BTreeMap::new(),
+        view: Arc::new(ClusterCell::default()),
+        known: BTreeSet::new(),
     };
     tracing::info!(etcd = ?cfg.etcd, prefix = %cfg.prefix, node_id = %a.node_id, ttl_s = cfg.lease_ttl_s, "cluster: coordinating through etcd");
     // The first round before the front ends start: a primary that holds (or can take) its
     // leader key serves from the first command.
     a.tick().await;
     let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+    let view = a.view.clone();
     let task = tokio::spawn(async move {
         let every = Duration::from_millis(a.cfg.renew_interval_ms);
         loop {
@@ -102,15 +127,16 @@ pub async fn start(cfg: &ClusterConfig, repl: &Replication) -> Result<Running, S
         }
         a
     });
-    Ok(Running { stop, task })
+    Ok(Running { stop, task, view })
 }
 
 impl Agent {
     /// One round: renew the lease, decide for every volume, set the engines' leases.
     async fn tick(&mut self) {
         let limit = Duration::from_millis(self.cfg.renew_interval_ms);
+        let mut reached = false;
         match tokio::time::timeout(limit, self.renew()).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => reached = true,
             Ok(Err(e)) if lease_gone(&e) => {
                 tracing::warn!(lease = ?self.lease, "cluster: the node's lease ran out in etcd; registering again");
                 self.lost();
@@ -124,6 +150,9 @@ impl Agent {
                 self.keeper = None;
             }
         }
+        if std::mem::take(&mut self.forget_all) {
+            self.in_sync.forget(None).await;
+        }
         for h in self.vols.clone() {
             match tokio::time::timeout(limit, self.reconcile(&h)).await {
                 Ok(Ok(())) => {}
@@ -134,6 +163,85 @@ impl Agent {
             }
         }
         self.apply_leases();
+        self.refresh_view(reached, limit).await;
+    }
+
+    /// Reads the registered nodes and stores the round's view for status (when etcd could
+    /// not be reached this round, the last view stays, marked unreachable).
+    async fn refresh_view(&mut self, reached: bool, limit: Duration) {
+        let mut doc = ClusterDoc {
+            etcd: self.cfg.etcd.clone(),
+            prefix: self.cfg.prefix.clone(),
+            node_id: self.node_id.clone(),
+            reachable: reached,
+            lease_ttl_s: self.cfg.lease_ttl_s,
+            ..Default::default()
+        };
+        let nodes = if reached {
+            let key = format!("{}/nodes/", self.cfg.prefix);
+            match tokio::time::timeout(
+                limit,
+                self.client.get(key, Some(GetOptions::new().with_prefix())),
+            )
+            .await
+            {
+                Ok(Ok(r)) => Some(r),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let Some(nodes) = nodes else {
+            self.view.set(doc, false, self.deadline);
+            return;
+        };
+        for kv in nodes.kvs() {
+            if let Ok(r) = serde_json::from_slice::<keys::NodeRecord>(kv.value()) {
+                doc.nodes.push(ClusterNode {
+                    node_id: r.node_id,
+                    replication: Some(r.replication).filter(|r| !r.is_empty()),
+                    alive: true,
+                });
+            }
+        }
+        for h in &self.vols {
+            let Some(v) = self.views.get(&h.name) else {
+                continue;
+            };
+            let lag = self.leading.contains(&h.name).then(|| {
+                h.engine
+                    .last_lsn()
+                    .saturating_sub(h.status.get().durable_lsn)
+            });
+            doc.volumes.push(ClusterVolume {
+                name: h.name.clone(),
+                leader: v.leader.as_ref().map(|(n, _)| n.clone()),
+                epoch: v.epoch,
+                in_sync: v.in_sync.clone(),
+                lag_records: lag,
+            });
+        }
+        // Nodes seen before, a volume names or a replication link met that hold no
+        // registration now: down.
+        self.known
+            .extend(doc.nodes.iter().map(|n| n.node_id.clone()));
+        self.known.extend(
+            doc.volumes
+                .iter()
+                .flat_map(|v| v.leader.iter().chain(v.in_sync.iter()).cloned()),
+        );
+        self.known
+            .extend(self.vols.iter().filter_map(|h| h.status.get().peer_node_id));
+        for n in self.known.clone() {
+            if !doc.nodes.iter().any(|x| x.node_id == n) {
+                doc.nodes.push(ClusterNode {
+                    node_id: n,
+                    replication: None,
+                    alive: false,
+                });
+            }
+        }
+        self.view.set(doc, true, self.deadline);
     }
 
     /// Renews the node's lease (granting a new one when it has none or it ran out) and
@@ -187,6 +295,7 @@ impl Agent {
             )
             .await?;
         self.lease = Some(id);
+        self.in_sync.set_lease(Some(id));
         self.keeper = Some(self.client.lease_keep_alive(id).await?);
         self.confirmed(sent, (g.ttl() as u64).min(ttl));
         tracing::info!(lease = id, "cluster: node registered");
@@ -204,7 +313,8 @@ impl Agent {
         self.keeper = None;
         self.deadline = None;
         self.leading.clear();
-        self.published.clear();
+        self.in_sync.set_lease(None);
+        self.forget_all = true;
     }
 
     /// Reads the volume's keys and acts on the decision.
@@ -252,6 +362,7 @@ impl Agent {
             epoch: st.epoch,
             busy: st.transitioning || fenced,
         };
+        self.views.insert(h.name.clone(), view.clone());
         let action = decide(&local, &view);
         let lease = self.lease.unwrap_or(0);
         match action {
@@ -260,7 +371,7 @@ impl Agent {
             }
             Action::Lead => {
                 self.leading.insert(h.name.clone());
-                self.publish_in_sync(h, &lk, &sk, lease).await?;
+                self.in_sync.publish(h).await?;
             }
             Action::Fence(epoch) => {
                 self.leading.remove(&h.name);
@@ -285,8 +396,8 @@ impl Agent {
                 if self.client.txn(txn).await?.succeeded() {
                     tracing::info!(volume = %h.name, epoch, "cluster: leader of the volume");
                     self.leading.insert(h.name.clone());
-                    self.published.remove(&h.name);
-                    self.publish_in_sync(h, &lk, &sk, lease).await?;
+                    self.in_sync.forget(Some(&h.name)).await;
+                    self.in_sync.publish(h).await?;
                 }
             }
             Action::Promote(_) if self.refused.get(&h.name) == Some(&view.in_sync_rev) => {}
@@ -325,7 +436,7 @@ impl Agent {
                 match switchover::promote(h, false).await {
                     Ok(_) if h.engine.role_state().epoch == epoch => {
                         self.leading.insert(h.name.clone());
-                        self.published.remove(&h.name);
+                        self.in_sync.forget(Some(&h.name)).await;
                         tracing::warn!(volume = %h.name, epoch, "cluster: promoted");
                     }
                     r => {
@@ -344,39 +455,6 @@ impl Agent {
                     }
                 }
             }
-        }
-        Ok(())
-    }
-
-    /// The leader publishes who holds every acknowledged write: itself, and its standby
-    /// while the standby is in sync. Guarded by its leadership.
-    async fn publish_in_sync(
-        &mut self,
-        h: &Arc<Replicated>,
-        lk: &str,
-        sk: &str,
-        lease: i64,
-    ) -> Result<(), etcd_client::Error> {
-        let st = h.status.get();
-        let mut set = vec![self.node_id.clone()];
-        if st.sync_state == Some(SyncName::InSync) {
-            if let Some(peer) = st.peer_node_id.clone() {
-                set.push(peer);
-            }
-        }
-        let value = keys::encode_in_sync(&set);
-        if self.published.get(&h.name) == Some(&value) {
-            return Ok(());
-        }
-        let txn = Txn::new()
-            .when([
-                Compare::value(lk, CompareOp::Equal, self.node_id.clone()),
-                Compare::lease(lk, CompareOp::Equal, lease),
-            ])
-            .and_then([TxnOp::put(sk, value.clone(), None)]);
-        if self.client.txn(txn).await?.succeeded() {
-            tracing::info!(volume = %h.name, in_sync = %value, "cluster: in-sync set published");
-            self.published.insert(h.name.clone(), value);
         }
         Ok(())
     }

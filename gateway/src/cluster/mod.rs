@@ -11,13 +11,22 @@
 //! of each volume this node leads to `sent + TTL - safety margin` on the monotonic clock, so a
 //! primary that cannot renew (etcd unreachable, the process paused) stops serving (its paths
 //! turn transitioning) before etcd deletes its leader key and a standby may take it.
+//!
+//! The in-sync set ([`in_sync`]): the leader publishes itself and its standby while the
+//! standby is in sync; a standby that stops answering is removed from it, in a transaction
+//! guarded by the leader's key and lease, before any flush is acknowledged without it (the
+//! replication task waits for that through [`crate::replication::in_sync`]). What status
+//! shows of all this: [`view`].
 
 pub mod config;
 pub mod decide;
 pub mod keys;
+pub mod view;
 
 #[cfg(feature = "etcd")]
 pub mod agent;
+#[cfg(feature = "etcd")]
+pub mod in_sync;
 
 pub use config::ClusterConfig;
 
@@ -28,6 +37,8 @@ use crate::replication::Replication;
 pub struct Cluster {
     #[cfg(feature = "etcd")]
     inner: agent::Running,
+    /// What status shows of the cluster (refreshed every round).
+    pub view: std::sync::Arc<view::ClusterCell>,
 }
 
 /// Starts the agent when etcd is configured. Before it returns, every replicated primary's
@@ -40,7 +51,8 @@ pub async fn start(cfg: &Config, repl: &Replication) -> Result<Option<Cluster>, 
     #[cfg(feature = "etcd")]
     {
         let inner = agent::start(&cfg.cluster, repl).await?;
-        Ok(Some(Cluster { inner }))
+        let view = inner.view.clone();
+        Ok(Some(Cluster { inner, view }))
     }
     #[cfg(not(feature = "etcd"))]
     {

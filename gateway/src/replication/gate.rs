@@ -23,6 +23,10 @@ struct State {
     /// The volume stopped being primary here (a demotion): a flush still waiting fails with
     /// the retryable transitioning state, so hosts retry on the new primary.
     stood_down: bool,
+    /// The standby is being dropped from the cluster's in-sync set and this node's lease ran
+    /// out before that was confirmed: flushes fail with the retryable transitioning state
+    /// (nothing is acknowledged without the standby) until the drop is confirmed.
+    lapsed: bool,
 }
 
 /// Where flushes wait for the standby.
@@ -71,6 +75,17 @@ impl Gate {
         self.cv.notify_all();
     }
 
+    /// While `on`, waiting and later flushes fail with the retryable transitioning state: the
+    /// standby could not be dropped from the cluster's in-sync set before this node's lease
+    /// ran out, so nothing may be acknowledged without it.
+    pub fn set_lapsed(&self, on: bool) {
+        let mut st = self.lock();
+        if st.lapsed != on {
+            st.lapsed = on;
+            self.cv.notify_all();
+        }
+    }
+
     /// The replication task stopped: waiting and later flushes fail with `why`.
     pub fn fail(&self, why: String) {
         let mut st = self.lock();
@@ -81,7 +96,7 @@ impl Gate {
     }
 
     fn refused(st: &State) -> Option<Error> {
-        if st.stood_down {
+        if st.stood_down || st.lapsed {
             return Some(Error::NotServing(AccessState::Transitioning));
         }
         if st.fenced.is_some() {
@@ -183,5 +198,29 @@ mod tests {
         g.fail("gone".into());
         assert!(g.request(9).is_err(), "a failed gate refuses requests");
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_lapsed_gate_refuses_retryably_until_the_drop_is_confirmed() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let g = Arc::new(Gate::new(tx));
+        let g2 = g.clone();
+        let t = std::thread::spawn(move || g2.wait_durable(3));
+        assert_eq!(rx.blocking_recv(), Some(3));
+        g.set_lapsed(true);
+        assert!(matches!(
+            t.join().unwrap(),
+            Err(Error::NotServing(AccessState::Transitioning))
+        ));
+        assert!(matches!(
+            g.request(4),
+            Err(Error::NotServing(AccessState::Transitioning))
+        ));
+        g.set_lapsed(false);
+        let g3 = g.clone();
+        let t = std::thread::spawn(move || g3.wait_durable(4));
+        assert_eq!(rx.blocking_recv(), Some(4));
+        g.release(4);
+        t.join().unwrap().unwrap();
     }
 }

@@ -35,6 +35,8 @@ pub struct Replicated {
     pub peer_token_file: std::path::PathBuf,
     /// Whether the supervisor runs the shipping task now (true) or not.
     pub shipping: tokio::sync::watch::Sender<bool>,
+    /// Where the etcd agent (when configured) takes a dropped standby out of the in-sync set.
+    pub in_sync: Arc<super::in_sync::InSyncSlot>,
 }
 
 impl std::fmt::Debug for Replicated {

@@ -20,6 +20,7 @@
 
 pub mod gate;
 pub mod handle;
+pub mod in_sync;
 pub mod node;
 pub mod path_link;
 pub mod primary;
@@ -109,6 +110,7 @@ pub async fn start(
             receiver,
             paths: path.clone(),
             shipping: tokio::sync::watch::channel(false).0,
+            in_sync: Arc::new(in_sync::InSyncSlot::new(!cfg.cluster.etcd.is_empty())),
             peer_token_file: cfg
                 .admin
                 .peer_token_file

@@ -30,6 +30,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
 use super::gate::Gate;
+use super::in_sync::{self, Degrade, InSyncSlot, Step};
 use super::path_link;
 use super::state::{PeerRecord, StatusCell, SyncName, PEER_METADATA};
 use super::wire::{self, FrameReader, FrameSender, ReadError};
@@ -77,6 +78,12 @@ pub struct PrimaryTask {
     /// continues from the last one and the retention floor is found among them, so shipping
     /// never walks the log from its tail ([`Engine::log_pos_after`]) while it keeps up.
     shipped_ends: VecDeque<LogPos>,
+    /// Where a silent standby is dropped from the cluster's in-sync set (etcd).
+    in_sync: Arc<InSyncSlot>,
+    /// A standby being declared out of sync: the steps before flushes go on without it.
+    degrade: Option<Degrade>,
+    /// Failed attempts to drop the standby from the in-sync set in a row (for the logs).
+    drop_failures: u32,
 }
 
 /// What woke the task.
@@ -88,6 +95,7 @@ enum Wake {
     Dial,
     Tick,
     Copy,
+    RetryDrop,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -145,7 +153,17 @@ impl PrimaryTask {
             rebuilding: false,
             paths: None,
             shipped_ends: VecDeque::new(),
+            in_sync: Arc::new(InSyncSlot::new(false)),
+            degrade: None,
+            drop_failures: 0,
         }
+    }
+
+    /// Drops a silent standby from the cluster's in-sync set (through `slot`) before flushes
+    /// go on without it, when a cluster store is configured.
+    pub fn with_in_sync(mut self, slot: Arc<InSyncSlot>) -> PrimaryTask {
+        self.in_sync = slot;
+        self
     }
 
     /// Keeps `cell` (the volume's paths) up to date with the standby and announces this
@@ -242,6 +260,11 @@ impl PrimaryTask {
                 s.resync = resync;
             });
             let timeout = peer.poll_timeout().map(Instant::from_std);
+            let retry_drop = self
+                .degrade
+                .as_ref()
+                .and_then(|d| d.wake_at())
+                .map(Instant::from_std);
             let connected = conn.is_some();
             // The copy reads its next chunk when the rate limit allows and the standby has
             // taken most of what was sent.
@@ -264,6 +287,7 @@ impl PrimaryTask {
                 _ = appended.appended(), if connected => Wake::Tick,
                 _ = tick.tick(), if connected => Wake::Tick,
                 _ = sleep_until(copy_at), if copy_at.is_some() => Wake::Copy,
+                _ = sleep_until(retry_drop), if retry_drop.is_some() => Wake::RetryDrop,
             };
             let now = std::time::Instant::now();
             match wake {
@@ -322,6 +346,12 @@ impl PrimaryTask {
                 }
                 Wake::Timeout => peer.handle_timeout(now),
                 Wake::Copy => self.copy_step(&mut peer, &mut conn).await,
+                Wake::RetryDrop => {
+                    if let Some(d) = self.degrade.as_mut() {
+                        d.retry_due(now);
+                    }
+                    self.advance_degrade(&mut peer, &mut conn).await;
+                }
                 Wake::Dial => {
                     next_dial = None;
                     if self.engine.role_state().role != Role::Primary {
@@ -536,6 +566,90 @@ impl PrimaryTask {
         }
     }
 
+    /// Runs the steps of declaring the standby out of sync ([`Degrade`]) as far as they go
+    /// now: the local record, then (with etcd) its removal from the in-sync set, and only then
+    /// the release of the waiting flushes.
+    async fn advance_degrade(
+        &mut self,
+        peer: &mut PrimaryPeer,
+        conn: &mut Option<(FrameReader, FrameSender)>,
+    ) {
+        let epoch = self.engine.role_state().epoch;
+        while let Some(step) = self.degrade.as_ref().map(|d| d.step()) {
+            match step {
+                Step::SaveRecord { since_lsn } => {
+                    let rec = PeerRecord {
+                        state: SyncName::OutOfSync,
+                        since_lsn,
+                        epoch,
+                        resync: self.force_resync,
+                    };
+                    let e = self.engine.clone();
+                    match blocking(move || e.save_metadata(PEER_METADATA, &rec.to_bytes())).await {
+                        Ok(()) => {
+                            if let Some(d) = self.degrade.as_mut() {
+                                d.saved();
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(volume = %self.name, error = %e, "cannot record that the standby is out of sync: failing flushes");
+                            self.gate
+                                .fail(format!("cannot record the standby out of sync: {e}"));
+                            self.degrade = None;
+                        }
+                    }
+                }
+                Step::DropFromSet => {
+                    let r = match self.in_sync.store() {
+                        Some(store) => {
+                            match tokio::time::timeout(
+                                in_sync::DROP_ATTEMPT,
+                                store.drop_standby(&self.name),
+                            )
+                            .await
+                            {
+                                Ok(r) => r,
+                                Err(_) => Err("etcd did not answer in time".into()),
+                            }
+                        }
+                        None => Err("the etcd agent is not running yet".into()),
+                    };
+                    let serving = self.engine.access_state() == blockstore::AccessState::Optimized;
+                    let Some(d) = self.degrade.as_mut() else {
+                        return;
+                    };
+                    match r {
+                        Ok(()) => {
+                            tracing::warn!(volume = %self.name, peer = %self.peer_addr,
+                                "cluster: the standby is out of the in-sync set in etcd");
+                            d.dropped();
+                            self.gate.set_lapsed(false);
+                        }
+                        Err(e) => {
+                            if self.drop_failures.is_multiple_of(25) {
+                                tracing::error!(volume = %self.name, error = %e, serving,
+                                    "cluster: cannot drop the silent standby from the in-sync set in etcd: no flush is acknowledged without it (the node fences itself when its lease runs out)");
+                            }
+                            self.drop_failures = self.drop_failures.saturating_add(1);
+                            d.drop_failed(std::time::Instant::now(), serving);
+                            self.gate.set_lapsed(!serving);
+                        }
+                    }
+                }
+                Step::RetryAt { .. } => return,
+                Step::Release => {
+                    let since_lsn = peer.durable_lsn();
+                    tracing::warn!(volume = %self.name, peer = %self.peer_addr, since_lsn, epoch,
+                        "the standby did not answer within the replication timeout: recorded out of sync; flushes go on without it");
+                    self.degrade = None;
+                    peer.degraded();
+                    self.tell(conn, false);
+                    return;
+                }
+            }
+        }
+    }
+
     async fn handle(
         &mut self,
         peer: &mut PrimaryPeer,
@@ -612,26 +726,12 @@ impl PrimaryTask {
             }
             PrimaryEvent::Durable(lsn) => self.gate.release(lsn),
             PrimaryEvent::Degrade { since_lsn } => {
-                let rec = PeerRecord {
-                    state: SyncName::OutOfSync,
-                    since_lsn,
-                    epoch,
-                    resync: self.force_resync,
-                };
-                let e = self.engine.clone();
-                match blocking(move || e.save_metadata(PEER_METADATA, &rec.to_bytes())).await {
-                    Ok(()) => {
-                        tracing::warn!(volume = %self.name, peer = %self.peer_addr, since_lsn, epoch,
-                            "the standby did not answer within the replication timeout: recorded out of sync; flushes go on without it");
-                        peer.degraded();
-                        self.tell(conn, false);
-                    }
-                    Err(e) => {
-                        tracing::error!(volume = %self.name, error = %e, "cannot record that the standby is out of sync: failing flushes");
-                        self.gate
-                            .fail(format!("cannot record the standby out of sync: {e}"));
-                    }
-                }
+                // Status shows it at once: the etcd agent publishes the in-sync set from it.
+                self.status
+                    .update(|s| s.sync_state = Some(SyncName::Degrading));
+                self.degrade = Some(Degrade::new(since_lsn, self.in_sync.configured()));
+                self.drop_failures = 0;
+                self.advance_degrade(peer, conn).await;
             }
             PrimaryEvent::InSync => {
                 let rec = PeerRecord {

@@ -165,7 +165,8 @@ fn start_shipping(h: &Arc<Replicated>) -> Shipping {
         h.status.clone(),
     )
     .with_resync_rate(h.resync_rate)
-    .with_paths(h.paths.clone());
+    .with_paths(h.paths.clone())
+    .with_in_sync(h.in_sync.clone());
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     Shipping {
         gate,
