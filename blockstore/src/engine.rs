@@ -8,6 +8,7 @@
 //! publishes the access state when a lease runs out. Both see the engine only through narrow
 //! traits ([`Flush`], [`LeaseClock`]) implemented here.
 //!
+//! Online grow (a log record, so replicas grow at the same position) lives in `grow`.
 //! Snapshots and clones live in [`crate::snapshot`], `snapshot_ops`, `cow`
 //! (the copy-on-write step of a checkpoint) and [`crate::clone`].
 //!
@@ -132,7 +133,7 @@ pub struct Engine {
     pub(crate) block_size: u32,
     pub(crate) wal_size: u64,
     pub(crate) max_record_blocks: u64,
-    capacity: AtomicU64,
+    pub(crate) capacity: AtomicU64,
     pub(crate) log: Mutex<LogState>,
     pub(crate) space_cv: Condvar,
     pub(crate) reclaim: RwLock<()>,
@@ -403,6 +404,9 @@ impl Engine {
             snaps: RwLock::new(snaps),
             clone,
         });
+        // A grow whose record the log holds but whose superblock update a crash cut off (an
+        // unfinished snapshot is the last operation of the log, so it sees the grown size).
+        engine.redo_grow(scan.capacity_blocks)?;
         // Snapshot operations whose records survived but which did not finish come first:
         // the checkpoint below must preserve blocks for a snapshot the log says exists.
         engine.redo_snapshot_ops(&scan.snap_ops)?;
@@ -858,7 +862,7 @@ impl Engine {
                 lsn,
             }),
             Kind::Trim | Kind::Zero => Some(Loc::Zero { lsn }),
-            Kind::Wrap | Kind::Snapshot | Kind::SnapshotDelete => None,
+            Kind::Wrap | Kind::Snapshot | Kind::SnapshotDelete | Kind::Grow => None,
         };
         if let Some(loc) = loc {
             self.index
@@ -1119,45 +1123,6 @@ impl Engine {
 
     // ----- resize and shutdown -----------------------------------------------------------
 
-    /// Grows the volume online to `blocks` blocks. Shrinking is refused (see [`Engine::shrink`]).
-    ///
-    /// Crash-safe in either order of events: the extent is extended and synced before the
-    /// superblock records the new capacity, so a crash leaves the old capacity (with a longer
-    /// extent, harmless) or the new one. Whatever lies in the extent beyond the current
-    /// capacity (the tail of a shrink a crash interrupted before its truncation) is cut off
-    /// first, so the new blocks always read as zeros.
-    pub fn grow(&self, blocks: u64) -> Result<()> {
-        self.check_alive()?;
-        let mut sb = lock(&self.sb);
-        if blocks < sb.capacity_blocks {
-            return Err(Error::Invalid(format!(
-                "cannot shrink from {} to {blocks} blocks",
-                sb.capacity_blocks
-            )));
-        }
-        let bytes = blocks
-            .checked_mul(u64::from(self.block_size))
-            .ok_or_else(|| Error::InvalidGeometry(format!("{blocks} blocks is too large")))?;
-        if blocks == sb.capacity_blocks {
-            return Ok(());
-        }
-        let old_bytes = sb.capacity_blocks * u64::from(self.block_size);
-        self.extent.set_len(old_bytes).map_err(|e| self.fail(e))?;
-        if let Err(e) = self.extent.set_len(bytes) {
-            // The file system refuses the length (too large for it, a quota): nothing of the
-            // volume changed, so it keeps serving at its old size.
-            self.extent.set_len(old_bytes).map_err(|e| self.fail(e))?;
-            return Err(Error::Invalid(format!(
-                "the file system refuses an extent of {bytes} bytes: {e}"
-            )));
-        }
-        self.extent.sync_data().map_err(|e| self.fail(e))?;
-        sb.capacity_blocks = blocks;
-        sb.store(self.meta.as_ref()).map_err(|e| self.fail(e))?;
-        self.capacity.store(blocks, Ordering::Release);
-        Ok(())
-    }
-
     /// Shrinks the volume to `blocks` blocks (at least one), discarding everything beyond.
     ///
     /// Meant for a volume no host uses (the caller checks that): new requests beyond the new
@@ -1165,7 +1130,7 @@ impl Engine {
     /// superblock records the new capacity (synced) and only then is the extent truncated. A
     /// crash before the superblock write leaves the old capacity and data; after it, the new
     /// capacity, with at most a stale extent tail that [`Engine::grow`] cuts off before it
-    /// extends. Growing is refused here (see [`Engine::grow`]).
+    /// extends. Growing is refused here (see `Engine::grow`).
     pub fn shrink(&self, blocks: u64) -> Result<()> {
         self.check_alive()?;
         let old = self.capacity_blocks();

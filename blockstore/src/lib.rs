@@ -30,6 +30,7 @@ pub mod error;
 mod executor;
 mod extent_copy;
 mod flusher;
+mod grow;
 mod handover;
 mod index;
 mod lease_timer;

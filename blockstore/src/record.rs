@@ -6,7 +6,8 @@
 //!
 //! Kinds: write, trim, zero, wrap (padding), and the snapshot operations a replicated volume
 //! performs at the same position on every node: snapshot (id in `lba`, name as data) and
-//! snapshot delete (id in `lba`).
+//! snapshot delete (id in `lba`), and grow (the new capacity in blocks in `lba`, see
+//! [`Kind::Grow`]).
 //!
 //! Header (little endian): magic u32, crc u32, lsn u64, generation u64, epoch u64, synced_lsn u64,
 //! lba u64, blocks u32, data_len u32, kind u8, origin u56.
@@ -44,6 +45,11 @@ pub enum Kind {
     Snapshot,
     /// The snapshot whose id `lba` holds is deleted here.
     SnapshotDelete,
+    /// The volume grows here to `lba` blocks (no data, `blocks` 0): records after it may
+    /// reach up to the new end. Written by a primary once the extent is extended; the new
+    /// capacity is published only once the record is durable (on a replicated volume: on the
+    /// in-sync standbys too), and recovery completes a grow whose record it replays.
+    Grow,
 }
 
 impl Kind {
@@ -55,6 +61,7 @@ impl Kind {
             Kind::Wrap => 4,
             Kind::Snapshot => 5,
             Kind::SnapshotDelete => 6,
+            Kind::Grow => 7,
         }
     }
     fn from_code(c: u8) -> Option<Kind> {
@@ -65,6 +72,7 @@ impl Kind {
             4 => Kind::Wrap,
             5 => Kind::Snapshot,
             6 => Kind::SnapshotDelete,
+            7 => Kind::Grow,
             _ => return None,
         })
     }
@@ -182,7 +190,7 @@ mod tests {
     proptest! {
         #[test]
         fn round_trip(lsn: u64, generation: u64, epoch: u64, synced: u64, lba: u64, blocks: u32,
-                      data in proptest::collection::vec(any::<u8>(), 0..2000), k in 1u8..7,
+                      data in proptest::collection::vec(any::<u8>(), 0..2000), k in 1u8..8,
                       origin in 0..=MAX_ORIGIN) {
             let hdr = Header { lsn, generation, epoch, synced_lsn: synced, lba, blocks,
                 data_len: data.len() as u32, kind: Kind::from_code(k).unwrap(), origin };

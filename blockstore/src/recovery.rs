@@ -63,6 +63,10 @@ pub struct Scan {
     pub max_origin: u64,
     /// The snapshot operations of the replayed records, in log order.
     pub snap_ops: Vec<SnapOp>,
+    /// The capacity in blocks after the replayed grow records (the superblock's when there
+    /// is none): open completes a grow whose record survived but whose superblock update did
+    /// not.
+    pub capacity_blocks: u64,
 }
 
 /// Replays the log from the superblock's checkpoint. Origins of records with an LSN below
@@ -76,6 +80,8 @@ pub fn scan(wal: &dyn BlockFile, sb: &Superblock, max_data: u64, origin_from: u6
     let mut records = 0;
     let mut max_origin = 0u64;
     let mut snap_ops = Vec::new();
+    // Records after a grow record may reach up to its new end.
+    let mut capacity = sb.capacity_blocks;
     let mut hdr_buf = [0u8; HEADER_LEN];
     let mut data = Vec::new();
     // Set when the end is a damaged record rather than the clean end of the log.
@@ -105,7 +111,7 @@ pub fn scan(wal: &dyn BlockFile, sb: &Superblock, max_data: u64, origin_from: u6
         let in_range = hdr
             .lba
             .checked_add(u64::from(hdr.blocks))
-            .is_some_and(|e| e <= sb.capacity_blocks);
+            .is_some_and(|e| e <= capacity);
         let lsn = hdr.lsn;
         match hdr.kind {
             Kind::Wrap => {
@@ -144,6 +150,14 @@ pub fn scan(wal: &dyn BlockFile, sb: &Superblock, max_data: u64, origin_from: u6
                 }
                 snap_ops.push(SnapOp::Delete { id: hdr.lba });
             }
+            Kind::Grow => {
+                if hdr.blocks != 0 || hdr.data_len != 0 || hdr.lba.checked_mul(bs).is_none() {
+                    break "grow record with bad geometry".to_string();
+                }
+                // A grow to less than the size already reached changes nothing (a standby
+                // that took the primary's size from its Hello before the record came).
+                capacity = capacity.max(hdr.lba);
+            }
         }
         if lsn >= origin_from {
             max_origin = max_origin.max(hdr.origin);
@@ -162,6 +176,7 @@ pub fn scan(wal: &dyn BlockFile, sb: &Superblock, max_data: u64, origin_from: u6
         torn_tail: torn.then(|| format!("LSN {expect} at log offset {}: {end_reason}", pos % w)),
         max_origin,
         snap_ops,
+        capacity_blocks: capacity,
     })
 }
 

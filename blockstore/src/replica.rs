@@ -13,8 +13,9 @@
 //! - telling the shipping task that records were appended ([`Engine::appended`]), and waiting
 //!   for standbys, in parallel with the local log sync, before a flush or FUA write is
 //!   acknowledged ([`ReplicaGate`]);
-//! - on a standby, taking and deleting snapshots where the primary's log does (their records
-//!   are shipped like writes and applied at the same position, see `snapshot_ops`);
+//! - on a standby, taking and deleting snapshots and growing the volume where the primary's
+//!   log does (their records are shipped like writes and applied at the same position, see
+//!   `snapshot_ops` and `grow`);
 //! - on a standby, appending a primary's records ([`Engine::apply_replicated`]) and making
 //!   them durable ([`Engine::sync_applied`]), with the primary's position of what was applied
 //!   kept across restarts: each appended record carries the primary's LSN (its origin), so
@@ -51,6 +52,8 @@ pub enum ShippedKind {
     Snapshot,
     /// Delete the snapshot whose id is in `lba` (no data, `blocks` 0).
     SnapshotDelete,
+    /// Grow the volume to `lba` blocks here (no data, `blocks` 0; see `grow`).
+    Grow,
 }
 
 /// One log record as replication ships it.
@@ -271,6 +274,7 @@ impl Engine {
                 Kind::Zero => ShippedKind::Zero,
                 Kind::Snapshot => ShippedKind::Snapshot,
                 Kind::SnapshotDelete => ShippedKind::SnapshotDelete,
+                Kind::Grow => ShippedKind::Grow,
             };
             let off = (pos.virt - at) as usize + HEADER_LEN;
             let data = buf[off..off + hdr.data_len as usize].to_vec();
@@ -403,7 +407,10 @@ impl Engine {
             )));
         }
         let blocks = u64::from(r.blocks);
-        if !matches!(r.kind, ShippedKind::Snapshot | ShippedKind::SnapshotDelete) {
+        if !matches!(
+            r.kind,
+            ShippedKind::Snapshot | ShippedKind::SnapshotDelete | ShippedKind::Grow
+        ) {
             self.check_range(r.lba, blocks)?;
         }
         match r.kind {
@@ -455,6 +462,17 @@ impl Engine {
                     )));
                 }
                 self.apply_snapshot_op(&SnapOp::Delete { id: r.lba }, r.lsn)?;
+            }
+            // At this position of the log, as on the primary: the writes after it may reach
+            // the new end.
+            ShippedKind::Grow => {
+                if r.blocks != 0 || !r.data.is_empty() {
+                    return Err(Error::Invalid(format!(
+                        "grow record {} carries blocks or data",
+                        r.lsn
+                    )));
+                }
+                self.apply_grow(r.lba, r.lsn)?;
             }
         }
         self.applied_lsn.fetch_max(r.lsn, Ordering::AcqRel);

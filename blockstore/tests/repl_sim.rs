@@ -608,6 +608,7 @@ fn pump(
                 progress = true;
                 match ev {
                     StandbyEvent::AdoptEpoch(e) => s.observe_epoch(e).unwrap(),
+                    StandbyEvent::Grow(blocks) => s.follow_capacity(blocks).unwrap(),
                     StandbyEvent::Apply(recs) => s
                         .apply_replicated(
                             &recs

@@ -13,8 +13,17 @@
 //! a smaller one is refused in the log).
 //!
 //! A shrink discards data, so it needs `force` and a volume no host can reach: no iSCSI LUN,
-//! no NVMe namespace, no session. A replicated volume is refused: the standby checks every
-//! record against its own size, and no log record carries a size change yet.
+//! no NVMe namespace, no session. A replicated volume is never shrunk (its standby holds the
+//! data too, and no log record carries a shrink).
+//!
+//! A replicated volume grows on its primary only: the grow is a record in the volume's log
+//! (`blockstore`'s grow record), shipped to the standby in order with the writes and applied
+//! there at the same position, and the primary publishes the new size only once the record is
+//! durable here and on the in-sync standby (like a flush). A promoted standby is therefore
+//! never smaller than what the hosts were told. On the standby, iSCSI LUs follow the volume's
+//! size at once (READ CAPACITY is answered on a standby path, with 2A/09 to its nexuses); its
+//! NVMe namespaces take it at the next path change, its promotion above all. Asked on the
+//! standby, a resize is refused (409) with a pointer to the primary.
 
 use crate::config::{Size, VolumeConfig};
 use crate::status::NodeView;
@@ -42,8 +51,8 @@ pub enum ResizeError {
     /// The request itself is wrong: a bad size (400).
     #[error("{0}")]
     BadRequest(String),
-    /// Not possible in the volume's state: a shrink without force, an exported volume, a
-    /// replicated one (409).
+    /// Not possible in the volume's state: a shrink without force, of an exported volume or
+    /// of a replicated one; a grow asked of a standby (409).
     #[error("{0}")]
     Conflict(String),
     /// The volume failed to change (500).
@@ -68,15 +77,8 @@ pub async fn resize(
         .map_err(|e| ResizeError::BadRequest(format!("size: {e}")))?
         .0;
     let new_blocks = blocks_of(bytes, bs).map_err(ResizeError::BadRequest)?;
-    if view.replicas.contains_key(name) || configured(view, name).is_some_and(|c| c.peer.is_some())
-    {
-        return Err(ResizeError::Conflict(format!(
-            "volume {name:?} is replicated: online resize of a replicated volume is not \
-             supported yet (the standby refuses blocks beyond its own size and no log record \
-             carries a size change); its size stays {} bytes",
-            v.capacity_blocks() * u64::from(bs)
-        )));
-    }
+    let replicated = view.replicas.contains_key(name)
+        || configured(view, name).is_some_and(|c| c.peer.is_some());
     let old_blocks = v.capacity_blocks();
     let reply = |blocks: u64| ResizeReply {
         volume: name.to_string(),
@@ -86,6 +88,14 @@ pub async fn resize(
     };
     if new_blocks == old_blocks {
         return Ok(reply(old_blocks));
+    }
+    if new_blocks < old_blocks && replicated {
+        return Err(ResizeError::Conflict(format!(
+            "volume {name:?} is replicated: shrinking it is refused (its standby holds the \
+             same data, and only growing is carried by the replication log); its size stays \
+             {} bytes",
+            old_blocks * u64::from(bs)
+        )));
     }
     if new_blocks < old_blocks {
         if !force {

@@ -226,8 +226,9 @@ async fn apply_configured_size(v: &VolumeConfig, volume: &blockstore::Volume) {
     if v.peer.is_some() {
         tracing::error!(
             volume = %v.name, configured_bytes = want, volume_bytes = have,
-            "the configured size is larger than the volume, but a replicated volume cannot be \
-             resized yet: it keeps its size"
+            "the configured size is larger than the volume, but a replicated volume grows only \
+             online, on its primary (`tandem volume resize`), so both nodes grow at the same \
+             log position: it keeps its size"
         );
         return;
     }

@@ -20,9 +20,10 @@
 //! - 1 `Hello`: volume_uuid \[16\], node_id \[16\], epoch u64, role u8, durable_lsn u64,
 //!   block_size u32, capacity_blocks u64, resync_incomplete u8 (0 or 1).
 //! - 2 `Records`: epoch u64, prev_lsn u64, count u32, then `count` records of lsn u64, kind u8
-//!   (1 write, 2 trim, 3 zero, 5 snapshot, 6 snapshot delete: the log's codes), lba u64,
-//!   blocks u32, data_len u32, data. A snapshot record carries the snapshot id in `lba`, 0
-//!   blocks and the name as data (at most 255 bytes); a delete record the id and nothing else.
+//!   (1 write, 2 trim, 3 zero, 5 snapshot, 6 snapshot delete, 7 grow: the log's codes), lba
+//!   u64, blocks u32, data_len u32, data. A snapshot record carries the snapshot id in `lba`,
+//!   0 blocks and the name as data (at most 255 bytes); a delete record the id and nothing
+//!   else; a grow record the new capacity in blocks in `lba` (not 0) and nothing else.
 //! - 3 `Barrier`: epoch u64, lsn u64.
 //! - 4 `Ack`: epoch u64, received_lsn u64, durable_lsn u64.
 //! - 5 `Fenced`: epoch u64.
@@ -55,8 +56,9 @@ pub use fuzz::fuzz_repl_frame;
 pub const MAGIC: u32 = 0x4C50_5254;
 /// Wire format version; a peer speaking another one is refused rather than misread.
 /// Version 2 added the Hello's `resync_incomplete` and the `ResyncDone`'s `end_lsn`; version 3
-/// the snapshot and snapshot delete records; version 4 the `PathState` frame.
-pub const VERSION: u8 = 4;
+/// the snapshot and snapshot delete records; version 4 the `PathState` frame; version 5 the
+/// grow record (a version 4 peer would refuse it mid-stream, so it is refused at its Hello).
+pub const VERSION: u8 = 5;
 /// Length of the fixed frame header, the unit the decoder reads before trusting anything.
 pub const HEADER_LEN: usize = 16;
 /// Largest body accepted: a 4 MiB batch of record data plus room for the record headers.
@@ -262,6 +264,8 @@ pub enum RecordKind {
     Snapshot,
     /// Delete snapshot `lba` (its id) here; no data, `blocks` 0.
     SnapshotDelete,
+    /// Grow the volume to `lba` blocks here (not 0); no data, `blocks` 0.
+    Grow,
 }
 
 /// The longest snapshot name a snapshot record carries.
@@ -276,6 +280,7 @@ impl RecordKind {
             RecordKind::Zero => 3,
             RecordKind::Snapshot => 5,
             RecordKind::SnapshotDelete => 6,
+            RecordKind::Grow => 7,
         }
     }
 
@@ -286,6 +291,7 @@ impl RecordKind {
             3 => RecordKind::Zero,
             5 => RecordKind::Snapshot,
             6 => RecordKind::SnapshotDelete,
+            7 => RecordKind::Grow,
             _ => return None,
         })
     }

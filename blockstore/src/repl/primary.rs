@@ -253,6 +253,13 @@ impl PrimaryPeer {
         }
     }
 
+    /// The volume grew to `blocks` (the driver calls it before [`PrimaryPeer::connected`] and
+    /// [`PrimaryPeer::resync_started`]): the Hello announces it, so a standby grows first, and
+    /// a full resync copies up to the new end. Never shrinks.
+    pub fn set_capacity(&mut self, blocks: u64) {
+        self.cfg.capacity_blocks = self.cfg.capacity_blocks.max(blocks);
+    }
+
     /// Progress of the running full resync, if one runs.
     pub fn resync_progress(&self) -> Option<ResyncProgress> {
         self.resync.as_ref().map(Resync::progress)
@@ -666,6 +673,18 @@ mod tests {
             vec![PrimaryEvent::NeedRecords { after: durable }]
         );
         p
+    }
+
+    #[test]
+    fn the_hello_announces_the_grown_size_and_it_never_shrinks() {
+        let mut p = PrimaryPeer::new(cfg(), 3, SyncState::InSync);
+        p.set_capacity(cfg().capacity_blocks + 50);
+        p.set_capacity(1);
+        p.connected();
+        assert!(matches!(
+            &frames(&mut p)[..],
+            [Frame::Hello(h)] if h.capacity_blocks == cfg().capacity_blocks + 50
+        ));
     }
 
     #[test]

@@ -40,6 +40,11 @@ pub struct StandbyConfig {
 pub enum StandbyEvent {
     /// The primary holds a newer epoch: persist it (the standby adopts it) before going on.
     AdoptEpoch(u64),
+    /// The primary's volume is larger than this one (it grew while this standby was away, or
+    /// the grow record is no longer in its log): grow the local volume to this many blocks
+    /// before anything else ([`crate::Engine::follow_capacity`]), so a full resync or the
+    /// records that follow fit.
+    Grow(u64),
     /// Append these records to the local log, in order.
     Apply(Vec<Record>),
     /// Make everything applied durable, then call [`StandbyLink::synced`].
@@ -258,6 +263,13 @@ impl StandbyLink {
                     }
                     last = rec.lsn;
                 }
+                // A grow record takes effect where it is applied: a resync later in this
+                // connection may copy regions up to the new end.
+                for rec in &r.records {
+                    if rec.kind == super::frame::RecordKind::Grow {
+                        self.cfg.capacity_blocks = self.cfg.capacity_blocks.max(rec.lba);
+                    }
+                }
                 self.received = last;
                 if !r.records.is_empty() {
                     self.events.push_back(StandbyEvent::Apply(r.records));
@@ -371,10 +383,7 @@ impl StandbyLink {
             self.close(StandbyClose::Protocol("the peer is not a primary"));
             return;
         }
-        if h.volume_uuid != self.cfg.volume_uuid
-            || h.block_size != self.cfg.block_size
-            || h.capacity_blocks > self.cfg.capacity_blocks
-        {
+        if h.volume_uuid != self.cfg.volume_uuid || h.block_size != self.cfg.block_size {
             self.close(StandbyClose::WrongVolume);
             return;
         }
@@ -389,6 +398,11 @@ impl StandbyLink {
         if h.epoch > self.epoch {
             self.epoch = h.epoch;
             self.events.push_back(StandbyEvent::AdoptEpoch(h.epoch));
+        }
+        if h.capacity_blocks > self.cfg.capacity_blocks {
+            // Never smaller than the primary: grown before any record or region is taken.
+            self.cfg.capacity_blocks = h.capacity_blocks;
+            self.events.push_back(StandbyEvent::Grow(h.capacity_blocks));
         }
         self.state = State::Streaming;
     }
@@ -462,6 +476,63 @@ mod tests {
             prev_lsn: prev,
             records: lsns.iter().map(|&l| rec(l)).collect(),
         })
+    }
+
+    #[test]
+    fn a_larger_primary_grows_the_standby_first_and_grow_records_widen_resync_checks() {
+        // The Hello of a primary that grew while this standby was away: grow before anything.
+        let mut l = StandbyLink::new(cfg(), 3, 10);
+        l.poll_frame();
+        let Frame::Hello(mut h) = hello(3) else {
+            unreachable!()
+        };
+        h.capacity_blocks = 150;
+        l.receive(Frame::Hello(h));
+        assert_eq!(l.poll_event(), Some(StandbyEvent::Grow(150)));
+        assert!(l.close_reason().is_none());
+        // A grow record in the stream: a resync later on this connection may reach its end.
+        let mut l = StandbyLink::new(cfg(), 3, 10);
+        l.poll_frame();
+        l.receive(hello(3));
+        assert_eq!(
+            l.poll_event(),
+            None,
+            "no grow for a primary of the same size"
+        );
+        let grow = Record {
+            lsn: 11,
+            kind: RecordKind::Grow,
+            lba: 200,
+            blocks: 0,
+            data: bytes::Bytes::new(),
+        };
+        l.receive(Frame::Records(Records {
+            epoch: 3,
+            prev_lsn: 10,
+            records: vec![grow.clone()],
+        }));
+        assert_eq!(l.poll_event(), Some(StandbyEvent::Apply(vec![grow])));
+        l.receive(Frame::ResyncStart {
+            epoch: 3,
+            start_lsn: 11,
+        });
+        l.receive(Frame::ResyncExtent {
+            epoch: 3,
+            lba: 190,
+            blocks: 10,
+            data: None,
+        });
+        assert!(l.close_reason().is_none(), "{:?}", l.close_reason());
+        l.receive(Frame::ResyncExtent {
+            epoch: 3,
+            lba: 195,
+            blocks: 10,
+            data: None,
+        });
+        assert_eq!(
+            l.close_reason(),
+            Some(&StandbyClose::Protocol("resync extent beyond the volume"))
+        );
     }
 
     #[test]

@@ -197,6 +197,10 @@ pub(super) fn follow_access_state(
                 .filter(|(_, t)| Arc::ptr_eq(t, &volume))
                 .map(|(k, _)| k.clone())
                 .collect();
+            // A standby's namespaces keep the size they were built or resized with, while
+            // its volume follows the primary's grow records: on a path change (a promotion
+            // above all) they take the volume's size first, with its own AEN.
+            shared.set_volume_blocks(&name, volume.volume.volume.capacity_blocks());
             apply(&shared, &nss, state);
             tracing::info!(volume = %name, ?state, "NVMe ANA state");
         }
@@ -240,16 +244,18 @@ impl NvmeShared {
         let nss = self.namespaces_of_volume(volume);
         let mut nqns: Vec<&String> = nss.iter().map(|(n, _)| n).collect();
         nqns.dedup();
+        let mut any = false;
         for nqn in nqns {
             self.modify(nqn, |s| {
                 let mut changed = false;
                 for (_, nsid) in nss.iter().filter(|(n, _)| n == nqn) {
                     changed |= s.set_namespace_blocks(*nsid, blocks);
                 }
+                any |= changed;
                 changed
             });
         }
-        if !nss.is_empty() {
+        if any {
             tracing::info!(volume = %volume, blocks, namespaces = nss.len(), "NVMe namespaces resized");
         }
     }

@@ -387,6 +387,9 @@ impl PrimaryTask {
                             conn = Some(wire::split(s));
                             ready_seen = false;
                             dialed_at = Instant::now();
+                            // The Hello announces the volume's size now (it may have grown
+                            // since the task started): a smaller standby grows first.
+                            peer.set_capacity(self.engine.capacity_blocks());
                             peer.connected();
                             if let Some(p) = self.paths.as_mut() {
                                 p.new_connection();
@@ -770,6 +773,8 @@ impl PrimaryTask {
                         // catch-up after the copy is an ordinary one. (A copy cut short is
                         // started again: the standby says so in its Hello.)
                         self.force_resync = false;
+                        // The copy reaches the volume's end as of its start.
+                        peer.set_capacity(self.engine.capacity_blocks());
                         peer.resync_started(start, plan);
                     }
                     Err(e) => {

@@ -306,7 +306,8 @@ async fn work(vol: &StandbyVolume, link: &mut StandbyLink, tx: &FrameSender) -> 
                         .map_err(|e| format!("adopting epoch {epoch}: {e}"))?;
                     tracing::info!(volume = %vol.name, epoch, "adopted the primary's epoch");
                 }
-                StandbyEvent::Apply(_)
+                StandbyEvent::Grow(_)
+                | StandbyEvent::Apply(_)
                 | StandbyEvent::Sync
                 | StandbyEvent::ResyncBegin { .. }
                 | StandbyEvent::ResyncExtent { .. }
@@ -324,6 +325,16 @@ async fn work(vol: &StandbyVolume, link: &mut StandbyLink, tx: &FrameSender) -> 
                         "this node is {} here, not a standby: it applies no records and takes no resync",
                         vol.engine.role_state().role.name()
                     ));
+                }
+                StandbyEvent::Grow(blocks) => {
+                    let old = vol.engine.capacity_blocks();
+                    blocking(move || e.follow_capacity(blocks))
+                        .await
+                        .map_err(|e| {
+                            format!("growing to the primary's size of {blocks} blocks: {e}")
+                        })?;
+                    tracing::warn!(volume = %vol.name, old_blocks = old, new_blocks = blocks,
+                        "the primary's volume is larger: grown to its size before taking its log");
                 }
                 StandbyEvent::Apply(mut recs) => {
                     while let Some(StandbyEvent::Apply(more)) = events.front_mut() {

@@ -322,6 +322,12 @@ fn parse_records(body: &Bytes) -> Result<Records, FrameError> {
                     "a snapshot delete record with blocks or data",
                 ))
             }
+            RecordKind::Grow if blocks == 0 && data.is_empty() && lba != 0 => {}
+            RecordKind::Grow => {
+                return Err(FrameError::Malformed(
+                    "a grow record with blocks, data or a zero size",
+                ))
+            }
         }
         records.push(Record {
             lsn,

@@ -31,6 +31,7 @@ fn record_body() -> impl Strategy<Value = (RecordKind, u64, u32, Bytes)> {
             Bytes::from(name)
         )),
         any::<u64>().prop_map(|id| (RecordKind::SnapshotDelete, id, 0, Bytes::new())),
+        (1u64..).prop_map(|size| (RecordKind::Grow, size, 0, Bytes::new())),
     ]
 }
 
@@ -274,7 +275,9 @@ fn header_errors_are_typed() {
     assert_eq!(decode_err(&with(4, 1)), FrameError::UnsupportedVersion(1));
     assert_eq!(decode_err(&with(4, 2)), FrameError::UnsupportedVersion(2));
     assert_eq!(decode_err(&with(4, 3)), FrameError::UnsupportedVersion(3));
-    assert_eq!(decode_err(&with(4, 5)), FrameError::UnsupportedVersion(5));
+    // Version 4 peers (no grow records) are refused at their first frame.
+    assert_eq!(decode_err(&with(4, 4)), FrameError::UnsupportedVersion(4));
+    assert_eq!(decode_err(&with(4, 6)), FrameError::UnsupportedVersion(6));
     assert_eq!(decode_err(&with(5, 0)), FrameError::UnknownKind(0));
     assert_eq!(decode_err(&with(5, 11)), FrameError::UnknownKind(11));
     assert_eq!(decode_err(&with(7, 1)), FrameError::ReservedNonZero);
@@ -396,6 +399,29 @@ fn malformed_bodies_are_typed() {
         decode_err(&crafted(&batch(0, vec![snap]), |_| {})),
         m("a snapshot delete record with blocks or data")
     );
+    // Grow records: a size and nothing else.
+    let mut grow = write(1, 1, b"abcd");
+    grow.kind = RecordKind::Grow;
+    let bad_grow = m("a grow record with blocks, data or a zero size");
+    assert_eq!(
+        decode_err(&crafted(&batch(0, vec![grow.clone()]), |_| {})),
+        bad_grow
+    );
+    grow.blocks = 0;
+    assert_eq!(
+        decode_err(&crafted(&batch(0, vec![grow.clone()]), |_| {})),
+        bad_grow
+    );
+    grow.data = Bytes::new();
+    grow.lba = 0;
+    assert_eq!(
+        decode_err(&crafted(&batch(0, vec![grow.clone()]), |_| {})),
+        bad_grow
+    );
+    grow.lba = 1 << 40;
+    let good_grow = batch(0, vec![grow]);
+    let bytes = encode_all(std::slice::from_ref(&good_grow));
+    assert_eq!(decode_chunks([bytes.as_slice()]).0, vec![good_grow]);
     let mut trim = write(1, 1, b"abcd");
     trim.kind = RecordKind::Trim;
     let trim_data = batch(0, vec![trim]);
