@@ -26,6 +26,7 @@
 //! tools (QEMU, kmod, binutils, cpio) are installed with apt-get on first use.
 
 pub mod cluster;
+pub mod blktests;
 pub mod cpio;
 pub mod error;
 pub mod failover_guest;

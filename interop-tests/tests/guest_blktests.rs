@@ -1,0 +1,161 @@
+//! NVMe conformance: blktests' nvme group in the QEMU guest, against Tandem on the host (through
+//! `scripts/blktests-target-control` and the admin API) and, in the same guest run, against the
+//! guest kernel's own nvmet-tcp (blktests' default set-up), so every test has two results.
+//! docs/conformance.md has the table and the reasons.
+//!
+//! The default run takes a bounded subset ([`SUBSET`]); `TANDEM_BLKTESTS=all` runs the whole
+//! group. Both assert Tandem's outcome of every test against [`EXPECTED`], and that Tandem
+//! passes every test the kernel's target passes unless [`EXPECTED`] says why not.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use interop_tests::blktests::{self, parse_results, BlkTarget};
+use interop_tests::guest_test::one_guest_at_a_time;
+use interop_tests::packages::ImageFlavor;
+use interop_tests::{free_tcp_port, Guest, TandemProcess, HOST_FROM_GUEST};
+
+/// The control script, as shipped in scripts/.
+const CONTROL_SCRIPT: &str = include_str!("../../scripts/blktests-target-control");
+
+/// Environment variable that selects the whole nvme group instead of [`SUBSET`].
+const ALL_ENV: &str = "TANDEM_BLKTESTS";
+
+/// The tests of the default run: connect/disconnect, UUID and NS descriptors, fio verify,
+/// flush, out-of-range access, DSM, reset, logs, list/list-subsys, ns-rescan, nvme-cli I/O.
+const SUBSET: &[&str] = &["nvme/004"];
+
+/// Tandem's expected outcome of each nvme test, and the kernel target's where the two differ
+/// (`None`: same as Tandem's): (test, Tandem, nvmet, why).
+const EXPECTED: &[(&str, &str, Option<&str>, &str)] = &[("nvme/004", "passed", None, "")];
+
+/// The size of each test's namespace (blktests' NVME_IMG_SIZE; nvme/012 needs 350 MiB).
+const IMG_SIZE: &str = "350M";
+
+/// Whether `TANDEM_BLKTESTS=all` asks for the whole group.
+fn whole_group() -> bool {
+    std::env::var(ALL_ENV).is_ok_and(|v| v == "all")
+}
+
+#[test]
+fn blktests_nvme_group_against_tandem_and_the_kernel_target() {
+    let _one = one_guest_at_a_time();
+    let all = whole_group();
+    // The whole group is blktests' `nvme` (every test of the tree, so a test the table does not
+    // know yet shows up as a difference); the subset names its tests.
+    let check_args: Vec<&str> = if all { vec!["nvme"] } else { SUBSET.to_vec() };
+    let tree = blktests::source_tree().expect("blktests source tree");
+    let (nvme_port, admin_port) = (free_tcp_port().unwrap(), free_tcp_port().unwrap());
+    let config_dir = tempfile::tempdir().unwrap();
+    let cfg = config_dir.path().join("tandem.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"data_dir = "data"
+[iscsi]
+enabled = false
+[nvme]
+discovery_listen = []
+[[nvme.portal]]
+listen = "127.0.0.1:{nvme_port}"
+advertise = "{HOST_FROM_GUEST}:{nvme_port}"
+[admin]
+listen = "127.0.0.1:{admin_port}"
+"#
+        ),
+    )
+    .unwrap();
+    let tandem = TandemProcess::start(
+        ["serve", "--config", &cfg.to_string_lossy()],
+        admin_port,
+        Duration::from_secs(60),
+    )
+    .expect("start tandem");
+    let token = std::fs::read(tandem.dir().join("data/admin-token")).expect("admin token");
+
+    let mut guest = Guest::builder()
+        .name("blktests")
+        .flavor(ImageFlavor::Blktests)
+        .memory_mib(2048)
+        .timeout(Duration::from_secs(if all { 3 * 3600 } else { 20 * 60 }))
+        .env("TANDEM_ADMIN", format!("{HOST_FROM_GUEST}:{admin_port}"))
+        .env("TANDEM_TOKEN_FILE", "/tandem/admin-token")
+        .env("TANDEM_NVME_ADDR", HOST_FROM_GUEST)
+        .env("TANDEM_NVME_PORT", nvme_port.to_string())
+        .env("TANDEM_VOLUME_SIZE", "350MiB")
+        .env("BLK_IMG_SIZE", IMG_SIZE)
+        .file("admin-token", token, 0o600)
+        .file("blktests-target-control", CONTROL_SCRIPT, 0o755)
+        .script(blktests::guest_script(
+            &[BlkTarget::Nvmet, BlkTarget::Tandem],
+            &check_args,
+        ));
+    for (rel, data, mode) in blktests::guest_files(&tree).expect("blktests files") {
+        guest = guest.file(format!("blktests/{rel}"), data, mode);
+    }
+    let out = guest.run().expect("guest run");
+    out.assert_success();
+    drop(tandem);
+
+    let results = parse_results(&out.console);
+    let by = |target: BlkTarget| -> BTreeMap<String, String> {
+        results
+            .iter()
+            .filter(|r| r.target == target.name())
+            .map(|r| (r.test.clone(), r.status.clone()))
+            .collect()
+    };
+    let (nvmet, tandem) = (by(BlkTarget::Nvmet), by(BlkTarget::Tandem));
+    let totals = |m: &BTreeMap<String, String>| {
+        let n = |s: &str| m.values().filter(|v| *v == s).count();
+        format!(
+            "{} passed, {} skipped, {} failed",
+            n("passed"),
+            n("not run"),
+            n("failed")
+        )
+    };
+    println!("nvmet:  {}", totals(&nvmet));
+    println!("tandem: {}", totals(&tandem));
+    let mut tests: Vec<&str> = if all {
+        EXPECTED.iter().map(|e| e.0).collect()
+    } else {
+        SUBSET.to_vec()
+    };
+    for t in nvmet.keys().chain(tandem.keys()) {
+        if !tests.contains(&t.as_str()) {
+            tests.push(t);
+        }
+    }
+    let mut wrong = Vec::new();
+    for t in &tests {
+        let Some((_, want_tandem, want_nvmet, why)) = EXPECTED.iter().find(|e| e.0 == *t) else {
+            wrong.push(format!(
+                "{t}: nvmet {}, tandem {}: no expected outcome (add it to EXPECTED and docs/conformance.md)",
+                nvmet.get(*t).map_or("missing", String::as_str),
+                tandem.get(*t).map_or("missing", String::as_str)
+            ));
+            continue;
+        };
+        let want_nvmet = want_nvmet.unwrap_or(want_tandem);
+        let got_t = tandem.get(*t).map_or("missing", String::as_str);
+        let got_n = nvmet.get(*t).map_or("missing", String::as_str);
+        println!("{t}: nvmet {got_n}, tandem {got_t}");
+        if got_t != *want_tandem || got_n != want_nvmet {
+            wrong.push(format!(
+                "{t}: nvmet {got_n} (expected {want_nvmet}), tandem {got_t} (expected \
+                 {want_tandem}{})",
+                if why.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {why}")
+                }
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "blktests outcomes differ:\n{}",
+        wrong.join("\n")
+    );
+}
