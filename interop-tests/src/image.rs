@@ -90,7 +90,7 @@ impl GuestImage {
             Self::ensure_flavor(&cache_dir(), suite, flavor).map_err(|e| e.to_string())
         })
         .as_ref()
-            .map_err(|e| HarnessError::Image(e.clone()))
+        .map_err(|e| HarnessError::Image(e.clone()))
     }
 
     /// Returns the image with the stable kernel in `cache`, (re)building it when it is missing

@@ -25,8 +25,8 @@
 //! The image cache lives in `<target>/guest-cache` (override: `TANDEM_GUEST_CACHE`); missing host
 //! tools (QEMU, kmod, binutils, cpio) are installed with apt-get on first use.
 
-pub mod cluster;
 pub mod blktests;
+pub mod cluster;
 pub mod cpio;
 pub mod error;
 pub mod failover_guest;

@@ -705,7 +705,10 @@ mod tests {
             v.parsed_uuid().unwrap(),
             Some(*uuid::Uuid::parse_str(u).unwrap().as_bytes())
         );
-        assert_eq!(create_volume(&mut c, &with("b", u)).unwrap_err().status, 409);
+        assert_eq!(
+            create_volume(&mut c, &with("b", u)).unwrap_err().status,
+            409
+        );
         let e = create_volume(&mut c, &with("c", "not-a-uuid")).unwrap_err();
         assert_eq!(e.status, 400, "{}", e.message);
         assert!(c.volumes.iter().all(|v| v.name == "a"));
