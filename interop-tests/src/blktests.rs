@@ -151,17 +151,25 @@ done
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 # blktests reads the running kernel's configuration here (the image keeps it in /boot).
 ls /boot/config-* >/dev/null 2>&1 || echo "blktests: no kernel config in /boot"
-overall=0
+# The results and each test's TMPDIR (where nvmet's file-backed namespaces live) on ext4 on a
+# RAM disk: nvmet's file back end opens with O_DIRECT, which tmpfs refuses.
+results=/tmp
+if modprobe brd rd_nr=1 rd_size=1048576 && mkfs.ext4 -q /dev/ram0 && mkdir -p /blk &&
+    mount /dev/ram0 /blk; then
+    results=/blk
+else
+    echo "blktests: no ext4 RAM disk; file-backed nvmet namespaces will fail"
+fi
 for target in {targets}; do
-    out=/tmp/results-$target
-    # Namespaces on loop devices (NVMET_BLKDEV_TYPES=device): nvmet's file back end opens
-    # with O_DIRECT, which the guest's tmpfs refuses (enabling the namespace fails).
+    out=$results/results-$target
     if [ "$target" = tandem ]; then
         export NVME_TARGET_CONTROL=/tandem/blktests-target-control
     else
         unset NVME_TARGET_CONTROL
     fi
     echo "BLKTESTS-RUN $target"
+    # Namespaces on loop devices by default (NVMET_BLKDEV_TYPES=device); tests that ask for
+    # the file back end get it on the RAM disk.
     # Through a pipe (not the console's tty: check then prints plain lines, no tput), and
     # each test's outcome as it comes, so a run cut short still tells what it saw.
     NVMET_TRTYPES=tcp NVMET_BLKDEV_TYPES=device NVME_IMG_SIZE=${{BLK_IMG_SIZE:-1G}} \

@@ -24,11 +24,42 @@ const ALL_ENV: &str = "TANDEM_BLKTESTS";
 
 /// The tests of the default run: connect/disconnect, UUID and NS descriptors, fio verify,
 /// flush, out-of-range access, DSM, reset, logs, list/list-subsys, ns-rescan, nvme-cli I/O.
-const SUBSET: &[&str] = &["nvme/004"];
+const SUBSET: &[&str] = &["nvme/003", "nvme/004", "nvme/005", "nvme/014", "nvme/019"];
 
 /// Tandem's expected outcome of each nvme test, and the kernel target's where the two differ
 /// (`None`: same as Tandem's): (test, Tandem, nvmet, why).
-const EXPECTED: &[(&str, &str, Option<&str>, &str)] = &[("nvme/004", "passed", None, "")];
+const EXPECTED: &[(&str, &str, Option<&str>, &str)] = &[
+    ("nvme/002", "not run", None, "nvme_trtype=loop only (creates 1000 subsystems through configfs)"),
+    ("nvme/003", "passed", None, ""),
+    ("nvme/004", "passed", None, ""),
+    ("nvme/005", "passed", None, ""),
+    ("nvme/006", "passed", None, ""),
+    ("nvme/008", "passed", None, ""),
+    ("nvme/010", "passed", None, ""),
+    ("nvme/012", "not run", None, "needs NVME_IMG_SIZE >= 350m; the run uses 64 MiB namespaces so fio verify fits in the time budget"),
+    ("nvme/014", "passed", None, ""),
+    ("nvme/016", "not run", None, "nvme_trtype=loop only (configfs namespaces)"),
+    ("nvme/017", "not run", None, "nvme_trtype=loop only (configfs file namespaces)"),
+    ("nvme/018", "passed", None, "nvmet: passed once its file-backed namespace lives on the ext4 RAM disk (tmpfs refuses O_DIRECT); the whole-group run before that fix failed it"),
+    ("nvme/019", "passed", None, ""),
+    ("nvme/021", "passed", None, ""),
+    ("nvme/022", "passed", None, ""),
+    ("nvme/023", "passed", None, ""),
+    ("nvme/025", "passed", None, ""),
+    ("nvme/026", "passed", None, ""),
+    ("nvme/027", "passed", None, ""),
+    ("nvme/028", "passed", None, ""),
+    ("nvme/029", "passed", None, ""),
+    ("nvme/030", "not run", "passed", "creates subsystems and hosts in nvmet's configfs itself (_require_kernel_nvme_target)"),
+    ("nvme/031", "passed", None, "nvmet: as nvme/018 (file back end on tmpfs before the RAM-disk fix; passed after it). Tandem passes, but vacuously: the test names its subsystems blktests-subsystem-N, which Tandem refuses (an NQN starts with nqn., NVMe Base 4.5), so its connects fail, and the test's output does not show that"),
+    ("nvme/038", "passed", None, "pokes nvmet's configfs only (a subsystem never enabled): with Tandem it exercises nothing of it"),
+    ("nvme/040", "passed", None, ""),
+    ("nvme/041", "not run", None, "needs CONFIG_NVME_AUTH / NVME_TARGET_AUTH: bookworm's 6.1 kernel has neither (DH-HMAC-CHAP is covered by guest_nvme.rs on the backports kernel)"),
+    ("nvme/042", "not run", None, "as nvme/041"),
+    ("nvme/043", "not run", None, "as nvme/041"),
+    ("nvme/044", "not run", None, "as nvme/041"),
+    ("nvme/045", "not run", None, "as nvme/041"),
+];
 
 /// The size of each test's namespace (blktests' NVME_IMG_SIZE): small, so the fio verify
 /// tests take minutes under emulation, not tens of minutes (nvme/012 wants 350 MiB: not run).
