@@ -50,7 +50,7 @@ const EXPECTED: &[(&str, &str, Option<&str>, &str)] = &[
     ("nvme/027", "passed", None, ""),
     ("nvme/028", "passed", None, ""),
     ("nvme/029", "passed", None, ""),
-    ("nvme/030", "not run", "passed", "creates subsystems and hosts in nvmet's configfs itself (_require_kernel_nvme_target)"),
+    ("nvme/030", "not run", Some("passed"), "creates subsystems and hosts in nvmet's configfs itself (_require_kernel_nvme_target)"),
     ("nvme/031", "passed", None, "nvmet: as nvme/018 (file back end on tmpfs before the RAM-disk fix; passed after it). Tandem passes, but vacuously: the test names its subsystems blktests-subsystem-N, which Tandem refuses (an NQN starts with nqn., NVMe Base 4.5), so its connects fail, and the test's output does not show that"),
     ("nvme/038", "passed", None, "pokes nvmet's configfs only (a subsystem never enabled): with Tandem it exercises nothing of it"),
     ("nvme/040", "passed", None, ""),
@@ -59,6 +59,10 @@ const EXPECTED: &[(&str, &str, Option<&str>, &str)] = &[
     ("nvme/043", "not run", None, "as nvme/041"),
     ("nvme/044", "not run", None, "as nvme/041"),
     ("nvme/045", "not run", None, "as nvme/041"),
+    ("nvme/047", "passed", Some("failed"), "nvmet: the anchor's set-up failed (losetup: cannot find an unused loop device in the guest, then fio on a directory): a harness problem of the nvmet side, not looked into yet; passed on nvmet in an earlier run of this session"),
+    ("nvme/048", "not run", Some("failed"), "nvmet 6.1 under emulation: \"expected queue count 2 not set\" after changing attr_qid_max (the test pokes nvmet's configfs); with Tandem the configfs attribute is absent and the test does not exercise the queue change"),
+    ("nvme/051", "failed", None, "nvmet: losetup: cannot find an unused loop device after earlier file-backend failures in the same boot (before the RAM-disk fix); passed on nvmet in an earlier run; with Tandem it pokes configfs paths that do not exist"),
+    ("nvme/052", "not run", None, "nvme_trtype=loop only (configfs file namespaces)"),
 ];
 
 /// The size of each test's namespace (blktests' NVME_IMG_SIZE): small, so the fio verify
