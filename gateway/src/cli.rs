@@ -70,6 +70,9 @@ pub struct CreateArgs {
     /// Write-ahead log size, e.g. 128MiB.
     #[arg(long)]
     pub wal_size: Option<crate::config::Size>,
+    /// The volume's UUID (default: random), e.g. to give an NVMe namespace a known UUID.
+    #[arg(long)]
+    pub uuid: Option<String>,
     /// The admin API and its token.
     #[command(flatten)]
     pub admin: Admin,
@@ -293,6 +296,7 @@ pub fn create(a: &CreateArgs) -> ExitCode {
         "size": a.size.0,
         "block_size": a.block_size,
         "wal_size": a.wal_size.map(|w| w.0),
+        "uuid": a.uuid,
     });
     let answer = a
         .admin

@@ -17,7 +17,7 @@ use crate::host::{ensure_host_tools, run};
 use crate::init::{init_script, ETC_FILES};
 use crate::kernel::{self, AUTH_MODULES, BOOT_MODULES, EXTRA_MODULES};
 use crate::libs::{self, LibraryIndex};
-use crate::packages::{self, KernelSuite, EXTRA_LIBRARY_PACKAGES, TOOL_PACKAGES};
+use crate::packages::{self, ImageFlavor, KernelSuite, EXTRA_LIBRARY_PACKAGES, TOOL_PACKAGES};
 use crate::paths::cache_dir;
 
 /// Bumped when the build logic changes in a way the other inputs do not capture.
@@ -61,6 +61,8 @@ type SharedImage = OnceLock<std::result::Result<GuestImage, String>>;
 
 static SHARED: SharedImage = OnceLock::new();
 static SHARED_BACKPORTS: SharedImage = OnceLock::new();
+static SHARED_BLKTESTS: SharedImage = OnceLock::new();
+static SHARED_BACKPORTS_BLKTESTS: SharedImage = OnceLock::new();
 
 impl GuestImage {
     /// The image with the stable kernel in the default cache directory, built on first use in
@@ -72,13 +74,23 @@ impl GuestImage {
     /// The image with the kernel of `suite`, built on first use in this process and shared by
     /// every test after that.
     pub fn shared_for(suite: KernelSuite) -> Result<&'static GuestImage> {
-        let cell = match suite {
-            KernelSuite::Stable => &SHARED,
-            KernelSuite::Backports => &SHARED_BACKPORTS,
+        Self::shared_flavor(suite, ImageFlavor::Standard)
+    }
+
+    /// The image with the kernel of `suite` and the userspace of `flavor`, built on first use in
+    /// this process and shared by every test after that.
+    pub fn shared_flavor(suite: KernelSuite, flavor: ImageFlavor) -> Result<&'static GuestImage> {
+        let cell = match (suite, flavor) {
+            (KernelSuite::Stable, ImageFlavor::Standard) => &SHARED,
+            (KernelSuite::Backports, ImageFlavor::Standard) => &SHARED_BACKPORTS,
+            (KernelSuite::Stable, ImageFlavor::Blktests) => &SHARED_BLKTESTS,
+            (KernelSuite::Backports, ImageFlavor::Blktests) => &SHARED_BACKPORTS_BLKTESTS,
         };
-        cell.get_or_init(|| Self::ensure_for(&cache_dir(), suite).map_err(|e| e.to_string()))
-            .as_ref()
-            .map_err(|e| HarnessError::Image(e.clone()))
+        cell.get_or_init(|| {
+            Self::ensure_flavor(&cache_dir(), suite, flavor).map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| HarnessError::Image(e.clone()))
     }
 
     /// Returns the image with the stable kernel in `cache`, (re)building it when it is missing
@@ -90,14 +102,29 @@ impl GuestImage {
     /// Returns the image with the kernel of `suite` in `cache`, (re)building it when it is
     /// missing or its inputs changed. Each suite has its own image directory.
     pub fn ensure_for(cache: &Path, suite: KernelSuite) -> Result<GuestImage> {
+        Self::ensure_flavor(cache, suite, ImageFlavor::Standard)
+    }
+
+    /// Returns the image with the kernel of `suite` and the userspace of `flavor` in `cache`,
+    /// (re)building it when it is missing or its inputs changed. Each combination has its own
+    /// image directory.
+    pub fn ensure_flavor(
+        cache: &Path,
+        suite: KernelSuite,
+        flavor: ImageFlavor,
+    ) -> Result<GuestImage> {
         let started = Instant::now();
         ensure_host_tools()?;
         let kernel_package = packages::suite_kernel_package(suite, cache)?;
-        let stamp = input_hash(&kernel_package, suite);
-        let dir = cache.join(match suite {
-            KernelSuite::Stable => "image",
-            KernelSuite::Backports => "image-backports",
-        });
+        let stamp = input_hash(&kernel_package, suite, flavor);
+        let mut dir_name = match suite {
+            KernelSuite::Stable => "image".to_string(),
+            KernelSuite::Backports => "image-backports".to_string(),
+        };
+        if flavor != ImageFlavor::Standard {
+            dir_name = format!("{dir_name}-{}", flavor.name());
+        }
+        let dir = cache.join(dir_name);
         let stamp_path = dir.join("stamp");
         let mut built = false;
         if fs::read_to_string(&stamp_path).ok().as_deref() != Some(stamp.as_str()) {
@@ -108,7 +135,7 @@ impl GuestImage {
                 .map_err(io_err("creating a build directory"))?;
             let out = work.path().join("image");
             fs::create_dir(&out).map_err(io_err("creating the output directory"))?;
-            build(cache, work.path(), &out, &kernel_package, suite)?;
+            build(cache, work.path(), &out, &kernel_package, suite, flavor)?;
             fs::write(out.join("stamp"), &stamp).map_err(io_err("writing the stamp"))?;
             if dir.exists() {
                 fs::remove_dir_all(&dir).map_err(io_err("removing the old image"))?;
@@ -137,7 +164,7 @@ impl GuestImage {
 }
 
 /// Hash of everything the image is made from; a different hash means a rebuild.
-fn input_hash(kernel_package: &str, suite: KernelSuite) -> String {
+fn input_hash(kernel_package: &str, suite: KernelSuite, flavor: ImageFlavor) -> String {
     let mut h = Sha256::new();
     for part in [BUILDER_VERSION, kernel_package, &init_script()] {
         h.update(part.as_bytes());
@@ -147,6 +174,14 @@ fn input_hash(kernel_package: &str, suite: KernelSuite) -> String {
         // Kept out of the stable image's hash, so adding suites did not rebuild that image.
         h.update(suite.name().as_bytes());
         h.update(AUTH_MODULES.join(",").as_bytes());
+        h.update([0]);
+    }
+    if flavor != ImageFlavor::Standard {
+        // Kept out of the standard images' hash, so adding flavours did not rebuild them.
+        h.update(flavor.name().as_bytes());
+        h.update(flavor.extra_packages().join(",").as_bytes());
+        h.update([0]);
+        h.update(flavor.extra_modules().join(",").as_bytes());
         h.update([0]);
     }
     for list in [
@@ -171,6 +206,7 @@ fn build(
     out: &Path,
     kernel_package: &str,
     suite: KernelSuite,
+    flavor: ImageFlavor,
 ) -> Result<()> {
     let mut pool = Pool {
         debs: cache.join("debs"),
@@ -194,14 +230,25 @@ fn build(
         .iter()
         .chain(EXTRA_MODULES)
         .chain(auth)
+        .chain(flavor.extra_modules())
         .copied()
         .collect();
     kernel::install_modules(&kroot, &release, &modules, &root)?;
+    if flavor != ImageFlavor::Standard {
+        // The kernel's configuration, where tools that check kernel options look for it
+        // (blktests' `_have_kernel_option` reads /boot/config-<release>).
+        let config = format!("boot/config-{release}");
+        libs::copy_entry(&kroot, Path::new(&config), &root)?;
+    }
     fs::remove_dir_all(&kroot).map_err(io_err("removing the extracted kernel"))?;
     fs::write(out.join("release"), &release).map_err(io_err("writing the release"))?;
 
     // Userspace tools, whole packages minus documentation.
-    let tools: Vec<String> = TOOL_PACKAGES.iter().map(|s| s.to_string()).collect();
+    let tools: Vec<String> = TOOL_PACKAGES
+        .iter()
+        .chain(flavor.extra_packages())
+        .map(|s| s.to_string())
+        .collect();
     let extra: Vec<String> = EXTRA_LIBRARY_PACKAGES
         .iter()
         .map(|s| s.to_string())

@@ -25,6 +25,7 @@
 //! The image cache lives in `<target>/guest-cache` (override: `TANDEM_GUEST_CACHE`); missing host
 //! tools (QEMU, kmod, binutils, cpio) are installed with apt-get on first use.
 
+pub mod blktests;
 pub mod cluster;
 pub mod cpio;
 pub mod error;

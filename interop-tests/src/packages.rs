@@ -34,6 +34,68 @@ pub const TOOL_PACKAGES: &[&str] = &[
     "udev",
 ];
 
+/// Userspace a guest image carries besides [`TOOL_PACKAGES`].
+///
+/// Exists so a suite with big needs (blktests wants bash and the GNU tools) gets its own image
+/// while every other guest test keeps the small image its timings were tuned on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ImageFlavor {
+    /// [`TOOL_PACKAGES`] only.
+    #[default]
+    Standard,
+    /// Plus [`BLKTESTS_PACKAGES`]: what blktests' `check` and its nvme group run.
+    Blktests,
+}
+
+impl ImageFlavor {
+    /// The packages this flavour adds to [`TOOL_PACKAGES`].
+    pub fn extra_packages(self) -> &'static [&'static str] {
+        match self {
+            ImageFlavor::Standard => &[],
+            ImageFlavor::Blktests => BLKTESTS_PACKAGES,
+        }
+    }
+
+    /// The kernel modules this flavour adds (blktests' `_have_loop`, `_have_xfs`).
+    pub fn extra_modules(self) -> &'static [&'static str] {
+        match self {
+            ImageFlavor::Standard => &[],
+            ImageFlavor::Blktests => &["loop", "xfs"],
+        }
+    }
+
+    /// A short name for image directories and log lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageFlavor::Standard => "standard",
+            ImageFlavor::Blktests => "blktests",
+        }
+    }
+}
+
+/// What blktests (`check`, common/rc, common/nvme, tests/nvme) runs beyond [`TOOL_PACKAGES`]:
+/// bash and the GNU tools its scripts rely on (busybox's applets differ in options and output),
+/// losetup and findmnt, kmod's modprobe/modinfo, zgrep (kernel options), xfs tools, and curl for the control script
+/// that drives Tandem's admin API from the guest.
+pub const BLKTESTS_PACKAGES: &[&str] = &[
+    "bash",
+    "coreutils",
+    "util-linux",
+    "mount",
+    "uuid-runtime",
+    "bsdextrautils",
+    "kmod",
+    "gawk",
+    "sed",
+    "grep",
+    "findutils",
+    "diffutils",
+    "gzip",
+    "procps",
+    "xfsprogs",
+    "curl",
+];
+
 /// Library packages fetched up front. Other libraries are found by following the `lib*`
 /// dependencies of fetched packages; `libc6` is listed because it also provides the dynamic loader.
 pub const EXTRA_LIBRARY_PACKAGES: &[&str] = &["libc6"];

@@ -12,7 +12,7 @@ use crate::cpio::CpioWriter;
 use crate::error::{io_err, Result};
 use crate::image::GuestImage;
 use crate::init::{EXIT_MARKER, START_MARKER, TEST_DIR};
-use crate::packages::KernelSuite;
+use crate::packages::{ImageFlavor, KernelSuite};
 
 /// Default time limit for one guest run, boot included.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(180);
@@ -37,6 +37,7 @@ impl Guest {
             name: "guest".into(),
             qemu_args: Vec::new(),
             kernel: KernelSuite::Stable,
+            flavor: ImageFlavor::Standard,
         }
     }
 }
@@ -54,6 +55,7 @@ pub struct GuestBuilder {
     name: String,
     qemu_args: Vec<String>,
     kernel: KernelSuite,
+    flavor: ImageFlavor,
 }
 
 impl GuestBuilder {
@@ -61,6 +63,13 @@ impl GuestBuilder {
     /// cached image.
     pub fn kernel(mut self, suite: KernelSuite) -> Self {
         self.kernel = suite;
+        self
+    }
+
+    /// Boots the image of `flavor` (default: [`ImageFlavor::Standard`]); each flavour has its
+    /// own cached image.
+    pub fn flavor(mut self, flavor: ImageFlavor) -> Self {
+        self.flavor = flavor;
         self
     }
 
@@ -129,7 +138,7 @@ impl GuestBuilder {
     /// Builds the image if needed, boots the guest, streams its console to the test log and
     /// returns once the script finished, QEMU died, or the time limit passed.
     pub fn run(self) -> Result<GuestOutcome> {
-        let image = GuestImage::shared_for(self.kernel)?;
+        let image = GuestImage::shared_flavor(self.kernel, self.flavor)?;
         let dir = tempfile::Builder::new()
             .prefix("tandem-guest-")
             .tempdir()

@@ -296,6 +296,7 @@ pub async fn clone(
             size: crate::config::Size(snap.capacity_blocks * u64::from(bs)),
             block_size: Some(bs),
             wal_size: None,
+            uuid: None,
         };
         let id = snap.id;
         let of = super::CloneOf {

@@ -32,6 +32,11 @@ pub struct CreateVolume {
     /// Its write-ahead log size (default 128 MiB).
     #[serde(default)]
     pub wal_size: Option<Size>,
+    /// Its UUID, the identity both protocols report (NVMe namespace UUID/NGUID/EUI-64, SCSI
+    /// designators); default: random. Lets an operator or a test harness that names a
+    /// namespace by UUID (blktests does) create the volume under that name.
+    #[serde(default)]
+    pub uuid: Option<String>,
 }
 
 /// `POST /v1/exports` and `DELETE /v1/exports`.
@@ -185,6 +190,20 @@ pub fn create_volume(cfg: &mut Config, req: &CreateVolume) -> Result<VolumeConfi
     }
     if let Some(w) = req.wal_size {
         v.wal_size = w;
+    }
+    if let Some(u) = &req.uuid {
+        v.uuid = Some(u.clone());
+        let parsed = v.parsed_uuid().map_err(bad)?;
+        let taken = cfg
+            .volumes
+            .iter()
+            .find(|o| o.parsed_uuid().ok().flatten().is_some() && o.parsed_uuid() == Ok(parsed));
+        if let Some(o) = taken {
+            return Err(ApiError::conflict(format!(
+                "volume {:?} has uuid {u} already: a uuid names one volume",
+                o.name
+            )));
+        }
     }
     if v.block_size != 512 && v.block_size != 4096 {
         return Err(bad(format!("block_size {}: use 512 or 4096", v.block_size)));
@@ -636,6 +655,7 @@ mod tests {
                 size: Size(64 << 20),
                 block_size: None,
                 wal_size: None,
+                uuid: None,
             },
         )
         .unwrap();
@@ -650,6 +670,7 @@ mod tests {
             size: Size(1 << 20),
             block_size: None,
             wal_size: None,
+            uuid: None,
         };
         assert_eq!(create_volume(&mut c, &again).unwrap_err().status, 409);
         for name in ["", "../x", ".hidden", "a b"] {
@@ -672,6 +693,32 @@ mod tests {
             .unwrap_err()
             .message
             .contains("multiple"));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn a_volume_takes_a_given_uuid_once() {
+        let mut c = cfg();
+        let with = |name: &str, uuid: &str| CreateVolume {
+            name: name.into(),
+            size: Size(64 << 20),
+            block_size: None,
+            wal_size: None,
+            uuid: Some(uuid.into()),
+        };
+        let u = "91fdba0d-f87b-4c25-b80f-db7be1418b9e";
+        let v = create_volume(&mut c, &with("a", u)).unwrap();
+        assert_eq!(
+            v.parsed_uuid().unwrap(),
+            Some(*uuid::Uuid::parse_str(u).unwrap().as_bytes())
+        );
+        assert_eq!(
+            create_volume(&mut c, &with("b", u)).unwrap_err().status,
+            409
+        );
+        let e = create_volume(&mut c, &with("c", "not-a-uuid")).unwrap_err();
+        assert_eq!(e.status, 400, "{}", e.message);
+        assert!(c.volumes.iter().all(|v| v.name == "a"));
         c.validate().unwrap();
     }
 
