@@ -100,6 +100,8 @@ fn targets() -> Vec<BlkTarget> {
 }
 
 #[test]
+#[ignore = "blktests is in no registry a fresh CI machine reaches (not in Debian, GitHub unreachable) \
+            and may not be vendored: run with TANDEM_BLKTESTS_SRC=<checkout> and --ignored (issue 18)"]
 fn blktests_nvme_group_against_tandem_and_the_kernel_target() {
     let _one = one_guest_at_a_time();
     let chosen = selection();
