@@ -6,189 +6,26 @@
 //! token is 401 and bad input a clear 4xx, both changing nothing; after a restart everything
 //! set is still in place.
 
+mod cli_daemon;
 #[path = "iscsi_common/mod.rs"]
 mod iscsi_common;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use cli_daemon::{Daemon, HOST_A, IQN_A, NQN_A};
 use iscsi_common::RawSession;
 use nvme_initiator::{Controller, HostOptions};
 
-const IQN_A: &str = "iqn.2026-11.io.tandem:a";
 const IQN_B: &str = "iqn.2026-11.io.tandem:b";
-const NQN_A: &str = "nqn.2026-11.io.tandem:a";
 const NQN_B: &str = "nqn.2026-11.io.tandem:b";
-const HOST_A: &str = "nqn.2014-08.org.nvmexpress:uuid:0a0a0a0a-0000-4000-8000-00000000000a";
 const HOST_B: &str = "nqn.2014-08.org.nvmexpress:uuid:0b0b0b0b-0000-4000-8000-00000000000b";
 const INIT_1: &str = "iqn.2026-11.test:initiator-1";
 const INIT_2: &str = "iqn.2026-11.test:initiator-2";
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// One `tandem serve` process on its own ports and data directory, killed when dropped.
-struct Daemon {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    admin: SocketAddr,
-    iscsi: SocketAddr,
-    nvme: SocketAddr,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Daemon {
-    fn start() -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let (admin, iscsi, nvme, disc) = (free_addr(), free_addr(), free_addr(), free_addr());
-        let cfg = format!(
-            r#"
-data_dir = "{data}"
-[admin]
-listen = "{admin}"
-[[volume]]
-name = "a"
-size = "16MiB"
-wal_size = "4MiB"
-[[iscsi.portal]]
-listen = "{iscsi}"
-[[iscsi.target]]
-iqn = "{IQN_A}"
-[[iscsi.target.lun]]
-id = 0
-volume = "a"
-[nvme]
-discovery_listen = ["{disc}"]
-[[nvme.portal]]
-listen = "{nvme}"
-[[nvme.subsystem]]
-nqn = "{NQN_A}"
-allowed_hosts = ["{HOST_A}"]
-[[nvme.subsystem.namespace]]
-nsid = 1
-volume = "a"
-"#,
-            data = dir.path().join("data").display()
-        );
-        std::fs::write(dir.path().join("tandem.toml"), cfg).unwrap();
-        let mut d = Daemon {
-            child: None,
-            dir,
-            admin,
-            iscsi,
-            nvme,
-        };
-        d.spawn();
-        d
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
-            .arg("serve")
-            .arg("--config")
-            .arg(self.dir.path().join("tandem.toml"))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while gateway::status::fetch(self.admin).is_err() {
-            assert!(Instant::now() < deadline, "did not start: {}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Stops the daemon with SIGTERM (it flushes and closes) and starts it again.
-    fn restart(&mut self) {
-        let c = self.child.take().unwrap();
-        assert!(Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status()
-            .unwrap()
-            .success());
-        let mut c = c;
-        let _ = c.wait();
-        self.spawn();
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
-    }
-
-    /// `tandem ARGS --admin <it> --data-dir <its data>` (the token read from the data dir).
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_tandem"))
-            .args(args)
-            .arg("--admin")
-            .arg(self.admin.to_string())
-            .arg("--data-dir")
-            .arg(self.data())
-            .output()
-            .unwrap()
-    }
-
-    /// Runs the CLI and expects success; returns its standard output.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
-            "tandem {args:?} failed: {text}{}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        text
-    }
-
-    /// Runs the CLI and expects a failure; returns its standard error.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert!(
-            !out.status.success(),
-            "tandem {args:?} should fail: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stderr).to_string()
-    }
-
-    /// `tandem volume list --json`.
-    fn doc(&self) -> gateway::status::VolumesDoc {
-        let out = self.ok(&["volume", "list", "--json"]);
-        serde_json::from_str(&out).unwrap()
-    }
-
-    fn state(&self) -> String {
-        std::fs::read_to_string(self.data().join("control-state.json")).unwrap_or_default()
-    }
-}
 
 fn host(nqn: &str) -> HostOptions {
     HostOptions {
@@ -579,7 +416,7 @@ async fn scenario() {
 
     // A wrong token is 401 and changes nothing.
     let before = d.state();
-    let bad = d.dir.path().join("bad-token");
+    let bad = d.data().with_file_name("bad-token");
     std::fs::write(&bad, "not-the-token\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
         .args(["volume", "create", "x", "--size", "1MiB", "--admin"])

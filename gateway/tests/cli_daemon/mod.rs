@@ -171,4 +171,15 @@ volume = "a"
         );
         String::from_utf8_lossy(&out.stderr).to_string()
     }
+
+    /// `tandem volume list --json`.
+    pub fn doc(&self) -> gateway::status::VolumesDoc {
+        let out = self.ok(&["volume", "list", "--json"]);
+        serde_json::from_str(&out).unwrap()
+    }
+
+    /// The control plane's state file as it is now (empty if there is none).
+    pub fn state(&self) -> String {
+        std::fs::read_to_string(self.data().join("control-state.json")).unwrap_or_default()
+    }
 }
