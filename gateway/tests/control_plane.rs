@@ -132,21 +132,7 @@ fn names(d: &Daemon) -> Vec<String> {
 
 #[test]
 fn every_operation_applies_live_touches_no_other_host_and_survives_a_restart() {
-    // The scenario's future is large in a debug build: polled on a thread with a big stack.
-    let t = std::thread::Builder::new()
-        .stack_size(32 << 20)
-        .spawn(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(Box::pin(scenario()))
-        })
-        .unwrap();
-    if let Err(panic) = t.join() {
-        std::panic::resume_unwind(panic);
-    }
+    cli_daemon::run_scenario(scenario);
 }
 
 async fn scenario() {

@@ -44,21 +44,7 @@ const CHANGED: Option<(u8, u8, u8)> = Some((0x06, 0x3F, 0x0E));
 
 #[test]
 fn a_live_lun_change_is_reported_to_the_targets_sessions_only() {
-    // The scenario's future is large in a debug build: polled on a thread with a big stack.
-    let t = std::thread::Builder::new()
-        .stack_size(32 << 20)
-        .spawn(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(Box::pin(scenario()))
-        })
-        .unwrap();
-    if let Err(panic) = t.join() {
-        std::panic::resume_unwind(panic);
-    }
+    cli_daemon::run_scenario(scenario);
 }
 
 async fn scenario() {

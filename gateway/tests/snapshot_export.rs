@@ -167,20 +167,7 @@ async fn check_nvme_view(d: &Daemon, expect: &Bytes) {
 
 #[test]
 fn a_snapshot_is_exported_write_protected_over_both_protocols() {
-    let t = std::thread::Builder::new()
-        .stack_size(32 << 20)
-        .spawn(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(Box::pin(scenario()))
-        })
-        .unwrap();
-    if let Err(panic) = t.join() {
-        std::panic::resume_unwind(panic);
-    }
+    cli_daemon::run_scenario(scenario);
 }
 
 async fn scenario() {

@@ -16,6 +16,29 @@ pub const NQN_A: &str = "nqn.2026-11.io.tandem:a";
 /// The host NQN the subsystem admits.
 pub const HOST_A: &str = "nqn.2014-08.org.nvmexpress:uuid:0a0a0a0a-0000-4000-8000-00000000000a";
 
+/// Runs an async test scenario to its end on a thread of its own with a 32 MiB stack and a
+/// two-worker runtime (the scenarios' futures are large in a debug build), passing a panic on.
+pub fn run_scenario<F, Fut>(scenario: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let t = std::thread::Builder::new()
+        .stack_size(32 << 20)
+        .spawn(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(Box::pin(scenario()))
+        })
+        .unwrap();
+    if let Err(panic) = t.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
 /// A free loopback port.
 pub fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
