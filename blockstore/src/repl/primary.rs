@@ -77,7 +77,12 @@ pub enum PrimaryEvent {
         after: u64,
     },
     /// As far as this standby is concerned, flushes of records through this LSN may complete.
+    /// Plain writes through it may complete too (what is durable was received).
     Durable(u64),
+    /// As far as this standby is concerned, plain (non-FUA) writes of records through this
+    /// LSN may complete: the standby received them (appended them to its log), so a flush
+    /// on either node after a failover covers them.
+    Received(u64),
     /// Record durably that the standby is out of sync from `since_lsn` (in this epoch), then
     /// call [`PrimaryPeer::degraded`].
     Degrade {
@@ -132,6 +137,10 @@ pub struct PrimaryPeer {
     waits: VecDeque<(u64, Instant)>,
     /// Flushes through this LSN were released.
     released: u64,
+    /// The LSNs plain writes wait for (the standby to receive them), as `waits`.
+    rwaits: VecDeque<(u64, Instant)>,
+    /// Plain writes through this LSN were released.
+    received_released: u64,
     conn: Option<Conn>,
     out: VecDeque<Frame>,
     events: VecDeque<PrimaryEvent>,
@@ -158,6 +167,8 @@ impl PrimaryPeer {
             durable: 0,
             waits: VecDeque::new(),
             released: 0,
+            rwaits: VecDeque::new(),
+            received_released: 0,
             conn: None,
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -304,7 +315,9 @@ impl PrimaryPeer {
                 });
             }
             Frame::Ack {
-                epoch, durable_lsn, ..
+                epoch,
+                durable_lsn,
+                received_lsn,
             } if conn.ready => {
                 if epoch > self.epoch {
                     self.fence(epoch);
@@ -314,6 +327,9 @@ impl PrimaryPeer {
                     return;
                 }
                 self.durable = self.durable.max(durable_lsn);
+                // Only what was sent on this connection counts as received (a standby that
+                // reconnected announces its durable position, and is sent the rest again).
+                let received = received_lsn.max(durable_lsn).min(conn.shipped);
                 let mut covered = None;
                 while let Some(&(lsn, covers)) = conn.barriers.front() {
                     if durable_lsn < lsn {
@@ -324,6 +340,9 @@ impl PrimaryPeer {
                 }
                 if let Some(covers) = covered {
                     self.barrier_acked(covers);
+                }
+                if self.sync == SyncState::InSync {
+                    self.release_received(received);
                 }
                 self.maybe_barrier(now);
             }
@@ -375,6 +394,53 @@ impl PrimaryPeer {
         }
         while self.waits.front().is_some_and(|&(w, _)| w <= through) {
             self.waits.pop_front();
+        }
+        // Durable is received: the driver's gate releases plain writes with flushes.
+        self.received_released = self.received_released.max(through);
+        while self.rwaits.front().is_some_and(|&(w, _)| w <= through) {
+            self.rwaits.pop_front();
+        }
+    }
+
+    /// The standby received records through `through`: plain writes waiting for them go on
+    /// (an event only when one waits: a later one asking is answered from the position).
+    fn release_received(&mut self, through: u64) {
+        self.received_released = self.received_released.max(through);
+        let mut any = false;
+        while self.rwaits.front().is_some_and(|&(w, _)| w <= through) {
+            self.rwaits.pop_front();
+            any = true;
+        }
+        if any {
+            self.events.push_back(PrimaryEvent::Received(through));
+        }
+    }
+
+    /// A plain (non-FUA) write waits for records through `lsn` to reach the standby. It
+    /// completes as far as this standby goes when [`PrimaryEvent::Received`] (or
+    /// [`PrimaryEvent::Durable`]) reaches `lsn`: at once when the standby is out of sync,
+    /// otherwise once the standby acknowledged receiving them (it acknowledges every batch it
+    /// applied, without a sync), or once it was durably declared out of sync after the
+    /// timeout. No barrier is sent for it.
+    pub fn need_received(&mut self, lsn: u64, now: Instant) {
+        if self.fenced {
+            return;
+        }
+        if self.sync == SyncState::OutOfSync {
+            self.received_released = self.received_released.max(lsn);
+            self.events.push_back(PrimaryEvent::Received(lsn));
+            return;
+        }
+        if lsn <= self.received_released {
+            self.events
+                .push_back(PrimaryEvent::Received(self.received_released));
+            return;
+        }
+        if self.rwaits.back().is_none_or(|&(w, _)| w < lsn) {
+            self.rwaits.push_back((lsn, now));
+        }
+        if self.conn.as_ref().is_some_and(|c| c.covered < lsn) {
+            self.log_grew();
         }
     }
 
@@ -574,9 +640,18 @@ impl PrimaryPeer {
 
     /// When [`PrimaryPeer::handle_timeout`] must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.sync, self.waits.front()) {
-            (SyncState::InSync, Some(&(_, since))) => Some(since + self.cfg.timeout),
-            _ => None,
+        self.oldest_wait()
+            .filter(|_| self.sync == SyncState::InSync)
+            .map(|since| since + self.cfg.timeout)
+    }
+
+    /// When the oldest flush or plain write still waiting for the standby began to wait.
+    fn oldest_wait(&self) -> Option<Instant> {
+        let f = self.waits.front().map(|&(_, t)| t);
+        let w = self.rwaits.front().map(|&(_, t)| t);
+        match (f, w) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -585,7 +660,7 @@ impl PrimaryPeer {
         if self.sync != SyncState::InSync {
             return;
         }
-        if let Some(&(_, since)) = self.waits.front() {
+        if let Some(since) = self.oldest_wait() {
             if now >= since + self.cfg.timeout {
                 self.sync = SyncState::Degrading;
                 self.events.push_back(PrimaryEvent::Degrade {
@@ -603,6 +678,11 @@ impl PrimaryPeer {
                 self.events.push_back(PrimaryEvent::Durable(w));
             }
             self.waits.clear();
+            if let Some(&(w, _)) = self.rwaits.back() {
+                self.received_released = self.received_released.max(w);
+                self.events.push_back(PrimaryEvent::Received(w));
+            }
+            self.rwaits.clear();
         }
     }
 }
