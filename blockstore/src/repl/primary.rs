@@ -937,6 +937,63 @@ mod tests {
     }
 
     #[test]
+    fn a_plain_write_completes_once_the_standby_received_it_without_a_barrier() {
+        let t0 = Instant::now();
+        let mut p = connected(SyncState::InSync, 10);
+        p.ship(vec![rec(11), rec(12)], 12, true, t0);
+        frames(&mut p);
+        p.need_received(12, t0);
+        assert_eq!(events(&mut p), vec![], "waits for the standby");
+        assert!(
+            !frames(&mut p)
+                .iter()
+                .any(|f| matches!(f, Frame::Barrier { .. })),
+            "no barrier (no sync) for a plain write"
+        );
+        // The standby applied 11 only: not enough.
+        p.receive(
+            Frame::Ack {
+                epoch: 3,
+                received_lsn: 11,
+                durable_lsn: 10,
+            },
+            t0,
+        );
+        assert_eq!(events(&mut p), vec![]);
+        // An Ack reporting more than was sent on this connection counts only what was sent.
+        p.receive(
+            Frame::Ack {
+                epoch: 3,
+                received_lsn: 40,
+                durable_lsn: 10,
+            },
+            t0,
+        );
+        assert_eq!(events(&mut p), vec![PrimaryEvent::Received(12)]);
+        assert_eq!(p.durable_lsn(), 10, "received is not durable");
+        p.need_received(12, t0);
+        assert_eq!(events(&mut p), vec![PrimaryEvent::Received(12)], "at once");
+        // A standby that stops answering: the write waits out the timeout, then the standby
+        // is declared out of sync durably before the write completes.
+        p.ship(vec![rec(13)], 13, true, t0);
+        p.need_received(13, t0);
+        assert_eq!(p.poll_timeout(), Some(t0 + cfg().timeout));
+        p.handle_timeout(t0 + cfg().timeout);
+        assert_eq!(
+            events(&mut p),
+            vec![PrimaryEvent::Degrade { since_lsn: 10 }]
+        );
+        p.degraded();
+        assert_eq!(events(&mut p), vec![PrimaryEvent::Received(13)]);
+        p.need_received(20, t0);
+        assert_eq!(
+            events(&mut p),
+            vec![PrimaryEvent::Received(20)],
+            "out of sync: no wait"
+        );
+    }
+
+    #[test]
     fn an_out_of_sync_standby_counts_again_once_caught_up() {
         let t0 = Instant::now();
         let mut p = connected(SyncState::OutOfSync, 4);
