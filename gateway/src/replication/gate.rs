@@ -250,7 +250,11 @@ mod tests {
         let g = Arc::new(Gate::new(tx));
         let g2 = g.clone();
         let t = std::thread::spawn(move || g2.wait_durable(7));
-        assert_eq!(rx.blocking_recv(), Some(7), "the wait is announced");
+        assert_eq!(
+            rx.blocking_recv(),
+            Some(Need::Durable(7)),
+            "the wait is announced"
+        );
         g.release(6);
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert!(!t.is_finished(), "6 does not cover 7");
