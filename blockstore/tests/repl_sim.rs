@@ -10,7 +10,10 @@
 //! Invariants checked after every crash: every flush acknowledged is on the standby that is
 //! promoted, and on the old primary itself when it comes back (every block holds what the last
 //! acknowledged flush before the crash wrote there, or something written after it); and a
-//! primary that learns of a newer epoch serves nothing.
+//! primary that learns of a newer epoch serves nothing. Plain writes complete only once the
+//! primary's peer released them as received by the standby; when the primary alone is killed
+//! (half the failovers), every write completed to the host is on the promoted standby (a
+//! host's flush there would acknowledge it), before and after its power loss.
 //!
 //! Full resync: the log is small and its records are recycled while the standby is away (the
 //! retention floor follows the standby as the driver moves it, bounded by the engine), so the

@@ -328,8 +328,14 @@ impl PrimaryPeer {
                 }
                 self.durable = self.durable.max(durable_lsn);
                 // Only what was sent on this connection counts as received (a standby that
-                // reconnected announces its durable position, and is sent the rest again).
-                let received = received_lsn.max(durable_lsn).min(conn.shipped);
+                // reconnected announces its durable position, and is sent the rest again);
+                // holding all of it, it holds the padding after it too.
+                let got = received_lsn.max(durable_lsn);
+                let received = if got >= conn.shipped {
+                    conn.covered.max(conn.shipped)
+                } else {
+                    got
+                };
                 let mut covered = None;
                 while let Some(&(lsn, covers)) = conn.barriers.front() {
                     if durable_lsn < lsn {
