@@ -418,17 +418,17 @@ impl StandbyLink {
     /// The driver made everything applied durable through `durable_lsn`: answer the barriers
     /// waiting. One beyond it (its records were taken after this sync began) asks for another
     /// sync and is answered after that one.
-    /// With no barrier waiting, a sync that made more durable is acknowledged all the same
-    /// (the primary completes plain writes once the standby has them).
+    /// With no barrier waiting, the sync is acknowledged all the same (the driver syncs after
+    /// every batch it applies, and the primary completes plain writes once the standby has
+    /// them: one Ack per batch).
     pub fn synced(&mut self, durable_lsn: u64) {
-        let advanced = durable_lsn > self.durable;
         self.durable = self.durable.max(durable_lsn);
         self.applied = self.applied.max(self.durable);
         if self.state == State::Closed {
             return;
         }
         let Some(p) = self.barrier_pending else {
-            if advanced && self.image == Image::Whole {
+            if self.state == State::Streaming && self.image == Image::Whole {
                 self.ack();
             }
             return;
@@ -541,8 +541,6 @@ mod tests {
             durable_lsn: 12,
         });
         assert_eq!(l.poll_frame(), ack);
-        l.synced(12);
-        assert_eq!(l.poll_frame(), None, "nothing new: no ack");
         l.receive(Frame::Barrier { epoch: 3, lsn: 12 });
         assert_eq!(l.poll_event(), None, "no sync needed");
         assert_eq!(
