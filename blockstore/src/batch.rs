@@ -82,7 +82,9 @@ impl Engine {
     /// Writes several requests with as few log writes as possible: records that fit the log
     /// contiguously are written with one `pwrite` under one hold of the log lock. Each request
     /// gets its own result; with `fua` set on any request the log is synced once for all.
-    /// May wait for log space and for the disk.
+    /// May wait for log space and for the disk. Plain writes are not waited for on the
+    /// standbys here (that would hold up the group commit of the writes queued behind):
+    /// [`crate::Volume::write`] waits for them with [`Engine::received_wait`] afterwards.
     pub fn write_many(&self, reqs: &[(u64, &[u8], bool)]) -> Vec<Result<()>> {
         let _c = self.caw.read().unwrap_or_else(|e| e.into_inner());
         let Plan {

@@ -604,6 +604,9 @@ impl Engine {
                     .into(),
             ));
         }
+        // Everything this standby received (plain writes a host saw completed on the old
+        // primary among it) is made durable before it serves.
+        self.sync_wal()?;
         let change = lock(&self.role).promote().map_err(role_error)?;
         self.persist_role(change)
     }
@@ -658,11 +661,21 @@ impl Engine {
     // ----- writes ------------------------------------------------------------------------
 
     /// Writes whole blocks at `lba`. With `fua` the data is durable when this returns.
+    /// Without `fua` it returns once every in-sync standby received the data (see
+    /// [`crate::replica::ReplicaGate::wait_received`]).
     pub fn write(&self, lba: u64, data: &[u8], fua: bool) -> Result<()> {
-        let _c = self.caw.read().unwrap_or_else(|e| e.into_inner());
-        self.write_locked(lba, data, fua)
+        {
+            let _c = self.caw.read().unwrap_or_else(|e| e.into_inner());
+            self.write_locked(lba, data, fua)?;
+        }
+        if !fua {
+            self.wait_received()?;
+        }
+        Ok(())
     }
 
+    /// Appends a write (and with `fua` syncs it here and on the standbys); a plain write is
+    /// not waited for on the standbys here: the caller does that (without holding locks).
     pub(crate) fn write_locked(&self, lba: u64, data: &[u8], fua: bool) -> Result<()> {
         self.check_alive()?;
         self.gate()?;
@@ -685,16 +698,18 @@ impl Engine {
 
     /// Deallocates blocks: they read as zeros and their extent space is released.
     pub fn trim(&self, lba: u64, blocks: u64) -> Result<()> {
-        self.zero_range(Kind::Trim, lba, blocks)
+        self.zero_range(Kind::Trim, lba, blocks)?;
+        self.wait_received()
     }
 
     /// Writes zeros over blocks, stored thin (the same as a trim on disk).
     pub fn write_zeroes(&self, lba: u64, blocks: u64, fua: bool) -> Result<()> {
         self.zero_range(Kind::Zero, lba, blocks)?;
         if fua {
-            self.sync_replicated()?;
+            self.sync_replicated()
+        } else {
+            self.wait_received()
         }
-        Ok(())
     }
 
     fn zero_range(&self, kind: Kind, lba: u64, blocks: u64) -> Result<()> {
@@ -723,18 +738,24 @@ impl Engine {
         write: &[u8],
         fua: bool,
     ) -> Result<()> {
-        let _c = self.caw.write().unwrap_or_else(|e| e.into_inner());
-        if compare.len() != write.len() {
-            return Err(Error::Invalid(
-                "compare and write buffers differ in length".into(),
-            ));
+        {
+            let _c = self.caw.write().unwrap_or_else(|e| e.into_inner());
+            if compare.len() != write.len() {
+                return Err(Error::Invalid(
+                    "compare and write buffers differ in length".into(),
+                ));
+            }
+            let mut cur = vec![0u8; compare.len()];
+            self.read_into(lba, &mut cur)?;
+            if let Some(i) = cur.iter().zip(compare).position(|(a, b)| a != b) {
+                return Err(Error::Miscompare { offset: i as u64 });
+            }
+            self.write_locked(lba, write, fua)?;
         }
-        let mut cur = vec![0u8; compare.len()];
-        self.read_into(lba, &mut cur)?;
-        if let Some(i) = cur.iter().zip(compare).position(|(a, b)| a != b) {
-            return Err(Error::Miscompare { offset: i as u64 });
+        if !fua {
+            self.wait_received()?;
         }
-        self.write_locked(lba, write, fua)
+        Ok(())
     }
 
     /// Appends one record and indexes it.

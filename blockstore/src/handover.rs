@@ -44,6 +44,8 @@ impl Engine {
     /// this image, so it follows from there.
     pub fn promote_after(&self, seen: u64) -> Result<u64> {
         self.check_alive()?;
+        // What this standby received is durable before it serves (see `Engine::promote`).
+        self.sync_wal()?;
         let change = lock(&self.role).promote_after(seen).map_err(role_error)?;
         // Nothing appends between here and the end of the change: host writes are refused
         // while it is persisted, and a standby's replication applies nothing to a primary.

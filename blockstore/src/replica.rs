@@ -32,7 +32,7 @@ use crate::engine::{lock, Engine};
 use crate::error::{Error, Result};
 use crate::record::{record_len, Header, Kind, HEADER_LEN, MAX_ORIGIN};
 use crate::recovery::{SnapOp, MAX_SNAPSHOT_NAME};
-pub use crate::replica_gate::{LogPos, ReplicaGate};
+pub use crate::replica_gate::{LogPos, ReceivedWait, ReplicaGate};
 use crate::role::Role;
 
 /// Bytes a log read takes beyond the data it was asked for (the headers and alignment of the
@@ -319,6 +319,47 @@ impl Engine {
         *self.replica_gate.write().unwrap_or_else(|e| e.into_inner()) = gate;
     }
 
+    /// The replication link installed, if any.
+    pub(crate) fn replica_gate(&self) -> Option<Arc<dyn ReplicaGate>> {
+        self.replica_gate
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Waits until every in-sync standby received the records appended so far (see
+    /// [`ReplicaGate::wait_received`]): a plain write completes only then. Nothing to wait for
+    /// without a replication link.
+    pub(crate) fn wait_received(&self) -> Result<()> {
+        let Some(gate) = self.replica_gate() else {
+            return Ok(());
+        };
+        gate.wait_received(self.last_lsn())?;
+        self.check_lease_after_wait()
+    }
+
+    /// [`Engine::wait_received`] for the volume's async write path: the wait holds no thread.
+    pub(crate) async fn received_wait(&self) -> Result<()> {
+        let Some(gate) = self.replica_gate() else {
+            return Ok(());
+        };
+        gate.received_async(self.last_lsn()).await?;
+        self.check_lease_after_wait()
+    }
+
+    /// A write or flush that waited for the standby past the end of this node's lease is not
+    /// acknowledged: a standby may be promoted from then on (the self-fence).
+    pub(crate) fn check_lease_after_wait(&self) -> Result<()> {
+        if self
+            .role_state()
+            .lease_until
+            .is_some_and(|t| t <= std::time::Instant::now())
+        {
+            return Err(Error::NotServing(crate::AccessState::Transitioning));
+        }
+        Ok(())
+    }
+
     /// Makes every write acknowledged so far durable here and on every in-sync standby. The
     /// two run in parallel: the standbys are asked for a barrier first (the records are on
     /// their way already, see [`Engine::appended`]), then the local log is synced, then the
@@ -336,16 +377,7 @@ impl Engine {
         gate.request(last)?;
         self.sync_wal()?;
         gate.wait_durable(last)?;
-        // A flush that waited for the standby past the end of this node's lease is not
-        // acknowledged: a standby may be promoted from then on (the self-fence).
-        if self
-            .role_state()
-            .lease_until
-            .is_some_and(|t| t <= std::time::Instant::now())
-        {
-            return Err(Error::NotServing(crate::AccessState::Transitioning));
-        }
-        Ok(())
+        self.check_lease_after_wait()
     }
 
     /// Returns once records were appended to the log since the last time it returned (at once

@@ -61,4 +61,26 @@ pub trait ReplicaGate: Send + Sync + std::fmt::Debug {
     /// durably declared out of sync. An error fails the flush: the primary was fenced, or could
     /// not record a standby's loss. Works without a [`ReplicaGate::request`] before it too.
     fn wait_durable(&self, lsn: u64) -> Result<()>;
+
+    /// Returns once every in-sync standby received (appended to its log, not necessarily
+    /// durably) the records through `lsn`, or once the standbys that did not answer in time
+    /// were durably declared out of sync. A plain (non-FUA) write completes only after this:
+    /// with one volatile cache per node behind one device identity, a host's later flush may
+    /// run on the standby after a failover, and it must cover every write completed on the
+    /// primary. Errors as [`ReplicaGate::wait_durable`]. The default waits for durability
+    /// (correct, slower).
+    fn wait_received(&self, lsn: u64) -> Result<()> {
+        self.wait_durable(lsn)
+    }
+
+    /// [`ReplicaGate::wait_received`] for an async caller (the volume's write path, which must
+    /// not hold an I/O thread for a network round trip). The default runs the blocking wait
+    /// inline, which only suits gates that answer at once (tests).
+    fn received_async(&self, lsn: u64) -> ReceivedWait<'_> {
+        Box::pin(std::future::ready(self.wait_received(lsn)))
+    }
 }
+
+/// The future [`ReplicaGate::received_async`] returns.
+pub type ReceivedWait<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>>;

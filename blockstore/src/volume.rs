@@ -247,18 +247,23 @@ impl Volume {
             // queue behind this write, then append them all right here if that is only a copy
             // into the page cache; anything that may wait goes to an I/O thread.
             tokio::task::yield_now().await;
-            if Self::drain_inline(&self.engine, &self.writes) {
-                return rx.await.unwrap_or(Err(Error::Closed));
-            }
-            let (e, q) = (self.engine.clone(), self.writes.clone());
-            if !self.exec.0.execute(move || Self::drain_writes(&e, &q)) {
-                // Shut down: fail everything queued (their senders are dropped here).
-                let mut st = self.writes.state.lock().unwrap_or_else(|e| e.into_inner());
-                st.0.clear();
-                st.1 = false;
+            if !Self::drain_inline(&self.engine, &self.writes) {
+                let (e, q) = (self.engine.clone(), self.writes.clone());
+                if !self.exec.0.execute(move || Self::drain_writes(&e, &q)) {
+                    // Shut down: fail everything queued (their senders are dropped here).
+                    let mut st = self.writes.state.lock().unwrap_or_else(|e| e.into_inner());
+                    st.0.clear();
+                    st.1 = false;
+                }
             }
         }
-        rx.await.unwrap_or(Err(Error::Closed))
+        rx.await.unwrap_or(Err(Error::Closed))?;
+        if !fua {
+            // In the log here: a plain write completes once the standbys received it too
+            // (awaited here, so the group commit of the writes behind it goes on meanwhile).
+            self.engine.received_wait().await?;
+        }
+        Ok(())
     }
 
     /// Makes every acknowledged write durable.

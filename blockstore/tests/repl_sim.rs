@@ -10,7 +10,10 @@
 //! Invariants checked after every crash: every flush acknowledged is on the standby that is
 //! promoted, and on the old primary itself when it comes back (every block holds what the last
 //! acknowledged flush before the crash wrote there, or something written after it); and a
-//! primary that learns of a newer epoch serves nothing.
+//! primary that learns of a newer epoch serves nothing. Plain writes complete only once the
+//! primary's peer released them as received by the standby; when the primary alone is killed
+//! (half the failovers), every write completed to the host is on the promoted standby (a
+//! host's flush there would acknowledge it), before and after its power loss.
 //!
 //! Full resync: the log is small and its records are recycled while the standby is away (the
 //! retention floor follows the standby as the driver moves it, bounded by the engine), so the
@@ -86,17 +89,45 @@ fn decode(bytes: &[u8]) -> Frame {
     d.next_frame().expect("valid frame").expect("whole frame")
 }
 
-/// What the hosts were told: for each block, the writes in order (0 = zeros), and the index of
-/// the last one covered by an acknowledged flush.
+/// What the hosts were told: for each block, the writes in order (0 = zeros), the index of
+/// the last one covered by an acknowledged flush, and the index of the last one completed
+/// (a plain write the host saw complete: a flush the host sends next, on whichever node is
+/// primary then, covers it).
 #[derive(Default)]
 struct Model {
     history: HashMap<u64, Vec<u64>>,
     acked: HashMap<u64, usize>,
+    completed: HashMap<u64, usize>,
 }
 
 impl Model {
-    fn wrote(&mut self, lba: u64, id: u64) {
-        self.history.entry(lba).or_insert_with(|| vec![0]).push(id);
+    /// A write (or trim, `id` 0) of `lba` was appended; returns its index in the block's history.
+    fn wrote(&mut self, lba: u64, id: u64) -> usize {
+        let h = self.history.entry(lba).or_insert_with(|| vec![0]);
+        h.push(id);
+        h.len() - 1
+    }
+
+    /// The write at index `n` of `lba`'s history completed to the host.
+    fn write_completed(&mut self, lba: u64, n: usize) {
+        let c = self.completed.entry(lba).or_insert(0);
+        *c = (*c).max(n);
+    }
+
+    /// Every block holds its last completed write, or its last acknowledged flushed write, or
+    /// something later: what a host's flush after a failover must find on the new primary.
+    fn check_completed(&self, image: &[u8], what: &str) {
+        for (lba, hist) in &self.history {
+            let at = &image[*lba as usize * BS..(*lba as usize + 1) * BS];
+            let id = identify(at, *lba).unwrap_or_else(|e| panic!("{what}: block {lba}: {e}"));
+            let from =
+                (*self.acked.get(lba).unwrap_or(&0)).max(*self.completed.get(lba).unwrap_or(&0));
+            assert!(
+                hist[from..].contains(&id),
+                "{what}: block {lba} holds write {id}, but write {} completed to the host before (history {hist:?}): a flush on this node would acknowledge a lost write",
+                hist[from]
+            );
+        }
     }
 
     fn flush_acked(&mut self, upto: &HashMap<u64, usize>) {
@@ -155,6 +186,12 @@ struct Tally {
     compared: u64,
     /// Snapshots found on a promoted standby, compared with the primary's.
     snapshots_compared: u64,
+    /// Plain writes (and trims) completed to the host, each only once the standby received it
+    /// (or was declared out of sync).
+    writes_completed: u64,
+    /// Failovers after a kill of the primary alone (the standby keeps running), where every
+    /// completed write was checked on the promoted standby, before and after its power loss.
+    completed_checked: u64,
 }
 
 /// The simulated standby node: its disk and its engine, which a crash replaces.
@@ -236,6 +273,11 @@ fn run(seed: u64, tally: &mut Tally) {
     let mut model = Model::default();
     let mut pending: Vec<Flush> = Vec::new();
     let mut released = 0u64;
+    // Plain writes appended and not yet completed to the host: (last LSN, (block, index)).
+    let mut writing: Vec<(u64, Vec<(u64, usize)>)> = Vec::new();
+    // The standby received everything through this LSN, as far as writes go.
+    let mut received = 0u64;
+    let mut writes_completed = 0u64;
     // The standby owes a barrier a sync: it runs at a random later point, as a real fsync
     // takes time while frames keep arriving.
     let mut next_id = 1u64;
@@ -278,6 +320,11 @@ fn run(seed: u64, tally: &mut Tally) {
             link = None;
             peer.disconnected();
             let found = sb.crash(&mut rng);
+            // What it received and had not synced is gone: a write completed on that alone
+            // is on the primary only until the standby has it again, and losing it as well
+            // (a kill of the primary now) is a failure of both nodes, which only a flush
+            // survives.
+            model.completed.clear();
             if in_sync && !resyncing {
                 // A standby the primary counts in sync holds every acknowledged flush (read
                 // through a promoted copy: a standby serves no reads).
@@ -293,17 +340,23 @@ fn run(seed: u64, tally: &mut Tally) {
                 let n = 1 + rng.below(2);
                 let id = next_id;
                 next_id += 1;
+                // The engine's write path without its wait for the standby (the gate's job,
+                // modelled here by `writing`): completed once the standby received it.
                 p.write(lba, &write_data(id, lba, n, BS), false).unwrap();
-                for b in lba..lba + n {
-                    model.wrote(b, id);
-                }
+                let blocks = (lba..lba + n).map(|b| (b, model.wrote(b, id))).collect();
                 peer.log_grew();
+                let lsn = p.last_lsn();
+                writing.push((lsn, blocks));
+                peer.need_received(lsn, now);
             }
             5 => {
                 let lba = rng.below(BLOCKS);
                 p.trim(lba, 1).unwrap();
-                model.wrote(lba, 0);
+                let blocks = vec![(lba, model.wrote(lba, 0))];
                 peer.log_grew();
+                let lsn = p.last_lsn();
+                writing.push((lsn, blocks));
+                peer.need_received(lsn, now);
             }
             6 | 7 => {
                 // A host flush: the barrier is asked for now; the local sync runs in parallel
@@ -351,6 +404,7 @@ fn run(seed: u64, tally: &mut Tally) {
             &mut rng,
             now,
             &mut released,
+            &mut received,
         );
         let before = peer.sync_state();
         peer.handle_timeout(now);
@@ -365,6 +419,7 @@ fn run(seed: u64, tally: &mut Tally) {
             &mut rng,
             now,
             &mut released,
+            &mut received,
         );
         let resyncing = sb.engine.resync_incomplete();
         assert!(
@@ -383,6 +438,18 @@ fn run(seed: u64, tally: &mut Tally) {
                 f.local = true;
             }
         }
+        // Plain writes the standby received (or that go on without it) complete.
+        writing.retain(|(lsn, blocks)| {
+            if *lsn <= received.max(released) {
+                for &(b, n) in blocks {
+                    model.write_completed(b, n);
+                }
+                writes_completed += 1;
+                false
+            } else {
+                true
+            }
+        });
         // Flushes durable here whose records the standby released are acknowledged.
         pending.retain(|f| {
             if f.local && f.lsn <= released {
@@ -429,6 +496,7 @@ fn run(seed: u64, tally: &mut Tally) {
                 &mut rng,
                 now,
                 &mut released,
+                &mut received,
             );
             any_resync |= sb.engine.resync_incomplete() || peer.resync_progress().is_some();
             if peer.sync_state() == SyncState::InSync
@@ -454,8 +522,22 @@ fn run(seed: u64, tally: &mut Tally) {
     }
     tally.primary_crashes_mid_resync += u64::from(peer.resync_progress().is_some());
     // The primary dies (its unsynced writes are lost); the standby is promoted if in sync.
+    // In half the runs the primary alone is killed (kill -9) and the standby, still running,
+    // is promoted as it is: every write completed to the host must be there (a host's flush
+    // fails over to it and succeeds), and stay there through its power loss right after the
+    // promotion (the promotion makes what it received durable). In the others the standby
+    // loses power too, and only acknowledged flushes count.
     drop(link);
     let promoted_in_sync = peer.sync_state() == SyncState::InSync;
+    let killed_alone = promoted_in_sync && rng.below(2) == 0;
+    if killed_alone {
+        sb.engine.promote().unwrap();
+        let image = sb.engine.read(0, BLOCKS).unwrap();
+        model.check_completed(
+            &image,
+            &format!("seed {seed}: standby promoted after a kill of the primary"),
+        );
+    }
     let primary_image = p.read(0, BLOCKS).unwrap();
     let primary_snaps: Vec<(u64, u64)> = p
         .list_snapshots()
@@ -475,8 +557,18 @@ fn run(seed: u64, tally: &mut Tally) {
         );
     }
     if promoted_in_sync {
-        s.promote().unwrap();
-        let image = s.read(0, BLOCKS).unwrap();
+        let image = if killed_alone {
+            let image = s.read(0, BLOCKS).unwrap();
+            model.check_completed(
+                &image,
+                &format!("seed {seed}: promoted standby after its power loss"),
+            );
+            tally.completed_checked += 1;
+            image
+        } else {
+            s.promote().unwrap();
+            s.read(0, BLOCKS).unwrap()
+        };
         model.check(&image, &format!("seed {seed}: promoted standby"));
         // Every snapshot on the standby is one the primary took, at the same position, with
         // the same contents; settled without a resync, the standby has exactly the primary's.
@@ -530,6 +622,7 @@ fn run(seed: u64, tally: &mut Tally) {
     tally.failovers += u64::from(promoted_in_sync);
     tally.flushes += acked_flushes;
     tally.degraded += degraded;
+    tally.writes_completed += writes_completed;
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -542,6 +635,7 @@ fn pump(
     rng: &mut SimRng,
     now: Instant,
     released: &mut u64,
+    received: &mut u64,
 ) {
     // How many chunks the copy may read during this call: writes land between them.
     let mut copy_budget = rng.below(2);
@@ -579,6 +673,7 @@ fn pump(
                     Err(e) => panic!("{e}"),
                 },
                 PrimaryEvent::Durable(lsn) => *released = (*released).max(lsn),
+                PrimaryEvent::Received(lsn) => *received = (*received).max(lsn),
                 PrimaryEvent::Degrade { .. } => peer.degraded(),
                 PrimaryEvent::InSync => {}
                 PrimaryEvent::Fence(epoch) => p.observe_epoch(epoch).unwrap(),
@@ -609,14 +704,18 @@ fn pump(
                 match ev {
                     StandbyEvent::AdoptEpoch(e) => s.observe_epoch(e).unwrap(),
                     StandbyEvent::Grow(blocks) => s.follow_capacity(blocks).unwrap(),
-                    StandbyEvent::Apply(recs) => s
-                        .apply_replicated(
+                    StandbyEvent::Apply(recs) => {
+                        let last = recs.last().map_or(0, |r| r.lsn);
+                        s.apply_replicated(
                             &recs
                                 .into_iter()
                                 .map(ShippedRecord::from)
                                 .collect::<Vec<_>>(),
                         )
-                        .unwrap(),
+                        .unwrap();
+                        // In its log, not synced: acknowledged as received at once.
+                        l.applied(last);
+                    }
                     StandbyEvent::Sync => wire.sync_due = true,
                     StandbyEvent::ResyncBegin { .. } => s.begin_resync().unwrap(),
                     StandbyEvent::ResyncExtent { lba, blocks, data } => s
@@ -674,10 +773,18 @@ fn every_acknowledged_flush_survives_a_failover() {
         run(seed, &mut t);
     }
     println!(
-        "replication simulation: {seeds} seeds, {} failovers to an in-sync standby checked, {} acknowledged flushes, {} standbys declared out of sync, {} standby crashes outside a resync; full resyncs: {} begun, {} completed, {} standby crashes and {} primary crashes during one; {} settled images compared equal; {} snapshots on promoted standbys compared with the primary's",
-        t.failovers, t.flushes, t.degraded, t.standby_crashes, t.resyncs, t.resyncs_done,
+        "replication simulation: {seeds} seeds, {} failovers to an in-sync standby checked ({} of them after a kill of the primary alone, with every completed write checked), {} acknowledged flushes, {} completed plain writes, {} standbys declared out of sync, {} standby crashes outside a resync; full resyncs: {} begun, {} completed, {} standby crashes and {} primary crashes during one; {} settled images compared equal; {} snapshots on promoted standbys compared with the primary's",
+        t.failovers, t.completed_checked, t.flushes, t.writes_completed, t.degraded, t.standby_crashes, t.resyncs, t.resyncs_done,
         t.standby_crashes_mid_resync, t.primary_crashes_mid_resync, t.compared,
         t.snapshots_compared
+    );
+    assert!(
+        t.completed_checked * 8 >= seeds,
+        "too few failovers after a kill of the primary alone"
+    );
+    assert!(
+        t.writes_completed >= seeds,
+        "too few plain writes completed"
     );
     assert!(
         t.standby_crashes >= seeds,

@@ -131,6 +131,11 @@ impl ReplicaGate for Gate {
         }
         Ok(())
     }
+
+    /// Plain writes: the standby received them at once (these tests are about flushes).
+    fn wait_received(&self, _lsn: u64) -> blockstore::Result<()> {
+        Ok(())
+    }
 }
 
 #[test]
@@ -330,6 +335,11 @@ impl ReplicaGate for HeldGate {
         assert!(st.1 >= lsn, "never released");
         Ok(())
     }
+
+    /// Plain writes: the standby received them at once (these tests are about flushes).
+    fn wait_received(&self, _lsn: u64) -> blockstore::Result<()> {
+        Ok(())
+    }
 }
 
 /// Storage whose log sync notes whether the gate had been asked when it began.
@@ -470,6 +480,11 @@ impl ReplicaGate for SlowGate {
 
     fn wait_durable(&self, _lsn: u64) -> blockstore::Result<()> {
         std::thread::sleep(self.delay);
+        Ok(())
+    }
+
+    /// Plain writes: the standby received them at once (these tests are about flushes).
+    fn wait_received(&self, _lsn: u64) -> blockstore::Result<()> {
         Ok(())
     }
 }

@@ -99,3 +99,59 @@ fn a_fua_write_waiting_when_the_primary_is_demoted_gets_the_transitioning_state(
 fn a_fua_write_waiting_when_the_primary_is_fenced_gets_the_unavailable_state() {
     check(writes_when(|g| g.fence(9)), AccessState::Unavailable);
 }
+
+/// The volume's write path (the queue, one log write per batch, then each plain write awaiting
+/// the gate in its own task): a plain write completes only once the standby received it, many
+/// in flight share one release, and a demotion answers the waiting ones with the retryable
+/// transitioning state.
+#[test]
+fn plain_writes_through_the_volume_wait_for_the_standby_to_receive_them() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(primary(dir.path()));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let v = blockstore::Volume::open(
+            dir.path(),
+            OpenOptions {
+                background_flusher: false,
+                ..OpenOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let gate = Arc::new(Gate::new(tx));
+        v.engine()
+            .set_replica_gate(Some(gate.clone() as Arc<dyn ReplicaGate>));
+        let writes: Vec<_> = (0..8u64)
+            .map(|lba| {
+                let v = v.clone();
+                tokio::spawn(async move { v.write(lba, vec![lba as u8; BS], false).await })
+            })
+            .collect();
+        let first = rx.recv().await.expect("the standby is asked");
+        assert!(
+            matches!(first, gateway::replication::gate::Need::Received(_)),
+            "a plain write waits for receipt, not durability: {first:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(
+            writes.iter().all(|w| !w.is_finished()),
+            "a plain write completed before the standby received it"
+        );
+        gate.release_received(v.engine().last_lsn());
+        for w in writes {
+            w.await.unwrap().unwrap();
+        }
+        let w = {
+            let v = v.clone();
+            tokio::spawn(async move { v.write(9, vec![9u8; BS], false).await })
+        };
+        rx.recv().await.expect("asked again");
+        gate.stand_down();
+        match w.await.unwrap() {
+            Err(Error::NotServing(AccessState::Transitioning)) => {}
+            other => panic!("a waiting plain write got {other:?}, not the retryable state"),
+        }
+    });
+}

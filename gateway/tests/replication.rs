@@ -156,7 +156,7 @@ fn every_acknowledged_flush_survives_kill_9_of_the_primary() {
 }
 
 #[test]
-fn a_flush_waits_for_a_stopped_standby_until_the_timeout_then_goes_on_out_of_sync() {
+fn a_write_waits_for_a_stopped_standby_until_the_timeout_then_goes_on_out_of_sync() {
     let (primary, standby) = pair(1000);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -171,15 +171,16 @@ fn a_flush_waits_for_a_stopped_standby_until_the_timeout_then_goes_on_out_of_syn
             "an in-sync standby answers at once"
         );
         assert!(signal(&standby.child, "STOP"));
+        // A plain write completes only once the standby received it: it waits out the
+        // timeout (a flush would too), until the standby is recorded out of sync.
+        let t = Instant::now();
         c.write(0, 1, 4, Bytes::from(block(2, 4)), BS, false)
             .await
             .unwrap();
-        let t = Instant::now();
-        c.flush(0, 1).await.unwrap();
         let waited = t.elapsed();
         assert!(
             waited >= Duration::from_millis(1000),
-            "the flush completed after {waited:?}, before the replication timeout"
+            "the write completed after {waited:?}, before the replication timeout"
         );
         assert!(waited < Duration::from_secs(10), "waited {waited:?}");
         assert_eq!(primary.sync_state().as_deref(), Some("out_of_sync"));
@@ -188,8 +189,11 @@ fn a_flush_waits_for_a_stopped_standby_until_the_timeout_then_goes_on_out_of_syn
             metrics.contains("tandem_volume_replication_in_sync{volume=\"default\"} 0"),
             "{metrics}"
         );
-        // Out of sync, flushes no longer wait for it.
+        // Out of sync, writes and flushes no longer wait for it.
         let t = Instant::now();
+        c.write(0, 1, 5, Bytes::from(block(3, 5)), BS, false)
+            .await
+            .unwrap();
         c.flush(0, 1).await.unwrap();
         assert!(t.elapsed() < Duration::from_millis(1000));
         // Continued, the standby catches up and counts again.

@@ -77,7 +77,12 @@ pub enum PrimaryEvent {
         after: u64,
     },
     /// As far as this standby is concerned, flushes of records through this LSN may complete.
+    /// Plain writes through it may complete too (what is durable was received).
     Durable(u64),
+    /// As far as this standby is concerned, plain (non-FUA) writes of records through this
+    /// LSN may complete: the standby received them (appended them to its log), so a flush
+    /// on either node after a failover covers them.
+    Received(u64),
     /// Record durably that the standby is out of sync from `since_lsn` (in this epoch), then
     /// call [`PrimaryPeer::degraded`].
     Degrade {
@@ -132,6 +137,10 @@ pub struct PrimaryPeer {
     waits: VecDeque<(u64, Instant)>,
     /// Flushes through this LSN were released.
     released: u64,
+    /// The LSNs plain writes wait for (the standby to receive them), as `waits`.
+    rwaits: VecDeque<(u64, Instant)>,
+    /// Plain writes through this LSN were released.
+    received_released: u64,
     conn: Option<Conn>,
     out: VecDeque<Frame>,
     events: VecDeque<PrimaryEvent>,
@@ -158,6 +167,8 @@ impl PrimaryPeer {
             durable: 0,
             waits: VecDeque::new(),
             released: 0,
+            rwaits: VecDeque::new(),
+            received_released: 0,
             conn: None,
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -311,7 +322,9 @@ impl PrimaryPeer {
                 });
             }
             Frame::Ack {
-                epoch, durable_lsn, ..
+                epoch,
+                durable_lsn,
+                received_lsn,
             } if conn.ready => {
                 if epoch > self.epoch {
                     self.fence(epoch);
@@ -321,6 +334,15 @@ impl PrimaryPeer {
                     return;
                 }
                 self.durable = self.durable.max(durable_lsn);
+                // Only what was sent on this connection counts as received (a standby that
+                // reconnected announces its durable position, and is sent the rest again);
+                // holding all of it, it holds the padding after it too.
+                let got = received_lsn.max(durable_lsn);
+                let received = if got >= conn.shipped {
+                    conn.covered.max(conn.shipped)
+                } else {
+                    got
+                };
                 let mut covered = None;
                 while let Some(&(lsn, covers)) = conn.barriers.front() {
                     if durable_lsn < lsn {
@@ -331,6 +353,9 @@ impl PrimaryPeer {
                 }
                 if let Some(covers) = covered {
                     self.barrier_acked(covers);
+                }
+                if self.sync == SyncState::InSync {
+                    self.release_received(received);
                 }
                 self.maybe_barrier(now);
             }
@@ -382,6 +407,53 @@ impl PrimaryPeer {
         }
         while self.waits.front().is_some_and(|&(w, _)| w <= through) {
             self.waits.pop_front();
+        }
+        // Durable is received: the driver's gate releases plain writes with flushes.
+        self.received_released = self.received_released.max(through);
+        while self.rwaits.front().is_some_and(|&(w, _)| w <= through) {
+            self.rwaits.pop_front();
+        }
+    }
+
+    /// The standby received records through `through`: plain writes waiting for them go on
+    /// (an event only when one waits: a later one asking is answered from the position).
+    fn release_received(&mut self, through: u64) {
+        self.received_released = self.received_released.max(through);
+        let mut any = false;
+        while self.rwaits.front().is_some_and(|&(w, _)| w <= through) {
+            self.rwaits.pop_front();
+            any = true;
+        }
+        if any {
+            self.events.push_back(PrimaryEvent::Received(through));
+        }
+    }
+
+    /// A plain (non-FUA) write waits for records through `lsn` to reach the standby. It
+    /// completes as far as this standby goes when [`PrimaryEvent::Received`] (or
+    /// [`PrimaryEvent::Durable`]) reaches `lsn`: at once when the standby is out of sync,
+    /// otherwise once the standby acknowledged receiving them (it acknowledges every batch it
+    /// applied, without a sync), or once it was durably declared out of sync after the
+    /// timeout. No barrier is sent for it.
+    pub fn need_received(&mut self, lsn: u64, now: Instant) {
+        if self.fenced {
+            return;
+        }
+        if self.sync == SyncState::OutOfSync {
+            self.received_released = self.received_released.max(lsn);
+            self.events.push_back(PrimaryEvent::Received(lsn));
+            return;
+        }
+        if lsn <= self.received_released {
+            self.events
+                .push_back(PrimaryEvent::Received(self.received_released));
+            return;
+        }
+        if self.rwaits.back().is_none_or(|&(w, _)| w < lsn) {
+            self.rwaits.push_back((lsn, now));
+        }
+        if self.conn.as_ref().is_some_and(|c| c.covered < lsn) {
+            self.log_grew();
         }
     }
 
@@ -581,9 +653,18 @@ impl PrimaryPeer {
 
     /// When [`PrimaryPeer::handle_timeout`] must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.sync, self.waits.front()) {
-            (SyncState::InSync, Some(&(_, since))) => Some(since + self.cfg.timeout),
-            _ => None,
+        self.oldest_wait()
+            .filter(|_| self.sync == SyncState::InSync)
+            .map(|since| since + self.cfg.timeout)
+    }
+
+    /// When the oldest flush or plain write still waiting for the standby began to wait.
+    fn oldest_wait(&self) -> Option<Instant> {
+        let f = self.waits.front().map(|&(_, t)| t);
+        let w = self.rwaits.front().map(|&(_, t)| t);
+        match (f, w) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -592,7 +673,7 @@ impl PrimaryPeer {
         if self.sync != SyncState::InSync {
             return;
         }
-        if let Some(&(_, since)) = self.waits.front() {
+        if let Some(since) = self.oldest_wait() {
             if now >= since + self.cfg.timeout {
                 self.sync = SyncState::Degrading;
                 self.events.push_back(PrimaryEvent::Degrade {
@@ -610,6 +691,11 @@ impl PrimaryPeer {
                 self.events.push_back(PrimaryEvent::Durable(w));
             }
             self.waits.clear();
+            if let Some(&(w, _)) = self.rwaits.back() {
+                self.received_released = self.received_released.max(w);
+                self.events.push_back(PrimaryEvent::Received(w));
+            }
+            self.rwaits.clear();
         }
     }
 }
@@ -873,6 +959,63 @@ mod tests {
         // Out of sync, later flushes do not wait for it.
         p.need_durable(5, t0);
         assert_eq!(events(&mut p), vec![PrimaryEvent::Durable(5)]);
+    }
+
+    #[test]
+    fn a_plain_write_completes_once_the_standby_received_it_without_a_barrier() {
+        let t0 = Instant::now();
+        let mut p = connected(SyncState::InSync, 10);
+        p.ship(vec![rec(11), rec(12)], 12, true, t0);
+        frames(&mut p);
+        p.need_received(12, t0);
+        assert_eq!(events(&mut p), vec![], "waits for the standby");
+        assert!(
+            !frames(&mut p)
+                .iter()
+                .any(|f| matches!(f, Frame::Barrier { .. })),
+            "no barrier (no sync) for a plain write"
+        );
+        // The standby applied 11 only: not enough.
+        p.receive(
+            Frame::Ack {
+                epoch: 3,
+                received_lsn: 11,
+                durable_lsn: 10,
+            },
+            t0,
+        );
+        assert_eq!(events(&mut p), vec![]);
+        // An Ack reporting more than was sent on this connection counts only what was sent.
+        p.receive(
+            Frame::Ack {
+                epoch: 3,
+                received_lsn: 40,
+                durable_lsn: 10,
+            },
+            t0,
+        );
+        assert_eq!(events(&mut p), vec![PrimaryEvent::Received(12)]);
+        assert_eq!(p.durable_lsn(), 10, "received is not durable");
+        p.need_received(12, t0);
+        assert_eq!(events(&mut p), vec![PrimaryEvent::Received(12)], "at once");
+        // A standby that stops answering: the write waits out the timeout, then the standby
+        // is declared out of sync durably before the write completes.
+        p.ship(vec![rec(13)], 13, true, t0);
+        p.need_received(13, t0);
+        assert_eq!(p.poll_timeout(), Some(t0 + cfg().timeout));
+        p.handle_timeout(t0 + cfg().timeout);
+        assert_eq!(
+            events(&mut p),
+            vec![PrimaryEvent::Degrade { since_lsn: 10 }]
+        );
+        p.degraded();
+        assert_eq!(events(&mut p), vec![PrimaryEvent::Received(13)]);
+        p.need_received(20, t0);
+        assert_eq!(
+            events(&mut p),
+            vec![PrimaryEvent::Received(20)],
+            "out of sync: no wait"
+        );
     }
 
     #[test]

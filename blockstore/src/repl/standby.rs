@@ -131,6 +131,9 @@ pub struct StandbyLink {
     received: u64,
     /// The last primary LSN known durable here.
     durable: u64,
+    /// The last primary LSN the driver applied (appended to the log here, maybe not synced):
+    /// what the Acks report as received.
+    applied: u64,
     /// The highest barrier LSN waiting for its answer: answered (an `Ack`) after the next sync,
     /// and once more after a later one when it is beyond what that sync covered (a barrier
     /// that came, with its records, while the driver was syncing for an earlier one: the
@@ -161,6 +164,7 @@ impl StandbyLink {
             state: State::AwaitHello,
             epoch,
             received: durable_lsn,
+            applied: durable_lsn,
             durable: durable_lsn,
             barrier_pending: None,
             image,
@@ -299,11 +303,7 @@ impl StandbyLink {
                 if whole && lsn <= self.durable && self.barrier_pending.is_none() {
                     // Durable already (the driver syncs what it applies as it goes): the
                     // answer needs no sync.
-                    self.out.push_back(Frame::Ack {
-                        epoch: self.epoch,
-                        received_lsn: self.received,
-                        durable_lsn: self.durable,
-                    });
+                    self.ack();
                     return;
                 }
                 match self.barrier_pending {
@@ -407,22 +407,47 @@ impl StandbyLink {
         self.state = State::Streaming;
     }
 
+    /// The driver applied (appended to its log, not necessarily synced) the records taken so
+    /// far: the primary is told at once, so that it completes the plain writes among them
+    /// (one round trip per write, no sync). A driver that syncs after every batch it applies
+    /// calls [`StandbyLink::synced`] instead, which acknowledges both positions.
+    pub fn applied(&mut self, through: u64) {
+        if through <= self.applied {
+            return;
+        }
+        self.applied = through;
+        if self.state == State::Streaming && self.image == Image::Whole {
+            self.ack();
+        }
+    }
+
+    fn ack(&mut self) {
+        self.out.push_back(Frame::Ack {
+            epoch: self.epoch,
+            received_lsn: self.applied.max(self.durable),
+            durable_lsn: self.durable,
+        });
+    }
+
     /// The driver made everything applied durable through `durable_lsn`: answer the barriers
     /// waiting. One beyond it (its records were taken after this sync began) asks for another
     /// sync and is answered after that one.
+    /// With no barrier waiting, the sync is acknowledged all the same (the driver syncs after
+    /// every batch it applies, and the primary completes plain writes once the standby has
+    /// them: one Ack per batch).
     pub fn synced(&mut self, durable_lsn: u64) {
         self.durable = self.durable.max(durable_lsn);
-        let Some(p) = self.barrier_pending else {
-            return;
-        };
+        self.applied = self.applied.max(self.durable);
         if self.state == State::Closed {
             return;
         }
-        self.out.push_back(Frame::Ack {
-            epoch: self.epoch,
-            received_lsn: self.received,
-            durable_lsn: self.durable,
-        });
+        let Some(p) = self.barrier_pending else {
+            if self.state == State::Streaming && self.image == Image::Whole {
+                self.ack();
+            }
+            return;
+        };
+        self.ack();
         if p <= self.durable {
             self.barrier_pending = None;
         } else {
@@ -578,9 +603,15 @@ mod tests {
             l.poll_event(),
             Some(StandbyEvent::Apply(vec![rec(11), rec(12)]))
         );
-        // The driver synced what it applied before the barrier came: no ack unasked.
+        // The driver synced what it applied before the barrier came: acknowledged unasked
+        // (the primary completes plain writes on it), and once more for the barrier.
         l.synced(12);
-        assert_eq!(l.poll_frame(), None);
+        let ack = Some(Frame::Ack {
+            epoch: 3,
+            received_lsn: 12,
+            durable_lsn: 12,
+        });
+        assert_eq!(l.poll_frame(), ack);
         l.receive(Frame::Barrier { epoch: 3, lsn: 12 });
         assert_eq!(l.poll_event(), None, "no sync needed");
         assert_eq!(
@@ -597,6 +628,45 @@ mod tests {
         assert_eq!(l.poll_event(), Some(StandbyEvent::Apply(vec![rec(13)])));
         assert_eq!(l.poll_event(), Some(StandbyEvent::Sync));
         assert_eq!(l.poll_frame(), None);
+    }
+
+    #[test]
+    fn each_applied_batch_is_acknowledged_as_received_without_a_sync() {
+        let mut l = StandbyLink::new(cfg(), 3, 10);
+        l.poll_frame();
+        l.receive(hello(3));
+        l.receive(records(3, 10, &[11, 12]));
+        l.receive(records(3, 12, &[13]));
+        assert_eq!(
+            l.poll_event(),
+            Some(StandbyEvent::Apply(vec![rec(11), rec(12)]))
+        );
+        assert_eq!(
+            l.poll_frame(),
+            None,
+            "nothing applied yet: nothing received"
+        );
+        l.applied(12);
+        assert_eq!(
+            l.poll_frame(),
+            Some(Frame::Ack {
+                epoch: 3,
+                received_lsn: 12,
+                durable_lsn: 10
+            }),
+            "what is taken but not applied (13) is not reported"
+        );
+        assert_eq!(l.poll_event(), Some(StandbyEvent::Apply(vec![rec(13)])));
+        assert_eq!(l.poll_event(), None, "no sync asked for");
+        l.applied(13);
+        assert_eq!(
+            l.poll_frame(),
+            Some(Frame::Ack {
+                epoch: 3,
+                received_lsn: 13,
+                durable_lsn: 10
+            })
+        );
     }
 
     #[test]

@@ -29,7 +29,7 @@ use blockstore::{Engine, Error, Role};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
-use super::gate::Gate;
+use super::gate::{Gate, Need};
 use super::in_sync::{self, Degrade, InSyncSlot, Step};
 use super::path_link;
 use super::retry::{Report, Retry, RETRY_MAX, STABLE_LINK};
@@ -60,7 +60,7 @@ pub struct PrimaryTask {
     /// Where flushes wait.
     pub gate: Arc<Gate>,
     /// LSNs flushes wait for (sent by the gate).
-    pub need: UnboundedReceiver<u64>,
+    pub need: UnboundedReceiver<Need>,
     /// What status shows.
     pub status: Arc<StatusCell>,
     /// The stored record says the standby's image has no position in this log (this node was
@@ -91,13 +91,21 @@ pub struct PrimaryTask {
 /// What woke the task.
 enum Wake {
     Stop,
-    Need(u64),
+    Need(Need),
     Frame(Result<blockstore::repl::frame::Frame, ReadError>),
     Timeout,
     Dial,
     Tick,
     Copy,
     RetryDrop,
+}
+
+/// Hands the peer what a flush or a plain write waits for.
+fn need(peer: &mut PrimaryPeer, n: Need, now: std::time::Instant) {
+    match n {
+        Need::Durable(lsn) => peer.need_durable(lsn, now),
+        Need::Received(lsn) => peer.need_received(lsn, now),
+    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -139,7 +147,7 @@ impl PrimaryTask {
         peer_addr: String,
         cfg: PrimaryConfig,
         gate: Arc<Gate>,
-        need: UnboundedReceiver<u64>,
+        need: UnboundedReceiver<Need>,
         status: Arc<StatusCell>,
     ) -> PrimaryTask {
         PrimaryTask {
@@ -310,8 +318,8 @@ impl PrimaryTask {
                     self.gate.fail("the node is shutting down".into());
                     return;
                 }
-                Wake::Need(lsn) => {
-                    peer.need_durable(lsn, now);
+                Wake::Need(n) => {
+                    need(&mut peer, n, now);
                     self.take_needs(&mut peer);
                 }
                 Wake::Frame(Ok(mut f)) => {
@@ -478,8 +486,8 @@ impl PrimaryTask {
     /// Hands the peer every flush waiting in the channel (without waiting for more).
     fn take_needs(&mut self, peer: &mut PrimaryPeer) {
         let now = std::time::Instant::now();
-        while let Ok(l) = self.need.try_recv() {
-            peer.need_durable(l, now);
+        while let Ok(n) = self.need.try_recv() {
+            need(peer, n, now);
         }
     }
 
@@ -785,6 +793,7 @@ impl PrimaryTask {
                 }
             }
             PrimaryEvent::Durable(lsn) => self.gate.release(lsn),
+            PrimaryEvent::Received(lsn) => self.gate.release_received(lsn),
             PrimaryEvent::Degrade { since_lsn } => {
                 // Status shows it at once: the etcd agent publishes the in-sync set from it.
                 self.status
