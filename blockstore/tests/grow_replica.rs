@@ -7,7 +7,7 @@
 use blockstore::engine::Engine;
 use blockstore::replica::{LogPos, ShippedKind, ShippedRecord};
 use blockstore::sim::{SimRng, SimStorage};
-use blockstore::testkit::power_loss::{quiet, sim_volume};
+use blockstore::testkit::power_loss::{at_every_io_operation_of_an_apply, quiet, sim_volume};
 use blockstore::testkit::write_data;
 use blockstore::Role;
 
@@ -196,48 +196,29 @@ fn a_standby_losing_power_while_applying_a_grow_record_recovers_consistently() {
         .expect("a grow record")
         .lsn;
     let want = image(&p);
-    let apply = |s: &Engine| -> bool {
-        for r in recs.chunks(3) {
-            if s.apply_replicated(r).is_err() || s.sync_applied().is_err() {
-                return false;
-            }
-        }
-        true
-    };
-    let total = {
-        let sd = volume(Role::Standby);
-        let s = Engine::open(&sd, quiet()).unwrap();
-        let before = sd.ops_done();
-        assert!(apply(&s));
-        sd.ops_done() - before
-    };
-    for crash_at in 0..total {
-        let sd = volume(Role::Standby);
-        let s = Engine::open(&sd, quiet()).unwrap();
-        sd.arm_crash_after(crash_at);
-        apply(&s);
-        drop(s);
-        let after = sd.crash(&mut SimRng::new(crash_at));
-        let s = Engine::open(&after, quiet())
-            .unwrap_or_else(|e| panic!("crash point {crash_at}: recovery: {e}"));
-        let applied = s.applied_lsn();
-        let cap = s.capacity_blocks();
-        assert!(
-            cap == BLOCKS || cap == GROWN,
-            "crash point {crash_at}: {cap} blocks"
-        );
-        if applied >= grow_lsn {
-            assert_eq!(
-                cap, GROWN,
-                "crash point {crash_at}: applied through {applied}, grow at {grow_lsn}"
+    let total = at_every_io_operation_of_an_apply(
+        &recs,
+        || volume(Role::Standby),
+        |crash_at, s| {
+            let applied = s.applied_lsn();
+            let cap = s.capacity_blocks();
+            assert!(
+                cap == BLOCKS || cap == GROWN,
+                "crash point {crash_at}: {cap} blocks"
             );
-        }
-        // The primary re-ships from the standby's position: both end the same.
-        let from = p.log_pos_after(applied).unwrap();
-        ship(&p, &s, from);
-        assert_eq!(s.capacity_blocks(), GROWN, "crash point {crash_at}");
-        s.set_role(Role::Primary, 9).unwrap();
-        assert_eq!(image(&s), want, "crash point {crash_at}");
-    }
+            if applied >= grow_lsn {
+                assert_eq!(
+                    cap, GROWN,
+                    "crash point {crash_at}: applied through {applied}, grow at {grow_lsn}"
+                );
+            }
+            // The primary re-ships from the standby's position: both end the same.
+            let from = p.log_pos_after(applied).unwrap();
+            ship(&p, &s, from);
+            assert_eq!(s.capacity_blocks(), GROWN, "crash point {crash_at}");
+            s.set_role(Role::Primary, 9).unwrap();
+            assert_eq!(image(&s), want, "crash point {crash_at}");
+        },
+    );
     println!("verified {total} standby power-loss points");
 }

@@ -6,8 +6,8 @@
 
 use blockstore::engine::Engine;
 use blockstore::replica::{LogPos, ShippedKind};
-use blockstore::sim::{SimRng, SimStorage};
-use blockstore::testkit::power_loss::{quiet, sim_volume};
+use blockstore::sim::SimStorage;
+use blockstore::testkit::power_loss::{at_every_io_operation_of_an_apply, quiet, sim_volume};
 use blockstore::testkit::write_data;
 use blockstore::{Role, SnapshotInfo};
 
@@ -115,44 +115,25 @@ fn a_standby_losing_power_while_applying_a_snapshot_record_recovers_consistently
     p.flush_once().unwrap();
     let (recs, _) = p.read_log(start, usize::MAX).unwrap();
     let want = snapshot(&p, a.id);
-    let apply = |s: &Engine| -> bool {
-        for r in recs.chunks(3) {
-            if s.apply_replicated(r).is_err() || s.sync_applied().is_err() {
-                return false;
-            }
-        }
-        true
-    };
-    let total = {
-        let sd = volume(Role::Standby);
-        let s = Engine::open(&sd, quiet()).unwrap();
-        let before = sd.ops_done();
-        assert!(apply(&s));
-        sd.ops_done() - before
-    };
-    for crash_at in 0..total {
-        let sd = volume(Role::Standby);
-        let s = Engine::open(&sd, quiet()).unwrap();
-        sd.arm_crash_after(crash_at);
-        apply(&s);
-        drop(s);
-        let after = sd.crash(&mut SimRng::new(crash_at));
-        let s = Engine::open(&after, quiet())
-            .unwrap_or_else(|e| panic!("crash point {crash_at}: recovery: {e}"));
-        let applied = s.applied_lsn();
-        let has = !s.list_snapshots().is_empty();
-        assert_eq!(
-            has,
-            applied >= a.position,
-            "crash point {crash_at}: applied through {applied}, snapshot at {}",
-            a.position
-        );
-        // The primary re-ships from the standby's position: both end the same.
-        let from = p.log_pos_after(applied).unwrap();
-        ship(&p, &s, from);
-        assert_eq!(same(&s.list_snapshots()), same(&p.list_snapshots()));
-        s.flush_once().unwrap();
-        assert_eq!(snapshot(&s, a.id), want, "crash point {crash_at}");
-    }
+    let total = at_every_io_operation_of_an_apply(
+        &recs,
+        || volume(Role::Standby),
+        |crash_at, s| {
+            let applied = s.applied_lsn();
+            let has = !s.list_snapshots().is_empty();
+            assert_eq!(
+                has,
+                applied >= a.position,
+                "crash point {crash_at}: applied through {applied}, snapshot at {}",
+                a.position
+            );
+            // The primary re-ships from the standby's position: both end the same.
+            let from = p.log_pos_after(applied).unwrap();
+            ship(&p, &s, from);
+            assert_eq!(same(&s.list_snapshots()), same(&p.list_snapshots()));
+            s.flush_once().unwrap();
+            assert_eq!(snapshot(&s, a.id), want, "crash point {crash_at}");
+        },
+    );
     println!("verified {total} standby power-loss points");
 }

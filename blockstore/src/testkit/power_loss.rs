@@ -149,3 +149,38 @@ pub fn close_and_reopen(engine: Arc<Engine>, disk: &SimStorage) -> Reopen {
         Err(e) => Reopen::OpenFailed(e),
     }
 }
+
+/// Applies `records` to a fresh standby (on a disk from `fresh`) three at a time, each piece
+/// synced as the replication link does, once cleanly to count its I/O operations, then once per
+/// operation with power lost after it; each standby recovered from such a crash goes to `check`
+/// with its crash point. Returns the number of crash points.
+pub fn at_every_io_operation_of_an_apply(
+    records: &[crate::replica::ShippedRecord],
+    fresh: impl Fn() -> SimStorage,
+    mut check: impl FnMut(u64, Arc<Engine>),
+) -> u64 {
+    let apply = |s: &Engine| -> bool {
+        records
+            .chunks(3)
+            .all(|r| s.apply_replicated(r).is_ok() && s.sync_applied().is_ok())
+    };
+    let total = {
+        let disk = fresh();
+        let s = Engine::open(&disk, quiet()).expect("opening a fresh standby");
+        let before = disk.ops_done();
+        assert!(apply(&s), "a clean apply failed");
+        disk.ops_done() - before
+    };
+    for crash_at in 0..total {
+        let disk = fresh();
+        let s = Engine::open(&disk, quiet()).expect("opening a fresh standby");
+        disk.arm_crash_after(crash_at);
+        apply(&s);
+        drop(s);
+        let after = disk.crash(&mut SimRng::new(crash_at));
+        let s = Engine::open(&after, quiet())
+            .unwrap_or_else(|e| panic!("crash point {crash_at}: recovery: {e}"));
+        check(crash_at, s);
+    }
+    total
+}
